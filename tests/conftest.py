@@ -1,0 +1,42 @@
+"""Shared fixtures: run a real Kedro session on a throwaway copy of the project."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of conf/, data/01_raw/ and pyproject.toml in tmp_path, made the working directory.
+
+    Catalog paths are relative, so everything a run writes lands in tmp_path, never in the repo.
+    """
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir(exist_ok=True)
+    shutil.copytree(PROJECT_ROOT / "data" / "01_raw", project / "data" / "01_raw")
+    monkeypatch.chdir(project)
+    return project
+
+
+@pytest.fixture
+def run_kedro(kedro_project: Path) -> Callable[..., dict[str, Any]]:
+    """Run pipelines of the copied project in one session: run_kedro("feedback", env="ci")."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(kedro_project)
+
+    def _run(pipeline_name: str | None = None, env: str = "ci", params: dict | None = None, **run_kwargs):
+        with KedroSession.create(project_path=kedro_project, env=env, runtime_params=params or {}) as session:
+            return session.run(pipeline_names=[pipeline_name] if pipeline_name else None, **run_kwargs)
+
+    return _run
