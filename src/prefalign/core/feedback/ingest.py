@@ -75,7 +75,9 @@ def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
     # reasons with their ids and numbers blanked out ("_"), so the summary stays short
     if not rejected.height:
         return {}
-    keyed = rejected["reason"].str.replace_all(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?|0x[0-9a-f]+", "_")
+    reason = pl.col("reason").str.replace_all(r"field '([^']*)'", "field `$1`")  # keep field names
+    reason = reason.str.replace_all(r"'[^']*'|\"[^\"]*\"|0x[0-9a-f]+|-?\d+(?:\.\d+)?", "_")
+    keyed = rejected.select(pl.col("role") + ": " + reason)[:, 0]
     return {k: int(v) for k, v in sorted(keyed.value_counts().iter_rows(), key=lambda kv: -kv[1])}
 
 
@@ -87,7 +89,7 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
         mine = pairs.filter(pl.col("source") == name)
         stats = dict(stats, duplicates_dropped=int(duplicates.get(name, 0)), pairs=mine.height)
         stats["p_chosen"] = _distribution(mine["p_chosen"])
-        stats["margin"] = _distribution(mine["margin"].drop_nulls())
+        stats["margin"] = _distribution(mine["margin"].drop_nulls(), tie=0.0)
         stats["splits"] = {s: int(n) for s, n in mine.group_by("split").len().sort("split").iter_rows()}
         per_source[name] = stats
     return {
@@ -99,7 +101,8 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
     }
 
 
-def _distribution(values: pl.Series) -> dict[str, Any]:
+def _distribution(values: pl.Series, tie: float = 0.5) -> dict[str, Any]:
+    """n, mean, quantiles, and the share of ties (p = 0.5, or margin = 0)."""
     if values.len() == 0:
         return {"n": 0}
     values = values.cast(pl.Float64)
@@ -107,7 +110,7 @@ def _distribution(values: pl.Series) -> dict[str, Any]:
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
         out[f"q{int(q * 100)}"] = round(float(values.quantile(q, "nearest")), 4)
     out["max"] = round(float(values.max()), 4)
-    out["share_equal_0.5"] = round(float((values == 0.5).mean()), 4)
+    out["share_ties"] = round(float((values == tie).mean()), 4)
     return out
 
 

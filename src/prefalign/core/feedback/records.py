@@ -14,8 +14,6 @@ A raw file is split into records without ever dropping one silently:
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import math
 import re
@@ -55,15 +53,20 @@ def gunzip(data: bytes, file: str) -> bytes:
     if data[:2] != b"\x1f\x8b":
         raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
                            "point the catalog at the .gz file or change its file_format")
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+    out: list[bytes] = []
+    rest = data
+    while rest:  # a .gz file may hold several gzip members, one after another
+        stream = zlib.decompressobj(wbits=31)
         try:
-            while chunk := stream.read(1 << 20):
-                out.write(chunk)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            if out.tell() == 0:
+            out.append(stream.decompress(rest))
+        except zlib.error as exc:
+            if not out:
                 raise RawFileError(f"raw file {file} is a corrupt gzip file: {exc}") from exc
-    return out.getvalue()
+            break
+        if not stream.eof:
+            break  # truncated: keep what was decompressed; its cut last line becomes a rejected record
+        rest = stream.unused_data
+    return b"".join(out)
 
 
 def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
