@@ -3,10 +3,10 @@
 Count reconciliation, per source (checked by tests/feedback/test_reconciliation.py):
 
 * records_read = records_used + records_rejected (primary records: the judgments);
-* comparisons = records_used for pairwise sources, and for multi-response sources
-  candidate_pairs = sum over prompts of k(k-1)/2 (the documented expansion), of which
-  capped_dropped were dropped by max_pairs_per_prompt;
-* pair_rows = comparisons - identical_dropped - ties_dropped;
+* pairwise sources: candidate_pairs = comparisons = records_used (one pair per record);
+  multi-response sources: candidate_pairs = sum over prompts of k(k-1)/2 (the documented
+  expansion), and comparisons = candidate_pairs - capped_dropped - (pairs of identical texts);
+* pair_rows = candidate_pairs - capped_dropped - identical_dropped - ties_dropped;
 * pairs = pair_rows - duplicates_dropped (pair_id already produced by an earlier row or source).
 """
 
@@ -43,13 +43,14 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
     }
     if parsed.kind == "scored":
         cap = params.get("max_pairs_per_prompt")
-        comparisons, candidates = within_group_pairs(parsed.frame, cap)
-        stats.update(responses=parsed.frame.height, prompts=parsed.frame["group"].n_unique(),
-                     candidate_pairs=candidates, capped_dropped=candidates - comparisons.height)
+        comparisons, candidates, identical = within_group_pairs(parsed.frame, cap)
+        stats.update(responses=parsed.frame.height, prompts=parsed.frame["group"].n_unique(), candidate_pairs=candidates,
+                     capped_dropped=candidates - identical - comparisons.height)
     else:
-        comparisons = parsed.frame
+        comparisons, identical = parsed.frame, 0
         stats.update(candidate_pairs=comparisons.height, capped_dropped=0)
     pair_rows, dropped = to_pair_rows(comparisons, source, params)
+    dropped["identical_dropped"] += identical
     stats.update(comparisons=comparisons.height, **dropped, pair_rows=pair_rows.height)
     rejected = pl.DataFrame([dict(r, source=source) for r in parsed.rejected], schema=REJECTED_SCHEMA, orient="row") \
         if parsed.rejected else pl.DataFrame(schema=REJECTED_SCHEMA)

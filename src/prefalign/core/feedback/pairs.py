@@ -5,7 +5,7 @@ Steps, each a pure function on polars frames:
 1. ``within_group_pairs``: a multi-response source's scored responses -> comparisons. The rule:
    every unordered pair of distinct responses to the same prompt (k responses give k(k-1)/2);
    when that is more than ``max_pairs_per_prompt``, keep the pairs with the smallest
-   pseudo-random rank, a stable hash of the two responses, so the kept pairs are a reproducible,
+   pseudo-random rank (the XOR of the two responses' stable hashes), so the kept pairs are a reproducible,
    unbiased sample of all pairs (not biased towards big or small margins).
 2. ``to_pair_rows``: comparisons -> oriented pair rows with margin and p_chosen (margins.py),
    dropping ties if the source says ``drop_ties`` and pairs whose two texts are identical.
@@ -36,27 +36,31 @@ def _stable_int(*parts: str) -> int:
     return int(stable_hash(*parts)[:_HASH_HEX], 16)
 
 
-def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -> tuple[pl.DataFrame, int]:
+def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -> tuple[pl.DataFrame, int, int]:
     """Scored responses (group, prompt, response, value, responder, record) -> comparisons
-    (prompt, response_a, response_b, value_a, value_b, ties, record), and the number of candidate
-    pairs before the cap. Response a is the one that came first in the raw files."""
-    ranked = scored.with_row_index("_i").with_columns(
-        # two independent stable hashes per response; their XOR is a uniform rank for the pair
-        _h1=pl.struct("group", "response").map_elements(lambda s: _stable_int("a", s["group"], s["response"]), return_dtype=pl.UInt64),
-        _h2=pl.struct("group", "response").map_elements(lambda s: _stable_int("b", s["group"], s["response"]), return_dtype=pl.UInt64),
-    ) if scored.height else scored.with_row_index("_i").with_columns(_h1=pl.lit(0, pl.UInt64), _h2=pl.lit(0, pl.UInt64))
-    left = ranked.select("group", "prompt", "_i", "_h1", response_a="response", value_a="value", record_a="record")
-    right = ranked.select("group", "_i", "_h2", response_b="response", value_b="value", record_b="record")
+    (prompt, response_a, response_b, value_a, value_b, ties, record), the number of candidate
+    pairs, and how many of them had identical texts (dropped before the cap). Response a is the
+    one that came first in the raw files."""
+    # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
+    # whichever response comes first in the files
+    response_hash = pl.struct("group", "response").map_elements(
+        lambda s: _stable_int("rank", s["group"], s["response"]), return_dtype=pl.UInt64)
+    ranked = scored.with_row_index("_i").with_columns(_h=response_hash if scored.height else pl.lit(0, pl.UInt64))
+    left = ranked.select("group", "prompt", "_i", "_h", response_a="response", value_a="value", record_a="record")
+    right = ranked.select("group", "_i", "_h", response_b="response", value_b="value", record_b="record")
     candidates = left.join(right, on="group", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
     n_candidates = candidates.height
-    candidates = candidates.with_columns(_rank=pl.col("_h1").xor(pl.col("_h2")))
+    # identical texts carry no preference: drop them before the cap so they take no pair's place
+    candidates = candidates.filter(pl.col("response_a") != pl.col("response_b"))
+    n_identical = n_candidates - candidates.height
+    candidates = candidates.with_columns(_rank=pl.col("_h").xor(pl.col("_h_b")))
     if max_pairs_per_prompt is not None:
         candidates = candidates.filter(pl.col("_rank").rank("ordinal").over("group") <= int(max_pairs_per_prompt))
     comparisons = candidates.sort("_i", "_i_b").select(
         "prompt", "response_a", "response_b", "value_a", "value_b",
         ties=pl.lit(None, dtype=pl.Float64), record=pl.concat_str("record_a", pl.lit(" vs "), "record_b"),
     )
-    return comparisons, n_candidates
+    return comparisons, n_candidates, n_identical
 
 
 def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
