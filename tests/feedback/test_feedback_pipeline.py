@@ -98,3 +98,19 @@ def test_generated_source_joins_the_pairs_table_with_minimal_wiring(tmp_path):
     pairs, summary = datasets["pairs"].load(), datasets["feedback_summary"].load()
     assert pairs.height == 50 and set(pairs["source"]) == {"synthetic_scalar"} and pairs["true_p"].null_count() == 0
     assert summary["sources"]["synthetic_scalar"]["pairs"] == 50 and datasets["rejected_feedback_records"].load().height == 0
+
+
+def test_source_order_in_parameters_decides_which_duplicate_is_kept():
+    from prefalign.pipelines.feedback.nodes import build_pairs
+
+    def rows(source: str, p: float) -> pl.DataFrame:
+        return pl.DataFrame({"prompt": ["x"], "chosen": ["a"], "rejected": ["b"], "margin": [None], "p_chosen": [p],
+                             "source": [source], "feedback": ["ai"], "signal": ["votes"], "true_p": [None]},
+                            schema={k: PAIRS_SCHEMA[k] for k in ("prompt", "chosen", "rejected", "margin", "p_chosen", "source", "feedback", "signal", "true_p")})
+
+    split = {"ratios": {"train": 1.0, "val": 0.0, "test": 0.0}}
+    human, judge = rows("pandalm_human", 0.8), rows("pandalm_gpt35", 2 / 3)
+    pairs, duplicates = build_pairs({"split": split, "sources": {"pandalm_human": {}, "pandalm_gpt35": {}}}, judge, human)
+    assert pairs["source"].to_list() == ["pandalm_human"] and duplicates == {"pandalm_gpt35": 1}
+    pairs, _ = build_pairs({"split": split, "sources": {"pandalm_gpt35": {}, "pandalm_human": {}}}, human, judge)
+    assert pairs["source"].to_list() == ["pandalm_gpt35"]
