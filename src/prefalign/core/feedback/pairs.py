@@ -42,24 +42,26 @@ def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -
     pairs, and how many of them had identical texts (dropped before the cap). Response a is the
     one that came first in the raw files."""
     # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
-    # whichever response comes first in the files
+    # whichever response comes first in the files. Equal hashes = identical texts.
     response_hash = pl.struct("group", "response").map_elements(
         lambda s: _stable_int("rank", s["group"], s["response"]), return_dtype=pl.UInt64)
-    ranked = scored.with_row_index("_i").with_columns(_h=response_hash if scored.height else pl.lit(0, pl.UInt64))
-    left = ranked.select("group", "prompt", "_i", "_h", response_a="response", value_a="value", record_a="record")
-    right = ranked.select("group", "_i", "_h", response_b="response", value_b="value", record_b="record")
-    candidates = left.join(right, on="group", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
+    # the self-join runs on small integer keys only; texts are gathered once, for the kept pairs
+    keys = scored.select(_g=pl.col("group").rank("dense"), _h=response_hash if scored.height else pl.lit(0, pl.UInt64)).with_row_index("_i")
+    candidates = keys.join(keys, on="_g", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
     n_candidates = candidates.height
     # identical texts carry no preference: drop them before the cap so they take no pair's place
-    candidates = candidates.filter(pl.col("response_a") != pl.col("response_b"))
+    candidates = candidates.filter(pl.col("_h") != pl.col("_h_b"))
     n_identical = n_candidates - candidates.height
-    candidates = candidates.with_columns(_rank=pl.col("_h").xor(pl.col("_h_b")))
     if max_pairs_per_prompt is not None:
-        candidates = candidates.filter(pl.col("_rank").rank("ordinal").over("group") <= int(max_pairs_per_prompt))
-    comparisons = candidates.sort("_i", "_i_b").select(
-        "prompt", "response_a", "response_b", "value_a", "value_b",
-        ties=pl.lit(None, dtype=pl.Float64), record=pl.concat_str("record_a", pl.lit(" vs "), "record_b"),
-    )
+        rank = pl.col("_h").xor(pl.col("_h_b")).rank("ordinal").over("_g")
+        candidates = candidates.filter(rank <= int(max_pairs_per_prompt))
+    candidates = candidates.sort("_i", "_i_b")
+    a, b = scored[candidates["_i"]], scored[candidates["_i_b"]]
+    comparisons = pl.DataFrame({
+        "prompt": a["prompt"], "response_a": a["response"], "response_b": b["response"],
+        "value_a": a["value"], "value_b": b["value"], "ties": pl.Series([None] * a.height, dtype=pl.Float64),
+        "record": a["record"] + " vs " + b["record"],
+    })
     return comparisons, n_candidates, n_identical
 
 

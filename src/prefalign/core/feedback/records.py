@@ -105,7 +105,11 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
     """One record per element of a top-level JSON array, decoded element by element so that a
     bad element is one error record. If the array itself breaks (a truncated file), the elements
     before the break are kept and the unreadable rest becomes one error record."""
-    text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    try:
+        text, any_bad_bytes = data.decode("utf-8"), False
+    except UnicodeDecodeError:  # keep going; the records holding the bad bytes are found below
+        text, any_bad_bytes = data.decode("utf-8", errors="surrogateescape"), True
+    text = text.lstrip("\ufeff")
     decoder = json.JSONDecoder()
     at = _skip_ws(text, 0)
     if at >= len(text):
@@ -128,7 +132,7 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
                 reason = f"truncated file: {reason}"
             records.append(RawRecord(file, index, None, reason, _printable(rest)))
             return records
-        if _SURROGATE.search(text, at, end):
+        if any_bad_bytes and _SURROGATE.search(text, at, end):
             records.append(RawRecord(file, index, None, "invalid UTF-8 bytes inside the record", _printable(text[at:end])))
         elif not isinstance(value, dict):
             records.append(RawRecord(file, index, None, f"record is a JSON {type(value).__name__}, expected an object", _printable(text[at:end])))
