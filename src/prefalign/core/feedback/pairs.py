@@ -43,10 +43,10 @@ def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -
     one that came first in the raw files."""
     # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
     # whichever response comes first in the files. Equal hashes = identical texts.
-    response_hash = pl.struct("group", "response").map_elements(
-        lambda s: _stable_int("rank", s["group"], s["response"]), return_dtype=pl.UInt64)
+    response_hash = pl.Series([_stable_int("rank", g, r) for g, r in zip(scored["group"].to_list(), scored["response"].to_list())],
+                              dtype=pl.UInt64)
     # the self-join runs on small integer keys only; texts are gathered once, for the kept pairs
-    keys = scored.select(_g=pl.col("group").rank("dense"), _h=response_hash if scored.height else pl.lit(0, pl.UInt64)).with_row_index("_i")
+    keys = scored.select(_g=pl.col("group").rank("dense"), _h=response_hash).with_row_index("_i")
     candidates = keys.join(keys, on="_g", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
     n_candidates = candidates.height
     # identical texts carry no preference: drop them before the cap so they take no pair's place
@@ -113,11 +113,13 @@ def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> t
             raise ValueError(f"pair rows of source {source!r} lack columns {missing}; a source must give {list(PAIR_ROW_COLUMNS)}")
     rows = pl.concat([f.select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in pair_rows]) if pair_rows \
         else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
-    rows = rows.with_columns(
-        pair_id=pl.struct("prompt", "chosen", "rejected").map_elements(
-            lambda s: pair_id_of(s["prompt"], s["chosen"], s["rejected"]), return_dtype=pl.String),
-        prompt_id=pl.col("prompt").map_elements(prompt_id_of, return_dtype=pl.String),
-    ) if rows.height else rows.with_columns(pair_id=pl.lit(None, pl.String), prompt_id=pl.lit(None, pl.String))
+    # hashes in plain Python loops: stable_hash is Python, and a loop beats map_elements' per-row dicts
+    prompts = rows["prompt"].unique()
+    prompt_ids = pl.DataFrame({"prompt": prompts, "prompt_id": [prompt_id_of(p) for p in prompts.to_list()]},
+                              schema={"prompt": pl.String, "prompt_id": pl.String})
+    rows = rows.with_columns(pair_id=pl.Series([pair_id_of(p, c, r) for p, c, r in zip(
+        rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list())], dtype=pl.String))
+    rows = rows.join(prompt_ids, on="prompt", how="left", maintain_order="left")
     first = rows.with_row_index("_i").with_columns(_first=pl.col("_i").min().over("pair_id"))
     duplicates = dict(first.filter(pl.col("_i") != pl.col("_first")).group_by("source").len().iter_rows())
     pairs = first.filter(pl.col("_i") == pl.col("_first")).drop("_i", "_first")
