@@ -135,3 +135,13 @@ def test_unknown_parser_and_missing_keys_name_the_fix():
         ingest_source("x", {"records": []}, {"parser": "csv_stars", "signal": "binary", "feedback": "ai"})
     with pytest.raises(ValueError, match=r"feedback.sources.x.gamma is required"):
         ingest_source("x", {"records": []}, {"parser": "ultrafeedback_pairs", "signal": "score_gap", "feedback": "ai"})
+
+
+def test_summary_groups_rejections_by_reason_keeping_field_names():
+    from prefalign.core.feedback.ingest import _reasons
+    import polars as pl
+
+    rejected = pl.DataFrame({"role": ["records"] * 3, "reason": [
+        "field 'response2' is empty text", "field 'response1' is empty text", "field 'score' = 11 is outside the source's range [1, 10]"]})
+    assert _reasons(rejected) == {"records: field 'response2' is empty text": 1, "records: field 'response1' is empty text": 1,
+                                  "records: field 'score' = _ is outside the source's range [_, _]": 1}

@@ -12,6 +12,7 @@ Count reconciliation, per source (checked by tests/feedback/test_reconciliation.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import polars as pl
@@ -72,14 +73,17 @@ def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[st
             "rejected_by_reason": {}}
 
 
+_DETAIL = re.compile(r"(field '[^']*')|'[^']*'|\"[^\"]*\"|0x[0-9a-f]+|-?\d+(?:\.\d+)?")
+
+
 def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
-    # reasons with their ids and numbers blanked out ("_"), so the summary stays short
-    if not rejected.height:
-        return {}
-    reason = pl.col("reason").str.replace_all(r"field '([^']*)'", "field `$1`")  # keep field names
-    reason = reason.str.replace_all(r"'[^']*'|\"[^\"]*\"|0x[0-9a-f]+|-?\d+(?:\.\d+)?", "_")
-    keyed = rejected.select(pl.col("role") + ": " + reason)[:, 0]
-    return {k: int(v) for k, v in sorted(keyed.value_counts().iter_rows(), key=lambda kv: -kv[1])}
+    """Rejected counts by role and reason, with ids, values and numbers blanked ("_") so that the
+    summary stays short; field names are kept."""
+    counts: dict[str, int] = {}
+    for role, reason in rejected.select("role", "reason").iter_rows():
+        key = f"{role}: " + _DETAIL.sub(lambda m: m.group(1) or "_", reason)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int]) -> dict[str, Any]:
