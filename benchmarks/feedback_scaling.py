@@ -40,7 +40,7 @@ def _one(raw_data_dir: str, n_pairs: int, text_chars: int) -> dict:
     per_copy = scored.group_by("group").len().select((pl.col("len") * (pl.col("len") - 1) // 2).sum()).item()
     copies = -(-n_pairs // per_copy)
     scored = pl.concat([scored.with_columns(group=pl.col("group") + f" #{c}", prompt=pl.col("prompt") + f" #{c}")
-                        for c in range(copies)])
+                        for c in range(copies)]).rechunk()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times = {}
     t0 = time.perf_counter()
