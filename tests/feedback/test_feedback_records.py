@@ -91,3 +91,11 @@ def test_dataset_names_the_full_path_of_an_unreadable_file(tmp_path):
     (tmp_path / "d.json").write_text('{"not": "an array"}')
     with pytest.raises(RawFileError, match=r"raw file d.json does not hold a JSON array.*full path: .*d.json"):
         RawRecordsDataset(filepath=str(tmp_path), glob="*.json").load()()
+
+
+def test_the_dataset_docstring_example_is_true():
+    import doctest
+
+    import prefalign.datasets.raw_records as module
+
+    assert doctest.testmod(module).failed == 0
