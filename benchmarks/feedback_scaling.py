@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT / "src"))
 def _one(raw_data_dir: str, n_pairs: int, text_chars: int) -> dict:
     import polars as pl
 
-    from prefalign.core.feedback.ingest import ingest_source
     from prefalign.core.feedback.pairs import build_pairs_table, to_pair_rows, within_group_pairs
     from prefalign.core.feedback.parsers import parse_alpaca_eval
     from prefalign.datasets.raw_records import RawRecordsDataset
@@ -52,7 +51,6 @@ def _one(raw_data_dir: str, n_pairs: int, text_chars: int) -> dict:
     t2 = time.perf_counter()
     pairs, _ = build_pairs_table([rows], {"ratios": {"train": 0.8, "val": 0.1, "test": 0.1}, "salt": "bench"})
     times["table"] = time.perf_counter() - t2
-    del ingest_source
     return {"responses": scored.height, "candidates": candidates, "pairs": pairs.height, "seconds": time.perf_counter() - t0,
             **times, "rss_before_mb": rss_before, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
