@@ -74,12 +74,22 @@ def columns_named(specs: list[ExpectationSpec], known_columns: list[str]) -> lis
             for column in [value] if isinstance(value, str) else (value or []):
                 if column not in needed:
                     needed.append(column)
-        condition = spec.kwargs.get("row_condition")
-        if isinstance(condition, str):
-            for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", condition):
-                if word in known_columns and word not in needed:
-                    needed.append(word)
+        for column in _condition_columns(spec.kwargs.get("row_condition"), known_columns):
+            if column not in needed:
+                needed.append(column)
     return needed
+
+
+def _condition_columns(condition: Any, known_columns: list[str]) -> list[str]:
+    """Columns in a row_condition: a GX condition dict ({column: {name: ...}}, nested and/or) or a legacy string."""
+    if isinstance(condition, str):
+        return [w for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", condition) if w in known_columns]
+    if isinstance(condition, dict):
+        found = [condition["column"]["name"]] if isinstance(condition.get("column"), dict) else []
+        for inner in condition.get("conditions") or []:
+            found += _condition_columns(inner, known_columns)
+        return found
+    return []
 
 
 def build_expectation(spec: ExpectationSpec) -> Any:
