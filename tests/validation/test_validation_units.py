@@ -48,7 +48,7 @@ def test_derived_columns_hand_computed():
     )
     check = check_frame(
         frame,
-        ["prompt_chars", "prompt_is_blank", "chosen_has_control_chars", "chosen_equals_rejected", "pair_id_repeat"],
+        ["prompt_chars", "prompt_is_blank", "chosen_has_control_chars", "chosen_equals_rejected", "pair_id_is_repeat"],
         r"[\x00-\x08]",
     )
     assert check.to_dict(as_series=False) == {
@@ -56,7 +56,7 @@ def test_derived_columns_hand_computed():
         "prompt_is_blank": [False, True, None],
         "chosen_has_control_chars": [True, False, False],
         "chosen_equals_rejected": [True, False, True],
-        "pair_id_repeat": [0, 1, None],
+        "pair_id_is_repeat": [False, True, None],
     }
 
 

@@ -119,9 +119,8 @@ def run_expectations(frame: pl.DataFrame, specs: list[ExpectationSpec], example_
         .add_dataframe_asset("pairs")
         .add_batch_definition_whole_dataframe("all")
     )
-    suite = context.suites.add(gx.ExpectationSuite(name="pairs_contract"))
-    for expectation in expectations:
-        suite.add_expectation(expectation)
+    # The suite is handed over whole: add_expectation one by one re-serialises the store each time.
+    suite = context.suites.add(gx.ExpectationSuite(name="pairs_contract", expectations=expectations))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="pairs", data=batch, suite=suite))
     results = definition.run(
         batch_parameters={"dataframe": frame.to_pandas()},
