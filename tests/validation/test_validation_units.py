@@ -17,7 +17,7 @@ from prefalign.core.validation.checks import (
     quarantine_fractions,
 )
 from prefalign.core.validation.config import ExpectationSpec
-from prefalign.core.validation.gx_suite import columns_named, run_expectations
+from prefalign.core.validation.gx_suite import columns_named, run_expectations, to_gx_pandas
 from tests.validation.pairs_factory import base_params, good_pairs
 
 
@@ -127,3 +127,10 @@ def test_gx_runs_without_touching_the_network(monkeypatch):
     outcome = run_expectations(pl.DataFrame({"p_chosen": [0.7, 0.2]}), [spec])[0]
     assert outcome.unexpected_rows.tolist() == [1]
     assert attempts == []
+
+
+def test_gx_frame_uses_the_dtypes_gx_vectorises():
+    frame = pl.DataFrame({"n": pl.Series([1, 2], dtype=pl.UInt32), "x": pl.Series([0.5, None], dtype=pl.Float32), "s": ["a", "b"]})
+    converted = to_gx_pandas(frame)
+    assert [str(t) for t in converted.dtypes] == ["int64", "float64", "category"]
+    assert converted["s"].tolist() == ["a", "b"]
