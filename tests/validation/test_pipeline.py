@@ -70,3 +70,17 @@ def test_validation_pipeline_stops_after_writing_the_report(kedro_project, run_k
     assert not (kedro_project / "data/05_model_input/validated_pairs.parquet").exists()
     report = _latest(kedro_project, "data/08_reporting/validation_report.md").read_text()
     assert "**Verdict: STOPPED**" in report and "row_count[hh_rlhf]" in report
+
+
+def test_feedback_then_validation_on_the_shipped_samples(kedro_project, run_kedro):
+    """The real hand-over: the feedback pipeline's pairs pass the contract, and the counts add up."""
+    run_kedro("feedback", env="ci")
+    run_kedro("validation", env="ci")
+
+    pairs = pl.read_parquet(_latest(kedro_project, "data/03_primary/pairs.parquet"))
+    validated = pl.read_parquet(_latest(kedro_project, "data/05_model_input/validated_pairs.parquet"))
+    quarantined = pl.read_parquet(_latest(kedro_project, "data/02_intermediate/quarantined_pairs.parquet"))
+    assert validated.height + quarantined.height == pairs.height > 0
+    results = json.loads(_latest(kedro_project, "data/08_reporting/validation_results.json").read_text())
+    assert results["passed"] and results["rows"]["in"] == pairs.height
+    assert set(results["sources"]) == set(pairs["source"].unique())
