@@ -140,3 +140,9 @@ def test_quarantine_fraction_per_source_and_overall_stop():
     assert "overall" not in message.split("rows:")[0]
     message = _stop(frame, max_quarantine_fraction={"overall": 0.05, "per_source": 1.0})
     assert "quarantined fraction 0.0833 (10/120 rows) is above max_quarantine_fraction.overall=0.05" in message
+
+
+def test_column_order_is_the_contracts():
+    shuffled = good_pairs(3).select(list(reversed(PAIRS_SCHEMA)))
+    checked, results = validate_pairs(shuffled, parse_validation_config(base_params()))
+    assert results["passed"] and checked.columns == [*PAIRS_SCHEMA, FAILED_COLUMN]

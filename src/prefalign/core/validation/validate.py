@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from prefalign.core.schema import PAIR_COLUMNS
 from prefalign.core.validation.checks import (
     FAILED_COLUMN,
     conform_nullable,
@@ -83,7 +84,7 @@ def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.Da
                         "unexpected_count": None, "observed": problems, "examples": [], "kwargs": {}}
         return checked, _results(checked, [schema_entry], config, [f"{SCHEMA_EXPECTATION}: " + "; ".join(problems)])
 
-    pairs = conform_nullable(pairs)
+    pairs = conform_nullable(pairs).select(PAIR_COLUMNS)  # contract column order downstream
     suite = full_suite(config)
     check = check_frame(pairs, columns_named(suite, pairs.columns), config.control_characters)
     outcomes = run_expectations(check, suite, config.example_count)
