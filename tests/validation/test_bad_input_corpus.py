@@ -7,7 +7,15 @@ import polars as pl
 import pytest
 
 from prefalign.core.schema import PAIRS_SCHEMA, pair_id_of
-from prefalign.core.validation import FAILED_COLUMN, parse_validation_config, split_checked, stop_message, validate_pairs
+from prefalign.core.validation import (
+    FAILED_COLUMN,
+    parse_validation_config,
+    plot_distributions,
+    render_markdown,
+    split_checked,
+    stop_message,
+    validate_pairs,
+)
 from tests.validation.pairs_factory import base_params, good_pair, good_pairs
 
 
@@ -112,12 +120,19 @@ def test_source_with_zero_rows_stops_the_run():
     assert "row_count[hh_rlhf]" in message and "observed 0" in message and "80 in" in message
 
 
-def test_mixed_type_column_stops_with_the_column_named():
+def test_mixed_type_column_stops_with_the_column_named_and_still_reports():
     frame = good_pairs().with_columns(
         pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("high")).otherwise(pl.col("p_chosen").cast(pl.String)).alias("p_chosen")
     )
     message = _stop(frame)
     assert "pairs_schema" in message and "'p_chosen' has dtype String, expected Float64" in message
+    # the report nodes must still work on the wrong table, so the report is there when the gate stops
+    checked, results = validate_pairs(frame, parse_validation_config(base_params()))
+    validated, quarantined = split_checked(checked)
+    assert (validated.height, quarantined.height) == (frame.height, 0)
+    report = render_markdown(results, checked)
+    assert "**Verdict: STOPPED**" in report and "| pairs_schema | schema | table | FAIL |" in report
+    assert plot_distributions(checked) is not None
 
 
 def test_missing_column_stops():

@@ -19,6 +19,17 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _has_contract_stats_columns(checked: pl.DataFrame) -> bool:
+    """Per-source statistics need the contract's dtypes; a table that failed the schema has none."""
+    schema = checked.schema
+    return (
+        schema.get("source") == pl.String
+        and schema.get("p_chosen") == pl.Float64
+        and schema.get("margin") == pl.Float64
+        and FAILED_COLUMN in schema
+    )
+
+
 def render_markdown(results: dict[str, Any], checked: pl.DataFrame) -> str:
     rows = results["rows"]
     lines = [
@@ -46,7 +57,7 @@ def render_markdown(results: dict[str, Any], checked: pl.DataFrame) -> str:
             f"| {'' if entry['unexpected_count'] is None else entry['unexpected_count']} | {_cell(detail)} |"
         )
     lines += ["", "## Per source", ""]
-    if results["sources"] and {"p_chosen", "margin"} <= set(checked.columns):
+    if results["sources"] and _has_contract_stats_columns(checked):
         stats = (
             checked.group_by("source")
             .agg(
@@ -84,8 +95,8 @@ def _num(value: Any, pct: bool = False) -> str:
 def plot_distributions(checked: pl.DataFrame, max_sources: int = 12) -> plt.Figure:
     """p_chosen histogram and margin box per source (the validated rows and the quarantined ones)."""
     figure, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    if not {"source", "p_chosen", "margin"} <= set(checked.columns) or checked.height == 0:
-        ax_p.text(0.5, 0.5, "no rows to plot", ha="center")
+    if not _has_contract_stats_columns(checked) or checked.height == 0:
+        ax_p.text(0.5, 0.5, "nothing to plot (no rows, or not the pairs schema)", ha="center")
         return figure
     sources = checked.get_column("source").drop_nulls().unique().sort().to_list()[:max_sources]
     bins = np.linspace(0.5, 1.0, 21)
