@@ -126,6 +126,7 @@ def test_mixed_type_column_stops_with_the_column_named_and_still_reports():
     )
     message = _stop(frame)
     assert "pairs_schema" in message and "'p_chosen' has dtype String, expected Float64" in message
+    assert "120 in; row checks not run" in message
     # the report nodes must still work on the wrong table, so the report is there when the gate stops
     checked, results = validate_pairs(frame, parse_validation_config(base_params()))
     validated, quarantined = split_checked(checked)

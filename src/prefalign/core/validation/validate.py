@@ -131,6 +131,7 @@ def _results(
             )
     return {
         "passed": not failures,
+        "schema_ok": all(e["success"] for e in entries if e["type"] == "schema"),
         "failures": failures,
         "rows": {"in": checked.height, "validated": checked.height - quarantined, "quarantined": quarantined},
         "quarantined_fraction": overall,
@@ -152,7 +153,11 @@ def stop_message(results: dict[str, Any], report_location: str) -> str | None:
     reasons = "\n  - ".join(results["failures"])
     return (
         f"validation stopped the run: {len(results['failures'])} failure(s)\n  - {reasons}\n"
-        f"rows: {rows['in']} in, {rows['validated']} passed the row checks, {rows['quarantined']} quarantined. "
-        f"Report: {report_location} (latest version); quarantined rows with reasons: dataset quarantined_pairs. "
+        + (
+            f"rows: {rows['in']} in, {rows['validated']} passed the row checks, {rows['quarantined']} quarantined. "
+            if results["schema_ok"]
+            else f"rows: {rows['in']} in; row checks not run (the table does not match the pairs schema). "
+        )
+        + f"Report: {report_location} (latest version); quarantined rows with reasons: dataset quarantined_pairs. "
         "Fix the input (feedback pipeline) or tune validation.* in conf/base/parameters_validation.yml."
     )
