@@ -39,8 +39,7 @@ CASES = [
     pytest.param("policy", {"policy": {"defaults": {"data": {"max_lenght": 10}}}},
                  {"namespaces": ["policy_sft"]}, ["max_lenght", "max_length"], id="policy-unknown-key"),
     pytest.param("policy", {"policy": {"defaults": {"data": {"batch_size": 0}}}},
-                 {"namespaces": ["policy_sft"]}, ["batch_size"], id="policy-batch-size",
-                 marks=pytest.mark.xfail(strict=True, reason=GAP)),
+                 {"namespaces": ["policy_sft"]}, ["batch_size"], id="policy-batch-size"),
     pytest.param("evaluation", {"evaluation": {"splits": ["tset"]}}, {"node_names": ["select_test_pairs"]},
                  ["evaluation.splits", "tset"], id="evaluation-splits"),
 ]
