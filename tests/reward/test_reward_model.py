@@ -31,7 +31,7 @@ def _train(pairs, tmp_path, **override):
 
 
 def test_params_fail_before_training_naming_the_key():
-    with pytest.raises(ValueError, match=r"unknown reward parameter\(s\) \['lr'\]"):
+    with pytest.raises(ValueError, match=r"unknown reward parameter key\(s\) \['lr'\]"):
         RewardParams.from_dict({"lr": 1})
     with pytest.raises(ValueError, match=r"head='linear' is not one of \('scalar', 'gpm'\)"):
         RewardParams.from_dict({"head": {"head": "linear"}})
