@@ -70,7 +70,7 @@ def prepare(pairs_path: str, n_pairs: int):
     x, w, l = frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list()
     tok = build_tokenizer({"vocab_size": 2048}, x + w + l)
     tp = tokenize_pairs(tok, x, w, l, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT)
-    full = tokenize_pairs(tok, x, w, l, 10**6, 10**6 - 2)
+    full = tokenize_pairs(tok, x, w, l, max_length=10**6, max_prompt_length=10**6 - 2)
     over = sum(max(len(a), len(b)) > MAX_LENGTH for a, b in zip(full.chosen, full.rejected))
 
     def text(seq):
