@@ -86,7 +86,22 @@ def prepare(pairs_path: str, n_pairs: int):
     return tok, rows, over
 
 
+def trl_model(tok):
+    """TRL's model: LlamaForSequenceClassification (1 label) of the same config, seeded."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from prefalign.core.models.backbone import ModelConfig, small_architecture
+
+    config = small_architecture(ModelConfig.from_dict(MODEL), tok)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    return LlamaForSequenceClassification(config)
+
+
 def run_ours(tok, rows, steps: int, batch: int, out: Path) -> dict:
+    import torch
+
     from prefalign.core.models import build_backbone
     from prefalign.core.reward.model import RewardModel
     from prefalign.core.reward.objective import make_reward_loss_fn
@@ -96,6 +111,11 @@ def run_ours(tok, rows, steps: int, batch: int, out: Path) -> dict:
     tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=10**6, max_prompt_length=10**6 - 2)
     batches = make_pair_batches(tp, batch, tok.pad_token_id, seed=0)
     model = RewardModel(build_backbone(MODEL, tok), {"head": "scalar"})
+    twin = trl_model(tok)  # start from TRL's exact initial weights, so only the batching differs
+    model.backbone.load_state_dict(twin.model.state_dict())
+    with torch.no_grad():
+        model.head.score.weight.copy_(twin.score.weight)
+        model.head.score.bias.zero_()
     cfg = {"max_steps": steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
            "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": 1}
     t0 = time.perf_counter()
@@ -116,15 +136,9 @@ def run_ours(tok, rows, steps: int, batch: int, out: Path) -> dict:
 def run_trl(tok, rows, steps: int, batch: int, out: Path) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import LlamaForSequenceClassification, TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    from prefalign.core.models.backbone import ModelConfig, small_architecture
-
-    config = small_architecture(ModelConfig.from_dict(MODEL), tok)
-    config.num_labels = 1
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(config)
+    model = trl_model(tok)
     args = RewardConfig(
         output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps, learning_rate=LR, warmup_steps=WARMUP,
         lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
