@@ -6,16 +6,14 @@ a minute on 2 cores) runs once per test session; each test then reads what that 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .project_copy import copy_project
-
-# What the notebooks need: pairs and the validation outputs, and every reward checkpoint.
-TRAINED_PIPELINES = ["feedback", "validation", "reward"]
+from .project_copy import RUN_LOG, TRAINED_PIPELINES, RunLog, copy_project
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +24,15 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     project = copy_project(tmp_path_factory.mktemp("lineage") / "project")
     previous = Path.cwd()
+    run_log = RunLog()
     os.chdir(project)  # catalog paths are relative to the working directory
     try:
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="ci") as session:
+            logging.getLogger("prefalign").addHandler(run_log)
             session.run(pipeline_names=TRAINED_PIPELINES)
     finally:
+        logging.getLogger("prefalign").removeHandler(run_log)
         os.chdir(previous)
+    (project / RUN_LOG).write_text("\n".join(run_log.lines))
     yield project

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC = REPO_ROOT / "src"
+# What the notebooks need: pairs and the validation outputs, and every reward checkpoint.
+TRAINED_PIPELINES = ["feedback", "validation", "reward"]
 
 
 def copy_project(destination: Path) -> Path:
@@ -28,3 +31,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update({"KEDRO_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}, **extra)
     return env
+
+
+RUN_LOG = "prefalign_run.log"  # what the project's own logger said during the trained run
+
+
+class RunLog(logging.Handler):
+    """Keeps the messages of the `prefalign` logger (the node summary hook and the pipelines)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().replace("\n", " "))
