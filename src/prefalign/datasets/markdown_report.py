@@ -21,10 +21,10 @@ class MarkdownDataset(TextDataset):
 
     Example usage::
 
-        >>> dataset = MarkdownDataset(filepath=tmp_path / "report.md")
-        >>> dataset.save("# Report\\n\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\n")
-        >>> "<table>" in dataset.preview()
-        True
+        dataset = MarkdownDataset(filepath="report.md")
+        dataset.save("# Report\\n\\n| a | b |\\n|---|---|\\n| 1 | 2 |\\n")
+        dataset.load()      # the Markdown text, unchanged
+        dataset.preview()   # '<h1>Report</h1>\\n<table>...'  (what kedro-viz shows)
     """
 
     def preview(self, max_chars: int = 200_000) -> HTMLPreview:
