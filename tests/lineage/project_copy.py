@@ -29,7 +29,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a kedro / kernel child process: repository src on the path, no telemetry."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update({"KEDRO_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}, **extra)
+    env.update({"KEDRO_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"}, **extra)
+    env.pop("MPLBACKEND", None)  # notebook kernels pick matplotlib's inline backend only when this is unset
     return env
 
 

@@ -14,6 +14,8 @@ from nbclient import NotebookClient
 from .project_copy import REPO_ROOT, subprocess_env
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+# notebooks whose plots must come out as images
+WITH_PLOTS = {"01_pairs_and_margins.ipynb": 2, "03_reward_models.ipynb": 1}
 # notebook -> text its outputs must contain (what the reader comes for)
 EXPECTED_OUTPUT = {
     "01_pairs_and_margins.ipynb": ["pairs from", "highest p_chosen", "lowest p_chosen"],
@@ -53,11 +55,15 @@ async def _run_all(paths: list[Path], project: Path) -> dict[str, nbformat.Noteb
 
 
 def test_notebooks_run_top_to_bottom_on_ci(trained_project: Path, monkeypatch: pytest.MonkeyPatch):
-    # The kernels inherit this environment: the ci config, the repository's src, no display.
+    # The kernels inherit this environment: the ci config, the repository's src.
     for key, value in subprocess_env(KEDRO_ENV="ci").items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     books = asyncio.run(_run_all(NOTEBOOKS, trained_project))  # raises CellExecutionError on any failing cell
     for name, expected in EXPECTED_OUTPUT.items():
         text = _text(books[name])
         for snippet in expected:
             assert snippet in text, f"{name}: output lacks {snippet!r}"
+    for name, count in WITH_PLOTS.items():
+        images = sum("image/png" in output.get("data", {}) for cell in books[name].cells for output in cell.get("outputs", []))
+        assert images >= count, f"{name}: {images} plot image(s), expected at least {count}"
