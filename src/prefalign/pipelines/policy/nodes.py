@@ -14,6 +14,7 @@ from prefalign.core.policy.training import (
     PolicyDataConfig,
     PreferenceConfig,
     reference_logprobs,
+    run_dir,
     train_gpo,
     train_preference,
     train_sft,
@@ -21,12 +22,14 @@ from prefalign.core.policy.training import (
 from prefalign.core.training.loop import TrainConfig
 
 
-def _work_dir(objective: dict[str, Any]) -> Path:
-    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here;
-    # the finished policy goes to the versioned catalog dataset.
+def _work_dir(shared: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
+    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
+    # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
+    # the versioned catalog dataset.
     if "work_dir" not in objective:
         raise ValueError("each policy.<namespace> block needs work_dir (where an interrupted run resumes from)")
-    return Path(objective["work_dir"])
+    name = Path(objective["work_dir"]).name
+    return run_dir(objective["work_dir"], name, {"shared": shared, "objective": objective}, pairs, start.model if start else None)
 
 
 def sft_policy(
@@ -39,7 +42,7 @@ def sft_policy(
         shared.get("model"),
         PolicyDataConfig.from_dict(shared.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(objective),
+        _work_dir(shared, objective, validated_pairs),
     )
     return run.bundle, run.training_curve, run.metrics
 
@@ -66,7 +69,7 @@ def preference_policy(
         PreferenceConfig.from_dict(objective.get("objective")),
         PolicyDataConfig.from_dict(shared.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(objective),
+        _work_dir(shared, objective, validated_pairs, reference),
     )
     return run.bundle, run.training_curve, run.metrics
 
@@ -87,7 +90,7 @@ def gpo_policy(
         gpo,
         PolicyDataConfig.from_dict(shared.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(objective),
+        _work_dir(shared, objective, validated_pairs, reference),
         preference_model_name=objective.get("preference_model_name", "preference_model"),
     )
     return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
