@@ -48,6 +48,19 @@ def make_pairs(n_prompts: int = 24, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=PAIRS_SCHEMA)
 
 
+def tiny_reward_bundle(pairs: pl.DataFrame, head: str, seed: int = 0) -> ModelBundle:
+    """An untrained reward-pipeline model (GPM or scalar head) with its OWN tokenizer (another
+    vocabulary than the policy's: text passes between them as strings)."""
+    from prefalign.core.models import build_backbone
+    from prefalign.core.reward.model import HeadConfig, RewardModel
+
+    texts = pairs["chosen"].to_list() + pairs["rejected"].to_list()
+    tokenizer = build_tokenizer({"vocab_size": 280}, texts)
+    head_cfg = {"head": head, "gpm_k": 2, "tau": 0.1, "max_length": 64, "max_prompt_length": 32} if head == "gpm" else {"head": head, "max_length": 64, "max_prompt_length": 32}
+    model = RewardModel(build_backbone({**TINY_MODEL, "seed": seed}, tokenizer), HeadConfig.from_dict(head_cfg))
+    return ModelBundle(model.eval(), tokenizer, {"head": head})
+
+
 @pytest.fixture(scope="session")
 def tiny_pairs() -> pl.DataFrame:
     return make_pairs()

@@ -22,43 +22,43 @@ from prefalign.core.policy.training import (
 from prefalign.core.training.loop import TrainConfig
 
 
-def _work_dir(shared: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
+def _work_dir(defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
     # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
     # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
     # the versioned catalog dataset.
     if "work_dir" not in objective:
         raise ValueError("each policy.<namespace> block needs work_dir (where an interrupted run resumes from)")
     name = Path(objective["work_dir"]).name
-    return run_dir(objective["work_dir"], name, {"shared": shared, "objective": objective}, pairs, start.model if start else None)
+    return run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, pairs, start.model if start else None)
 
 
 def sft_policy(
-    validated_pairs: pl.DataFrame, shared: dict[str, Any], objective: dict[str, Any]
+    validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
 ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """SFT on prompt + chosen (response-only loss): the reference for every other policy."""
     run = train_sft(
         validated_pairs,
-        shared.get("tokenizer"),
-        shared.get("model"),
-        PolicyDataConfig.from_dict(shared.get("data")),
+        defaults.get("tokenizer"),
+        defaults.get("model"),
+        PolicyDataConfig.from_dict(defaults.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(shared, objective, validated_pairs),
+        _work_dir(defaults, objective, validated_pairs),
     )
     return run.bundle, run.training_curve, run.metrics
 
 
 def compute_reference_logprobs(
-    reference: ModelBundle, validated_pairs: pl.DataFrame, shared: dict[str, Any]
+    reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any]
 ) -> pl.DataFrame:
     """log pi_ref(chosen) and log pi_ref(rejected) per pair_id, computed once per dataset."""
-    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(shared.get("data")))
+    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
 
 
 def preference_policy(
     reference: ModelBundle,
     validated_pairs: pl.DataFrame,
     reference_table: pl.DataFrame,
-    shared: dict[str, Any],
+    defaults: dict[str, Any],
     objective: dict[str, Any],
 ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """DPO / MMPO / cDPO / IPO, the loss chosen by `objective.loss`."""
@@ -67,9 +67,9 @@ def preference_policy(
         validated_pairs,
         reference_table,
         PreferenceConfig.from_dict(objective.get("objective")),
-        PolicyDataConfig.from_dict(shared.get("data")),
+        PolicyDataConfig.from_dict(defaults.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(shared, objective, validated_pairs, reference),
+        _work_dir(defaults, objective, validated_pairs, reference),
     )
     return run.bundle, run.training_curve, run.metrics
 
@@ -78,7 +78,7 @@ def gpo_policy(
     reference: ModelBundle,
     preference_model: ModelBundle,
     validated_pairs: pl.DataFrame,
-    shared: dict[str, Any],
+    defaults: dict[str, Any],
     objective: dict[str, Any],
 ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Iterative GPO scored by a preference model (GPM table, or BT rewards for the baseline)."""
@@ -88,9 +88,9 @@ def gpo_policy(
         preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
         validated_pairs,
         gpo,
-        PolicyDataConfig.from_dict(shared.get("data")),
+        PolicyDataConfig.from_dict(defaults.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(shared, objective, validated_pairs, reference),
+        _work_dir(defaults, objective, validated_pairs, reference),
         preference_model_name=objective.get("preference_model_name", "preference_model"),
     )
     return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
