@@ -24,7 +24,12 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.policy.generation import SamplingConfig
 from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
-from prefalign.core.policy.objectives import implicit_reward_metrics, make_preference_loss_fn, sft_loss_fn
+from prefalign.core.policy.objectives import (
+    implicit_reward_metrics,
+    make_preference_loss_fn,
+    reference_metrics,
+    sft_loss_fn,
+)
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
 from prefalign.core.training.batching import (
     TokenizedPairs,
@@ -235,9 +240,10 @@ def train_preference(
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids)
     model = reference.model
     model.train()
+    n_train = train_frame.height
     before = {
-        "train": implicit_reward_metrics(model, train_eval, ref, objective.beta),
-        "val": implicit_reward_metrics(model, val_eval, ref, objective.beta),
+        "train": reference_metrics(ref, torch.arange(n_train)),
+        "val": reference_metrics(ref, torch.arange(n_train, n_train + val_frame.height)),
     }
     loss_fn = make_preference_loss_fn(objective.loss, objective.beta, ref, objective.label_smoothing)
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
@@ -255,7 +261,7 @@ def train_preference(
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
-        "reference": {split: {k: v for k, v in m.items() if k != "policy_logprob_accuracy"} for split, m in before.items()},
+        "reference": before,
         "policy": after,
         **result.final_metrics,
     }
