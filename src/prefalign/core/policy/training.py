@@ -23,6 +23,7 @@ from prefalign.core.models import build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.policy.generation import SamplingConfig
+from prefalign.core.policy.losses import PREFERENCE_LOSSES
 from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
 from prefalign.core.policy.objectives import (
     implicit_reward_metrics,
@@ -76,7 +77,12 @@ class PreferenceConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PreferenceConfig":
-        return _from_dict(cls, params, "preference objective")
+        cfg = _from_dict(cls, params, "preference objective")
+        if cfg.loss not in PREFERENCE_LOSSES:
+            raise ValueError(f"objective.loss={cfg.loss!r} is not one of {PREFERENCE_LOSSES}")
+        if cfg.beta <= 0:
+            raise ValueError(f"objective.beta={cfg.beta} must be > 0")
+        return cfg
 
 
 @dataclass(frozen=True)
