@@ -38,6 +38,7 @@ from prefalign.core.training.batching import (
     padding_fraction,
     tokenize_pairs,
     tokenize_sequence,
+    tokenize_sequences,
 )
 from prefalign.core.training.loop import TrainConfig, train
 
@@ -114,6 +115,13 @@ class PolicyRun:
     iteration_bundles: dict[str, ModelBundle] = field(default_factory=dict)
 
 
+def apply_cpu_threads(training: TrainConfig) -> None:
+    """The loop sets torch's CPU threads when training starts; the passes before it (reference
+    log-probs, sampling) should run under the same setting."""
+    if training.cpu_threads is not None:
+        torch.set_num_threads(training.cpu_threads)
+
+
 def run_dir(base: str | Path, objective: str, params: dict[str, Any], pairs: pl.DataFrame, model: torch.nn.Module | None = None) -> Path:
     """`base/<objective>_<fingerprint>`: the loop resumes from checkpoints found there, so the
     fingerprint covers everything that changes the run (parameters, pairs and the starting
@@ -180,10 +188,7 @@ def train_sft(
     model = build_causal_lm(model_params, tokenizer)
 
     def sequences(frame: pl.DataFrame):
-        return [
-            tokenize_sequence(tokenizer, x, y, data.max_length, data.max_prompt_length)
-            for x, y in zip(frame["prompt"].to_list(), frame["chosen"].to_list())
-        ]
+        return tokenize_sequences(tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), data.max_length, data.max_prompt_length)
 
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
@@ -306,10 +311,7 @@ def train_gpo(
         scored = sample_and_score(
             policy, tokenizer, prompts, encode, preference_table, replace(sampling, seed=sampling.seed + iteration)
         )
-        seqs = [
-            tokenize_sequence(tokenizer, x, y, data.max_length, data.max_prompt_length)
-            for x, y in zip(scored["prompt"].to_list(), scored["response"].to_list())
-        ]
+        seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length, data.max_prompt_length)
         eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
         old = rows_logprobs(policy, eval_batches, len(seqs))  # pi_t, fixed for this iteration
         scores = scored["score"].to_list()

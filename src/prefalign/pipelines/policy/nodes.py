@@ -14,6 +14,7 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.launch import run_in_subprocesses
 from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import (
+    apply_cpu_threads,
     GPOConfig,
     PolicyDataConfig,
     PreferenceConfig,
@@ -53,6 +54,7 @@ def sft_policy(
     """SFT on prompt + chosen (response-only loss): the reference for every other policy."""
     data = PolicyDataConfig.from_dict(defaults.get("data"))
     training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
     work_dir = _work_dir(defaults, objective, validated_pairs)
     processes = _num_processes(defaults, data)
     if processes > 1:
@@ -67,9 +69,10 @@ def sft_policy(
 
 
 def compute_reference_logprobs(
-    reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any]
+    reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
 ) -> pl.DataFrame:
     """log pi_ref(chosen) and log pi_ref(rejected) per pair_id, computed once per dataset."""
+    apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
     return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
 
 
@@ -84,6 +87,7 @@ def preference_policy(
     preference = PreferenceConfig.from_dict(objective.get("objective"))
     data = PolicyDataConfig.from_dict(defaults.get("data"))
     training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
     work_dir = _work_dir(defaults, objective, validated_pairs, reference)
     processes = _num_processes(defaults, data)
     if processes > 1:
@@ -111,13 +115,15 @@ def gpo_policy(
 ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Iterative GPO scored by a preference model (GPM table, or BT rewards for the baseline)."""
     gpo = GPOConfig.from_dict(objective.get("gpo"))
+    training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
     run = train_gpo(
         reference,
         preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
         validated_pairs,
         gpo,
         PolicyDataConfig.from_dict(defaults.get("data")),
-        TrainConfig.from_dict(objective.get("training")),
+        training,
         _work_dir(defaults, objective, validated_pairs, reference),
         preference_model_name=objective.get("preference_model_name", "preference_model"),
     )

@@ -47,7 +47,7 @@ def preference_pipeline(namespace: str) -> Pipeline:
         [
             Node(
                 compute_reference_logprobs,
-                inputs=["policy_sft.model", "validated_pairs", "params:defaults"],
+                inputs=["policy_sft.model", "validated_pairs", "params:defaults", "params:objective"],
                 outputs="reference_logprobs",
                 name="reference_logprobs",
             ),
