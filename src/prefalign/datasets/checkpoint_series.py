@@ -26,48 +26,31 @@ from __future__ import annotations
 import re
 import shutil
 from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from pathlib import Path
+from typing import Callable
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
 
 from prefalign.core.models.checkpoint import MARKER_FILE, ModelBundle, load_bundle, save_bundle
+from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class ModelCheckpointSeriesDataset(AbstractVersionedDataset[dict[str, ModelBundle], dict[str, Callable[[], ModelBundle]]]):
-    """A dict of ``ModelBundle``s saved as sibling checkpoint directories of one version."""
+class ModelCheckpointSeriesDataset(ModelCheckpointDataset):
+    """A dict of ``ModelBundle``s saved as sibling checkpoint directories of one version.
 
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        load_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Args:
-        filepath: local directory (versioned: the parent of the version folders).
-        version: Kedro version (load None = latest, save None = new timestamp).
-        load_args: ``device`` to put a loaded model on (default ``cpu``).
-        metadata: free-form, e.g. kedro-viz layer; not used by the dataset.
-        """
-        super().__init__(filepath=PurePosixPath(Path(filepath).expanduser().as_posix()), version=version)
-        self._load_args = {"device": "cpu", **(load_args or {})}
-        unknown = sorted(set(self._load_args) - {"device"})
-        if unknown:
-            raise DatasetError(f"ModelCheckpointSeriesDataset load_args {unknown} are unknown; allowed: ['device']")
-        self.metadata = metadata
+    Arguments as ``ModelCheckpointDataset`` (filepath, version, load_args ``device``, metadata).
+    """
 
-    def load(self) -> dict[str, Callable[[], ModelBundle]]:
+    def load(self) -> dict[str, Callable[[], ModelBundle]]:  # type: ignore[override]
         path = Path(self._get_load_path())
         keys = sorted(p.name for p in path.iterdir() if (p / MARKER_FILE).exists()) if path.is_dir() else []
         if not keys:
             raise DatasetError(f"no model checkpoints under '{path}'; run the pipeline that saves them")
         return {key: partial(load_bundle, path / key, device=self._load_args["device"]) for key in keys}
 
-    def save(self, data: dict[str, ModelBundle]) -> None:
+    def save(self, data: dict[str, ModelBundle]) -> None:  # type: ignore[override]
         if not isinstance(data, dict) or not data or not all(isinstance(v, ModelBundle) for v in data.values()):
             raise DatasetError("ModelCheckpointSeriesDataset saves a non-empty dict[str, ModelBundle]")
         bad = [k for k in data if not _KEY.match(k)]
@@ -88,6 +71,3 @@ class ModelCheckpointSeriesDataset(AbstractVersionedDataset[dict[str, ModelBundl
         except DatasetError:
             return False
         return path.is_dir() and any((p / MARKER_FILE).exists() for p in path.iterdir())
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath, "version": self._version, "load_args": self._load_args}

@@ -7,12 +7,14 @@ Left padding, so every row's next token is generated at the same position.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import polars as pl
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from prefalign.core.policy.config import config_from_dict
 
 GENERATIONS_SCHEMA = {
     "prompt_index": pl.Int64,
@@ -36,12 +38,7 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "SamplingConfig":
-        params = dict(params or {})
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(f"unknown sampling key(s) {unknown}; allowed keys: {sorted(allowed)}")
-        cfg = cls(**params)
+        cfg = config_from_dict(cls, params, "sampling")
         if cfg.samples_per_prompt < 2:
             raise ValueError(f"sampling.samples_per_prompt={cfg.samples_per_prompt}: GPO compares responses, use K >= 2")
         if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1:

@@ -15,7 +15,7 @@ from prefalign.core.policy.losses import (
     preference_loss,
     sft_loss,
 )
-from prefalign.core.policy.reference import ReferenceLogprobs
+from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
 
 LossFn = Callable[[torch.nn.Module, object], tuple[torch.Tensor, dict[str, float]]]
 
@@ -68,7 +68,6 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
     }
 
 
-@torch.no_grad()
 def implicit_reward_metrics(
     model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs, beta: float
 ) -> dict[str, float]:
@@ -80,21 +79,12 @@ def implicit_reward_metrics(
       the same quantity for both models, so the two are directly comparable.
     - mean_implicit_reward_margin: mean of beta*h.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    h_all, pol_all, ref_all = [], [], []
-    for batch in batches:
-        seqs = batch.sequences.to(device)
-        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
-        ref_chosen, ref_rejected = reference.lookup(batch.pair_index.to(device))
-        h_all.append(implicit_reward_margin(chosen, rejected, ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype)).cpu())
-        pol_all.append((chosen - rejected).cpu())
-        ref_all.append((ref_chosen - ref_rejected).cpu())
-    model.train(was_training)
-    if not h_all:
+    index, chosen, rejected = score_pair_batches(model, batches)
+    if index.numel() == 0:
         return {"pairs": 0}
-    h, pol, ref = torch.cat(h_all), torch.cat(pol_all), torch.cat(ref_all)
+    ref_chosen, ref_rejected = reference.lookup(index)
+    h = implicit_reward_margin(chosen, rejected, ref_chosen, ref_rejected)
+    pol, ref = chosen - rejected, ref_chosen - ref_rejected
     return {
         "pairs": int(h.numel()),
         "implicit_accuracy": float((h > 0).float().mean()),

@@ -19,30 +19,33 @@ REFERENCE_SCHEMA = {"pair_id": pl.String, "ref_chosen_logp": pl.Float64, "ref_re
 
 
 @torch.no_grad()
+def score_pair_batches(model: torch.nn.Module, batches: Iterable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One no-grad pass over PairBatches: (pair_index, log pi(chosen), log pi(rejected)), each [N] on CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    index_parts, chosen_parts, rejected_parts = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0)], [torch.zeros(0)]
+    for batch in batches:
+        seqs = batch.sequences.to(device)
+        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
+        index_parts.append(batch.pair_index.cpu())
+        chosen_parts.append(chosen.float().cpu())
+        rejected_parts.append(rejected.float().cpu())
+    model.train(was_training)
+    return torch.cat(index_parts), torch.cat(chosen_parts), torch.cat(rejected_parts)
+
+
 def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_ids: Sequence[str]) -> pl.DataFrame:
     """One no-grad pass over pair batches (core/training/batching.PairBatch) -> the reference table.
 
     `pair_ids[i]` names the pair at tokenised index i (each batch's `pair_index`).
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    index_parts, chosen_parts, rejected_parts = [], [], []
-    for batch in batches:
-        seqs = batch.sequences.to(device)
-        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
-        index_parts.append(batch.pair_index.cpu())
-        chosen_parts.append(chosen.double().cpu())
-        rejected_parts.append(rejected.double().cpu())
-    model.train(was_training)
-    if not index_parts:
-        return pl.DataFrame(schema=REFERENCE_SCHEMA)
-    index = torch.cat(index_parts).tolist()
+    index, chosen, rejected = score_pair_batches(model, batches)
     return pl.DataFrame(
         {
-            "pair_id": [pair_ids[i] for i in index],
-            "ref_chosen_logp": torch.cat(chosen_parts).tolist(),
-            "ref_rejected_logp": torch.cat(rejected_parts).tolist(),
+            "pair_id": [pair_ids[i] for i in index.tolist()],
+            "ref_chosen_logp": chosen.double().tolist(),
+            "ref_rejected_logp": rejected.double().tolist(),
         },
         schema=REFERENCE_SCHEMA,
     ).sort("pair_id")

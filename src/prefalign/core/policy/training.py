@@ -12,7 +12,7 @@ import copy
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +22,7 @@ import torch
 from prefalign.core.models import build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
+from prefalign.core.policy.config import config_from_dict
 from prefalign.core.policy.generation import SamplingConfig
 from prefalign.core.policy.losses import PREFERENCE_LOSSES
 from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
@@ -43,15 +44,6 @@ from prefalign.core.training.batching import (
 from prefalign.core.training.loop import TrainConfig, train
 
 
-def _from_dict(cls, params: dict[str, Any] | None, section: str):
-    params = dict(params or {})
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ValueError(f"unknown {section} key(s) {unknown}; allowed keys: {sorted(allowed)}")
-    return cls(**params)
-
-
 @dataclass(frozen=True)
 class PolicyDataConfig:
     """Which pairs and how they are tokenised and batched."""
@@ -65,7 +57,7 @@ class PolicyDataConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
-        return _from_dict(cls, params, "policy data")
+        return config_from_dict(cls, params, "policy data")
 
 
 @dataclass(frozen=True)
@@ -78,7 +70,7 @@ class PreferenceConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PreferenceConfig":
-        cfg = _from_dict(cls, params, "preference objective")
+        cfg = config_from_dict(cls, params, "preference objective")
         if cfg.loss not in PREFERENCE_LOSSES:
             raise ValueError(f"objective.loss={cfg.loss!r} is not one of {PREFERENCE_LOSSES}")
         if cfg.beta <= 0:
@@ -97,7 +89,7 @@ class GPOConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "GPOConfig":
-        cfg = _from_dict(cls, params, "gpo")
+        cfg = config_from_dict(cls, params, "gpo")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
         SamplingConfig.from_dict(cfg.sampling)  # fail before any training
