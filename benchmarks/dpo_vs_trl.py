@@ -8,7 +8,8 @@ speed. Ours precomputes the reference log-probs once (that pass is timed and rep
 separately and included in the total); TRL is measured with its default on-the-fly reference
 forward AND with precompute_ref_log_probs=True. Reported: pairs/s, non-padding tokens/s (ours:
 counted from our batches; TRL: the same pairs' token count, tokenised by our rule), peak RSS,
-and the ratio. Also GPO sampling throughput (responses/s, tokens/s). Not collected by pytest.
+and the ratio. Also GPO sampling throughput (responses/s, tokens/s), and GPM scoring time for
+K = 2..16 responses per prompt against a pairwise model's K(K-1) forward passes. Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -131,6 +132,37 @@ def main() -> None:
     gens = sample_responses(model, tokenizer, prompts, cfg)
     s = time.perf_counter() - t0
     print(f"GPO sampling: {gens.height} responses in {s:.2f}s = {gens.height / s:.1f} responses/s, {gens['n_tokens'].sum() / s:.0f} new tokens/s")
+    gpm_scaling(pairs)
+
+
+def gpm_scaling(pairs: pl.DataFrame, n_prompts: int = 8) -> None:
+    """GPM table (K forwards per prompt) vs a pairwise model's K(K-1) forwards of "A then B" texts."""
+    from prefalign.core.models import build_backbone
+    from prefalign.core.models.checkpoint import ModelBundle
+    from prefalign.core.policy.preference import preference_table_fn
+    from prefalign.core.reward.model import HeadConfig, RewardModel
+    from prefalign.core.reward.scoring import response_rewards
+
+    texts = pairs["chosen"].to_list() + pairs["rejected"].to_list()
+    tokenizer = build_tokenizer({"vocab_size": 1024}, texts)
+    head = {"max_length": MAX_LENGTH, "max_prompt_length": MAX_PROMPT}
+    gpm = RewardModel(build_backbone(MODEL, tokenizer), HeadConfig.from_dict({"head": "gpm", **head})).eval()
+    pairwise = RewardModel(build_backbone(MODEL, tokenizer), HeadConfig.from_dict({"head": "scalar", "max_length": 2 * MAX_LENGTH, "max_prompt_length": MAX_PROMPT})).eval()
+    table = preference_table_fn(ModelBundle(gpm, tokenizer), batch_size=32)
+    prompts = pairs["prompt"].to_list()[:n_prompts]
+    print(f"\nScoring {n_prompts} prompts x K responses (responses cut to 400 chars)")
+    print(f"{'K':>3} {'GPM s':>8} {'GPM fwd':>8} {'pairwise s':>11} {'pair fwd':>9} {'ratio':>6}")
+    for k in (2, 4, 8, 16):
+        groups = [[texts[(p * 16 + i) % len(texts)][:400] for i in range(k)] for p in range(n_prompts)]
+        t0 = time.perf_counter()
+        table(prompts, groups)
+        gpm_s = time.perf_counter() - t0
+        pair_prompts = [x for x, g in zip(prompts, groups) for i in range(k) for j in range(k) if i != j]
+        pair_texts = [g[i] + "\n[vs]\n" + g[j] for g in groups for i in range(k) for j in range(k) if i != j]
+        t0 = time.perf_counter()
+        response_rewards(pairwise, tokenizer, pair_prompts, pair_texts, batch_size=32)
+        pair_s = time.perf_counter() - t0
+        print(f"{k:>3} {gpm_s:8.2f} {n_prompts * k:>8} {pair_s:11.2f} {len(pair_texts):>9} {pair_s / gpm_s:6.1f}")
 
 
 if __name__ == "__main__":
