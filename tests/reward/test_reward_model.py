@@ -31,7 +31,7 @@ def _train(pairs, tmp_path, **override):
 
 
 def test_params_fail_before_training_naming_the_key():
-    with pytest.raises(ValueError, match=r"unknown reward parameter\(s\) \['lr'\]"):
+    with pytest.raises(ValueError, match=r"unknown reward parameter key\(s\) \['lr'\]"):
         RewardParams.from_dict({"lr": 1})
     with pytest.raises(ValueError, match=r"head='linear' is not one of \('scalar', 'gpm'\)"):
         RewardParams.from_dict({"head": {"head": "linear"}})
@@ -87,3 +87,13 @@ def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_pat
         assert matrix[0, 2] == pytest.approx(float(pair[0]), abs=1e-4)
         with pytest.raises(ValueError, match="scalar"):
             response_rewards(loaded.model, loaded.tokenizer, x[:1], w[:1])
+
+
+def test_empty_train_split_fails_naming_the_counts(pairs):
+    from prefalign.pipelines.reward.nodes import select_training_pairs
+
+    only_val = pairs.filter(pairs["split"] == "val")
+    with pytest.raises(ValueError, match=r"no train pairs left for objective 'bt' \(\{'train_rows': 0"):
+        select_training_pairs(only_val, BASE, {"objective": "bt"})
+    train, val, counts = select_training_pairs(pairs, BASE, {"objective": "mmpo"})
+    assert train.height + val.height == pairs.height  # mmpo keeps every row, ties included

@@ -7,7 +7,7 @@ built from config, and ``trust_remote_code`` is only passed on when the user set
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from prefalign.core.models.tokenizer import check_local_path
+from prefalign.core.models.params import dataclass_from_params
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -43,12 +44,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
-        params = dict(params or {})
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(f"unknown model key(s) {unknown}; allowed keys: {sorted(allowed)}")
-        cfg = cls(**params)
+        cfg = dataclass_from_params(cls, params, "model")
         if cfg.dtype not in TORCH_DTYPES:
             raise ValueError(f"model.dtype={cfg.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
         if cfg.name_or_path is None and cfg.hidden_size % cfg.num_heads:

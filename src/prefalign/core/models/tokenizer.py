@@ -6,12 +6,13 @@ saves with ``save_pretrained`` next to the model and loads back with ``AutoToken
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from prefalign.core.models.params import dataclass_from_params
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"
@@ -29,12 +30,7 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TokenizerConfig":
-        params = dict(params or {})
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(f"unknown tokenizer key(s) {unknown}; allowed keys: {sorted(allowed)}")
-        cfg = cls(**params)
+        cfg = dataclass_from_params(cls, params, "tokenizer")
         if cfg.name_or_path is None and cfg.vocab_size < 260:
             raise ValueError(
                 f"tokenizer.vocab_size={cfg.vocab_size} is too small for a byte-level BPE "

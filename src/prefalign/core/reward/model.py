@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from transformers import AutoModel, PreTrainedModel
 
 from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
 from prefalign.core.training.batching import SequenceBatch
+from prefalign.core.models.params import dataclass_from_params
 
 HEAD_TYPES = ("scalar", "gpm")
 HEAD_CONFIG_FILE = "head_config.json"
@@ -31,12 +32,7 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "HeadConfig":
-        params = dict(params or {})
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(f"unknown head key(s) {unknown}; allowed keys: {sorted(allowed)}")
-        cfg = cls(**params)
+        cfg = dataclass_from_params(cls, params, "head")
         if cfg.head not in HEAD_TYPES:
             raise ValueError(f"head={cfg.head!r} is not one of {HEAD_TYPES}")
         if cfg.tau <= 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from prefalign.core.reward.model import HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.training.batching import make_pair_batches, padding_fraction, tokenize_pairs
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
+from prefalign.core.models.params import dataclass_from_params
 
 TIE_P = 0.5
 
@@ -52,11 +53,7 @@ class RewardParams:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "RewardParams":
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(f"unknown reward parameter(s) {unknown}; allowed keys: {sorted(allowed)}")
-        p = cls(**params)
+        p = dataclass_from_params(cls, params, "reward parameter")
         if p.objective not in OBJECTIVES:
             raise ValueError(f"reward objective={p.objective!r} is not one of {OBJECTIVES}")
         if p.num_processes < 1 or p.batch_size < p.num_processes:

@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -30,6 +30,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
+from prefalign.core.models.params import dataclass_from_params
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -73,12 +74,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainConfig":
-        params = dict(params or {})
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(f"unknown training key(s) {unknown}; allowed keys: {sorted(allowed)}")
-        cfg = cls(**params)
+        cfg = dataclass_from_params(cls, params, "training")
         cfg.validate()
         return cfg
 
