@@ -70,7 +70,7 @@ def ours(pairs: pl.DataFrame, tokenizer, model, batch: int, steps: int, lr: floa
         result = train(model, batches, [], make_preference_loss_fn("dpo", 0.1, ref), cfg, tmp)
         seconds = time.perf_counter() - t0
     tokens = sum(batches[i % len(batches)].num_tokens for i in range(steps))  # approx: loop order differs, same multiset per epoch
-    return {"train_s": seconds, "ref_s": ref_seconds, "pairs": steps * batch, "tokens": tokens, "final_loss": result.history[-1]["train_loss"]}
+    return {"train_s": seconds, "ref_s": ref_seconds, "pairs": steps * batch, "tokens": tokens, "final_loss": sum(r["train_loss"] for r in result.history) / len(result.history)}
 
 
 def trl_run(pairs: pl.DataFrame, tokenizer, model, batch: int, steps: int, lr: float, precompute: bool) -> dict:
@@ -103,8 +103,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    pairs = load_pairs(a.pairs)
+    pairs = load_pairs(1000)
     tokenizer = build_tokenizer({"vocab_size": 1024}, pairs["prompt"].to_list() + pairs["chosen"].to_list() + pairs["rejected"].to_list())
+    # Only pairs that fit max_length untruncated, so both trainers see the same tokens (TRL's
+    # truncation rule differs from ours and drops "fully truncated" pairs).
+    def fits(x: str, y: str) -> bool:
+        return len(tokenizer(x)["input_ids"]) + len(tokenizer(y)["input_ids"]) + 2 <= MAX_LENGTH
+    pairs = pairs.filter([fits(x, c) and fits(x, r) for x, c, r in pairs.select("prompt", "chosen", "rejected").iter_rows()]).head(a.pairs)
     base = build_causal_lm(MODEL, tokenizer)
     rows = []
     o = ours(pairs, tokenizer, copy.deepcopy(base), a.batch, a.steps, 1e-3)
@@ -119,10 +124,11 @@ def main() -> None:
             print(f"TRL kept {t['train_pairs_kept']} of {len(pairs)} pairs after its own truncation/filtering")
         except Exception as exc:  # report, do not hide: the table says TRL did not run
             rows.append((f"TRL DPOTrainer (precompute_ref={precompute}) FAILED: {type(exc).__name__}: {str(exc)[:80]}", float("nan"), float("nan"), float("nan")))
-    print(f"{a.pairs} UltraFeedback pairs, batch {a.batch}, {a.steps} steps, {a.threads} thread(s), model {MODEL}")
-    print(f"{'run':<48} {'pairs/s':>9} {'tokens/s':>10} {'loss':>8} {'ratio':>7}")
+    print(f"{pairs.height} UltraFeedback pairs (untruncated at {MAX_LENGTH} tokens), batch {a.batch}, {a.steps} steps, {a.threads} thread(s), model {MODEL}")
+    print(f"{'run':<48} {'pairs/s':>9} {'tokens/s':>10} {'loss*':>8} {'ratio':>7}")
     for name, pps, tps, loss in rows:
         print(f"{name:<48} {pps:9.2f} {tps:10.0f} {loss:8.4f} {rows[0][1] / pps if pps == pps else float('nan'):7.2f}")
+    print("loss* = mean training loss over all steps (TRL's train_loss); ratio = our pairs/s over the row's")
     print(f"ours: reference pass {o['ref_s']:.2f}s, training {o['train_s']:.2f}s; peak RSS of this process {peak_rss_mb():.0f} MB")
 
     model = copy.deepcopy(base)
