@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -11,19 +10,6 @@ import pytest
 from prefalign.core.models import build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.schema import PAIRS_SCHEMA, pair_id_of, prompt_id_of
-from tests.conftest import PROJECT_ROOT
-
-# Local workarounds for the shared tests/conftest.py (reported to the lead; drop once fixed there):
-# the shared kedro_project fixture copies data/01_raw (created by the feedback branch) and
-# bootstrap_project needs a src/ folder, which the fixture does not copy.
-(PROJECT_ROOT / "data" / "01_raw").mkdir(parents=True, exist_ok=True)
-
-
-@pytest.fixture
-def kedro_project(kedro_project: Path) -> Path:
-    """The shared tmp project plus an empty src/ (the package is imported from the repository)."""
-    (kedro_project / "src").mkdir(exist_ok=True)
-    return kedro_project
 
 TINY_MODEL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
 SUBJECTS = ["cats", "rivers", "bread", "stars", "trains", "music", "gardens", "rain", "books", "chess", "tea", "boats"]
