@@ -19,6 +19,7 @@ from .project_copy import RUN_LOG, TRAINED_PIPELINES, RunLog, copy_project
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tmp copy of the project after `kedro run --env ci --pipelines feedback,validation,reward`."""
+    from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -33,6 +34,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             session.run(pipeline_names=TRAINED_PIPELINES)
     finally:
         logging.getLogger("prefalign").removeHandler(run_log)
+        pipelines.set_requested(None)  # a run leaves Kedro's lazy pipeline registry filtered to what it ran
         os.chdir(previous)
     (project / RUN_LOG).write_text("\n".join(run_log.lines))
     yield project

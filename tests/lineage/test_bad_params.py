@@ -55,6 +55,7 @@ def scratch_project(trained_project: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.mark.parametrize(("pipeline_name", "params", "run_kwargs", "expected"), CASES)
 def test_bad_parameter_is_named_in_the_error(scratch_project: Path, pipeline_name, params, run_kwargs, expected,
                                              monkeypatch: pytest.MonkeyPatch):
+    from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -63,7 +64,10 @@ def test_bad_parameter_is_named_in_the_error(scratch_project: Path, pipeline_nam
     models_before = sorted(p for p in (scratch_project / "data" / "06_models").rglob("*.safetensors"))
     with pytest.raises(Exception) as raised:
         with KedroSession.create(project_path=scratch_project, env="ci", runtime_params=params) as session:
-            session.run(pipeline_names=[pipeline_name], **run_kwargs)
+            try:
+                session.run(pipeline_names=[pipeline_name], **run_kwargs)
+            finally:
+                pipelines.set_requested(None)  # the run left Kedro's lazy registry filtered to one pipeline
     message = str(raised.value)
     for text in expected:
         assert text in message, f"the error does not name {text!r}: {type(raised.value).__name__}: {message[:500]}"

@@ -52,6 +52,7 @@ def _latest(project: Path, relative: str) -> Path:
 def test_readme_commands_run_as_written(trained_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture):
     from kedro.framework.cli.cli import KedroCLI
+    from kedro.framework.project import pipelines
     from kedro.framework.startup import bootstrap_project
 
     project = tmp_path / "project"
@@ -62,14 +63,18 @@ def test_readme_commands_run_as_written(trained_project: Path, tmp_path: Path, m
     first_pairs_version = _versions(project, pairs_dir)[0]
     models_before = len(_versions(project, "data/06_models/reward_gpm/model"))
 
-    for command in checked_commands(README.read_text()):
-        command = command.replace("<timestamp>", first_pairs_version)
-        capsys.readouterr()
-        KedroCLI(project_path=project).main(args=shlex.split(command)[1:], prog_name="kedro", standalone_mode=False)
-        output = capsys.readouterr().out
-        if command == "kedro registry list":
-            for name in ("feedback", "validation", "reward", "policy", "evaluation"):
-                assert re.search(rf"\b{name}\b", output), f"`kedro registry list` does not list {name}"
+    try:
+        for command in checked_commands(README.read_text()):
+            command = command.replace("<timestamp>", first_pairs_version)
+            capsys.readouterr()
+            KedroCLI(project_path=project).main(args=shlex.split(command)[1:], prog_name="kedro", standalone_mode=False)
+            output = capsys.readouterr().out
+            if command == "kedro registry list":
+                for name in ("feedback", "validation", "reward", "policy", "evaluation"):
+                    assert re.search(rf"\b{name}\b", output), f"`kedro registry list` does not list {name}"
+    finally:
+        # `kedro run --pipeline X` in-process leaves Kedro's lazy registry filtered to X; later tests need all.
+        pipelines.set_requested(None)
 
     assert len(_versions(project, "data/06_models/reward_gpm/model")) == models_before + 1
     original = pl.read_parquet(next((project / pairs_dir / first_pairs_version).iterdir()))
