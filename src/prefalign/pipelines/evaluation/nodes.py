@@ -1,0 +1,109 @@
+"""Evaluation nodes: thin, typed calls into core/evaluation (the catalog does all I/O)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+from matplotlib.figure import Figure
+
+from prefalign.core.evaluation import evaluate, plots, report, scoring
+
+logger = logging.getLogger(__name__)
+
+REWARDBENCH_COLUMNS = ("prompt", "chosen", "rejected", "subset")
+
+
+def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """The evaluated pairs: the configured splits, capped per source (seeded) to bound the cost."""
+    splits = params["splits"]
+    chosen = validated_pairs.filter(pl.col("split").is_in(splits))
+    if chosen.is_empty():
+        raise ValueError(
+            f"validated_pairs has no rows in splits {splits} (it has {validated_pairs['split'].unique().to_list()}); "
+            "set evaluation.splits"
+        )
+    cap = params.get("max_pairs_per_source")
+    if cap:
+        chosen = chosen.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("source") < cap)
+    return chosen.sort("pair_id")
+
+
+def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """Check a RewardBench-format table and cap it per subset (seeded)."""
+    missing = [c for c in REWARDBENCH_COLUMNS if c not in rewardbench.columns]
+    if missing:
+        raise ValueError(
+            f"the RewardBench-format file lacks column(s) {missing}; each row needs {list(REWARDBENCH_COLUMNS)} "
+            "(point --params rewardbench_path=... at a JSONL file with those keys)"
+        )
+    table = rewardbench.select(REWARDBENCH_COLUMNS).drop_nulls()
+    cap = params.get("max_rows_per_subset")
+    if cap:
+        table = table.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("subset") < cap)
+    return table
+
+
+def ground_truth_metrics(test_pairs: pl.DataFrame, triples: pl.DataFrame, scalar_params: dict[str, Any],
+                         cyclic_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic truth scored like a model: the ceiling row of the comparison table."""
+    scalar = scoring.scalar_truth_scorer(scalar_params["weights"], scalar_params.get("temperature", 1.0))
+    cyclic = scoring.cyclic_truth_scorer(cyclic_params.get("cyclic_strength", 4.0))
+    scored = scoring.score_by_source(test_pairs, {"synthetic_scalar": scalar, "synthetic_cyclic": cyclic})
+    metrics: dict[str, Any] = {"kind": "ground truth",
+                               "description": "the synthetic lab's hidden reward / majority rule (synthetic pairs only)"}
+    if scored.height:
+        metrics["pairs"] = evaluate.evaluate_pair_scores(scored, params["n_bins"])
+    if triples.height:
+        metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, cyclic))
+    return metrics
+
+
+def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, params: dict[str, Any],
+                    **models: dict[str, Any]) -> tuple[
+        dict[str, Any], pl.DataFrame, pl.DataFrame]:
+    """All models side by side: the run's metrics JSON, the comparison table, the data summary."""
+    order = params.get("model_order") or sorted(models)
+    ordered = {name: models[name] for name in order if name in models}
+    ordered.update({name: m for name, m in models.items() if name not in ordered})
+    data = evaluate.data_summary(validated_pairs)
+    comparison = evaluate.comparison_table(ordered)
+    metrics = {
+        "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height},
+        "data": data.to_dicts(),
+        "models": ordered,
+        "comparison": comparison.to_dicts(),
+    }
+    logger.info("evaluation comparison table:\n%s", report.markdown_table(comparison))
+    return metrics, comparison, data
+
+
+def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
+    """Reliability diagrams, margin histograms per source, win-rate bars (when policies were judged)."""
+    models = metrics["models"]
+    figures = {"margins_per_source": plots.margin_histograms(validated_pairs),
+               "reliability_p_chosen": plots.reliability_diagram(models, "p_chosen")}
+    if any((m.get("pairs") or {}).get("reliability_true_p") for m in models.values()):
+        figures["reliability_true_p"] = plots.reliability_diagram(models, "true_p")
+    if any(m.get("generation") for m in models.values()):
+        figures["win_rates"] = plots.win_rate_bars(models)
+    curves = {name: m["training_curve"] for name, m in models.items() if m.get("training_curve")}
+    if curves:
+        figures["training_curves"] = plots.training_curves(curves)
+    return figures
+
+
+def write_report(metrics: dict[str, Any], comparison: pl.DataFrame, data: pl.DataFrame,
+                 figures: dict[str, Figure], params: dict[str, Any]) -> tuple[str, str, dict[str, Figure]]:
+    """Markdown and self-contained HTML report; the figures pass through to the plots dataset."""
+    images = {name: plots.figure_png_base64(fig) for name, fig in figures.items()}
+    location = params["report_location"]
+    markdown = report.render_markdown(data, comparison, metrics, list(figures), location["plots"])
+    html = report.render_html(data, comparison, metrics, images)
+    logger.info("evaluation report written: %s (self-contained) and %s; plots in %s; metrics JSON in %s "
+                "(each versioned: newest timestamp folder)", location["html"], location["markdown"],
+                location["plots"], location["metrics"])
+    return markdown, html, {f"{name}.png": fig for name, fig in figures.items()}
