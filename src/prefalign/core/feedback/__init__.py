@@ -1,0 +1,1 @@
+"""Feedback ingestion: raw human/AI feedback -> margin-annotated preference pairs (no kedro here)."""

@@ -1,0 +1,115 @@
+"""One source end to end (parse -> pairs -> pair rows), and the per-source summary.
+
+Count reconciliation, per source (checked by tests/feedback/test_reconciliation.py):
+
+* records_read = records_used + records_rejected (primary records: the judgments);
+* comparisons = records_used for pairwise sources, and for multi-response sources
+  candidate_pairs = sum over prompts of k(k-1)/2 (the documented expansion), of which
+  capped_dropped were dropped by max_pairs_per_prompt;
+* pair_rows = comparisons - identical_dropped - ties_dropped;
+* pairs = pair_rows - duplicates_dropped (pair_id already produced by an earlier row or source).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
+from prefalign.core.feedback.parsers import REJECTED_SCHEMA, get_parser
+from prefalign.core.feedback.records import RawRecord
+
+REQUIRED_SOURCE_KEYS = ("parser", "signal", "feedback")
+
+
+def check_source_params(source: str, params: dict[str, Any]) -> None:
+    missing = [k for k in REQUIRED_SOURCE_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"feedback.sources.{source} lacks {missing}; see conf/base/parameters_feedback.yml")
+    if params["signal"] == "score_gap" and "gamma" not in params:
+        raise ValueError(f"feedback.sources.{source}.gamma is required for a score_gap source")
+
+
+def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(pair rows, rejected records, stats) of one source from its decoded raw records."""
+    check_source_params(source, params)
+    parsed = get_parser(params["parser"])(inputs, params)
+    stats: dict[str, Any] = {
+        "source": source, "parser": params["parser"], "signal": params["signal"], "feedback": params["feedback"],
+        "records_read": parsed.records_read, "records_rejected": parsed.records_rejected,
+        "records_used": parsed.records_read - parsed.records_rejected,
+        "auxiliary_records_read": parsed.auxiliary_read, "auxiliary_records_rejected": parsed.auxiliary_rejected,
+    }
+    if parsed.kind == "scored":
+        cap = params.get("max_pairs_per_prompt")
+        comparisons, candidates = within_group_pairs(parsed.frame, cap)
+        stats.update(responses=parsed.frame.height, prompts=parsed.frame["group"].n_unique(),
+                     candidate_pairs=candidates, capped_dropped=candidates - comparisons.height)
+    else:
+        comparisons = parsed.frame
+        stats.update(candidate_pairs=comparisons.height, capped_dropped=0)
+    pair_rows, dropped = to_pair_rows(comparisons, source, params)
+    stats.update(comparisons=comparisons.height, **dropped, pair_rows=pair_rows.height)
+    rejected = pl.DataFrame([dict(r, source=source) for r in parsed.rejected], schema=REJECTED_SCHEMA, orient="row") \
+        if parsed.rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
+    stats["rejected_by_reason"] = _reasons(rejected)
+    return pair_rows, rejected, stats
+
+
+def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Stats of a source generated from parameters (no raw file): every row is a record used."""
+    missing = [c for c in PAIR_ROW_COLUMNS if c not in pair_rows.columns]
+    if missing:
+        raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(PAIR_ROW_COLUMNS)}")
+    n = pair_rows.height
+    return {"source": source, "parser": "generated", "signal": params.get("signal", "ground_truth"),
+            "feedback": params.get("feedback", "synthetic"), "records_read": n, "records_rejected": 0,
+            "records_used": n, "auxiliary_records_read": 0, "auxiliary_records_rejected": 0,
+            "candidate_pairs": n, "capped_dropped": 0, "comparisons": n, "identical_dropped": 0,
+            "ties": int((pair_rows["p_chosen"] == 0.5).sum()), "ties_dropped": 0, "pair_rows": n,
+            "rejected_by_reason": {}}
+
+
+def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
+    # reasons with their ids and numbers blanked out ("_"), so the summary stays short
+    if not rejected.height:
+        return {}
+    keyed = rejected["reason"].str.replace_all(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?|0x[0-9a-f]+", "_")
+    return {k: int(v) for k, v in sorted(keyed.value_counts().iter_rows(), key=lambda kv: -kv[1])}
+
+
+def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int]) -> dict[str, Any]:
+    """Per-source summary (records read, rejected, pairs, p_chosen distribution) for the report."""
+    per_source = {}
+    for stats in source_stats:
+        name = stats["source"]
+        mine = pairs.filter(pl.col("source") == name)
+        stats = dict(stats, duplicates_dropped=int(duplicates.get(name, 0)), pairs=mine.height)
+        stats["p_chosen"] = _distribution(mine["p_chosen"])
+        stats["margin"] = _distribution(mine["margin"].drop_nulls())
+        stats["splits"] = {s: int(n) for s, n in mine.group_by("split").len().sort("split").iter_rows()}
+        per_source[name] = stats
+    return {
+        "total": {"pairs": pairs.height, "prompts": pairs["prompt_id"].n_unique(),
+                  "records_read": sum(s["records_read"] for s in source_stats),
+                  "records_rejected": sum(s["records_rejected"] for s in source_stats),
+                  "splits": {s: int(n) for s, n in pairs.group_by("split").len().sort("split").iter_rows()}},
+        "sources": per_source,
+    }
+
+
+def _distribution(values: pl.Series) -> dict[str, Any]:
+    if values.len() == 0:
+        return {"n": 0}
+    values = values.cast(pl.Float64)
+    out = {"n": values.len(), "mean": round(float(values.mean()), 4), "min": round(float(values.min()), 4)}
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        out[f"q{int(q * 100)}"] = round(float(values.quantile(q, "nearest")), 4)
+    out["max"] = round(float(values.max()), 4)
+    out["share_equal_0.5"] = round(float((values == 0.5).mean()), 4)
+    return out
+
+
+def rejected_table(rejected: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(rejected) if rejected else pl.DataFrame(schema=REJECTED_SCHEMA)

@@ -1,0 +1,119 @@
+"""From normalised feedback to the pairs table (architecture.md, "The one contract").
+
+Steps, each a pure function on polars frames:
+
+1. ``within_group_pairs``: a multi-response source's scored responses -> comparisons. The rule:
+   every unordered pair of distinct responses to the same prompt (k responses give k(k-1)/2);
+   when that is more than ``max_pairs_per_prompt``, keep the pairs with the smallest
+   pseudo-random rank, a stable hash of the two responses, so the kept pairs are a reproducible,
+   unbiased sample of all pairs (not biased towards big or small margins).
+2. ``to_pair_rows``: comparisons -> oriented pair rows with margin and p_chosen (margins.py),
+   dropping ties if the source says ``drop_ties`` and pairs whose two texts are identical.
+3. ``build_pairs_table``: the pair rows of every source (parsed or generated) -> one table with
+   pair_id and prompt_id, deduplicated by pair_id (first occurrence wins, sources in the order
+   given), and a split assigned by a hash of prompt_id.
+
+``PAIR_ROW_COLUMNS`` is the extension point for generated sources (e.g. synthetic data): a
+frame with these columns can be passed to ``build_pairs_table`` beside the parsed sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from prefalign.core.feedback.margins import orient, signed_target
+from prefalign.core.schema import PAIRS_SCHEMA, SPLITS, conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
+
+PAIR_ROW_COLUMNS: dict[str, pl.DataType] = {
+    c: PAIRS_SCHEMA[c] for c in ("prompt", "chosen", "rejected", "margin", "p_chosen", "source", "feedback", "signal", "true_p")
+}
+_HASH_HEX = 15  # 60-bit integers from the stable hash
+
+
+def _stable_int(*parts: str) -> int:
+    return int(stable_hash(*parts)[:_HASH_HEX], 16)
+
+
+def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -> tuple[pl.DataFrame, int]:
+    """Scored responses (group, prompt, response, value, responder, record) -> comparisons
+    (prompt, response_a, response_b, value_a, value_b, ties, record), and the number of candidate
+    pairs before the cap. Response a is the one that came first in the raw files."""
+    ranked = scored.with_row_index("_i").with_columns(
+        # two independent stable hashes per response; their XOR is a uniform rank for the pair
+        _h1=pl.struct("group", "response").map_elements(lambda s: _stable_int("a", s["group"], s["response"]), return_dtype=pl.UInt64),
+        _h2=pl.struct("group", "response").map_elements(lambda s: _stable_int("b", s["group"], s["response"]), return_dtype=pl.UInt64),
+    ) if scored.height else scored.with_row_index("_i").with_columns(_h1=pl.lit(0, pl.UInt64), _h2=pl.lit(0, pl.UInt64))
+    left = ranked.select("group", "prompt", "_i", "_h1", response_a="response", value_a="value", record_a="record")
+    right = ranked.select("group", "_i", "_h2", response_b="response", value_b="value", record_b="record")
+    candidates = left.join(right, on="group", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
+    n_candidates = candidates.height
+    candidates = candidates.with_columns(_rank=pl.col("_h1").xor(pl.col("_h2")))
+    if max_pairs_per_prompt is not None:
+        candidates = candidates.filter(pl.col("_rank").rank("ordinal").over("group") <= int(max_pairs_per_prompt))
+    comparisons = candidates.sort("_i", "_i_b").select(
+        "prompt", "response_a", "response_b", "value_a", "value_b",
+        ties=pl.lit(None, dtype=pl.Float64), record=pl.concat_str("record_a", pl.lit(" vs "), "record_b"),
+    )
+    return comparisons, n_candidates
+
+
+def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Comparisons -> oriented pair rows of one source, and the counts of what was dropped.
+
+    params: signal, feedback, drop_ties, and the signal's own keys (gamma, eps, laplace_alpha,
+    binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them."""
+    margin, p_a = signed_target(params["signal"], params)
+    rows = orient(comparisons, margin, p_a)
+    identical = rows.filter(pl.col("chosen") == pl.col("rejected")).height
+    rows = rows.filter(pl.col("chosen") != pl.col("rejected"))
+    is_tie = pl.col("p_chosen") == 0.5
+    ties = rows.filter(is_tie).height
+    if params.get("drop_ties", False):
+        rows = rows.filter(~is_tie)
+    rows = rows.with_columns(
+        source=pl.lit(source), feedback=pl.lit(params["feedback"]), signal=pl.lit(params["signal"]),
+        true_p=pl.lit(None, dtype=pl.Float64),
+    ).select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()])
+    return rows, {"identical_dropped": identical, "ties": ties,
+                  "ties_dropped": ties if params.get("drop_ties", False) else 0}
+
+
+def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> pl.Series:
+    """train/val/test by a stable hash of (salt, prompt_id): the same on every machine and run,
+    and a prompt is in exactly one split. ratios: {"train": .8, "val": .1, "test": .1}."""
+    weights = [float(ratios.get(s, 0.0)) for s in SPLITS]
+    if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-9:
+        raise ValueError(f"split ratios {ratios} must be >= 0 and sum to 1 (keys {SPLITS})")
+    bounds = [sum(weights[: i + 1]) for i in range(len(SPLITS))]
+
+    def split_of(prompt_id: str) -> str:
+        u = _stable_int("split", salt, prompt_id) / float(16**_HASH_HEX)
+        return next((s for s, b in zip(SPLITS, bounds) if u < b), SPLITS[-1])
+
+    unique = prompt_ids.unique()
+    lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},
+                          schema={"prompt_id": pl.String, "split": pl.String})
+    return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
+
+
+def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Every source's pair rows -> the pairs table (PAIRS_SCHEMA), and per-source duplicates dropped."""
+    for frame in pair_rows:
+        missing = [c for c in PAIR_ROW_COLUMNS if c not in frame.columns]
+        if missing:
+            source = frame["source"][0] if "source" in frame.columns and frame.height else "?"
+            raise ValueError(f"pair rows of source {source!r} lack columns {missing}; a source must give {list(PAIR_ROW_COLUMNS)}")
+    rows = pl.concat([f.select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in pair_rows]) if pair_rows \
+        else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
+    rows = rows.with_columns(
+        pair_id=pl.struct("prompt", "chosen", "rejected").map_elements(
+            lambda s: pair_id_of(s["prompt"], s["chosen"], s["rejected"]), return_dtype=pl.String),
+        prompt_id=pl.col("prompt").map_elements(prompt_id_of, return_dtype=pl.String),
+    ) if rows.height else rows.with_columns(pair_id=pl.lit(None, pl.String), prompt_id=pl.lit(None, pl.String))
+    first = rows.with_row_index("_i").with_columns(_first=pl.col("_i").min().over("pair_id"))
+    duplicates = dict(first.filter(pl.col("_i") != pl.col("_first")).group_by("source").len().iter_rows())
+    pairs = first.filter(pl.col("_i") == pl.col("_first")).drop("_i", "_first")
+    pairs = pairs.with_columns(split=assign_split(pairs["prompt_id"], split["ratios"], str(split.get("salt", ""))))
+    return conform_to_pairs_schema(pairs), duplicates

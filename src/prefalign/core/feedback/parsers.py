@@ -1,0 +1,380 @@
+"""One parser per raw format: raw records -> normalised feedback of one source.
+
+A parser takes ``inputs`` (role name -> list of RawRecord, e.g. {"records": [...]} or
+{"questions": ..., "answers": ..., "judgments": ...}) and the source's parameters, and returns
+a ``ParsedSource`` in one of two normalised forms:
+
+* ``comparisons`` (one row per judged pair): prompt, response_a, response_b, value_a, value_b,
+  ties, record. value_* are scores (score_gap), judge probabilities q (judge_prob) or vote counts
+  (votes); binary sources put the labelled winner in a and leave the values null.
+* ``scored`` (one row per judged response, multi-response sources): group, prompt, response,
+  value, responder, record. ``pairs.within_group_pairs`` turns them into comparisons.
+
+Every record that cannot be used becomes a rejected row (role, file, position, reason, excerpt);
+nothing is dropped silently. "Primary" records are the judgments themselves (counted as records
+read); "auxiliary" records are lookup tables (questions, answers) that judgments are joined to.
+
+Chat flattening rule (one rule for the whole project): a single-turn prompt is the user's text
+as is; a multi-turn conversation keeps hh-rlhf's format "\\n\\nHuman: ...\\n\\nAssistant: ...",
+the prompt ending with the last "\\n\\nAssistant:" and the response being what follows it.
+Responses given as several turns (a few arena answers) are joined with a blank line.
+
+Register a new format with ``@register_parser("name")`` and name it in the source's parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable
+
+import polars as pl
+
+from prefalign.core.feedback.records import (
+    RawRecord,
+    RecordError,
+    as_number,
+    field,
+    number_field,
+    text_field,
+)
+
+COMPARISON_SCHEMA = {
+    "prompt": pl.String, "response_a": pl.String, "response_b": pl.String,
+    "value_a": pl.Float64, "value_b": pl.Float64, "ties": pl.Float64, "record": pl.String,
+}
+SCORED_SCHEMA = {
+    "group": pl.String, "prompt": pl.String, "response": pl.String,
+    "value": pl.Float64, "responder": pl.String, "record": pl.String,
+}
+REJECTED_SCHEMA = {
+    "source": pl.String, "role": pl.String, "file": pl.String, "position": pl.Int64,
+    "reason": pl.String, "excerpt": pl.String,
+}
+
+
+@dataclass
+class ParsedSource:
+    kind: str  # "comparisons" or "scored"
+    frame: pl.DataFrame
+    rejected: list[dict[str, Any]] = dc_field(default_factory=list)
+    records_read: int = 0  # primary records (the judgments)
+    records_rejected: int = 0
+    auxiliary_read: int = 0  # lookup records (questions, answers, the pairs judged by an AI judge)
+    auxiliary_rejected: int = 0
+
+
+Parser = Callable[[dict[str, list[RawRecord]], dict[str, Any]], ParsedSource]
+PARSERS: dict[str, Parser] = {}
+
+
+def register_parser(name: str) -> Callable[[Parser], Parser]:
+    def register(parser: Parser) -> Parser:
+        PARSERS[name] = parser
+        return parser
+    return register
+
+
+def get_parser(name: str) -> Parser:
+    if name not in PARSERS:
+        raise ValueError(f"unknown parser {name!r}; registered parsers: {sorted(PARSERS)}")
+    return PARSERS[name]
+
+
+class _Collector:
+    """Runs a row function over records, keeping good rows and turning every failure into a
+    rejected row with its reason: the one loop every parser uses."""
+
+    def __init__(self) -> None:
+        self.rejected: list[dict[str, Any]] = []
+        self.read = {"primary": 0, "auxiliary": 0}
+        self.failed = {"primary": 0, "auxiliary": 0}
+
+    def reject(self, role: str, rec: RawRecord, reason: str, primary: bool) -> None:
+        self.failed["primary" if primary else "auxiliary"] += 1
+        self.rejected.append({"role": role, "file": rec.file, "position": rec.position,
+                              "reason": reason, "excerpt": rec.excerpt()})
+
+    def rows(self, role: str, records: list[RawRecord], row_of: Callable[[dict], Any], primary: bool = True) -> list[tuple[RawRecord, Any]]:
+        out = []
+        self.read["primary" if primary else "auxiliary"] += len(records)
+        for rec in records:
+            if rec.error is not None:
+                self.reject(role, rec, rec.error, primary)
+                continue
+            try:
+                out.append((rec, row_of(rec.record)))
+            except RecordError as exc:
+                self.reject(role, rec, str(exc), primary)
+        return out
+
+    def result(self, kind: str, rows: list[dict], schema: dict) -> ParsedSource:
+        return ParsedSource(kind, pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema),
+                            self.rejected, self.read["primary"], self.failed["primary"],
+                            self.read["auxiliary"], self.failed["auxiliary"])
+
+
+def _ref(rec: RawRecord) -> str:
+    return f"{rec.file}#{rec.position}"
+
+
+def _range(params: dict, key: str = "score_range") -> tuple[float, float]:
+    low, high = params[key]
+    return float(low), float(high)
+
+
+# --- UltraFeedback binarized: one pair per line with overall scores ---
+
+@register_parser("ultrafeedback_pairs")
+def parse_ultrafeedback(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """{"prompt", "chosen", "rejected", "metadata": {"score_chosen", "score_rejected"}}; scores 1-10."""
+    low, high = _range(params)
+    c = _Collector()
+
+    def row(r: dict) -> dict:
+        return {"prompt": text_field(r, "prompt"), "response_a": text_field(r, "chosen"),
+                "response_b": text_field(r, "rejected"),
+                "value_a": number_field(r, "metadata.score_chosen", low, high),
+                "value_b": number_field(r, "metadata.score_rejected", low, high), "ties": None}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("records", inputs["records"], row)]
+    return c.result("comparisons", rows, COMPARISON_SCHEMA)
+
+
+# --- AlpacaEval / Tulu-2 best-of-n: judge preference of output_2 over a shared reference ---
+
+@register_parser("alpaca_eval_annotations")
+def parse_alpaca_eval(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """AlpacaEval annotations: `preference` in [1, 2], minus 1 = the judge's probability that
+    output_2 beats the shared reference output_1. Responses to one instruction are grouped."""
+    c = _Collector()
+
+    def row(r: dict) -> dict:
+        instruction = text_field(r, "instruction")
+        return {"group": instruction, "prompt": instruction, "response": text_field(r, "output_2"),
+                "value": number_field(r, "preference", 1.0, 2.0) - 1.0,
+                "responder": text_field(r, "generator_2")}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("records", inputs["records"], row)]
+    return c.result("scored", rows, SCORED_SCHEMA)
+
+
+# --- Arena-hard (arena-bench v1): GPT-4 score 1-10 per (question, model), joined to answers ---
+
+def _joined_turns(turns: Any, what: str) -> str:
+    if not isinstance(turns, list) or not turns:
+        raise RecordError(f"{what} has no turns (expected a non-empty list of texts)")
+    if not all(isinstance(t, str) for t in turns):
+        raise RecordError(f"{what} has a turn that is not text")
+    text = "\n\n".join(turns)
+    if not text.strip():
+        raise RecordError(f"{what} is empty text")
+    return text
+
+
+@register_parser("arena_judgments")
+def parse_arena(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    low, high = _range(params)
+    c = _Collector()
+    questions = {qid: text for _, (qid, text) in c.rows("questions", inputs["questions"], lambda r: (
+        text_field(r, "question_id"), _joined_turns(field(r, "turns"), "question")), primary=False)}
+
+    def answer(r: dict) -> tuple[tuple[str, str], str]:
+        choices = field(r, "choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RecordError("field 'choices' is not a non-empty list of objects")
+        return (text_field(r, "question_id"), text_field(r, "model_id")), _joined_turns(choices[0].get("turns"), "answer")
+
+    answers = dict(v for _, v in c.rows("answers", inputs["answers"], answer, primary=False))
+    seen: set[tuple[str, str]] = set()
+
+    def judgment(r: dict) -> dict:
+        qid, model = text_field(r, "question_id"), text_field(r, "model")
+        score = number_field(r, "score", low, high)
+        if qid not in questions:
+            raise RecordError(f"no question with question_id {qid!r} in question.jsonl")
+        if (qid, model) not in answers:
+            raise RecordError(f"no answer of model {model!r} to question {qid!r} in model_answer/")
+        if (qid, model) in seen:
+            raise RecordError(f"duplicate judgment of model {model!r} on question {qid!r} (the first one is kept)")
+        seen.add((qid, model))
+        return {"group": qid, "prompt": questions[qid], "response": answers[(qid, model)],
+                "value": score, "responder": model}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("judgments", inputs["judgments"], judgment)]
+    return c.result("scored", rows, SCORED_SCHEMA)
+
+
+# --- Vicuna eval (FastChat): GPT-4 reviews of two answers, score = [s1, s2] on 1-10 ---
+
+@register_parser("vicuna_reviews")
+def parse_vicuna(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    low, high = _range(params)
+    c = _Collector()
+    questions = {qid: text for _, (qid, text) in c.rows("questions", inputs["questions"], lambda r: (
+        _id(r, "question_id"), text_field(r, "text")), primary=False)}
+    answers = {aid: (qid, text) for _, (aid, qid, text) in c.rows("answers", inputs["answers"], lambda r: (
+        text_field(r, "answer_id"), _id(r, "question_id"), text_field(r, "text")), primary=False)}
+
+    def review(r: dict) -> dict:
+        qid = _id(r, "question_id")
+        a1, a2 = text_field(r, "answer1_id"), text_field(r, "answer2_id")
+        score = field(r, "score")
+        if not isinstance(score, list) or len(score) != 2:
+            raise RecordError(f"field 'score' must be a list of two scores [answer1, answer2], got {str(score)[:40]}")
+        s1, s2 = as_number(score[0], "score of answer1", low, high), as_number(score[1], "score of answer2", low, high)
+        if qid not in questions:
+            raise RecordError(f"no question with question_id {qid} in question.jsonl")
+        for aid in (a1, a2):
+            if aid not in answers:
+                raise RecordError(f"no answer with answer_id {aid!r} in answer/")
+            if answers[aid][0] != qid:
+                raise RecordError(f"answer {aid!r} answers question {answers[aid][0]}, not {qid}")
+        return {"prompt": questions[qid], "response_a": answers[a1][1], "response_b": answers[a2][1],
+                "value_a": s1, "value_b": s2, "ties": None}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("reviews", inputs["reviews"], review)]
+    return c.result("comparisons", rows, COMPARISON_SCHEMA)
+
+
+def _id(r: dict, path: str) -> str:
+    value = field(r, path)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise RecordError(f"field '{path}' has type {type(value).__name__}, expected an id (int or text)")
+    return str(value)
+
+
+# --- Prometheus: three GPT-4 ratings 1-5 of a response wrapped in a rubric prompt ---
+
+_PROMETHEUS = re.compile(
+    r"###The instruction to evaluate:\s*(?P<instruction>.*?)\s*###Response to evaluate:\s*(?P<response>.*?)\s*"
+    r"###Reference Answer.*?###Score Rubrics:\s*(?P<rubric>.*?)\s*(?:###Feedback:|$)", re.S)
+
+
+def parse_prometheus_prompt(template: str) -> tuple[str, str, str]:
+    """(instruction, response, rubric) cut out of Prometheus' rubric template."""
+    match = _PROMETHEUS.search(template)
+    if match is None:
+        for marker in ("###The instruction to evaluate:", "###Response to evaluate:", "###Reference Answer", "###Score Rubrics:"):
+            if marker not in template:
+                raise RecordError(f"rubric prompt has no '{marker}' section")
+        raise RecordError("rubric prompt sections are out of order")
+    instruction, response, rubric = match.group("instruction", "response", "rubric")
+    if not instruction.strip():
+        raise RecordError("the instruction inside the rubric prompt is empty")
+    if not response.strip():
+        raise RecordError("the response inside the rubric prompt is empty")
+    return instruction, response, rubric
+
+
+@register_parser("prometheus_rubric")
+def parse_prometheus(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """Score = mean of the three `gpt4_score` ratings (1-5). Responses are grouped by
+    (instruction, rubric): only responses rated against the same rubric are compared."""
+    low, high = _range(params)
+    c = _Collector()
+
+    def row(r: dict) -> dict:
+        instruction, response, rubric = parse_prometheus_prompt(text_field(r, "instruction"))
+        scores = field(r, "gpt4_score")
+        if not isinstance(scores, list) or not scores:
+            raise RecordError(f"field 'gpt4_score' must be a non-empty list of ratings, got {str(scores)[:40]}")
+        values = [as_number(s, f"gpt4_score[{i}]", low, high) for i, s in enumerate(scores)]
+        return {"group": instruction + "\x00" + rubric, "prompt": instruction, "response": response,
+                "value": sum(values) / len(values), "responder": str(r.get("response_source", ""))}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("records", inputs["records"], row)]
+    return c.result("scored", rows, SCORED_SCHEMA)
+
+
+# --- Anthropic hh-rlhf: two whole dialogues sharing a prefix, binary label ---
+
+HH_ASSISTANT = "\n\nAssistant:"
+
+
+def split_hh_dialogues(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(prompt, chosen response, rejected response): the prompt is the shared prefix up to and
+    including the last "\\n\\nAssistant:" marker that both dialogues share."""
+    common = 0
+    for x, y in zip(chosen, rejected):
+        if x != y:
+            break
+        common += 1
+    cut = chosen.rfind(HH_ASSISTANT, 0, common)
+    if cut < 0:
+        raise RecordError("the two dialogues share no '\\n\\nAssistant:' turn, so there is no common prompt")
+    end = cut + len(HH_ASSISTANT)
+    prompt, response_w, response_l = chosen[:end], chosen[end:].strip(), rejected[end:].strip()
+    if not response_w:
+        raise RecordError("the chosen dialogue has an empty last Assistant turn")
+    if not response_l:
+        raise RecordError("the rejected dialogue has an empty last Assistant turn")
+    return prompt, response_w, response_l
+
+
+@register_parser("hh_rlhf_dialogues")
+def parse_hh_rlhf(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    c = _Collector()
+
+    def row(r: dict) -> dict:
+        prompt, w, l = split_hh_dialogues(text_field(r, "chosen"), text_field(r, "rejected"))
+        return {"prompt": prompt, "response_a": w, "response_b": l, "value_a": None, "value_b": None, "ties": None}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("records", inputs["records"], row)]
+    return c.result("comparisons", rows, COMPARISON_SCHEMA)
+
+
+# --- PandaLM: three human votes (1 = response1, 2 = response2, 0 = tie), and AI judges ---
+
+def pandalm_prompt(r: dict) -> str:
+    """The instruction, then its optional input after a blank line."""
+    instruction = text_field(r, "instruction")
+    extra = r.get("input")
+    if extra is not None and not isinstance(extra, str):
+        raise RecordError(f"field 'input' has type {type(extra).__name__}, expected text")
+    return f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+
+
+def _verdict(value: Any, name: str) -> int:
+    if isinstance(value, str) and value.strip().lower() == "tie":
+        return 0  # the GPT-3.5 judge writes "Tie" where the others write 0
+    number = as_number(value, name, 0, 2)
+    if number != int(number):
+        raise RecordError(f"{name} = {number:g} is not a verdict (0 = tie, 1 = response1, 2 = response2)")
+    return int(number)
+
+
+@register_parser("pandalm_votes")
+def parse_pandalm_votes(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    c = _Collector()
+    annotators = params.get("annotator_fields", ["annotator1", "annotator2", "annotator3"])
+
+    def row(r: dict) -> dict:
+        verdicts = [_verdict(field(r, a), f"field '{a}'") for a in annotators]
+        return {"prompt": pandalm_prompt(r), "response_a": text_field(r, "response1"), "response_b": text_field(r, "response2"),
+                "value_a": float(verdicts.count(1)), "value_b": float(verdicts.count(2)), "ties": float(verdicts.count(0))}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("records", inputs["records"], row)]
+    return c.result("comparisons", rows, COMPARISON_SCHEMA)
+
+
+@register_parser("pandalm_judge")
+def parse_pandalm_judge(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """An AI judge's verdict on PandaLM's pairs (joined on `idx`), read as ONE vote (Laplace-smoothed
+    like the human votes: a win gives p = (1 + a) / (1 + 2a), a tie p = 0.5)."""
+    c = _Collector()
+    result_field = params["result_field"]
+    pairs = {idx: texts for _, (idx, texts) in c.rows("testset", inputs["testset"], lambda r: (
+        _id(r, "idx"), (pandalm_prompt(r), text_field(r, "response1"), text_field(r, "response2"))), primary=False)}
+
+    def row(r: dict) -> dict:
+        idx = _id(r, "idx")
+        verdict = _verdict(field(r, result_field), f"field '{result_field}'")
+        if idx not in pairs:
+            raise RecordError(f"no usable pair with idx {idx} in the PandaLM test set")
+        prompt, a, b = pairs[idx]
+        return {"prompt": prompt, "response_a": a, "response_b": b, "value_a": float(verdict == 1),
+                "value_b": float(verdict == 2), "ties": float(verdict == 0)}
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("predictions", inputs["predictions"], row)]
+    return c.result("comparisons", rows, COMPARISON_SCHEMA)

@@ -1,0 +1,219 @@
+"""Raw records: decoding raw feedback files record by record, and reading fields with clear errors.
+
+A raw file is split into records without ever dropping one silently:
+
+* a file that cannot be read at all (missing, not gzip, not a JSON array, no files in a folder)
+  raises ``RawFileError`` naming the file and the problem: the run stops;
+* a record that cannot be decoded (invalid UTF-8, not JSON, a truncated last line, not a JSON
+  object) becomes a ``RawRecord`` with ``error`` set, so the parser can route it to the rejected
+  records with its file and position, and every good record around it is kept.
+
+``position`` is the 0-based index of the record in its file: the line index for JSON lines
+(blank lines count as lines but yield no record), the element index for a JSON array.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+EXCERPT_CHARS = 200
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, after surrogateescape
+
+
+class RawFileError(ValueError):
+    """A raw file that cannot be read at all; the message names the file and the problem."""
+
+
+class RecordError(ValueError):
+    """One record that cannot be used; the message is the reason stored with the rejected record."""
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    file: str  # path as the catalog gave it (relative to the source folder for multi-file sources)
+    position: int  # 0-based record index in the file
+    record: dict[str, Any] | None  # the decoded JSON object, or None when it could not be decoded
+    error: str | None = None  # why it could not be decoded
+    raw: str = ""  # an excerpt of the undecodable bytes (only set when error is set)
+
+    def excerpt(self) -> str:
+        if self.raw:
+            return self.raw[:EXCERPT_CHARS]
+        return json.dumps(self.record, ensure_ascii=False, default=str)[:EXCERPT_CHARS]
+
+
+def gunzip(data: bytes, file: str) -> bytes:
+    """Decompress gzip bytes. A truncated stream keeps what was decompressed (its last line will
+    be rejected as truncated); bytes that are not gzip at all fail naming the file."""
+    if data[:2] != b"\x1f\x8b":
+        raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
+                           "point the catalog at the .gz file or change its file_format")
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        try:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            if out.tell() == 0:
+                raise RawFileError(f"raw file {file} is a corrupt gzip file: {exc}") from exc
+    return out.getvalue()
+
+
+def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
+    """One record per non-blank line. Each line is decoded on its own, so one bad line (invalid
+    UTF-8, broken JSON, a truncated last line) is one error record and the rest are kept."""
+    lines = data.split(b"\n")
+    ends_with_newline = data.endswith(b"\n")
+    records: list[RawRecord] = []
+    for index, line in enumerate(lines):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            continue
+        excerpt = line[:EXCERPT_CHARS].decode("utf-8", errors="replace")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            records.append(RawRecord(file, index, None, f"invalid UTF-8 (byte 0x{line[exc.start]:02x} at offset {exc.start} of the line)", excerpt))
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            is_last = index == len(lines) - 1 and not ends_with_newline
+            reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
+            if is_last:
+                reason = f"truncated last line: {reason}"
+            records.append(RawRecord(file, index, None, reason, excerpt))
+            continue
+        if not isinstance(value, dict):
+            records.append(RawRecord(file, index, None, f"record is a JSON {type(value).__name__}, expected an object", excerpt))
+            continue
+        records.append(RawRecord(file, index, value))
+    return records
+
+
+def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
+    """One record per element of a top-level JSON array, decoded element by element so that a
+    bad element is one error record. If the array itself breaks (a truncated file), the elements
+    before the break are kept and the unreadable rest becomes one error record."""
+    text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    decoder = json.JSONDecoder()
+    at = _skip_ws(text, 0)
+    if at >= len(text):
+        raise RawFileError(f"raw file {file} is empty; expected a JSON array of records")
+    if text[at] != "[":
+        raise RawFileError(f"raw file {file} does not hold a JSON array (it starts with {text[at:at + 20]!r}); "
+                           "use file_format: json_lines if it has one JSON object per line")
+    records: list[RawRecord] = []
+    at = _skip_ws(text, at + 1)
+    if at < len(text) and text[at] == "]":
+        return records
+    index = 0
+    while True:
+        try:
+            value, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            rest = text[at:]
+            reason = f"not valid JSON ({exc.msg} at char {exc.pos}); the file breaks here and its remaining {len(rest)} characters could not be split into records"
+            if not text.rstrip().endswith("]"):
+                reason = f"truncated file: {reason}"
+            records.append(RawRecord(file, index, None, reason, _printable(rest)))
+            return records
+        if _SURROGATE.search(text, at, end):
+            records.append(RawRecord(file, index, None, "invalid UTF-8 bytes inside the record", _printable(text[at:end])))
+        elif not isinstance(value, dict):
+            records.append(RawRecord(file, index, None, f"record is a JSON {type(value).__name__}, expected an object", _printable(text[at:end])))
+        else:
+            records.append(RawRecord(file, index, value))
+        index += 1
+        at = _skip_ws(text, end)
+        if at < len(text) and text[at] == ",":
+            at = _skip_ws(text, at + 1)
+            continue
+        if at < len(text) and text[at] == "]":
+            return records
+        records.append(RawRecord(file, index, None, f"truncated file: the JSON array ends without ']' after record {index - 1}", _printable(text[at:])))
+        return records
+
+
+def decode_records(data: bytes, file: str, file_format: str) -> list[RawRecord]:
+    """Decode one file's bytes; file_format is json_lines, json_array, or either with `.gz`."""
+    if file_format.endswith(".gz"):
+        data, file_format = gunzip(data, file), file_format[: -len(".gz")]
+    if file_format == "json_lines":
+        return decode_json_lines(data, file)
+    if file_format == "json_array":
+        return decode_json_array(data, file)
+    raise RawFileError(f"unknown file_format {file_format!r} for {file}; use json_lines, json_array, "
+                       "json_lines.gz or json_array.gz")
+
+
+def infer_file_format(path: str) -> str:
+    for suffix, fmt in ((".jsonl.gz", "json_lines.gz"), (".json.gz", "json_array.gz"),
+                        (".jsonl", "json_lines"), (".json", "json_array")):
+        if path.endswith(suffix):
+            return fmt
+    raise RawFileError(f"cannot tell the format of {path} from its name; set file_format in its catalog entry")
+
+
+def _skip_ws(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def _printable(text: str) -> str:
+    return text[:EXCERPT_CHARS].encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+# --- reading fields of one record: each failure is a RecordError whose message is the reason ---
+
+def field(record: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path ("metadata.score_chosen"); a missing key is a RecordError."""
+    value: Any = record
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise RecordError(f"missing field '{path}'")
+        value = value[key]
+    return value
+
+
+def text_field(record: dict[str, Any], path: str) -> str:
+    """A non-empty string field."""
+    value = field(record, path)
+    if value is None:
+        raise RecordError(f"field '{path}' is null, expected text")
+    if not isinstance(value, str):
+        raise RecordError(f"field '{path}' has type {type(value).__name__}, expected text")
+    if not value.strip():
+        raise RecordError(f"field '{path}' is empty text")
+    return value
+
+
+def as_number(value: Any, name: str, low: float | None = None, high: float | None = None) -> float:
+    """A finite number within [low, high]; numeric strings ("8.5") are accepted, as judges write them."""
+    if value is None:
+        raise RecordError(f"{name} is null (no score was given)")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RecordError(f"{name} has type {type(value).__name__}, expected a number")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise RecordError(f"{name} is unparseable: {value[:40]!r} is not a number") from None
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise RecordError(f"{name} is {number} (not a finite number)")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise RecordError(f"{name} = {number:g} is outside the source's range [{low:g}, {high:g}]")
+    return number
+
+
+def number_field(record: dict[str, Any], path: str, low: float | None = None, high: float | None = None) -> float:
+    return as_number(field(record, path), f"field '{path}'", low, high)

@@ -1,0 +1,110 @@
+"""Backbones from configuration: a pretrained model by ``name_or_path`` or a small one from config.
+
+``build_backbone`` returns an ``AutoModel`` (hidden states, for reward heads);
+``build_causal_lm`` returns an ``AutoModelForCausalLM`` (for policies). Both are seeded when
+built from config, and ``trust_remote_code`` is only passed on when the user sets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from prefalign.core.models.tokenizer import check_local_path
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to get a backbone. With ``name_or_path`` null, a Llama-style model of these sizes."""
+
+    name_or_path: str | None = None
+    trust_remote_code: bool = False
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    max_position_embeddings: int = 512
+    seed: int = 0
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
+        params = dict(params or {})
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ValueError(f"unknown model key(s) {unknown}; allowed keys: {sorted(allowed)}")
+        cfg = cls(**params)
+        if cfg.dtype not in TORCH_DTYPES:
+            raise ValueError(f"model.dtype={cfg.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
+        if cfg.name_or_path is None and cfg.hidden_size % cfg.num_heads:
+            raise ValueError(
+                f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}"
+            )
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def small_architecture(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """A Llama-style config sized by ``cfg`` with the tokenizer's vocabulary and special ids."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
+    dtype = TORCH_DTYPES[cfg.dtype]
+    extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    if cfg.name_or_path is None:
+        torch.manual_seed(cfg.seed)  # random init is reproducible under the seed
+        model = auto_class.from_config(small_architecture(cfg, tokenizer), dtype=dtype, **extra)
+    else:
+        check_local_path(cfg.name_or_path)
+        model = auto_class.from_pretrained(
+            cfg.name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **extra
+        )
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model
+
+
+def build_backbone(cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """An ``AutoModel`` returning hidden states (reward models put their head on top)."""
+    return _build(AutoModel, cfg, tokenizer)
+
+
+def build_causal_lm(cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """An ``AutoModelForCausalLM`` (policies: SFT, DPO, MMPO, IPO, GPO)."""
+    return _build(AutoModelForCausalLM, cfg, tokenizer)

@@ -1,0 +1,78 @@
+"""A model and its tokenizer as one ``save_pretrained``-style directory (safetensors, never pickles).
+
+Layout::
+
+    <dir>/prefalign_checkpoint.json   {"kind": "causal_lm" | "backbone" | "reward_model", ...}
+    <dir>/config.json, model.safetensors   (transformers' save_pretrained)
+    <dir>/tokenizer.json, tokenizer_config.json, ...
+    <dir>/head_config.json, head.safetensors   (reward models only, written by the model class)
+
+``kind`` picks the loader, from a fixed registry (no class path from the file is imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+MARKER_FILE = "prefalign_checkpoint.json"
+# kind -> "module:Class" with a from_pretrained(path) classmethod; imported lazily (reward model lives in core/reward).
+LOADERS: dict[str, str] = {
+    "causal_lm": "transformers:AutoModelForCausalLM",
+    "backbone": "transformers:AutoModel",
+    "reward_model": "prefalign.core.reward.model:RewardModel",
+}
+
+
+@dataclass
+class ModelBundle:
+    """What checkpoint datasets save and load: a model and the tokenizer it was trained with."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    metadata: dict[str, Any] | None = None  # small JSON-able facts (objective, steps, ...)
+
+
+def checkpoint_kind(model: torch.nn.Module) -> str:
+    kind = getattr(model, "checkpoint_kind", None)
+    if kind:
+        return kind
+    return "causal_lm" if hasattr(model, "generate") and hasattr(model, "lm_head") else "backbone"
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = checkpoint_kind(bundle.model)
+    if kind not in LOADERS:
+        raise ValueError(f"model kind {kind!r} has no loader; known kinds: {sorted(LOADERS)}")
+    bundle.model.save_pretrained(directory)
+    bundle.tokenizer.save_pretrained(directory)
+    marker = {"kind": kind, "format_version": 1, "metadata": bundle.metadata or {}}
+    (directory / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
+    return directory
+
+
+def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    directory = Path(directory)
+    marker_path = directory / MARKER_FILE
+    if not marker_path.exists():
+        raise FileNotFoundError(
+            f"{marker_path} not found: '{directory}' is not a prefalign checkpoint (save it with save_bundle)"
+        )
+    marker = json.loads(marker_path.read_text())
+    kind = marker["kind"]
+    if kind not in LOADERS:
+        raise ValueError(f"checkpoint kind {kind!r} in {marker_path} is unknown; known kinds: {sorted(LOADERS)}")
+    module_name, class_name = LOADERS[kind].split(":")
+    loader = getattr(importlib.import_module(module_name), class_name)
+    model = loader.from_pretrained(directory).to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    return ModelBundle(model=model, tokenizer=tokenizer, metadata=marker.get("metadata") or {})

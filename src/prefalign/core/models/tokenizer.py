@@ -1,0 +1,90 @@
+"""Tokenizer from configuration: a pretrained one by name/path, or a byte-level BPE trained here.
+
+The trained tokenizer is wrapped as a ``PreTrainedTokenizerFast`` with pad/bos/eos set, so it
+saves with ``save_pretrained`` next to the model and loads back with ``AutoTokenizer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+PAD_TOKEN = "<|pad|>"
+BOS_TOKEN = "<|bos|>"
+EOS_TOKEN = "<|eos|>"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """``name_or_path``: hub id or local dir; null trains a byte-level BPE of ``vocab_size``."""
+
+    name_or_path: str | None = None
+    vocab_size: int = 512
+    min_frequency: int = 2
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> "TokenizerConfig":
+        params = dict(params or {})
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ValueError(f"unknown tokenizer key(s) {unknown}; allowed keys: {sorted(allowed)}")
+        cfg = cls(**params)
+        if cfg.name_or_path is None and cfg.vocab_size < 260:
+            raise ValueError(
+                f"tokenizer.vocab_size={cfg.vocab_size} is too small for a byte-level BPE "
+                "(256 byte symbols + 3 special tokens); use 260 or more"
+            )
+        return cfg
+
+
+def is_local_path(name_or_path: str) -> bool:
+    """A string that looks like a filesystem path (not a hub id like ``org/model``)."""
+    return name_or_path.startswith(("/", "./", "../", "~")) or Path(name_or_path).exists()
+
+
+def check_local_path(name_or_path: str) -> None:
+    """Raise naming the path when a local model/tokenizer directory does not exist."""
+    if is_local_path(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise FileNotFoundError(
+            f"model path '{name_or_path}' does not exist; give an existing directory written by "
+            "save_pretrained, a hub id such as 'Qwen/Qwen2.5-0.5B', or null for a model from config"
+        )
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts`` (every byte is representable, so nothing maps to UNK)."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD_TOKEN, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN
+    )
+
+
+def build_tokenizer(config: TokenizerConfig | dict[str, Any] | None, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
+    """Load ``config.name_or_path`` or train a BPE on ``texts``; always returns one with a pad token."""
+    cfg = config if isinstance(config, TokenizerConfig) else TokenizerConfig.from_dict(config)
+    if cfg.name_or_path is None:
+        if texts is None:
+            raise ValueError("tokenizer.name_or_path is null, so texts are needed to train a BPE tokenizer")
+        return train_bpe_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
+    check_local_path(cfg.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Decoder-only checkpoints often ship without a pad token; padding is masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

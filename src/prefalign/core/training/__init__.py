@@ -1,0 +1,20 @@
+"""Shared training infrastructure: batching and the one accelerate-based loop."""
+
+from prefalign.core.training.batching import (
+    PairBatch,
+    SequenceBatch,
+    TokenizedPairs,
+    TruncationStats,
+    collate_sequences,
+    make_pair_batches,
+    padding_fraction,
+    tokenize_pairs,
+    tokenize_sequence,
+)
+from prefalign.core.training.loop import TrainConfig, TrainResult, evaluate, latest_checkpoint, train
+
+__all__ = [
+    "PairBatch", "SequenceBatch", "TokenizedPairs", "TruncationStats", "collate_sequences",
+    "make_pair_batches", "padding_fraction", "tokenize_pairs", "tokenize_sequence",
+    "TrainConfig", "TrainResult", "evaluate", "latest_checkpoint", "train",
+]

@@ -1,0 +1,105 @@
+"""The validation contract as configured in `conf/base/parameters_validation.yml` (key `validation:`).
+
+Parsing happens once, up front, so a typo in YAML fails before any data is touched and the
+error names the key to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# Expectations whose kwargs name columns in these keys; used to convert only needed columns.
+COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """One configured expectation: a unique name (used as the quarantine reason), a GX class name, kwargs."""
+
+    name: str
+    type: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    expectations: list[ExpectationSpec]
+    source_row_bounds: dict[str, tuple[int | None, int | None]]
+    max_quarantine_fraction_overall: float
+    max_quarantine_fraction_per_source: float
+    example_count: int = 5
+    report_location: str = "the validation_report dataset"
+    control_characters: str = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
+
+
+def _fraction(value: Any, key: str) -> float:
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"validation.{key} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"validation.{key} must be in [0, 1], got {fraction}")
+    return fraction
+
+
+def _bound(value: Any, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"validation.{key} must be a non-negative integer or null, got {value!r}")
+    return value
+
+
+def parse_validation_config(params: Mapping[str, Any]) -> ValidationConfig:
+    """Turn the `validation:` parameter block into a checked ValidationConfig.
+
+    `expectations` is a mapping name -> {type, kwargs}; a name set to null is dropped, which is
+    how an environment (ci, local) removes an expectation without copying the whole suite.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"parameters `validation` must be a mapping, got {type(params).__name__}")
+    raw_expectations = params.get("expectations")
+    if not isinstance(raw_expectations, Mapping) or not raw_expectations:
+        raise ValueError(
+            "validation.expectations must be a non-empty mapping name -> {type: ExpectSomething, kwargs: {...}}"
+        )
+    specs: list[ExpectationSpec] = []
+    for name, body in raw_expectations.items():
+        if body is None:  # dropped by an environment override
+            continue
+        if not isinstance(body, Mapping) or "type" not in body:
+            raise ValueError(
+                f"validation.expectations.{name} must have a `type` (a Great Expectations class name "
+                f"such as ExpectColumnValuesToBeBetween) and optional `kwargs`, got {body!r}"
+            )
+        kwargs = dict(body.get("kwargs") or {})
+        specs.append(ExpectationSpec(name=str(name), type=str(body["type"]), kwargs=kwargs))
+
+    bounds: dict[str, tuple[int | None, int | None]] = {}
+    for source, body in (params.get("source_row_bounds") or {}).items():
+        if body is None:
+            continue
+        if not isinstance(body, Mapping):
+            raise ValueError(f"validation.source_row_bounds.{source} must be {{min: int, max: int|null}}, got {body!r}")
+        low = _bound(body.get("min"), f"source_row_bounds.{source}.min")
+        high = _bound(body.get("max"), f"source_row_bounds.{source}.max")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"validation.source_row_bounds.{source}: min {low} is above max {high}")
+        bounds[str(source)] = (low, high)
+
+    limits = params.get("max_quarantine_fraction")
+    if not isinstance(limits, Mapping) or {"overall", "per_source"} - set(limits):
+        raise ValueError(
+            "validation.max_quarantine_fraction must be {overall: <fraction>, per_source: <fraction>}, "
+            f"got {limits!r}"
+        )
+    return ValidationConfig(
+        expectations=specs,
+        source_row_bounds=bounds,
+        max_quarantine_fraction_overall=_fraction(limits["overall"], "max_quarantine_fraction.overall"),
+        max_quarantine_fraction_per_source=_fraction(limits["per_source"], "max_quarantine_fraction.per_source"),
+        example_count=int(params.get("example_count", 5)),
+        report_location=str(params.get("report_location", "the validation_report dataset")),
+        control_characters=str(params.get("control_characters", r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]")),
+    )

@@ -1,0 +1,101 @@
+"""``ModelCheckpointDataset``: a versioned Kedro dataset for models saved as directories."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+
+from prefalign.core.models.checkpoint import MARKER_FILE, ModelBundle, load_bundle, save_bundle
+
+
+class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle]):
+    """Saves and loads a ``ModelBundle`` (model + tokenizer) as a ``save_pretrained`` directory.
+
+    The directory holds safetensors weights, the model config, the tokenizer and, for reward
+    models, the head's config and weights; ``prefalign_checkpoint.json`` says which kind of model
+    it is (``causal_lm``, ``backbone``, ``reward_model``) so that ``load`` returns a ready model.
+    Any such directory is also loadable outside Kedro with
+    ``prefalign.core.models.checkpoint.load_bundle(path)`` (and, for causal LMs, with plain
+    ``AutoModelForCausalLM.from_pretrained(path)``).
+
+    Example catalog entry:
+
+    .. code-block:: yaml
+
+        reward_gpm.model:
+          type: prefalign.datasets.model_checkpoint.ModelCheckpointDataset
+          filepath: data/06_models/reward_gpm/model
+          versioned: true
+          load_args:
+            device: cpu
+          metadata:
+            kedro-viz:
+              layer: models
+
+    With ``versioned: true`` each save writes ``<filepath>/<timestamp>/model/`` and
+    ``list_versions()`` lists them, newest first.
+
+    Example (Python):
+
+    .. code-block:: python
+
+        from kedro.io.core import Version
+        from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
+
+        ds = ModelCheckpointDataset(filepath="data/06_models/reward_bt/model", version=Version(None, None))
+        ds.save(ModelBundle(model, tokenizer))
+        bundle = ds.load()  # bundle.model is in eval mode on load_args["device"]
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        version: Version | None = None,
+        load_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Args:
+        filepath: local directory (versioned: the parent of the version folders).
+        version: Kedro version (load None = latest, save None = new timestamp).
+        load_args: ``device`` to put the loaded model on (default ``cpu``).
+        metadata: free-form, e.g. kedro-viz layer; not used by the dataset.
+        """
+        super().__init__(filepath=PurePosixPath(Path(filepath).expanduser().as_posix()), version=version)
+        self._load_args = {"device": "cpu", **(load_args or {})}
+        unknown = sorted(set(self._load_args) - {"device"})
+        if unknown:
+            raise DatasetError(f"ModelCheckpointDataset load_args {unknown} are unknown; allowed: ['device']")
+        self.metadata = metadata
+
+    def load(self) -> ModelBundle:
+        path = Path(self._get_load_path())
+        if not (path / MARKER_FILE).exists():
+            raise DatasetError(f"no model checkpoint at '{path}' ({MARKER_FILE} missing); run the pipeline that saves it")
+        return load_bundle(path, device=self._load_args["device"])
+
+    def save(self, data: ModelBundle) -> None:
+        if not isinstance(data, ModelBundle):
+            raise DatasetError(
+                f"ModelCheckpointDataset saves a ModelBundle(model, tokenizer), got {type(data).__name__}"
+            )
+        path = Path(self._get_save_path())
+        partial = path.with_name(path.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        save_bundle(data, partial)
+        if path.exists():  # unversioned: replace the previous save
+            shutil.rmtree(path)
+        partial.rename(path)  # a crash mid-save never leaves a half-written version that looks complete
+
+    def _exists(self) -> bool:
+        try:
+            path = Path(self._get_load_path())
+        except DatasetError:
+            return False
+        return (path / MARKER_FILE).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "version": self._version, "load_args": self._load_args}

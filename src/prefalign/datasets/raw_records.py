@@ -1,0 +1,104 @@
+"""``RawRecordsDataset``: raw feedback files (JSON lines, JSON arrays, gzipped or not), one file
+or a folder of files, loaded as records that keep their file and position and any decode error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from kedro.io.core import AbstractDataset, DatasetError
+
+from prefalign.core.feedback.records import RawFileError, RawRecord, decode_records, infer_file_format
+
+
+class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
+    """Loads raw feedback records, lazily and without losing a bad one.
+
+    ``load()`` returns a function (as ``PartitionedDataset`` does) that reads and decodes the
+    file(s) when called, so a source that is disabled in parameters never touches its files.
+    Calling it returns one ``RawRecord`` per record: ``file`` (relative to ``filepath`` for a
+    folder), ``position`` (0-based index in that file), ``record`` (the decoded JSON object) or
+    ``error`` (why this record could not be decoded: invalid UTF-8, not JSON, a truncated last
+    line). A file that cannot be read at all raises ``RawFileError`` naming the file.
+
+    Examples:
+        Using the YAML API:
+
+        ```yaml
+        raw_alpaca_eval:
+          type: prefalign.datasets.raw_records.RawRecordsDataset
+          filepath: ${runtime_params:raw_data_dir, data/01_raw}/alpaca_eval
+          glob: "*.json"            # a folder: every matching file, sorted by name
+        raw_hh_rlhf:
+          type: prefalign.datasets.raw_records.RawRecordsDataset
+          filepath: ${runtime_params:raw_data_dir, data/01_raw}/hh_rlhf/harmless_base_test.jsonl.gz
+        ```
+
+        Using the Python API:
+
+        >>> from prefalign.datasets.raw_records import RawRecordsDataset
+        >>> _ = (tmp_path / "a.jsonl").write_bytes(b'{"x": 1}\\n{"x": 2')
+        >>> records = RawRecordsDataset(filepath=str(tmp_path / "a.jsonl")).load()()
+        >>> [r.record for r in records]
+        [{'x': 1}, None]
+        >>> records[1].error
+        'truncated last line: not valid JSON (Expecting \\',\\' delimiter at column 8)'
+    """
+
+    def __init__(self, *, filepath: str, glob: str | None = None, file_format: str | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        """Creates a new ``RawRecordsDataset``.
+
+        Args:
+            filepath: a local file, or a folder (then ``glob`` selects its files).
+            glob: pattern of the files to read in a folder, e.g. ``"*.jsonl"`` or ``"**/*.jsonl"``
+                (recursive). Files are read in sorted order. Required when filepath is a folder.
+            file_format: ``json_lines``, ``json_array``, ``json_lines.gz`` or ``json_array.gz``;
+                by default inferred from each file's name (.jsonl, .json, .jsonl.gz, .json.gz).
+            metadata: free-form metadata (e.g. the kedro-viz layer); not used by the dataset.
+        """
+        self._filepath = PurePosixPath(filepath)
+        self._glob = glob
+        self._file_format = file_format
+        self.metadata = metadata
+
+    def _files(self) -> list[tuple[Path, str]]:
+        root = Path(self._filepath)
+        if not root.exists():
+            raise RawFileError(f"raw data path {root} does not exist; check the catalog entry or "
+                               "--params raw_data_dir=<folder holding the raw source folders>")
+        if root.is_file():
+            return [(root, root.name)]
+        if not self._glob:
+            raise RawFileError(f"raw data path {root} is a folder; give its catalog entry a glob such as '*.jsonl'")
+        files = sorted(p for p in root.glob(self._glob) if p.is_file())
+        if not files:
+            raise RawFileError(f"raw data folder {root} has no files matching {self._glob!r}")
+        return [(p, p.relative_to(root).as_posix()) for p in files]
+
+    def _read(self) -> list[RawRecord]:
+        records: list[RawRecord] = []
+        for path, name in self._files():
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise RawFileError(f"raw file {path} cannot be read: {exc}") from exc
+            fmt = self._file_format or infer_file_format(path.name)
+            try:
+                records.extend(decode_records(data, name, fmt))
+            except RawFileError as exc:
+                raise RawFileError(f"{exc} (full path: {path})") from exc
+        return records
+
+    def load(self) -> Callable[[], list[RawRecord]]:
+        return self._read
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{type(self).__name__} is read-only: raw data is never written by the pipeline")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "glob": self._glob, "file_format": self._file_format}
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).exists()

@@ -1,0 +1,57 @@
+"""Thin nodes of the feedback pipeline; the method lives in prefalign.core.feedback."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import polars as pl
+
+from prefalign.core.feedback.ingest import generated_source_stats, ingest_source, rejected_table, summarise
+from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table
+from prefalign.core.feedback.parsers import REJECTED_SCHEMA
+from prefalign.core.feedback.records import RawRecord
+
+SourceOutputs = tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]
+
+
+def _disabled(source: str) -> SourceOutputs:
+    return pl.DataFrame(schema=PAIR_ROW_COLUMNS), pl.DataFrame(schema=REJECTED_SCHEMA), {"source": source, "enabled": False}
+
+
+def make_ingest_node(source: str) -> Callable[..., SourceOutputs]:
+    """The node of one raw source: its parameters and its raw loaders (role -> lazy loader)."""
+
+    def ingest(source_params: dict[str, Any], **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
+        if not source_params.get("enabled", True):
+            return _disabled(source)  # the raw files are never read
+        return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params)
+
+    ingest.__name__ = f"ingest_{source}"
+    return ingest
+
+
+def make_generated_node(source: str, generate: Callable[[dict[str, Any]], pl.DataFrame]) -> Callable[[dict[str, Any]], SourceOutputs]:
+    """The node of a source generated from parameters (no raw file), e.g. synthetic pairs:
+    ``generate(source_params)`` returns pair rows (PAIR_ROW_COLUMNS)."""
+
+    def generated(source_params: dict[str, Any]) -> SourceOutputs:
+        if not source_params.get("enabled", True):
+            return _disabled(source)
+        rows = generate(source_params).with_columns(source=pl.lit(source))
+        return rows, pl.DataFrame(schema=REJECTED_SCHEMA), generated_source_stats(source, rows, source_params)
+
+    generated.__name__ = f"generate_{source}"
+    return generated
+
+
+def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Every source's pair rows -> the pairs table (deduplicated, split by prompt_id)."""
+    return build_pairs_table(list(pair_rows), feedback_params["split"])
+
+
+def collect_rejected(*rejected: pl.DataFrame) -> pl.DataFrame:
+    return rejected_table(list(rejected))
+
+
+def summarise_feedback(pairs: pl.DataFrame, duplicates: dict[str, int], *source_stats: dict[str, Any]) -> dict[str, Any]:
+    return summarise(pairs, [s for s in source_stats if s.get("enabled", True)], duplicates)

@@ -1,0 +1,69 @@
+"""Wiring of the feedback pipeline: one ingest node per source, then the pairs table.
+
+Which sources RUN is configuration (`enabled` in conf/base/parameters_feedback.yml); which
+sources EXIST is the two tables below: a raw source names its catalog datasets by role, a
+generated source names the function that makes its pair rows from its parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import polars as pl
+from kedro.pipeline import Node, Pipeline
+
+from prefalign.pipelines.feedback.nodes import (
+    build_pairs,
+    collect_rejected,
+    make_generated_node,
+    make_ingest_node,
+    summarise_feedback,
+)
+
+# source -> {parser role: catalog dataset}
+RAW_SOURCES: dict[str, dict[str, str]] = {
+    "ultrafeedback": {"records": "raw_ultrafeedback"},
+    "tulu2_bon": {"records": "raw_tulu2_bon"},
+    "alpaca_eval": {"records": "raw_alpaca_eval"},
+    "arena_bench": {"questions": "raw_arena_questions", "answers": "raw_arena_answers", "judgments": "raw_arena_judgments"},
+    "vicuna_eval": {"questions": "raw_vicuna_questions", "answers": "raw_vicuna_answers", "reviews": "raw_vicuna_reviews"},
+    "prometheus": {"records": "raw_prometheus"},
+    "hh_rlhf": {"records": "raw_hh_rlhf"},
+    "pandalm_human": {"records": "raw_pandalm_testset"},
+    "pandalm_gpt35": {"testset": "raw_pandalm_testset", "predictions": "raw_pandalm_gpt35"},
+    "pandalm_7b": {"testset": "raw_pandalm_testset", "predictions": "raw_pandalm_7b"},
+}
+
+# source -> function(source_params) -> pair rows (prompt, chosen, rejected, margin, p_chosen,
+# source, feedback, signal, true_p). The extension point for sources without a raw file, e.g.
+# {"synthetic_scalar": generate_scalar_pairs}; its parameters go under feedback.sources.<name>.
+GENERATED_SOURCES: dict[str, Callable[[dict[str, Any]], pl.DataFrame]] = {}
+
+
+def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.DataFrame]] | None = None, **kwargs: Any) -> Pipeline:
+    generated_sources = GENERATED_SOURCES if generated_sources is None else generated_sources
+    nodes: list[Node] = []
+    sources = list(RAW_SOURCES) + list(generated_sources)
+    for source, roles in RAW_SOURCES.items():
+        nodes.append(Node(
+            make_ingest_node(source),
+            inputs={"source_params": f"params:feedback.sources.{source}", **roles},
+            outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
+            name=f"ingest_{source}",
+        ))
+    for source, generate in generated_sources.items():
+        nodes.append(Node(
+            make_generated_node(source, generate),
+            inputs=f"params:feedback.sources.{source}",
+            outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
+            name=f"generate_{source}",
+        ))
+    nodes += [
+        Node(build_pairs, inputs=["params:feedback"] + [f"pair_rows_{s}" for s in sources],
+             outputs=["pairs", "duplicate_pairs_by_source"], name="build_pairs"),
+        Node(collect_rejected, inputs=[f"rejected_{s}" for s in sources],
+             outputs="rejected_feedback_records", name="collect_rejected"),
+        Node(summarise_feedback, inputs=["pairs", "duplicate_pairs_by_source"] + [f"stats_{s}" for s in sources],
+             outputs="feedback_summary", name="summarise_feedback"),
+    ]
+    return Pipeline(nodes)

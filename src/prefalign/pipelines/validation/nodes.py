@@ -1,0 +1,50 @@
+"""Thin nodes over prefalign.core.validation; the catalog does all I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from matplotlib.figure import Figure
+
+from prefalign.core.validation import (
+    parse_validation_config,
+    plot_distributions,
+    render_markdown,
+    split_checked,
+    stop_message,
+    validate_pairs,
+)
+
+
+class ValidationError(RuntimeError):
+    """The pairs table failed a table-level expectation or a quarantine limit."""
+
+
+def check_pairs(pairs: pl.DataFrame, params: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Run the configured contract: pairs with their failed expectations, and the results JSON."""
+    return validate_pairs(pairs, parse_validation_config(params))
+
+
+def quarantine_pairs(checked_pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows that failed a row-level expectation (with reasons), and the rows that passed."""
+    passed, quarantined = split_checked(checked_pairs)
+    return quarantined, passed
+
+
+def write_report(checked_pairs: pl.DataFrame, validation_results: dict[str, Any]) -> tuple[str, Figure]:
+    return render_markdown(validation_results, checked_pairs), plot_distributions(checked_pairs)
+
+
+def gate_validated_pairs(
+    passed_pairs: pl.DataFrame,
+    validation_results: dict[str, Any],
+    validation_report: str,  # noqa: ARG001 - an input only so this runs after the report is saved
+    quarantined_pairs: pl.DataFrame,  # noqa: ARG001 - likewise, after the quarantine is saved
+    params: dict[str, Any],
+) -> pl.DataFrame:
+    """Pass the clean rows on as validated_pairs, or stop the run with the reasons."""
+    message = stop_message(validation_results, parse_validation_config(params).report_location)
+    if message:
+        raise ValidationError(message)
+    return passed_pairs
