@@ -31,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from prefalign.core.feedback.pairs import assign_split
 from prefalign.core.schema import conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
 
 # (topic, question forms, tips, correct fact, wrong fact, vague fact)
@@ -149,7 +150,9 @@ _FILLER = [
 ]
 _FRIENDLY = "I hope this helps, and good luck!"
 _DISMISSIVE = "Honestly, you could have looked this up yourself."
-_PERSONAS = ["", "I'm a complete beginner. ", "Quick question: ", "My friend asked me this and I wasn't sure. "]
+_PERSONAS = ["", "I'm a complete beginner. ", "Quick question: ", "My friend asked me this and I wasn't sure. ",
+             "Hi! ", "I'm a student. ", "Sorry if this is basic. ", "I keep getting this wrong. "]
+_SUFFIXES = ["", " Thanks!", " I have already tried a few things.", " What would you recommend?"]
 
 
 @dataclass(frozen=True)
@@ -166,13 +169,17 @@ class SyntheticConfig:
     min_margin: float = 0.25  # pairs with |r*_a - r*_b| below this are skipped (near-ties carry no label)
     n_triples: int = 30
     cyclic_strength: float = 4.0  # cyclic pairs: true_p = sigmoid(cyclic_strength), one attribute vote apart
-    split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    # the feedback pipeline's split rule (core/feedback/pairs.py assign_split), so a standalone
+    # table and the pairs table agree; the feedback pipeline re-assigns it from feedback.split anyway
+    split: dict[str, Any] = field(default_factory=lambda: {"ratios": {"train": 0.8, "val": 0.1, "test": 0.1},
+                                                           "salt": "prefalign-split-v1"})
     seed: int = 0
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, seed: int | None = None) -> SyntheticConfig:
         params = dict(params or {})
-        params.pop("enabled", None)
+        for key in ("enabled", "feedback", "signal"):  # the feedback pipeline's keys for every source
+            params.pop(key, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(params) - known)
         if unknown:
@@ -183,8 +190,6 @@ class SyntheticConfig:
         missing = {"helpfulness", "correctness", "verbosity", "tone"} - set(config.weights)
         if missing:
             raise ValueError(f"synthetic weights lack {sorted(missing)}; give all four attribute weights")
-        if abs(sum(config.split_fractions.values()) - 1.0) > 1e-9:
-            raise ValueError(f"split_fractions {config.split_fractions} must sum to 1")
         return config
 
 
@@ -242,24 +247,19 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def split_of_prompt(prompt_id: str, fractions: dict[str, float], seed: int) -> str:
-    """Deterministic split from the prompt id (so one prompt never crosses splits)."""
-    u = int(stable_hash("split", str(seed), prompt_id)[:12], 16) / float(16**12)
-    edge = 0.0
-    for name in ("train", "val", "test"):
-        edge += fractions.get(name, 0.0)
-        if u < edge:
-            return name
-    return "test"
-
-
 def _make_prompt(rng: random.Random, index: int) -> tuple[str, dict[str, Any]]:
     topic = _TOPICS[index % len(_TOPICS)]
-    return rng.choice(_PERSONAS) + rng.choice(topic["questions"]), topic
+    return rng.choice(_PERSONAS) + rng.choice(topic["questions"]) + rng.choice(_SUFFIXES), topic
 
 
-def _pairs_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+def with_split(frame: pl.DataFrame, split: dict[str, Any]) -> pl.DataFrame:
+    """Add `split` by the feedback pipeline's rule (a stable hash of prompt_id)."""
+    return frame.with_columns(split=assign_split(frame["prompt_id"], split["ratios"], str(split.get("salt", ""))))
+
+
+def _pairs_frame(rows: list[dict[str, Any]], config: SyntheticConfig) -> pl.DataFrame:
     frame = pl.DataFrame(rows, schema_overrides={"margin": pl.Float64, "true_p": pl.Float64})
+    frame = with_split(frame, config.split)
     return conform_to_pairs_schema(frame).unique(subset="pair_id", keep="first", maintain_order=True)
 
 
@@ -288,19 +288,17 @@ def generate_scalar(config: SyntheticConfig) -> pl.DataFrame:
                 continue
             (chosen, r_w), (rejected, r_l) = sorted([(text_a, r_a), (text_b, r_b)], key=lambda t: -t[1])
             true_p = _sigmoid((r_w - r_l) / config.temperature)
-            rows.append(_row(prompt, chosen, rejected, r_w - r_l, true_p, "synthetic_scalar", config))
+            rows.append(_row(prompt, chosen, rejected, r_w - r_l, true_p, "synthetic_scalar"))
             kept += 1
-    return _pairs_frame(rows)
+    return _pairs_frame(rows, config)
 
 
-def _row(prompt: str, chosen: str, rejected: str, margin: float, true_p: float, source: str,
-         config: SyntheticConfig) -> dict[str, Any]:
+def _row(prompt: str, chosen: str, rejected: str, margin: float, true_p: float, source: str) -> dict[str, Any]:
     prompt_id = prompt_id_of(prompt)
     return {
         "pair_id": pair_id_of(prompt, chosen, rejected), "prompt_id": prompt_id, "prompt": prompt,
         "chosen": chosen, "rejected": rejected, "margin": margin, "p_chosen": true_p,
         "source": source, "feedback": "synthetic", "signal": "ground_truth", "true_p": true_p,
-        "split": split_of_prompt(prompt_id, config.split_fractions, config.seed),
     }
 
 
@@ -342,9 +340,8 @@ def generate_cyclic(config: SyntheticConfig) -> pl.DataFrame:
             "prompt_id": prompt_id, "prompt": prompt,
             "response_a": texts["A"], "response_b": texts["B"], "response_c": texts["C"],
             "cycle": "a>b (helpfulness+correctness), b>c (helpfulness+concision), c>a (correctness+concision)",
-            "split": split_of_prompt(prompt_id, config.split_fractions, config.seed),
         })
-    return pl.DataFrame(rows).unique(subset="triple_id", keep="first", maintain_order=True)
+    return with_split(pl.DataFrame(rows), config.split).unique(subset="triple_id", keep="first", maintain_order=True)
 
 
 def cyclic_pairs(triples: pl.DataFrame, config: SyntheticConfig) -> pl.DataFrame:
@@ -358,5 +355,5 @@ def cyclic_pairs(triples: pl.DataFrame, config: SyntheticConfig) -> pl.DataFrame
     for t in triples.iter_rows(named=True):
         for win, lose in (("a", "b"), ("b", "c"), ("c", "a")):
             rows.append(_row(t["prompt"], t[f"response_{win}"], t[f"response_{lose}"], config.cyclic_strength,
-                             true_p, "synthetic_cyclic", config))
-    return _pairs_frame(rows)
+                             true_p, "synthetic_cyclic"))
+    return _pairs_frame(rows, config)

@@ -12,25 +12,25 @@ MODEL_ROWS: list[str] = ["ground_truth"]
 
 def create_pipeline(**kwargs) -> Pipeline:
     prepare = pipeline([
-        node(nodes.select_test_pairs, ["validated_pairs", "params:evaluation"], "evaluation.test_pairs",
+        node(nodes.select_test_pairs, ["validated_pairs", "params:evaluation"], "evaluation_test_pairs",
              name="select_test_pairs"),
         node(nodes.prepare_rewardbench, ["rewardbench_file", "params:evaluation.rewardbench"],
-             "evaluation.rewardbench_rows", name="prepare_rewardbench"),
+             "evaluation_rewardbench_rows", name="prepare_rewardbench"),
     ])
     models = pipeline([
         node(nodes.ground_truth_metrics,
-             ["evaluation.test_pairs", "synthetic_cyclic_triples", "params:feedback.sources.synthetic_scalar",
+             ["evaluation_test_pairs", "synthetic_cyclic_triples", "params:feedback.sources.synthetic_scalar",
               "params:feedback.sources.synthetic_cyclic", "params:evaluation"],
-             "evaluation.ground_truth.metrics", name="ground_truth_metrics"),
+             "evaluation_ground_truth_metrics", name="ground_truth_metrics"),
     ])
     report = pipeline([
         node(nodes.collect_metrics,
-             {"validated_pairs": "validated_pairs", "test_pairs": "evaluation.test_pairs", "params": "params:evaluation",
-              **{name: f"evaluation.{name}.metrics" for name in MODEL_ROWS}},
-             ["evaluation_metrics", "evaluation_comparison", "evaluation.data_summary"], name="collect_metrics"),
-        node(nodes.make_plots, ["evaluation_metrics", "validated_pairs"], "evaluation.figures", name="make_plots"),
+             {"validated_pairs": "validated_pairs", "test_pairs": "evaluation_test_pairs", "params": "params:evaluation",
+              **{name: f"evaluation_{name}_metrics" for name in MODEL_ROWS}},
+             ["evaluation_metrics", "evaluation_comparison", "evaluation_data_summary"], name="collect_metrics"),
+        node(nodes.make_plots, ["evaluation_metrics", "validated_pairs"], "evaluation_figures", name="make_plots"),
         node(nodes.write_report,
-             ["evaluation_metrics", "evaluation_comparison", "evaluation.data_summary", "evaluation.figures",
+             ["evaluation_metrics", "evaluation_comparison", "evaluation_data_summary", "evaluation_figures",
               "params:evaluation"],
              ["evaluation_report_md", "evaluation_report_html", "evaluation_plots"], name="write_report"),
     ])
