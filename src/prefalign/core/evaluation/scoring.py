@@ -73,3 +73,58 @@ def score_by_source(pairs: pl.DataFrame, scorers: Mapping[str, PairScorer]) -> p
     if not parts:
         return pairs.clear().with_columns(pl.lit(None, dtype=pl.Float64).alias("logit"))
     return pl.concat(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Policies as implicit rewards (methods.md s5): beta * (log pi - log pi_ref), summed over response tokens
+# ---------------------------------------------------------------------------------------------
+def texts_to_score(*tables: pl.DataFrame) -> pl.DataFrame:
+    """Every distinct (prompt, response) of pairs/RewardBench rows (chosen, rejected) and triples."""
+    parts = []
+    for table in tables:
+        for column in ("chosen", "rejected", "response_a", "response_b", "response_c"):
+            if column in table.columns and table.height:
+                parts.append(table.select("prompt", pl.col(column).alias("response")))
+    if not parts:
+        return pl.DataFrame(schema={"prompt": pl.String, "response": pl.String})
+    return pl.concat(parts).unique(maintain_order=True)
+
+
+def sequence_logprob_table(model, tokenizer, texts: pl.DataFrame, max_length: int = 256,
+                           max_prompt_length: int = 128, batch_size: int = 16) -> pl.DataFrame:
+    """texts + `logp`: log pi(response | prompt) summed over response tokens (eos included).
+
+    Tokenisation and truncation are the training core's (core/training/batching.py), the
+    log-prob the policy core's (core/policy/logprobs.py), so scores match what was trained.
+    """
+    import torch
+
+    from prefalign.core.policy.logprobs import sequence_logprobs
+    from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequence
+
+    sequences = [tokenize_sequence(tokenizer, p, r, max_length, max_prompt_length)
+                 for p, r in zip(texts["prompt"].to_list(), texts["response"].to_list())]
+    logps = np.zeros(len(sequences))
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for index in length_grouped_batches([len(s) for s in sequences], batch_size, seed=None):
+            batch = collate_sequences([sequences[i] for i in index], tokenizer.pad_token_id).to(device)
+            logps[index] = sequence_logprobs(model, batch.input_ids, batch.attention_mask,
+                                             batch.response_mask).float().cpu().numpy()
+    return texts.with_columns(pl.Series("logp", logps))
+
+
+def implicit_reward_scorer(policy_logps: pl.DataFrame, reference_logps: pl.DataFrame, beta: float) -> PairScorer:
+    """logit = beta * [(log pi - log pi_ref)(first) - (log pi - log pi_ref)(second)] from logp tables."""
+    joined = policy_logps.join(reference_logps.rename({"logp": "logp_ref"}), on=["prompt", "response"], how="inner")
+    ratio = {(p, r): lp - lr for p, r, lp, lr in joined.select("prompt", "response", "logp", "logp_ref").iter_rows()}
+
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        try:
+            return np.array([beta * (ratio[(p, x)] - ratio[(p, y)]) for p, x, y in zip(prompts, first, second)])
+        except KeyError as missing:
+            raise ValueError(f"no log-prob for (prompt, response) {str(missing)[:120]}...; score it with "
+                             "sequence_logprob_table under both the policy and the reference first") from None
+
+    return scorer

@@ -46,6 +46,70 @@ def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl
     return table
 
 
+def select_test_triples(triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """The cyclic triples of the evaluated splits (held out from training like the pairs)."""
+    return triples.filter(pl.col("split").is_in(params["splits"])) if triples.height else triples
+
+
+def _scored_metrics(scorer: scoring.PairScorer, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                    triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Pairs, RewardBench and cycles scored by one judge, then measured."""
+    metrics: dict[str, Any] = {"pairs": evaluate.evaluate_pair_scores(scoring.score_pairs(test_pairs, scorer),
+                                                                      params["n_bins"])}
+    if rewardbench_rows.height:
+        metrics["rewardbench"] = evaluate.evaluate_rewardbench(scoring.score_pairs(rewardbench_rows, scorer),
+                                                               params["rewardbench"]["sections"])
+    if triples.height:
+        metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, scorer))
+    return metrics
+
+
+def make_reward_model_metrics(name: str):
+    """Node factory: a reward checkpoint (BT, MMPO or GPM: the reward branch's pair_logits) -> metrics."""
+
+    def reward_model_metrics(bundle: Any, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                             triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+        from prefalign.core.reward.scoring import pair_logits
+
+        def scorer(prompts, first, second):
+            return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second))
+
+        metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        return {"kind": "reward model", "description": _describe_bundle(bundle), **metrics}
+
+    reward_model_metrics.__name__ = f"{name}_metrics"
+    return reward_model_metrics
+
+
+def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                       triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """log pi_ref of every evaluated response, computed ONCE for all policies."""
+    texts = scoring.texts_to_score(test_pairs, rewardbench_rows, triples)
+    return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **params["logprobs"])
+
+
+def make_policy_metrics(name: str):
+    """Node factory: a policy checkpoint scored as an implicit reward against the SFT reference."""
+
+    def policy_metrics(bundle: Any, reference_logps: pl.DataFrame, test_pairs: pl.DataFrame,
+                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+        texts = reference_logps.select("prompt", "response")
+        policy_logps = scoring.sequence_logprob_table(bundle.model, bundle.tokenizer, texts, **params["logprobs"])
+        beta = float((bundle.metadata or {}).get("beta", params["implicit_reward_beta"]))
+        scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
+        metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        return {"kind": "policy (implicit reward)", "description": f"beta={beta}; " + _describe_bundle(bundle),
+                **metrics}
+
+    policy_metrics.__name__ = f"{name}_metrics"
+    return policy_metrics
+
+
+def _describe_bundle(bundle: Any) -> str:
+    metadata = getattr(bundle, "metadata", None) or {}
+    return ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
+
+
 def ground_truth_metrics(test_pairs: pl.DataFrame, triples: pl.DataFrame, scalar_params: dict[str, Any],
                          cyclic_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The synthetic truth scored like a model: the ceiling row of the comparison table."""
