@@ -1,0 +1,97 @@
+"""General Preference Optimisation, iterative and on-policy (methods.md section 4, "GPO").
+
+One iteration, with pi_t the current policy:
+  1. sample K responses per training prompt from pi_t (core/policy/generation.py);
+  2. score every pair with the preference model: a (K, K) table of log-odds s(y_i > y_k | x)
+     per prompt (GPM: K forward passes, then vector arithmetic; BT: r_i - r_k);
+  3. s_i = (1/K) sum_k s(y_i > y_k | x);
+  4. log pi_t(y_i|x) once, no grad (pi_t is the fixed reference of this iteration);
+  5. minimise (log pi(y_i|x) - log pi_t(y_i|x) - s_i / beta)^2, starting from pi_t; the result
+     is pi_{t+1}.
+The policy and the preference model may use different tokenizers: the preference model reads the
+sampled responses as text.
+
+Scores are log-odds: P(y_i > y_k) = sigmoid(s(y_i > y_k)). For GPM that is the skew score
+divided by its temperature tau, for BT the reward difference, so both baselines share one unit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import polars as pl
+import torch
+
+from prefalign.core.policy.batches import RowBatch
+from prefalign.core.policy.generation import SamplingConfig, sample_responses
+from prefalign.core.policy.logprobs import sequence_logprobs
+from prefalign.core.policy.losses import gpo_loss, gpo_scores_from_matrix
+
+# (prompts, groups of K responses) -> (P, K, K) tensor of log-odds s(y_i > y_k | x)
+PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]]], torch.Tensor]
+# (prompt, response) pairs -> (token ids, prompt length) by the training batches' encoding rule
+EncodeFn = Callable[[str, str], tuple[list[int], int]]
+
+
+def make_gpo_loss_fn(beta: float) -> Callable[[torch.nn.Module, RowBatch], tuple[torch.Tensor, dict[str, float]]]:
+    """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets."""
+    if beta <= 0:
+        raise ValueError(f"gpo beta must be > 0, got {beta}")
+
+    def loss_fn(model: torch.nn.Module, batch: RowBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        seqs = batch.sequences
+        logps = sequence_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
+        old = batch.targets["old_logp"].to(logps.dtype)
+        loss = gpo_loss(logps, old, batch.targets["score"], beta)
+        return loss, {"log_ratio": (logps - old).mean().item()}
+
+    return loss_fn
+
+
+def score_generations(
+    prompts: Sequence[str], generations: pl.DataFrame, preference_table: PreferenceTableFn, k: int
+) -> tuple[pl.DataFrame, torch.Tensor]:
+    """Add s_i and the row of s(y_i > y_k) to every sampled response; also return the (P, K, K) table."""
+    generations = generations.sort("prompt_index", "sample_index")
+    groups = [generations["response"][p * k:(p + 1) * k].to_list() for p in range(len(prompts))]
+    table = preference_table(list(prompts), groups)
+    if tuple(table.shape) != (len(prompts), k, k):
+        raise ValueError(f"preference table has shape {tuple(table.shape)}, expected {(len(prompts), k, k)}")
+    scores = gpo_scores_from_matrix(table.double())
+    return generations.with_columns(
+        pl.Series("prompt", [prompts[i] for i in generations["prompt_index"].to_list()], dtype=pl.String),
+        pl.Series("score", scores.reshape(-1).tolist(), dtype=pl.Float64),
+        pl.Series("pairwise_scores", table.double().reshape(len(prompts) * k, k).tolist(), dtype=pl.List(pl.Float64)),
+    ), table
+
+
+def sample_and_score(
+    policy: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    encode: EncodeFn,
+    preference_table: PreferenceTableFn,
+    sampling: SamplingConfig,
+) -> pl.DataFrame:
+    """Steps 1-3 of an iteration: one row per sampled response with its score s_i."""
+    prompt_ids = []
+    for prompt in prompts:
+        ids, prompt_length = encode(prompt, "")
+        prompt_ids.append(ids[:prompt_length])
+    generations = sample_responses(policy, tokenizer, prompt_ids, sampling)
+    scored, _ = score_generations(prompts, generations, preference_table, sampling.samples_per_prompt)
+    return scored
+
+
+@torch.no_grad()
+def rows_logprobs(policy: torch.nn.Module, batches: Sequence[RowBatch], n_rows: int) -> torch.Tensor:
+    """log pi(y|x) of every row, in row order: one no-grad pass (pi_t before an iteration trains)."""
+    was_training = policy.training
+    policy.eval()
+    device = next(policy.parameters()).device
+    out = torch.zeros(n_rows, dtype=torch.float32)
+    for batch in batches:
+        s = batch.sequences.to(device)
+        out[batch.row_index] = sequence_logprobs(policy, s.input_ids, s.attention_mask, s.response_mask).float().cpu()
+    policy.train(was_training)
+    return out

@@ -1,0 +1,77 @@
+"""Reference log-probs, computed ONCE per dataset and reused every epoch (methods.md section 4).
+
+The reference policy is constant during DPO/MMPO/IPO training, so its log-probs of every chosen
+and rejected response are computed in one pass before training, stored as a table keyed by
+`pair_id` (a versioned dataset a person can read), and looked up by each batch's pair index.
+The reference model itself is then dropped: it is never in memory while the policy trains.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import polars as pl
+import torch
+
+from prefalign.core.policy.logprobs import pair_logprobs
+
+REFERENCE_SCHEMA = {"pair_id": pl.String, "ref_chosen_logp": pl.Float64, "ref_rejected_logp": pl.Float64}
+
+
+@torch.no_grad()
+def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_ids: Sequence[str]) -> pl.DataFrame:
+    """One no-grad pass over pair batches (core/training/batching.PairBatch) -> the reference table.
+
+    `pair_ids[i]` names the pair at tokenised index i (each batch's `pair_index`).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    index_parts, chosen_parts, rejected_parts = [], [], []
+    for batch in batches:
+        seqs = batch.sequences.to(device)
+        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
+        index_parts.append(batch.pair_index.cpu())
+        chosen_parts.append(chosen.double().cpu())
+        rejected_parts.append(rejected.double().cpu())
+    model.train(was_training)
+    if not index_parts:
+        return pl.DataFrame(schema=REFERENCE_SCHEMA)
+    index = torch.cat(index_parts).tolist()
+    return pl.DataFrame(
+        {
+            "pair_id": [pair_ids[i] for i in index],
+            "ref_chosen_logp": torch.cat(chosen_parts).tolist(),
+            "ref_rejected_logp": torch.cat(rejected_parts).tolist(),
+        },
+        schema=REFERENCE_SCHEMA,
+    ).sort("pair_id")
+
+
+class ReferenceLogprobs:
+    """The reference table as two tensors aligned with the tokenised pairs (index = pair_index)."""
+
+    def __init__(self, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        self.chosen = chosen
+        self.rejected = rejected
+
+    @classmethod
+    def from_table(cls, table: pl.DataFrame, pair_ids: Sequence[str]) -> "ReferenceLogprobs":
+        """Align `table` (pair_id -> log-probs) with `pair_ids`; a missing pair is an error."""
+        lookup = pl.DataFrame({"pair_id": list(pair_ids)}, schema={"pair_id": pl.String}).join(
+            table.unique("pair_id", keep="first"), on="pair_id", how="left", maintain_order="left"
+        )
+        missing = lookup.filter(pl.col("ref_chosen_logp").is_null() | pl.col("ref_rejected_logp").is_null())
+        if missing.height:
+            raise ValueError(
+                f"{missing.height} pair(s) have no reference log-probs (first: {missing['pair_id'][0]!r}); "
+                "the reference table was computed on other pairs: re-run the reference node on these pairs"
+            )
+        return cls(
+            torch.tensor(lookup["ref_chosen_logp"].to_list(), dtype=torch.float32),
+            torch.tensor(lookup["ref_rejected_logp"].to_list(), dtype=torch.float32),
+        )
+
+    def lookup(self, pair_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = pair_index.cpu()
+        return self.chosen[index].to(pair_index.device), self.rejected[index].to(pair_index.device)

@@ -1,0 +1,320 @@
+"""The policy objectives end to end, framework-free: SFT, preference policies, iterative GPO.
+
+Each function takes the pairs table and configuration and returns models, curves and metrics;
+the Kedro nodes only unpack parameters and hand results to the catalog. Training itself is the
+shared loop of core/training/loop.py (one loop for every objective); this module builds the
+batches, the reference tables and the loss functions it needs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import polars as pl
+import torch
+
+from prefalign.core.models import build_causal_lm, build_tokenizer
+from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.core.policy.batches import make_row_batches
+from prefalign.core.policy.generation import SamplingConfig
+from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
+from prefalign.core.policy.objectives import implicit_reward_metrics, make_preference_loss_fn, sft_loss_fn
+from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
+from prefalign.core.training.batching import (
+    TokenizedPairs,
+    make_pair_batches,
+    padding_fraction,
+    tokenize_pairs,
+    tokenize_sequence,
+)
+from prefalign.core.training.loop import TrainConfig, train
+
+
+def _from_dict(cls, params: dict[str, Any] | None, section: str):
+    params = dict(params or {})
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {section} key(s) {unknown}; allowed keys: {sorted(allowed)}")
+    return cls(**params)
+
+
+@dataclass(frozen=True)
+class PolicyDataConfig:
+    """Which pairs and how they are tokenised and batched."""
+
+    max_length: int = 256
+    max_prompt_length: int = 128
+    batch_size: int = 8  # pairs (or sequences for SFT/GPO) per optimizer micro-batch
+    eval_batch_size: int = 16
+    max_train_pairs: int | None = None  # a deterministic subset (by pair_id) for CPU budgets
+    max_val_pairs: int | None = None
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
+        return _from_dict(cls, params, "policy data")
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """DPO / MMPO / cDPO / IPO: the loss, its beta and (cDPO) the constant label smoothing."""
+
+    loss: str = "dpo"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> "PreferenceConfig":
+        return _from_dict(cls, params, "preference objective")
+
+
+@dataclass(frozen=True)
+class GPOConfig:
+    """Iterative GPO: T iterations of K samples per prompt, scored by a preference model."""
+
+    iterations: int = 3
+    beta: float = 1.0
+    max_prompts: int | None = None  # training prompts per iteration (deterministic subset)
+    sampling: dict[str, Any] = field(default_factory=dict)  # SamplingConfig keys
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> "GPOConfig":
+        cfg = _from_dict(cls, params, "gpo")
+        if cfg.iterations < 1:
+            raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
+        SamplingConfig.from_dict(cfg.sampling)  # fail before any training
+        return cfg
+
+
+@dataclass
+class PolicyRun:
+    """What one objective produces."""
+
+    bundle: ModelBundle
+    training_curve: pl.DataFrame
+    metrics: dict[str, Any]
+    generations: pl.DataFrame | None = None
+    iteration_bundles: dict[str, ModelBundle] = field(default_factory=dict)
+
+
+def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None) -> pl.DataFrame:
+    """Rows of one split, one per pair_id, in pair_id order (a stable pseudo-random subset when limited)."""
+    frame = pairs.filter(pl.col("split") == split).unique("pair_id", keep="first").sort("pair_id")
+    return frame if limit is None else frame.head(limit)
+
+
+def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> TokenizedPairs:
+    return tokenize_pairs(
+        tokenizer,
+        frame["prompt"].to_list(),
+        frame["chosen"].to_list(),
+        frame["rejected"].to_list(),
+        p_chosen=frame["p_chosen"].to_list(),
+        margin=frame["margin"].to_list(),
+        max_length=data.max_length,
+        max_prompt_length=data.max_prompt_length,
+    )
+
+
+def _curve(history: list[dict[str, float]]) -> pl.DataFrame:
+    return pl.DataFrame(history, infer_schema_length=None) if history else pl.DataFrame({"step": []}, schema={"step": pl.Int64})
+
+
+def _train_and_val(pairs: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    train_frame = split_pairs(pairs, "train", data.max_train_pairs)
+    if train_frame.height == 0:
+        raise ValueError("validated_pairs has no rows with split == 'train'; the policy has nothing to learn from")
+    return train_frame, split_pairs(pairs, "val", data.max_val_pairs)
+
+
+def train_sft(
+    pairs: pl.DataFrame,
+    tokenizer_params: dict[str, Any],
+    model_params: dict[str, Any],
+    data: PolicyDataConfig,
+    training: TrainConfig,
+    work_dir: str | Path,
+) -> PolicyRun:
+    """SFT on prompt + chosen with the loss on response tokens only; a tokenizer is trained (or
+    loaded) on the training texts and saved with the model, which is the reference of every other
+    policy."""
+    train_frame, val_frame = _train_and_val(pairs, data)
+    texts = train_frame["prompt"].to_list() + train_frame["chosen"].to_list() + train_frame["rejected"].to_list()
+    tokenizer = build_tokenizer(tokenizer_params, texts)
+    model = build_causal_lm(model_params, tokenizer)
+
+    def sequences(frame: pl.DataFrame):
+        return [
+            tokenize_sequence(tokenizer, x, y, data.max_length, data.max_prompt_length)
+            for x, y in zip(frame["prompt"].to_list(), frame["chosen"].to_list())
+        ]
+
+    train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
+    val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
+    result = train(model, train_batches, val_batches, sft_loss_fn, training, work_dir)
+    metrics = {
+        "objective": "sft",
+        "train_pairs": train_frame.height,
+        "val_pairs": val_frame.height,
+        "steps": result.steps,
+        "train_padding_fraction": padding_fraction([b.sequences for b in train_batches]),
+        "tokens_per_second": result.tokens_per_second,
+        "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+        **result.final_metrics,
+    }
+    bundle = ModelBundle(result.model.cpu().eval(), tokenizer, {"objective": "sft", "steps": result.steps})
+    return PolicyRun(bundle, _curve(result.history), metrics)
+
+
+def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None):
+    """Train and val PairBatches whose pair_index addresses train rows then val rows of one table."""
+    pad = bundle.tokenizer.pad_token_id
+    train_tok = _tokenize_frame(bundle.tokenizer, train_frame, data)
+    train_batches = make_pair_batches(train_tok, data.batch_size, pad, seed=seed)
+    train_eval = make_pair_batches(train_tok, data.eval_batch_size, pad, seed=None)
+    val_eval: list = []
+    if val_frame.height:
+        val_tok = _tokenize_frame(bundle.tokenizer, val_frame, data)
+        val_eval = [
+            replace(b, pair_index=b.pair_index + train_frame.height)
+            for b in make_pair_batches(val_tok, data.eval_batch_size, pad, seed=None)
+        ]
+    pair_ids = train_frame["pair_id"].to_list() + val_frame["pair_id"].to_list()
+    return train_batches, train_eval, val_eval, pair_ids
+
+
+def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig) -> pl.DataFrame:
+    """log pi_ref of chosen and rejected for every train and val pair, once (keyed by pair_id)."""
+    train_frame, val_frame = _train_and_val(pairs, data)
+    _, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, seed=None)
+    return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
+
+
+def train_preference(
+    reference: ModelBundle,
+    pairs: pl.DataFrame,
+    reference_table: pl.DataFrame,
+    objective: PreferenceConfig,
+    data: PolicyDataConfig,
+    training: TrainConfig,
+    work_dir: str | Path,
+) -> PolicyRun:
+    """DPO / MMPO / cDPO / IPO from the reference policy; reference log-probs come from the table.
+
+    The policy starts as the reference's weights (trained in place: the loaded reference object
+    is not kept, the table stands in for it).
+    """
+    train_frame, val_frame = _train_and_val(pairs, data)
+    train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed)
+    ref = ReferenceLogprobs.from_table(reference_table, pair_ids)
+    model = reference.model
+    model.train()
+    before = {
+        "train": implicit_reward_metrics(model, train_eval, ref, objective.beta),
+        "val": implicit_reward_metrics(model, val_eval, ref, objective.beta),
+    }
+    loss_fn = make_preference_loss_fn(objective.loss, objective.beta, ref, objective.label_smoothing)
+    result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
+    policy = result.model
+    after = {
+        "train": implicit_reward_metrics(policy, train_eval, ref, objective.beta),
+        "val": implicit_reward_metrics(policy, val_eval, ref, objective.beta),
+    }
+    metrics = {
+        "objective": objective.loss,
+        "beta": objective.beta,
+        "steps": result.steps,
+        "train_padding_fraction": padding_fraction(train_batches),
+        "tokens_per_second": result.tokens_per_second,
+        "pairs_per_second": result.examples_per_second,
+        # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
+        "reference": {split: {k: v for k, v in m.items() if k != "policy_logprob_accuracy"} for split, m in before.items()},
+        "policy": after,
+        **result.final_metrics,
+    }
+    bundle = ModelBundle(policy.cpu().eval(), reference.tokenizer, {"objective": objective.loss, "beta": objective.beta, "steps": result.steps})
+    return PolicyRun(bundle, _curve(result.history), metrics)
+
+
+def train_gpo(
+    reference: ModelBundle,
+    preference_table: PreferenceTableFn,
+    pairs: pl.DataFrame,
+    gpo: GPOConfig,
+    data: PolicyDataConfig,
+    training: TrainConfig,
+    work_dir: str | Path,
+    preference_model_name: str,
+) -> PolicyRun:
+    """T GPO iterations from the reference (SFT) policy; every iteration's policy and texts are kept."""
+    train_frame = split_pairs(pairs, "train", None)
+    prompts_frame = train_frame.unique("prompt_id", keep="first").sort("prompt_id")
+    if gpo.max_prompts is not None:
+        prompts_frame = prompts_frame.head(gpo.max_prompts)
+    prompts = prompts_frame["prompt"].to_list()
+    if not prompts:
+        raise ValueError("validated_pairs has no training prompts for GPO to sample from")
+    tokenizer, policy = reference.tokenizer, reference.model
+    sampling = SamplingConfig.from_dict(gpo.sampling)
+    loss_fn = make_gpo_loss_fn(gpo.beta)
+
+    def encode(prompt: str, response: str) -> tuple[list[int], int]:
+        seq = tokenize_sequence(tokenizer, prompt, response, data.max_length, data.max_prompt_length)
+        return seq.input_ids, seq.prompt_length
+
+    curves, generations, iteration_bundles, per_iteration = [], [], {}, []
+    for iteration in range(1, gpo.iterations + 1):
+        scored = sample_and_score(
+            policy, tokenizer, prompts, encode, preference_table, replace(sampling, seed=sampling.seed + iteration)
+        )
+        seqs = [
+            tokenize_sequence(tokenizer, x, y, data.max_length, data.max_prompt_length)
+            for x, y in zip(scored["prompt"].to_list(), scored["response"].to_list())
+        ]
+        eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
+        old = rows_logprobs(policy, eval_batches, len(seqs))  # pi_t, fixed for this iteration
+        scores = scored["score"].to_list()
+        train_batches = make_row_batches(
+            seqs, data.batch_size, tokenizer.pad_token_id, seed=training.seed + iteration,
+            targets={"old_logp": old.tolist(), "score": scores},
+        )
+        result = train(policy, train_batches, [], loss_fn, replace(training, seed=training.seed + iteration), Path(work_dir) / f"iteration_{iteration}")
+        policy = result.model
+        new = rows_logprobs(policy, eval_batches, len(seqs))
+        score_t = torch.tensor(scores, dtype=torch.float32)
+        log_ratio = new - old
+        per_iteration.append({
+            "iteration": iteration,
+            "responses": len(seqs),
+            "mean_response_tokens": float(scored["n_tokens"].mean()),
+            "finished_fraction": float(scored["finished"].mean()),
+            "mean_abs_score": float(score_t.abs().mean()),
+            "final_train_loss": result.history[-1]["train_loss"],
+            # did the policy move toward better-scored samples? corr(log pi_{t+1}/pi_t, s_i)
+            "score_logratio_correlation": float(torch.corrcoef(torch.stack([log_ratio, score_t]))[0, 1]),
+            "tokens_per_second": result.tokens_per_second,
+        })
+        curves.append(_curve(result.history).with_columns(pl.lit(iteration).alias("iteration")))
+        generations.append(scored.with_columns(
+            pl.lit(iteration, dtype=pl.Int64).alias("iteration"),
+            pl.Series("old_logp", old.double().tolist(), dtype=pl.Float64),
+            pl.Series("new_logp", new.double().tolist(), dtype=pl.Float64),
+        ))
+        meta = {"objective": "gpo", "iteration": iteration, "preference_model": preference_model_name}
+        iteration_bundles[f"iteration_{iteration}"] = ModelBundle(copy.deepcopy(policy).cpu().eval(), tokenizer, meta)
+
+    columns = ["iteration", "prompt_index", "sample_index", "prompt", "response", "n_tokens", "finished",
+               "score", "pairwise_scores", "old_logp", "new_logp"]
+    metrics = {
+        "objective": "gpo",
+        "preference_model": preference_model_name,
+        "beta": gpo.beta,
+        "prompts": len(prompts),
+        "samples_per_prompt": sampling.samples_per_prompt,
+        "iterations": per_iteration,
+    }
+    final = ModelBundle(policy.cpu().eval(), tokenizer, {"objective": "gpo", "iterations": gpo.iterations, "preference_model": preference_model_name})
+    return PolicyRun(final, pl.concat(curves, how="diagonal_relaxed"), metrics, pl.concat(generations).select(columns), iteration_bundles)
