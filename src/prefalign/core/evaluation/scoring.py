@@ -94,24 +94,19 @@ def sequence_logprob_table(model, tokenizer, texts: pl.DataFrame, max_length: in
                            max_prompt_length: int = 128, batch_size: int = 16) -> pl.DataFrame:
     """texts + `logp`: log pi(response | prompt) summed over response tokens (eos included).
 
-    Tokenisation and truncation are the training core's (core/training/batching.py), the
-    log-prob the policy core's (core/policy/logprobs.py), so scores match what was trained.
+    Tokenisation/truncation are the training core's (core/training/batching.py) and the pass is
+    the policy core's (core/policy/gpo.rows_logprobs), so scores match what was trained.
     """
-    import torch
-
-    from prefalign.core.policy.logprobs import sequence_logprobs
-    from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequence
+    from prefalign.core.policy.batches import make_row_batches
+    from prefalign.core.policy.gpo import rows_logprobs
+    from prefalign.core.training.batching import tokenize_sequence
 
     sequences = [tokenize_sequence(tokenizer, p, r, max_length, max_prompt_length)
                  for p, r in zip(texts["prompt"].to_list(), texts["response"].to_list())]
-    logps = np.zeros(len(sequences))
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for index in length_grouped_batches([len(s) for s in sequences], batch_size, seed=None):
-            batch = collate_sequences([sequences[i] for i in index], tokenizer.pad_token_id).to(device)
-            logps[index] = sequence_logprobs(model, batch.input_ids, batch.attention_mask,
-                                             batch.response_mask).float().cpu().numpy()
+    if not sequences:
+        return texts.with_columns(pl.lit(None, dtype=pl.Float64).alias("logp"))
+    batches = make_row_batches(sequences, batch_size, tokenizer.pad_token_id, seed=None)
+    logps = rows_logprobs(model, batches, len(sequences)).double().cpu().numpy()
     return texts.with_columns(pl.Series("logp", logps))
 
 

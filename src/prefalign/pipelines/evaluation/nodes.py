@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
-from prefalign.core.evaluation import evaluate, plots, report, scoring
+from prefalign.core.evaluation import evaluate, generation, plots, report, scoring
 
 logger = logging.getLogger(__name__)
 
@@ -81,28 +81,74 @@ def make_reward_model_metrics(name: str):
     return reward_model_metrics
 
 
+def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
+    """The policies' own truncation (policy.shared.data), so scores match training."""
+    return {"max_length": data_params["max_length"], "max_prompt_length": data_params["max_prompt_length"],
+            "batch_size": data_params.get("eval_batch_size", 16)}
+
+
 def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
-                       triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+                       triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
     """log pi_ref of every evaluated response, computed ONCE for all policies."""
     texts = scoring.texts_to_score(test_pairs, rewardbench_rows, triples)
-    return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **params["logprobs"])
+    return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **_logprob_args(data_params))
+
+
+def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """Held-out prompts the judge can read: test prompts of synthetic_scalar (its r* is the judge)."""
+    prompts = (test_pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
+               .sort("prompt").head(params["generation"]["max_prompts"]))
+    if prompts.is_empty():
+        logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "
+                       "(enable feedback.sources.synthetic_scalar)")
+    return prompts
+
+
+def reference_samples(reference: Any, prompts: pl.DataFrame, params: dict[str, Any],
+                      data_params: dict[str, Any]) -> pl.DataFrame:
+    """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
+    if prompts.is_empty():
+        return pl.DataFrame(schema={"prompt": pl.String, "sample_index": pl.Int64, "response": pl.String,
+                                    "length": pl.Float64})
+    return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), params["generation"]["sampling"],
+                                         data_params["max_length"], data_params["max_prompt_length"])
 
 
 def make_policy_metrics(name: str):
     """Node factory: a policy checkpoint scored as an implicit reward against the SFT reference."""
 
-    def policy_metrics(bundle: Any, reference_logps: pl.DataFrame, test_pairs: pl.DataFrame,
-                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    def policy_metrics(bundle: Any, reference: Any, reference_logps: pl.DataFrame, reference_samples: pl.DataFrame,
+                       training_curve: pl.DataFrame, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                       triples: pl.DataFrame, judge_params: dict[str, Any], params: dict[str, Any],
+                       data_params: dict[str, Any]) -> dict[str, Any]:
         texts = reference_logps.select("prompt", "response")
-        policy_logps = scoring.sequence_logprob_table(bundle.model, bundle.tokenizer, texts, **params["logprobs"])
+        args = _logprob_args(data_params)
+        policy_logps = scoring.sequence_logprob_table(bundle.model, bundle.tokenizer, texts, **args)
         beta = float((bundle.metadata or {}).get("beta", params["implicit_reward_beta"]))
         scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
         metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        metrics["training_curve"] = _curve_records(training_curve)
+        if reference_samples.height:
+            prompts = reference_samples["prompt"].unique(maintain_order=True).to_list()
+            samples = generation.sample_for_prompts(bundle, prompts, params["generation"]["sampling"],
+                                                    data_params["max_length"], data_params["max_prompt_length"])
+            judge = scoring.scalar_truth_scorer(judge_params["weights"], judge_params.get("temperature", 1.0))
+            judged = generation.judge_against_reference(samples, reference_samples, judge)
+            judged = generation.with_kl_terms(judged, bundle, reference, **args)
+            metrics["generation"] = {"judge": "synthetic ground truth r*", **evaluate.evaluate_generations(judged)}
         return {"kind": "policy (implicit reward)", "description": f"beta={beta}; " + _describe_bundle(bundle),
                 **metrics}
 
     policy_metrics.__name__ = f"{name}_metrics"
     return policy_metrics
+
+
+def _curve_records(curve: pl.DataFrame) -> list[dict[str, float]]:
+    """Training loss by step, for the training-curves plot (rows without a train loss are skipped)."""
+    loss = next((c for c in ("loss", "train_loss") if c in curve.columns), None)
+    if loss is None or "step" not in curve.columns:
+        return []
+    return curve.select("step", pl.col(loss).alias("loss")).drop_nulls().to_dicts()
 
 
 def _describe_bundle(bundle: Any) -> str:

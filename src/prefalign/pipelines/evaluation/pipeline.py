@@ -43,11 +43,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     if _present("policy"):
-        models.append(node(nodes.reference_logprobs, [f"{REFERENCE_POLICY}.model", *SHARED, "params:evaluation"],
-                           "evaluation_reference_logprobs", name="reference_logprobs"))
+        reference = f"{REFERENCE_POLICY}.model"
+        models += [
+            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.shared.data"],
+                 "evaluation_reference_logprobs", name="reference_logprobs"),
+            node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation"],
+                 "evaluation_generation_prompts", name="generation_prompts"),
+            node(nodes.reference_samples, [reference, "evaluation_generation_prompts", "params:evaluation",
+                                           "params:policy.shared.data"],
+                 "evaluation_reference_samples", name="reference_samples"),
+        ]
         for name in POLICIES:
             models.append(node(nodes.make_policy_metrics(name),
-                               [f"{name}.model", "evaluation_reference_logprobs", *SHARED, "params:evaluation"],
+                               [f"{name}.model", reference, "evaluation_reference_logprobs",
+                                "evaluation_reference_samples", f"{name}.training_curve", *SHARED,
+                                "params:feedback.sources.synthetic_scalar", "params:evaluation",
+                                "params:policy.shared.data"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     report = pipeline([
