@@ -50,3 +50,31 @@ def bt_loss_fn(model, batch):
     b = len(batch)
     z = rewards[:b] - rewards[b:]
     return -F.logsigmoid(z).mean(), {"accuracy": (z > 0).float().mean()}
+
+
+def toy_pairs_frame(n_train: int = 96, n_val: int = 32, seed: int = 0):
+    """A validated_pairs-shaped table (PAIRS_SCHEMA) of the toy pairs; every 8th pair is a tie."""
+    import polars as pl
+
+    from prefalign.core.schema import conform_to_pairs_schema, pair_id_of, prompt_id_of
+
+    prompts, chosen, rejected = toy_pairs(n_train + n_val, seed)
+    n = n_train + n_val
+    p = [0.5 if i % 8 == 7 else 0.6 + 0.4 * ((i * 7) % 10) / 10 for i in range(n)]
+    frame = pl.DataFrame(
+        {
+            "pair_id": [pair_id_of(x, w, l) for x, w, l in zip(prompts, chosen, rejected)],
+            "prompt_id": [prompt_id_of(x) for x in prompts],
+            "prompt": prompts,
+            "chosen": chosen,
+            "rejected": rejected,
+            "margin": [None if i % 5 == 0 else float(i % 9) for i in range(n)],
+            "p_chosen": p,
+            "source": ["synthetic_scalar"] * n,
+            "feedback": ["synthetic"] * n,
+            "signal": ["ground_truth"] * n,
+            "true_p": p,
+            "split": ["train"] * n_train + ["val"] * n_val,
+        }
+    )
+    return conform_to_pairs_schema(frame)

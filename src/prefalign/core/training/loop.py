@@ -132,7 +132,9 @@ def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
     """An Accelerator; re-creatable in one process (tests, notebooks) with another precision."""
     if AcceleratorState._shared_state:  # keep the process group (PartialState), reset the rest
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision))
+    # cpu=True without CUDA: under `accelerate launch` that selects MULTI_CPU (gloo) instead of silently
+    # running N independent single-process trainings.
+    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
 
 
 def epoch_order(num_batches: int, seed: int, epoch: int) -> np.ndarray:
@@ -236,7 +238,7 @@ def train(
             step_loss += _scalar(loss) / accum
             for key, value in metrics.items():
                 step_metrics[key] = step_metrics.get(key, 0.0) + _scalar(value) / accum
-        grad_norm = float("nan")
+        grad_norm = None  # JSON-friendly "not measured"
         if cfg.max_grad_norm is not None:
             grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         optimizer.step()

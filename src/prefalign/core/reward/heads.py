@@ -1,0 +1,82 @@
+"""Reward heads on top of a backbone's hidden states.
+
+- ``ScalarHead``: r(x, y) = w . h(last real token) + b.
+- ``GPMHead`` (methods.md s3): v = normalise(W h(last response token)) in R^(2k); a gate
+  lambda = softmax(G h(last prompt token) + g) in R^k; score s(y_i > y_j | x) = <R v_i, v_j> with
+  R block-diagonal of k blocks [[0, -lambda_l], [lambda_l, 0]].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def gather_rows(hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden_states [N, T, H], index [N] -> [N, H] (the hidden state at position index[n] of row n)."""
+    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
+
+
+class ScalarHead(torch.nn.Module):
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.score = torch.nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden_states: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+        """Rewards [N] read at each row's last real token."""
+        last = gather_rows(hidden_states, last_index).to(self.score.weight.dtype)
+        return self.score(last).squeeze(-1)
+
+
+def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """s(y_i > y_j | x) = <R v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]) (methods.md s3).
+
+    v_i, v_j: [N, 2k]; gate (lambda): [N, k]. Returns [N]. Antisymmetric in (i, j) by construction.
+    """
+    if v_i.shape != v_j.shape or v_i.shape[-1] != 2 * gate.shape[-1] or v_i.shape[0] != gate.shape[0]:
+        raise ValueError(f"need v_i, v_j [N, 2k] and gate [N, k]; got {tuple(v_i.shape)}, {tuple(v_j.shape)}, {tuple(gate.shape)}")
+    a = v_i.view(*v_i.shape[:-1], -1, 2)
+    b = v_j.view(*v_j.shape[:-1], -1, 2)
+    return (gate * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])).sum(-1)
+
+
+class GPMHead(torch.nn.Module):
+    def __init__(self, hidden_size: int, k: int):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"gpm_k={k} must be >= 1 (the embedding has 2k dimensions)")
+        self.k = k
+        self.embed = torch.nn.Linear(hidden_size, 2 * k, bias=False)
+        self.gate = torch.nn.Linear(hidden_size, k)
+
+    def forward(
+        self, hidden_states: torch.Tensor, last_index: torch.Tensor, last_prompt_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v [N, 2k] unit vectors at the last response token, gate [N, k] from the last prompt token)."""
+        dtype = self.embed.weight.dtype
+        v = F.normalize(self.embed(gather_rows(hidden_states, last_index).to(dtype)), dim=-1)
+        gate = torch.softmax(self.gate(gather_rows(hidden_states, last_prompt_index).to(dtype)), dim=-1)
+        return v, gate
+
+
+@dataclass
+class RewardOutput:
+    """Per-sequence outputs; ``pair_logits`` assembles the logit of P(chosen > rejected) per pair."""
+
+    rewards: torch.Tensor | None = None  # [N] (scalar head)
+    embeddings: torch.Tensor | None = None  # [N, 2k] (GPM)
+    gate: torch.Tensor | None = None  # [N, k] (GPM)
+    tau: float = 1.0
+
+    def pair_logits(self, num_pairs: int) -> torch.Tensor:
+        """Rows 0..B-1 chosen, B..2B-1 rejected -> z [B]: r_w - r_l, or s(w > l) / tau for GPM.
+
+        The two rows of a pair share the prompt, so (causal attention) they share the gate; the
+        chosen row's gate is used.
+        """
+        b = num_pairs
+        if self.rewards is not None:
+            return self.rewards[:b] - self.rewards[b : 2 * b]
+        return gpm_score(self.embeddings[:b], self.embeddings[b : 2 * b], self.gate[:b]) / self.tau

@@ -1,0 +1,89 @@
+"""Public scoring API for trained reward models (used by evaluation and GPO).
+
+All functions take a ``RewardModel`` and its tokenizer, tokenise with the truncation the model was
+trained with (``model.head_config``), batch by length, and return numpy arrays in input order.
+
+- ``response_rewards``: scalar r(x, y) per response (scalar heads).
+- ``response_embeddings``: GPM (v [N, 2k], gate [N, k]), one forward per response.
+- ``preference_matrix``: K responses to one prompt -> K x K logits of P(i > j) (K forwards).
+- ``pair_logits``: logit of P(chosen > rejected) for ANY reward model (scalar r_w - r_l; GPM s / tau).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from prefalign.core.reward.heads import gpm_score
+from prefalign.core.reward.model import RewardModel
+from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequence
+
+
+@torch.no_grad()
+def _forward_all(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int):
+    """One forward per (prompt, response); returns (rewards [N] | None, v [N,2k] | None, gate [N,k] | None)."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one prompt per response")
+    cfg = model.head_config
+    device = next(model.parameters()).device
+    seqs = [tokenize_sequence(tokenizer, x, y, cfg.max_length, cfg.max_prompt_length) for x, y in zip(prompts, responses)]
+    was_training = model.training
+    model.eval()
+    rewards = v = gate = None
+    for index in length_grouped_batches([len(s) for s in seqs], batch_size, seed=None):
+        out = model(collate_sequences([seqs[i] for i in index], tokenizer.pad_token_id).to(device))
+        if out.rewards is not None:
+            rewards = np.zeros(len(seqs)) if rewards is None else rewards
+            rewards[index] = out.rewards.float().cpu().numpy()
+        else:
+            if v is None:
+                v = np.zeros((len(seqs), out.embeddings.shape[1]))
+                gate = np.zeros((len(seqs), out.gate.shape[1]))
+            v[index] = out.embeddings.float().cpu().numpy()
+            gate[index] = out.gate.float().cpu().numpy()
+    model.train(was_training)
+    return rewards, v, gate
+
+
+def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Scalar rewards [N]. GPM models have no scalar reward: use ``pair_logits`` / ``preference_matrix``."""
+    if model.is_gpm:
+        raise ValueError("response_rewards needs a scalar reward model; this is a GPM: use response_embeddings or preference_matrix")
+    return _forward_all(model, tokenizer, prompts, responses, batch_size)[0]
+
+
+def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """GPM (v [N, 2k], gate [N, k]); gates of responses to the same prompt are equal."""
+    if not model.is_gpm:
+        raise ValueError("response_embeddings needs a GPM model; this is a scalar reward model: use response_rewards")
+    _, v, gate = _forward_all(model, tokenizer, prompts, responses, batch_size)
+    return v, gate
+
+
+def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """[K, K] logits: entry (i, j) is the logit of P(y_i > y_j | x); antisymmetric, zero diagonal.
+
+    K forward passes, then vector arithmetic (scalar: r_i - r_j; GPM: s(i > j) / tau).
+    """
+    rewards, v, gate = _forward_all(model, tokenizer, [prompt] * len(responses), responses, batch_size)
+    if rewards is not None:
+        return rewards[:, None] - rewards[None, :]
+    k = len(responses)
+    vt, gt = torch.from_numpy(v), torch.from_numpy(gate[:1]).expand(k * k, -1)
+    scores = gpm_score(vt.repeat_interleave(k, 0), vt.repeat(k, 1), gt).view(k, k)
+    return (scores / model.head_config.tau).numpy()
+
+
+def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Logit of P(chosen > rejected) per pair [B], for scalar and GPM models alike."""
+    n = len(prompts)
+    if not (len(chosen) == len(rejected) == n):
+        raise ValueError(f"prompts/chosen/rejected lengths differ: {n}, {len(chosen)}, {len(rejected)}")
+    rewards, v, gate = _forward_all(model, tokenizer, list(prompts) * 2, list(chosen) + list(rejected), batch_size)
+    if rewards is not None:
+        return rewards[:n] - rewards[n:]
+    s = gpm_score(torch.from_numpy(v[:n]), torch.from_numpy(v[n:]), torch.from_numpy(gate[:n]))
+    return (s / model.head_config.tau).numpy()

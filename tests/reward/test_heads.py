@@ -1,0 +1,57 @@
+import math
+
+import pytest
+import torch
+
+from prefalign.core.reward.heads import GPMHead, RewardOutput, gpm_score
+
+
+def unit(*xs):
+    return torch.nn.functional.normalize(torch.tensor([xs], dtype=torch.float32), dim=-1)
+
+
+def test_k1_by_hand():
+    # v_i = (1, 0), v_j = (cos t, sin t), lambda = 1: s = 1 * sin t - 0 * cos t = sin t
+    t = 0.3
+    s = gpm_score(unit(1.0, 0.0), unit(math.cos(t), math.sin(t)), torch.ones(1, 1))
+    assert s.item() == pytest.approx(math.sin(t))
+
+
+def test_antisymmetry_and_zero_diagonal():
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    gate = torch.softmax(torch.randn(6, 4), -1)
+    w, l = v[:3], v[3:]
+    assert torch.allclose(gpm_score(w, l, gate[:3]), -gpm_score(l, w, gate[:3]))
+    assert torch.equal(gpm_score(v, v, gate), torch.zeros(6))
+
+
+def test_gate_weights_the_blocks():
+    v_i = torch.tensor([[1.0, 0.0, 1.0, 0.0]]) / math.sqrt(2)
+    v_j = torch.tensor([[0.0, 1.0, 0.0, -1.0]]) / math.sqrt(2)
+    # block 1 contributes +1/2, block 2 -1/2: the gate decides the sign
+    assert gpm_score(v_i, v_j, torch.tensor([[0.9, 0.1]])).item() == pytest.approx(0.5 * 0.9 - 0.5 * 0.1)
+    assert gpm_score(v_i, v_j, torch.tensor([[0.1, 0.9]])).item() == pytest.approx(0.5 * 0.1 - 0.5 * 0.9)
+
+
+def test_head_normalises_and_gates_from_the_last_prompt_token():
+    torch.manual_seed(0)
+    head = GPMHead(hidden_size=8, k=2)
+    hidden = torch.randn(2, 5, 8)
+    last, last_prompt = torch.tensor([4, 3]), torch.tensor([1, 1])
+    v, gate = head(hidden, last, last_prompt)
+    assert v.shape == (2, 4) and gate.shape == (2, 2)
+    assert torch.allclose(v.norm(dim=-1), torch.ones(2))
+    assert torch.allclose(gate.sum(-1), torch.ones(2)) and (gate >= 0).all()
+    changed = hidden.clone()
+    changed[:, 1] += 5.0  # only the last prompt token's state moves: the gate changes, v does not
+    v2, gate2 = head(changed, last, last_prompt)
+    assert torch.allclose(v, v2) and not torch.allclose(gate, gate2)
+
+
+def test_pair_logits_scalar_and_gpm():
+    out = RewardOutput(rewards=torch.tensor([2.0, 1.0, 0.5, 1.5]))
+    assert out.pair_logits(2).tolist() == [1.5, -0.5]
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    gpm = RewardOutput(embeddings=v, gate=torch.ones(2, 1), tau=0.1)
+    assert gpm.pair_logits(1).item() == pytest.approx(1.0 / 0.1)
