@@ -67,14 +67,16 @@ def _scored_metrics(scorer: scoring.PairScorer, test_pairs: pl.DataFrame, reward
 def make_reward_model_metrics(name: str):
     """Node factory: a reward checkpoint (BT, MMPO or GPM: the reward branch's pair_logits) -> metrics."""
 
-    def reward_model_metrics(bundle: Any, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
-                             triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    def reward_model_metrics(bundle: Any, training_curve: list[dict[str, Any]], test_pairs: pl.DataFrame,
+                             rewardbench_rows: pl.DataFrame, triples: pl.DataFrame,
+                             params: dict[str, Any]) -> dict[str, Any]:
         from prefalign.core.reward.scoring import pair_logits
 
         def scorer(prompts, first, second):
             return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second))
 
         metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        metrics["training_curve"] = _curve_records(training_curve)
         return {"kind": "reward model", "description": _describe_bundle(bundle), **metrics}
 
     reward_model_metrics.__name__ = f"{name}_metrics"
@@ -143,8 +145,12 @@ def make_policy_metrics(name: str):
     return policy_metrics
 
 
-def _curve_records(curve: pl.DataFrame) -> list[dict[str, float]]:
+def _curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[dict[str, float]]:
     """Training loss by step, for the training-curves plot (rows without a train loss are skipped)."""
+    if curve is None:
+        return []
+    if not isinstance(curve, pl.DataFrame):
+        curve = pl.DataFrame(curve, infer_schema_length=None) if curve else pl.DataFrame()
     loss = next((c for c in ("loss", "train_loss") if c in curve.columns), None)
     if loss is None or "step" not in curve.columns:
         return []

@@ -39,7 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     models = []
     if _present("reward"):
         for name in REWARD_MODELS:
-            models.append(node(nodes.make_reward_model_metrics(name), [f"{name}.model", *SHARED, "params:evaluation"],
+            models.append(node(nodes.make_reward_model_metrics(name), [f"{name}.model", f"{name}.training_curve", *SHARED, "params:evaluation"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     if _present("policy"):
