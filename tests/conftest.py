@@ -22,6 +22,9 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir(exist_ok=True)
+    # bootstrap_project insists that <project>/src exists; the package itself is imported from
+    # the repository (pytest's pythonpath), so an empty folder is enough.
+    (project / "src").mkdir()
     shutil.copytree(PROJECT_ROOT / "data" / "01_raw", project / "data" / "01_raw")
     monkeypatch.chdir(project)
     return project

@@ -37,13 +37,16 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
 
         Using the Python API:
 
+        >>> import tempfile
+        >>> from pathlib import Path
         >>> from prefalign.datasets.raw_records import RawRecordsDataset
+        >>> tmp_path = Path(tempfile.mkdtemp())
         >>> _ = (tmp_path / "a.jsonl").write_bytes(b'{"x": 1}\\n{"x": 2')
         >>> records = RawRecordsDataset(filepath=str(tmp_path / "a.jsonl")).load()()
         >>> [r.record for r in records]
         [{'x': 1}, None]
-        >>> records[1].error
-        'truncated last line: not valid JSON (Expecting \\',\\' delimiter at column 8)'
+        >>> print(records[1].error)
+        truncated last line: not valid JSON (Expecting ',' delimiter at column 8)
     """
 
     def __init__(self, *, filepath: str, glob: str | None = None, file_format: str | None = None,

@@ -3,15 +3,16 @@
 Count reconciliation, per source (checked by tests/feedback/test_reconciliation.py):
 
 * records_read = records_used + records_rejected (primary records: the judgments);
-* comparisons = records_used for pairwise sources, and for multi-response sources
-  candidate_pairs = sum over prompts of k(k-1)/2 (the documented expansion), of which
-  capped_dropped were dropped by max_pairs_per_prompt;
-* pair_rows = comparisons - identical_dropped - ties_dropped;
+* pairwise sources: candidate_pairs = comparisons = records_used (one pair per record);
+  multi-response sources: candidate_pairs = sum over prompts of k(k-1)/2 (the documented
+  expansion), and comparisons = candidate_pairs - capped_dropped - (pairs of identical texts);
+* pair_rows = candidate_pairs - capped_dropped - identical_dropped - ties_dropped;
 * pairs = pair_rows - duplicates_dropped (pair_id already produced by an earlier row or source).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import polars as pl
@@ -43,13 +44,14 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
     }
     if parsed.kind == "scored":
         cap = params.get("max_pairs_per_prompt")
-        comparisons, candidates = within_group_pairs(parsed.frame, cap)
-        stats.update(responses=parsed.frame.height, prompts=parsed.frame["group"].n_unique(),
-                     candidate_pairs=candidates, capped_dropped=candidates - comparisons.height)
+        comparisons, candidates, identical = within_group_pairs(parsed.frame, cap)
+        stats.update(responses=parsed.frame.height, prompts=parsed.frame["group"].n_unique(), candidate_pairs=candidates,
+                     capped_dropped=candidates - identical - comparisons.height)
     else:
-        comparisons = parsed.frame
+        comparisons, identical = parsed.frame, 0
         stats.update(candidate_pairs=comparisons.height, capped_dropped=0)
     pair_rows, dropped = to_pair_rows(comparisons, source, params)
+    dropped["identical_dropped"] += identical
     stats.update(comparisons=comparisons.height, **dropped, pair_rows=pair_rows.height)
     rejected = pl.DataFrame([dict(r, source=source) for r in parsed.rejected], schema=REJECTED_SCHEMA, orient="row") \
         if parsed.rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
@@ -71,12 +73,17 @@ def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[st
             "rejected_by_reason": {}}
 
 
+_DETAIL = re.compile(r"(field '[^']*')|'[^']*'|\"[^\"]*\"|0x[0-9a-f]+|-?\d+(?:\.\d+)?")
+
+
 def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
-    # reasons with their ids and numbers blanked out ("_"), so the summary stays short
-    if not rejected.height:
-        return {}
-    keyed = rejected["reason"].str.replace_all(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?|0x[0-9a-f]+", "_")
-    return {k: int(v) for k, v in sorted(keyed.value_counts().iter_rows(), key=lambda kv: -kv[1])}
+    """Rejected counts by role and reason, with ids, values and numbers blanked ("_") so that the
+    summary stays short; field names are kept."""
+    counts: dict[str, int] = {}
+    for role, reason in rejected.select("role", "reason").iter_rows():
+        key = f"{role}: " + _DETAIL.sub(lambda m: m.group(1) or "_", reason)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int]) -> dict[str, Any]:
@@ -87,7 +94,7 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
         mine = pairs.filter(pl.col("source") == name)
         stats = dict(stats, duplicates_dropped=int(duplicates.get(name, 0)), pairs=mine.height)
         stats["p_chosen"] = _distribution(mine["p_chosen"])
-        stats["margin"] = _distribution(mine["margin"].drop_nulls())
+        stats["margin"] = _distribution(mine["margin"].drop_nulls(), tie=0.0)
         stats["splits"] = {s: int(n) for s, n in mine.group_by("split").len().sort("split").iter_rows()}
         per_source[name] = stats
     return {
@@ -99,7 +106,8 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
     }
 
 
-def _distribution(values: pl.Series) -> dict[str, Any]:
+def _distribution(values: pl.Series, tie: float = 0.5) -> dict[str, Any]:
+    """n, mean, quantiles, and the share of ties (p = 0.5, or margin = 0)."""
     if values.len() == 0:
         return {"n": 0}
     values = values.cast(pl.Float64)
@@ -107,7 +115,7 @@ def _distribution(values: pl.Series) -> dict[str, Any]:
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
         out[f"q{int(q * 100)}"] = round(float(values.quantile(q, "nearest")), 4)
     out["max"] = round(float(values.max()), 4)
-    out["share_equal_0.5"] = round(float((values == 0.5).mean()), 4)
+    out["share_ties"] = round(float((values == tie).mean()), 4)
     return out
 
 

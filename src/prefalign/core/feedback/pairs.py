@@ -5,7 +5,7 @@ Steps, each a pure function on polars frames:
 1. ``within_group_pairs``: a multi-response source's scored responses -> comparisons. The rule:
    every unordered pair of distinct responses to the same prompt (k responses give k(k-1)/2);
    when that is more than ``max_pairs_per_prompt``, keep the pairs with the smallest
-   pseudo-random rank, a stable hash of the two responses, so the kept pairs are a reproducible,
+   pseudo-random rank (the XOR of the two responses' stable hashes), so the kept pairs are a reproducible,
    unbiased sample of all pairs (not biased towards big or small margins).
 2. ``to_pair_rows``: comparisons -> oriented pair rows with margin and p_chosen (margins.py),
    dropping ties if the source says ``drop_ties`` and pairs whose two texts are identical.
@@ -36,27 +36,33 @@ def _stable_int(*parts: str) -> int:
     return int(stable_hash(*parts)[:_HASH_HEX], 16)
 
 
-def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -> tuple[pl.DataFrame, int]:
+def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -> tuple[pl.DataFrame, int, int]:
     """Scored responses (group, prompt, response, value, responder, record) -> comparisons
-    (prompt, response_a, response_b, value_a, value_b, ties, record), and the number of candidate
-    pairs before the cap. Response a is the one that came first in the raw files."""
-    ranked = scored.with_row_index("_i").with_columns(
-        # two independent stable hashes per response; their XOR is a uniform rank for the pair
-        _h1=pl.struct("group", "response").map_elements(lambda s: _stable_int("a", s["group"], s["response"]), return_dtype=pl.UInt64),
-        _h2=pl.struct("group", "response").map_elements(lambda s: _stable_int("b", s["group"], s["response"]), return_dtype=pl.UInt64),
-    ) if scored.height else scored.with_row_index("_i").with_columns(_h1=pl.lit(0, pl.UInt64), _h2=pl.lit(0, pl.UInt64))
-    left = ranked.select("group", "prompt", "_i", "_h1", response_a="response", value_a="value", record_a="record")
-    right = ranked.select("group", "_i", "_h2", response_b="response", value_b="value", record_b="record")
-    candidates = left.join(right, on="group", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
+    (prompt, response_a, response_b, value_a, value_b, ties, record), the number of candidate
+    pairs, and how many of them had identical texts (dropped before the cap). Response a is the
+    one that came first in the raw files."""
+    # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
+    # whichever response comes first in the files. Equal hashes = identical texts.
+    response_hash = pl.Series([_stable_int("rank", g, r) for g, r in zip(scored["group"].to_list(), scored["response"].to_list())],
+                              dtype=pl.UInt64)
+    # the self-join runs on small integer keys only; texts are gathered once, for the kept pairs
+    keys = scored.select(_g=pl.col("group").rank("dense"), _h=response_hash).with_row_index("_i")
+    candidates = keys.join(keys, on="_g", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
     n_candidates = candidates.height
-    candidates = candidates.with_columns(_rank=pl.col("_h1").xor(pl.col("_h2")))
+    # identical texts carry no preference: drop them before the cap so they take no pair's place
+    candidates = candidates.filter(pl.col("_h") != pl.col("_h_b"))
+    n_identical = n_candidates - candidates.height
     if max_pairs_per_prompt is not None:
-        candidates = candidates.filter(pl.col("_rank").rank("ordinal").over("group") <= int(max_pairs_per_prompt))
-    comparisons = candidates.sort("_i", "_i_b").select(
-        "prompt", "response_a", "response_b", "value_a", "value_b",
-        ties=pl.lit(None, dtype=pl.Float64), record=pl.concat_str("record_a", pl.lit(" vs "), "record_b"),
-    )
-    return comparisons, n_candidates
+        rank = pl.col("_h").xor(pl.col("_h_b")).rank("ordinal").over("_g")
+        candidates = candidates.filter(rank <= int(max_pairs_per_prompt))
+    candidates = candidates.sort("_i", "_i_b")
+    a, b = scored[candidates["_i"]], scored[candidates["_i_b"]]
+    comparisons = pl.DataFrame({
+        "prompt": a["prompt"], "response_a": a["response"], "response_b": b["response"],
+        "value_a": a["value"], "value_b": b["value"], "ties": pl.Series([None] * a.height, dtype=pl.Float64),
+        "record": a["record"] + " vs " + b["record"],
+    })
+    return comparisons, n_candidates, n_identical
 
 
 def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -107,11 +113,13 @@ def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> t
             raise ValueError(f"pair rows of source {source!r} lack columns {missing}; a source must give {list(PAIR_ROW_COLUMNS)}")
     rows = pl.concat([f.select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in pair_rows]) if pair_rows \
         else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
-    rows = rows.with_columns(
-        pair_id=pl.struct("prompt", "chosen", "rejected").map_elements(
-            lambda s: pair_id_of(s["prompt"], s["chosen"], s["rejected"]), return_dtype=pl.String),
-        prompt_id=pl.col("prompt").map_elements(prompt_id_of, return_dtype=pl.String),
-    ) if rows.height else rows.with_columns(pair_id=pl.lit(None, pl.String), prompt_id=pl.lit(None, pl.String))
+    # hashes in plain Python loops: stable_hash is Python, and a loop beats map_elements' per-row dicts
+    prompts = rows["prompt"].unique()
+    prompt_ids = pl.DataFrame({"prompt": prompts, "prompt_id": [prompt_id_of(p) for p in prompts.to_list()]},
+                              schema={"prompt": pl.String, "prompt_id": pl.String})
+    rows = rows.with_columns(pair_id=pl.Series([pair_id_of(p, c, r) for p, c, r in zip(
+        rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list())], dtype=pl.String))
+    rows = rows.join(prompt_ids, on="prompt", how="left", maintain_order="left")
     first = rows.with_row_index("_i").with_columns(_first=pl.col("_i").min().over("pair_id"))
     duplicates = dict(first.filter(pl.col("_i") != pl.col("_first")).group_by("source").len().iter_rows())
     pairs = first.filter(pl.col("_i") == pl.col("_first")).drop("_i", "_first")

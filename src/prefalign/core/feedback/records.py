@@ -14,8 +14,6 @@ A raw file is split into records without ever dropping one silently:
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import math
 import re
@@ -55,15 +53,20 @@ def gunzip(data: bytes, file: str) -> bytes:
     if data[:2] != b"\x1f\x8b":
         raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
                            "point the catalog at the .gz file or change its file_format")
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+    out: list[bytes] = []
+    rest = data
+    while rest:  # a .gz file may hold several gzip members, one after another
+        stream = zlib.decompressobj(wbits=31)
         try:
-            while chunk := stream.read(1 << 20):
-                out.write(chunk)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            if out.tell() == 0:
+            out.append(stream.decompress(rest))
+        except zlib.error as exc:
+            if not out:
                 raise RawFileError(f"raw file {file} is a corrupt gzip file: {exc}") from exc
-    return out.getvalue()
+            break
+        if not stream.eof:
+            break  # truncated: keep what was decompressed; its cut last line becomes a rejected record
+        rest = stream.unused_data
+    return b"".join(out)
 
 
 def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
@@ -102,7 +105,11 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
     """One record per element of a top-level JSON array, decoded element by element so that a
     bad element is one error record. If the array itself breaks (a truncated file), the elements
     before the break are kept and the unreadable rest becomes one error record."""
-    text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    try:
+        text, any_bad_bytes = data.decode("utf-8"), False
+    except UnicodeDecodeError:  # keep going; the records holding the bad bytes are found below
+        text, any_bad_bytes = data.decode("utf-8", errors="surrogateescape"), True
+    text = text.lstrip("\ufeff")
     decoder = json.JSONDecoder()
     at = _skip_ws(text, 0)
     if at >= len(text):
@@ -125,7 +132,7 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
                 reason = f"truncated file: {reason}"
             records.append(RawRecord(file, index, None, reason, _printable(rest)))
             return records
-        if _SURROGATE.search(text, at, end):
+        if any_bad_bytes and _SURROGATE.search(text, at, end):
             records.append(RawRecord(file, index, None, "invalid UTF-8 bytes inside the record", _printable(text[at:end])))
         elif not isinstance(value, dict):
             records.append(RawRecord(file, index, None, f"record is a JSON {type(value).__name__}, expected an object", _printable(text[at:end])))

@@ -51,6 +51,23 @@ def make_preference_loss_fn(
     return loss_fn
 
 
+def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) -> dict[str, float]:
+    """The reference scored as its own policy, from the table alone (no forward pass).
+
+    Its implicit reward beta*h is 0 for every pair, so its implicit accuracy is 0 (ties count
+    wrong); its log-likelihood ranking accuracy is the comparable number.
+    """
+    if pair_index.numel() == 0:
+        return {"pairs": 0}
+    chosen, rejected = reference.lookup(pair_index)
+    return {
+        "pairs": int(pair_index.numel()),
+        "implicit_accuracy": 0.0,
+        "reference_logprob_accuracy": float((chosen > rejected).float().mean()),
+        "mean_implicit_reward_margin": 0.0,
+    }
+
+
 @torch.no_grad()
 def implicit_reward_metrics(
     model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs, beta: float

@@ -9,6 +9,9 @@ batches, the reference tables and the loss functions it needs.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,8 +23,14 @@ from prefalign.core.models import build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.policy.generation import SamplingConfig
+from prefalign.core.policy.losses import PREFERENCE_LOSSES
 from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
-from prefalign.core.policy.objectives import implicit_reward_metrics, make_preference_loss_fn, sft_loss_fn
+from prefalign.core.policy.objectives import (
+    implicit_reward_metrics,
+    make_preference_loss_fn,
+    reference_metrics,
+    sft_loss_fn,
+)
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
 from prefalign.core.training.batching import (
     TokenizedPairs,
@@ -68,7 +77,12 @@ class PreferenceConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PreferenceConfig":
-        return _from_dict(cls, params, "preference objective")
+        cfg = _from_dict(cls, params, "preference objective")
+        if cfg.loss not in PREFERENCE_LOSSES:
+            raise ValueError(f"objective.loss={cfg.loss!r} is not one of {PREFERENCE_LOSSES}")
+        if cfg.beta <= 0:
+            raise ValueError(f"objective.beta={cfg.beta} must be > 0")
+        return cfg
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,25 @@ class PolicyRun:
     metrics: dict[str, Any]
     generations: pl.DataFrame | None = None
     iteration_bundles: dict[str, ModelBundle] = field(default_factory=dict)
+
+
+def run_dir(base: str | Path, objective: str, params: dict[str, Any], pairs: pl.DataFrame, model: torch.nn.Module | None = None) -> Path:
+    """`base/<objective>_<fingerprint>`: the loop resumes from checkpoints found there, so the
+    fingerprint covers everything that changes the run (parameters, pairs and the starting
+    weights): a killed run started again resumes, a changed one starts fresh."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update("|".join(pairs["pair_id"].to_list()).encode())
+    h.update(pairs["p_chosen"].to_numpy().tobytes())
+    if model is not None:
+        for tensor in list(model.state_dict().values())[:4]:  # a cheap checksum of the start weights
+            h.update(tensor.detach().float().cpu().numpy().tobytes()[:65536])
+    return Path(base) / f"{objective}_{h.hexdigest()}"
+
+
+def _finished(work_dir: str | Path) -> None:
+    """The run is complete and its model goes to the catalog: drop its resumable checkpoints."""
+    shutil.rmtree(Path(work_dir) / "checkpoints", ignore_errors=True)
 
 
 def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None) -> pl.DataFrame:
@@ -155,6 +188,7 @@ def train_sft(
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
     result = train(model, train_batches, val_batches, sft_loss_fn, training, work_dir)
+    _finished(work_dir)
     metrics = {
         "objective": "sft",
         "train_pairs": train_frame.height,
@@ -212,12 +246,14 @@ def train_preference(
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids)
     model = reference.model
     model.train()
+    n_train = train_frame.height
     before = {
-        "train": implicit_reward_metrics(model, train_eval, ref, objective.beta),
-        "val": implicit_reward_metrics(model, val_eval, ref, objective.beta),
+        "train": reference_metrics(ref, torch.arange(n_train)),
+        "val": reference_metrics(ref, torch.arange(n_train, n_train + val_frame.height)),
     }
     loss_fn = make_preference_loss_fn(objective.loss, objective.beta, ref, objective.label_smoothing)
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
+    _finished(work_dir)
     policy = result.model
     after = {
         "train": implicit_reward_metrics(policy, train_eval, ref, objective.beta),
@@ -231,7 +267,7 @@ def train_preference(
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
-        "reference": {split: {k: v for k, v in m.items() if k != "policy_logprob_accuracy"} for split, m in before.items()},
+        "reference": before,
         "policy": after,
         **result.final_metrics,
     }
@@ -282,6 +318,7 @@ def train_gpo(
             targets={"old_logp": old.tolist(), "score": scores},
         )
         result = train(policy, train_batches, [], loss_fn, replace(training, seed=training.seed + iteration), Path(work_dir) / f"iteration_{iteration}")
+        _finished(Path(work_dir) / f"iteration_{iteration}")
         policy = result.model
         new = rows_logprobs(policy, eval_batches, len(seqs))
         score_t = torch.tensor(scores, dtype=torch.float32)

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.reward.heads import gpm_score
 from prefalign.core.reward.model import RewardModel
-from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequence
+from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequences
 
 
 @torch.no_grad()
@@ -29,7 +29,7 @@ def _forward_all(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one prompt per response")
     cfg = model.head_config
     device = next(model.parameters()).device
-    seqs = [tokenize_sequence(tokenizer, x, y, cfg.max_length, cfg.max_prompt_length) for x, y in zip(prompts, responses)]
+    seqs = tokenize_sequences(tokenizer, prompts, responses, cfg.max_length, cfg.max_prompt_length)
     was_training = model.training
     model.eval()
     rewards = v = gate = None

@@ -10,11 +10,12 @@ from prefalign.core.training.batching import (
     padding_fraction,
     tokenize_pairs,
     tokenize_sequence,
+    tokenize_sequences,
 )
 from prefalign.core.training.loop import TrainConfig, TrainResult, evaluate, latest_checkpoint, train
 
 __all__ = [
     "PairBatch", "SequenceBatch", "TokenizedPairs", "TruncationStats", "collate_sequences",
-    "make_pair_batches", "padding_fraction", "tokenize_pairs", "tokenize_sequence",
+    "make_pair_batches", "padding_fraction", "tokenize_pairs", "tokenize_sequence", "tokenize_sequences",
     "TrainConfig", "TrainResult", "evaluate", "latest_checkpoint", "train",
 ]

@@ -69,6 +69,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     progress_bar: bool = True
+    cpu_threads: int | None = None  # torch intra-op threads; 1 avoids oversubscription on a busy CPU; null = torch default
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainConfig":
@@ -94,6 +95,7 @@ class TrainConfig:
             ("checkpoint_every", self.checkpoint_every >= 0, "an integer >= 0"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, "an integer >= 1"),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
+            ("cpu_threads", self.cpu_threads is None or self.cpu_threads >= 1, "null or an integer >= 1"),
         ]
         for key, ok, allowed in checks:
             if not ok:
@@ -193,6 +195,8 @@ def train(
         raise ValueError("no training batches: the train split is empty after filtering")
     accelerator = accelerator or make_accelerator(cfg.mixed_precision)
     output_dir = Path(output_dir)
+    if cfg.cpu_threads is not None:
+        torch.set_num_threads(cfg.cpu_threads)
     set_seed(cfg.seed)
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]

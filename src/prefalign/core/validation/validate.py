@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from prefalign.core.schema import PAIR_COLUMNS
 from prefalign.core.validation.checks import (
     FAILED_COLUMN,
     conform_nullable,
@@ -29,7 +30,8 @@ def source_row_count_specs(config: ValidationConfig) -> list[ExpectationSpec]:
     """One ExpectTableRowCountToBeBetween per configured source, restricted to that source's rows."""
     specs = []
     for source, (low, high) in config.source_row_bounds.items():
-        kwargs: dict[str, Any] = {"row_condition": f'source=="{source}"', "condition_parser": "pandas"}
+        condition = {"type": "comparison", "column": {"name": "source"}, "operator": "==", "parameter": source}
+        kwargs: dict[str, Any] = {"row_condition": condition}
         if low is not None:
             kwargs["min_value"] = low
         if high is not None:
@@ -80,11 +82,9 @@ def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.Da
         checked = pairs.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(FAILED_COLUMN))
         schema_entry = {"name": SCHEMA_EXPECTATION, "type": "schema", "level": "table", "success": False,
                         "unexpected_count": None, "observed": problems, "examples": [], "kwargs": {}}
-        results = _results(checked, [schema_entry], config)
-        results["failures"].insert(0, f"{SCHEMA_EXPECTATION}: " + "; ".join(problems))
-        return checked, results
+        return checked, _results(checked, [schema_entry], config, [f"{SCHEMA_EXPECTATION}: " + "; ".join(problems)])
 
-    pairs = conform_nullable(pairs)
+    pairs = conform_nullable(pairs).select(PAIR_COLUMNS)  # contract column order downstream
     suite = full_suite(config)
     check = check_frame(pairs, columns_named(suite, pairs.columns), config.control_characters)
     outcomes = run_expectations(check, suite, config.example_count)
@@ -108,10 +108,12 @@ def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.Da
     return checked, _results(checked, entries, config)
 
 
-def _results(checked: pl.DataFrame, entries: list[dict], config: ValidationConfig) -> dict[str, Any]:
+def _results(
+    checked: pl.DataFrame, entries: list[dict], config: ValidationConfig, failures: list[str] | None = None
+) -> dict[str, Any]:
     overall, per_source = quarantine_fractions(checked) if FAILED_COLUMN in checked.columns and "source" in checked.columns else (0.0, {})
     quarantined = sum(s["quarantined"] for s in per_source.values())
-    failures = [
+    failures = list(failures or []) + [
         f"{e['name']} ({e['type']}) failed: observed {e['observed']!r}, expected {_expected(e['kwargs'])}"
         for e in entries
         if e["level"] == "table" and not e["success"] and e["type"] != "schema"
@@ -139,8 +141,7 @@ def _results(checked: pl.DataFrame, entries: list[dict], config: ValidationConfi
 
 
 def _expected(kwargs: dict[str, Any]) -> str:
-    shown = {k: v for k, v in kwargs.items() if k not in ("condition_parser",)}
-    return ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "success"
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "row_condition") or "success"
 
 
 def stop_message(results: dict[str, Any], report_location: str) -> str | None:

@@ -45,8 +45,13 @@ def make_generated_node(source: str, generate: Callable[[dict[str, Any]], pl.Dat
 
 
 def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Every source's pair rows -> the pairs table (deduplicated, split by prompt_id)."""
-    return build_pairs_table(list(pair_rows), feedback_params["split"])
+    """Every source's pair rows -> the pairs table (deduplicated, split by prompt_id).
+
+    A pair produced by several sources (PandaLM's humans and its AI judges label the same pairs)
+    is kept once, from the source listed first under feedback.sources: the order is the priority."""
+    priority = {name: i for i, name in enumerate(feedback_params.get("sources", {}))}
+    ordered = sorted(pair_rows, key=lambda f: priority.get(f["source"][0] if f.height else "", len(priority)))
+    return build_pairs_table(ordered, feedback_params["split"])
 
 
 def collect_rejected(*rejected: pl.DataFrame) -> pl.DataFrame:

@@ -2,71 +2,102 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.core.policy.launch import run_in_subprocesses
 from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import (
     GPOConfig,
     PolicyDataConfig,
     PreferenceConfig,
     reference_logprobs,
+    run_dir,
     train_gpo,
     train_preference,
     train_sft,
 )
 from prefalign.core.training.loop import TrainConfig
 
+log = logging.getLogger(__name__)
 
-def _work_dir(objective: dict[str, Any]) -> Path:
-    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here;
-    # the finished policy goes to the versioned catalog dataset.
+
+def _work_dir(defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
+    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
+    # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
+    # the versioned catalog dataset.
     if "work_dir" not in objective:
         raise ValueError("each policy.<namespace> block needs work_dir (where an interrupted run resumes from)")
-    return Path(objective["work_dir"])
+    name = Path(objective["work_dir"]).name
+    return run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, pairs, start.model if start else None)
+
+
+def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
+    processes = int(defaults.get("num_processes", 1))
+    if processes < 1 or data.batch_size < processes:
+        raise ValueError(
+            f"policy.defaults.num_processes={processes} must be >= 1 and <= data.batch_size ({data.batch_size})"
+        )
+    return processes
 
 
 def sft_policy(
-    validated_pairs: pl.DataFrame, shared: dict[str, Any], objective: dict[str, Any]
+    validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
 ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """SFT on prompt + chosen (response-only loss): the reference for every other policy."""
-    run = train_sft(
-        validated_pairs,
-        shared.get("tokenizer"),
-        shared.get("model"),
-        PolicyDataConfig.from_dict(shared.get("data")),
-        TrainConfig.from_dict(objective.get("training")),
-        _work_dir(objective),
-    )
+    data = PolicyDataConfig.from_dict(defaults.get("data"))
+    training = TrainConfig.from_dict(objective.get("training"))
+    work_dir = _work_dir(defaults, objective, validated_pairs)
+    processes = _num_processes(defaults, data)
+    if processes > 1:
+        spec = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
+                "training": asdict(training), "output_dir": str(work_dir)}
+        with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
+            run = run_in_subprocesses("sft", validated_pairs, spec, tmp, processes, defaults.get("accelerate_config"))
+    else:
+        run = train_sft(validated_pairs, defaults.get("tokenizer"), defaults.get("model"), data, training, work_dir)
+    log.info("policy sft: val_loss=%s steps=%s", run.metrics.get("val_loss"), run.metrics["steps"])
     return run.bundle, run.training_curve, run.metrics
 
 
 def compute_reference_logprobs(
-    reference: ModelBundle, validated_pairs: pl.DataFrame, shared: dict[str, Any]
+    reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any]
 ) -> pl.DataFrame:
     """log pi_ref(chosen) and log pi_ref(rejected) per pair_id, computed once per dataset."""
-    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(shared.get("data")))
+    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
 
 
 def preference_policy(
     reference: ModelBundle,
     validated_pairs: pl.DataFrame,
     reference_table: pl.DataFrame,
-    shared: dict[str, Any],
+    defaults: dict[str, Any],
     objective: dict[str, Any],
 ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """DPO / MMPO / cDPO / IPO, the loss chosen by `objective.loss`."""
-    run = train_preference(
-        reference,
-        validated_pairs,
-        reference_table,
-        PreferenceConfig.from_dict(objective.get("objective")),
-        PolicyDataConfig.from_dict(shared.get("data")),
-        TrainConfig.from_dict(objective.get("training")),
-        _work_dir(objective),
+    preference = PreferenceConfig.from_dict(objective.get("objective"))
+    data = PolicyDataConfig.from_dict(defaults.get("data"))
+    training = TrainConfig.from_dict(objective.get("training"))
+    work_dir = _work_dir(defaults, objective, validated_pairs, reference)
+    processes = _num_processes(defaults, data)
+    if processes > 1:
+        spec = {"preference": asdict(preference), "data": asdict(data), "training": asdict(training), "output_dir": str(work_dir)}
+        with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
+            run = run_in_subprocesses(
+                "preference", validated_pairs, spec, tmp, processes, defaults.get("accelerate_config"),
+                reference=reference, reference_table=reference_table,
+            )
+    else:
+        run = train_preference(reference, validated_pairs, reference_table, preference, data, training, work_dir)
+    log.info(
+        "policy %s: implicit accuracy train=%s val=%s",
+        preference.loss, run.metrics["policy"]["train"].get("implicit_accuracy"), run.metrics["policy"]["val"].get("implicit_accuracy"),
     )
     return run.bundle, run.training_curve, run.metrics
 
@@ -75,7 +106,7 @@ def gpo_policy(
     reference: ModelBundle,
     preference_model: ModelBundle,
     validated_pairs: pl.DataFrame,
-    shared: dict[str, Any],
+    defaults: dict[str, Any],
     objective: dict[str, Any],
 ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Iterative GPO scored by a preference model (GPM table, or BT rewards for the baseline)."""
@@ -85,9 +116,9 @@ def gpo_policy(
         preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
         validated_pairs,
         gpo,
-        PolicyDataConfig.from_dict(shared.get("data")),
+        PolicyDataConfig.from_dict(defaults.get("data")),
         TrainConfig.from_dict(objective.get("training")),
-        _work_dir(objective),
+        _work_dir(defaults, objective, validated_pairs, reference),
         preference_model_name=objective.get("preference_model_name", "preference_model"),
     )
     return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics

@@ -3,8 +3,8 @@
 Every objective is its own namespace (policy_sft, policy_dpo, policy_mmpo, policy_ipo,
 policy_gpo, policy_gpo_bt), so each runs alone:
     kedro run --pipeline policy --namespaces policy_dpo
-Its settings are `policy.<namespace>` in parameters_policy.yml; `policy.shared` holds the model,
-tokenizer and data settings every objective uses.
+Its settings are `policy.<objective>` (sft, dpo, ...) in parameters_policy.yml; `policy.defaults`
+holds the model, tokenizer and data settings every objective uses.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -22,7 +22,7 @@ GPO_NAMESPACES = {"policy_gpo": "reward_gpm.model", "policy_gpo_bt": "reward_bt.
 
 
 def _params(namespace: str) -> dict[str, str]:
-    return {"params:shared": "params:policy.shared", "params:objective": f"params:policy.{namespace}"}
+    return {"params:defaults": "params:policy.defaults", "params:objective": f"params:policy.{namespace.removeprefix('policy_')}"}
 
 
 def sft_pipeline() -> Pipeline:
@@ -30,7 +30,7 @@ def sft_pipeline() -> Pipeline:
         [
             Node(
                 sft_policy,
-                inputs=["validated_pairs", "params:shared", "params:objective"],
+                inputs=["validated_pairs", "params:defaults", "params:objective"],
                 outputs=["model", "training_curve", "metrics"],
                 name="train_sft",
             )
@@ -47,13 +47,13 @@ def preference_pipeline(namespace: str) -> Pipeline:
         [
             Node(
                 compute_reference_logprobs,
-                inputs=["policy_sft.model", "validated_pairs", "params:shared"],
+                inputs=["policy_sft.model", "validated_pairs", "params:defaults"],
                 outputs="reference_logprobs",
                 name="reference_logprobs",
             ),
             Node(
                 preference_policy,
-                inputs=["policy_sft.model", "validated_pairs", "reference_logprobs", "params:shared", "params:objective"],
+                inputs=["policy_sft.model", "validated_pairs", "reference_logprobs", "params:defaults", "params:objective"],
                 outputs=["model", "training_curve", "metrics"],
                 name="train_policy",
             ),
@@ -69,7 +69,7 @@ def gpo_pipeline(namespace: str, preference_model: str) -> Pipeline:
         [
             Node(
                 gpo_policy,
-                inputs=["policy_sft.model", "preference_model", "validated_pairs", "params:shared", "params:objective"],
+                inputs=["policy_sft.model", "preference_model", "validated_pairs", "params:defaults", "params:objective"],
                 outputs=["model", "iteration_models", "generations", "training_curve", "metrics"],
                 name="train_gpo",
             )
