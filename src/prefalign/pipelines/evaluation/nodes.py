@@ -84,7 +84,7 @@ def make_reward_model_metrics(name: str):
 
 
 def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
-    """The policies' own truncation (policy.shared.data), so scores match training."""
+    """The policies' own truncation (policy.defaults.data), so scores match training."""
     return {"max_length": data_params["max_length"], "max_prompt_length": data_params["max_prompt_length"],
             "batch_size": data_params.get("eval_batch_size", 16)}
 

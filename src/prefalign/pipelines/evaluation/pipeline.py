@@ -45,12 +45,12 @@ def create_pipeline(**kwargs) -> Pipeline:
     if _present("policy"):
         reference = f"{REFERENCE_POLICY}.model"
         models += [
-            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.shared.data"],
+            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data"],
                  "evaluation_reference_logprobs", name="reference_logprobs"),
             node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation"],
                  "evaluation_generation_prompts", name="generation_prompts"),
             node(nodes.reference_samples, [reference, "evaluation_generation_prompts", "params:evaluation",
-                                           "params:policy.shared.data"],
+                                           "params:policy.defaults.data"],
                  "evaluation_reference_samples", name="reference_samples"),
         ]
         for name in POLICIES:
@@ -58,7 +58,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                                [f"{name}.model", reference, "evaluation_reference_logprobs",
                                 "evaluation_reference_samples", f"{name}.training_curve", *SHARED,
                                 "params:feedback.sources.synthetic_scalar", "params:evaluation",
-                                "params:policy.shared.data"],
+                                "params:policy.defaults.data"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     report = pipeline([
