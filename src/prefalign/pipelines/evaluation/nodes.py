@@ -111,7 +111,7 @@ def reference_samples(reference: Any, prompts: pl.DataFrame, params: dict[str, A
     """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
     if prompts.is_empty():
         return pl.DataFrame(schema={"prompt": pl.String, "sample_index": pl.Int64, "response": pl.String,
-                                    "length": pl.Float64})
+                                    "length": pl.Float64, "finished": pl.Boolean})
     return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), params["generation"]["sampling"],
                                          data_params["max_length"], data_params["max_prompt_length"])
 
