@@ -14,7 +14,7 @@ import polars as pl
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from prefalign.core.policy.config import config_from_dict
+from prefalign.core.models.params import dataclass_from_params
 
 GENERATIONS_SCHEMA = {
     "prompt_index": pl.Int64,
@@ -38,7 +38,7 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "SamplingConfig":
-        cfg = config_from_dict(cls, params, "sampling")
+        cfg = dataclass_from_params(cls, params, "sampling")
         if cfg.samples_per_prompt < 2:
             raise ValueError(f"sampling.samples_per_prompt={cfg.samples_per_prompt}: GPO compares responses, use K >= 2")
         if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1:

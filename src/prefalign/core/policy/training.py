@@ -22,7 +22,7 @@ import torch
 from prefalign.core.models import build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
-from prefalign.core.policy.config import config_from_dict
+from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.policy.generation import SamplingConfig
 from prefalign.core.policy.losses import PREFERENCE_LOSSES
 from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
@@ -57,7 +57,7 @@ class PolicyDataConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
-        return config_from_dict(cls, params, "policy data")
+        return dataclass_from_params(cls, params, "policy data")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class PreferenceConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PreferenceConfig":
-        cfg = config_from_dict(cls, params, "preference objective")
+        cfg = dataclass_from_params(cls, params, "preference objective")
         if cfg.loss not in PREFERENCE_LOSSES:
             raise ValueError(f"objective.loss={cfg.loss!r} is not one of {PREFERENCE_LOSSES}")
         if cfg.beta <= 0:
@@ -89,7 +89,7 @@ class GPOConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "GPOConfig":
-        cfg = config_from_dict(cls, params, "gpo")
+        cfg = dataclass_from_params(cls, params, "gpo")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
         SamplingConfig.from_dict(cfg.sampling)  # fail before any training

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import polars as pl
 from kedro.pipeline import Node, Pipeline
 
+from prefalign.pipelines.feedback import synthetic
 from prefalign.pipelines.feedback.nodes import (
     build_pairs,
     collect_rejected,
@@ -37,7 +38,7 @@ RAW_SOURCES: dict[str, dict[str, str]] = {
 # source -> function(source_params) -> pair rows (prompt, chosen, rejected, margin, p_chosen,
 # source, feedback, signal, true_p). The extension point for sources without a raw file, e.g.
 # {"synthetic_scalar": generate_scalar_pairs}; its parameters go under feedback.sources.<name>.
-GENERATED_SOURCES: dict[str, Callable[[dict[str, Any]], pl.DataFrame]] = {}
+GENERATED_SOURCES: dict[str, Callable[[dict[str, Any]], pl.DataFrame]] = dict(synthetic.GENERATED)
 
 
 def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.DataFrame]] | None = None, **kwargs: Any) -> Pipeline:
@@ -58,6 +59,10 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
             name=f"generate_{source}",
         ))
+    if "synthetic_cyclic" in generated_sources:  # the cycles themselves, for evaluation
+        nodes.append(Node(synthetic.synthetic_cyclic_triples,
+                          inputs=["params:feedback.sources.synthetic_cyclic", "params:feedback.split"],
+                          outputs="synthetic_cyclic_triples", name="synthetic_cyclic_triples"))
     nodes += [
         Node(build_pairs, inputs=["params:feedback"] + [f"pair_rows_{s}" for s in sources],
              outputs=["pairs", "duplicate_pairs_by_source"], name="build_pairs"),

@@ -1,0 +1,125 @@
+"""Score tables: one number per pair, the logit of P(chosen > rejected), from any judge.
+
+A `PairScorer` maps (prompts, first, second) to logits of P(first > second). Reward models,
+GPM, and policies-as-implicit-rewards are wrapped into scorers by the branch that owns them
+(see `reward_model_scorer`, `implicit_reward_scorer`); the synthetic ground truth is one too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from prefalign.core.synthetic.generator import hidden_reward, majority_winner, response_attributes
+
+PairScorer = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
+
+
+def _checked(logits: np.ndarray, expected: int, what: str) -> np.ndarray:
+    array = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if array.size != expected:
+        raise ValueError(f"scorer returned {array.size} logits for {expected} {what}; it must return one per pair")
+    return array
+
+
+def score_pairs(pairs: pl.DataFrame, scorer: PairScorer) -> pl.DataFrame:
+    """The rows plus `logit` = logit P(chosen > rejected) (pairs table or RewardBench rows)."""
+    logits = scorer(pairs["prompt"].to_list(), pairs["chosen"].to_list(), pairs["rejected"].to_list())
+    return pairs.with_columns(pl.Series("logit", _checked(logits, pairs.height, "pairs")))
+
+
+def score_triples(triples: pl.DataFrame, scorer: PairScorer) -> pl.DataFrame:
+    """logit_ab, logit_bc, logit_ca for each A > B > C > A triple (three pairs per triple, one call)."""
+    prompts = triples["prompt"].to_list() * 3
+    first = triples["response_a"].to_list() + triples["response_b"].to_list() + triples["response_c"].to_list()
+    second = triples["response_b"].to_list() + triples["response_c"].to_list() + triples["response_a"].to_list()
+    logits = _checked(scorer(prompts, first, second), 3 * triples.height, "triple pairs").reshape(3, -1)
+    return triples.with_columns(pl.Series("logit_ab", logits[0]), pl.Series("logit_bc", logits[1]),
+                                pl.Series("logit_ca", logits[2]))
+
+
+def scalar_truth_scorer(weights: Mapping[str, float], temperature: float = 1.0) -> PairScorer:
+    """synthetic_scalar's truth as a judge: (r*(first) - r*(second)) / temperature.
+
+    r* reads any text (core/synthetic/generator.py), so this also judges a policy's generations;
+    text it does not recognise scores 0.
+    """
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        return np.array([(hidden_reward(p, x, weights) - hidden_reward(p, y, weights)) / temperature
+                         for p, x, y in zip(prompts, first, second)], dtype=np.float64)
+
+    return scorer
+
+
+def cyclic_truth_scorer(strength: float) -> PairScorer:
+    """synthetic_cyclic's truth: strength * (majority of helpfulness, correctness, concision)."""
+    def levels(prompt: str, text: str) -> tuple[int, int, int]:
+        a = response_attributes(prompt, text)
+        return a["helpfulness"], a["correctness"], -a["verbosity"]
+
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        return np.array([strength * majority_winner(levels(p, x), levels(p, y))
+                         for p, x, y in zip(prompts, first, second)], dtype=np.float64)
+
+    return scorer
+
+
+def score_by_source(pairs: pl.DataFrame, scorers: Mapping[str, PairScorer]) -> pl.DataFrame:
+    """Score each source with its own scorer; sources without one are dropped (and so not evaluated)."""
+    parts = [score_pairs(pairs.filter(pl.col("source") == source), scorer) for source, scorer in scorers.items()]
+    parts = [p for p in parts if p.height]
+    if not parts:
+        return pairs.clear().with_columns(pl.lit(None, dtype=pl.Float64).alias("logit"))
+    return pl.concat(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Policies as implicit rewards (methods.md s5): beta * (log pi - log pi_ref), summed over response tokens
+# ---------------------------------------------------------------------------------------------
+def texts_to_score(*tables: pl.DataFrame) -> pl.DataFrame:
+    """Every distinct (prompt, response) of pairs/RewardBench rows (chosen, rejected) and triples."""
+    parts = []
+    for table in tables:
+        for column in ("chosen", "rejected", "response_a", "response_b", "response_c"):
+            if column in table.columns and table.height:
+                parts.append(table.select("prompt", pl.col(column).alias("response")))
+    if not parts:
+        return pl.DataFrame(schema={"prompt": pl.String, "response": pl.String})
+    return pl.concat(parts).unique(maintain_order=True)
+
+
+def sequence_logprob_table(model, tokenizer, texts: pl.DataFrame, max_length: int = 256,
+                           max_prompt_length: int = 128, batch_size: int = 16) -> pl.DataFrame:
+    """texts + `logp`: log pi(response | prompt) summed over response tokens (eos included).
+
+    Tokenisation/truncation are the training core's (core/training/batching.py) and the pass is
+    the policy core's (core/policy/gpo.rows_logprobs), so scores match what was trained.
+    """
+    from prefalign.core.policy.batches import make_row_batches
+    from prefalign.core.policy.gpo import rows_logprobs
+    from prefalign.core.training.batching import tokenize_sequence
+
+    sequences = [tokenize_sequence(tokenizer, p, r, max_length, max_prompt_length)
+                 for p, r in zip(texts["prompt"].to_list(), texts["response"].to_list())]
+    if not sequences:
+        return texts.with_columns(pl.lit(None, dtype=pl.Float64).alias("logp"))
+    batches = make_row_batches(sequences, batch_size, tokenizer.pad_token_id, seed=None)
+    logps = rows_logprobs(model, batches, len(sequences)).double().cpu().numpy()
+    return texts.with_columns(pl.Series("logp", logps))
+
+
+def implicit_reward_scorer(policy_logps: pl.DataFrame, reference_logps: pl.DataFrame, beta: float) -> PairScorer:
+    """logit = beta * [(log pi - log pi_ref)(first) - (log pi - log pi_ref)(second)] from logp tables."""
+    joined = policy_logps.join(reference_logps.rename({"logp": "logp_ref"}), on=["prompt", "response"], how="inner")
+    ratio = {(p, r): lp - lr for p, r, lp, lr in joined.select("prompt", "response", "logp", "logp_ref").iter_rows()}
+
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+        try:
+            return np.array([beta * (ratio[(p, x)] - ratio[(p, y)]) for p, x, y in zip(prompts, first, second)])
+        except KeyError as missing:
+            raise ValueError(f"no log-prob for (prompt, response) {str(missing)[:120]}...; score it with "
+                             "sequence_logprob_table under both the policy and the reference first") from None
+
+    return scorer

@@ -1,0 +1,225 @@
+"""Evaluation nodes: thin, typed calls into core/evaluation (the catalog does all I/O)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+from matplotlib.figure import Figure
+
+from prefalign.core.evaluation import evaluate, generation, plots, report, scoring
+
+logger = logging.getLogger(__name__)
+
+REWARDBENCH_COLUMNS = ("prompt", "chosen", "rejected", "subset")
+
+
+def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """The evaluated pairs: the configured splits, capped per source (seeded) to bound the cost."""
+    splits = params["splits"]
+    chosen = validated_pairs.filter(pl.col("split").is_in(splits))
+    if chosen.is_empty():
+        raise ValueError(
+            f"validated_pairs has no rows in splits {splits} (it has {validated_pairs['split'].unique().to_list()}); "
+            "set evaluation.splits"
+        )
+    cap = params.get("max_pairs_per_source")
+    if cap:
+        chosen = chosen.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("source") < cap)
+    return chosen.sort("pair_id")
+
+
+def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """Check a RewardBench-format table and cap it per subset (seeded)."""
+    missing = [c for c in REWARDBENCH_COLUMNS if c not in rewardbench.columns]
+    if missing:
+        raise ValueError(
+            f"the RewardBench-format file lacks column(s) {missing}; each row needs {list(REWARDBENCH_COLUMNS)} "
+            "(point --params rewardbench_path=... at a JSONL file with those keys)"
+        )
+    table = rewardbench.select(REWARDBENCH_COLUMNS).drop_nulls()
+    cap = params.get("max_rows_per_subset")
+    if cap:
+        table = table.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("subset") < cap)
+    return table
+
+
+def select_test_triples(triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """The cyclic triples of the evaluated splits (held out from training like the pairs)."""
+    return triples.filter(pl.col("split").is_in(params["splits"])) if triples.height else triples
+
+
+def _scored_metrics(scorer: scoring.PairScorer, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                    triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Pairs, RewardBench and cycles scored by one judge, then measured."""
+    metrics: dict[str, Any] = {"pairs": evaluate.evaluate_pair_scores(scoring.score_pairs(test_pairs, scorer),
+                                                                      params["n_bins"])}
+    if rewardbench_rows.height:
+        metrics["rewardbench"] = evaluate.evaluate_rewardbench(scoring.score_pairs(rewardbench_rows, scorer),
+                                                               params["rewardbench"]["sections"])
+    if triples.height:
+        metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, scorer))
+    return metrics
+
+
+def make_reward_model_metrics(name: str):
+    """Node factory: a reward checkpoint (BT, MMPO or GPM: the reward branch's pair_logits) -> metrics."""
+
+    def reward_model_metrics(bundle: Any, training_curve: list[dict[str, Any]], test_pairs: pl.DataFrame,
+                             rewardbench_rows: pl.DataFrame, triples: pl.DataFrame,
+                             params: dict[str, Any]) -> dict[str, Any]:
+        from prefalign.core.reward.scoring import pair_logits
+
+        def scorer(prompts, first, second):
+            return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second))
+
+        metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        metrics["training_curve"] = _curve_records(training_curve)
+        return {"kind": "reward model", "description": _describe_bundle(bundle), **metrics}
+
+    reward_model_metrics.__name__ = f"{name}_metrics"
+    return reward_model_metrics
+
+
+def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
+    """The policies' own truncation (policy.defaults.data), so scores match training."""
+    return {"max_length": data_params["max_length"], "max_prompt_length": data_params["max_prompt_length"],
+            "batch_size": data_params.get("eval_batch_size", 16)}
+
+
+def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                       triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
+    """log pi_ref of every evaluated response, computed ONCE for all policies."""
+    texts = scoring.texts_to_score(test_pairs, rewardbench_rows, triples)
+    return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **_logprob_args(data_params))
+
+
+def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """Held-out prompts the judge can read: test prompts of synthetic_scalar (its r* is the judge)."""
+    prompts = (test_pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
+               .sort("prompt").head(params["generation"]["max_prompts"]))
+    if prompts.is_empty():
+        logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "
+                       "(enable feedback.sources.synthetic_scalar)")
+    return prompts
+
+
+def reference_samples(reference: Any, prompts: pl.DataFrame, params: dict[str, Any],
+                      data_params: dict[str, Any]) -> pl.DataFrame:
+    """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
+    if prompts.is_empty():
+        return pl.DataFrame(schema={"prompt": pl.String, "sample_index": pl.Int64, "response": pl.String,
+                                    "length": pl.Float64, "finished": pl.Boolean})
+    return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), params["generation"]["sampling"],
+                                         data_params["max_length"], data_params["max_prompt_length"])
+
+
+def make_policy_metrics(name: str):
+    """Node factory: a policy checkpoint scored as an implicit reward against the SFT reference."""
+
+    def policy_metrics(bundle: Any, reference: Any, reference_logps: pl.DataFrame, reference_samples: pl.DataFrame,
+                       training_curve: pl.DataFrame, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
+                       triples: pl.DataFrame, judge_params: dict[str, Any], params: dict[str, Any],
+                       data_params: dict[str, Any]) -> dict[str, Any]:
+        texts = reference_logps.select("prompt", "response")
+        args = _logprob_args(data_params)
+        policy_logps = scoring.sequence_logprob_table(bundle.model, bundle.tokenizer, texts, **args)
+        beta = float((bundle.metadata or {}).get("beta", params["implicit_reward_beta"]))
+        scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
+        metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        metrics["training_curve"] = _curve_records(training_curve)
+        if reference_samples.height:
+            prompts = reference_samples["prompt"].unique(maintain_order=True).to_list()
+            samples = generation.sample_for_prompts(bundle, prompts, params["generation"]["sampling"],
+                                                    data_params["max_length"], data_params["max_prompt_length"])
+            judge = scoring.scalar_truth_scorer(judge_params["weights"], judge_params.get("temperature", 1.0))
+            judged = generation.judge_against_reference(samples, reference_samples, judge)
+            judged = generation.with_kl_terms(judged, bundle, reference, **args)
+            metrics["generation"] = {"judge": "synthetic ground truth r*", **evaluate.evaluate_generations(judged)}
+        return {"kind": "policy (implicit reward)", "description": f"beta={beta}; " + _describe_bundle(bundle),
+                **metrics}
+
+    policy_metrics.__name__ = f"{name}_metrics"
+    return policy_metrics
+
+
+def _curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[dict[str, float]]:
+    """Training loss by step, for the training-curves plot (rows without a train loss are skipped)."""
+    if curve is None:
+        return []
+    if not isinstance(curve, pl.DataFrame):
+        curve = pl.DataFrame(curve, infer_schema_length=None) if curve else pl.DataFrame()
+    loss = next((c for c in ("loss", "train_loss") if c in curve.columns), None)
+    if loss is None or "step" not in curve.columns:
+        return []
+    return curve.select("step", pl.col(loss).alias("loss")).drop_nulls().to_dicts()
+
+
+def _describe_bundle(bundle: Any) -> str:
+    metadata = getattr(bundle, "metadata", None) or {}
+    return ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
+
+
+def ground_truth_metrics(test_pairs: pl.DataFrame, triples: pl.DataFrame, scalar_params: dict[str, Any],
+                         cyclic_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic truth scored like a model: the ceiling row of the comparison table."""
+    scalar = scoring.scalar_truth_scorer(scalar_params["weights"], scalar_params.get("temperature", 1.0))
+    cyclic = scoring.cyclic_truth_scorer(cyclic_params.get("cyclic_strength", 4.0))
+    scored = scoring.score_by_source(test_pairs, {"synthetic_scalar": scalar, "synthetic_cyclic": cyclic})
+    metrics: dict[str, Any] = {"kind": "ground truth",
+                               "description": "the synthetic lab's hidden reward / majority rule (synthetic pairs only)"}
+    if scored.height:
+        metrics["pairs"] = evaluate.evaluate_pair_scores(scored, params["n_bins"])
+    if triples.height:
+        metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, cyclic))
+    return metrics
+
+
+def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, params: dict[str, Any],
+                    **models: dict[str, Any]) -> tuple[
+        dict[str, Any], pl.DataFrame, pl.DataFrame]:
+    """All models side by side: the run's metrics JSON, the comparison table, the data summary."""
+    order = params.get("model_order") or sorted(models)
+    ordered = {name: models[name] for name in order if name in models}
+    ordered.update({name: m for name, m in models.items() if name not in ordered})
+    data = evaluate.data_summary(validated_pairs)
+    comparison = evaluate.comparison_table(ordered)
+    metrics = {
+        "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height},
+        "data": data.to_dicts(),
+        "models": ordered,
+        "comparison": comparison.to_dicts(),
+    }
+    logger.info("evaluation comparison table:\n%s", report.markdown_table(comparison))
+    return metrics, comparison, data
+
+
+def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
+    """Reliability diagrams, margin histograms per source, win-rate bars (when policies were judged)."""
+    models = metrics["models"]
+    figures = {"margins_per_source": plots.margin_histograms(validated_pairs),
+               "reliability_p_chosen": plots.reliability_diagram(models, "p_chosen")}
+    if any((m.get("pairs") or {}).get("reliability_true_p") for m in models.values()):
+        figures["reliability_true_p"] = plots.reliability_diagram(models, "true_p")
+    if any(m.get("generation") for m in models.values()):
+        figures["win_rates"] = plots.win_rate_bars(models)
+    curves = {name: m["training_curve"] for name, m in models.items() if m.get("training_curve")}
+    if curves:
+        figures["training_curves"] = plots.training_curves(curves)
+    return figures
+
+
+def write_report(metrics: dict[str, Any], comparison: pl.DataFrame, data: pl.DataFrame,
+                 figures: dict[str, Figure], params: dict[str, Any]) -> tuple[str, str, dict[str, Figure]]:
+    """Markdown and self-contained HTML report; the figures pass through to the plots dataset."""
+    images = {name: plots.figure_png_base64(fig) for name, fig in figures.items()}
+    location = params["report_location"]
+    markdown = report.render_markdown(data, comparison, metrics, list(figures), location["plots"])
+    html = report.render_html(data, comparison, metrics, images)
+    logger.info("evaluation report written: %s (self-contained) and %s; plots in %s; metrics JSON in %s "
+                "(each versioned: newest timestamp folder)", location["html"], location["markdown"],
+                location["plots"], location["metrics"])
+    return markdown, html, {f"{name}.png": fig for name, fig in figures.items()}

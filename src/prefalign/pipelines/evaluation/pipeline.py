@@ -1,0 +1,75 @@
+"""Wiring only: score every model, collect the metrics side by side, plot, write the report.
+
+Models are evaluated when the pipeline that trains them is part of the project (the reward and
+policy packages): their checkpoints `<namespace>.model` are then in the catalog.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from prefalign.pipelines.evaluation import nodes
+
+REWARD_MODELS = ["reward_bt", "reward_mmpo", "reward_gpm"]
+REFERENCE_POLICY = "policy_sft"
+POLICIES = ["policy_dpo", "policy_mmpo", "policy_ipo", "policy_gpo", "policy_gpo_bt"]
+SHARED = ["evaluation_test_pairs", "evaluation_rewardbench_rows", "evaluation_test_triples"]
+
+
+def _present(package: str) -> bool:
+    return find_spec(f"prefalign.pipelines.{package}") is not None
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    rows = ["ground_truth"]
+    prepare = pipeline([
+        node(nodes.select_test_pairs, ["validated_pairs", "params:evaluation"], "evaluation_test_pairs",
+             name="select_test_pairs"),
+        node(nodes.select_test_triples, ["synthetic_cyclic_triples", "params:evaluation"], "evaluation_test_triples",
+             name="select_test_triples"),
+        node(nodes.prepare_rewardbench, ["rewardbench_file", "params:evaluation.rewardbench"],
+             "evaluation_rewardbench_rows", name="prepare_rewardbench"),
+        node(nodes.ground_truth_metrics,
+             ["evaluation_test_pairs", "evaluation_test_triples", "params:feedback.sources.synthetic_scalar",
+              "params:feedback.sources.synthetic_cyclic", "params:evaluation"],
+             "evaluation_ground_truth_metrics", name="ground_truth_metrics"),
+    ])
+    models = []
+    if _present("reward"):
+        for name in REWARD_MODELS:
+            models.append(node(nodes.make_reward_model_metrics(name), [f"{name}.model", f"{name}.training_curve", *SHARED, "params:evaluation"],
+                               f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
+            rows.append(name)
+    if _present("policy"):
+        reference = f"{REFERENCE_POLICY}.model"
+        models += [
+            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data"],
+                 "evaluation_reference_logprobs", name="reference_logprobs"),
+            node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation"],
+                 "evaluation_generation_prompts", name="generation_prompts"),
+            node(nodes.reference_samples, [reference, "evaluation_generation_prompts", "params:evaluation",
+                                           "params:policy.defaults.data"],
+                 "evaluation_reference_samples", name="reference_samples"),
+        ]
+        for name in POLICIES:
+            models.append(node(nodes.make_policy_metrics(name),
+                               [f"{name}.model", reference, "evaluation_reference_logprobs",
+                                "evaluation_reference_samples", f"{name}.training_curve", *SHARED,
+                                "params:feedback.sources.synthetic_scalar", "params:evaluation",
+                                "params:policy.defaults.data"],
+                               f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
+            rows.append(name)
+    report = pipeline([
+        node(nodes.collect_metrics,
+             {"validated_pairs": "validated_pairs", "test_pairs": "evaluation_test_pairs", "params": "params:evaluation",
+              **{name: f"evaluation_{name}_metrics" for name in rows}},
+             ["evaluation_metrics", "evaluation_comparison", "evaluation_data_summary"], name="collect_metrics"),
+        node(nodes.make_plots, ["evaluation_metrics", "validated_pairs"], "evaluation_figures", name="make_plots"),
+        node(nodes.write_report,
+             ["evaluation_metrics", "evaluation_comparison", "evaluation_data_summary", "evaluation_figures",
+              "params:evaluation"],
+             ["evaluation_report_md", "evaluation_report_html", "evaluation_plots"], name="write_report"),
+    ])
+    return prepare + pipeline(models) + report

@@ -1,0 +1,36 @@
+"""The synthetic lab as generated sources of the feedback pipeline (thin: the lab is core/synthetic).
+
+`GENERATED` plugs into the feedback pipeline's extension point; `synthetic_cyclic_triples` is the
+extra table the evaluation pipeline needs (the cycles themselves, split like the pairs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS
+from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
+
+
+def synthetic_scalar_rows(source_params: dict[str, Any]) -> pl.DataFrame:
+    return generate_scalar(SyntheticConfig.from_params(source_params)).select(list(PAIR_ROW_COLUMNS))
+
+
+def synthetic_cyclic_rows(source_params: dict[str, Any]) -> pl.DataFrame:
+    config = SyntheticConfig.from_params(source_params)
+    return cyclic_pairs(generate_cyclic(config), config).select(list(PAIR_ROW_COLUMNS))
+
+
+def synthetic_cyclic_triples(source_params: dict[str, Any], split_params: dict[str, Any]) -> pl.DataFrame:
+    """The A > B > C > A triples, split by the pairs table's own rule (feedback.split)."""
+    if not source_params.get("enabled", True):
+        return pl.DataFrame(schema={"triple_id": pl.String, "prompt_id": pl.String, "prompt": pl.String,
+                                    "response_a": pl.String, "response_b": pl.String, "response_c": pl.String,
+                                    "cycle": pl.String, "split": pl.String})
+    params = {**source_params, "split": split_params}
+    return generate_cyclic(SyntheticConfig.from_params(params))
+
+
+GENERATED = {"synthetic_scalar": synthetic_scalar_rows, "synthetic_cyclic": synthetic_cyclic_rows}

@@ -1,0 +1,92 @@
+"""Policies as implicit rewards: beta * (log pi - log pi_ref) summed over response tokens."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from prefalign.core.evaluation import scoring
+from prefalign.core.models.backbone import build_causal_lm
+from prefalign.core.models.tokenizer import build_tokenizer
+from prefalign.core.synthetic import SyntheticConfig, generate_scalar
+
+TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="module")
+def models():
+    pairs = generate_scalar(SyntheticConfig(n_prompts=4, max_pairs_per_prompt=2))
+    tokenizer = build_tokenizer({"vocab_size": 300}, pairs["prompt"].to_list() + pairs["chosen"].to_list())
+    reference = build_causal_lm({**TINY, "seed": 0}, tokenizer)
+    policy = build_causal_lm({**TINY, "seed": 1}, tokenizer)
+    return pairs, tokenizer, policy, reference
+
+
+def _logp_by_hand(model, tokenizer, prompt, response):
+    prompt_ids = [tokenizer.bos_token_id] * (tokenizer.bos_token_id is not None) + tokenizer(
+        prompt, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)
+    targets = ids[0, 1:]
+    return float(sum(logp[t - 1, targets[t - 1]] for t in range(len(prompt_ids), ids.shape[1])))
+
+
+def test_implicit_reward_is_beta_times_the_log_ratio_difference(models):
+    pairs, tokenizer, policy, reference = models
+    texts = scoring.texts_to_score(pairs.head(3))
+    pol = scoring.sequence_logprob_table(policy, tokenizer, texts, batch_size=4)
+    ref = scoring.sequence_logprob_table(reference, tokenizer, texts, batch_size=4)
+    row = pairs.row(0, named=True)
+    by_hand = {name: {r: _logp_by_hand(m, tokenizer, row["prompt"], row[r]) for r in ("chosen", "rejected")}
+               for name, m in (("pi", policy), ("ref", reference))}
+    expected = 0.1 * ((by_hand["pi"]["chosen"] - by_hand["ref"]["chosen"])
+                      - (by_hand["pi"]["rejected"] - by_hand["ref"]["rejected"]))
+    logits = scoring.implicit_reward_scorer(pol, ref, beta=0.1)([row["prompt"]], [row["chosen"]], [row["rejected"]])
+    assert logits[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_policy_equal_to_its_reference_scores_every_pair_a_tie(models):
+    pairs, tokenizer, _, reference = models
+    texts = scoring.texts_to_score(pairs)
+    ref = scoring.sequence_logprob_table(reference, tokenizer, texts, batch_size=8)
+    scored = scoring.score_pairs(pairs, scoring.implicit_reward_scorer(ref, ref, beta=0.5))
+    assert np.all(scored["logit"].to_numpy() == 0.0)
+
+
+def test_missing_logprob_names_the_fix(models):
+    pairs, _, _, _ = models
+    empty = pl.DataFrame(schema={"prompt": pl.String, "response": pl.String, "logp": pl.Float64})
+    with pytest.raises(ValueError, match="sequence_logprob_table"):
+        scoring.implicit_reward_scorer(empty, empty, 0.1)(["p"], ["a"], ["b"])
+
+
+def test_policy_node_on_tiny_models_identical_policy_is_a_tie_with_zero_kl(models):
+    from prefalign.core.models.checkpoint import ModelBundle
+    from prefalign.core.synthetic import cyclic_pairs, generate_cyclic
+    from prefalign.pipelines.evaluation import nodes
+
+    pairs, tokenizer, policy, reference = models
+    config = SyntheticConfig(n_triples=2)
+    triples = generate_cyclic(config)
+    test_pairs = pl.concat([pairs.head(6), cyclic_pairs(triples, config)])
+    rb = pairs.head(2).select("prompt", "chosen", "rejected").with_columns(subset=pl.lit("pandalm_easy"))
+    params = {"n_bins": 10, "implicit_reward_beta": 0.1, "rewardbench": {"sections": {"Chat": ["pandalm_easy"]}},
+              "generation": {"max_prompts": 2, "sampling": {"samples_per_prompt": 2, "max_new_tokens": 4}}}
+    data = {"max_length": 128, "max_prompt_length": 64, "eval_batch_size": 8}
+    ref_bundle = ModelBundle(reference, tokenizer, {"objective": "sft"})
+    ref_logps = nodes.reference_logprobs(ref_bundle, test_pairs, rb, triples, data)
+    prompts = nodes.generation_prompts(test_pairs, params)
+    ref_samples = nodes.reference_samples(ref_bundle, prompts, params, data)
+    curve = pl.DataFrame({"step": [1, 2], "loss": [0.7, 0.6]})
+    run = nodes.make_policy_metrics("policy_same")
+    same = run(ModelBundle(reference, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps, ref_samples, curve,
+               test_pairs, rb, triples, {"weights": config.weights}, params, data)
+    assert same["pairs"]["accuracy"] == 0.0  # every implicit-reward gap is exactly 0: a tie, wrong
+    assert same["generation"]["win_rate"] == 0.5 and same["generation"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert same["training_curve"] == [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}]
+    other = run(ModelBundle(policy, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps, ref_samples, curve,
+                test_pairs, rb, triples, {"weights": config.weights}, params, data)
+    assert set(other) >= {"pairs", "rewardbench", "cyclic", "generation"}
+    assert 0.0 <= other["generation"]["win_rate_low"] <= other["generation"]["win_rate_high"] <= 1.0
