@@ -85,3 +85,94 @@ def test_readme_commands_run_as_written(trained_project: Path, tmp_path: Path, m
     assert split_of(salted) != split_of(original)
     # ... and --load-versions validated the ORIGINAL pairs, not the newest ones.
     assert {pid: split for pid, split in split_of(original).items() if pid in split_of(validated)} == split_of(validated)
+
+
+# Every `kedro run ...` the README and the docs show, checked without running it: Kedro's own `run`
+# command parses it, and each name it uses (pipeline, namespace, parameter key, versioned dataset,
+# environment) exists in this project. Catches a renamed key or a typo in the docs.
+DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def documented_run_commands() -> list[tuple[str, str]]:
+    """(document, command) for every `kedro run ...` in a code span or a code block line."""
+    found = []
+    for document in DOCUMENTS:
+        for line in document.read_text().splitlines():
+            for match in re.finditer(r"(?:^|`|&& )(kedro run\b[^`#\n]*)", line):
+                command = match.group(1).strip()
+                if "<" not in command:  # placeholders such as <timestamp> are checked by running them above
+                    found.append((document.name, command))
+    return found
+
+
+def _runtime_only_params() -> set[str]:
+    names = set()
+    for catalog in (REPO_ROOT / "conf" / "base").glob("catalog*.yml"):
+        names |= set(re.findall(r"\$\{runtime_params:([A-Za-z_][\w.]*)", catalog.read_text()))
+    return names
+
+
+def _has_key(params: dict, dotted: str) -> bool:
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_documented_kedro_run_commands_name_real_things():
+    from kedro.config import OmegaConfigLoader
+    from kedro.framework.cli.project import run as run_command
+    from kedro.framework.project import configure_project
+
+    from prefalign.pipeline_registry import register_pipelines
+    from prefalign.settings import CONFIG_LOADER_ARGS
+
+    commands = documented_run_commands()
+    assert len(commands) >= 10, f"found only {commands}"
+    configure_project("prefalign")
+    registry = register_pipelines()
+    runtime_only = _runtime_only_params()
+    problems = []
+    for document, command in commands:
+        context = run_command.make_context("run", shlex.split(command)[2:])  # raises on an unknown option
+        options = context.params
+        env = options.get("env") or "local"
+        if not (REPO_ROOT / "conf" / env).is_dir() and env != "local":
+            problems.append(f"{document}: `{command}`: no conf/{env}")
+            continue
+        loader = OmegaConfigLoader(conf_source=str(REPO_ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)
+        parameters, catalog = loader["parameters"], loader["catalog"]
+        names = [options["pipeline"]] if options.get("pipeline") else (options.get("pipelines") or ["__default__"])
+        for name in names:
+            if name not in registry:
+                problems.append(f"{document}: `{command}`: no pipeline {name!r}")
+        namespaces = {n.namespace.split(".")[0] for name in names if name in registry for n in registry[name].nodes if n.namespace}
+        for namespace in options.get("namespaces") or []:
+            if namespace not in namespaces:
+                problems.append(f"{document}: `{command}`: no namespace {namespace!r} in {names}")
+        for dotted in _flatten(options.get("params") or {}):
+            if dotted not in runtime_only and not _has_key(parameters, dotted):
+                problems.append(f"{document}: `{command}`: no parameter {dotted!r} in env {env}")
+        for dataset in options.get("load_versions") or {}:
+            if not any(_matches(pattern, dataset) and catalog[pattern].get("versioned") for pattern in catalog):
+                problems.append(f"{document}: `{command}`: {dataset!r} is not a versioned catalog dataset")
+    assert not problems, "\n".join(problems)
+
+
+def _flatten(params: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in params.items():
+        dotted = f"{prefix}{key}"
+        keys += _flatten(value, dotted + ".") if isinstance(value, dict) else [dotted]
+    return keys
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """A catalog key matches a dataset name exactly or as a `{placeholder}` factory pattern."""
+    if "{" not in pattern:
+        return pattern == name
+    regex = re.escape(pattern)
+    regex = re.sub(r"\\\{[^}]*\\\}", r"[^.]+", regex)
+    return re.fullmatch(regex, name) is not None
