@@ -61,3 +61,23 @@ def test_truncated_last_line_is_rejected_as_truncated(tmp_path):
     rows, rejected, _ = ingest_source("ultrafeedback", {"records": raw}, PARAMS)
     assert rows.height == 2 and rejected["position"].to_list() == [2]
     assert rejected["reason"][0].startswith("truncated last line: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ({"gamma": -1}, "feedback.sources.ultrafeedback.gamma=-1 must be > 0"),
+        ({"gamma": 0}, "feedback.sources.ultrafeedback.gamma=0 must be > 0"),
+        ({"feedback": "robot"}, "feedback.sources.ultrafeedback.feedback='robot' is not one of human, ai, synthetic"),
+        ({"signal": "stars"}, "feedback.sources.ultrafeedback.signal='stars' is not one of score_gap"),
+        ({"max_pairs_per_prompt": 0}, "max_pairs_per_prompt=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_source_parameters_fail_before_reading_naming_the_key(override, named):
+    from prefalign.core.feedback.ingest import check_source_params
+
+    good = {"parser": "ultrafeedback", "signal": "score_gap", "feedback": "ai", "gamma": 0.3}
+    check_source_params("ultrafeedback", good)  # the good block passes
+    with pytest.raises(ValueError) as error:
+        check_source_params("ultrafeedback", {**good, **override})
+    assert named in str(error.value)

@@ -2,8 +2,7 @@
 there is a list), before any model is trained. One or two typical mistakes per pipeline.
 
 Runs on a private copy of the trained project: a bad value that is NOT caught would otherwise
-write a new version of the shared outputs. Cases marked xfail are known gaps reported to the
-lead (strict: the mark must go when the gap is fixed)."""
+write a new version of the shared outputs."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-GAP = "known gap (issue 7 report): the value is accepted or the error does not name the key"
-
 # (pipeline, runtime params, run kwargs, text the error must contain)
 CASES = [
     pytest.param("feedback", {"feedback": {"sources": {"ultrafeedback": {"signal": "score_gapp"}}}}, {},
@@ -21,9 +18,9 @@ CASES = [
     pytest.param("feedback", {"feedback": {"split": {"ratios": {"train": 0.9, "val": 0.3, "test": 0.1}}}}, {},
                  ["split ratios", "sum to 1"], id="feedback-split-ratios"),
     pytest.param("feedback", {"feedback": {"sources": {"ultrafeedback": {"gamma": -1}}}}, {},
-                 ["gamma"], id="feedback-negative-gamma", marks=pytest.mark.xfail(strict=True, reason=GAP)),
+                 ["gamma"], id="feedback-negative-gamma"),
     pytest.param("feedback", {"feedback": {"sources": {"hh_rlhf": {"feedback": "robot"}}}}, {},
-                 ["feedback", "robot"], id="feedback-kind", marks=pytest.mark.xfail(strict=True, reason=GAP)),
+                 ["feedback", "robot"], id="feedback-kind"),
     pytest.param("validation", {"validation": {"max_quarantine_fraction": {"overall": 1.5}}}, {},
                  ["validation.max_quarantine_fraction.overall", "1.5"], id="validation-fraction"),
     pytest.param("reward", {"reward": {"defaults": {"training": {"lr_schedule": "triangle"}}}},

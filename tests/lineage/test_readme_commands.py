@@ -1,4 +1,4 @@
-"""Every command that docs/readme_draft.md marks `# checked in CI` runs as written, through Kedro's
+"""Every command that README.md marks `# checked in CI` runs as written, through Kedro's
 own CLI (in-process, so the arguments are parsed exactly as on the command line), on a private
 copy of the trained tiny project; then the effect each one promises is checked."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from .project_copy import REPO_ROOT
 
-README = REPO_ROOT / "docs" / "readme_draft.md"
+README = REPO_ROOT / "README.md"
 MARK = "checked in CI"
 
 

@@ -20,16 +20,34 @@ import polars as pl
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA, get_parser
 from prefalign.core.feedback.records import RawRecord
+from prefalign.core.schema import FEEDBACK_KINDS
 
 REQUIRED_SOURCE_KEYS = ("parser", "signal", "feedback")
+# signals a parsed source can carry (ground_truth is only for generated sources)
+SOURCE_SIGNALS = ("score_gap", "judge_prob", "votes", "binary")
 
 
 def check_source_params(source: str, params: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_SOURCE_KEYS if k not in params]
     if missing:
         raise ValueError(f"feedback.sources.{source} lacks {missing}; see conf/base/parameters_feedback.yml")
+    key = f"feedback.sources.{source}"
+    if params["signal"] not in SOURCE_SIGNALS:
+        raise ValueError(f"{key}.signal={params['signal']!r} is not one of {', '.join(SOURCE_SIGNALS)}")
+    if params["feedback"] not in FEEDBACK_KINDS:
+        raise ValueError(f"{key}.feedback={params['feedback']!r} is not one of {', '.join(FEEDBACK_KINDS)}")
     if params["signal"] == "score_gap" and "gamma" not in params:
-        raise ValueError(f"feedback.sources.{source}.gamma is required for a score_gap source")
+        raise ValueError(f"{key}.gamma is required for a score_gap source")
+    # gamma scales the score gap into log-odds (methods.md s1): <= 0 would flip or erase preferences.
+    if "gamma" in params and not float(params["gamma"]) > 0:
+        raise ValueError(f"{key}.gamma={params['gamma']} must be > 0 (MMPO used 0.3-2.2 on 1-10 scores)")
+    if "eps" in params and not 0 < float(params["eps"]) < 0.5:
+        raise ValueError(f"{key}.eps={params['eps']} must be in (0, 0.5)")
+    if "laplace_alpha" in params and not float(params["laplace_alpha"]) >= 0:
+        raise ValueError(f"{key}.laplace_alpha={params['laplace_alpha']} must be >= 0")
+    cap = params.get("max_pairs_per_prompt")
+    if cap is not None and not (isinstance(cap, int) and cap >= 1):
+        raise ValueError(f"{key}.max_pairs_per_prompt={cap!r} must be an integer >= 1, or null for all pairs")
 
 
 def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
