@@ -6,12 +6,9 @@ import base64
 import io
 from typing import Any, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: plots are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
+from matplotlib.figure import Figure
 
 
 def reliability_diagram(models: Mapping[str, Mapping[str, Any]], target: str = "true_p") -> Figure:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
-matplotlib.use("Agg")  # headless: the catalog saves the figure
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-
-from prefalign.core.validation.checks import FAILED_COLUMN  # noqa: E402
+from prefalign.core.validation.checks import FAILED_COLUMN
 
 
 def _cell(value: Any) -> str:
