@@ -1,4 +1,4 @@
-"""Run-level hooks: one log line per node (rows in/out, time)."""
+"""Run-level hooks: one log line per node (rows in/out, time), and where a run's reports went."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class RunSummaryHooks:
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
+        self._saved: list[str] = []
 
     @hook_impl
     def before_node_run(self, node, inputs: dict[str, Any]) -> None:
@@ -36,3 +37,43 @@ class RunSummaryHooks:
         ins = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items() if not k.startswith("params:"))
         outs = ", ".join(f"{k}={_describe(v)}" for k, v in outputs.items())
         logger.info("node %s took %.1fs | in: %s | out: %s", node.name, took, ins or "-", outs or "-")
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._saved = []
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        self._saved.append(dataset_name)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: dict[str, Any], pipeline, catalog) -> None:
+        """Ends every run with the files a person reads: each saved dataset of layer `reporting`."""
+        written = [(name, _written_path(catalog, name)) for name in self._saved if _layer(catalog, name) == "reporting"]
+        written = [(name, path) for name, path in written if path]
+        if written:
+            logger.info("reports of this run:\n%s", "\n".join(f"  {name}: {path}" for name, path in written))
+
+
+def _dataset(catalog, name: str):
+    try:
+        return catalog.get(name)
+    except Exception:  # a catalog without .get (older protocol) or an unknown name: nothing to report
+        return None
+
+
+def _layer(catalog, name: str) -> str | None:
+    metadata = getattr(_dataset(catalog, name), "metadata", None) or {}
+    return (metadata.get("kedro-viz") or {}).get("layer")
+
+
+def _written_path(catalog, name: str) -> str | None:
+    """The file this run wrote: the versioned path when the dataset is versioned."""
+    dataset = _dataset(catalog, name)
+    for method in ("_get_save_path", "_get_load_path"):  # kedro's versioned datasets resolve the version here
+        try:
+            return str(getattr(dataset, method)())
+        except Exception:
+            continue
+    filepath = getattr(dataset, "_filepath", None)
+    return str(filepath) if filepath else None
