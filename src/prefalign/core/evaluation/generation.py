@@ -18,7 +18,8 @@ from prefalign.core.evaluation.scoring import PairScorer
 
 def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, Any], max_length: int,
                        max_prompt_length: int) -> pl.DataFrame:
-    """One row per (prompt, sample_index): the sampled response text and its length in characters."""
+    """One row per (prompt, sample_index): the sampled response text, its length in characters,
+    whether it ended in EOS, and the exact prompt and drawn token ids (for the KL estimate)."""
     from prefalign.core.policy.generation import SamplingConfig, sample_responses
     from prefalign.core.training.batching import tokenize_sequence
 
@@ -28,10 +29,12 @@ def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, 
         seq = tokenize_sequence(bundle.tokenizer, prompt, "", max_length, max_prompt_length)
         prompt_ids.append(seq.input_ids[: seq.prompt_length])
     samples = sample_responses(bundle.model, bundle.tokenizer, prompt_ids, config)
+    indices = samples["prompt_index"].to_list()
     return samples.with_columns(
-        pl.Series("prompt", [prompts[i] for i in samples["prompt_index"].to_list()], dtype=pl.String),
+        pl.Series("prompt", [prompts[i] for i in indices], dtype=pl.String),
         pl.col("response").str.len_chars().cast(pl.Float64).alias("length"),
-    ).select("prompt", "sample_index", "response", "length", "finished")
+        pl.Series("prompt_token_ids", [prompt_ids[i] for i in indices], dtype=pl.List(pl.Int64)),
+    ).select("prompt", "sample_index", "response", "length", "finished", "prompt_token_ids", "token_ids")
 
 
 def judge_against_reference(policy_samples: pl.DataFrame, reference_samples: pl.DataFrame,
@@ -40,38 +43,33 @@ def judge_against_reference(policy_samples: pl.DataFrame, reference_samples: pl.
     both = policy_samples.join(reference_samples, on=["prompt", "sample_index"], suffix="_reference")
     logits = judge(both["prompt"].to_list(), both["response"].to_list(), both["response_reference"].to_list())
     return both.select(
-        "prompt", "sample_index", "response", "finished",
+        "prompt", "sample_index", "response", "finished", "prompt_token_ids", "token_ids",
         pl.Series("judge_p", sigmoid(np.asarray(logits, dtype=np.float64))),
         pl.col("length").alias("policy_length"), pl.col("length_reference").alias("reference_length"),
     )
 
 
-def _sample_sequences(tokenizer: Any, judged: pl.DataFrame, max_length: int, max_prompt_length: int) -> list:
-    """The samples as token sequences: EOS only where the model emitted it (a sample cut at
-    max_new_tokens did not sample EOS, so its log-prob must not include one)."""
-    from prefalign.core.training.batching import TokenizedSequence, tokenize_sequence
-
-    sequences = []
-    for prompt, response, finished in judged.select("prompt", "response", "finished").iter_rows():
-        seq = tokenize_sequence(tokenizer, prompt, response, max_length, max_prompt_length)
-        ids = seq.input_ids if finished or len(seq.input_ids) == seq.prompt_length else seq.input_ids[:-1]
-        sequences.append(TokenizedSequence(ids, seq.prompt_length))
-    return sequences
+def _same_vocabulary(policy: Any, reference: Any) -> bool:
+    return policy.tokenizer is reference.tokenizer or policy.tokenizer.get_vocab() == reference.tokenizer.get_vocab()
 
 
-def with_kl_terms(judged: pl.DataFrame, policy: Any, reference: Any, max_length: int, max_prompt_length: int,
-                  batch_size: int = 16) -> pl.DataFrame:
+def with_kl_terms(judged: pl.DataFrame, policy: Any, reference: Any, batch_size: int = 16) -> pl.DataFrame:
     """Add log pi and log pi_ref of the policy's own samples (the KL estimate's terms).
 
-    The sampled text is re-tokenised; for a BPE tokenizer the ids can differ from the sampled
-    ones in rare merges, a small bias of the estimate (documented in docs/evaluation.md).
+    Both are taken on exactly the ids the policy drew (`prompt_token_ids` + `token_ids`, EOS
+    included only where it was drawn), so the mean log-ratio is the Monte-Carlo estimate of
+    KL(pi || pi_ref) of methods.md s5. Every policy here starts from the SFT checkpoint and keeps
+    its tokenizer; a reference with another vocabulary cannot score our ids and is refused.
     """
-    from prefalign.core.policy.batches import make_row_batches
-    from prefalign.core.policy.gpo import rows_logprobs
+    from prefalign.core.policy.generation import sampled_sequence_logprobs
 
+    if not _same_vocabulary(policy, reference):
+        raise ValueError("KL(pi || pi_ref) needs the policy and the reference to share a tokenizer (the SFT "
+                         "checkpoint's): their vocabularies differ, so the sampled ids mean different text")
+    rows = judged.select("prompt_token_ids", "token_ids").with_row_index("prompt_index")
+    prompt_ids = rows["prompt_token_ids"].to_list()
     columns = {}
     for name, bundle in (("policy_logp", policy), ("reference_logp", reference)):
-        sequences = _sample_sequences(bundle.tokenizer, judged, max_length, max_prompt_length)
-        batches = make_row_batches(sequences, batch_size, bundle.tokenizer.pad_token_id, seed=None)
-        columns[name] = rows_logprobs(bundle.model, batches, len(sequences)).double().cpu().numpy()
+        columns[name] = sampled_sequence_logprobs(bundle.model, prompt_ids, rows, bundle.tokenizer.pad_token_id,
+                                                  batch_size).numpy()
     return judged.with_columns(*(pl.Series(name, values) for name, values in columns.items()))

@@ -1,7 +1,10 @@
 """Batched sampling of K responses per prompt from a causal LM.
 
 Prompts go in as token ids (encoded by the same rule the training batches use), responses come
-out as strings: a preference model with another tokenizer reads the text, never our ids.
+out as strings: a preference model with another tokenizer reads the text, never our ids. The
+sampled ids come out too (`token_ids`), so a log-probability of a sample (the KL estimate of
+methods.md s5) is taken on exactly the tokens that were drawn, never on a re-tokenisation of the
+text (a BPE re-encoding can merge differently, which biased the KL estimate below zero).
 Left padding, so every row's next token is generated at the same position.
 """
 
@@ -15,13 +18,19 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.policy.batches import make_row_batches
+from prefalign.core.policy.logprobs import sequence_logprobs
+from prefalign.core.training.batching import TokenizedSequence
 
 GENERATIONS_SCHEMA = {
     "prompt_index": pl.Int64,
     "sample_index": pl.Int64,
     "response": pl.String,
     "n_tokens": pl.Int64,  # generated tokens, EOS and padding excluded
-    "finished": pl.Boolean,  # True when the model emitted EOS before the cap
+    "finished": pl.Boolean,  # True: the model emitted EOS; False: it hit max_new_tokens
+    # The drawn ids: the response tokens, then EOS when finished (log pi(y|x) covers the EOS draw;
+    # a capped sample never drew EOS). Padding after EOS is not included.
+    "token_ids": pl.List(pl.Int64),
 }
 
 
@@ -111,6 +120,41 @@ def sample_responses(
                 "response": tokenizer.decode(kept, skip_special_tokens=True),
                 "n_tokens": len(kept),
                 "finished": finished,
+                "token_ids": kept + [eos_id] if finished else kept,
             })
     model.train(was_training)
     return pl.DataFrame(records, schema=GENERATIONS_SCHEMA).sort("prompt_index", "sample_index")
+
+
+@torch.no_grad()
+def sampled_sequence_logprobs(
+    model: PreTrainedModel,
+    prompt_token_ids: Sequence[Sequence[int]],
+    samples: pl.DataFrame,
+    pad_token_id: int,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """log pi(y|x) of each sampled response, summed over exactly its drawn ids (`token_ids`).
+
+    `samples` has one row per sample with `prompt_index` (into prompt_token_ids) and
+    `token_ids`; the result is in row order. Scoring the same drawn ids under a policy and its
+    reference gives the per-sample log-ratio whose mean is the Monte-Carlo KL(pi || pi_ref)
+    (methods.md s5 "KL"): unbiased, and non-negative in expectation, when the samples were drawn
+    from pi itself (temperature 1, top_p 1).
+    """
+    missing = {"prompt_index", "token_ids"} - set(samples.columns)
+    if missing:
+        raise ValueError(f"samples lack columns {sorted(missing)}: pass sample_responses' output")
+    sequences = []
+    for prompt_index, token_ids in samples.select("prompt_index", "token_ids").iter_rows():
+        prompt = list(prompt_token_ids[prompt_index])
+        sequences.append(TokenizedSequence(prompt + list(token_ids), len(prompt)))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.zeros(len(sequences), dtype=torch.float64)
+    for batch in make_row_batches(sequences, batch_size, pad_token_id, seed=None):
+        s = batch.sequences.to(device)
+        out[batch.row_index] = sequence_logprobs(model, s.input_ids, s.attention_mask, s.response_mask).double().cpu()
+    model.train(was_training)
+    return out

@@ -54,10 +54,18 @@ class PolicyDataConfig:
     eval_batch_size: int = 16
     max_train_pairs: int | None = None  # a deterministic subset (by pair_id) for CPU budgets
     max_val_pairs: int | None = None
+    # Train only on these `source` values (None: every source). The embedded default picks
+    # synthetic_scalar: template text a tiny CPU model can learn, judged by the lab's r*.
+    sources: list[str] | None = None
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
-        return dataclass_from_params(cls, params, "policy data")
+        cfg = dataclass_from_params(cls, params, "policy data")
+        if cfg.sources is not None and (isinstance(cfg.sources, str) or not cfg.sources):
+            raise ValueError(
+                f"policy data sources={cfg.sources!r} must be a non-empty list of source names, or null for all sources"
+            )
+        return cfg
 
 
 @dataclass(frozen=True)
@@ -133,8 +141,18 @@ def _finished(work_dir: str | Path) -> None:
     shutil.rmtree(Path(work_dir) / "checkpoints", ignore_errors=True)
 
 
-def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None) -> pl.DataFrame:
-    """Rows of one split, one per pair_id, in pair_id order (a stable pseudo-random subset when limited)."""
+def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Sequence[str] | None = None) -> pl.DataFrame:
+    """Rows of one split (of the given sources, None: all), one per pair_id, in pair_id order (a
+    stable pseudo-random subset when limited)."""
+    if sources is not None:
+        missing = sorted(set(sources) - set(pairs["source"].unique().to_list()))
+        if missing:
+            raise ValueError(
+                f"policy data sources {missing} have no rows in validated_pairs (present: "
+                f"{sorted(pairs['source'].unique().to_list())}); enable them in feedback.sources or change "
+                "policy.defaults.data.sources"
+            )
+        pairs = pairs.filter(pl.col("source").is_in(list(sources)))
     frame = pairs.filter(pl.col("split") == split).unique("pair_id", keep="first").sort("pair_id")
     return frame if limit is None else frame.head(limit)
 
@@ -157,10 +175,13 @@ def _curve(history: list[dict[str, float]]) -> pl.DataFrame:
 
 
 def _train_and_val(pairs: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    train_frame = split_pairs(pairs, "train", data.max_train_pairs)
+    train_frame = split_pairs(pairs, "train", data.max_train_pairs, data.sources)
     if train_frame.height == 0:
-        raise ValueError("validated_pairs has no rows with split == 'train'; the policy has nothing to learn from")
-    return train_frame, split_pairs(pairs, "val", data.max_val_pairs)
+        raise ValueError(
+            f"validated_pairs has no rows with split == 'train' (sources {data.sources or 'all'}); "
+            "the policy has nothing to learn from"
+        )
+    return train_frame, split_pairs(pairs, "val", data.max_val_pairs, data.sources)
 
 
 def train_sft(
@@ -283,7 +304,7 @@ def train_gpo(
     preference_model_name: str,
 ) -> PolicyRun:
     """T GPO iterations from the reference (SFT) policy; every iteration's policy and texts are kept."""
-    train_frame = split_pairs(pairs, "train", None)
+    train_frame = split_pairs(pairs, "train", None, data.sources)
     prompts_frame = train_frame.unique("prompt_id", keep="first").sort("prompt_id")
     if gpo.max_prompts is not None:
         prompts_frame = prompts_frame.head(gpo.max_prompts)

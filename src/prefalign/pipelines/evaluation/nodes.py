@@ -111,7 +111,8 @@ def reference_samples(reference: Any, prompts: pl.DataFrame, params: dict[str, A
     """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
     if prompts.is_empty():
         return pl.DataFrame(schema={"prompt": pl.String, "sample_index": pl.Int64, "response": pl.String,
-                                    "length": pl.Float64, "finished": pl.Boolean})
+                                    "length": pl.Float64, "finished": pl.Boolean,
+                                    "prompt_token_ids": pl.List(pl.Int64), "token_ids": pl.List(pl.Int64)})
     return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), params["generation"]["sampling"],
                                          data_params["max_length"], data_params["max_prompt_length"])
 
@@ -136,7 +137,13 @@ def make_policy_metrics(name: str):
                                                     data_params["max_length"], data_params["max_prompt_length"])
             judge = scoring.scalar_truth_scorer(judge_params["weights"], judge_params.get("temperature", 1.0))
             judged = generation.judge_against_reference(samples, reference_samples, judge)
-            judged = generation.with_kl_terms(judged, bundle, reference, **args)
+            sampling = params["generation"]["sampling"]
+            if sampling.get("temperature", 1.0) != 1.0 or sampling.get("top_p", 1.0) != 1.0:
+                # the samples then come from a tempered / truncated pi, not pi: the mean log-ratio is biased
+                logger.warning("%s: evaluation.generation.sampling has temperature=%s top_p=%s; the KL estimate "
+                               "assumes samples from pi itself (set both to 1.0)", name,
+                               sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
+            judged = generation.with_kl_terms(judged, bundle, reference, args["batch_size"])
             metrics["generation"] = {"judge": "synthetic ground truth r*", **evaluate.evaluate_generations(judged)}
         return {"kind": "policy (implicit reward)", "description": f"beta={beta}; " + _describe_bundle(bundle),
                 **metrics}
