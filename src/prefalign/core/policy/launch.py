@@ -12,16 +12,12 @@ process: its sampling and scoring steps are not sharded (see docs/policy.md).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-import prefalign
 from prefalign.core.models.checkpoint import ModelBundle, load_bundle, save_bundle
 from prefalign.core.policy.training import (
     PolicyDataConfig,
@@ -30,21 +26,8 @@ from prefalign.core.policy.training import (
     train_preference,
     train_sft,
 )
-from prefalign.core.reward.launch import _free_port
+from prefalign.core.training.launch import run_accelerate_module
 from prefalign.core.training.loop import TrainConfig
-
-
-def launch_command(work_dir: Path, num_processes: int, accelerate_config: str | None) -> list[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config:
-        if not Path(accelerate_config).exists():
-            raise FileNotFoundError(f"accelerate_config '{accelerate_config}' does not exist; see conf/accelerate/")
-        cmd += ["--config_file", accelerate_config]
-    else:
-        # torchrun launcher; without CUDA the loop's Accelerator runs MULTI_CPU over gloo
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--num_processes", str(num_processes), "--main_process_port", str(_free_port())]
-    return cmd + ["-m", "prefalign.core.policy.launch", str(work_dir)]
 
 
 def run_in_subprocesses(
@@ -71,12 +54,7 @@ def run_in_subprocesses(
     if reference_table is not None:
         reference_table.write_parquet(inputs / "reference_logprobs.parquet")
     (inputs / "spec.json").write_text(json.dumps({"objective": objective, **spec}, default=str))
-    env = dict(os.environ)
-    src = str(Path(prefalign.__file__).resolve().parents[1])  # the project may not be pip-installed
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(launch_command(work, num_processes, accelerate_config), env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"multi-process policy training failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    run_accelerate_module("prefalign.core.policy.launch", work, num_processes, accelerate_config, "policy training")
     result = work / "result"
     return PolicyRun(
         load_bundle(result / "model"),

@@ -9,9 +9,6 @@ share of each global batch (DDP; gloo on CPU, NCCL on GPU) and only the main pro
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -19,30 +16,9 @@ from pathlib import Path
 import polars as pl
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-import prefalign
 from prefalign.core.models.checkpoint import load_bundle, save_bundle
 from prefalign.core.reward.training import RewardParams, RewardTrainingOutput, train_reward_model
-
-
-def _free_port() -> int:
-    # Several trainings may share a machine: never assume accelerate's default port is free.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_command(work_dir: Path, params: RewardParams) -> list[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if params.accelerate_config:
-        if not Path(params.accelerate_config).exists():
-            raise FileNotFoundError(f"accelerate_config '{params.accelerate_config}' does not exist; see conf/accelerate/")
-        cmd += ["--config_file", params.accelerate_config]
-    else:
-        # --multi_gpu selects the torchrun launcher; without CUDA the Accelerator is created with
-        # cpu=True and runs MULTI_CPU over gloo.
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--num_processes", str(params.num_processes), "--main_process_port", str(_free_port())]
-    return cmd + ["-m", "prefalign.core.reward.launch", str(work_dir)]
+from prefalign.core.training.launch import run_accelerate_module
 
 
 def train_in_subprocesses(
@@ -60,12 +36,8 @@ def train_in_subprocesses(
     val_pairs.write_parquet(work / "inputs" / "val.parquet")
     tokenizer.save_pretrained(work / "inputs" / "tokenizer")
     (work / "inputs" / "params.json").write_text(json.dumps({"params": asdict(params), "output_dir": str(output_dir)}))
-    env = dict(os.environ)
-    src = str(Path(prefalign.__file__).resolve().parents[1])  # the project is not pip-installed in dev
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(launch_command(work, params), env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"multi-process training failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    run_accelerate_module("prefalign.core.reward.launch", work, params.num_processes, params.accelerate_config,
+                          "reward training")
     result = work / "result"
     bundle = load_bundle(result / "model")
     bundle.model.train(False)
