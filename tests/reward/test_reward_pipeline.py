@@ -35,6 +35,13 @@ def test_reward_pipeline_trains_and_versions_three_models(kedro_project: Path, r
 def test_namespaces_select_one_objective(kedro_project: Path, run_kedro):
     with KedroSession.create(project_path=kedro_project, env="ci") as session:
         session.load_context().catalog.save("validated_pairs", toy_pairs_frame(48, 16))
-    run_kedro("reward", env="ci", namespaces=["reward_gpm"])
+    state = kedro_project / "reward_state"
+    params = {"reward": {"defaults": {"checkpoint_dir": str(state), "training": {"checkpoint_every": 4}}}}
+    run_kedro("reward", env="ci", namespaces=["reward_gpm"], params=params)
     assert (kedro_project / "data/06_models/reward_gpm/model").exists()
     assert not (kedro_project / "data/06_models/reward_bt").exists()
+    # the run checkpointed into its fingerprinted folder, then dropped the resumable state once the
+    # model was in the catalog: a re-run with the same inputs trains again instead of restoring it
+    (run_folder,) = state.iterdir()
+    assert run_folder.name.startswith("bt_gpm_")
+    assert not (run_folder / "checkpoints").exists()

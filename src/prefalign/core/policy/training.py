@@ -9,9 +9,6 @@ batches, the reference tables and the loss functions it needs.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,6 +38,7 @@ from prefalign.core.training.batching import (
     tokenize_sequence,
     tokenize_sequences,
 )
+from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
 
 
@@ -122,25 +120,6 @@ def apply_cpu_threads(training: TrainConfig) -> None:
         torch.set_num_threads(training.cpu_threads)
 
 
-def run_dir(base: str | Path, objective: str, params: dict[str, Any], pairs: pl.DataFrame, model: torch.nn.Module | None = None) -> Path:
-    """`base/<objective>_<fingerprint>`: the loop resumes from checkpoints found there, so the
-    fingerprint covers everything that changes the run (parameters, pairs and the starting
-    weights): a killed run started again resumes, a changed one starts fresh."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    h.update("|".join(pairs["pair_id"].to_list()).encode())
-    h.update(pairs["p_chosen"].to_numpy().tobytes())
-    if model is not None:
-        for tensor in list(model.state_dict().values())[:4]:  # a cheap checksum of the start weights
-            h.update(tensor.detach().float().cpu().numpy().tobytes()[:65536])
-    return Path(base) / f"{objective}_{h.hexdigest()}"
-
-
-def _finished(work_dir: str | Path) -> None:
-    """The run is complete and its model goes to the catalog: drop its resumable checkpoints."""
-    shutil.rmtree(Path(work_dir) / "checkpoints", ignore_errors=True)
-
-
 def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Sequence[str] | None = None) -> pl.DataFrame:
     """Rows of one split (of the given sources, None: all), one per pair_id, in pair_id order (a
     stable pseudo-random subset when limited)."""
@@ -206,7 +185,7 @@ def train_sft(
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
     result = train(model, train_batches, val_batches, sft_loss_fn, training, work_dir)
-    _finished(work_dir)
+    discard_checkpoints(work_dir)
     metrics = {
         "objective": "sft",
         "train_pairs": train_frame.height,
@@ -271,7 +250,7 @@ def train_preference(
     }
     loss_fn = make_preference_loss_fn(objective.loss, objective.beta, ref, objective.label_smoothing)
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
-    _finished(work_dir)
+    discard_checkpoints(work_dir)
     policy = result.model
     after = {
         "train": implicit_reward_metrics(policy, train_eval, ref, objective.beta),
@@ -333,7 +312,7 @@ def train_gpo(
             targets={"old_logp": old.tolist(), "score": scores},
         )
         result = train(policy, train_batches, [], loss_fn, replace(training, seed=training.seed + iteration), Path(work_dir) / f"iteration_{iteration}")
-        _finished(Path(work_dir) / f"iteration_{iteration}")
+        discard_checkpoints(Path(work_dir) / f"iteration_{iteration}")
         policy = result.model
         new = rows_logprobs(policy, eval_batches, len(seqs))
         score_t = torch.tensor(scores, dtype=torch.float32)

@@ -7,9 +7,7 @@ multi-process launcher (``launch.py``) calls the same function in every process.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +100,6 @@ def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrained
     """The configured pretrained tokenizer, or a BPE trained on the training texts only."""
     texts = (train_pairs["prompt"].to_list() + train_pairs["chosen"].to_list() + train_pairs["rejected"].to_list())
     return build_tokenizer(params.tokenizer, texts)
-
-
-def run_fingerprint(params: RewardParams, train_pairs: pl.DataFrame, val_pairs: pl.DataFrame) -> str:
-    """Same params + same pairs = same checkpoint folder, so a killed run resumes and a changed one does not."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps(asdict(params), sort_keys=True, default=str).encode())
-    for frame in (train_pairs, val_pairs):
-        h.update("|".join(frame["pair_id"].to_list()).encode())
-        h.update(frame["p_chosen"].to_numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass

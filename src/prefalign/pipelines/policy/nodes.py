@@ -19,12 +19,12 @@ from prefalign.core.policy.training import (
     PolicyDataConfig,
     PreferenceConfig,
     reference_logprobs,
-    run_dir,
     train_gpo,
     train_preference,
     train_sft,
 )
 from prefalign.core.training.loop import TrainConfig
+from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _work_dir(defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.Dat
     if "work_dir" not in objective:
         raise ValueError("each policy.<namespace> block needs work_dir (where an interrupted run resumes from)")
     name = Path(objective["work_dir"]).name
-    return run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, pairs, start.model if start else None)
+    return resumable_run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
 
 
 def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:

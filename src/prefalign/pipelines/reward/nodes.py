@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.reward.launch import train_in_subprocesses
+from prefalign.core.training.resume import discard_checkpoints, resumable_run_dir
 from prefalign.core.reward.training import (
     RewardParams,
     deep_merge,
     fit_tokenizer,
-    run_fingerprint,
     select_pairs,
     train_reward_model,
 )
@@ -58,16 +59,17 @@ def train_reward(
     """Train in-process, or under ``accelerate launch`` when ``num_processes > 1``.
 
     Resumable state goes to ``checkpoint_dir/<fingerprint of params and pairs>``: a killed run
-    started again continues from its last checkpoint.
+    started again continues from its last checkpoint; a finished run drops it.
     """
     params = _params(defaults, objective)
     with tempfile.TemporaryDirectory(prefix="prefalign_reward_") as tmp:
         base = Path(params.checkpoint_dir) if params.checkpoint_dir else Path(tmp)
-        output_dir = base / f"{params.objective}_{params.head_config().head}_{run_fingerprint(params, train_pairs, val_pairs)}"
+        output_dir = resumable_run_dir(base, f"{params.objective}_{params.head_config().head}", asdict(params), [train_pairs, val_pairs])
         if params.num_processes > 1:
             out = train_in_subprocesses(train_pairs, val_pairs, tokenizer, params, output_dir, Path(tmp) / "launch")
         else:
             out = train_reward_model(train_pairs, val_pairs, tokenizer, params, output_dir)
+        discard_checkpoints(output_dir)  # the model is in the catalog now; a re-run trains again
     metrics = {**out.metrics, "selection": selection}
     log.info(
         "reward %s/%s: val_accuracy=%s train_accuracy=%s steps=%s",
