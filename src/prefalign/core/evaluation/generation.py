@@ -21,13 +21,11 @@ def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, 
     """One row per (prompt, sample_index): the sampled response text, its length in characters,
     whether it ended in EOS, and the exact prompt and drawn token ids (for the KL estimate)."""
     from prefalign.core.policy.generation import SamplingConfig, sample_responses
-    from prefalign.core.training.batching import tokenize_sequence
+    from prefalign.core.training.batching import tokenize_sequences
 
     config = SamplingConfig.from_dict(sampling)
-    prompt_ids = []
-    for prompt in prompts:
-        seq = tokenize_sequence(bundle.tokenizer, prompt, "", max_length, max_prompt_length)
-        prompt_ids.append(seq.input_ids[: seq.prompt_length])
+    encoded = tokenize_sequences(bundle.tokenizer, list(prompts), [""] * len(prompts), max_length, max_prompt_length)
+    prompt_ids = [seq.input_ids[: seq.prompt_length] for seq in encoded]
     samples = sample_responses(bundle.model, bundle.tokenizer, prompt_ids, config)
     indices = samples["prompt_index"].to_list()
     return samples.with_columns(

@@ -99,10 +99,11 @@ def sequence_logprob_table(model, tokenizer, texts: pl.DataFrame, max_length: in
     """
     from prefalign.core.policy.batches import make_row_batches
     from prefalign.core.policy.gpo import rows_logprobs
-    from prefalign.core.training.batching import tokenize_sequence
+    from prefalign.core.training.batching import tokenize_sequences
 
-    sequences = [tokenize_sequence(tokenizer, p, r, max_length, max_prompt_length)
-                 for p, r in zip(texts["prompt"].to_list(), texts["response"].to_list())]
+    # one batched tokenizer call (prompts encoded once each), not one call per string
+    sequences = tokenize_sequences(tokenizer, texts["prompt"].to_list(), texts["response"].to_list(),
+                                   max_length, max_prompt_length)
     if not sequences:
         return texts.with_columns(pl.lit(None, dtype=pl.Float64).alias("logp"))
     batches = make_row_batches(sequences, batch_size, tokenizer.pad_token_id, seed=None)
