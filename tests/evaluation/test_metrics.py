@@ -1,4 +1,4 @@
-"""Every metric of methods.md s5 against a case computed by hand."""
+"""Every metric of docs/methods.md s5 against a case computed by hand."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""KL(pi || pi_ref) on the exact sampled ids (methods.md s5 "KL"), against brute-force enumeration."""
+"""KL(pi || pi_ref) on the exact sampled ids (docs/methods.md s5 "KL"), against brute-force enumeration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Margins and soft targets (methods.md section 1) against hand-computed values."""
+"""Margins and soft targets (docs/methods.md s1) against hand-computed values."""
 
 import math
 

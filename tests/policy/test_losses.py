@@ -1,4 +1,4 @@
-"""Policy losses against hand-computed cases (methods.md section 4)."""
+"""Policy losses against hand-computed cases (docs/methods.md s4)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Evaluation: metrics (methods.md s5), RewardBench-format files, plots and the run report."""
+"""Evaluation: metrics (docs/methods.md s5), RewardBench-format files, plots and the run report."""

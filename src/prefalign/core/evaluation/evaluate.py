@@ -1,4 +1,4 @@
-"""From score tables to one model's metrics (methods.md s5).
+"""From score tables to one model's metrics (docs/methods.md s5).
 
 A score table is the evaluated rows plus a `logit` column: the model's logit of
 P(chosen > rejected) (pairs, RewardBench rows) or, for triples, `logit_ab`, `logit_bc`,

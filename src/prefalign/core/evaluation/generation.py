@@ -1,4 +1,4 @@
-"""Policies on held-out prompts: sample, judge against the SFT reference, measure (methods.md s5 "Win rate").
+"""Policies on held-out prompts: sample, judge against the SFT reference, measure (docs/methods.md s5 "Win rate").
 
 The judge must not have been trained against the policy: the synthetic lab's hidden reward
 (core/synthetic) reads any text, so on synthetic prompts it is the judge. Sampling is the policy
@@ -56,7 +56,7 @@ def with_kl_terms(judged: pl.DataFrame, policy: Any, reference: Any, batch_size:
 
     Both are taken on exactly the ids the policy drew (`prompt_token_ids` + `token_ids`, EOS
     included only where it was drawn), so the mean log-ratio is the Monte-Carlo estimate of
-    KL(pi || pi_ref) of methods.md s5. Every policy here starts from the SFT checkpoint and keeps
+    KL(pi || pi_ref) of docs/methods.md s5. Every policy here starts from the SFT checkpoint and keeps
     its tokenizer; a reference with another vocabulary cannot score our ids and is refused.
     """
     from prefalign.core.policy.generation import sampled_sequence_logprobs

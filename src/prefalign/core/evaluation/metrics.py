@@ -1,4 +1,4 @@
-"""Evaluation metrics (methods.md section 5). Framework-free: numpy and polars only.
+"""Evaluation metrics (docs/methods.md s5). Framework-free: numpy and polars only.
 
 Every model, whatever it is, is reduced to one number per pair: the logit of its predicted
 P(chosen > rejected). For a scalar reward model that is r(x, y_w) - r(x, y_l); for GPM it is
@@ -63,7 +63,7 @@ def reliability_bins(predicted: Any, target: Any, n_bins: int = 10) -> pl.DataFr
     mean_predicted, mean_target. A prediction of exactly 1.0 falls in the last bin.
     """
     if not 10 <= n_bins <= 15:
-        raise ValueError(f"n_bins={n_bins}: methods.md s5 asks for 10-15 equal-width bins")
+        raise ValueError(f"n_bins={n_bins}: docs/methods.md s5 asks for 10-15 equal-width bins")
     p, t = _as_array(predicted, "predicted"), _as_array(target, "target")
     if p.shape != t.shape:
         raise ValueError(f"predicted has {p.size} values but target has {t.size}; they must align pair by pair")
@@ -201,7 +201,7 @@ def win_rates(judge_p: Any, policy_lengths: Any, reference_lengths: Any, z: floa
     """Raw and length-controlled win rate of a policy over the reference.
 
     judge_p[i] = the judge's P(policy response beats reference response) on prompt i (1/0 for a
-    hard verdict, 0.5 for a tie). Length control (methods.md s5): fit
+    hard verdict, 0.5 for a tie). Length control (docs/methods.md s5): fit
         logit P(policy wins) = theta * 1 + phi * d,   d = (len_policy - len_ref) / std(len_policy - len_ref)
     where the constant 1 is the policy indicator (every row compares the policy with the
     reference, in that order), then predict at d = 0: LC win rate = sigmoid(theta).

@@ -76,7 +76,7 @@ def score_by_source(pairs: pl.DataFrame, scorers: Mapping[str, PairScorer]) -> p
 
 
 # ---------------------------------------------------------------------------------------------
-# Policies as implicit rewards (methods.md s5): beta * (log pi - log pi_ref), summed over response tokens
+# Policies as implicit rewards (docs/methods.md s5): beta * (log pi - log pi_ref), summed over response tokens
 # ---------------------------------------------------------------------------------------------
 def texts_to_score(*tables: pl.DataFrame) -> pl.DataFrame:
     """Every distinct (prompt, response) of pairs/RewardBench rows (chosen, rejected) and triples."""

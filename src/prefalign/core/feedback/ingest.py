@@ -38,7 +38,7 @@ def check_source_params(source: str, params: dict[str, Any]) -> None:
         raise ValueError(f"{key}.feedback={params['feedback']!r} is not one of {', '.join(FEEDBACK_KINDS)}")
     if params["signal"] == "score_gap" and "gamma" not in params:
         raise ValueError(f"{key}.gamma is required for a score_gap source")
-    # gamma scales the score gap into log-odds (methods.md s1): <= 0 would flip or erase preferences.
+    # gamma scales the score gap into log-odds (docs/methods.md s1): <= 0 would flip or erase preferences.
     if "gamma" in params and not float(params["gamma"]) > 0:
         raise ValueError(f"{key}.gamma={params['gamma']} must be > 0 (MMPO used 0.3-2.2 on 1-10 scores)")
     if "eps" in params and not 0 < float(params["eps"]) < 0.5:

@@ -1,4 +1,4 @@
-"""Margins and soft targets, methods.md section 1 ("From feedback to a soft target").
+"""Margins and soft targets, docs/methods.md s1 ("From feedback to a soft target").
 
 Each function takes polars expressions for one comparison of response a against response b and
 returns the SIGNED margin of a over b and p_a = P(a beats b). ``orient`` then makes the better
@@ -21,14 +21,14 @@ def logit(p: pl.Expr) -> pl.Expr:
 
 
 def score_gap(score_a: pl.Expr, score_b: pl.Expr, gamma: float) -> tuple[pl.Expr, pl.Expr]:
-    """Score gap (methods.md §1, row "score gap", MMPO's rule): m = s_a - s_b in the source's raw
+    """Score gap (docs/methods.md s1, row "score gap", MMPO's rule): m = s_a - s_b in the source's raw
     units, p = sigmoid(gamma_source * m)."""
     margin = score_a - score_b
     return margin, sigmoid(gamma * margin)
 
 
 def judge_prob(q_a: pl.Expr, q_b: pl.Expr, eps: float) -> tuple[pl.Expr, pl.Expr]:
-    """Judge probability against a shared reference (methods.md §1, row "judge probability"):
+    """Judge probability against a shared reference (docs/methods.md s1, row "judge probability"):
     m = logit(q_a) - logit(q_b) with q clipped to [eps, 1 - eps], p = sigmoid(m) (Bradley-Terry:
     each response's log-odds against the reference is its reward)."""
     margin = logit(q_a.clip(eps, 1.0 - eps)) - logit(q_b.clip(eps, 1.0 - eps))
@@ -36,7 +36,7 @@ def judge_prob(q_a: pl.Expr, q_b: pl.Expr, eps: float) -> tuple[pl.Expr, pl.Expr
 
 
 def votes(votes_a: pl.Expr, votes_b: pl.Expr, ties: pl.Expr, alpha: float) -> tuple[pl.Expr, pl.Expr]:
-    """Annotator votes (methods.md §1, row "annotator votes"), Laplace-smoothed:
+    """Annotator votes (docs/methods.md s1, row "annotator votes"), Laplace-smoothed:
     p = (votes_a + 0.5 * ties + alpha) / (n + 2 * alpha) with n = votes_a + votes_b + ties,
     and m = logit(p)."""
     n = votes_a + votes_b + ties
@@ -45,7 +45,7 @@ def votes(votes_a: pl.Expr, votes_b: pl.Expr, ties: pl.Expr, alpha: float) -> tu
 
 
 def binary(p_constant: float) -> tuple[pl.Expr, pl.Expr]:
-    """Binary label (methods.md §1, row "binary"): response a is the labelled winner; the margin
+    """Binary label (docs/methods.md s1, row "binary"): response a is the labelled winner; the margin
     is undefined (null) and p is a configurable constant (1.0 = a hard label)."""
     if not 0.5 <= p_constant <= 1.0:
         raise ValueError(f"binary_p = {p_constant} must be in [0.5, 1]; 1.0 is a hard label")

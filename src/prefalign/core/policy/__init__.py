@@ -1,4 +1,4 @@
-"""Policy objectives (methods.md section 4): SFT, DPO, MMPO/cDPO, IPO and iterative GPO.
+"""Policy objectives (docs/methods.md s4): SFT, DPO, MMPO/cDPO, IPO and iterative GPO.
 
 Framework-free: nothing here imports kedro.
 """

@@ -3,7 +3,7 @@
 Prompts go in as token ids (encoded by the same rule the training batches use), responses come
 out as strings: a preference model with another tokenizer reads the text, never our ids. The
 sampled ids come out too (`token_ids`), so a log-probability of a sample (the KL estimate of
-methods.md s5) is taken on exactly the tokens that were drawn, never on a re-tokenisation of the
+docs/methods.md s5) is taken on exactly the tokens that were drawn, never on a re-tokenisation of the
 text (a BPE re-encoding can merge differently, which biased the KL estimate below zero).
 Left padding, so every row's next token is generated at the same position.
 """
@@ -139,7 +139,7 @@ def sampled_sequence_logprobs(
     `samples` has one row per sample with `prompt_index` (into prompt_token_ids) and
     `token_ids`; the result is in row order. Scoring the same drawn ids under a policy and its
     reference gives the per-sample log-ratio whose mean is the Monte-Carlo KL(pi || pi_ref)
-    (methods.md s5 "KL"): unbiased, and non-negative in expectation, when the samples were drawn
+    (docs/methods.md s5 "KL"): unbiased, and non-negative in expectation, when the samples were drawn
     from pi itself (temperature 1, top_p 1).
     """
     missing = {"prompt_index", "token_ids"} - set(samples.columns)

@@ -1,4 +1,4 @@
-"""General Preference Optimisation, iterative and on-policy (methods.md section 4, "GPO").
+"""General Preference Optimisation, iterative and on-policy (docs/methods.md s4, "GPO").
 
 One iteration, with pi_t the current policy:
   1. sample K responses per training prompt from pi_t (core/policy/generation.py);

@@ -1,9 +1,9 @@
-"""Policy losses (methods.md section 4). Every function returns the MEAN loss over its rows.
+"""Policy losses (docs/methods.md s4). Every function returns the MEAN loss over its rows.
 
 Notation: h = [log pi(y_w|x) - log pi_ref(y_w|x)] - [log pi(y_l|x) - log pi_ref(y_l|x)], where each
 log pi is the sum of response-token log-probs (core/policy/logprobs.py). All inputs are 1-D
 tensors of shape (B,), one entry per pair; shapes are checked rather than broadcast, because a
-(B, 1) against (B,) broadcast silently averages targets over the batch (methods.md section 2).
+(B, 1) against (B,) broadcast silently averages targets over the batch (docs/methods.md s2).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def implicit_reward_margin(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
 ) -> torch.Tensor:
-    """h of methods.md section 4, shape (B,)."""
+    """h of docs/methods.md s4, shape (B,)."""
     _check_same_shape(
         policy_chosen=policy_chosen, policy_rejected=policy_rejected,
         ref_chosen=ref_chosen, ref_rejected=ref_rejected,

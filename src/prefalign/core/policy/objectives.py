@@ -73,7 +73,7 @@ def implicit_reward_metrics(
 ) -> dict[str, float]:
     """How the policy ranks pairs, next to its reference.
 
-    - implicit_accuracy: share of pairs with beta*h > 0 strictly (methods.md section 5; a tie is
+    - implicit_accuracy: share of pairs with beta*h > 0 strictly (docs/methods.md s5; a tie is
       wrong, so the reference itself scores 0 here and 0.5 is chance).
     - policy_logprob_accuracy / reference_logprob_accuracy: share with log pi(y_w|x) > log pi(y_l|x),
       the same quantity for both models, so the two are directly comparable.

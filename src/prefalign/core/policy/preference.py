@@ -1,6 +1,6 @@
 """The GPO scorer: a trained reward-pipeline model as a (P, K, K) table of preference log-odds.
 
-- GPM (methods.md section 3): K forward passes per prompt give v_i and the prompt's gate; the
+- GPM (docs/methods.md s3): K forward passes per prompt give v_i and the prompt's gate; the
   table s(y_i > y_k | x) / tau is vector arithmetic (core/reward/heads.gpm_score).
 - BT / scalar: s(y_i > y_k) = r_i - r_k, so s_i = r_i - mean(r) (the SPPO-like baseline).
 Both are the logit of P(y_i > y_k), the unit of `core/reward/scoring.preference_matrix`. All

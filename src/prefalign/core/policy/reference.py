@@ -1,4 +1,4 @@
-"""Reference log-probs, computed ONCE per dataset and reused every epoch (methods.md section 4).
+"""Reference log-probs, computed ONCE per dataset and reused every epoch (docs/methods.md s4).
 
 The reference policy is constant during DPO/MMPO/IPO training, so its log-probs of every chosen
 and rejected response are computed in one pass before training, stored as a table keyed by

@@ -1,7 +1,7 @@
 """Reward heads on top of a backbone's hidden states.
 
 - ``ScalarHead``: r(x, y) = w . h(last real token) + b.
-- ``GPMHead`` (methods.md s3): v = normalise(W h(last response token)) in R^(2k); a gate
+- ``GPMHead`` (docs/methods.md s3): v = normalise(W h(last response token)) in R^(2k); a gate
   lambda = softmax(G h(last prompt token) + g) in R^k; score s(y_i > y_j | x) = <R v_i, v_j> with
   R block-diagonal of k blocks [[0, -lambda_l], [lambda_l, 0]].
 """
@@ -31,7 +31,7 @@ class ScalarHead(torch.nn.Module):
 
 
 def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """s(y_i > y_j | x) = <R v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]) (methods.md s3).
+    """s(y_i > y_j | x) = <R v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]) (docs/methods.md s3).
 
     v_i, v_j: [N, 2k]; gate (lambda): [N, k]. Returns [N]. Antisymmetric in (i, j) by construction.
     """

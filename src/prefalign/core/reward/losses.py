@@ -1,4 +1,4 @@
-"""Reward-model losses (methods.md section 2). Every function works on per-pair vectors of shape [B].
+"""Reward-model losses (docs/methods.md s2). Every function works on per-pair vectors of shape [B].
 
 z = r(x, y_w) - r(x, y_l) for a scalar model, or s(y_w > y_l | x) / tau for GPM (section 3).
 Shapes are checked, never broadcast: the MMPO reference code compared rewards of shape (B, 1)
@@ -19,14 +19,14 @@ def _check_pairwise(z: torch.Tensor, other: torch.Tensor, name: str) -> None:
 
 
 def bt_loss(z: torch.Tensor) -> torch.Tensor:
-    """Bradley-Terry, methods.md s2: L = -log sigmoid(z). Returns [B]."""
+    """Bradley-Terry, docs/methods.md s2: L = -log sigmoid(z). Returns [B]."""
     if z.ndim != 1:
         raise ValueError(f"z must have shape [B], got {tuple(z.shape)}")
     return -F.logsigmoid(z)
 
 
 def margin_offset_loss(z: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
-    """Margin offset (Llama-2 / TRL ``margin`` baseline), methods.md s2: L = -log sigmoid(z - m). Returns [B]."""
+    """Margin offset (Llama-2 / TRL ``margin`` baseline), docs/methods.md s2: L = -log sigmoid(z - m). Returns [B]."""
     _check_pairwise(z, margin, "margin")
     if torch.isnan(margin).any():
         raise ValueError(
@@ -37,7 +37,7 @@ def margin_offset_loss(z: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
 
 
 def mmpo_loss(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """MMPO soft-label cross-entropy, methods.md s2: L = -p log sigmoid(z) - (1 - p) log sigmoid(-z). Returns [B].
+    """MMPO soft-label cross-entropy, docs/methods.md s2: L = -p log sigmoid(z) - (1 - p) log sigmoid(-z). Returns [B].
 
     dL/dz = sigmoid(z) - p, zero at z = logit(p); with p = 1 it is exactly ``bt_loss``.
     """
@@ -46,7 +46,7 @@ def mmpo_loss(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def centering_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """Reward centering, methods.md s2: c * mean((r_w + r_l)^2). A scalar."""
+    """Reward centering, docs/methods.md s2: c * mean((r_w + r_l)^2). A scalar."""
     _check_pairwise(r_chosen, r_rejected, "r_rejected")
     return coefficient * ((r_chosen + r_rejected) ** 2).mean()
 

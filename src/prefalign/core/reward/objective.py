@@ -23,7 +23,7 @@ def make_reward_loss_fn(objective: str, centering: float = 0.0) -> Callable[[tor
         if centering and out.rewards is not None:
             loss = loss + centering_penalty(out.rewards[:b].float(), out.rewards[b:].float(), centering)
         metrics = {
-            "accuracy": (z > 0).float().mean(),  # strict: a tie counts as wrong (methods.md s5)
+            "accuracy": (z > 0).float().mean(),  # strict: a tie counts as wrong (docs/methods.md s5)
             "mean_logit": z.mean(),
             "soft_target_error": (torch.sigmoid(z) - batch.p_chosen).abs().mean(),
         }

@@ -33,7 +33,7 @@ class RewardParams:
 
     objective: str = "bt"  # bt | margin | mmpo
     head: dict = field(default_factory=dict)  # HeadConfig keys except the lengths
-    centering: float = 0.0  # methods.md s2; scalar heads only
+    centering: float = 0.0  # docs/methods.md s2; scalar heads only
     drop_ties: bool | None = None  # null: drop p = 0.5 pairs for bt/margin, keep them for mmpo
     max_length: int = 256
     max_prompt_length: int = 128

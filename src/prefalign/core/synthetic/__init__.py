@@ -1,4 +1,4 @@
-"""The synthetic preference lab: text pairs whose true preference is known (methods.md s1, s5).
+"""The synthetic preference lab: text pairs whose true preference is known (docs/methods.md s1, s5).
 
 `synthetic_scalar`: a hidden scalar reward r*(text) over interpretable attributes, graded margins,
 every pair carries true_p = sigmoid(r*_w - r*_l). `synthetic_cyclic`: triples A > B > C > A, each

@@ -12,10 +12,10 @@ interpretable attribute:
 The hidden reward is linear in the attributes (weights from configuration):
     r*(y) = w_help * helpfulness + w_correct * correctness - w_verbose * verbosity + w_tone * tone
 and is a function of the TEXT (`hidden_reward` parses the sentences back), so it can also judge
-responses a policy generates (the ground-truth judge of methods.md s5, "Win rate").
+responses a policy generates (the ground-truth judge of docs/methods.md s5, "Win rate").
 
 Labels (a decision, documented in docs/evaluation.md): chosen is the response with the higher
-r*, margin = r*_w - r*_l > 0, p_chosen = true_p = sigmoid(margin / temperature) (methods.md s1,
+r*, margin = r*_w - r*_l > 0, p_chosen = true_p = sigmoid(margin / temperature) (docs/methods.md s1,
 "synthetic ground truth"). Labels are NOT sampled: the source reports its margin the way a
 rater with a score does, so calibration against true_p measures whether a model recovers the
 true probability, and a loss that ignores margins (BT) has strictly less information than one
