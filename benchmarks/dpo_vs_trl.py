@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from prefalign.core.models import build_causal_lm, build_tokenizer  # noqa: E402
 from prefalign.core.policy.generation import SamplingConfig, sample_responses  # noqa: E402
-from prefalign.core.policy.objectives import make_preference_loss_fn  # noqa: E402
+from prefalign.core.policy.objectives import DPOConfig, dpo_objective, make_pairwise_loss_fn  # noqa: E402
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs  # noqa: E402
 from prefalign.core.training.batching import make_pair_batches, tokenize_pairs  # noqa: E402
 from prefalign.core.training.loop import TrainConfig, train  # noqa: E402
@@ -67,7 +67,7 @@ def ours(pairs: pl.DataFrame, tokenizer, model, batch: int, steps: int, lr: floa
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result = train(model, batches, [], make_preference_loss_fn("dpo", 0.1, ref), cfg, tmp)
+        result = train(model, batches, [], make_pairwise_loss_fn(dpo_objective, DPOConfig(beta=0.1), ref), cfg, tmp)
         seconds = time.perf_counter() - t0
     tokens = sum(batches[i % len(batches)].num_tokens for i in range(steps))  # approx: loop order differs, same multiset per epoch
     return {"train_s": seconds, "ref_s": ref_seconds, "pairs": steps * batch, "tokens": tokens, "final_loss": sum(r["train_loss"] for r in result.history) / len(result.history)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import asdict
 import time
 from pathlib import Path
 
@@ -25,13 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from prefalign.core.reward.launch import train_in_subprocesses  # noqa: E402
+from prefalign.core.objectives.train import launch  # noqa: E402
 from prefalign.core.reward.scoring import pair_logits  # noqa: E402
 from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame  # noqa: E402
 
 PARAMS = {
-    "objective": "mmpo", "max_length": 48, "max_prompt_length": 24, "batch_size": 8, "eval_batch_size": 16,
+    "soft_targets": True, "max_length": 48, "max_prompt_length": 24, "batch_size": 8, "eval_batch_size": 16,
     "tokenizer": {"vocab_size": 300}, "model": TINY_MODEL,
     "training": {"max_steps": 6, "learning_rate": 3e-3, "warmup_steps": 1, "eval_every": 3, "checkpoint_every": 0, "progress_bar": False},
 }
@@ -41,14 +42,15 @@ def main() -> int:
     pairs = toy_pairs_frame(64, 16)
     single = RewardParams.from_dict(PARAMS)
     double = RewardParams.from_dict(deep_merge(PARAMS, {"num_processes": 2}))
-    train, _ = select_pairs(pairs, "train", single, None)
-    val, _ = select_pairs(pairs, "val", single, None)
+    train, _ = select_pairs(pairs, "train", single, None, False)
+    val, _ = select_pairs(pairs, "val", single, None, False)
     tokenizer = fit_tokenizer(train, single)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        one = train_reward_model(train, val, tokenizer, single, Path(tmp) / "one")
+        one = train_reward_model(train, val, tokenizer, single, Path(tmp) / "one", "mmpo")
         t1 = time.perf_counter()
-        two = train_in_subprocesses(train, val, tokenizer, double, Path(tmp) / "two", Path(tmp) / "launch")
+        two = launch("reward_mmpo", {"params": asdict(double), "output_dir": str(Path(tmp) / "two")}, {"train": train, "val": val},
+                     tokenizers={"tokenizer": tokenizer}, num_processes=2, work_dir=Path(tmp) / "launch")
         t2 = time.perf_counter()
     args = (val["prompt"].to_list(), val["chosen"].to_list(), val["rejected"].to_list())
     logits_one = pair_logits(one.bundle.model, one.bundle.tokenizer, *args)
@@ -59,9 +61,10 @@ def main() -> int:
     }
     seen = {k: v for k, v in weight_diff.items() if k != "head.score.bias"}
     print(f"{'step':>4} {'loss 1 proc':>12} {'loss 2 proc':>12} {'|diff|':>9}")
-    for a, b in zip(one.curve, two.curve):
+    curve_one, curve_two = one.training_curve.to_dicts(), two.training_curve.to_dicts()
+    for a, b in zip(curve_one, curve_two):
         print(f"{a['step']:>4} {a['train_loss']:>12.6f} {b['train_loss']:>12.6f} {abs(a['train_loss'] - b['train_loss']):>9.2e}")
-    loss_diff = max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(one.curve, two.curve))
+    loss_diff = max(abs(a["train_loss"] - b["train_loss"]) for a, b in zip(curve_one, curve_two))
     print(f"processes: {one.metrics['num_processes']} vs {two.metrics['num_processes']}")
     print(f"val_loss: {one.metrics['val_loss']:.6f} vs {two.metrics['val_loss']:.6f}")
     print(f"max |train loss diff| = {loss_diff:.2e} (tol 1e-5)")

@@ -105,6 +105,7 @@ def run_ours(tok, rows, steps: int, batch: int, out: Path) -> dict:
     from prefalign.core.models import build_backbone
     from prefalign.core.reward.model import RewardModel
     from prefalign.core.reward.objective import make_reward_loss_fn
+    from prefalign.core.reward.training import RewardParams
     from prefalign.core.training import make_pair_batches, padding_fraction, tokenize_pairs, train
     from prefalign.core.training.loop import epoch_order
 
@@ -119,7 +120,7 @@ def run_ours(tok, rows, steps: int, batch: int, out: Path) -> dict:
     cfg = {"max_steps": steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
            "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": 1}
     t0 = time.perf_counter()
-    result = train(model, batches, [], make_reward_loss_fn("bt"), cfg, out)
+    result = train(model, batches, [], make_reward_loss_fn(RewardParams()), cfg, out)
     seconds = time.perf_counter() - t0
     # exactly the batches the loop trained on (its order is a function of the step)
     used = [batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]] for k in range(steps)]

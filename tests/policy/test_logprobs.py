@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prefalign.core.policy.logprobs import masked_sequence_logprobs, pair_logprobs, sequence_logprobs
-from prefalign.core.policy.losses import implicit_reward_margin, soft_label_loss, sft_loss
+from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, sft_loss
 
 
 def tiny_lm(vocab: int = 11) -> LlamaForCausalLM:
@@ -47,7 +47,7 @@ def test_prompt_tokens_never_contribute_to_sft_or_preference_loss():
     logits = torch.randn(4, 6, 11, requires_grad=True)
     logps = masked_sequence_logprobs(logits, INPUT_IDS, RESPONSE)
     h = implicit_reward_margin(logps[:2], logps[2:], torch.zeros(2), torch.zeros(2))
-    loss = soft_label_loss(h, torch.tensor([0.9, 0.7]), beta=0.5) + sft_loss(logits, INPUT_IDS, RESPONSE)
+    loss = dpo_loss(h, 0.5, torch.tensor([0.9, 0.7])) + sft_loss(logits, INPUT_IDS, RESPONSE)
     loss.backward()
     # logits at position t predict token t+1: positions whose target is prompt/padding get no gradient
     predicts_response = torch.zeros(4, 6, dtype=torch.bool)

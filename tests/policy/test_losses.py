@@ -7,17 +7,15 @@ import math
 import pytest
 import torch
 
+from prefalign.core.objectives.soft_label import pair_targets
 from prefalign.core.policy.losses import (
-    cdpo_loss,
     dpo_loss,
     gpo_loss,
     gpo_scores_from_matrix,
     gpo_scores_from_rewards,
     implicit_reward_margin,
     ipo_loss,
-    preference_loss,
     sft_loss,
-    soft_label_loss,
 )
 
 
@@ -40,7 +38,7 @@ def test_dpo_hand_case():
 
 def test_mmpo_hand_case():
     # -p log s(z) - (1-p) log s(-z) = -log s(z) + (1-p) z = 0.3868710061149 + 0.2 * 0.75
-    assert soft_label_loss(H, t(0.8), beta=0.5).item() == pytest.approx(0.5368710061149)
+    assert dpo_loss(H, 0.5, t(0.8)).item() == pytest.approx(0.5368710061149)
 
 
 def test_ipo_hand_case():
@@ -50,38 +48,52 @@ def test_ipo_hand_case():
 
 def test_mmpo_with_p_one_is_dpo():
     h = t(1.5, -0.3, 0.0, 4.0)
-    assert soft_label_loss(h, torch.ones_like(h), beta=0.1).item() == pytest.approx(dpo_loss(h, 0.1).item())
+    assert dpo_loss(h, 0.1, torch.ones_like(h)).item() == dpo_loss(h, 0.1).item()  # exactly
 
 
 def test_constant_p_is_cdpo():
     h = t(1.5, -0.3, 0.0, 4.0)
     eps = 0.1
-    assert soft_label_loss(h, torch.full_like(h, 1 - eps), beta=0.3).item() == pytest.approx(
-        cdpo_loss(h, beta=0.3, label_smoothing=eps).item()
-    )
+    constant = pair_targets(t(0.9, 0.6, 0.7, 1.0), soft_targets=False, label_smoothing=eps)
+    # cDPO by hand for h = 0 (z = 0): -log s(0) = log 2 whatever p
+    assert dpo_loss(t(0.0), 0.3, t(1 - eps)).item() == pytest.approx(math.log(2))
+    z = 0.3 * 1.5
+    assert dpo_loss(t(1.5), 0.3, t(1 - eps)).item() == pytest.approx(math.log1p(math.exp(-z)) + eps * z)
+    assert dpo_loss(h, 0.3, constant).item() == pytest.approx(dpo_loss(h, 0.3, torch.full_like(h, 1 - eps)).item())
 
 
 def test_batch_uses_each_pairs_own_p():
     # z = beta h = (1, 2); per pair -log s(z) + (1-p) z with p = (1.0, 0.6)
     h, p = t(2.0, 4.0), t(1.0, 0.6)
     expected = (math.log1p(math.exp(-1.0)) + 0.0 + math.log1p(math.exp(-2.0)) + 0.4 * 2.0) / 2
-    assert soft_label_loss(h, p, beta=0.5).item() == pytest.approx(expected)
+    assert dpo_loss(h, 0.5, p).item() == pytest.approx(expected)
     # the broadcasting bug (p averaged over the batch) would give a different number
-    wrong = soft_label_loss(h, torch.full_like(p, p.mean().item()), beta=0.5).item()
+    wrong = dpo_loss(h, 0.5, torch.full_like(p, p.mean().item())).item()
     assert wrong != pytest.approx(expected)
 
 
 def test_shape_mismatch_is_an_error_not_a_broadcast():
     with pytest.raises(ValueError, match="one shape"):
-        soft_label_loss(t(1.0, 2.0).unsqueeze(1), t(0.7, 0.9), beta=1.0)
+        dpo_loss(t(1.0, 2.0).unsqueeze(1), 1.0, t(0.7, 0.9))
 
 
-def test_preference_loss_dispatch_and_unknown_name():
-    h, p = t(1.0, 2.0), t(0.7, 0.9)
-    assert preference_loss("mmpo", h, p, 0.5).item() == pytest.approx(soft_label_loss(h, p, 0.5).item())
-    assert preference_loss("ipo", h, p, 0.5).item() == pytest.approx(ipo_loss(h, 0.5).item())
-    with pytest.raises(ValueError, match="unknown policy loss 'ppo'"):
-        preference_loss("ppo", h, p, 0.5)
+def test_soft_ipo_hand_case_p_one_is_ipo_and_gradient_zero_at_target():
+    # target (2p - 1)/(2 beta) with beta = 0.5, p = 0.8: 0.6; (1.5 - 0.6)^2 = 0.81
+    assert ipo_loss(H, 0.5, t(0.8)).item() == pytest.approx(0.81)
+    h = t(1.5, -0.3, 0.0, 4.0)
+    assert ipo_loss(h, 0.5, torch.ones_like(h)).item() == ipo_loss(h, 0.5).item()  # exactly
+    p = t(0.5, 0.7, 0.95)
+    h = ((2 * p - 1) / (2 * 0.5)).clone().requires_grad_()
+    ipo_loss(h, 0.5, p).backward()
+    assert h.grad.abs().max().item() < 1e-12
+
+
+def test_dpo_soft_gradient_zero_at_logit_p():
+    p = t(0.6, 0.75, 0.9)
+    beta = 0.5
+    h = (torch.log(p / (1 - p)) / beta).clone().requires_grad_()
+    dpo_loss(h, beta, p).backward()
+    assert h.grad.abs().max().item() < 1e-12
 
 
 def test_gpo_hand_made_k3():

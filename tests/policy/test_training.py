@@ -9,12 +9,12 @@ import torch
 from prefalign.core.policy.training import (
     GPOConfig,
     PolicyDataConfig,
-    PreferenceConfig,
     reference_logprobs,
     train_gpo,
     train_preference,
     train_sft,
 )
+from prefalign.core.objectives import registry
 from prefalign.core.training.loop import TrainConfig
 from tests.policy.conftest import TINY_MODEL
 
@@ -27,7 +27,7 @@ def quick(steps: int, lr: float) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def sft_run(tiny_pairs, tmp_path_factory):
-    return train_sft(tiny_pairs, {"vocab_size": 300}, TINY_MODEL, DATA, quick(25, 5e-3), tmp_path_factory.mktemp("sft"))
+    return train_sft(tiny_pairs, {"vocab_size": 300}, TINY_MODEL, DATA, quick(25, 5e-3), tmp_path_factory.mktemp("sft"), "sft")
 
 
 def test_sft_lowers_response_loss(sft_run):
@@ -38,12 +38,14 @@ def test_sft_lowers_response_loss(sft_run):
     assert sft_run.bundle.model.training is False
 
 
-@pytest.mark.parametrize("loss", ["dpo", "mmpo"])
-def test_preference_policy_beats_reference_on_train_pairs(tiny_policy, tiny_pairs, tmp_path, loss):
+@pytest.mark.parametrize("namespace", ["policy_dpo", "policy_mmpo"])
+def test_preference_policy_beats_reference_on_train_pairs(tiny_policy, tiny_pairs, tmp_path, namespace):
     # A random-init reference prefers the SHORTER response, and here the chosen one is longer, so
     # its own log-likelihood ranking is wrong: the preference is not already in the reference.
     table = reference_logprobs(tiny_policy, tiny_pairs, DATA)
-    run = train_preference(tiny_policy, tiny_pairs, table, PreferenceConfig(loss=loss, beta=0.5), DATA, quick(12, 3e-3), tmp_path)
+    spec = registry.get(namespace)
+    run = train_preference(tiny_policy, tiny_pairs, table, spec, spec.parse({"beta": 0.5}), DATA, quick(12, 3e-3), tmp_path)
+    assert run.metrics["soft_targets"] == (namespace == "policy_mmpo")
     ref_train, pol_train = run.metrics["reference"]["train"], run.metrics["policy"]["train"]
     assert ref_train["implicit_accuracy"] == 0.0  # h == 0 for the reference itself: ties count wrong
     assert ref_train["reference_logprob_accuracy"] < 0.5
@@ -63,7 +65,7 @@ def test_one_gpo_iteration_end_to_end(sft_run, tiny_pairs, tmp_path):
         return (lengths[:, :, None] - lengths[:, None, :]) / 10
 
     gpo = GPOConfig(iterations=1, beta=1.0, max_prompts=3, sampling={"samples_per_prompt": 3, "max_new_tokens": 8, "batch_size": 9})
-    run = train_gpo(copy.deepcopy(sft_run.bundle), prefer_longer, tiny_pairs, gpo, DATA, quick(2, 1e-3), tmp_path, "length")
+    run = train_gpo(copy.deepcopy(sft_run.bundle), prefer_longer, tiny_pairs, gpo, DATA, quick(2, 1e-3), tmp_path, "length", "gpo")
     gens = run.generations
     assert calls == [3]
     assert gens.height == 9 and set(gens["iteration"]) == {1}

@@ -6,6 +6,7 @@ import torch
 from kedro.io.core import Version
 
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.core.objectives import registry
 from prefalign.core.reward.scoring import pair_logits, preference_matrix, response_embeddings, response_rewards
 from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
@@ -25,9 +26,10 @@ def pairs():
 
 def _train(pairs, tmp_path, **override):
     params = RewardParams.from_dict(deep_merge(BASE, override))
-    train, _ = select_pairs(pairs, "train", params, None)
-    val, _ = select_pairs(pairs, "val", params, None)
-    return params, train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path)
+    drop = not params.soft_targets
+    train, _ = select_pairs(pairs, "train", params, None, drop)
+    val, _ = select_pairs(pairs, "val", params, None, drop)
+    return params, train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path, "test")
 
 
 def test_params_fail_before_training_naming_the_key():
@@ -42,17 +44,20 @@ def test_params_fail_before_training_naming_the_key():
 def test_ties_dropped_for_bt_kept_for_mmpo(pairs):
     ties = int((pairs.filter(pairs["split"] == "train")["p_chosen"] == 0.5).sum())
     assert ties > 0
-    bt, counts = select_pairs(pairs, "train", RewardParams(objective="bt"), None)
-    mmpo, _ = select_pairs(pairs, "train", RewardParams(objective="mmpo"), None)
+    hard, soft = registry.get("reward_bt"), registry.get("reward_mmpo")
+    bt_params, mmpo_params = hard.parse({}), soft.parse({})
+    assert hard.drops_ties(bt_params) and not soft.drops_ties(mmpo_params)  # the one tie flag
+    bt, counts = select_pairs(pairs, "train", bt_params, None, hard.drops_ties(bt_params))
+    mmpo, _ = select_pairs(pairs, "train", mmpo_params, None, soft.drops_ties(mmpo_params))
     assert counts["train_ties_dropped"] == ties and bt.height == 96 - ties and mmpo.height == 96
-    margin, mcounts = select_pairs(pairs, "train", RewardParams(objective="margin"), None)
+    margin, mcounts = select_pairs(pairs, "train", RewardParams(margin_offset=True), None, True)
     assert mcounts["train_null_margin_dropped"] > 0 and margin["margin"].null_count() == 0
 
 
-@pytest.mark.parametrize("objective,head", [("bt", "scalar"), ("mmpo", "gpm")])
-def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_path: Path, objective, head):
-    params, out = _train(pairs, tmp_path / "train", objective=objective, head={"head": head, "gpm_k": 2})
-    vals = [row["val_loss"] for row in out.curve if "val_loss" in row]
+@pytest.mark.parametrize("soft_targets,head", [(False, "scalar"), (True, "gpm")])
+def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_path: Path, soft_targets, head):
+    params, out = _train(pairs, tmp_path / "train", soft_targets=soft_targets, head={"head": head, "gpm_k": 2})
+    vals = out.training_curve["val_loss"].drop_nulls().to_list()
     assert vals[-1] < vals[0]
     assert out.metrics["train_accuracy"] > 0.75 and out.metrics["val_accuracy"] > 0.75
     assert out.metrics["truncation"]["sequences"] == 2 * (out.metrics["train_pairs"] + out.metrics["val_pairs"])
@@ -90,10 +95,10 @@ def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_pat
 
 
 def test_empty_train_split_fails_naming_the_counts(pairs):
-    from prefalign.pipelines.reward.nodes import select_training_pairs
+    from prefalign.pipelines.reward.nodes import reward_nodes
 
     only_val = pairs.filter(pairs["split"] == "val")
-    with pytest.raises(ValueError, match=r"no train pairs left for objective 'bt' \(\{'train_rows': 0"):
-        select_training_pairs(only_val, BASE, {"objective": "bt"})
-    train, val, counts = select_training_pairs(pairs, BASE, {"objective": "mmpo"})
+    with pytest.raises(ValueError, match=r"no train pairs left for reward_bt \(\{'train_rows': 0"):
+        reward_nodes(registry.get("reward_bt"))["select_training_pairs"](only_val, BASE, {})
+    train, val, counts = reward_nodes(registry.get("reward_mmpo"))["select_training_pairs"](pairs, BASE, {})
     assert train.height + val.height == pairs.height  # mmpo keeps every row, ties included

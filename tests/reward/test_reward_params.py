@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefalign.core.reward.training import RewardParams, deep_merge
+from prefalign.core.objectives import registry
+from prefalign.core.reward.training import deep_merge
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -19,9 +20,10 @@ def reward_block(env: str) -> dict:
 @pytest.mark.parametrize("objective", ["bt", "mmpo", "gpm"])
 def test_environment_parameters_are_valid(env, objective):
     block = deep_merge(reward_block("base"), reward_block(env))  # what the soft merge of the env gives
-    params = RewardParams.from_dict(deep_merge(block["defaults"], block[objective]))
+    spec = registry.get(f"reward_{objective}")
+    params = spec.parse(deep_merge(block["defaults"], block[objective]))
     assert params.head_config().head == ("gpm" if objective == "gpm" else "scalar")
-    assert params.keeps_ties == (objective == "mmpo")
+    assert spec.drops_ties(params) == (objective != "mmpo")
     if env == "gpu":
         assert params.model["name_or_path"] and params.training["mixed_precision"] == "bf16"
     if env == "ci":

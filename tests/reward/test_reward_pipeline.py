@@ -43,5 +43,5 @@ def test_namespaces_select_one_objective(kedro_project: Path, run_kedro):
     # the run checkpointed into its fingerprinted folder, then dropped the resumable state once the
     # model was in the catalog: a re-run with the same inputs trains again instead of restoring it
     (run_folder,) = state.iterdir()
-    assert run_folder.name.startswith("bt_gpm_")
+    assert run_folder.name.startswith("gpm_")  # the registry name of the objective
     assert not (run_folder / "checkpoints").exists()

@@ -9,22 +9,29 @@ tensors of shape (B,), one entry per pair; shapes are checked rather than broadc
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from prefalign.core.objectives.soft_label import check_pair_vectors, soft_label_logistic_loss
 from prefalign.core.policy.logprobs import token_logprobs
 
-PREFERENCE_LOSSES = ("dpo", "mmpo", "cdpo", "ipo")
 
-
-def _check_same_shape(**tensors: torch.Tensor) -> None:
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    first = next(iter(shapes.values()))
-    if len(first) != 1 or any(s != first for s in shapes.values()):
-        raise ValueError(f"expected 1-D tensors of one shape (B,), got {shapes}")
+def _targets(p: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(like) if p is None else p.to(like.dtype)
 
 
 def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Token-level cross-entropy averaged over response tokens only (prompt and padding excluded)."""
+    """Token cross-entropy averaged over response tokens only (prompt and padding excluded).
+
+    Args:
+        logits: (B, T, V) next-token logits; input_ids: (B, T); response_mask: (B, T), 1 on response tokens.
+
+    Returns:
+        Scalar mean NLL per response token (nats).
+
+    Raises:
+        ValueError: when the batch has no response token (every response empty or truncated away).
+
+    Source: docs/methods.md s4.1.
+    """
     target_mask = response_mask[:, 1:].float()
     n_tokens = target_mask.sum()
     if n_tokens == 0:
@@ -38,55 +45,64 @@ def implicit_reward_margin(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
 ) -> torch.Tensor:
-    """h of docs/methods.md s4, shape (B,)."""
-    _check_same_shape(
+    """h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)].
+
+    Args:
+        Four (B,) summed response log-probs (nats).
+
+    Returns:
+        (B,) h in nats.
+
+    Raises:
+        ValueError: unless all four are 1-D of one shape.
+
+    Source: docs/methods.md s4.
+    """
+    check_pair_vectors(
         policy_chosen=policy_chosen, policy_rejected=policy_rejected,
         ref_chosen=ref_chosen, ref_rejected=ref_rejected,
     )
     return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
 
 
-def soft_label_loss(h: torch.Tensor, p_chosen: torch.Tensor, beta: float) -> torch.Tensor:
-    """MMPO policy loss: -p log sigmoid(beta h) - (1 - p) log sigmoid(-beta h) (section 4).
+def dpo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | None = None) -> torch.Tensor:
+    """DPO, or with targets p its soft-target form (MMPO) / cDPO: mean of s2's loss on z = beta h.
 
-    Each pair uses its own p. p = 1 is DPO; a constant p = 1 - eps is cDPO.
+    Args:
+        h: (B,) implicit reward margins (nats); beta: > 0.
+        p: (B,) targets in [0, 1]; None = hard labels (DPO: -log sigmoid(beta h)). Each pair's
+            p_chosen is MMPO; a constant 1 - eps is cDPO.
+
+    Returns:
+        Scalar mean loss (nats).
+
+    Raises:
+        ValueError: on a shape mismatch or p outside [0, 1].
+
+    Source: docs/methods.md s4.2 (DPO arXiv 2305.18290 eq. 7; MMPO 2410.03145).
     """
-    _check_same_shape(h=h, p_chosen=p_chosen)
     z = beta * h
-    p = p_chosen.to(z.dtype)
-    return (-p * F.logsigmoid(z) - (1.0 - p) * F.logsigmoid(-z)).mean()
+    return soft_label_logistic_loss(z, _targets(p, z)).mean()
 
 
-def dpo_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
-    """DPO: -log sigmoid(beta h) (section 4)."""
-    return -F.logsigmoid(beta * h).mean()
+def ipo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | None = None) -> torch.Tensor:
+    """IPO: mean of (h - (2p - 1) / (2 beta))^2; p = 1 (or None) is (h - 1/(2 beta))^2.
 
+    Args:
+        h: (B,) implicit reward margins from summed log-probs (nats); beta: > 0.
+        p: (B,) soft targets in [0, 1], or None for hard labels.
 
-def cdpo_loss(h: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
-    """cDPO: the soft-label loss with the constant p = 1 - label_smoothing for every pair."""
-    if not 0.0 <= label_smoothing <= 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
-    return soft_label_loss(h, torch.full_like(h, 1.0 - label_smoothing), beta)
+    Returns:
+        Scalar mean loss (nats^2). Zero gradient at h = (2p - 1) / (2 beta).
 
+    Raises:
+        ValueError: on a shape mismatch.
 
-def ipo_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
-    """IPO: (h - 1/(2 beta))^2 (section 4), h from summed log-probs."""
-    return ((h - 1.0 / (2.0 * beta)) ** 2).mean()
-
-
-def preference_loss(
-    name: str, h: torch.Tensor, p_chosen: torch.Tensor, beta: float, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """The configured preference loss by name: dpo | mmpo | cdpo | ipo."""
-    if name == "dpo":
-        return dpo_loss(h, beta)
-    if name == "mmpo":
-        return soft_label_loss(h, p_chosen, beta)
-    if name == "cdpo":
-        return cdpo_loss(h, beta, label_smoothing)
-    if name == "ipo":
-        return ipo_loss(h, beta)
-    raise ValueError(f"unknown policy loss {name!r}; choose one of {PREFERENCE_LOSSES}")
+    Source: docs/methods.md s4.3 (arXiv 2310.12036; the soft form is defined there).
+    """
+    target = _targets(p, h)
+    check_pair_vectors(h=h, p=target)
+    return ((h - (2.0 * target - 1.0) / (2.0 * beta)) ** 2).mean()
 
 
 def gpo_scores_from_matrix(preference_scores: torch.Tensor) -> torch.Tensor:
@@ -108,5 +124,5 @@ def gpo_loss(
     policy_logps: torch.Tensor, old_policy_logps: torch.Tensor, scores: torch.Tensor, beta: float
 ) -> torch.Tensor:
     """GPO square loss: mean over responses of (log pi(y_i|x) - log pi_t(y_i|x) - s_i / beta)^2."""
-    _check_same_shape(policy_logps=policy_logps, old_policy_logps=old_policy_logps, scores=scores)
+    check_pair_vectors(policy_logps=policy_logps, old_policy_logps=old_policy_logps, scores=scores)
     return ((policy_logps - old_policy_logps - scores.to(policy_logps.dtype) / beta) ** 2).mean()

@@ -1,52 +1,130 @@
-"""Loss functions in the training loop's shape, `loss_fn(model, batch) -> (loss, metrics)`, and the
-implicit-reward evaluation of a trained policy against its reference.
+"""Policy objectives in the training loop's shape, ``loss_fn(model, batch) -> (loss, metrics)``,
+their config dataclasses, and the implicit-reward evaluation of a trained policy.
+
+A pairwise objective is a function ``objective(logps: PairLogprobs, config) -> (loss, metrics)``
+on one batch's summed log-probs; :func:`make_pairwise_loss_fn` does the forward pass and the
+reference lookup (only for objectives that need one). The registry (core/objectives/registry.py)
+names each objective and pairs it with its config.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 
+from prefalign.core.objectives.soft_label import pair_targets
 from prefalign.core.policy.logprobs import pair_logprobs
-from prefalign.core.policy.losses import (
-    PREFERENCE_LOSSES,
-    implicit_reward_margin,
-    preference_loss,
-    sft_loss,
-)
+from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, ipo_loss, sft_loss
 from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
 
 LossFn = Callable[[torch.nn.Module, object], tuple[torch.Tensor, dict[str, float]]]
 
 
+def _check_beta(beta: float) -> None:
+    if beta <= 0:
+        raise ValueError(f"objective.beta={beta} must be > 0")
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """DPO (hard labels), MMPO (``soft_targets: true``) or cDPO (``label_smoothing: eps``); docs/methods.md s4.2."""
+
+    beta: float = 0.1
+    soft_targets: bool = False
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        """Raises ValueError naming the bad key: beta <= 0, eps outside [0, 0.5], or eps with soft targets."""
+        _check_beta(self.beta)
+        pair_targets(torch.ones(1), self.soft_targets, self.label_smoothing)
+
+
+@dataclass(frozen=True)
+class IPOConfig:
+    """IPO, hard or with soft targets; docs/methods.md s4.3."""
+
+    beta: float = 0.1
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when beta <= 0."""
+        _check_beta(self.beta)
+
+
+@dataclass
+class PairLogprobs:
+    """One batch's log-probs, everything a pairwise policy objective reads. All tensors (B,).
+
+    chosen / rejected: summed response-token log pi (nats); chosen_tokens / rejected_tokens:
+    response token counts |y|; ref_chosen / ref_rejected: log pi_ref (None for reference-free
+    objectives); p_chosen: the pairs' soft targets (docs/methods.md s1).
+    """
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
+    p_chosen: torch.Tensor
+    ref_chosen: torch.Tensor | None = None
+    ref_rejected: torch.Tensor | None = None
+
+    def margin(self) -> torch.Tensor:
+        """h of docs/methods.md s4 (needs the reference log-probs)."""
+        if self.ref_chosen is None or self.ref_rejected is None:
+            raise ValueError("this objective needs reference log-probs, but none were given (registry needs_reference)")
+        return implicit_reward_margin(self.chosen, self.rejected, self.ref_chosen, self.ref_rejected)
+
+
+def dpo_objective(logps: PairLogprobs, config: DPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPO / MMPO / cDPO on one batch (docs/methods.md s4.2). Returns (mean loss in nats, metrics)."""
+    h = logps.margin()
+    loss = dpo_loss(h, config.beta, pair_targets(logps.p_chosen.to(h.dtype), config.soft_targets, config.label_smoothing))
+    return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
+
+
+def ipo_objective(logps: PairLogprobs, config: IPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """IPO, hard or soft, on one batch (docs/methods.md s4.3). Returns (mean loss in nats^2, metrics)."""
+    h = logps.margin()
+    loss = ipo_loss(h, config.beta, logps.p_chosen.to(h.dtype) if config.soft_targets else None)
+    return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
+
+
 def sft_loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """SFT on prompt + chosen (a RowBatch): response-only token cross-entropy."""
+    """SFT on prompt + chosen (a RowBatch): response-only token cross-entropy (docs/methods.md s4.1)."""
     seqs = batch.sequences
     logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask).logits
     loss = sft_loss(logits, seqs.input_ids, seqs.response_mask)
     return loss, {"perplexity": float(torch.exp(loss.detach()).item())}
 
 
-def make_preference_loss_fn(
-    loss_name: str, beta: float, reference: ReferenceLogprobs, label_smoothing: float = 0.0
+def make_pairwise_loss_fn(
+    objective: Callable[[PairLogprobs, Any], tuple[torch.Tensor, dict[str, float]]],
+    config: Any,
+    reference: ReferenceLogprobs | None,
 ) -> LossFn:
-    """DPO / MMPO / cDPO / IPO on PairBatches; reference log-probs come from the precomputed table."""
-    if loss_name not in PREFERENCE_LOSSES:
-        raise ValueError(f"policy loss {loss_name!r} is not one of {PREFERENCE_LOSSES}")
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    """The loop's loss for a pairwise policy objective.
+
+    Args:
+        objective: e.g. :func:`dpo_objective`; reads a :class:`PairLogprobs`.
+        config: the objective's parsed config dataclass.
+        reference: the precomputed reference table, or None for reference-free objectives.
+
+    Returns:
+        ``loss_fn(model, PairBatch) -> (loss, metrics)``: chosen and rejected in ONE forward pass.
+    """
 
     def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         seqs = batch.sequences
         chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
-        ref_chosen, ref_rejected = reference.lookup(batch.pair_index)
-        h = implicit_reward_margin(chosen, rejected, ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype))
-        loss = preference_loss(loss_name, h, batch.p_chosen.to(h.dtype), beta, label_smoothing)
-        return loss, {
-            "implicit_accuracy": (h > 0).float().mean().item(),
-            "implicit_margin": (beta * h).mean().item(),
-        }
+        tokens = seqs.response_mask[:, 1:].sum(dim=-1).to(chosen.dtype)
+        n = chosen.shape[0]
+        logps = PairLogprobs(chosen, rejected, tokens[:n], tokens[n:], batch.p_chosen.to(chosen.dtype))
+        if reference is not None:
+            ref_chosen, ref_rejected = reference.lookup(batch.pair_index)
+            logps.ref_chosen, logps.ref_rejected = ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype)
+        return objective(logps, config)
 
     return loss_fn
 
@@ -69,26 +147,26 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
 
 
 def implicit_reward_metrics(
-    model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs, beta: float
+    model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs | None, beta: float | None
 ) -> dict[str, float]:
-    """How the policy ranks pairs, next to its reference.
+    """How the policy ranks pairs, next to its reference (docs/methods.md s5).
 
-    - implicit_accuracy: share of pairs with beta*h > 0 strictly (docs/methods.md s5; a tie is
-      wrong, so the reference itself scores 0 here and 0.5 is chance).
+    - implicit_accuracy: share of pairs with beta*h > 0 strictly (a tie is wrong, so the
+      reference itself scores 0 here and 0.5 is chance); only with a reference table.
     - policy_logprob_accuracy / reference_logprob_accuracy: share with log pi(y_w|x) > log pi(y_l|x),
       the same quantity for both models, so the two are directly comparable.
-    - mean_implicit_reward_margin: mean of beta*h.
+    - mean_implicit_reward_margin: mean of beta*h (beta None: of h).
     """
     index, chosen, rejected = score_pair_batches(model, batches)
     if index.numel() == 0:
         return {"pairs": 0}
-    ref_chosen, ref_rejected = reference.lookup(index)
-    h = implicit_reward_margin(chosen, rejected, ref_chosen, ref_rejected)
-    pol, ref = chosen - rejected, ref_chosen - ref_rejected
-    return {
-        "pairs": int(h.numel()),
-        "implicit_accuracy": float((h > 0).float().mean()),
-        "policy_logprob_accuracy": float((pol > 0).float().mean()),
-        "reference_logprob_accuracy": float((ref > 0).float().mean()),
-        "mean_implicit_reward_margin": float(beta * h.mean()),
-    }
+    metrics: dict[str, float] = {"pairs": int(index.numel()), "policy_logprob_accuracy": float((chosen > rejected).float().mean())}
+    if reference is not None:
+        ref_chosen, ref_rejected = reference.lookup(index)
+        h = implicit_reward_margin(chosen, rejected, ref_chosen, ref_rejected)
+        metrics.update({
+            "implicit_accuracy": float((h > 0).float().mean()),
+            "reference_logprob_accuracy": float((ref_chosen > ref_rejected).float().mean()),
+            "mean_implicit_reward_margin": float((beta or 1.0) * h.mean()),
+        })
+    return metrics

@@ -21,11 +21,10 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.policy.generation import SamplingConfig
-from prefalign.core.policy.losses import PREFERENCE_LOSSES
 from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
 from prefalign.core.policy.objectives import (
     implicit_reward_metrics,
-    make_preference_loss_fn,
+    make_pairwise_loss_fn,
     reference_metrics,
     sft_loss_fn,
 )
@@ -40,6 +39,7 @@ from prefalign.core.training.batching import (
 )
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
+from prefalign.core.training.run import TrainingRun, curve_frame
 
 
 @dataclass(frozen=True)
@@ -67,24 +67,6 @@ class PolicyDataConfig:
 
 
 @dataclass(frozen=True)
-class PreferenceConfig:
-    """DPO / MMPO / cDPO / IPO: the loss, its beta and (cDPO) the constant label smoothing."""
-
-    loss: str = "dpo"
-    beta: float = 0.1
-    label_smoothing: float = 0.0
-
-    @classmethod
-    def from_dict(cls, params: dict[str, Any] | None) -> "PreferenceConfig":
-        cfg = dataclass_from_params(cls, params, "preference objective")
-        if cfg.loss not in PREFERENCE_LOSSES:
-            raise ValueError(f"objective.loss={cfg.loss!r} is not one of {PREFERENCE_LOSSES}")
-        if cfg.beta <= 0:
-            raise ValueError(f"objective.beta={cfg.beta} must be > 0")
-        return cfg
-
-
-@dataclass(frozen=True)
 class GPOConfig:
     """Iterative GPO: T iterations of K samples per prompt, scored by a preference model."""
 
@@ -95,22 +77,11 @@ class GPOConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "GPOConfig":
-        cfg = dataclass_from_params(cls, params, "gpo")
+        cfg = dataclass_from_params(cls, params, "on-policy (GPO) config")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
         SamplingConfig.from_dict(cfg.sampling)  # fail before any training
         return cfg
-
-
-@dataclass
-class PolicyRun:
-    """What one objective produces."""
-
-    bundle: ModelBundle
-    training_curve: pl.DataFrame
-    metrics: dict[str, Any]
-    generations: pl.DataFrame | None = None
-    iteration_bundles: dict[str, ModelBundle] = field(default_factory=dict)
 
 
 def apply_cpu_threads(training: TrainConfig) -> None:
@@ -149,10 +120,6 @@ def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> T
     )
 
 
-def _curve(history: list[dict[str, float]]) -> pl.DataFrame:
-    return pl.DataFrame(history, infer_schema_length=None) if history else pl.DataFrame({"step": []}, schema={"step": pl.Int64})
-
-
 def _train_and_val(pairs: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     train_frame = split_pairs(pairs, "train", data.max_train_pairs, data.sources)
     if train_frame.height == 0:
@@ -170,7 +137,8 @@ def train_sft(
     data: PolicyDataConfig,
     training: TrainConfig,
     work_dir: str | Path,
-) -> PolicyRun:
+    name: str,
+) -> TrainingRun:
     """SFT on prompt + chosen with the loss on response tokens only; a tokenizer is trained (or
     loaded) on the training texts and saved with the model, which is the reference of every other
     policy."""
@@ -185,9 +153,8 @@ def train_sft(
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
     result = train(model, train_batches, val_batches, sft_loss_fn, training, work_dir)
-    discard_checkpoints(work_dir)
     metrics = {
-        "objective": "sft",
+        "objective": name,
         "train_pairs": train_frame.height,
         "val_pairs": val_frame.height,
         "steps": result.steps,
@@ -196,8 +163,8 @@ def train_sft(
         "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
         **result.final_metrics,
     }
-    bundle = ModelBundle(result.model.cpu().eval(), tokenizer, {"objective": "sft", "steps": result.steps})
-    return PolicyRun(bundle, _curve(result.history), metrics)
+    bundle = ModelBundle(result.model.cpu().eval(), tokenizer, {"objective": name, "steps": result.steps})
+    return TrainingRun(bundle, curve_frame(result.history), metrics)
 
 
 def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None):
@@ -227,49 +194,71 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
 def train_preference(
     reference: ModelBundle,
     pairs: pl.DataFrame,
-    reference_table: pl.DataFrame,
-    objective: PreferenceConfig,
+    reference_table: pl.DataFrame | None,
+    spec: Any,
+    config: Any,
     data: PolicyDataConfig,
     training: TrainConfig,
     work_dir: str | Path,
-) -> PolicyRun:
-    """DPO / MMPO / cDPO / IPO from the reference policy; reference log-probs come from the table.
+) -> TrainingRun:
+    """A pairwise policy objective (DPO, MMPO, IPO, ... : the registry entry ``spec``) from the reference.
 
-    The policy starts as the reference's weights (trained in place: the loaded reference object
-    is not kept, the table stands in for it).
+    Args:
+        reference: the SFT policy; the policy starts as its weights (trained in place).
+        pairs: validated pairs; train and val splits are used.
+        reference_table: log pi_ref per pair_id (``reference_logprobs``) when ``spec.needs_reference``;
+            None for reference-free objectives (no reference pass at all).
+        spec: the registry entry (its ``loss`` objective function, ``name``, ``needs_reference``).
+        config: the entry's parsed config (``spec.parse``).
+        data, training: data selection and loop settings.
+        work_dir: resumable loop checkpoints (dropped when the run finishes).
+
+    Returns:
+        TrainingRun; metrics hold the reference's and the policy's pair rankings on train and val.
+
+    Raises:
+        ValueError: no train pairs, or a reference table missing for an objective that needs one.
+
+    Source: docs/methods.md s4.
     """
+    if spec.needs_reference and reference_table is None:
+        raise ValueError(f"objective {spec.name!r} needs reference log-probs, but no reference table was given")
     train_frame, val_frame = _train_and_val(pairs, data)
     train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed)
-    ref = ReferenceLogprobs.from_table(reference_table, pair_ids)
+    ref = ReferenceLogprobs.from_table(reference_table, pair_ids) if spec.needs_reference else None
     model = reference.model
     model.train()
     n_train = train_frame.height
-    before = {
-        "train": reference_metrics(ref, torch.arange(n_train)),
-        "val": reference_metrics(ref, torch.arange(n_train, n_train + val_frame.height)),
-    }
-    loss_fn = make_preference_loss_fn(objective.loss, objective.beta, ref, objective.label_smoothing)
+    beta = getattr(config, "beta", None)
+    before = None
+    if ref is not None:
+        before = {
+            "train": reference_metrics(ref, torch.arange(n_train)),
+            "val": reference_metrics(ref, torch.arange(n_train, n_train + val_frame.height)),
+        }
+    loss_fn = make_pairwise_loss_fn(spec.loss, config, ref)
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
-    discard_checkpoints(work_dir)
     policy = result.model
     after = {
-        "train": implicit_reward_metrics(policy, train_eval, ref, objective.beta),
-        "val": implicit_reward_metrics(policy, val_eval, ref, objective.beta),
+        "train": implicit_reward_metrics(policy, train_eval, ref, beta),
+        "val": implicit_reward_metrics(policy, val_eval, ref, beta),
     }
     metrics = {
-        "objective": objective.loss,
-        "beta": objective.beta,
+        "objective": spec.name,
+        **({"beta": beta} if beta is not None else {}),
+        "soft_targets": bool(getattr(config, "soft_targets", False)),
         "steps": result.steps,
         "train_padding_fraction": padding_fraction(train_batches),
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
-        "reference": before,
+        **({"reference": before} if before is not None else {}),
         "policy": after,
         **result.final_metrics,
     }
-    bundle = ModelBundle(policy.cpu().eval(), reference.tokenizer, {"objective": objective.loss, "beta": objective.beta, "steps": result.steps})
-    return PolicyRun(bundle, _curve(result.history), metrics)
+    meta = {"objective": spec.name, "steps": result.steps, **({"beta": beta} if beta is not None else {})}
+    bundle = ModelBundle(policy.cpu().eval(), reference.tokenizer, meta)
+    return TrainingRun(bundle, curve_frame(result.history), metrics)
 
 
 def train_gpo(
@@ -281,7 +270,8 @@ def train_gpo(
     training: TrainConfig,
     work_dir: str | Path,
     preference_model_name: str,
-) -> PolicyRun:
+    name: str,
+) -> TrainingRun:
     """T GPO iterations from the reference (SFT) policy; every iteration's policy and texts are kept."""
     train_frame = split_pairs(pairs, "train", None, data.sources)
     prompts_frame = train_frame.unique("prompt_id", keep="first").sort("prompt_id")
@@ -328,24 +318,24 @@ def train_gpo(
             "score_logratio_correlation": float(torch.corrcoef(torch.stack([log_ratio, score_t]))[0, 1]),
             "tokens_per_second": result.tokens_per_second,
         })
-        curves.append(_curve(result.history).with_columns(pl.lit(iteration).alias("iteration")))
+        curves.append(curve_frame(result.history).with_columns(pl.lit(iteration).alias("iteration")))
         generations.append(scored.with_columns(
             pl.lit(iteration, dtype=pl.Int64).alias("iteration"),
             pl.Series("old_logp", old.double().tolist(), dtype=pl.Float64),
             pl.Series("new_logp", new.double().tolist(), dtype=pl.Float64),
         ))
-        meta = {"objective": "gpo", "iteration": iteration, "preference_model": preference_model_name}
+        meta = {"objective": name, "iteration": iteration, "preference_model": preference_model_name}
         iteration_bundles[f"iteration_{iteration}"] = ModelBundle(copy.deepcopy(policy).cpu().eval(), tokenizer, meta)
 
     columns = ["iteration", "prompt_index", "sample_index", "prompt", "response", "n_tokens", "finished",
                "score", "pairwise_scores", "old_logp", "new_logp"]
     metrics = {
-        "objective": "gpo",
+        "objective": name,
         "preference_model": preference_model_name,
         "beta": gpo.beta,
         "prompts": len(prompts),
         "samples_per_prompt": sampling.samples_per_prompt,
         "iterations": per_iteration,
     }
-    final = ModelBundle(policy.cpu().eval(), tokenizer, {"objective": "gpo", "iterations": gpo.iterations, "preference_model": preference_model_name})
-    return PolicyRun(final, pl.concat(curves, how="diagonal_relaxed"), metrics, pl.concat(generations).select(columns), iteration_bundles)
+    final = ModelBundle(policy.cpu().eval(), tokenizer, {"objective": name, "iterations": gpo.iterations, "preference_model": preference_model_name})
+    return TrainingRun(final, pl.concat(curves, how="diagonal_relaxed"), metrics, pl.concat(generations).select(columns), iteration_bundles)

@@ -1,6 +1,6 @@
 """Reward-model losses (docs/methods.md s2). Every function works on per-pair vectors of shape [B].
 
-z = r(x, y_w) - r(x, y_l) for a scalar model, or s(y_w > y_l | x) / tau for GPM (section 3).
+z = r(x, y_w) - r(x, y_l) for a scalar model, or s(y_w > y_l | x) / tau for GPM (docs/methods.md s3).
 Shapes are checked, never broadcast: the MMPO reference code compared rewards of shape (B, 1)
 with p of shape (B,), which broadcast to (B, B) and silently averaged p over the batch.
 """
@@ -8,55 +8,55 @@ with p of shape (B,), which broadcast to (B, B) and silently averaged p over the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-OBJECTIVES = ("bt", "margin", "mmpo")
-
-
-def _check_pairwise(z: torch.Tensor, other: torch.Tensor, name: str) -> None:
-    if z.ndim != 1 or other.shape != z.shape:
-        raise ValueError(f"z must have shape [B] and {name} the same shape; got z {tuple(z.shape)}, {name} {tuple(other.shape)}")
+from prefalign.core.objectives.soft_label import check_pair_vectors, pair_targets, soft_label_logistic_loss
 
 
-def bt_loss(z: torch.Tensor) -> torch.Tensor:
-    """Bradley-Terry, docs/methods.md s2: L = -log sigmoid(z). Returns [B]."""
-    if z.ndim != 1:
-        raise ValueError(f"z must have shape [B], got {tuple(z.shape)}")
-    return -F.logsigmoid(z)
+def reward_pair_loss(
+    z: torch.Tensor, p_chosen: torch.Tensor, margin: torch.Tensor, soft_targets: bool, margin_offset: bool
+) -> torch.Tensor:
+    """Per-pair reward loss: the logistic loss on z (or z - m), hard or with soft targets.
 
+    Args:
+        z: [B] pair logits (reward gap, or GPM score / tau), nats.
+        p_chosen: [B] soft targets in [0.5, 1] (docs/methods.md s1); used when ``soft_targets``.
+        margin: [B] margins in the source's unit, NaN where the source has none.
+        soft_targets: True: -p log sigmoid(.) - (1 - p) log sigmoid(-.) (MMPO); False: -log sigmoid(.) (BT).
+        margin_offset: True: the logit is z - m (Llama 2's margin loss, arXiv 2307.09288 eq. 2).
 
-def margin_offset_loss(z: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
-    """Margin offset (Llama-2 / TRL ``margin`` baseline), docs/methods.md s2: L = -log sigmoid(z - m). Returns [B]."""
-    _check_pairwise(z, margin, "margin")
-    if torch.isnan(margin).any():
-        raise ValueError(
-            "margin-offset loss needs a margin for every pair, but some are null (binary feedback); "
-            "use objective 'mmpo' or 'bt', or filter those sources out"
-        )
-    return -F.logsigmoid(z - margin)
+    Returns:
+        [B] losses in nats.
 
+    Raises:
+        ValueError: on a shape mismatch, or a null (NaN) margin under ``margin_offset``.
 
-def mmpo_loss(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """MMPO soft-label cross-entropy, docs/methods.md s2: L = -p log sigmoid(z) - (1 - p) log sigmoid(-z). Returns [B].
-
-    dL/dz = sigmoid(z) - p, zero at z = logit(p); with p = 1 it is exactly ``bt_loss``.
+    Source: docs/methods.md s2.
     """
-    _check_pairwise(z, p, "p")
-    return -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
+    check_pair_vectors(z=z, p_chosen=p_chosen, margin=margin)
+    if margin_offset:
+        if torch.isnan(margin).any():
+            raise ValueError(
+                "margin_offset needs a margin for every pair, but some are null (binary feedback); "
+                "set margin_offset: false, or filter those sources out"
+            )
+        z = z - margin.to(z.dtype)
+    return soft_label_logistic_loss(z, pair_targets(p_chosen, soft_targets))
 
 
 def centering_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """Reward centering, docs/methods.md s2: c * mean((r_w + r_l)^2). A scalar."""
-    _check_pairwise(r_chosen, r_rejected, "r_rejected")
+    """Reward centering c * mean((r_w + r_l)^2) (Eisenstein et al., arXiv 2312.09244).
+
+    Args:
+        r_chosen, r_rejected: [B] scalar rewards.
+        coefficient: c (about 0.01).
+
+    Returns:
+        A scalar tensor (nats^2 times c).
+
+    Raises:
+        ValueError: when the two reward vectors are not both [B].
+
+    Source: docs/methods.md s2.
+    """
+    check_pair_vectors(r_chosen=r_chosen, r_rejected=r_rejected)
     return coefficient * ((r_chosen + r_rejected) ** 2).mean()
-
-
-def pair_loss(objective: str, z: torch.Tensor, p: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
-    """Per-pair loss [B] for ``objective`` in OBJECTIVES."""
-    if objective == "bt":
-        return bt_loss(z)
-    if objective == "margin":
-        return margin_offset_loss(z, margin)
-    if objective == "mmpo":
-        return mmpo_loss(z, p)
-    raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}")

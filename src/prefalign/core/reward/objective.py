@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from prefalign.core.reward.losses import OBJECTIVES, centering_penalty, pair_loss
+from prefalign.core.reward.losses import centering_penalty, reward_pair_loss
 from prefalign.core.training.batching import PairBatch
 
+if TYPE_CHECKING:
+    from prefalign.core.reward.training import RewardParams
 
-def make_reward_loss_fn(objective: str, centering: float = 0.0) -> Callable[[torch.nn.Module, PairBatch], tuple[torch.Tensor, dict]]:
-    """BT / margin / MMPO on z (scalar: r_w - r_l; GPM: s / tau), plus optional centering (scalar heads)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}")
+
+def make_reward_loss_fn(params: "RewardParams") -> Callable[[torch.nn.Module, PairBatch], tuple[torch.Tensor, dict]]:
+    """The loop's loss for a reward objective: the s2 logistic loss on z, plus optional centering.
+
+    Args:
+        params: the objective's parsed parameters (``soft_targets``, ``margin_offset``, ``centering``).
+
+    Returns:
+        ``loss_fn(model, batch) -> (mean loss over the batch's B pairs, metrics)``; metrics are
+        accuracy (z > 0 strictly: a tie counts wrong, docs/methods.md s5), mean_logit and
+        soft_target_error = mean |sigmoid(z) - p_chosen|.
+
+    Source: docs/methods.md s2 (z = r_w - r_l, or GPM's s / tau of s3).
+    """
 
     def loss_fn(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, dict]:
         out = model(batch.sequences)  # through the (DDP-wrapped) model's __call__ so gradients sync
         b = len(batch)
         z = out.pair_logits(b).float()
-        loss = pair_loss(objective, z, batch.p_chosen, batch.margin).mean()
-        if centering and out.rewards is not None:
-            loss = loss + centering_penalty(out.rewards[:b].float(), out.rewards[b:].float(), centering)
+        loss = reward_pair_loss(z, batch.p_chosen, batch.margin, params.soft_targets, params.margin_offset).mean()
+        if params.centering and out.rewards is not None:
+            loss = loss + centering_penalty(out.rewards[:b].float(), out.rewards[b:].float(), params.centering)
         metrics = {
-            "accuracy": (z > 0).float().mean(),  # strict: a tie counts as wrong (docs/methods.md s5)
+            "accuracy": (z > 0).float().mean(),
             "mean_logit": z.mean(),
             "soft_target_error": (torch.sigmoid(z) - batch.p_chosen).abs().mean(),
         }

@@ -1,4 +1,4 @@
-"""Train one reward model (BT, margin, MMPO; scalar or GPM head) from pairs tables.
+"""Train one reward model (logistic loss, hard or soft targets; scalar or GPM head) from pairs tables.
 
 This is the single training entry point: the Kedro node calls it in-process, and the
 multi-process launcher (``launch.py``) calls the same function in every process.
@@ -17,11 +17,11 @@ from transformers import PreTrainedTokenizerBase
 from prefalign.core.models.backbone import ModelConfig, build_backbone
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer
-from prefalign.core.reward.losses import OBJECTIVES
-from prefalign.core.reward.model import HeadConfig, RewardModel
+from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.training.batching import make_pair_batches, padding_fraction, tokenize_pairs
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
+from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
 
 TIE_P = 0.5
@@ -29,12 +29,16 @@ TIE_P = 0.5
 
 @dataclass(frozen=True)
 class RewardParams:
-    """One objective's parameters (``reward.defaults`` deep-merged with ``reward.<objective>``)."""
+    """One reward objective's parameters (``reward.defaults`` deep-merged with ``reward.<objective>``).
 
-    objective: str = "bt"  # bt | margin | mmpo
+    The head type (scalar or gpm) is the registry entry's model kind (core/objectives/registry.py),
+    written into ``head["head"]`` before parsing; ``head`` holds the other HeadConfig keys.
+    """
+
+    soft_targets: bool = False  # docs/methods.md s2: each pair's p_chosen instead of a hard label; keeps ties
+    margin_offset: bool = False  # docs/methods.md s2: logit z - m (Llama 2); pairs without a margin are dropped
     head: dict = field(default_factory=dict)  # HeadConfig keys except the lengths
     centering: float = 0.0  # docs/methods.md s2; scalar heads only
-    drop_ties: bool | None = None  # null: drop p = 0.5 pairs for bt/margin, keep them for mmpo
     max_length: int = 256
     max_prompt_length: int = 128
     batch_size: int = 16  # pairs per global micro-batch (2x sequences per forward)
@@ -51,9 +55,13 @@ class RewardParams:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "RewardParams":
+        """Parse and check every sub-config now, before any training.
+
+        Raises:
+            ValueError: an unknown key (named, with the allowed ones), a bad head/tokenizer/model/
+                training value, or num_processes < 1 or > batch_size.
+        """
         p = dataclass_from_params(cls, params, "reward parameter")
-        if p.objective not in OBJECTIVES:
-            raise ValueError(f"reward objective={p.objective!r} is not one of {OBJECTIVES}")
         if p.num_processes < 1 or p.batch_size < p.num_processes:
             raise ValueError(f"need num_processes >= 1 and batch_size ({p.batch_size}) >= num_processes ({p.num_processes})")
         # Fail before any training: every sub-config is parsed now.
@@ -63,9 +71,22 @@ class RewardParams:
     def head_config(self) -> HeadConfig:
         return HeadConfig.from_dict({**self.head, "max_length": self.max_length, "max_prompt_length": self.max_prompt_length})
 
-    @property
-    def keeps_ties(self) -> bool:
-        return self.objective == "mmpo" if self.drop_ties is None else not self.drop_ties
+
+def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
+    """``params`` with ``head.head`` set to the registry's model kind.
+
+    Raises:
+        ValueError: when the parameters already name another head type (the registry entry decides it).
+    """
+    if head_type not in HEAD_TYPES:
+        raise ValueError(f"head type {head_type!r} is not one of {HEAD_TYPES}")
+    head = dict(params.get("head") or {})
+    if head.get("head", head_type) != head_type:
+        raise ValueError(
+            f"head.head={head['head']!r} contradicts the objective's registered model kind ({head_type!r}); "
+            "remove head.head from the parameters"
+        )
+    return {**params, "head": {**head, "head": head_type}}
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -76,18 +97,28 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def select_pairs(pairs: pl.DataFrame, split: str, params: RewardParams, max_pairs: int | None) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Rows of ``split``; ties dropped unless the objective keeps them; null margins dropped for 'margin'.
+def select_pairs(
+    pairs: pl.DataFrame, split: str, params: RewardParams, max_pairs: int | None, drop_ties: bool
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Rows of ``split``; ties dropped when ``drop_ties``; null margins dropped under ``margin_offset``.
 
-    Capping (``max_pairs``) takes the pairs with the smallest pair_id hash: deterministic and unbiased.
+    Args:
+        pairs: the validated pairs table.
+        split: ``train`` or ``val``.
+        params: the objective's parameters.
+        max_pairs: cap; the pairs with the smallest pair_id hash are kept (deterministic, unbiased).
+        drop_ties: the registry's ``drops_ties`` of this objective (hard labels drop p = 0.5, docs/methods.md s1).
+
+    Returns:
+        (selected rows, counts of rows seen / dropped / used).
     """
     frame = pairs.filter(pl.col("split") == split)
     counts = {f"{split}_rows": frame.height}
-    if not params.keeps_ties:
+    if drop_ties:
         ties = frame.filter(pl.col("p_chosen") <= TIE_P)
         counts[f"{split}_ties_dropped"] = ties.height
         frame = frame.filter(pl.col("p_chosen") > TIE_P)
-    if params.objective == "margin":
+    if params.margin_offset:
         counts[f"{split}_null_margin_dropped"] = frame.filter(pl.col("margin").is_null()).height
         frame = frame.filter(pl.col("margin").is_not_null())
     if max_pairs is not None and frame.height > max_pairs:
@@ -102,21 +133,31 @@ def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrained
     return build_tokenizer(params.tokenizer, texts)
 
 
-@dataclass
-class RewardTrainingOutput:
-    bundle: ModelBundle
-    curve: list[dict[str, float]]
-    metrics: dict[str, Any]
-
-
 def train_reward_model(
     train_pairs: pl.DataFrame,
     val_pairs: pl.DataFrame,
     tokenizer: PreTrainedTokenizerBase,
     params: RewardParams,
     output_dir: str | Path,
-) -> RewardTrainingOutput:
-    """Tokenise, batch, build backbone + head, train with the shared loop, report metrics."""
+    objective: str,
+) -> TrainingRun:
+    """Tokenise, batch, build backbone + head, train with the shared loop, report metrics.
+
+    Args:
+        train_pairs, val_pairs: selected pairs (``select_pairs``).
+        tokenizer: the fitted tokenizer (saved with the model).
+        params: the objective's parameters (head type already set by the registry).
+        output_dir: resumable loop checkpoints; a run finds and resumes its newest one.
+        objective: the registry name, recorded in the metrics and the checkpoint metadata.
+
+    Returns:
+        The TrainingRun (model in eval mode, per-step curve, metrics incl. val/train accuracy).
+
+    Raises:
+        ValueError: from the loop when there are no training batches.
+
+    Source: docs/methods.md s2 (loss), s3 (GPM head).
+    """
     cfg = params.head_config()
 
     def tokenize(frame: pl.DataFrame):
@@ -130,7 +171,7 @@ def train_reward_model(
     train_batches = make_pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, seed=None) if len(val_tok) else []
     model = RewardModel(build_backbone(params.model, tokenizer), cfg)
-    loss_fn = make_reward_loss_fn(params.objective, params.centering)
+    loss_fn = make_reward_loss_fn(params)
     accelerator = make_accelerator(training.mixed_precision)
     result = train(model, train_batches, val_batches, loss_fn, training, output_dir, accelerator)
 
@@ -138,8 +179,9 @@ def train_reward_model(
     check = tokenize(train_pairs.head(n_check)) if n_check else None
     train_eval = evaluate(result.model, make_pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, seed=None), loss_fn, accelerator) if check else {}
     metrics = {
-        "objective": params.objective,
+        "objective": objective,
         "head": cfg.head,
+        "soft_targets": params.soft_targets,
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "num_processes": accelerator.num_processes,
@@ -155,5 +197,5 @@ def train_reward_model(
         "parameters": sum(p.numel() for p in result.model.parameters()),
     }
     result.model.eval()
-    bundle = ModelBundle(result.model, tokenizer, {"objective": params.objective, "head": cfg.head, "steps": result.steps})
-    return RewardTrainingOutput(bundle, result.history, metrics)
+    bundle = ModelBundle(result.model, tokenizer, {"objective": objective, "head": cfg.head, "steps": result.steps})
+    return TrainingRun(bundle, curve_frame(result.history), metrics)

@@ -1,19 +1,27 @@
-"""Run a module under ``accelerate launch`` as a subprocess: the one launcher of every objective.
+"""Multi-process training: the same entry point under ``accelerate launch`` (one protocol for all objectives).
 
-A training node writes its inputs to ``work_dir``, calls :func:`run_accelerate_module`, and reads
-the main process's result back from ``work_dir``; Kedro itself runs once. The module's ``main``
-receives ``work_dir`` as its only argument.
+The parent (a Kedro node) writes the inputs (JSON args, parquet frames, model bundles,
+tokenizers) to ``work_dir``, starts ``accelerate launch -m prefalign.core.training.launch
+<work_dir>`` and reads the main process's TrainingRun back, so Kedro runs once and the catalog
+stores the outputs. Every process calls ``core.objectives.train.train_objective`` and trains on
+its share of each global batch (DDP; gloo on CPU, NCCL on GPU); only the main process writes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import polars as pl
 
 import prefalign
+from prefalign.core.models.checkpoint import ModelBundle, load_bundle, save_bundle
+from prefalign.core.training.run import TrainingRun
 
 
 def free_port() -> int:
@@ -24,6 +32,11 @@ def free_port() -> int:
 
 
 def accelerate_command(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None) -> list[str]:
+    """The ``accelerate launch`` command line.
+
+    Raises:
+        FileNotFoundError: ``accelerate_config`` names a file that does not exist.
+    """
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         if not Path(accelerate_config).exists():
@@ -38,7 +51,11 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
 
 
 def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None, what: str) -> None:
-    """Start ``module`` in ``num_processes`` processes; raise with the children's stderr if it fails."""
+    """Start ``module`` in ``num_processes`` processes.
+
+    Raises:
+        RuntimeError: the children exited non-zero (the message carries their stderr's tail).
+    """
     env = dict(os.environ)
     src = str(Path(prefalign.__file__).resolve().parents[1])  # the project may not be pip-installed
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -46,3 +63,59 @@ def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accel
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"multi-process {what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def run_in_subprocesses(
+    namespace: str,
+    args: dict[str, Any],
+    frames: dict[str, pl.DataFrame],
+    bundles: dict[str, ModelBundle],
+    tokenizers: dict[str, Any],
+    work_dir: str | Path,
+    num_processes: int,
+    accelerate_config: str | None = None,
+) -> TrainingRun:
+    """Run ``train_objective(namespace, ...)`` in ``num_processes`` processes; return the main process's run."""
+    work = Path(work_dir)
+    inputs = work / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        frame.write_parquet(inputs / f"frame_{name}.parquet")
+    for name, bundle in bundles.items():
+        save_bundle(bundle, inputs / f"bundle_{name}")
+    for name, tokenizer in tokenizers.items():
+        tokenizer.save_pretrained(inputs / f"tokenizer_{name}")
+    manifest = {"namespace": namespace, "args": args, "frames": sorted(frames), "bundles": sorted(bundles),
+                "tokenizers": sorted(tokenizers)}
+    (inputs / "spec.json").write_text(json.dumps(manifest, default=str))
+    run_accelerate_module("prefalign.core.training.launch", work, num_processes, accelerate_config, f"{namespace} training")
+    result = work / "result"
+    bundle = load_bundle(result / "model")
+    bundle.model.train(False)
+    return TrainingRun(bundle, pl.read_parquet(result / "training_curve.parquet"), json.loads((result / "metrics.json").read_text()))
+
+
+def main(work_dir: str) -> None:
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from prefalign.core.objectives.train import train_objective  # the registry imports this module's callers
+
+    work = Path(work_dir)
+    inputs = work / "inputs"
+    manifest = json.loads((inputs / "spec.json").read_text())
+    frames = {name: pl.read_parquet(inputs / f"frame_{name}.parquet") for name in manifest["frames"]}
+    bundles = {name: load_bundle(inputs / f"bundle_{name}") for name in manifest["bundles"]}
+    tokenizers = {name: AutoTokenizer.from_pretrained(inputs / f"tokenizer_{name}") for name in manifest["tokenizers"]}
+    run = train_objective(manifest["namespace"], manifest["args"], frames, bundles, tokenizers)
+    state = PartialState()
+    if state.is_main_process:  # only the main process writes
+        result = work / "result"
+        save_bundle(run.bundle, result / "model")
+        run.training_curve.write_parquet(result / "training_curve.parquet")
+        (result / "metrics.json").write_text(json.dumps({**run.metrics, "num_processes": state.num_processes}))
+    state.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

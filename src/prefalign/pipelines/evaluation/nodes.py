@@ -188,7 +188,7 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, par
                     **models: dict[str, Any]) -> tuple[
         dict[str, Any], pl.DataFrame, pl.DataFrame]:
     """All models side by side: the run's metrics JSON, the comparison table, the data summary."""
-    order = params.get("model_order") or sorted(models)
+    order = params.get("model_order") or list(models)  # default: the pipeline's (registry) order
     ordered = {name: models[name] for name in order if name in models}
     ordered.update({name: m for name, m in models.items() if name not in ordered})
     data = evaluate.data_summary(validated_pairs)

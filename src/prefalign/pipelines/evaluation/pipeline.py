@@ -10,11 +10,13 @@ from importlib.util import find_spec
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from prefalign.core.objectives.registry import objectives, reference_policy
 from prefalign.pipelines.evaluation import nodes
 
-REWARD_MODELS = ["reward_bt", "reward_mmpo", "reward_gpm"]
-REFERENCE_POLICY = "policy_sft"
-POLICIES = ["policy_dpo", "policy_mmpo", "policy_ipo", "policy_gpo", "policy_gpo_bt"]
+# Every registered objective is evaluated (core/objectives/registry.py), in registration order.
+REWARD_MODELS = [spec.namespace for spec in objectives(evaluation="reward_model")]
+REFERENCE_POLICY = reference_policy().namespace
+POLICIES = [spec.namespace for spec in objectives(evaluation="implicit_reward")]
 SHARED = ["evaluation_test_pairs", "evaluation_rewardbench_rows", "evaluation_test_triples"]
 
 

@@ -1,4 +1,5 @@
-"""Policy nodes: unpack parameters, call core/policy, return what the catalog saves."""
+"""Policy nodes, one set per registered policy objective: unpack parameters, call core, return
+what the catalog saves."""
 
 from __future__ import annotations
 
@@ -6,35 +7,33 @@ import logging
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
-from prefalign.core.policy.launch import run_in_subprocesses
+from prefalign.core.objectives.registry import ObjectiveSpec
+from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
-from prefalign.core.policy.training import (
-    apply_cpu_threads,
-    GPOConfig,
-    PolicyDataConfig,
-    PreferenceConfig,
-    reference_logprobs,
-    train_gpo,
-    train_preference,
-    train_sft,
-)
+from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, reference_logprobs, train_gpo
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
 
 
-def _work_dir(defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
+def _named(func: Callable, name: str) -> Callable:
+    func.__name__ = func.__qualname__ = name
+    return func
+
+
+def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame,
+              start: ModelBundle | None = None) -> Path:
     # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
     # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
     # the versioned catalog dataset.
     if "work_dir" not in objective:
-        raise ValueError("each policy.<namespace> block needs work_dir (where an interrupted run resumes from)")
+        raise ValueError(f"{spec.params_key} needs work_dir (where an interrupted run resumes from)")
     name = Path(objective["work_dir"]).name
     return resumable_run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
 
@@ -48,83 +47,92 @@ def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
     return processes
 
 
-def sft_policy(
-    validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
-) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
-    """SFT on prompt + chosen (response-only loss): the reference for every other policy."""
-    data = PolicyDataConfig.from_dict(defaults.get("data"))
-    training = TrainConfig.from_dict(objective.get("training"))
-    apply_cpu_threads(training)
-    work_dir = _work_dir(defaults, objective, validated_pairs)
-    processes = _num_processes(defaults, data)
-    if processes > 1:
-        spec = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
-                "training": asdict(training), "output_dir": str(work_dir)}
-        with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
-            run = run_in_subprocesses("sft", validated_pairs, spec, tmp, processes, defaults.get("accelerate_config"))
+def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any], frames: dict[str, pl.DataFrame],
+            data: PolicyDataConfig, bundles: dict[str, ModelBundle] | None = None):
+    with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
+        return launch(spec.namespace, args, frames, bundles, num_processes=_num_processes(defaults, data),
+                      accelerate_config=defaults.get("accelerate_config"), work_dir=tmp)
+
+
+def sft_node(spec: ObjectiveSpec) -> Callable:
+    """Node of the reference objective: SFT on prompt + chosen (response-only loss)."""
+
+    def train(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
+              ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
+        data = PolicyDataConfig.from_dict(defaults.get("data"))
+        training = TrainConfig.from_dict(objective.get("training"))
+        apply_cpu_threads(training)
+        args = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
+                "training": asdict(training), "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs))}
+        run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data)
+        log.info("%s: val_loss=%s steps=%s", spec.namespace, run.metrics.get("val_loss"), run.metrics["steps"])
+        return run.bundle, run.training_curve, run.metrics
+
+    return _named(train, f"{spec.namespace}_train")
+
+
+def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
+    """Node computing log pi_ref(chosen), log pi_ref(rejected) per pair_id, once per dataset."""
+
+    def compute(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
+                objective: dict[str, Any]) -> pl.DataFrame:
+        apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
+        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
+
+    return _named(compute, f"{spec.namespace}_reference_logprobs")
+
+
+def pairwise_node(spec: ObjectiveSpec) -> Callable:
+    """Node training the pairwise objective ``spec`` from the reference policy.
+
+    Its inputs are (reference, validated_pairs, [reference_logprobs,] defaults, objective): the
+    reference table only when ``spec.needs_reference``.
+    """
+
+    def run_it(reference: ModelBundle, validated_pairs: pl.DataFrame, table: pl.DataFrame | None,
+               defaults: dict[str, Any], objective: dict[str, Any]) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
+        config = spec.parse(objective.get(spec.config_key))
+        data = PolicyDataConfig.from_dict(defaults.get("data"))
+        training = TrainConfig.from_dict(objective.get("training"))
+        apply_cpu_threads(training)
+        args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
+                "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
+        frames = {"pairs": validated_pairs, **({"reference_logprobs": table} if table is not None else {})}
+        run = _launch(spec, defaults, args, frames, data, {"reference": reference})
+        log.info("%s: policy ranking train=%s val=%s", spec.namespace, run.metrics["policy"]["train"],
+                 run.metrics["policy"]["val"])
+        return run.bundle, run.training_curve, run.metrics
+
+    if spec.needs_reference:
+        def train(reference, validated_pairs, reference_table, defaults, objective):
+            return run_it(reference, validated_pairs, reference_table, defaults, objective)
     else:
-        run = train_sft(validated_pairs, defaults.get("tokenizer"), defaults.get("model"), data, training, work_dir)
-    log.info("policy sft: val_loss=%s steps=%s", run.metrics.get("val_loss"), run.metrics["steps"])
-    return run.bundle, run.training_curve, run.metrics
+        def train(reference, validated_pairs, defaults, objective):
+            return run_it(reference, validated_pairs, None, defaults, objective)
+
+    return _named(train, f"{spec.namespace}_train")
 
 
-def compute_reference_logprobs(
-    reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
-) -> pl.DataFrame:
-    """log pi_ref(chosen) and log pi_ref(rejected) per pair_id, computed once per dataset."""
-    apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
-    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
+def on_policy_node(spec: ObjectiveSpec) -> Callable:
+    """Node of an on-policy objective: iterative GPO scored by ``spec.preference_model``."""
 
+    def train(reference: ModelBundle, preference_model: ModelBundle, validated_pairs: pl.DataFrame,
+              defaults: dict[str, Any], objective: dict[str, Any]
+              ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+        gpo = spec.parse(objective.get(spec.config_key))
+        training = TrainConfig.from_dict(objective.get("training"))
+        apply_cpu_threads(training)
+        run = train_gpo(
+            reference,
+            preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
+            validated_pairs,
+            gpo,
+            PolicyDataConfig.from_dict(defaults.get("data")),
+            training,
+            _work_dir(spec, defaults, objective, validated_pairs, reference),
+            preference_model_name=f"{spec.preference_model}.model",
+            name=spec.name,
+        )
+        return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
 
-def preference_policy(
-    reference: ModelBundle,
-    validated_pairs: pl.DataFrame,
-    reference_table: pl.DataFrame,
-    defaults: dict[str, Any],
-    objective: dict[str, Any],
-) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
-    """DPO / MMPO / cDPO / IPO, the loss chosen by `objective.loss`."""
-    preference = PreferenceConfig.from_dict(objective.get("objective"))
-    data = PolicyDataConfig.from_dict(defaults.get("data"))
-    training = TrainConfig.from_dict(objective.get("training"))
-    apply_cpu_threads(training)
-    work_dir = _work_dir(defaults, objective, validated_pairs, reference)
-    processes = _num_processes(defaults, data)
-    if processes > 1:
-        spec = {"preference": asdict(preference), "data": asdict(data), "training": asdict(training), "output_dir": str(work_dir)}
-        with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
-            run = run_in_subprocesses(
-                "preference", validated_pairs, spec, tmp, processes, defaults.get("accelerate_config"),
-                reference=reference, reference_table=reference_table,
-            )
-    else:
-        run = train_preference(reference, validated_pairs, reference_table, preference, data, training, work_dir)
-    log.info(
-        "policy %s: implicit accuracy train=%s val=%s",
-        preference.loss, run.metrics["policy"]["train"].get("implicit_accuracy"), run.metrics["policy"]["val"].get("implicit_accuracy"),
-    )
-    return run.bundle, run.training_curve, run.metrics
-
-
-def gpo_policy(
-    reference: ModelBundle,
-    preference_model: ModelBundle,
-    validated_pairs: pl.DataFrame,
-    defaults: dict[str, Any],
-    objective: dict[str, Any],
-) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Iterative GPO scored by a preference model (GPM table, or BT rewards for the baseline)."""
-    gpo = GPOConfig.from_dict(objective.get("gpo"))
-    training = TrainConfig.from_dict(objective.get("training"))
-    apply_cpu_threads(training)
-    run = train_gpo(
-        reference,
-        preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
-        validated_pairs,
-        gpo,
-        PolicyDataConfig.from_dict(defaults.get("data")),
-        training,
-        _work_dir(defaults, objective, validated_pairs, reference),
-        preference_model_name=objective.get("preference_model_name", "preference_model"),
-    )
-    return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
+    return _named(train, f"{spec.namespace}_train")

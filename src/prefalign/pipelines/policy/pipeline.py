@@ -1,88 +1,57 @@
-"""Policy pipeline: one SFT reference, preference policies from a template, iterative GPO.
+"""Policy pipeline, generated from the registry (core/objectives/registry.py): the reference (SFT)
+objective, one pairwise template per pairwise objective, one on-policy template per GPO-style one.
 
-Every objective is its own namespace (policy_sft, policy_dpo, policy_mmpo, policy_ipo,
-policy_gpo, policy_gpo_bt), so each runs alone:
-    kedro run --pipeline policy --namespaces policy_dpo
-Its settings are `policy.<objective>` (sft, dpo, ...) in parameters_policy.yml; `policy.defaults`
-holds the model, tokenizer and data settings every objective uses.
+Every objective is its own namespace ``policy_<name>``, so each runs alone
+(``kedro run --pipeline policy --namespaces <namespace>``). Its settings are ``policy.<name>`` in
+parameters_policy.yml; ``policy.defaults`` holds the model, tokenizer and data settings every
+objective uses.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from prefalign.pipelines.policy.nodes import (
-    compute_reference_logprobs,
-    gpo_policy,
-    preference_policy,
-    sft_policy,
-)
+from prefalign.core.objectives.registry import ObjectiveSpec, objectives, reference_policy
+from prefalign.pipelines.policy import nodes
 
-PREFERENCE_NAMESPACES = ("policy_dpo", "policy_mmpo", "policy_ipo")
-# GPO namespace -> the reward pipeline's checkpoint that scores its samples
-GPO_NAMESPACES = {"policy_gpo": "reward_gpm.model", "policy_gpo_bt": "reward_bt.model"}
+PARAMS = ["params:defaults", "params:objective"]
 
 
-def _params(namespace: str) -> dict[str, str]:
-    return {"params:defaults": "params:policy.defaults", "params:objective": f"params:policy.{namespace.removeprefix('policy_')}"}
+def _wrap(spec: ObjectiveSpec, node_list: list[Node], inputs) -> Pipeline:
+    return Pipeline(node_list, namespace=spec.namespace, inputs=inputs,
+                    parameters={"params:defaults": "params:policy.defaults", "params:objective": f"params:{spec.params_key}"})
 
 
-def sft_pipeline() -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                sft_policy,
-                inputs=["validated_pairs", "params:defaults", "params:objective"],
-                outputs=["model", "training_curve", "metrics"],
-                name="train_sft",
-            )
-        ],
-        namespace="policy_sft",
-        inputs={"validated_pairs"},
-        parameters=_params("policy_sft"),
-    )
+def reference_pipeline(spec: ObjectiveSpec) -> Pipeline:
+    return _wrap(spec, [Node(nodes.sft_node(spec), inputs=["validated_pairs", *PARAMS],
+                             outputs=["model", "training_curve", "metrics"], name="train_sft")], {"validated_pairs"})
 
 
-def preference_pipeline(namespace: str) -> Pipeline:
-    """The DPO/MMPO/IPO template: reference log-probs once, then training."""
-    return Pipeline(
-        [
-            Node(
-                compute_reference_logprobs,
-                inputs=["policy_sft.model", "validated_pairs", "params:defaults", "params:objective"],
-                outputs="reference_logprobs",
-                name="reference_logprobs",
-            ),
-            Node(
-                preference_policy,
-                inputs=["policy_sft.model", "validated_pairs", "reference_logprobs", "params:defaults", "params:objective"],
-                outputs=["model", "training_curve", "metrics"],
-                name="train_policy",
-            ),
-        ],
-        namespace=namespace,
-        inputs={"validated_pairs", "policy_sft.model"},
-        parameters=_params(namespace),
-    )
+def pairwise_pipeline(spec: ObjectiveSpec, reference: str) -> Pipeline:
+    """Reference log-probs once (only when the objective needs them), then training."""
+    steps = []
+    table = []
+    if spec.needs_reference:
+        steps.append(Node(nodes.reference_logprobs_node(spec), inputs=[reference, "validated_pairs", *PARAMS],
+                          outputs="reference_logprobs", name="reference_logprobs"))
+        table = ["reference_logprobs"]
+    steps.append(Node(nodes.pairwise_node(spec), inputs=[reference, "validated_pairs", *table, *PARAMS],
+                      outputs=["model", "training_curve", "metrics"], name="train_policy"))
+    return _wrap(spec, steps, {"validated_pairs", reference})
 
 
-def gpo_pipeline(namespace: str, preference_model: str) -> Pipeline:
-    return Pipeline(
-        [
-            Node(
-                gpo_policy,
-                inputs=["policy_sft.model", "preference_model", "validated_pairs", "params:defaults", "params:objective"],
-                outputs=["model", "iteration_models", "generations", "training_curve", "metrics"],
-                name="train_gpo",
-            )
-        ],
-        namespace=namespace,
-        inputs={"validated_pairs": "validated_pairs", "policy_sft.model": "policy_sft.model", "preference_model": preference_model},
-        parameters=_params(namespace),
-    )
+def on_policy_pipeline(spec: ObjectiveSpec, reference: str) -> Pipeline:
+    return _wrap(spec, [Node(nodes.on_policy_node(spec), inputs=[reference, "preference_model", "validated_pairs", *PARAMS],
+                             outputs=["model", "iteration_models", "generations", "training_curve", "metrics"],
+                             name="train_gpo")],
+                 {"validated_pairs": "validated_pairs", reference: reference,
+                  "preference_model": f"{spec.preference_model}.model"})
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return (
-        sft_pipeline()
-        + sum((preference_pipeline(ns) for ns in PREFERENCE_NAMESPACES), Pipeline([]))
-        + sum((gpo_pipeline(ns, model) for ns, model in GPO_NAMESPACES.items()), Pipeline([]))
-    )
+    ref_spec = reference_policy()
+    reference = f"{ref_spec.namespace}.model"
+    pipe = reference_pipeline(ref_spec)
+    for spec in objectives(family="policy", trainer="pairwise"):
+        pipe += pairwise_pipeline(spec, reference)
+    for spec in objectives(family="policy", trainer="on_policy"):
+        pipe += on_policy_pipeline(spec, reference)
+    return pipe

@@ -1,4 +1,4 @@
-"""Thin nodes of the reward pipeline; the method lives in ``prefalign.core.reward``."""
+"""Thin nodes of the reward pipeline, one set per registered reward objective; the method lives in core."""
 
 from __future__ import annotations
 
@@ -6,73 +6,77 @@ import logging
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.checkpoint import ModelBundle
-from prefalign.core.reward.launch import train_in_subprocesses
-from prefalign.core.training.resume import discard_checkpoints, resumable_run_dir
-from prefalign.core.reward.training import (
-    RewardParams,
-    deep_merge,
-    fit_tokenizer,
-    select_pairs,
-    train_reward_model,
-)
+from prefalign.core.objectives.registry import ObjectiveSpec
+from prefalign.core.objectives.train import launch
+from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs
+from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
 
 
-def _params(defaults: dict[str, Any], objective: dict[str, Any]) -> RewardParams:
-    return RewardParams.from_dict(deep_merge(defaults, objective))
+def _named(func: Callable, name: str) -> Callable:
+    func.__name__ = func.__qualname__ = name
+    return func
 
 
-def select_training_pairs(
-    validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
-    """Train and val pairs for this objective (ties dropped for BT, kept for MMPO), with counts."""
-    params = _params(defaults, objective)
-    train, train_counts = select_pairs(validated_pairs, "train", params, params.max_train_pairs)
-    val, val_counts = select_pairs(validated_pairs, "val", params, params.max_val_pairs)
-    if train.height == 0:
-        raise ValueError(
-            f"no train pairs left for objective {params.objective!r} ({train_counts}); "
-            "check validated_pairs has split == 'train' rows"
-        )
-    return train, val, {**train_counts, **val_counts}
+def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
+    """The three node functions of the reward objective ``spec`` (select pairs, fit tokenizer, train)."""
 
+    def params_of(defaults: dict[str, Any], objective: dict[str, Any]) -> RewardParams:
+        return spec.parse(deep_merge(defaults, objective))
 
-def train_tokenizer(train_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]) -> PreTrainedTokenizerBase:
-    return fit_tokenizer(train_pairs, _params(defaults, objective))
+    def select_training_pairs(
+        validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
+    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+        """Train and val pairs (ties dropped for hard labels, kept for soft targets), with counts."""
+        params = params_of(defaults, objective)
+        drop = spec.drops_ties(params)
+        train, train_counts = select_pairs(validated_pairs, "train", params, params.max_train_pairs, drop)
+        val, val_counts = select_pairs(validated_pairs, "val", params, params.max_val_pairs, drop)
+        if train.height == 0:
+            raise ValueError(
+                f"no train pairs left for {spec.namespace} ({train_counts}); "
+                "check validated_pairs has split == 'train' rows"
+            )
+        return train, val, {**train_counts, **val_counts}
 
+    def train_tokenizer(train_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]) -> PreTrainedTokenizerBase:
+        return fit_tokenizer(train_pairs, params_of(defaults, objective))
 
-def train_reward(
-    train_pairs: pl.DataFrame,
-    val_pairs: pl.DataFrame,
-    tokenizer: PreTrainedTokenizerBase,
-    selection: dict[str, int],
-    defaults: dict[str, Any],
-    objective: dict[str, Any],
-) -> tuple[ModelBundle, list[dict[str, float]], dict[str, Any]]:
-    """Train in-process, or under ``accelerate launch`` when ``num_processes > 1``.
+    def train_reward(
+        train_pairs: pl.DataFrame,
+        val_pairs: pl.DataFrame,
+        tokenizer: PreTrainedTokenizerBase,
+        selection: dict[str, int],
+        defaults: dict[str, Any],
+        objective: dict[str, Any],
+    ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
+        """Train in-process, or under ``accelerate launch`` when ``num_processes > 1``.
 
-    Resumable state goes to ``checkpoint_dir/<fingerprint of params and pairs>``: a killed run
-    started again continues from its last checkpoint; a finished run drops it.
-    """
-    params = _params(defaults, objective)
-    with tempfile.TemporaryDirectory(prefix="prefalign_reward_") as tmp:
-        base = Path(params.checkpoint_dir) if params.checkpoint_dir else Path(tmp)
-        output_dir = resumable_run_dir(base, f"{params.objective}_{params.head_config().head}", asdict(params), [train_pairs, val_pairs])
-        if params.num_processes > 1:
-            out = train_in_subprocesses(train_pairs, val_pairs, tokenizer, params, output_dir, Path(tmp) / "launch")
-        else:
-            out = train_reward_model(train_pairs, val_pairs, tokenizer, params, output_dir)
-        discard_checkpoints(output_dir)  # the model is in the catalog now; a re-run trains again
-    metrics = {**out.metrics, "selection": selection}
-    log.info(
-        "reward %s/%s: val_accuracy=%s train_accuracy=%s steps=%s",
-        params.objective, params.head_config().head, metrics.get("val_accuracy"), metrics.get("train_accuracy"), metrics["steps"],
-    )
-    return out.bundle, out.curve, metrics
+        Resumable state goes to ``checkpoint_dir/<fingerprint of params and pairs>``: a killed run
+        started again continues from its last checkpoint; a finished run drops it.
+        """
+        params = params_of(defaults, objective)
+        with tempfile.TemporaryDirectory(prefix="prefalign_reward_") as tmp:
+            base = Path(params.checkpoint_dir) if params.checkpoint_dir else Path(tmp)
+            output_dir = resumable_run_dir(base, spec.name, asdict(params), [train_pairs, val_pairs])
+            run = launch(spec.namespace, {"params": asdict(params), "output_dir": str(output_dir)},
+                         {"train": train_pairs, "val": val_pairs}, tokenizers={"tokenizer": tokenizer},
+                         num_processes=params.num_processes, accelerate_config=params.accelerate_config,
+                         work_dir=Path(tmp) / "launch")
+        metrics = {**run.metrics, "selection": selection}
+        log.info("%s: val_accuracy=%s train_accuracy=%s steps=%s", spec.namespace, metrics.get("val_accuracy"),
+                 metrics.get("train_accuracy"), metrics["steps"])
+        return run.bundle, run.training_curve, metrics
+
+    return {
+        "select_training_pairs": _named(select_training_pairs, f"{spec.namespace}_select_training_pairs"),
+        "train_tokenizer": _named(train_tokenizer, f"{spec.namespace}_train_tokenizer"),
+        "train_reward_model": _named(train_reward, f"{spec.namespace}_train_reward_model"),
+    }

@@ -1,37 +1,25 @@
-"""One template pipeline, instantiated per objective: namespaces reward_bt, reward_mmpo, reward_gpm.
+"""One template pipeline per registered reward objective (core/objectives/registry.py).
 
-Parameters: ``reward.defaults`` deep-merged with ``reward.<objective>``. Run one objective with
-``kedro run --pipeline reward --namespaces reward_gpm``.
+Namespace ``reward_<name>``; parameters ``reward.defaults`` deep-merged with ``reward.<name>``.
+Run one objective with ``kedro run --pipeline reward --namespaces <namespace>``.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from prefalign.pipelines.reward.nodes import select_training_pairs, train_reward, train_tokenizer
+from prefalign.core.objectives.registry import ObjectiveSpec, objectives
+from prefalign.pipelines.reward.nodes import reward_nodes
 
-OBJECTIVES = ("bt", "mmpo", "gpm")
 
-
-def template() -> Pipeline:
+def template(spec: ObjectiveSpec) -> Pipeline:
+    fn = reward_nodes(spec)
+    params = ["params:reward.defaults", "params:reward.objective"]
     return Pipeline(
         [
-            Node(
-                select_training_pairs,
-                inputs=["validated_pairs", "params:reward.defaults", "params:reward.objective"],
-                outputs=["train_pairs", "val_pairs", "selection"],
-                name="select_training_pairs",
-            ),
-            Node(
-                train_tokenizer,
-                inputs=["train_pairs", "params:reward.defaults", "params:reward.objective"],
-                outputs="tokenizer",
-                name="train_tokenizer",
-            ),
-            Node(
-                train_reward,
-                inputs=["train_pairs", "val_pairs", "tokenizer", "selection", "params:reward.defaults", "params:reward.objective"],
-                outputs=["model", "training_curve", "metrics"],
-                name="train_reward_model",
-            ),
+            Node(fn["select_training_pairs"], inputs=["validated_pairs", *params],
+                 outputs=["train_pairs", "val_pairs", "selection"], name="select_training_pairs"),
+            Node(fn["train_tokenizer"], inputs=["train_pairs", *params], outputs="tokenizer", name="train_tokenizer"),
+            Node(fn["train_reward_model"], inputs=["train_pairs", "val_pairs", "tokenizer", "selection", *params],
+                 outputs=["model", "training_curve", "metrics"], name="train_reward_model"),
         ]
     )
 
@@ -40,15 +28,13 @@ def create_pipeline(**kwargs) -> Pipeline:
     return sum(
         (
             Pipeline(
-                template(),
-                namespace=f"reward_{objective}",
+                template(spec),
+                namespace=spec.namespace,
                 inputs={"validated_pairs"},
-                parameters={
-                    "params:reward.defaults": "params:reward.defaults",
-                    "params:reward.objective": f"params:reward.{objective}",
-                },
+                parameters={"params:reward.defaults": "params:reward.defaults",
+                            "params:reward.objective": f"params:{spec.params_key}"},
             )
-            for objective in OBJECTIVES
+            for spec in objectives(family="reward")
         ),
         Pipeline([]),
     )

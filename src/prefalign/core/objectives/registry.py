@@ -1,0 +1,173 @@
+"""The objective registry: every trained objective, declared once.
+
+The reward, policy and evaluation pipelines are generated from this list, so a registered
+objective is always trained and evaluated, and an objective's name appears here and in its
+parameters block (``reward.<name>`` / ``policy.<name>``), nowhere else in the code. Adding an
+objective = a loss (core/policy/objectives.py or core/reward/losses.py), an entry below, and a
+parameters block.
+
+Framework-free: no Kedro import.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.policy import objectives as policy
+from prefalign.core.policy.gpo import make_gpo_loss_fn
+from prefalign.core.policy.training import GPOConfig
+from prefalign.core.reward.objective import make_reward_loss_fn
+from prefalign.core.reward.training import RewardParams, with_head_type
+
+FAMILIES = ("reward", "policy")
+MODEL_KINDS = ("reward_scalar", "reward_gpm", "policy")
+TRAINERS = ("reward", "sft", "pairwise", "on_policy")
+DATA = ("pairs", "chosen_responses", "on_policy_samples")
+EVALUATION = ("reward_model", "implicit_reward", "reference")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """One registered objective.
+
+    Attributes:
+        name: the parameters key (``reward.<name>`` / ``policy.<name>``); the Kedro namespace and
+            dataset prefix is ``<family>_<name>``.
+        family: ``reward`` or ``policy``.
+        model_kind: ``reward_scalar`` | ``reward_gpm`` | ``policy``: what it trains.
+        trainer: the pipeline template and core entry point: ``reward`` (reward model on pairs),
+            ``sft``, ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
+        config: the dataclass the objective's parameters parse into.
+        loss: the loss factory: reward ``make_reward_loss_fn(config)``; pairwise
+            ``objective(PairLogprobs, config)``; sft a ready ``loss_fn``; on_policy ``factory(beta)``.
+        needs_reference: a reference log-prob table (the SFT policy's) is computed once and used by the loss.
+        data: ``pairs`` (soft targets used when the config's ``soft_targets`` is true),
+            ``chosen_responses`` (SFT) or ``on_policy_samples`` (GPO).
+        evaluation: ``reward_model`` (its pair logits), ``implicit_reward`` (beta (log pi - log
+            pi_ref) against the reference policy) or ``reference`` (the reference policy itself).
+        config_defaults: parameter defaults of this entry under the parameters block (e.g. MMPO =
+            the DPO loss with ``soft_targets: true``).
+        preference_model: on_policy only: the reward namespace whose model scores the samples.
+        config_key: policy only: the sub-block of ``policy.<name>`` that parses into ``config``
+            (None: the whole block is ``defaults`` deep-merged with ``reward.<name>``).
+
+    Source: docs/methods.md s2-s5.
+    """
+
+    name: str
+    family: str
+    model_kind: str
+    trainer: str
+    config: type | None
+    loss: Callable[..., Any]
+    needs_reference: bool
+    data: str
+    evaluation: str
+    config_defaults: dict[str, Any] = field(default_factory=dict)
+    preference_model: str | None = None
+    config_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for attr, allowed in (("family", FAMILIES), ("model_kind", MODEL_KINDS), ("trainer", TRAINERS),
+                              ("data", DATA), ("evaluation", EVALUATION)):
+            if getattr(self, attr) not in allowed:
+                raise ValueError(f"objective {self.name!r}: {attr}={getattr(self, attr)!r} is not one of {allowed}")
+
+    @property
+    def namespace(self) -> str:
+        """The Kedro namespace and dataset prefix, e.g. ``policy_dpo``."""
+        return f"{self.family}_{self.name}"
+
+    @property
+    def params_key(self) -> str:
+        """Where its parameters live, e.g. ``policy.dpo``."""
+        return f"{self.family}.{self.name}"
+
+    @property
+    def head_type(self) -> str | None:
+        """The reward head (``scalar`` / ``gpm``), None for policies."""
+        return {"reward_scalar": "scalar", "reward_gpm": "gpm"}.get(self.model_kind)
+
+    def parse(self, params: dict[str, Any] | None) -> Any:
+        """The objective's config from its parameters (the entry's ``config_defaults`` under them).
+
+        Raises:
+            ValueError: an unknown key (named, with the allowed ones) or a bad value, before training.
+        """
+        merged = {**copy.deepcopy(self.config_defaults), **(params or {})}
+        if self.config is None:
+            return None
+        if self.head_type is not None:
+            merged = with_head_type(merged, self.head_type)
+        if hasattr(self.config, "from_dict"):
+            return self.config.from_dict(merged)
+        config = dataclass_from_params(self.config, merged, f"{self.params_key}.{self.config_key or 'objective'}")
+        if hasattr(config, "validate"):
+            config.validate()
+        return config
+
+    def drops_ties(self, config: Any) -> bool:
+        """THE tie flag: a hard-label pairwise objective drops p = 0.5 pairs; soft targets keep them.
+
+        Source: docs/methods.md s1 ("Ties").
+        """
+        return self.data == "pairs" and not bool(getattr(config, "soft_targets", False))
+
+
+REGISTRY: tuple[ObjectiveSpec, ...] = (
+    # reward models (docs/methods.md s2, s3)
+    ObjectiveSpec("bt", "reward", "reward_scalar", "reward", RewardParams, make_reward_loss_fn,
+                  needs_reference=False, data="pairs", evaluation="reward_model"),
+    ObjectiveSpec("mmpo", "reward", "reward_scalar", "reward", RewardParams, make_reward_loss_fn,
+                  needs_reference=False, data="pairs", evaluation="reward_model",
+                  config_defaults={"soft_targets": True}),
+    ObjectiveSpec("gpm", "reward", "reward_gpm", "reward", RewardParams, make_reward_loss_fn,
+                  needs_reference=False, data="pairs", evaluation="reward_model"),
+    # policies (docs/methods.md s4)
+    ObjectiveSpec("sft", "policy", "policy", "sft", None, policy.sft_loss_fn,
+                  needs_reference=False, data="chosen_responses", evaluation="reference"),
+    ObjectiveSpec("dpo", "policy", "policy", "pairwise", policy.DPOConfig, policy.dpo_objective,
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("mmpo", "policy", "policy", "pairwise", policy.DPOConfig, policy.dpo_objective,
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective",
+                  config_defaults={"soft_targets": True}),
+    ObjectiveSpec("ipo", "policy", "policy", "pairwise", policy.IPOConfig, policy.ipo_objective,
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("gpo", "policy", "policy", "on_policy", GPOConfig, make_gpo_loss_fn,
+                  needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
+                  config_key="gpo", preference_model="reward_gpm"),
+    ObjectiveSpec("gpo_bt", "policy", "policy", "on_policy", GPOConfig, make_gpo_loss_fn,
+                  needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
+                  config_key="gpo", preference_model="reward_bt"),
+)
+
+
+def objectives(family: str | None = None, trainer: str | None = None, evaluation: str | None = None) -> list[ObjectiveSpec]:
+    """Registered objectives, in registration order, filtered by family / trainer / evaluation."""
+    return [
+        spec for spec in REGISTRY
+        if (family is None or spec.family == family)
+        and (trainer is None or spec.trainer == trainer)
+        and (evaluation is None or spec.evaluation == evaluation)
+    ]
+
+
+def get(namespace: str) -> ObjectiveSpec:
+    """The entry of ``namespace`` (e.g. ``policy_dpo``).
+
+    Raises:
+        KeyError: naming the registered namespaces.
+    """
+    for spec in REGISTRY:
+        if spec.namespace == namespace:
+            return spec
+    raise KeyError(f"no registered objective {namespace!r}; registered: {[s.namespace for s in REGISTRY]}")
+
+
+def reference_policy() -> ObjectiveSpec:
+    """The policy every other policy starts from and is scored against (the SFT entry)."""
+    (spec,) = objectives(evaluation="reference")
+    return spec
