@@ -136,6 +136,8 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   config_defaults={"soft_targets": True}),
     ObjectiveSpec("ipo", "policy", "policy", "pairwise", policy.IPOConfig, policy.ipo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("simpo", "policy", "policy", "pairwise", policy.SimPOConfig, policy.simpo_objective,
+                  needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("gpo", "policy", "policy", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
                   config_key="gpo", preference_model="reward_gpm"),

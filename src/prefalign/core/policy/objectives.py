@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from prefalign.core.objectives.soft_label import pair_targets
+from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
 from prefalign.core.policy.logprobs import pair_logprobs
 from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, ipo_loss, sft_loss
 from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
@@ -89,6 +89,38 @@ def ipo_objective(logps: PairLogprobs, config: IPOConfig) -> tuple[torch.Tensor,
     h = logps.margin()
     loss = ipo_loss(h, config.beta, logps.p_chosen.to(h.dtype) if config.soft_targets else None)
     return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
+
+
+@dataclass(frozen=True)
+class SimPOConfig:
+    """SimPO: reference-free, length-normalised; docs/methods.md s4.4 (arXiv 2405.14734)."""
+
+    beta: float = 2.0
+    gamma: float = 1.0  # target reward margin (nats of beta-scaled average log-prob)
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when beta <= 0 or gamma < 0."""
+        _check_beta(self.beta)
+        if self.gamma < 0:
+            raise ValueError(f"objective.gamma={self.gamma} must be >= 0")
+
+
+def simpo_objective(logps: PairLogprobs, config: SimPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """SimPO on one batch: z = beta (log pi(y_w)/|y_w| - log pi(y_l)/|y_l|) - gamma, s2's loss on z.
+
+    No reference model. An empty response (|y| = 0) has log-prob 0, so its average is taken as 0.
+
+    Returns:
+        (mean loss in nats, metrics: share of pairs with z + gamma > 0, mean z).
+
+    Source: docs/methods.md s4.4 (arXiv 2405.14734 eq. 6); soft targets s2.
+    """
+    reward_w = config.beta * logps.chosen / logps.chosen_tokens.clamp(min=1)
+    reward_l = config.beta * logps.rejected / logps.rejected_tokens.clamp(min=1)
+    z = reward_w - reward_l - config.gamma
+    loss = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets)).mean()
+    return loss, {"reward_accuracy": (reward_w > reward_l).float().mean().item(), "mean_logit": z.mean().item()}
 
 
 def sft_loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
