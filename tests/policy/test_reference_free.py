@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prefalign.core.objectives import registry
-from prefalign.core.policy.objectives import PairLogprobs, SimPOConfig, simpo_objective
+from prefalign.core.policy.objectives import ORPOConfig, PairLogprobs, SimPOConfig, log_odds, orpo_objective, simpo_objective
 
 
 def t(*values: float) -> torch.Tensor:
@@ -67,3 +67,29 @@ def test_reference_free_objectives_get_no_reference_pass():
     for spec in pairwise:
         assert (f"{spec.namespace}.reference_logprobs" in outputs) == spec.needs_reference, spec.namespace
         assert f"{spec.namespace}.model" in outputs
+
+
+def test_orpo_hand_case():
+    # chosen -1.0 over 2 tokens (ell -0.5), rejected -3.0 over 2 tokens (ell -1.5)
+    # log odds = ell - log(1 - e^ell): 0.43275212956718856 and -1.247517541074546, z = 1.6802696706417346
+    assert log_odds(t(-0.5, -1.5)).tolist() == pytest.approx([0.43275212956718856, -1.247517541074546])
+    loss, metrics = orpo_objective(logps(-1.0, -3.0, 2, 2), ORPOConfig(odds_ratio_weight=0.1))
+    assert metrics["sft_nll"] == pytest.approx(0.5)  # 1.0 nats over 2 chosen tokens
+    assert metrics["odds_ratio_loss"] == pytest.approx(0.1708592171464785)  # log(1 + e^-z)
+    assert loss.item() == pytest.approx(0.5170859217146478)
+    # lambda = 0 is plain SFT on the chosen response
+    assert orpo_objective(logps(-1.0, -3.0, 2, 2), ORPOConfig(odds_ratio_weight=0.0))[0].item() == pytest.approx(0.5)
+
+
+def test_orpo_soft_targets_hand_case_and_p_one_is_hard():
+    soft = ORPOConfig(odds_ratio_weight=0.1, soft_targets=True)
+    # p = 0.7: odds-ratio term log(1 + e^-z) + 0.3 z
+    assert orpo_objective(logps(-1.0, -3.0, 2, 2, p=0.7), soft)[0].item() == pytest.approx(0.5674940118338999)
+    hard = orpo_objective(logps(-1.0, -3.0, 2, 2, p=0.7), ORPOConfig(odds_ratio_weight=0.1))[0]
+    assert orpo_objective(logps(-1.0, -3.0, 2, 2, p=1.0), soft)[0].item() == hard.item()
+
+
+def test_orpo_odds_are_finite_for_a_certain_response():
+    assert torch.isfinite(log_odds(t(0.0))).all()
+    loss, _ = orpo_objective(logps(0.0, -3.0, 0, 2), ORPOConfig())
+    assert torch.isfinite(loss)

@@ -138,6 +138,8 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("simpo", "policy", "policy", "pairwise", policy.SimPOConfig, policy.simpo_objective,
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("orpo", "policy", "policy", "pairwise", policy.ORPOConfig, policy.orpo_objective,
+                  needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("gpo", "policy", "policy", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
                   config_key="gpo", preference_model="reward_gpm"),

@@ -123,6 +123,50 @@ def simpo_objective(logps: PairLogprobs, config: SimPOConfig) -> tuple[torch.Ten
     return loss, {"reward_accuracy": (reward_w > reward_l).float().mean().item(), "mean_logit": z.mean().item()}
 
 
+@dataclass(frozen=True)
+class ORPOConfig:
+    """ORPO: SFT NLL plus lambda times an odds-ratio term; docs/methods.md s4.5 (arXiv 2403.07691)."""
+
+    odds_ratio_weight: float = 0.1  # lambda of the paper
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when the weight is negative."""
+        if self.odds_ratio_weight < 0:
+            raise ValueError(f"objective.odds_ratio_weight={self.odds_ratio_weight} must be >= 0")
+
+
+def log_odds(mean_logprob: torch.Tensor) -> torch.Tensor:
+    """log(P / (1 - P)) with P = exp(mean_logprob) per sequence, stable near P = 1 (log(-expm1)).
+
+    Args:
+        mean_logprob: (B,) per-token average log-probs (nats), <= 0; clamped below -1e-6 so that
+            P = 1 (an empty or certain response) gives a large finite value instead of infinity.
+
+    Returns:
+        (B,) log-odds.
+
+    Source: docs/methods.md s4.5 (arXiv 2403.07691 eq. 4).
+    """
+    ell = mean_logprob.clamp(max=-1e-6)
+    return ell - torch.log(-torch.expm1(ell))
+
+
+def orpo_objective(logps: PairLogprobs, config: ORPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """ORPO on one batch: NLL per chosen response token + lambda * s2's loss on z = log odds(y_w) - log odds(y_l).
+
+    Returns:
+        (loss in nats, metrics: the SFT and odds-ratio terms, and the share of pairs with z > 0).
+
+    Source: docs/methods.md s4.5 (arXiv 2403.07691 eq. 6-7); soft targets s2.
+    """
+    nll = -logps.chosen.sum() / logps.chosen_tokens.sum().clamp(min=1)
+    z = log_odds(logps.chosen / logps.chosen_tokens.clamp(min=1)) - log_odds(logps.rejected / logps.rejected_tokens.clamp(min=1))
+    odds_ratio = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets)).mean()
+    loss = nll + config.odds_ratio_weight * odds_ratio
+    return loss, {"sft_nll": nll.item(), "odds_ratio_loss": odds_ratio.item(), "odds_ratio_accuracy": (z > 0).float().mean().item()}
+
+
 def sft_loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
     """SFT on prompt + chosen (a RowBatch): response-only token cross-entropy (docs/methods.md s4.1)."""
     seqs = batch.sequences
