@@ -11,8 +11,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_stable_hash_is_fixed_across_runs_and_separates_parts():
-    # Fixed value: a change to the hashing would silently re-split every dataset.
-    assert stable_hash("a", "b") == stable_hash("a", "b")
+    # Fixed values: a change to the hashing would silently re-split every dataset.
+    assert stable_hash("a", "b") == "0518b2cdcb9c716334776740"
+    assert pair_id_of("p", "c", "r") == "5c4bb2d055e1b311026fc842"
+    assert prompt_id_of("x") == "f50cb037cc4545013f96b81f"
     assert stable_hash("ab", "c") != stable_hash("a", "bc")
     assert prompt_id_of("x") != pair_id_of("x", "", "")
     assert len(pair_id_of("p", "c", "r")) == 24
@@ -27,4 +29,31 @@ def test_kedro_finds_every_pipeline():
     from kedro.framework.project import configure_project, pipelines
 
     configure_project("prefalign")
-    assert "__default__" in pipelines
+    names = {"feedback", "validation", "reward", "policy", "evaluation"}
+    assert set(pipelines) == names | {"__default__"}
+    for name in names:
+        assert len(pipelines[name].nodes) > 0, name
+    assert set(pipelines["__default__"].nodes) == set().union(*(pipelines[n].nodes for n in names))
+
+
+def test_every_registered_objective_is_trained_evaluated_and_configured():
+    import yaml
+    from kedro.framework.project import configure_project, pipelines
+
+    from prefalign.core.objectives import registry
+
+    configure_project("prefalign")
+    trained = pipelines["reward"].all_outputs() | pipelines["policy"].all_outputs()
+    evaluation_inputs = pipelines["evaluation"].inputs()
+    conf = {}
+    for family in registry.FAMILIES:
+        conf[family] = yaml.safe_load((PROJECT_ROOT / f"conf/base/parameters_{family}.yml").read_text())[family]
+    for spec in registry.REGISTRY:
+        assert f"{spec.namespace}.model" in trained, spec.namespace
+        if spec.evaluation != "reference":
+            assert f"{spec.namespace}.model" in evaluation_inputs, spec.namespace
+        assert spec.name in conf[spec.family], f"{spec.params_key} has no parameters block"
+    # and no parameters block without a registered objective (a stale block would silently do nothing)
+    for family, block in conf.items():
+        registered = {s.name for s in registry.objectives(family=family)}
+        assert set(block) - {"defaults"} == registered, family

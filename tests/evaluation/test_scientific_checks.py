@@ -1,7 +1,8 @@
 """Scientific checks of the METHODS on the synthetic lab (issue 6): tiny, seeded, fast.
 
-The heads (ScalarHead, GPMHead, RewardOutput.pair_logits) and losses (bt_loss, mmpo_loss) are the
-reward branch's own (core/reward/). Only the backbone is replaced by a fast, legitimate one: a
+The heads (ScalarHead, GPMHead, RewardOutput.pair_logits), the loss factories (the registry's
+entries reward_bt / reward_mmpo / reward_gpm) and the training loop (core/training/loop.train) are
+the product's own. Only the backbone is replaced by a fast, legitimate one: a
 learned bag of sentence embeddings (each distinct sentence of the training texts gets a vector;
 a text's hidden state is their sum). Its "sequence" has two positions, the prompt (read by the
 GPM gate, as the last prompt token) and the response (read by the heads, as the last token).
@@ -11,6 +12,7 @@ Both models of a comparison see the same pairs, the same backbone size and the s
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -19,7 +21,9 @@ import torch
 
 from prefalign.core.evaluation import metrics as m
 from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
-from prefalign.core.reward.losses import bt_loss, mmpo_loss
+from prefalign.core.objectives import registry
+from prefalign.core.training.loop import TrainConfig
+from prefalign.core.training.loop import train as train_loop
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 
 HIDDEN = 16
@@ -66,31 +70,52 @@ class TinyRewardModel(torch.nn.Module):
     def encode_pairs(self, prompts: list[str], first: list[str], second: list[str]):
         return self.backbone.encode(list(prompts) * 2), self.backbone.encode(list(first) + list(second))
 
-    def pair_logits(self, encoded) -> torch.Tensor:
-        """z per pair through the reward branch's RewardOutput (rows 0..B-1 first, B..2B-1 second)."""
+    def forward(self, encoded) -> RewardOutput:
+        """The reward branch's RewardOutput for 2B rows (rows 0..B-1 first, B..2B-1 second), as RewardModel."""
         hidden = self.backbone(*encoded)
         n = hidden.shape[0]
         last, last_prompt = torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
         if self.head_kind == "scalar":
-            out = RewardOutput(rewards=self.head(hidden, last))
-        else:
-            v, gate = self.head(hidden, last, last_prompt)
-            out = RewardOutput(embeddings=v, gate=gate, tau=self.tau)
-        return out.pair_logits(n // 2)
+            return RewardOutput(rewards=self.head(hidden, last))
+        v, gate = self.head(hidden, last, last_prompt)
+        return RewardOutput(embeddings=v, gate=gate, tau=self.tau)
+
+    def pair_logits(self, encoded) -> torch.Tensor:
+        return self(encoded).pair_logits(encoded[0].shape[0] // 2)
 
 
-def train(model: TinyRewardModel, pairs: pl.DataFrame, objective: str, steps: int, lr: float = 0.05) -> TinyRewardModel:
-    torch.manual_seed(0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+@dataclass
+class FullBatch:
+    """All pairs as ONE batch in the loop's batch protocol (the sets are small): `sequences` is what
+    the model reads, p_chosen and margin are per pair [B], as in core/training/batching.PairBatch."""
+
+    sequences: tuple[torch.Tensor, torch.Tensor]
+    p_chosen: torch.Tensor
+    margin: torch.Tensor
+
+    num_tokens = 0
+
+    def __len__(self) -> int:
+        return int(self.p_chosen.shape[0])
+
+    def to(self, device) -> "FullBatch":
+        return self
+
+    def shard(self, rank: int, world_size: int) -> "FullBatch":
+        assert world_size == 1
+        return self
+
+
+def train(model: TinyRewardModel, pairs: pl.DataFrame, namespace: str, steps: int, out, lr: float = 0.05) -> TinyRewardModel:
+    """The product's loop and the registry entry's loss factory; AdamW without decay or clipping = Adam."""
+    spec = registry.get(namespace)
+    loss_fn = spec.loss(spec.parse({}))
     encoded = model.encode_pairs(*(pairs[c].to_list() for c in ("prompt", "chosen", "rejected")))
     p = torch.tensor(pairs["p_chosen"].to_numpy(), dtype=torch.float32)
-    for _ in range(steps):  # full batch: the sets are small
-        z = model.pair_logits(encoded)
-        loss = (bt_loss(z) if objective == "bt" else mmpo_loss(z, p)).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model
+    batch = FullBatch(encoded, p, torch.full_like(p, float("nan")))
+    config = TrainConfig(max_steps=steps, learning_rate=lr, lr_schedule="constant", weight_decay=0.0, max_grad_norm=None,
+                         eval_every=0, checkpoint_every=0, progress_bar=False, seed=0, cpu_threads=1)
+    return train_loop(model, [batch], [], loss_fn, config, out).model
 
 
 def logits_of(model: TinyRewardModel, prompts, first, second) -> np.ndarray:
@@ -102,7 +127,7 @@ def _split(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") != "train")
 
 
-def test_mmpo_reward_model_is_better_calibrated_than_bt_at_equal_data_and_steps():
+def test_mmpo_reward_model_is_better_calibrated_than_bt_at_equal_data_and_steps(tmp_path):
     pairs = generate_scalar(SyntheticConfig(n_prompts=160, seed=0))
     train_pairs, held_out = _split(pairs)
     assert held_out.height >= 60
@@ -110,7 +135,7 @@ def test_mmpo_reward_model_is_better_calibrated_than_bt_at_equal_data_and_steps(
     results = {}
     for objective in ("bt", "mmpo"):
         torch.manual_seed(0)
-        model = train(TinyRewardModel(texts, "scalar"), train_pairs, objective, steps=200)
+        model = train(TinyRewardModel(texts, "scalar"), train_pairs, f"reward_{objective}", 200, tmp_path / objective)
         z = logits_of(model, held_out["prompt"], held_out["chosen"], held_out["rejected"])
         results[objective] = {"ece": m.calibration_report(z, held_out["true_p"])["ece"],
                               "accuracy": m.pair_accuracy(z)}
@@ -121,7 +146,7 @@ def test_mmpo_reward_model_is_better_calibrated_than_bt_at_equal_data_and_steps(
     assert results["mmpo"]["accuracy"] >= results["bt"]["accuracy"] - noise, results
 
 
-def test_gpm_learns_cycles_that_a_scalar_bt_model_cannot():
+def test_gpm_learns_cycles_that_a_scalar_bt_model_cannot(tmp_path):
     config = SyntheticConfig(n_triples=120, seed=0)
     triples = generate_cyclic(config)
     train_triples, held_out = _split(triples)
@@ -131,7 +156,7 @@ def test_gpm_learns_cycles_that_a_scalar_bt_model_cannot():
     consistency = {}
     for name, head in (("bt", "scalar"), ("gpm", "gpm")):
         torch.manual_seed(0)
-        model = train(TinyRewardModel(texts, head), train_pairs, "bt", steps=200)
+        model = train(TinyRewardModel(texts, head), train_pairs, f"reward_{name}", 200, tmp_path / name)
         args = (held_out["prompt"].to_list(),)
         ab = logits_of(model, *args, held_out["response_a"], held_out["response_b"])
         bc = logits_of(model, *args, held_out["response_b"], held_out["response_c"])
