@@ -9,9 +9,9 @@ Example catalog entry:
 
 .. code-block:: yaml
 
-    policy_gpo.iteration_models:
+    "policy_{name}.iteration_models":
       type: prefalign.datasets.checkpoint_series.ModelCheckpointSeriesDataset
-      filepath: data/06_models/policy_gpo/iteration_models
+      filepath: data/06_models/policy_{name}/iteration_models
       versioned: true
 
 Saving ``{"iteration_1": bundle1, "iteration_2": bundle2}`` writes

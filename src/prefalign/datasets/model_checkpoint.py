@@ -25,9 +25,9 @@ class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle])
 
     .. code-block:: yaml
 
-        reward_gpm.model:
+        "reward_{objective}.model":
           type: prefalign.datasets.model_checkpoint.ModelCheckpointDataset
-          filepath: data/06_models/reward_gpm/model
+          filepath: data/06_models/reward_{objective}/model
           versioned: true
           load_args:
             device: cpu
@@ -45,7 +45,7 @@ class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle])
         from kedro.io.core import Version
         from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
 
-        ds = ModelCheckpointDataset(filepath="data/06_models/reward_bt/model", version=Version(None, None))
+        ds = ModelCheckpointDataset(filepath="data/06_models/my_reward/model", version=Version(None, None))
         ds.save(ModelBundle(model, tokenizer))
         bundle = ds.load()  # bundle.model is in eval mode on load_args["device"]
     """

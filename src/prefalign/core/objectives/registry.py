@@ -24,7 +24,7 @@ from prefalign.core.reward.training import RewardParams, with_head_type
 
 FAMILIES = ("reward", "policy")
 MODEL_KINDS = ("reward_scalar", "reward_gpm", "policy")
-TRAINERS = ("reward", "sft", "pairwise", "on_policy")
+TRAINERS = ("reward", "supervised", "pairwise", "on_policy")
 DATA = ("pairs", "chosen_responses", "on_policy_samples")
 EVALUATION = ("reward_model", "implicit_reward", "reference")
 
@@ -39,10 +39,10 @@ class ObjectiveSpec:
         family: ``reward`` or ``policy``.
         model_kind: ``reward_scalar`` | ``reward_gpm`` | ``policy``: what it trains.
         trainer: the pipeline template and core entry point: ``reward`` (reward model on pairs),
-            ``sft``, ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
+            ``supervised`` (SFT), ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
         config: the dataclass the objective's parameters parse into.
         loss: the loss factory: reward ``make_reward_loss_fn(config)``; pairwise
-            ``objective(PairLogprobs, config)``; sft a ready ``loss_fn``; on_policy ``factory(beta)``.
+            ``objective(PairLogprobs, config)``; supervised a ready ``loss_fn``; on_policy ``factory(beta)``.
         needs_reference: a reference log-prob table (the SFT policy's) is computed once and used by the loss.
         data: ``pairs`` (soft targets used when the config's ``soft_targets`` is true),
             ``chosen_responses`` (SFT) or ``on_policy_samples`` (GPO).
@@ -127,7 +127,7 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
     ObjectiveSpec("gpm", "reward", "reward_gpm", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
     # policies (docs/methods.md s4)
-    ObjectiveSpec("sft", "policy", "policy", "sft", None, policy.sft_loss_fn,
+    ObjectiveSpec("sft", "policy", "policy", "supervised", None, policy.sft_loss_fn,
                   needs_reference=False, data="chosen_responses", evaluation="reference"),
     ObjectiveSpec("dpo", "policy", "policy", "pairwise", policy.DPOConfig, policy.dpo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),

@@ -33,8 +33,8 @@ def train_objective(
     """Train the registered objective ``namespace`` (every process runs this same function).
 
     Args:
-        namespace: e.g. ``reward_bt`` or ``policy_dpo``.
-        args: JSON-able arguments: reward ``{params, output_dir}``; sft ``{tokenizer, model, data,
+        namespace: a registered namespace (``<family>_<name>``, core/objectives/registry.py).
+        args: JSON-able arguments: reward ``{params, output_dir}``; supervised ``{tokenizer, model, data,
             training, output_dir}``; pairwise ``{config, data, training, output_dir}``.
         frames: reward ``{train, val}``; policy ``{pairs}`` (+ ``reference_logprobs`` when needed).
         bundles: pairwise ``{reference}`` (the SFT policy).
@@ -53,7 +53,7 @@ def train_objective(
         return train_reward_model(frames["train"], frames["val"], tokenizers["tokenizer"], spec.parse(args["params"]),
                                   args["output_dir"], spec.name)
     data, training = PolicyDataConfig.from_dict(args["data"]), TrainConfig.from_dict(args["training"])
-    if spec.trainer == "sft":
+    if spec.trainer == "supervised":
         return train_sft(frames["pairs"], args["tokenizer"], args["model"], data, training, args["output_dir"], spec.name)
     if spec.trainer == "pairwise":
         return train_preference(bundles["reference"], frames["pairs"], frames.get("reference_logprobs"), spec,

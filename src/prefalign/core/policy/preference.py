@@ -27,7 +27,7 @@ def preference_table_fn(preference_model: ModelBundle, batch_size: int = 32) -> 
     model, tokenizer = preference_model.model, preference_model.tokenizer
     if not hasattr(model, "is_gpm"):
         raise ValueError(
-            f"the GPO preference model must be a reward-pipeline RewardModel (reward_gpm.model or reward_bt.model), "
+            f"the GPO preference model must be a reward-pipeline RewardModel (a reward_<name>.model checkpoint), "
             f"got {type(model).__name__}"
         )
 
