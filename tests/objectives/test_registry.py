@@ -1,0 +1,67 @@
+"""The registry and the one soft-target switch (docs/methods.md s2, s4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from prefalign.core.objectives import registry
+from prefalign.core.policy.objectives import PairLogprobs
+
+PAIRWISE = registry.objectives(family="policy", trainer="pairwise")
+
+
+def batch(p: list[float]) -> PairLogprobs:
+    # summed log-probs of 3 pairs, their token counts, the reference's log-probs
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return PairLogprobs(t(-4.0, -6.0, -3.0), t(-9.0, -5.0, -3.5), t(2, 3, 1), t(3, 2, 2), t(*p),
+                        t(-5.0, -6.5, -2.0), t(-8.0, -5.5, -4.0))
+
+
+def test_names_and_namespaces_are_unique_and_the_reference_is_one_policy():
+    namespaces = [s.namespace for s in registry.REGISTRY]
+    assert len(set(namespaces)) == len(namespaces)
+    assert registry.reference_policy().trainer == "supervised"
+    for spec in registry.objectives(trainer="on_policy"):
+        assert registry.get(f"{spec.preference_model}").family == "reward"
+    with pytest.raises(KeyError, match="registered"):
+        registry.get("policy_ppo")
+
+
+@pytest.mark.parametrize("spec", PAIRWISE, ids=lambda s: s.namespace)
+def test_soft_switch_with_p_one_equals_the_hard_objective_exactly(spec):
+    hard = spec.parse({"soft_targets": False})
+    soft = spec.parse({"soft_targets": True})
+    ones = batch([1.0, 1.0, 1.0])
+    assert spec.loss(ones, soft)[0].item() == spec.loss(ones, hard)[0].item()
+    # and the switch matters once p < 1
+    mixed = batch([0.6, 0.9, 0.5])
+    assert spec.loss(mixed, soft)[0].item() != pytest.approx(spec.loss(mixed, hard)[0].item())
+
+
+def test_policy_mmpo_is_dpo_with_the_switch_on():
+    dpo, mmpo = registry.get("policy_dpo"), registry.get("policy_mmpo")
+    assert mmpo.loss is dpo.loss and mmpo.config is dpo.config
+    b = batch([0.6, 0.9, 0.5])
+    assert mmpo.loss(b, mmpo.parse({"beta": 0.5}))[0].item() == dpo.loss(b, dpo.parse({"beta": 0.5, "soft_targets": True}))[0].item()
+    # hand case, pair 1 alone: h = (-4 + 5) - (-9 + 8) = 2, z = 1, p = 0.6: log(1 + e^-1) + 0.4 * 1
+    one = PairLogprobs(*(torch.tensor([v], dtype=torch.float64) for v in (-4.0, -9.0, 2, 3, 0.6, -5.0, -8.0)))
+    assert mmpo.loss(one, mmpo.parse({"beta": 0.5}))[0].item() == pytest.approx(math.log1p(math.exp(-1.0)) + 0.4)
+
+
+def test_the_tie_flag_follows_the_switch():
+    for spec in registry.REGISTRY:
+        if spec.data != "pairs":
+            assert not spec.drops_ties(None)  # SFT and on-policy samples have no pair labels
+            continue
+        assert spec.drops_ties(spec.parse({"soft_targets": False})) is True
+        assert spec.drops_ties(spec.parse({"soft_targets": True})) is False
+
+
+def test_reward_head_type_comes_from_the_registry():
+    assert registry.get("reward_gpm").parse({}).head_config().head == "gpm"
+    assert registry.get("reward_bt").parse({}).head_config().head == "scalar"
+    with pytest.raises(ValueError, match="contradicts"):
+        registry.get("reward_bt").parse({"head": {"head": "gpm"}})
