@@ -24,7 +24,7 @@ def test_reward_pipeline_trains_and_versions_three_models(kedro_project: Path, r
             assert metrics["head"] == head and bundle.model.head_config.head == head
             assert metrics["steps"] == 8 and len(curve) == 8
             assert metrics["train_accuracy"] > 0.5, (ns, metrics)
-            # the toy pairs are easy (measured: 1.0 after 4 of 8 steps); an untrained model sits near 0.5
+            # the toy pairs are easy (measured: 1.0 after 8 steps); with learning_rate 1e-9 it was 0.79
             assert metrics["val_accuracy"] >= 0.9, (ns, metrics)
             assert bundle.tokenizer.pad_token == "<|pad|>"
         # ties: dropped for BT, kept for MMPO
