@@ -54,6 +54,9 @@ class ObjectiveSpec:
         config_key: policy only: the sub-block of ``policy.<name>`` that parses into ``config``
             (None: the whole block is ``defaults`` deep-merged with ``reward.<name>``).
 
+    Raises:
+        ValueError: at import, when a kind (family, model_kind, trainer, data, evaluation) is not an allowed one.
+
     Source: docs/methods.md s2-s5.
     """
 
@@ -150,7 +153,14 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
 
 
 def objectives(family: str | None = None, trainer: str | None = None, evaluation: str | None = None) -> list[ObjectiveSpec]:
-    """Registered objectives, in registration order, filtered by family / trainer / evaluation."""
+    """Registered objectives, filtered.
+
+    Args:
+        family, trainer, evaluation: keep entries with these values (None: any).
+
+    Returns:
+        The matching entries, in registration order (the order of the pipelines and the report).
+    """
     return [
         spec for spec in REGISTRY
         if (family is None or spec.family == family)
@@ -160,7 +170,13 @@ def objectives(family: str | None = None, trainer: str | None = None, evaluation
 
 
 def get(namespace: str) -> ObjectiveSpec:
-    """The entry of ``namespace`` (e.g. ``policy_dpo``).
+    """The entry of a namespace.
+
+    Args:
+        namespace: ``<family>_<name>``.
+
+    Returns:
+        Its ObjectiveSpec.
 
     Raises:
         KeyError: naming the registered namespaces.
@@ -172,6 +188,13 @@ def get(namespace: str) -> ObjectiveSpec:
 
 
 def reference_policy() -> ObjectiveSpec:
-    """The policy every other policy starts from and is scored against (the SFT entry)."""
+    """The policy every other policy starts from and is scored against.
+
+    Returns:
+        The one entry with ``evaluation == "reference"`` (SFT, docs/methods.md s4.1).
+
+    Raises:
+        ValueError: when not exactly one entry is the reference.
+    """
     (spec,) = objectives(evaluation="reference")
     return spec

@@ -15,6 +15,12 @@ import torch.nn.functional as F
 def check_pair_vectors(**tensors: torch.Tensor) -> None:
     """Raise unless every tensor is 1-D with one shape [B].
 
+    Args:
+        tensors: name -> tensor, the names used in the message.
+
+    Returns:
+        None.
+
     Raises:
         ValueError: naming every shape, when one is not [B] or they differ. A (B, 1) against (B,)
             broadcast would silently average the targets over the batch (docs/methods.md s2).

@@ -75,6 +75,15 @@ def launch(
 
     The resumable checkpoints in ``args["output_dir"]`` are dropped once the run has finished.
 
+    Args:
+        namespace, args, frames, bundles, tokenizers: as for :func:`train_objective`.
+        num_processes: 1 = in this process; > 1 = DDP processes (each takes 1/N of every global batch).
+        accelerate_config: an accelerate config file (conf/accelerate/), or None for torchrun defaults.
+        work_dir: where the inputs and the main process's result are exchanged (needed when N > 1).
+
+    Returns:
+        The TrainingRun (the main process's, when N > 1).
+
     Raises:
         ValueError: ``num_processes > 1`` without a ``work_dir`` for the inputs.
         RuntimeError: the children failed (with their stderr).

@@ -106,9 +106,20 @@ def ipo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | None = None) -> tor
 
 
 def gpo_scores_from_matrix(preference_scores: torch.Tensor) -> torch.Tensor:
-    """s_i = (1/K) sum_k s(y_i > y_k | x) from a (..., K, K) table of preference scores (section 4).
+    """s_i = (1/K) sum_k s(y_i > y_k | x) from a table of preference scores.
 
     The diagonal s(y_i > y_i) is 0 for an antisymmetric model, so it may stay in the sum.
+
+    Args:
+        preference_scores: (..., K, K) log-odds s(y_i > y_k | x).
+
+    Returns:
+        (..., K) scores s_i (log-odds units).
+
+    Raises:
+        ValueError: when the last two dimensions differ.
+
+    Source: docs/methods.md s4.6.
     """
     if preference_scores.size(-1) != preference_scores.size(-2):
         raise ValueError(f"preference table must be (..., K, K), got {tuple(preference_scores.shape)}")
@@ -116,13 +127,35 @@ def gpo_scores_from_matrix(preference_scores: torch.Tensor) -> torch.Tensor:
 
 
 def gpo_scores_from_rewards(rewards: torch.Tensor) -> torch.Tensor:
-    """BT baseline: s(y_i > y_k) = r_i - r_k, so s_i = r_i - mean_k r_k (SPPO-like, section 4)."""
+    """BT baseline: s(y_i > y_k) = r_i - r_k, so s_i = r_i - mean_k r_k (SPPO-like).
+
+    Args:
+        rewards: (..., K) scalar rewards of K responses to one prompt.
+
+    Returns:
+        (..., K) centred rewards.
+
+    Source: docs/methods.md s4.6.
+    """
     return rewards - rewards.mean(dim=-1, keepdim=True)
 
 
 def gpo_loss(
     policy_logps: torch.Tensor, old_policy_logps: torch.Tensor, scores: torch.Tensor, beta: float
 ) -> torch.Tensor:
-    """GPO square loss: mean over responses of (log pi(y_i|x) - log pi_t(y_i|x) - s_i / beta)^2."""
+    """GPO square loss: mean over responses of (log pi(y_i|x) - log pi_t(y_i|x) - s_i / beta)^2.
+
+    Args:
+        policy_logps, old_policy_logps: (N,) summed response log-probs under pi and pi_t (nats).
+        scores: (N,) s_i; beta: > 0.
+
+    Returns:
+        Scalar mean loss (nats^2).
+
+    Raises:
+        ValueError: unless the three are 1-D of one shape.
+
+    Source: docs/methods.md s4.6.
+    """
     check_pair_vectors(policy_logps=policy_logps, old_policy_logps=old_policy_logps, scores=scores)
     return ((policy_logps - old_policy_logps - scores.to(policy_logps.dtype) / beta) ** 2).mean()

@@ -29,7 +29,11 @@ def _check_beta(beta: float) -> None:
 
 @dataclass(frozen=True)
 class DPOConfig:
-    """DPO (hard labels), MMPO (``soft_targets: true``) or cDPO (``label_smoothing: eps``); docs/methods.md s4.2."""
+    """DPO (hard labels), MMPO (``soft_targets: true``) or cDPO (``label_smoothing: eps``); docs/methods.md s4.2.
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
 
     beta: float = 0.1
     soft_targets: bool = False
@@ -43,7 +47,11 @@ class DPOConfig:
 
 @dataclass(frozen=True)
 class IPOConfig:
-    """IPO, hard or with soft targets; docs/methods.md s4.3."""
+    """IPO, hard or with soft targets; docs/methods.md s4.3.
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
 
     beta: float = 0.1
     soft_targets: bool = False
@@ -60,6 +68,9 @@ class PairLogprobs:
     chosen / rejected: summed response-token log pi (nats); chosen_tokens / rejected_tokens:
     response token counts |y|; ref_chosen / ref_rejected: log pi_ref (None for reference-free
     objectives); p_chosen: the pairs' soft targets (docs/methods.md s1).
+
+    Raises:
+        ValueError: ``margin()`` without reference log-probs.
     """
 
     chosen: torch.Tensor
@@ -78,14 +89,38 @@ class PairLogprobs:
 
 
 def dpo_objective(logps: PairLogprobs, config: DPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """DPO / MMPO / cDPO on one batch (docs/methods.md s4.2). Returns (mean loss in nats, metrics)."""
+    """DPO / MMPO / cDPO on one batch.
+
+    Args:
+        logps: the batch's log-probs, with the reference's; config: beta, soft_targets, label_smoothing.
+
+    Returns:
+        (mean loss in nats, metrics: implicit_accuracy = share with h > 0, implicit_margin = mean beta h).
+
+    Raises:
+        ValueError: when the reference log-probs are missing.
+
+    Source: docs/methods.md s4.2.
+    """
     h = logps.margin()
     loss = dpo_loss(h, config.beta, pair_targets(logps.p_chosen.to(h.dtype), config.soft_targets, config.label_smoothing))
     return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
 
 
 def ipo_objective(logps: PairLogprobs, config: IPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """IPO, hard or soft, on one batch (docs/methods.md s4.3). Returns (mean loss in nats^2, metrics)."""
+    """IPO, hard or soft, on one batch.
+
+    Args:
+        logps: the batch's log-probs, with the reference's; config: beta, soft_targets.
+
+    Returns:
+        (mean loss in nats^2, metrics as :func:`dpo_objective`).
+
+    Raises:
+        ValueError: when the reference log-probs are missing.
+
+    Source: docs/methods.md s4.3.
+    """
     h = logps.margin()
     loss = ipo_loss(h, config.beta, logps.p_chosen.to(h.dtype) if config.soft_targets else None)
     return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
@@ -93,7 +128,11 @@ def ipo_objective(logps: PairLogprobs, config: IPOConfig) -> tuple[torch.Tensor,
 
 @dataclass(frozen=True)
 class SimPOConfig:
-    """SimPO: reference-free, length-normalised; docs/methods.md s4.4 (arXiv 2405.14734)."""
+    """SimPO: reference-free, length-normalised; docs/methods.md s4.4 (arXiv 2405.14734).
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
 
     beta: float = 2.0
     gamma: float = 1.0  # target reward margin (nats of beta-scaled average log-prob)
@@ -111,6 +150,9 @@ def simpo_objective(logps: PairLogprobs, config: SimPOConfig) -> tuple[torch.Ten
 
     No reference model. An empty response (|y| = 0) has log-prob 0, so its average is taken as 0.
 
+    Args:
+        logps: the batch's summed log-probs and token counts; config: beta, gamma, soft_targets.
+
     Returns:
         (mean loss in nats, metrics: share of pairs with z + gamma > 0, mean z).
 
@@ -125,7 +167,11 @@ def simpo_objective(logps: PairLogprobs, config: SimPOConfig) -> tuple[torch.Ten
 
 @dataclass(frozen=True)
 class ORPOConfig:
-    """ORPO: SFT NLL plus lambda times an odds-ratio term; docs/methods.md s4.5 (arXiv 2403.07691)."""
+    """ORPO: SFT NLL plus lambda times an odds-ratio term; docs/methods.md s4.5 (arXiv 2403.07691).
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
 
     odds_ratio_weight: float = 0.1  # lambda of the paper
     soft_targets: bool = False
@@ -155,6 +201,9 @@ def log_odds(mean_logprob: torch.Tensor) -> torch.Tensor:
 def orpo_objective(logps: PairLogprobs, config: ORPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """ORPO on one batch: NLL per chosen response token + lambda * s2's loss on z = log odds(y_w) - log odds(y_l).
 
+    Args:
+        logps: the batch's summed log-probs and token counts; config: odds_ratio_weight (lambda), soft_targets.
+
     Returns:
         (loss in nats, metrics: the SFT and odds-ratio terms, and the share of pairs with z > 0).
 
@@ -168,7 +217,19 @@ def orpo_objective(logps: PairLogprobs, config: ORPOConfig) -> tuple[torch.Tenso
 
 
 def sft_loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """SFT on prompt + chosen (a RowBatch): response-only token cross-entropy (docs/methods.md s4.1)."""
+    """SFT on prompt + chosen: response-only token cross-entropy.
+
+    Args:
+        model: a causal LM; batch: a RowBatch of prompt + chosen sequences.
+
+    Returns:
+        (mean NLL per response token in nats, {"perplexity": exp of it}).
+
+    Raises:
+        ValueError: when the batch has no response token.
+
+    Source: docs/methods.md s4.1.
+    """
     seqs = batch.sequences
     logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask).logits
     loss = sft_loss(logits, seqs.input_ids, seqs.response_mask)
@@ -188,7 +249,10 @@ def make_pairwise_loss_fn(
         reference: the precomputed reference table, or None for reference-free objectives.
 
     Returns:
-        ``loss_fn(model, PairBatch) -> (loss, metrics)``: chosen and rejected in ONE forward pass.
+        ``loss_fn(model, PairBatch) -> (loss, metrics)``: chosen and rejected in ONE forward pass;
+        token counts |y| are the response tokens whose log-probs are summed.
+
+    Source: docs/methods.md s4.
     """
 
     def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -210,6 +274,14 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
 
     Its implicit reward beta*h is 0 for every pair, so its implicit accuracy is 0 (ties count
     wrong); its log-likelihood ranking accuracy is the comparable number.
+
+    Args:
+        reference: the reference table; pair_index: (N,) rows of the pairs to score.
+
+    Returns:
+        {pairs, implicit_accuracy (0), reference_logprob_accuracy, mean_implicit_reward_margin (0)}.
+
+    Source: docs/methods.md s5.
     """
     if pair_index.numel() == 0:
         return {"pairs": 0}
@@ -232,6 +304,13 @@ def implicit_reward_metrics(
     - policy_logprob_accuracy / reference_logprob_accuracy: share with log pi(y_w|x) > log pi(y_l|x),
       the same quantity for both models, so the two are directly comparable.
     - mean_implicit_reward_margin: mean of beta*h (beta None: of h).
+
+    Args:
+        model: the policy; batches: PairBatches; reference: the table, or None (reference-free:
+            only policy_logprob_accuracy); beta: the objective's beta, if it has one.
+
+    Returns:
+        The metrics above, and ``pairs``.
     """
     index, chosen, rejected = score_pair_batches(model, batches)
     if index.numel() == 0:

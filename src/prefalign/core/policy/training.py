@@ -44,7 +44,11 @@ from prefalign.core.training.run import TrainingRun, curve_frame
 
 @dataclass(frozen=True)
 class PolicyDataConfig:
-    """Which pairs and how they are tokenised and batched."""
+    """Which pairs and how they are tokenised and batched.
+
+    Raises:
+        ValueError: from ``from_dict``: an unknown key, or ``sources`` not a non-empty list / null.
+    """
 
     max_length: int = 256
     max_prompt_length: int = 128
@@ -68,7 +72,13 @@ class PolicyDataConfig:
 
 @dataclass(frozen=True)
 class GPOConfig:
-    """Iterative GPO: T iterations of K samples per prompt, scored by a preference model."""
+    """Iterative GPO: T iterations of K samples per prompt, scored by a preference model.
+
+    Raises:
+        ValueError: from ``from_dict``: an unknown key, iterations < 1, or a bad sampling config.
+
+    Source: docs/methods.md s4.6.
+    """
 
     iterations: int = 3
     beta: float = 1.0
@@ -93,7 +103,17 @@ def apply_cpu_threads(training: TrainConfig) -> None:
 
 def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Sequence[str] | None = None) -> pl.DataFrame:
     """Rows of one split (of the given sources, None: all), one per pair_id, in pair_id order (a
-    stable pseudo-random subset when limited)."""
+    stable pseudo-random subset when limited).
+
+    Args:
+        pairs: validated pairs; split: train | val; limit: max rows or None; sources: or None.
+
+    Returns:
+        The selected rows.
+
+    Raises:
+        ValueError: naming sources that have no rows (and the ones present).
+    """
     if sources is not None:
         missing = sorted(set(sources) - set(pairs["source"].unique().to_list()))
         if missing:
@@ -141,7 +161,21 @@ def train_sft(
 ) -> TrainingRun:
     """SFT on prompt + chosen with the loss on response tokens only; a tokenizer is trained (or
     loaded) on the training texts and saved with the model, which is the reference of every other
-    policy."""
+    policy.
+
+    Args:
+        pairs: validated pairs (train and val splits used); tokenizer_params / model_params:
+            TokenizerConfig / ModelConfig dicts; data, training: selection and loop settings;
+        work_dir: resumable loop checkpoints; name: the registry name (metrics, metadata).
+
+    Returns:
+        TrainingRun (model in eval mode on CPU, per-step curve, metrics incl. val_loss).
+
+    Raises:
+        ValueError: no train pairs, or a bad tokenizer/model config.
+
+    Source: docs/methods.md s4.1.
+    """
     train_frame, val_frame = _train_and_val(pairs, data)
     texts = train_frame["prompt"].to_list() + train_frame["chosen"].to_list() + train_frame["rejected"].to_list()
     tokenizer = build_tokenizer(tokenizer_params, texts)
@@ -185,7 +219,16 @@ def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.
 
 
 def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig) -> pl.DataFrame:
-    """log pi_ref of chosen and rejected for every train and val pair, once (keyed by pair_id)."""
+    """log pi_ref of chosen and rejected for every train and val pair, once.
+
+    Args:
+        reference: the SFT policy; pairs: validated pairs; data: the same selection the training uses.
+
+    Returns:
+        A table pair_id, ref_chosen_logp, ref_rejected_logp (summed response log-probs, nats).
+
+    Source: docs/methods.md s4 (reference log-probs are constant: computed once).
+    """
     train_frame, val_frame = _train_and_val(pairs, data)
     _, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, seed=None)
     return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
@@ -272,7 +315,22 @@ def train_gpo(
     preference_model_name: str,
     name: str,
 ) -> TrainingRun:
-    """T GPO iterations from the reference (SFT) policy; every iteration's policy and texts are kept."""
+    """T GPO iterations from the reference (SFT) policy; every iteration's policy and texts are kept.
+
+    Args:
+        reference: the SFT policy (trained in place); preference_table: (prompts, groups of K
+            responses) -> (P, K, K) log-odds; pairs: training prompts come from the train split;
+        gpo, data, training: settings; work_dir: loop checkpoints per iteration;
+        preference_model_name, name: recorded in metrics and metadata.
+
+    Returns:
+        TrainingRun with generations (every sample, its score and log-probs) and iteration_bundles.
+
+    Raises:
+        ValueError: when there are no training prompts.
+
+    Source: docs/methods.md s4.6.
+    """
     train_frame = split_pairs(pairs, "train", None, data.sources)
     prompts_frame = train_frame.unique("prompt_id", keep="first").sort("prompt_id")
     if gpo.max_prompts is not None:

@@ -33,6 +33,11 @@ class RewardParams:
 
     The head type (scalar or gpm) is the registry entry's model kind (core/objectives/registry.py),
     written into ``head["head"]`` before parsing; ``head`` holds the other HeadConfig keys.
+
+    Raises:
+        ValueError: from ``from_dict``, before any training (see there).
+
+    Source: docs/methods.md s2 (soft_targets, margin_offset, centering), s3 (GPM head).
     """
 
     soft_targets: bool = False  # docs/methods.md s2: each pair's p_chosen instead of a hard label; keeps ties
@@ -75,6 +80,13 @@ class RewardParams:
 def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
     """``params`` with ``head.head`` set to the registry's model kind.
 
+    Args:
+        params: a reward parameters dict (``defaults`` merged with the objective's block).
+        head_type: ``scalar`` or ``gpm``.
+
+    Returns:
+        A new dict; ``params`` is not changed.
+
     Raises:
         ValueError: when the parameters already name another head type (the registry entry decides it).
     """
@@ -90,7 +102,14 @@ def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` wins key by key; nested dicts merge."""
+    """Deep merge of two parameter dicts.
+
+    Args:
+        base: e.g. ``reward.defaults``; override: e.g. ``reward.<name>`` (wins key by key; nested dicts merge).
+
+    Returns:
+        A new dict (``base`` is deep-copied, never changed).
+    """
     merged = copy.deepcopy(base)
     for key, value in (override or {}).items():
         merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
@@ -128,7 +147,15 @@ def select_pairs(
 
 
 def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrainedTokenizerBase:
-    """The configured pretrained tokenizer, or a BPE trained on the training texts only."""
+    """The configured pretrained tokenizer, or a BPE trained on the training texts only.
+
+    Args:
+        train_pairs: the selected train pairs (prompt, chosen, rejected texts; never val or test).
+        params: ``params.tokenizer`` (core/models/tokenizer.py TokenizerConfig keys).
+
+    Returns:
+        A tokenizer with a pad token.
+    """
     texts = (train_pairs["prompt"].to_list() + train_pairs["chosen"].to_list() + train_pairs["rejected"].to_list())
     return build_tokenizer(params.tokenizer, texts)
 

@@ -75,7 +75,19 @@ def run_in_subprocesses(
     num_processes: int,
     accelerate_config: str | None = None,
 ) -> TrainingRun:
-    """Run ``train_objective(namespace, ...)`` in ``num_processes`` processes; return the main process's run."""
+    """Run ``train_objective(namespace, ...)`` in ``num_processes`` processes.
+
+    Args:
+        namespace, args, frames, bundles, tokenizers: as core/objectives/train.train_objective.
+        work_dir: exchange folder (inputs/, result/); num_processes: > 1; accelerate_config: or None.
+
+    Returns:
+        The main process's TrainingRun (metrics carry ``num_processes``).
+
+    Raises:
+        RuntimeError: the children failed (their stderr's tail in the message).
+        FileNotFoundError: ``accelerate_config`` does not exist.
+    """
     work = Path(work_dir)
     inputs = work / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,14 @@ class TrainingRun:
 
 
 def curve_frame(history: list[dict[str, float]]) -> pl.DataFrame:
-    """The loop's per-step history as the curve table (an empty table with a ``step`` column if none)."""
+    """The loop's per-step history as the curve table.
+
+    Args:
+        history: TrainResult.history, one dict per optimizer step.
+
+    Returns:
+        A DataFrame (columns as TrainingRun.training_curve); empty with ``step`` and ``train_loss`` if no step ran.
+    """
     if not history:
         return pl.DataFrame({"step": [], "train_loss": []}, schema={"step": pl.Int64, "train_loss": pl.Float64})
     return pl.DataFrame(history, infer_schema_length=None)
