@@ -95,7 +95,7 @@ def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
     head = dict(params.get("head") or {})
     if head.get("head", head_type) != head_type:
         raise ValueError(
-            f"head.head={head['head']!r} contradicts the objective's registered model kind ({head_type!r}); "
+            f"head.head={head['head']!r} contradicts the objective's registered model kind ({head_type!r} of {HEAD_TYPES}); "
             "remove head.head from the parameters"
         )
     return {**params, "head": {**head, "head": head_type}}
