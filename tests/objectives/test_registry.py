@@ -65,3 +65,14 @@ def test_reward_head_type_comes_from_the_registry():
     assert registry.get("reward_bt").parse({}).head_config().head == "scalar"
     with pytest.raises(ValueError, match="contradicts"):
         registry.get("reward_bt").parse({"head": {"head": "gpm"}})
+
+
+def test_process_count_is_checked_once_for_reward_and_policy():
+    from prefalign.core.reward.training import RewardParams
+    from prefalign.core.training.launch import check_num_processes
+
+    with pytest.raises(ValueError, match=r"reward num_processes=3 must be >= 1 and <= the batch size \(2\)"):
+        RewardParams.from_dict({"num_processes": 3, "batch_size": 2})
+    with pytest.raises(ValueError, match=r"policy.defaults.num_processes=0"):
+        check_num_processes(0, 8, "policy.defaults.num_processes")
+    assert check_num_processes("2", 8, "k") == 2

@@ -20,6 +20,7 @@ from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.training.batching import make_pair_batches, padding_fraction, tokenize_pairs
+from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
@@ -67,8 +68,7 @@ class RewardParams:
                 training value, or num_processes < 1 or > batch_size.
         """
         p = dataclass_from_params(cls, params, "reward parameter")
-        if p.num_processes < 1 or p.batch_size < p.num_processes:
-            raise ValueError(f"need num_processes >= 1 and batch_size ({p.batch_size}) >= num_processes ({p.num_processes})")
+        check_num_processes(p.num_processes, p.batch_size, "reward num_processes")
         # Fail before any training: every sub-config is parsed now.
         p.head_config(), TokenizerConfig.from_dict(p.tokenizer), ModelConfig.from_dict(p.model), TrainConfig.from_dict(p.training)
         return p

@@ -24,6 +24,25 @@ from prefalign.core.models.checkpoint import ModelBundle, load_bundle, save_bund
 from prefalign.core.training.run import TrainingRun
 
 
+def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
+    """The one check of a process count: every process needs at least one pair of each global batch.
+
+    Args:
+        num_processes: the configured count; batch_size: pairs (or sequences) per global batch;
+        key: the parameter's name, for the message (e.g. ``policy.defaults.num_processes``).
+
+    Returns:
+        ``num_processes`` as an int.
+
+    Raises:
+        ValueError: naming the key, when it is < 1 or > batch_size.
+    """
+    processes = int(num_processes)
+    if processes < 1 or batch_size < processes:
+        raise ValueError(f"{key}={processes} must be >= 1 and <= the batch size ({batch_size})")
+    return processes
+
+
 def free_port() -> int:
     # Several trainings may share a machine: never assume accelerate's default port is free.
     with socket.socket() as s:

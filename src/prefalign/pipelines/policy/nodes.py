@@ -16,6 +16,7 @@ from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, reference_logprobs, train_gpo
+from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.resume import resumable_run_dir
 
@@ -39,12 +40,7 @@ def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str
 
 
 def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
-    processes = int(defaults.get("num_processes", 1))
-    if processes < 1 or data.batch_size < processes:
-        raise ValueError(
-            f"policy.defaults.num_processes={processes} must be >= 1 and <= data.batch_size ({data.batch_size})"
-        )
-    return processes
+    return check_num_processes(defaults.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
 
 
 def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any], frames: dict[str, pl.DataFrame],
