@@ -23,7 +23,7 @@ from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.reward.training import RewardParams, with_head_type
 
 FAMILIES = ("reward", "policy")
-MODEL_KINDS = ("reward_scalar", "reward_gpm", "policy")
+MODEL_KINDS = ("scalar_head", "gpm_head", "causal_lm")
 TRAINERS = ("reward", "supervised", "pairwise", "on_policy")
 DATA = ("pairs", "chosen_responses", "on_policy_samples")
 EVALUATION = ("reward_model", "implicit_reward", "reference")
@@ -37,7 +37,7 @@ class ObjectiveSpec:
         name: the parameters key (``reward.<name>`` / ``policy.<name>``); the Kedro namespace and
             dataset prefix is ``<family>_<name>``.
         family: ``reward`` or ``policy``.
-        model_kind: ``reward_scalar`` | ``reward_gpm`` | ``policy``: what it trains.
+        model_kind: ``scalar_head`` (reward model, scalar head) | ``gpm_head`` (reward model, GPM head) | ``causal_lm`` (policy).
         trainer: the pipeline template and core entry point: ``reward`` (reward model on pairs),
             ``supervised`` (SFT), ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
         config: the dataclass the objective's parameters parse into.
@@ -81,7 +81,7 @@ class ObjectiveSpec:
 
     @property
     def namespace(self) -> str:
-        """The Kedro namespace and dataset prefix, e.g. ``policy_dpo``."""
+        """The Kedro namespace and dataset prefix, e.g. ``policy_<name>``."""
         return f"{self.family}_{self.name}"
 
     @property
@@ -92,7 +92,7 @@ class ObjectiveSpec:
     @property
     def head_type(self) -> str | None:
         """The reward head (``scalar`` / ``gpm``), None for policies."""
-        return {"reward_scalar": "scalar", "reward_gpm": "gpm"}.get(self.model_kind)
+        return {"scalar_head": "scalar", "gpm_head": "gpm"}.get(self.model_kind)
 
     def parse(self, params: dict[str, Any] | None) -> Any:
         """The objective's config from its parameters (the entry's ``config_defaults`` under them).
@@ -122,31 +122,31 @@ class ObjectiveSpec:
 
 REGISTRY: tuple[ObjectiveSpec, ...] = (
     # reward models (docs/methods.md s2, s3)
-    ObjectiveSpec("bt", "reward", "reward_scalar", "reward", RewardParams, make_reward_loss_fn,
+    ObjectiveSpec("bt", "reward", "scalar_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
-    ObjectiveSpec("mmpo", "reward", "reward_scalar", "reward", RewardParams, make_reward_loss_fn,
+    ObjectiveSpec("mmpo", "reward", "scalar_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model",
                   config_defaults={"soft_targets": True}),
-    ObjectiveSpec("gpm", "reward", "reward_gpm", "reward", RewardParams, make_reward_loss_fn,
+    ObjectiveSpec("gpm", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
     # policies (docs/methods.md s4)
-    ObjectiveSpec("sft", "policy", "policy", "supervised", None, policy.sft_loss_fn,
+    ObjectiveSpec("sft", "policy", "causal_lm", "supervised", None, policy.sft_loss_fn,
                   needs_reference=False, data="chosen_responses", evaluation="reference"),
-    ObjectiveSpec("dpo", "policy", "policy", "pairwise", policy.DPOConfig, policy.dpo_objective,
+    ObjectiveSpec("dpo", "policy", "causal_lm", "pairwise", policy.DPOConfig, policy.dpo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
-    ObjectiveSpec("mmpo", "policy", "policy", "pairwise", policy.DPOConfig, policy.dpo_objective,
+    ObjectiveSpec("mmpo", "policy", "causal_lm", "pairwise", policy.DPOConfig, policy.dpo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective",
                   config_defaults={"soft_targets": True}),
-    ObjectiveSpec("ipo", "policy", "policy", "pairwise", policy.IPOConfig, policy.ipo_objective,
+    ObjectiveSpec("ipo", "policy", "causal_lm", "pairwise", policy.IPOConfig, policy.ipo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
-    ObjectiveSpec("simpo", "policy", "policy", "pairwise", policy.SimPOConfig, policy.simpo_objective,
+    ObjectiveSpec("simpo", "policy", "causal_lm", "pairwise", policy.SimPOConfig, policy.simpo_objective,
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
-    ObjectiveSpec("orpo", "policy", "policy", "pairwise", policy.ORPOConfig, policy.orpo_objective,
+    ObjectiveSpec("orpo", "policy", "causal_lm", "pairwise", policy.ORPOConfig, policy.orpo_objective,
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
-    ObjectiveSpec("gpo", "policy", "policy", "on_policy", GPOConfig, make_gpo_loss_fn,
+    ObjectiveSpec("gpo", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
                   config_key="gpo", preference_model="reward_gpm"),
-    ObjectiveSpec("gpo_bt", "policy", "policy", "on_policy", GPOConfig, make_gpo_loss_fn,
+    ObjectiveSpec("gpo_bt", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
                   config_key="gpo", preference_model="reward_bt"),
 )
