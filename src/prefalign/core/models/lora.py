@@ -169,3 +169,16 @@ def load_adapted(directory: str | Path, auto_class: type, is_trainable: bool = T
     model.prefalign_merge_on_save = meta.get("merge_on_save", False)
     return model
 
+
+
+def adapt_for_training(model: torch.nn.Module, model_params: dict[str, Any] | None, causal_lm: bool = True, seed: int = 0) -> torch.nn.Module:
+    """A loaded starting model (e.g. the SFT policy DPO starts from) ready for ``model.lora``.
+
+    Already adapted (a LoRA SFT checkpoint loads with its adapter trainable): trained further as is.
+    Not adapted and ``model.lora`` set: fresh adapters on top. ``model.lora`` null: unchanged.
+    """
+    settings = LoraSettings.from_dict((model_params or {}).get("lora"))
+    if settings is None or is_adapted(model):
+        return model
+    torch.manual_seed(seed)
+    return apply_lora(model, settings, causal_lm=causal_lm)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.core.models.lora import adapt_for_training
 from prefalign.core.policy.launch import run_in_subprocesses
 from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import (
@@ -76,6 +77,12 @@ def compute_reference_logprobs(
     return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
 
 
+def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
+    """With `model.lora` set, a starting policy without adapters gets fresh ones (core/models/lora.py)."""
+    model = adapt_for_training(start.model, defaults.get("model"), causal_lm=True, seed=(defaults.get("model") or {}).get("seed", 0))
+    return start if model is start.model else replace(start, model=model)
+
+
 def preference_policy(
     reference: ModelBundle,
     validated_pairs: pl.DataFrame,
@@ -89,6 +96,7 @@ def preference_policy(
     training = TrainConfig.from_dict(objective.get("training"))
     apply_cpu_threads(training)
     work_dir = _work_dir(defaults, objective, validated_pairs, reference)
+    reference = _with_lora(reference, defaults)
     processes = _num_processes(defaults, data)
     if processes > 1:
         spec = {"preference": asdict(preference), "data": asdict(data), "training": asdict(training), "output_dir": str(work_dir)}
@@ -117,6 +125,8 @@ def gpo_policy(
     gpo = GPOConfig.from_dict(objective.get("gpo"))
     training = TrainConfig.from_dict(objective.get("training"))
     apply_cpu_threads(training)
+    work_dir = _work_dir(defaults, objective, validated_pairs, reference)
+    reference = _with_lora(reference, defaults)
     run = train_gpo(
         reference,
         preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
@@ -124,7 +134,7 @@ def gpo_policy(
         gpo,
         PolicyDataConfig.from_dict(defaults.get("data")),
         training,
-        _work_dir(defaults, objective, validated_pairs, reference),
+        work_dir,
         preference_model_name=objective.get("preference_model_name", "preference_model"),
     )
     return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
