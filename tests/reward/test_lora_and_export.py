@@ -278,3 +278,26 @@ def test_resume_after_kill_with_lora_equals_uninterrupted_run(tok, tmp_path: Pat
     assert resumed.resumed_from_step == 4 and resumed.steps == 6
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
+
+
+def test_lora_over_a_pretrained_base_refers_to_it_and_loads_with_plain_peft(tok, tmp_path: Path):
+    from peft import AutoPeftModelForCausalLM
+
+    build_causal_lm(TINY_MODEL, tok).save_pretrained(tmp_path / "base")
+    policy = build_causal_lm({"name_or_path": str(tmp_path / "base"), "lora": LORA}, tok)
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    save_bundle(ModelBundle(policy.eval(), tok), tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / LORA_FILE).read_text())["base"] == str(tmp_path / "base")
+    assert not (tmp_path / "adapter" / "base_model").exists()  # the base is referred to, not copied
+    ids = torch.tensor([tok("great kind clear")["input_ids"]])
+    with torch.no_grad():
+        expected = policy(input_ids=ids).logits
+        assert torch.equal(load_bundle(tmp_path / "adapter").model(input_ids=ids).logits, expected)
+        assert torch.equal(AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapter").eval()(input_ids=ids).logits, expected)
+    import shutil
+
+    shutil.rmtree(tmp_path / "base")
+    with pytest.raises(FileNotFoundError, match="adapts the base model .*does not exist.*merge_on_save"):
+        load_bundle(tmp_path / "adapter")
