@@ -316,3 +316,15 @@ def test_lora_over_a_resized_base_carries_its_own_base(tok, tmp_path: Path):
     assert ids.max().item() == len(tok)  # the new row is used
     with torch.no_grad():
         assert torch.equal(load_bundle(tmp_path / "adapter").model(input_ids=ids).logits, policy(input_ids=ids).logits)
+
+
+def test_gradient_checkpointing_with_lora_still_reaches_the_adapters(tok):
+    model = RewardModel(build_backbone({**TINY_MODEL, "lora": LORA, "gradient_checkpointing": True}, tok), {"head": "scalar"})
+    assert model.backbone.get_base_model().is_gradient_checkpointing
+    batch = _batches(tok)[0]
+    model.train()
+    loss, _ = make_reward_loss_fn("bt", 0.0)(model, batch)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values())
+    assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)  # B starts at 0, its gradient does not
