@@ -328,3 +328,17 @@ def test_gradient_checkpointing_with_lora_still_reaches_the_adapters(tok):
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert all(g is not None for g in grads.values())
     assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)  # B starts at 0, its gradient does not
+
+
+def test_lora_on_a_pretrained_encoder_round_trips_and_refuses_export(tok, texts, tmp_path: Path):
+    _bert_reward_model(tok).backbone.save_pretrained(tmp_path / "bert")
+    model = RewardModel(build_backbone({"name_or_path": str(tmp_path / "bert"), "lora": LORA}, tok), {"head": "scalar"}).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    save_bundle(ModelBundle(model, tok), tmp_path / "saved")
+    prompts, chosen, _ = texts
+    loaded = load_bundle(tmp_path / "saved").model
+    assert np.array_equal(scoring.response_rewards(loaded, tok, prompts, chosen), scoring.response_rewards(model, tok, prompts, chosen))
+    with pytest.raises(ValueError, match="BertForSequenceClassification"):
+        model.export_sequence_classifier(tmp_path / "export")
