@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 from pathlib import Path
+
+import pytest
 
 import torch
 from kedro.io.core import Version
@@ -11,6 +14,7 @@ from peft import PeftModel
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.lora import adapt_for_training, trainable_parameters
+from prefalign.core.policy.launch import run_in_subprocesses
 from prefalign.core.policy.training import PolicyDataConfig, PreferenceConfig, reference_logprobs, train_preference, train_sft
 from prefalign.core.training.loop import TrainConfig
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
@@ -57,3 +61,16 @@ def test_fresh_adapters_on_a_fully_fine_tuned_start(tiny_policy):
     adapted = adapt_for_training(start, {"lora": LORA})
     assert isinstance(adapted, PeftModel)
     assert adapt_for_training(adapted, {"lora": LORA}) is adapted  # an adapter is trained further, not stacked
+
+
+@pytest.mark.slow
+def test_two_process_lora_sft_equals_one_process(tiny_pairs, tmp_path: Path):
+    model = {**TINY_MODEL, "lora": LORA}
+    training = TrainConfig(max_steps=4, learning_rate=1e-2, eval_every=0, checkpoint_every=0, progress_bar=False)
+    single = train_sft(tiny_pairs, {"vocab_size": 300}, model, DATA, training, tmp_path / "single")
+    spec = {"tokenizer": {"vocab_size": 300}, "model": model, "data": asdict(DATA),
+            "training": asdict(training), "output_dir": str(tmp_path / "multi_state")}
+    multi = run_in_subprocesses("sft", tiny_pairs, spec, tmp_path / "launch", num_processes=2)
+    assert multi.metrics["num_processes"] == 2 and isinstance(multi.bundle.model, PeftModel)
+    # DDP over the trainable (adapter) parameters only: same losses as one process
+    assert multi.training_curve["train_loss"].to_list() == pytest.approx(single.training_curve["train_loss"].to_list(), rel=1e-4)
