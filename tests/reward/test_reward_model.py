@@ -65,7 +65,10 @@ def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_pat
     ds = ModelCheckpointDataset(filepath=str(tmp_path / "reward" / "model"), version=Version(None, None))
     ds.save(out.bundle)
     saved = Path(ds.list_versions()[0])
-    assert {"head_config.json", "head.safetensors", "model.safetensors", "tokenizer.json"} <= {p.name for p in saved.iterdir()}
+    # scalar: a standard AutoModelForSequenceClassification dir (the head is its `score`); GPM: backbone + head file
+    files = {"head_config.json", "model.safetensors", "tokenizer.json"} | ({"head.safetensors"} if head == "gpm" else set())
+    assert files <= {p.name for p in saved.iterdir()}
+    assert ("head.safetensors" in {p.name for p in saved.iterdir()}) == (head == "gpm")
     loaded: ModelBundle = ds.load()
     val = pairs.filter(pairs["split"] == "val")
     x, w, l = val["prompt"].to_list(), val["chosen"].to_list(), val["rejected"].to_list()

@@ -14,12 +14,32 @@ from prefalign.core.models.checkpoint import MARKER_FILE, ModelBundle, load_bund
 class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle]):
     """Saves and loads a ``ModelBundle`` (model + tokenizer) as a ``save_pretrained`` directory.
 
-    The directory holds safetensors weights, the model config, the tokenizer and, for reward
-    models, the head's config and weights; ``prefalign_checkpoint.json`` says which kind of model
-    it is (``causal_lm``, ``backbone``, ``reward_model``) so that ``load`` returns a ready model.
+    ``load`` returns a ready model (eval mode, on ``load_args["device"]``): a causal LM, a
+    backbone, or a ``RewardModel``; LoRA checkpoints come back as peft ``PeftModel`` s with their
+    adapter loaded (trainable, so a LoRA SFT policy can be trained further).
+
+    Layout of one saved directory (``<filepath>/<version>/<name>/`` when versioned)::
+
+        prefalign_checkpoint.json   {"kind": "causal_lm" | "backbone" | "reward_model",
+                                     "metadata": {...}, "lora_adapter": bool}
+        tokenizer.json, tokenizer_config.json, ...      the tokenizer it was trained with
+        config.json, model.safetensors                  the model (save_pretrained), in one of:
+          - causal LM: a plain AutoModelForCausalLM directory;
+          - scalar reward model on a decoder: a standard AutoModelForSequenceClassification
+            directory (num_labels=1; ``score.weight`` is the reward head) + head_config.json;
+          - encoder scalar reward model or GPM: the backbone + head_config.json + head.safetensors;
+        adapter_config.json, adapter_model.safetensors, prefalign_lora.json, [base_model/]
+            instead of the weights above for LoRA models saved unmerged (``model.lora``; the base
+            is referred to by hub id, or saved in base_model/ when it was built from config);
+            with ``model.lora.merge_on_save: true`` the plain layouts above are written instead.
+
+    Tensor-level layouts (reward head, GPM): docs/reward.md, "Checkpoint layout". No pickles.
     Any such directory is also loadable outside Kedro with
-    ``prefalign.core.models.checkpoint.load_bundle(path)`` (and, for causal LMs, with plain
-    ``AutoModelForCausalLM.from_pretrained(path)``).
+    ``prefalign.core.models.checkpoint.load_bundle(path)``; causal LMs with plain
+    ``AutoModelForCausalLM.from_pretrained(path)`` (LoRA: ``peft.AutoPeftModelForCausalLM`` or
+    ``load_bundle``), scalar decoder reward models with
+    ``AutoModelForSequenceClassification.from_pretrained(path)``, GPMs with
+    ``prefalign.core.reward.scoring.load_preference_model(path)``.
 
     Example catalog entry:
 

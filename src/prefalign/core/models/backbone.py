@@ -1,7 +1,8 @@
 """Backbones from configuration: a pretrained model by ``name_or_path`` or a small one from config.
 
 ``build_backbone`` returns an ``AutoModel`` (hidden states, for reward heads);
-``build_causal_lm`` returns an ``AutoModelForCausalLM`` (for policies). Both are seeded when
+``build_causal_lm`` returns an ``AutoModelForCausalLM`` (for policies). With ``model.lora`` set,
+either is returned wrapped in peft LoRA adapters (core/models/lora.py), base weights frozen. Both are seeded when
 built from config, and ``trust_remote_code`` is only passed on when the user sets it.
 """
 
@@ -21,6 +22,7 @@ from transformers import (
 )
 
 from prefalign.core.models.tokenizer import check_local_path
+from prefalign.core.models.lora import RESIZED_ATTR, LoraSettings, apply_lora
 from prefalign.core.models.params import dataclass_from_params
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,6 +43,7 @@ class ModelConfig:
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
+    lora: dict[str, Any] | None = None  # LoraSettings keys (core/models/lora.py); null = full fine-tune
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
@@ -51,7 +54,11 @@ class ModelConfig:
             raise ValueError(
                 f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}"
             )
+        cfg.lora_settings()  # a bad lora key fails here, before any training
         return cfg
+
+    def lora_settings(self) -> LoraSettings | None:
+        return LoraSettings.from_dict(self.lora)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,11 +95,16 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
+            setattr(model, RESIZED_ATTR, True)  # a LoRA checkpoint must then carry its own base (lora.py)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+    lora = cfg.lora_settings()
+    if lora is not None:  # the one place adapters are applied, for reward backbones and policies alike
+        torch.manual_seed(cfg.seed)  # LoRA's A matrices are random: same seed, same adapters
+        model = apply_lora(model, lora, causal_lm=auto_class is AutoModelForCausalLM)
     return model
 
 

@@ -5,7 +5,11 @@ Layout::
     <dir>/prefalign_checkpoint.json   {"kind": "causal_lm" | "backbone" | "reward_model", ...}
     <dir>/config.json, model.safetensors   (transformers' save_pretrained)
     <dir>/tokenizer.json, tokenizer_config.json, ...
-    <dir>/head_config.json, head.safetensors   (reward models only, written by the model class)
+    <dir>/head_config.json, head.safetensors   (reward models only, written by the model class;
+                                               scalar reward models are a standard
+                                               AutoModelForSequenceClassification dir instead)
+    <dir>/adapter_config.json, adapter_model.safetensors, prefalign_lora.json, [base_model/]
+                                             (LoRA models saved unmerged: core/models/lora.py)
 
 ``kind`` picks the loader, from a fixed registry (no class path from the file is imported).
 """
@@ -19,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, save_adapted
 
 MARKER_FILE = "prefalign_checkpoint.json"
 # kind -> "module:Class" with a from_pretrained(path) classmethod; imported lazily (reward model lives in core/reward).
@@ -52,9 +58,12 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
     kind = checkpoint_kind(bundle.model)
     if kind not in LOADERS:
         raise ValueError(f"model kind {kind!r} has no loader; known kinds: {sorted(LOADERS)}")
-    bundle.model.save_pretrained(directory)
+    if is_adapted(bundle.model):  # a policy with LoRA (reward models handle their own backbone)
+        save_adapted(bundle.model, directory)
+    else:
+        bundle.model.save_pretrained(directory)
     bundle.tokenizer.save_pretrained(directory)
-    marker = {"kind": kind, "format_version": 1, "metadata": bundle.metadata or {}}
+    marker = {"kind": kind, "format_version": 1, "metadata": bundle.metadata or {}, "lora_adapter": is_adapter_dir(directory)}
     (directory / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
     return directory
 
@@ -72,7 +81,10 @@ def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> Mo
         raise ValueError(f"checkpoint kind {kind!r} in {marker_path} is unknown; known kinds: {sorted(LOADERS)}")
     module_name, class_name = LOADERS[kind].split(":")
     loader = getattr(importlib.import_module(module_name), class_name)
-    model = loader.from_pretrained(directory).to(device)
+    if kind in ("causal_lm", "backbone") and is_adapter_dir(directory):
+        model = load_adapted(directory, loader).to(device)
+    else:
+        model = loader.from_pretrained(directory).to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return ModelBundle(model=model, tokenizer=tokenizer, metadata=marker.get("metadata") or {})

@@ -1,6 +1,7 @@
 """Reward heads on top of a backbone's hidden states.
 
-- ``ScalarHead``: r(x, y) = w . h(last real token) + b.
+- ``ScalarHead``: r(x, y) = w . h(last real token), no bias (as transformers' ``score`` layer of
+  ``*ForSequenceClassification``, so the head exports exactly; a bias cancels in r_w - r_l anyway).
 - ``GPMHead`` (docs/methods.md s3): v = normalise(W h(last response token)) in R^(2k); a gate
   lambda = softmax(G h(last prompt token) + g) in R^k; score s(y_i > y_j | x) = <R v_i, v_j> with
   R block-diagonal of k blocks [[0, -lambda_l], [lambda_l, 0]].
@@ -20,9 +21,10 @@ def gather_rows(hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tenso
 
 
 class ScalarHead(torch.nn.Module):
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, bias: bool = False):
         super().__init__()
-        self.score = torch.nn.Linear(hidden_size, 1)
+        # bias=True only to read checkpoints written before the head became bias-free
+        self.score = torch.nn.Linear(hidden_size, 1, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
         """Rewards [N] read at each row's last real token."""

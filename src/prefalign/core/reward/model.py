@@ -1,4 +1,8 @@
-"""``RewardModel``: a backbone with a scalar or GPM head, saved as a ``save_pretrained`` directory."""
+"""``RewardModel``: a backbone (optionally with LoRA adapters) and a scalar or GPM head.
+
+Saved as a ``save_pretrained`` directory; a scalar model on a decoder backbone IS a standard
+``AutoModelForSequenceClassification`` directory (num_labels=1). Layouts: docs/reward.md.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+
+from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, merged_copy, save_adapted
+from prefalign.core.reward.export import check_exportable, save_sequence_classifier
 
 from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
 from prefalign.core.training.batching import SequenceBatch
@@ -45,13 +52,13 @@ class RewardModel(torch.nn.Module):
 
     checkpoint_kind = "reward_model"
 
-    def __init__(self, backbone: PreTrainedModel, head_config: HeadConfig | dict[str, Any]):
+    def __init__(self, backbone: PreTrainedModel, head_config: HeadConfig | dict[str, Any], head_bias: bool = False):
         super().__init__()
         self.head_config = head_config if isinstance(head_config, HeadConfig) else HeadConfig.from_dict(head_config)
         self.backbone = backbone
-        hidden = backbone.config.hidden_size
+        hidden = (backbone.get_base_model() if is_adapted(backbone) else backbone).config.hidden_size
         cfg = self.head_config
-        self.head = ScalarHead(hidden) if cfg.head == "scalar" else GPMHead(hidden, cfg.gpm_k)
+        self.head = ScalarHead(hidden, bias=head_bias) if cfg.head == "scalar" else GPMHead(hidden, cfg.gpm_k)
 
     @property
     def is_gpm(self) -> bool:
@@ -65,15 +72,79 @@ class RewardModel(torch.nn.Module):
         return RewardOutput(rewards=self.head(hidden, sequences.last_index), tau=self.head_config.tau)
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Write the model as a directory (layouts in docs/reward.md, "Checkpoint layout").
+
+        - scalar head, backbone with a transformers sequence-classification class whose pooling
+          matches (decoders): a standard ``AutoModelForSequenceClassification`` directory
+          (num_labels=1), loadable by plain transformers with the same rewards;
+        - scalar head on another backbone (encoders), or GPM: backbone ``save_pretrained`` +
+          ``head.safetensors``;
+        - LoRA backbone: peft adapter + ``head.safetensors`` (the head is trained fully and saved
+          whole), or, with ``model.lora.merge_on_save``, the merged model in one of the above;
+        - always ``head_config.json`` (head type, GPM k and tau, the truncation lengths).
+        """
         directory = Path(directory)
-        self.backbone.save_pretrained(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        backbone = self.backbone
+        if is_adapted(backbone) and getattr(backbone, "prefalign_merge_on_save", False):
+            backbone = merged_copy(backbone)
+        if is_adapted(backbone):
+            save_adapted(backbone, directory)
+            self._save_head(directory)
+        elif not self.is_gpm and self.exportable:
+            save_sequence_classifier(backbone, self.head, directory)
+        else:
+            backbone.save_pretrained(directory)
+            self._save_head(directory)
         (directory / HEAD_CONFIG_FILE).write_text(json.dumps(asdict(self.head_config), indent=2))
+
+    @property
+    def exportable(self) -> bool:
+        """True when ``export_sequence_classifier`` can reproduce the rewards exactly."""
+        try:
+            check_exportable(self._base_config, self.head)
+        except ValueError:
+            return False
+        return not self.is_gpm
+
+    @property
+    def _base_config(self):
+        return self.backbone.get_base_model().config if is_adapted(self.backbone) else self.backbone.config
+
+    def export_sequence_classifier(self, directory: str | Path) -> Path:
+        """A standard ``AutoModelForSequenceClassification`` directory (num_labels=1, LoRA merged).
+
+        ``AutoModelForSequenceClassification.from_pretrained(directory)(input_ids, attention_mask).logits[:, 0]``
+        equals this model's rewards for the same right-padded ids (tokenise with prefalign's
+        ``tokenize_sequences`` or the same layout; see export.py for the pad-token rule).
+
+        Raises:
+            ValueError: GPM heads (no scalar reward), or a backbone whose transformers class pools
+                differently (named, e.g. BertForSequenceClassification); see ``check_exportable``.
+        """
+        if self.is_gpm:
+            raise ValueError(
+                "a GPM has no scalar reward to export as AutoModelForSequenceClassification; load it with "
+                "prefalign.core.reward.scoring.load_preference_model(path) (layout in docs/reward.md)"
+            )
+        backbone = merged_copy(self.backbone) if is_adapted(self.backbone) else self.backbone
+        return save_sequence_classifier(backbone, self.head, directory)
+
+    def _save_head(self, directory: Path) -> None:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, directory / HEAD_WEIGHTS_FILE)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "RewardModel":
+        """Load any layout ``save_pretrained`` writes (LoRA adapters stay unmerged and trainable)."""
         directory = Path(directory)
         head_config = HeadConfig.from_dict(json.loads((directory / HEAD_CONFIG_FILE).read_text()))
-        model = cls(AutoModel.from_pretrained(directory), head_config)
-        model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS_FILE))
+        if not (directory / HEAD_WEIGHTS_FILE).exists():  # standard sequence-classification directory
+            classifier = AutoModelForSequenceClassification.from_pretrained(directory)
+            model = cls(getattr(classifier, classifier.base_model_prefix), head_config)
+            model.head.score = classifier.score
+            return model
+        backbone = load_adapted(directory, AutoModel) if is_adapter_dir(directory) else AutoModel.from_pretrained(directory)
+        head_state = load_file(directory / HEAD_WEIGHTS_FILE)
+        model = cls(backbone, head_config, head_bias="score.bias" in head_state)
+        model.head.load_state_dict(head_state)
         return model

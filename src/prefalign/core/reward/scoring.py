@@ -7,16 +7,21 @@ trained with (``model.head_config``), batch by length, and return numpy arrays i
 - ``response_embeddings``: GPM (v [N, 2k], gate [N, k]), one forward per response.
 - ``preference_matrix``: K responses to one prompt -> K x K logits of P(i > j) (K forwards).
 - ``pair_logits``: logit of P(chosen > rejected) for ANY reward model (scalar r_w - r_l; GPM s / tau).
+- ``load_preference_model(path).score(prompt, responses)``: the K x K table s(y_i > y_j | x) from a
+  saved checkpoint directory, for users outside the pipelines.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from prefalign.core.models.checkpoint import load_bundle
 from prefalign.core.reward.heads import gpm_score
 from prefalign.core.reward.model import RewardModel
 from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequences
@@ -63,18 +68,83 @@ def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, 
     return v, gate
 
 
+def _score_table(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], batch_size: int) -> torch.Tensor:
+    """[K, K] float64: r_i - r_j (scalar) or s(y_i > y_j | x) (GPM, before dividing by tau)."""
+    rewards, v, gate = _forward_all(model, tokenizer, [prompt] * len(responses), responses, batch_size)
+    if rewards is not None:
+        r = torch.from_numpy(rewards)
+        return r[:, None] - r[None, :]
+    k = len(responses)
+    vt, gt = torch.from_numpy(v), torch.from_numpy(gate[:1]).expand(k * k, -1)
+    return gpm_score(vt.repeat_interleave(k, 0), vt.repeat(k, 1), gt).view(k, k)
+
+
 def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
     """[K, K] logits: entry (i, j) is the logit of P(y_i > y_j | x); antisymmetric, zero diagonal.
 
     K forward passes, then vector arithmetic (scalar: r_i - r_j; GPM: s(i > j) / tau).
     """
-    rewards, v, gate = _forward_all(model, tokenizer, [prompt] * len(responses), responses, batch_size)
-    if rewards is not None:
-        return rewards[:, None] - rewards[None, :]
-    k = len(responses)
-    vt, gt = torch.from_numpy(v), torch.from_numpy(gate[:1]).expand(k * k, -1)
-    scores = gpm_score(vt.repeat_interleave(k, 0), vt.repeat(k, 1), gt).view(k, k)
-    return (scores / model.head_config.tau).numpy()
+    table = _score_table(model, tokenizer, prompt, responses, batch_size)
+    return (table if not model.is_gpm else table / model.head_config.tau).numpy()
+
+
+@dataclass
+class PreferenceModel:
+    """A trained GPM (or scalar reward model) with its tokenizer, ready to score responses.
+
+    Get one with ``load_preference_model(path)``. Tensor layout of the saved checkpoint: docs/reward.md.
+    """
+
+    model: RewardModel
+    tokenizer: PreTrainedTokenizerBase
+    batch_size: int = 32
+
+    @property
+    def tau(self) -> float:
+        return self.model.head_config.tau
+
+    def score(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
+        """s(y_i > y_j | x) for K responses to one prompt (methods.md s3), K forward passes.
+
+        Args:
+            prompt: the prompt x (flattened text, as in the pairs table).
+            responses: K >= 1 candidate responses y_1..y_K.
+        Returns:
+            [K, K] float64 tensor S with S[i, j] = s(y_i > y_j | x) = <R v_i, v_j>;
+            antisymmetric (S = -S^T, zero diagonal). For a scalar reward model S[i, j] = r_i - r_j.
+            P(y_i > y_j | x) = sigmoid(S[i, j] / tau) for GPM (``probabilities``).
+        Raises:
+            ValueError: no responses.
+        """
+        if len(responses) == 0:
+            raise ValueError("score needs at least one response to the prompt; got an empty list")
+        return _score_table(self.model, self.tokenizer, prompt, list(responses), self.batch_size)
+
+    def probabilities(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
+        """[K, K] P(y_i > y_j | x): sigmoid(S / tau) for GPM, sigmoid(r_i - r_j) for scalar models."""
+        s = self.score(prompt, responses)
+        return torch.sigmoid(s / self.tau if self.model.is_gpm else s)
+
+
+def load_preference_model(path: str | Path, device: str | torch.device = "cpu", batch_size: int = 32) -> PreferenceModel:
+    """Load a saved reward/preference model directory (any layout of docs/reward.md) for scoring.
+
+    Args:
+        path: a checkpoint directory written by the reward pipeline (``save_bundle``), e.g. a version
+            folder of ``data/06_models/reward_gpm/model``.
+        device: where to run the forward passes.
+    Returns:
+        ``PreferenceModel`` with ``score(prompt, responses) -> [K, K]``.
+    Raises:
+        FileNotFoundError: the directory is not a prefalign checkpoint; ValueError: it holds a policy.
+    """
+    bundle = load_bundle(path, device=device)
+    if not isinstance(bundle.model, RewardModel):
+        raise ValueError(
+            f"'{path}' holds a {type(bundle.model).__name__}, not a reward/preference model; "
+            "give a directory written by the reward pipeline (e.g. data/06_models/reward_gpm/model/<version>/model)"
+        )
+    return PreferenceModel(bundle.model, bundle.tokenizer, batch_size)
 
 
 def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.backbone import ModelConfig, build_backbone
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.core.models.lora import trainable_parameters
 from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
@@ -221,7 +222,8 @@ def train_reward_model(
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         "train_seconds": result.train_seconds,
-        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "parameters": trainable_parameters(result.model)[1],
+        "trainable_parameters": trainable_parameters(result.model)[0],  # LoRA: adapters + head only
     }
     result.model.eval()
     bundle = ModelBundle(result.model, tokenizer, {"objective": objective, "head": cfg.head, "steps": result.steps})

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.core.models.lora import adapt_for_training
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
@@ -48,6 +49,12 @@ def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any],
     with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
         return launch(spec.namespace, args, frames, bundles, num_processes=_num_processes(defaults, data),
                       accelerate_config=defaults.get("accelerate_config"), work_dir=tmp)
+
+
+def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
+    """With `model.lora` set, a starting policy without adapters gets fresh ones (core/models/lora.py)."""
+    model = adapt_for_training(start.model, defaults.get("model"), causal_lm=True, seed=(defaults.get("model") or {}).get("seed", 0))
+    return start if model is start.model else replace(start, model=model)
 
 
 def sft_node(spec: ObjectiveSpec) -> Callable:
@@ -94,7 +101,7 @@ def pairwise_node(spec: ObjectiveSpec) -> Callable:
         args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
                 "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
         frames = {"pairs": validated_pairs, **({"reference_logprobs": table} if table is not None else {})}
-        run = _launch(spec, defaults, args, frames, data, {"reference": reference})
+        run = _launch(spec, defaults, args, frames, data, {"reference": _with_lora(reference, defaults)})
         log.info("%s: policy ranking train=%s val=%s", spec.namespace, run.metrics["policy"]["train"],
                  run.metrics["policy"]["val"])
         return run.bundle, run.training_curve, run.metrics
@@ -118,14 +125,15 @@ def on_policy_node(spec: ObjectiveSpec) -> Callable:
         gpo = spec.parse(objective.get(spec.config_key))
         training = TrainConfig.from_dict(objective.get("training"))
         apply_cpu_threads(training)
+        work_dir = _work_dir(spec, defaults, objective, validated_pairs, reference)
         run = train_gpo(
-            reference,
+            _with_lora(reference, defaults),
             preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
             validated_pairs,
             gpo,
             PolicyDataConfig.from_dict(defaults.get("data")),
             training,
-            _work_dir(spec, defaults, objective, validated_pairs, reference),
+            work_dir,
             preference_model_name=f"{spec.preference_model}.model",
             name=spec.name,
         )
