@@ -11,8 +11,9 @@ from kedro.config import OmegaConfigLoader
 
 from prefalign.core.models.backbone import ModelConfig
 from prefalign.core.models.tokenizer import TokenizerConfig
-from prefalign.core.policy.training import GPOConfig, PolicyDataConfig, PreferenceConfig
-from prefalign.core.reward.training import RewardParams, deep_merge
+from prefalign.core.objectives import registry
+from prefalign.core.policy.training import PolicyDataConfig
+from prefalign.core.reward.training import deep_merge
 from prefalign.core.training.loop import TrainConfig
 from prefalign.settings import CONFIG_LOADER_ARGS
 
@@ -28,8 +29,8 @@ def parameters(env: str) -> dict:
 @pytest.mark.parametrize("env", sorted(CHAT_MODELS))
 def test_reward_parameters_of_the_gpu_environments(env):
     reward = parameters(env)["reward"]
-    for objective in ("bt", "mmpo", "gpm"):
-        params = RewardParams.from_dict(deep_merge(reward["defaults"], reward[objective]))
+    for spec in registry.objectives("reward"):
+        params = spec.parse(deep_merge(reward["defaults"], reward[spec.name]))
         model = ModelConfig.from_dict(params.model)
         assert model.name_or_path == CHAT_MODELS[env]
         # the model's own tokenizer: no tokenizer override that would replace it
@@ -51,11 +52,8 @@ def test_policy_parameters_of_the_gpu_environments(env):
     assert TokenizerConfig.from_dict(defaults["tokenizer"]).name_or_path is None
     assert (model.lora_settings() is not None) == (env == "gpu_llama8b")
     PolicyDataConfig.from_dict(defaults["data"])
-    for name, block in policy.items():
-        if name == "defaults":
-            continue
+    for spec in registry.objectives("policy"):
+        block = policy[spec.name]
         assert TrainConfig.from_dict(block["training"]).mixed_precision == "bf16"
-        if "objective" in block:
-            PreferenceConfig.from_dict(block["objective"])
-        if "gpo" in block:
-            GPOConfig.from_dict(block["gpo"])
+        if spec.config_key:
+            spec.parse(block.get(spec.config_key))

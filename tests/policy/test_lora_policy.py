@@ -14,8 +14,9 @@ from peft import PeftModel
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.lora import adapt_for_training, trainable_parameters
-from prefalign.core.policy.launch import run_in_subprocesses
-from prefalign.core.policy.training import PolicyDataConfig, PreferenceConfig, reference_logprobs, train_preference, train_sft
+from prefalign.core.objectives import registry
+from prefalign.core.objectives.train import launch
+from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference, train_sft
 from prefalign.core.training.loop import TrainConfig
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
 from tests.policy.conftest import TINY_MODEL
@@ -33,7 +34,7 @@ def _frozen(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_lora_sft_then_dpo_from_the_saved_adapter(tiny_pairs, tmp_path: Path):
-    sft = train_sft(tiny_pairs, {"vocab_size": 300}, {**TINY_MODEL, "lora": LORA}, DATA, quick(20, 1e-2), tmp_path / "sft")
+    sft = train_sft(tiny_pairs, {"vocab_size": 300}, {**TINY_MODEL, "lora": LORA}, DATA, quick(20, 1e-2), tmp_path / "sft", "sft")
     assert isinstance(sft.bundle.model, PeftModel)
     assert sft.metrics["final_train_loss"] < sft.training_curve["train_loss"][0]
     trained, total = trainable_parameters(sft.bundle.model)
@@ -46,7 +47,8 @@ def test_lora_sft_then_dpo_from_the_saved_adapter(tiny_pairs, tmp_path: Path):
     table = reference_logprobs(reference, tiny_pairs, DATA)
     base_before = _frozen(reference.model)
     adapter_before = {n: p.detach().clone() for n, p in reference.model.named_parameters() if "lora_" in n}
-    run = train_preference(reference, tiny_pairs, table, PreferenceConfig(loss="dpo", beta=0.5), DATA, quick(12, 5e-3), tmp_path / "dpo")
+    dpo = registry.get("policy_dpo")
+    run = train_preference(reference, tiny_pairs, table, dpo, dpo.parse({"beta": 0.5}), DATA, quick(12, 5e-3), tmp_path / "dpo")
     policy = run.bundle.model
     for name, p in policy.named_parameters():  # only the adapter moved; the base stayed frozen
         if name in base_before:
@@ -67,10 +69,10 @@ def test_fresh_adapters_on_a_fully_fine_tuned_start(tiny_policy):
 def test_two_process_lora_sft_equals_one_process(tiny_pairs, tmp_path: Path):
     model = {**TINY_MODEL, "lora": LORA}
     training = TrainConfig(max_steps=4, learning_rate=1e-2, eval_every=0, checkpoint_every=0, progress_bar=False)
-    single = train_sft(tiny_pairs, {"vocab_size": 300}, model, DATA, training, tmp_path / "single")
-    spec = {"tokenizer": {"vocab_size": 300}, "model": model, "data": asdict(DATA),
+    single = train_sft(tiny_pairs, {"vocab_size": 300}, model, DATA, training, tmp_path / "single", "sft")
+    args = {"tokenizer": {"vocab_size": 300}, "model": model, "data": asdict(DATA),
             "training": asdict(training), "output_dir": str(tmp_path / "multi_state")}
-    multi = run_in_subprocesses("sft", tiny_pairs, spec, tmp_path / "launch", num_processes=2)
+    multi = launch(registry.reference_policy().namespace, args, {"pairs": tiny_pairs}, num_processes=2, work_dir=tmp_path / "launch")
     assert multi.metrics["num_processes"] == 2 and isinstance(multi.bundle.model, PeftModel)
     # DDP over the trainable (adapter) parameters only: same losses as one process
     assert multi.training_curve["train_loss"].to_list() == pytest.approx(single.training_curve["train_loss"].to_list(), rel=1e-4)

@@ -24,6 +24,7 @@ from prefalign.core.reward import scoring
 from prefalign.core.reward.heads import gpm_score
 from prefalign.core.reward.model import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
+from prefalign.core.reward.training import RewardParams
 from prefalign.core.training import latest_checkpoint, make_pair_batches, tokenize_pairs, train
 from prefalign.core.training.batching import tokenize_sequences
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
@@ -51,7 +52,7 @@ def _batches(tok, n=48):
 def _trained_reward_model(tok, head="scalar", lora=LORA, steps=4, tmp_path=None, model_extra=None) -> RewardModel:
     model = RewardModel(build_backbone({**TINY_MODEL, "lora": lora, **(model_extra or {})}, tok), {"head": head, "max_length": 48, "max_prompt_length": 24})
     cfg = {"max_steps": steps, "learning_rate": 1e-2, "checkpoint_every": 0, "eval_every": 0, "progress_bar": False}
-    return train(model, _batches(tok), [], make_reward_loss_fn("bt", 0.0), cfg, tmp_path).model.eval()
+    return train(model, _batches(tok), [], make_reward_loss_fn(RewardParams()), cfg, tmp_path).model.eval()
 
 
 def _hf_rewards(directory: Path, tok, prompts, responses) -> np.ndarray:
@@ -89,7 +90,7 @@ def test_lora_trains_only_adapters_and_the_full_head(tok, tmp_path: Path):
     head_before = adapted.head.score.weight.detach().clone()
     base_before = {n: p.detach().clone() for n, p in adapted.named_parameters() if not p.requires_grad}
     cfg = {"max_steps": 3, "learning_rate": 1e-2, "checkpoint_every": 0, "eval_every": 0, "progress_bar": False}
-    trained = train(adapted, _batches(tok), [], make_reward_loss_fn("bt", 0.0), cfg, tmp_path).model
+    trained = train(adapted, _batches(tok), [], make_reward_loss_fn(RewardParams()), cfg, tmp_path).model
     assert not torch.equal(trained.head.score.weight, head_before)
     for n, p in trained.named_parameters():
         if n in base_before:
@@ -255,7 +256,7 @@ def test_lora_policy_round_trips_as_adapter_and_as_merged_causal_lm(tok, tmp_pat
 
 def test_resume_after_kill_with_lora_equals_uninterrupted_run(tok, tmp_path: Path):
     batches = _batches(tok, 64)
-    loss_fn = make_reward_loss_fn("bt", 0.0)
+    loss_fn = make_reward_loss_fn(RewardParams())
     cfg = {"max_steps": 6, "learning_rate": 1e-2, "eval_every": 0, "checkpoint_every": 2, "keep_checkpoints": 1,
            "progress_bar": False, "seed": 5}
 
@@ -323,7 +324,7 @@ def test_gradient_checkpointing_with_lora_still_reaches_the_adapters(tok):
     assert model.backbone.get_base_model().is_gradient_checkpointing
     batch = _batches(tok)[0]
     model.train()
-    loss, _ = make_reward_loss_fn("bt", 0.0)(model, batch)
+    loss, _ = make_reward_loss_fn(RewardParams())(model, batch)
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert all(g is not None for g in grads.values())
