@@ -10,11 +10,9 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from prefalign.core.evaluation import evaluate, generation, plots, report, scoring
+from prefalign.core.evaluation import rewardbench as rewardbench_format
 
 logger = logging.getLogger(__name__)
-
-REWARDBENCH_COLUMNS = ("prompt", "chosen", "rejected", "subset")
-
 
 def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
     """The evaluated pairs: the configured splits, capped per source (seeded) to bound the cost."""
@@ -32,18 +30,8 @@ def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> 
 
 
 def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """Check a RewardBench-format table and cap it per subset (seeded)."""
-    missing = [c for c in REWARDBENCH_COLUMNS if c not in rewardbench.columns]
-    if missing:
-        raise ValueError(
-            f"the RewardBench-format file lacks column(s) {missing}; each row needs {list(REWARDBENCH_COLUMNS)} "
-            "(point --params rewardbench_path=... at a JSONL file with those keys)"
-        )
-    table = rewardbench.select(REWARDBENCH_COLUMNS).drop_nulls()
-    cap = params.get("max_rows_per_subset")
-    if cap:
-        table = table.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("subset") < cap)
-    return table
+    """A RewardBench v1 or v2 table as scorable pair rows; capped per subset only when asked (seeded)."""
+    return rewardbench_format.prepare_rows(rewardbench, params.get("max_rows_per_subset"), params.get("seed", 0))
 
 
 def select_test_triples(triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
