@@ -8,7 +8,6 @@ written) holds the per-pair logits the paired tests need.
 
 from __future__ import annotations
 
-import math
 from itertools import combinations
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +16,7 @@ import polars as pl
 
 from prefalign.core.evaluation import statistics as st
 
+LN2 = st.LN2
 SETS = {"pairs": "in-distribution test split", "heldout": "held-out sources"}
 BASELINES = {"baseline_longer": "longer", "baseline_shorter": "shorter"}
 UNINFORMATIVE = "uninformative_p0.5"
@@ -99,6 +99,7 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
                     diff = st.paired_difference(_statistic(metric, la, t, n_bins), _statistic(metric, lb, t, n_bins),
                                                 weights, bootstrap.level)
                     row = {"set": set_name, "a": a, "b": b, "metric": metric, "pairs": joined.height, **diff,
+                           "resamples": int(weights.shape[0]),
                            "significant": bool(diff["low"] > 0 or diff["high"] < 0),
                            "mcnemar_p": None, "mcnemar_method": None}
                     if metric == "accuracy":
@@ -189,12 +190,20 @@ def _find(tests: Sequence[Mapping[str, Any]], set_name: str, metric: str, a: str
     return None, 1
 
 
+def format_p(p_value: float, resamples: int | None = None) -> str:
+    """A bootstrap p-value of 0 means 'below 1/B', never 0."""
+    if resamples and p_value < 1.0 / resamples:
+        return f"p<{1.0 / resamples:.3g}"
+    return f"p={p_value:.3f}"
+
+
 def _difference_words(row: Mapping[str, Any] | None, sign: int, higher_better: bool) -> str:
     if row is None:
         return "no paired test (different pairs)"
     diff, low, high = sign * row["difference"], *sorted((sign * row["low"], sign * row["high"]))
     words = "significant" if row["significant"] else "not significant"
-    text = f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}], paired bootstrap p={row['p_value']:.3f}"
+    text = (f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}], paired bootstrap "
+            f"{format_p(row['p_value'], row.get('resamples'))}")
     if row.get("mcnemar_p") is not None:
         text += f", McNemar p={row['mcnemar_p']:.3f}"
     return f"{text}: {words}"
@@ -226,7 +235,8 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                 scored.sort(key=lambda item: item[1]["value"], reverse=higher_better)
                 best, estimate = scored[0]
                 arrow = "↑" if higher_better else "↓"
-                parts = [f"best {kind} by {label} {arrow}: {best} {_fmt(estimate)}"]
+                singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
+                parts = [f"best {singular} by {label} {arrow}: {best} {_fmt(estimate)}"]
                 if len(scored) > 1:
                     second = scored[1][0]
                     row, sign = _find(tests, set_name, metric, best, second)
@@ -236,10 +246,12 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                     if row is not None:
                         parts.append(f"vs pick-the-longer: {_difference_words(row, sign, True)}")
                 if metric == "nll_p_chosen" and set_name in uninformative:
-                    below = estimate["high"] < math.log(2)
-                    parts.append(f"{'below' if below else 'not below'} the uninformative ln 2 = 0.693 "
-                                 "(interval " + ("excludes" if below or estimate['low'] > math.log(2) else "includes")
-                                 + " it)")
+                    if estimate["high"] < LN2:
+                        parts.append("better than the uninformative p = 0.5 (interval below ln 2 = 0.693)")
+                    elif estimate["low"] > LN2:
+                        parts.append("WORSE than the uninformative p = 0.5 (interval above ln 2 = 0.693)")
+                    else:
+                        parts.append("no better than the uninformative p = 0.5 (interval includes ln 2 = 0.693)")
                 rows.append({"set": set_name, "kind": kind, "metric": metric, "best": best,
                              "estimate": estimate, "statement": "; ".join(parts) + "."})
     return rows
@@ -260,4 +272,19 @@ def generation_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[
     best_lc, gen_lc = max(judged, key=lambda item: item[1]["lc_win_rate"])
     lines.append(f"best policy by length-controlled win rate ↑: {best_lc} {gen_lc['lc_win_rate']:.3f}"
                  + ("" if best_lc == best else f" (not {best}: length explains part of the raw win rate)"))
+    return lines
+
+
+def significant_differences(tests: Sequence[Mapping[str, Any]], set_name: str) -> list[str]:
+    """In words, every significant paired difference between two models (not baselines) on a set."""
+    lines = []
+    for row in tests:
+        if row["set"] != set_name or not row["significant"] or "baseline" in row["a"] + row["b"]:
+            continue
+        label, higher_better = PAIR_METRICS[row["metric"]]
+        a_better = (row["difference"] > 0) == higher_better
+        better, worse = (row["a"], row["b"]) if a_better else (row["b"], row["a"])
+        lines.append(f"{better} better than {worse} on {label} {'↑' if higher_better else '↓'} (a − b = "
+                     f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
+                     f"{format_p(row['p_value'], row.get('resamples'))})")
     return lines

@@ -61,7 +61,7 @@ def margin_histograms(pairs: pl.DataFrame, bins: int = 20) -> Figure:
         ax.set_ylabel(source, rotation=0, ha="right", fontsize=8)
     axes[-1, 0].set_xlabel("margin (source's own unit)")
     fig.suptitle("Margins per source")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first panel
     return fig
 
 
@@ -81,7 +81,7 @@ def win_rate_bars(models: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax.set_xticks(x, names, rotation=20, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate vs SFT reference")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars and their intervals
     fig.tight_layout()
     return fig
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
-from prefalign.core.evaluation.comparison import BASELINES, SETS
+from prefalign.core.evaluation.comparison import BASELINES, SETS, format_p, significant_differences
 
 EXPLANATIONS = [
     "accuracy ↑: share of pairs where the model strictly prefers the chosen response (a tie is wrong); "
@@ -142,7 +142,8 @@ def _truncation_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     rows = []
     for name, metrics in models.items():
         for set_name, stats in (metrics.get("truncation") or {}).items():
-            rows.append({"model": name, "set": SETS.get(set_name, set_name), "sequences": stats["sequences"],
+            label = SETS.get(set_name, "RewardBench file" if set_name == "rewardbench" else set_name)
+            rows.append({"model": name, "set": label, "sequences": stats["sequences"],
                          "cut": stats["sequences_truncated"],
                          "tokens removed (mean per cut seq.)": f"{stats['mean_tokens_removed']:.1f}",
                          "max tokens removed": stats["max_tokens_removed"],
@@ -151,10 +152,10 @@ def _truncation_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
 
 
 def _tests_table(tests: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    shown = [t for t in tests if t["metric"] == "accuracy" or t["significant"]]
-    rows = [{"set": SETS.get(t["set"], t["set"]), "metric": t["metric"], "a − b": f"{t['a']} − {t['b']}",
-             "difference [95% CI]": f"{t['difference']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
-             "bootstrap p": f"{t['p_value']:.3f}",
+    shown = [t for t in tests if t["metric"] == "accuracy" and "baseline_shorter" not in (t["a"], t["b"])]
+    rows = [{"set": SETS.get(t["set"], t["set"]), "a − b": f"{t['a']} − {t['b']}",
+             "accuracy difference [95% CI]": f"{t['difference']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
+             "bootstrap p": format_p(t["p_value"], t.get("resamples")).removeprefix("p=").removeprefix("p"),
              "McNemar p": "" if t.get("mcnemar_p") is None else f"{t['mcnemar_p']:.3f} ({t['mcnemar_method']})",
              "significant": "yes" if t["significant"] else "no"} for t in shown]
     return pl.DataFrame(rows) if rows else pl.DataFrame()
@@ -185,7 +186,8 @@ def _verdict_blocks(metrics: Mapping[str, Any], kinds: Mapping[str, Sequence[str
         if scored:
             best, value = max(scored, key=lambda item: item[1])
             capped = _dig(models, [best, "rewardbench", "capped_rows_per_subset"])
-            extra.append(f"best {kind[:-1] if kind.endswith('s') else kind} on the RewardBench-format file ↑: {best} "
+            singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
+            extra.append(f"best {singular} on the RewardBench-format file ↑: {best} "
                          f"{value:.3f} (no interval; "
                          + (f"CAPPED at {capped} rows per subset, not comparable with published numbers)" if capped
                             else "all rows, published weighting)"))
@@ -217,8 +219,9 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
         ("h2", "Data"),
         ("p", f"{data['pairs'].sum()} validated pairs from {data.height} sources. Evaluated: "
               f"{run.get('evaluated_pairs', '?')} pairs of split(s) {run.get('evaluated_splits', '?')} (in distribution) "
-              f"and {run.get('heldout_pairs', 0)} pairs of the held-out sources {run.get('heldout_sources') or '(none)'} "
-              "(no model trained or validated on their prompts)."),
+              f"and {run.get('heldout_pairs', 0)} held-out pairs (split heldout, by source: "
+              f"{run.get('heldout_sources') or 'none'}). The held-out sources' prompts are in no train, val or test "
+              "split; rows of other sources that share such a prompt are held out with them."),
         ("table", data),
         ("h2", "Models"),
         ("list", [f"{name} ({m.get('kind')}): {m.get('description', '')}".rstrip(": ") for name, m in models.items()]),
@@ -269,9 +272,16 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
     tests = _tests_table(metrics.get("paired_tests") or [])
     if tests.height:
         blocks += [("h2", "Paired tests"),
-                   ("p", "Every accuracy comparison, and any calibration comparison that is significant; all are in "
-                         "the metrics JSON (paired_tests)."),
+                   ("p", "Accuracy, every two models of a kind and each model against pick-the-longer, on the pairs "
+                         "both scored. Every test (every metric, pick-the-shorter too) is in the metrics JSON "
+                         "(paired_tests)."),
                    ("table", tests)]
+        for set_name, label in SETS.items():
+            words = significant_differences(metrics.get("paired_tests") or [], set_name)
+            blocks += [("p", f"Significant differences between models on the {label}"
+                             + (":" if words else ": none."))]
+            if words:
+                blocks.append(("list", words))
     blocks += [("h2", "Definitions"), ("list", EXPLANATIONS)]
     return blocks
 

@@ -237,7 +237,8 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
         "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height,
                 "heldout_pairs": heldout_pairs.height,
-                "heldout_sources": ",".join(sorted(heldout_pairs["source"].unique().to_list())),
+                "heldout_sources": ", ".join(f"{source} {n}" for source, n in heldout_pairs.group_by("source").len()
+                                             .sort("len", descending=True).iter_rows()),
                 "bootstrap": f"{bootstrap.resamples} prompt resamples, seed {bootstrap.seed}, "
                              f"{bootstrap.level:.0%} percentile intervals"},
         "data": data.to_dicts(),
@@ -248,7 +249,8 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
         "generation_verdict": comparison.generation_verdict(ordered, kinds["policies"]),
         "comparison": table.to_dicts(),
     }
-    logger.info("evaluation verdict:\n%s", "\n".join(f"  [{v['set']}] {v['statement']}" for v in metrics["verdict"]))
+    logger.info("evaluation verdict:\n%s", "\n".join(f"  [{comparison.SETS[v['set']]}] {v['statement']}"
+                                                     for v in metrics["verdict"]))
     return metrics, table, data
 
 
