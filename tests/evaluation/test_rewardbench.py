@@ -59,7 +59,7 @@ V2_REWARDS = {"A1": 3, "B1": 1, "C1": 2, "D1": 0,   # chosen strictly best: cred
               "A2": 2, "B2": 2, "C2": 1, "D2": 0,   # 2-way tie at the top: 1/2
               "A3": 1, "B3": 2, "C3": 0, "D3": 0,   # a rejected answer wins: 0
               "A4": 5, "B4": 5, "C4": 5, "D4": 1,   # 3-way tie: 1/3
-              "R0": 5, "x1": 1, "x2": 2, "T1": 5, "T2": 4,
+              "R0": 2.5, "x1": 1, "x2": 2, "T1": 5, "T2": 4,
               "R1": 1, "y1": 2, "T3": 3, "T4": 1}
 
 
@@ -91,12 +91,15 @@ def test_rewardbench_v2_by_hand(tmp_path):
     assert result["format"] == "v2"
     assert result["sections"]["Factuality"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert result["sections"]["Math"] == pytest.approx(1 / 3)
-    # Ties: ref acc 1/2, tied acc 1/2; spread (1, 2), tied margin (2, -1), hard margin (min(3,2), min(-1,-1));
-    # preferred = preferred_hard = 1/2; margin term mean(tanh(2/1 - 1), tanh(-1/2 - 1))
-    margin = (math.tanh(1.0) + math.tanh(-1.5)) / 2
-    ties = 0.3 * 0.5 + 0.3 * 0.5 + 0.2 * 0.5 + 0.2 * 0.5 + 0.01 * margin
+    # Ties: ref acc 1/2 (2.5 > 2; 1 < 2), tied acc 1/2; spread (5-4, 3-1) = (1, 2); tied margin (4-2, 1-2) = (2, -1);
+    # ref margin (2.5-2, 1-2) = (0.5, -1); hard margin = min -> (0.5, -1)
+    # preferred = mean(2 > 1, -1 > 2) = 1/2; preferred_hard = mean(0.5 > 1, -1 > 2) = 0;
+    # margin term = mean(tanh(0.5/1 - 1), tanh(-1/2 - 1))
+    margin = (math.tanh(-0.5) + math.tanh(-1.5)) / 2
+    ties = 0.3 * 0.5 + 0.3 * 0.5 + 0.2 * 0.5 + 0.2 * 0.0 + 0.01 * margin
     assert result["sections"]["Ties"] == pytest.approx(ties)
-    assert result["subsets"]["Ties"]["ties"]["correctness_preferred_hard"] == 0.5
+    assert result["subsets"]["Ties"]["ties"]["correctness_preferred"] == 0.5
+    assert result["subsets"]["Ties"]["ties"]["correctness_preferred_hard"] == 0.0
     assert result["overall"] == pytest.approx((0.5 + 1 / 3 + ties) / 3)
 
 
