@@ -48,3 +48,16 @@ def test_a_clearly_better_model_is_named_with_a_significant_lead():
     # half the pairs have the chosen one longer: pick-the-longer is right on exactly those
     assert models["baseline_longer"]["pairs"]["accuracy"] == 0.5
     assert "good better than bad on accuracy" in " ".join(comparison.significant_differences(tests, "pairs"))
+
+
+def _gen(win: float, lc: float) -> dict:
+    return {"generation": {"win_rate": win, "win_rate_low": win - 0.2, "win_rate_high": win + 0.2,
+                           "lc_win_rate": lc, "prompts": 10}}
+
+
+def test_generation_verdict_names_ties_and_length_explained_wins():
+    tied = comparison.generation_verdict({"a": _gen(0.5, 0.5), "b": _gen(0.5, 0.5)}, ["a", "b"])
+    assert tied[0].endswith("tied with b") and tied[1].endswith("tied with b")
+    longer = comparison.generation_verdict({"a": _gen(0.7, 0.5), "b": _gen(0.4, 0.6)}, ["a", "b"])
+    assert "a 0.700 [0.500, 0.900]" in longer[0] and "overlaps b" in longer[0]
+    assert longer[1] == "best policy by length-controlled win rate ↑: b 0.600 (not a: length explains part of its raw win rate)"

@@ -236,7 +236,9 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                 best, estimate = scored[0]
                 arrow = "↑" if higher_better else "↓"
                 singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
-                parts = [f"best {singular} by {label} {arrow}: {best} {_fmt(estimate)}"]
+                tied = [n for n, e in scored[1:] if e["value"] == estimate["value"]]
+                parts = [f"best {singular} by {label} {arrow}: {best} {_fmt(estimate)}"
+                         + (f" (tied with {', '.join(tied)})" if tied else "")]
                 if len(scored) > 1:
                     second = scored[1][0]
                     row, sign = _find(tests, set_name, metric, best, second)
@@ -258,21 +260,27 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
 
 
 def generation_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
-    """The best policy by raw and length-controlled win rate, and the KL of each, in words."""
+    """The best policy by raw and by length-controlled win rate against the SFT reference, in words."""
     judged = [(n, models[n]["generation"]) for n in names if _dig(models.get(n, {}), ["generation", "win_rate"]) is not None]
     if not judged:
         return []
-    lines = []
     best, gen = max(judged, key=lambda item: item[1]["win_rate"])
-    overlap = [n for n, g in judged if n != best and g["win_rate_high"] >= gen["win_rate_low"]]
-    lines.append(f"best policy by win rate vs the SFT reference ↑: {best} {gen['win_rate']:.3f} "
-                 f"[{gen['win_rate_low']:.3f}, {gen['win_rate_high']:.3f}] (95% Wilson, {gen['prompts']} comparisons); "
-                 + (f"its interval overlaps {', '.join(overlap)} (no paired test: each policy has its own samples)"
-                    if overlap else "its interval overlaps no other policy's"))
+    tied = [n for n, g in judged if n != best and g["win_rate"] == gen["win_rate"]]
+    overlap = [n for n, g in judged if n != best and n not in tied and g["win_rate_high"] >= gen["win_rate_low"]]
+    line = (f"best policy by win rate vs the SFT reference ↑: {best} {gen['win_rate']:.3f} "
+            f"[{gen['win_rate_low']:.3f}, {gen['win_rate_high']:.3f}] (95% Wilson, {gen['prompts']} comparisons)")
+    if tied:
+        line += f"; tied with {', '.join(tied)}"
+    if overlap:
+        line += f"; its interval overlaps {', '.join(overlap)} (no paired test: each policy has its own samples)"
     best_lc, gen_lc = max(judged, key=lambda item: item[1]["lc_win_rate"])
-    lines.append(f"best policy by length-controlled win rate ↑: {best_lc} {gen_lc['lc_win_rate']:.3f}"
-                 + ("" if best_lc == best else f" (not {best}: length explains part of the raw win rate)"))
-    return lines
+    tied_lc = [n for n, g in judged if n != best_lc and g["lc_win_rate"] == gen_lc["lc_win_rate"]]
+    lc_line = f"best policy by length-controlled win rate ↑: {best_lc} {gen_lc['lc_win_rate']:.3f}"
+    if tied_lc:
+        lc_line += f"; tied with {', '.join(tied_lc)}"
+    elif best_lc != best and not tied:
+        lc_line += f" (not {best}: length explains part of its raw win rate)"
+    return [line, lc_line]
 
 
 def significant_differences(tests: Sequence[Mapping[str, Any]], set_name: str) -> list[str]:
