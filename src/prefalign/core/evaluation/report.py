@@ -257,8 +257,9 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
                                                             for m in models.values()):
             blocks.append(("p", "No Reasoning section: the file has no math-prm or hep-* rows. The shipped open file "
                                 "has none because no shipped source has answers that can be checked (math with a "
-                                "verified final answer, code with tests); human or AI preference labels are not "
-                                "verifiable answers."))
+                                "verified final answer, code with tests): vicuna_eval's 3 math and 7 coding questions "
+                                "come without reference answers, arena_bench's reference answers are unverified GPT-4 "
+                                "outputs, and preference labels are not correctness labels."))
     generation = _generation_table(models)
     if generation.height:
         blocks += [("h2", "Generation: policies vs the SFT reference"), ("table", generation)]
