@@ -76,5 +76,8 @@ def test_report_tells_the_story_and_metrics_are_json(lab):
     text = markdown["markdown"]
     assert text.index("## Verdict") < text.index("## Data")
     assert "### On the held-out sources" in text and "pick-the-longer" in text and "NLL ↓ (nats)" in text
+    assert "### Accuracy by held-out source" in text and "| synthetic_cyclic ↑ |" in text
+    per_source = metrics["models"]["sharp"]["heldout"]["calibration_by_source"]["synthetic_cyclic"]["intervals"]
+    assert per_source["accuracy"]["low"] <= per_source["accuracy"]["value"] <= per_source["accuracy"]["high"]
     assert "![reliability_true_p](plots/reliability_true_p.png)" in text and set(markdown["plots"]) == set(files)
     assert "data:image/png;base64," in html and set(files) == {f"{n}.png" for n in figures}

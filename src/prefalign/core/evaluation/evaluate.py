@@ -71,8 +71,11 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
     for (source,), group in scored.group_by(["source"], maintain_order=True):
         target = "true_p" if group["true_p"].null_count() == 0 else "p_chosen"
         report = m.calibration_report(group["logit"], group[target], n_bins)
-        result["calibration_by_source"][source] = {**report, "target": target,
-                                                   "accuracy": m.pair_accuracy(group["logit"])}
+        group_weights = st.prompt_resample_weights(group["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
+        result["calibration_by_source"][source] = {
+            **report, "target": target, "accuracy": m.pair_accuracy(group["logit"]),
+            "intervals": st.pair_metric_intervals(group["logit"].to_numpy(), group[target].to_numpy(), group_weights,
+                                                  n_bins, bootstrap.level)}
     return result
 
 

@@ -107,6 +107,19 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
+def _by_source_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: Sequence[str]) -> pl.DataFrame:
+    """Accuracy [95% CI] of each model on each source of a set (the held-out sources apart)."""
+    sources = sorted({s for n in names for s in (_dig(models, [n, set_name, "calibration_by_source"]) or {})})
+    rows = []
+    for name in names:
+        by_source = _dig(models, [name, set_name, "calibration_by_source"]) or {}
+        if by_source:
+            rows.append({"model": name, **{f"{s} ↑": _ci(_dig(by_source, [s, "intervals", "accuracy"]))
+                                           + f" (n={_dig(by_source, [s, 'pairs'])})" if s in by_source else ""
+                                           for s in sources}})
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
 def _benchmark_table(models: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> pl.DataFrame:
     sections = sorted({s for n in names for s in (_dig(models, [n, "rewardbench", "sections"]) or {})})
     rows = []
@@ -235,6 +248,10 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
             table = _pair_table(models, set_name, [*names, *BASELINES], uninformative.get(set_name))
             if table.height:
                 blocks += [("h3", kind.capitalize()), ("table", table)]
+        if set_name == "heldout":
+            per_source = _by_source_table(models, set_name, [n for names in kinds.values() for n in names])
+            if per_source.height:
+                blocks += [("h3", "Accuracy by held-out source"), ("table", per_source)]
         truth = _pair_table(models, set_name, ["ground_truth"], None)
         if truth.height:
             blocks += [("h3", "Ground truth (synthetic pairs only)"), ("table", truth)]
