@@ -41,3 +41,13 @@ def test_an_unknown_heldout_source_is_named():
     params = {"split": {**SPLIT, "heldout_sources": ["pandalm_humans"]}, "sources": {"pandalm_human": {}}}
     with pytest.raises(ValueError, match=r"heldout_sources names \['pandalm_humans'\]"):
         build_pairs(params, _rows("pandalm_human", ["q"]))
+
+
+def test_synthetic_sources_can_be_held_out_and_their_triples_follow():
+    from prefalign.pipelines.evaluation.nodes import select_test_triples
+    from prefalign.pipelines.feedback.synthetic import synthetic_cyclic_triples
+
+    split = {"ratios": {"train": 0.8, "val": 0.1, "test": 0.1}, "salt": "x", "heldout_sources": ["synthetic_cyclic"]}
+    triples = synthetic_cyclic_triples({"n_triples": 6, "seed": 0}, split)
+    assert triples.height and set(triples["split"]) == {"heldout"}
+    assert select_test_triples(triples, {"splits": ["test"], "heldout_splits": ["heldout"]}).height == triples.height

@@ -46,8 +46,9 @@ def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl
 
 
 def select_test_triples(triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """The cyclic triples of the evaluated splits (held out from training like the pairs)."""
-    return triples.filter(pl.col("split").is_in(params["splits"])) if triples.height else triples
+    """The cyclic triples of the evaluated splits, held-out ones included (never trained on either)."""
+    splits = [*params["splits"], *(params.get("heldout_splits") or [])]
+    return triples.filter(pl.col("split").is_in(splits)) if triples.height else triples
 
 
 def _bootstrap(params: dict[str, Any]) -> statistics.BootstrapConfig:
@@ -121,9 +122,13 @@ def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, heldout_pairs: 
     return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **_logprob_args(data_params))
 
 
-def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """Held-out prompts the judge can read: test prompts of synthetic_scalar (its r* is the judge)."""
-    prompts = (test_pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
+def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any],
+                       heldout_pairs: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Prompts no policy trained on that the judge can read: synthetic_scalar's test (or held-out)
+    prompts (its r* is the judge)."""
+    pairs = test_pairs if heldout_pairs is None or heldout_pairs.is_empty() else pl.concat(
+        [test_pairs, heldout_pairs.select(test_pairs.columns)])
+    prompts = (pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
                .sort("prompt").head(params["generation"]["max_prompts"]))
     if prompts.is_empty():
         logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "

@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         models += [
             node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data"],
                  "evaluation_reference_logprobs", name="reference_logprobs"),
-            node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation"],
+            node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation", "evaluation_heldout_pairs"],
                  "evaluation_generation_prompts", name="generation_prompts"),
             node(nodes.reference_samples, [reference, "evaluation_generation_prompts", "params:evaluation",
                                            "params:policy.defaults.data"],
