@@ -292,7 +292,7 @@ def significant_differences(tests: Sequence[Mapping[str, Any]], set_name: str) -
         label, higher_better = PAIR_METRICS[row["metric"]]
         a_better = (row["difference"] > 0) == higher_better
         better, worse = (row["a"], row["b"]) if a_better else (row["b"], row["a"])
-        lines.append(f"{better} better than {worse} on {label} {'↑' if higher_better else '↓'} (a − b = "
+        lines.append(f"{better} better than {worse} on {label} {'↑' if higher_better else '↓'} ({row['a']} − {row['b']} = "
                      f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
                      f"{format_p(row['p_value'], row.get('resamples'))})")
     return lines
