@@ -72,21 +72,25 @@ def test_policy_node_on_tiny_models_identical_policy_is_a_tie_with_zero_kl(model
     triples = generate_cyclic(config)
     test_pairs = pl.concat([pairs.head(6), cyclic_pairs(triples, config)])
     rb = pairs.head(2).select("prompt", "chosen", "rejected").with_columns(subset=pl.lit("pandalm_easy"))
+    heldout = pairs.slice(6, 4)
     params = {"n_bins": 10, "implicit_reward_beta": 0.1, "rewardbench": {"sections": {"Chat": ["pandalm_easy"]}},
+              "bootstrap": {"resamples": 20},
               "generation": {"max_prompts": 2, "sampling": {"samples_per_prompt": 2, "max_new_tokens": 4}}}
     data = {"max_length": 128, "max_prompt_length": 64, "eval_batch_size": 8}
     ref_bundle = ModelBundle(reference, tokenizer, {"objective": "sft"})
-    ref_logps = nodes.reference_logprobs(ref_bundle, test_pairs, rb, triples, data)
+    ref_logps = nodes.reference_logprobs(ref_bundle, test_pairs, heldout, rb, triples, data)
     prompts = nodes.generation_prompts(test_pairs, params)
     ref_samples = nodes.reference_samples(ref_bundle, prompts, params, data)
     curve = pl.DataFrame({"step": [1, 2], "loss": [0.7, 0.6]})
     run = nodes.make_policy_metrics("policy_same")
     same = run(ModelBundle(reference, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps, ref_samples, curve,
-               test_pairs, rb, triples, {"weights": config.weights}, params, data)
+               test_pairs, heldout, rb, triples, {"weights": config.weights}, params, data)
     assert same["pairs"]["accuracy"] == 0.0  # every implicit-reward gap is exactly 0: a tie, wrong
+    assert same["heldout"]["accuracy"] == 0.0 and same["description"].count("beta=") == 1  # named once
+    assert same["truncation"]["pairs"]["sequences"] == 2 * test_pairs.height
     assert same["generation"]["win_rate"] == 0.5 and same["generation"]["kl"] == pytest.approx(0.0, abs=1e-6)
     assert same["training_curve"] == [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}]
     other = run(ModelBundle(policy, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps, ref_samples, curve,
-                test_pairs, rb, triples, {"weights": config.weights}, params, data)
-    assert set(other) >= {"pairs", "rewardbench", "cyclic", "generation"}
+                test_pairs, heldout, rb, triples, {"weights": config.weights}, params, data)
+    assert set(other) >= {"pairs", "heldout", "rewardbench", "cyclic", "generation"}
     assert 0.0 <= other["generation"]["win_rate_low"] <= other["generation"]["win_rate_high"] <= 1.0

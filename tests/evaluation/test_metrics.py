@@ -60,7 +60,7 @@ def test_rewardbench_sections_are_prompt_weighted_and_overall_is_mean_of_section
     assert result["sections"] == {"Chat": pytest.approx(0.75), "Safety": pytest.approx(0.5)}
     assert result["overall"] == pytest.approx(0.625)
     assert result["unmapped_subsets"] == ["x"]
-    assert result["subsets"]["s1"] == {"accuracy": pytest.approx(2 / 3), "prompts": 3}
+    assert result["subsets"]["s1"] == {"accuracy": pytest.approx(2 / 3), "prompts": 3, "weight": 3.0}
 
 
 def test_rewardbench_names_the_mapping_when_nothing_matches():

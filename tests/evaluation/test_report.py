@@ -5,12 +5,13 @@ import json
 import polars as pl
 import pytest
 
-from prefalign.core.evaluation import evaluate, scoring
+from prefalign.core.evaluation import evaluate, scoring, statistics
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 from prefalign.pipelines.evaluation import nodes
 
 CONFIG = SyntheticConfig(n_prompts=16, n_triples=6)
 PARAMS = {"splits": ["train", "val", "test"], "max_pairs_per_source": 20, "seed": 0, "n_bins": 10,
+          "bootstrap": {"resamples": 100},
           "report_location": {"markdown": "r.md", "html": "r.html", "plots": "plots", "metrics": "m.json"}}
 
 
@@ -22,8 +23,9 @@ def lab():
 
 def test_ground_truth_is_perfect_and_a_scalar_judge_is_not_on_cycles(lab):
     pairs, triples = lab
-    truth = nodes.ground_truth_metrics(pairs, triples, {"weights": CONFIG.weights}, {"cyclic_strength": 4.0}, PARAMS)
-    assert truth["pairs"]["accuracy"] == 1.0
+    truth = nodes.ground_truth_metrics(pairs, pairs.clear(), triples, {"weights": CONFIG.weights},
+                                       {"cyclic_strength": 4.0}, PARAMS)
+    assert truth["pairs"]["accuracy"] == 1.0 and "heldout" not in truth
     assert truth["pairs"]["calibration_true_p"]["ece"] == pytest.approx(0.0, abs=1e-12)
     assert truth["cyclic"]["consistency"] == 1.0
     # the hidden SCALAR reward, used on the cycles, is capped at 2/3
@@ -46,16 +48,36 @@ def test_rewardbench_file_without_subset_column_fails_clearly():
 
 def test_report_tells_the_story_and_metrics_are_json(lab):
     pairs, triples = lab
-    truth = nodes.ground_truth_metrics(pairs, triples, {"weights": CONFIG.weights}, {"cyclic_strength": 4.0}, PARAMS)
-    overconfident = {"kind": "reward", "pairs": evaluate.evaluate_pair_scores(
-        pairs.with_columns((pl.col("margin") * 10).alias("logit")), 10)}
-    metrics, comparison, data = nodes.collect_metrics(pairs, pairs, PARAMS, ground_truth=truth, sharp=overconfident)
+    test, heldout = pairs.filter(pl.col("source") == "synthetic_scalar"), pairs.filter(pl.col("source") != "synthetic_scalar")
+    truth = nodes.ground_truth_metrics(test, heldout, triples, {"weights": CONFIG.weights}, {"cyclic_strength": 4.0},
+                                       PARAMS)
+    sharp, flat = ({"kind": "reward model", "description": name} for name in ("sharp", "flat"))
+    for model, scale in ((sharp, 10.0), (flat, 0.1)):
+        for set_name, table in (("pairs", test), ("heldout", heldout)):
+            scored = table.with_columns((pl.col("margin") * scale).alias("logit"))
+            model[set_name] = evaluate.evaluate_pair_scores(scored, 10, statistics.BootstrapConfig(resamples=100))
+            model.setdefault("_scores", {})[set_name] = evaluate.pair_score_record(scored)
+    metrics, comparison, data = nodes.collect_metrics(pairs, test, heldout, PARAMS, ground_truth=truth, sharp=sharp,
+                                                      flat=flat)
     json.dumps(metrics)  # the catalog writes it as JSON
-    assert comparison["model"].to_list() == ["ground_truth", "sharp"]
-    sharp = comparison.filter(pl.col("model") == "sharp")
-    assert sharp["ece_true_p"].item() > 0.05 and sharp["accuracy"].item() == 1.0
+    assert "_scores" not in metrics["models"]["sharp"]
+    assert set(comparison["set"]) == {"pairs", "heldout"}
+    assert {"sharp", "flat", "baseline_longer", "baseline_shorter", "ground_truth"} <= set(comparison["model"])
+    row = comparison.filter((pl.col("model") == "sharp") & (pl.col("set") == "pairs"))
+    assert row["ece_true_p"].item() > 0.05 and row["accuracy"].item() == 1.0
+    assert row["accuracy_low"].item() <= 1.0 and row["nll_p_chosen_low"].item() <= row["nll_p_chosen"].item()
+    # same ranking, same accuracy: the accuracy difference is 0 and not significant; the calibration differs
+    accuracy = [t for t in metrics["paired_tests"] if t["metric"] == "accuracy" and {t["a"], t["b"]} == {"sharp", "flat"}]
+    assert len(accuracy) == 2 and all(t["difference"] == 0 and not t["significant"] for t in accuracy)
+    assert any(v["metric"] == "ece_p_chosen" and v["set"] == "heldout" for v in metrics["verdict"])
     figures = nodes.make_plots(metrics, pairs)
-    assert {"margins_per_source", "reliability_true_p"} <= set(figures)
-    markdown, html, files = nodes.write_report(metrics, comparison, data, figures, PARAMS)
-    assert "## Comparison" in markdown and "| sharp |" in markdown
+    assert {"margins_per_source", "reliability_true_p", "reliability_heldout_p_chosen"} <= set(figures)
+    markdown, html, files = nodes.write_report(metrics, data, figures, PARAMS)
+    text = markdown["markdown"]
+    assert text.index("## Verdict") < text.index("## Data")
+    assert "### On the held-out sources" in text and "pick-the-longer" in text and "NLL ↓ (nats)" in text
+    assert "### Accuracy by held-out source" in text and "| synthetic_cyclic ↑ |" in text
+    per_source = metrics["models"]["sharp"]["heldout"]["calibration_by_source"]["synthetic_cyclic"]["intervals"]
+    assert per_source["accuracy"]["low"] <= per_source["accuracy"]["value"] <= per_source["accuracy"]["high"]
+    assert "![reliability_true_p](plots/reliability_true_p.png)" in text and set(markdown["plots"]) == set(files)
     assert "data:image/png;base64," in html and set(files) == {f"{n}.png" for n in figures}

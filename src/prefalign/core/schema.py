@@ -21,13 +21,15 @@ PAIRS_SCHEMA: dict[str, pl.DataType] = {
     "feedback": pl.String,  # human | ai | synthetic
     "signal": pl.String,  # score_gap | judge_prob | votes | binary | ground_truth
     "true_p": pl.Float64,  # ground-truth probability where known (synthetic), else null
-    "split": pl.String,  # train | val | test, assigned by prompt_id
+    "split": pl.String,  # train | val | test (by a hash of prompt_id) | heldout (held-out sources' prompts)
 }
 PAIR_COLUMNS: list[str] = list(PAIRS_SCHEMA)
 
 FEEDBACK_KINDS = ("human", "ai", "synthetic")
 SIGNALS = ("score_gap", "judge_prob", "votes", "binary", "ground_truth")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # drawn by ratio (core/feedback/pairs.py assign_split)
+HELDOUT = "heldout"  # every prompt of a held-out source (feedback.split.heldout_sources); never trained on
+ALL_SPLITS = (*SPLITS, HELDOUT)
 
 
 def stable_hash(*parts: str) -> str:

@@ -115,37 +115,133 @@ def calibration_report(logits: Any, target: Any, n_bins: int = 10) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 # RewardBench-format scoring (s5 "RewardBench-format files")
 # ---------------------------------------------------------------------------------------------
-def rewardbench_scores(scored: pl.DataFrame, sections: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """Subset accuracies, prompt-weighted section scores, and the overall mean of sections.
+def rewardbench_scores(scored: pl.DataFrame, sections: Mapping[str, Sequence[str]],
+                       subset_weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """RewardBench v1 (Lambert et al. 2024, arXiv:2403.13787): subset accuracies, section scores, overall.
 
     `scored` has columns subset and logit (one row per prompt, as in RewardBench). A section's
-    score is sum_s(acc_s * n_s) / sum_s(n_s) over its subsets present in the file; the overall
-    score is the unweighted mean of the sections that have rows. Subsets in no section are
-    reported under `unmapped_subsets` and count in no section.
+    score is sum_s(acc_s * w_s) / sum_s(w_s) over its subsets present in the file, where w_s is the
+    subset's prompt count in the file unless `subset_weights` gives it: the published rule counts
+    math-prm as 984 prompts (its real 447 up-weighted to the six hep-* code subsets together), so
+    math and code weigh equally in Reasoning. The overall score is the unweighted mean of the
+    sections that have rows. Subsets in no section are reported under `unmapped_subsets`.
+
+    Raises:
+        ValueError: a column is missing, or no subset of the file is in any section.
     """
     for column in ("subset", "logit"):
         if column not in scored.columns:
             raise ValueError(f"RewardBench scoring needs a '{column}' column; got {scored.columns}")
+    weights = dict(subset_weights or {})
     per_subset = accuracy_by(scored, by=["subset"])
     subsets = {r["subset"]: (r["accuracy"], r["pairs"]) for r in per_subset.iter_rows(named=True)}
     mapped = {s for members in sections.values() for s in members}
     section_scores: dict[str, float] = {}
     for section, members in sections.items():
-        present = [subsets[s] for s in members if s in subsets]
-        n = sum(count for _, count in present)
-        if n:
-            section_scores[section] = sum(acc * count for acc, count in present) / n
+        present = [(subsets[s][0], float(weights.get(s, subsets[s][1]))) for s in members if s in subsets]
+        total = sum(weight for _, weight in present)
+        if total:
+            section_scores[section] = sum(acc * weight for acc, weight in present) / total
     if not section_scores:
         raise ValueError(
             f"no subset of the file ({sorted(subsets)}) is in any section of the mapping {dict(sections)}; "
             "fix evaluation.rewardbench.sections"
         )
     return {
-        "subsets": {s: {"accuracy": a, "prompts": int(n)} for s, (a, n) in sorted(subsets.items())},
+        "format": "v1",
+        "subsets": {s: {"accuracy": a, "prompts": int(n), "weight": float(weights.get(s, n))}
+                    for s, (a, n) in sorted(subsets.items())},
         "sections": section_scores,
         "overall": float(np.mean(list(section_scores.values()))),
         "unmapped_subsets": sorted(set(subsets) - mapped),
     }
+
+
+def best_of_n_credit(scores: Sequence[float]) -> float:
+    """RewardBench 2 best-of-N credit of one prompt: scores[0] is the correct answer's score.
+
+    1 when it is strictly above every incorrect answer, 1/k when it ties k-1 of them at the top,
+    0 when any incorrect answer scores higher (Malik et al. 2025, arXiv:2506.01937).
+    """
+    correct, others = float(scores[0]), np.asarray(scores[1:], dtype=np.float64)
+    if others.size and others.max() > correct:
+        return 0.0
+    return 1.0 / (1 + int((others == correct).sum()))
+
+
+def _ties_prompt_stats(scores: Sequence[float], num_correct: int) -> tuple[bool, float, float]:
+    """(accurate, spread of the correct answers, worst correct - best incorrect) of one Ties prompt."""
+    correct, incorrect = np.asarray(scores[:num_correct], dtype=np.float64), np.asarray(scores[num_correct:])
+    if correct.size == 0 or incorrect.size == 0:
+        raise ValueError(f"a Ties prompt needs correct and incorrect answers; got {correct.size} and {incorrect.size}")
+    margin = float(correct.min() - incorrect.max())
+    # one correct answer has no spread: 0 (the published code leaves it undefined; it never occurs there)
+    spread = float(correct.max() - correct.min())
+    return margin > 0, spread, margin
+
+
+def ties_score(rows: Sequence[tuple[str, Sequence[float], int]]) -> dict[str, float]:
+    """The RewardBench 2 Ties score from (id, scores, num_correct) per row, correct answers first.
+
+    Ids are "ref:<n>" (the reference prompt, one correct answer) or "tied:<n>" (the same question
+    with several equally correct answers). Published rule (allenai/reward-bench, Ties subset):
+    score = 0.30 accuracy(tied) + 0.30 accuracy(ref) + 0.20 P(margin_tied > spread)
+    + 0.20 P(min(margin_ref, margin_tied) > spread) + 0.01 mean tanh(min(margin_ref, margin_tied) / spread - 1),
+    where accuracy = every correct answer above every incorrect one, margin = worst correct - best
+    incorrect, spread = best correct - worst correct of the tied prompt; margins over prompts that
+    have both a ref and a tied row; tanh of 0/0 counts 0.
+    """
+    ref: dict[str, tuple[bool, float, float]] = {}
+    tied: dict[str, tuple[bool, float, float]] = {}
+    for row_id, scores, num_correct in rows:
+        kind, _, number = str(row_id).partition(":")
+        if kind not in ("ref", "tied") or not number:
+            raise ValueError(f"Ties row id {row_id!r}: expected 'ref:<n>' or 'tied:<n>' (the published layout)")
+        (ref if kind == "ref" else tied)[number] = _ties_prompt_stats(scores, int(num_correct))
+    ref_accuracy = float(np.mean([s[0] for s in ref.values()])) if ref else 0.0
+    tied_accuracy = float(np.mean([s[0] for s in tied.values()])) if tied else 0.0
+    both = sorted(set(ref) & set(tied))
+    spread = np.array([tied[p][1] for p in both])
+    margin_tied = np.array([tied[p][2] for p in both])
+    margin_hard = np.minimum(np.array([ref[p][2] for p in both]), margin_tied)
+    preferred = float(np.mean(margin_tied > spread)) if both else 0.0
+    preferred_hard = float(np.mean(margin_hard > spread)) if both else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin_terms = np.nan_to_num(np.tanh(margin_hard / spread - 1), nan=0.0)
+    margin_score = float(np.mean(margin_terms)) if both else 0.0
+    score = 0.30 * tied_accuracy + 0.30 * ref_accuracy + 0.20 * preferred + 0.20 * preferred_hard + 0.01 * margin_score
+    return {"score": score, "ref_accuracy": ref_accuracy, "tied_accuracy": tied_accuracy,
+            "correctness_preferred": preferred, "correctness_preferred_hard": preferred_hard,
+            "margin_score": margin_score, "prompts": len(ref) + len(tied)}
+
+
+def rewardbench2_scores(rows: pl.DataFrame, ties_subset: str = "Ties") -> dict[str, Any]:
+    """RewardBench 2 (arXiv:2506.01937): per-subset scores and their plain mean.
+
+    `rows` has one row per prompt: id, subset, num_correct, scores (list: the correct answers'
+    scores first, then the incorrect ones'; any common shift per prompt is allowed). Every subset
+    but Ties is best-of-N accuracy (`best_of_n_credit`, one correct answer); Ties uses `ties_score`.
+
+    Raises:
+        ValueError: a non-Ties row with other than one correct answer, or a bad Ties id.
+    """
+    subsets: dict[str, dict[str, Any]] = {}
+    for (subset,), group in rows.group_by(["subset"], maintain_order=True):
+        if subset == ties_subset:
+            ties = ties_score(list(zip(group["id"], group["scores"].to_list(), group["num_correct"])))
+            subsets[subset] = {"accuracy": ties["score"], "prompts": ties["prompts"], "ties": ties}
+            continue
+        wrong = group.filter(pl.col("num_correct") != 1)
+        if wrong.height:
+            raise ValueError(f"RewardBench 2 subset {subset!r}: row {wrong['id'][0]!r} has num_correct="
+                             f"{wrong['num_correct'][0]}; only {ties_subset!r} may have several correct answers")
+        credits = [best_of_n_credit(s) for s in group["scores"].to_list()]
+        subsets[subset] = {"accuracy": float(np.mean(credits)), "prompts": group.height}
+    if not subsets:
+        raise ValueError("the RewardBench 2 file has no rows")
+    return {"format": "v2", "subsets": dict(sorted(subsets.items())),
+            "sections": {s: v["accuracy"] for s, v in sorted(subsets.items())},
+            "overall": float(np.mean([v["accuracy"] for v in subsets.values()])), "unmapped_subsets": []}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -11,24 +12,38 @@ import polars as pl
 from matplotlib.figure import Figure
 
 
-def reliability_diagram(models: Mapping[str, Mapping[str, Any]], target: str = "true_p") -> Figure:
-    """Mean predicted vs mean target per bin, one line per model; the diagonal is perfect calibration."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
-    for name, metrics in models.items():
-        bins = (metrics.get("pairs") or {}).get(f"reliability_{target}")
-        if not bins:
-            continue
-        filled = [b for b in bins if b["count"]]
-        ece = metrics["pairs"][f"calibration_{target}"]["ece"]
-        ax.plot([b["mean_predicted"] for b in filled], [b["mean_target"] for b in filled], marker="o",
-                label=f"{name} (ECE {ece:.3f})")
-    ax.set_xlabel("predicted P(chosen > rejected)")
-    ax.set_ylabel(f"mean {target} in bin")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Reliability against {target}")
-    ax.legend(fontsize=7, loc="upper left")
+def _grid(count: int, columns: int = 3, size: tuple[float, float] = (3.2, 3.0)):
+    rows = max(1, math.ceil(count / columns))
+    cols = min(columns, max(count, 1))
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:count])
+
+
+def reliability_diagram(models: Mapping[str, Mapping[str, Any]], target: str = "true_p", set_name: str = "pairs",
+                        set_label: str = "in-distribution test split") -> Figure:
+    """Mean predicted vs mean target per bin, one small panel per model (dot size = pairs in the bin);
+    the diagonal is perfect calibration. One panel each keeps every curve readable."""
+    drawn = [(name, m[set_name]) for name, m in models.items() if (m.get(set_name) or {}).get(f"reliability_{target}")]
+    fig, axes = _grid(len(drawn))
+    for ax, (name, metrics) in zip(axes, drawn):
+        filled = [b for b in metrics[f"reliability_{target}"] if b["count"]]
+        total = sum(b["count"] for b in filled) or 1
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        ax.plot([b["mean_predicted"] for b in filled], [b["mean_target"] for b in filled], color="tab:blue",
+                linewidth=1)
+        ax.scatter([b["mean_predicted"] for b in filled], [b["mean_target"] for b in filled],
+                   s=[10 + 200 * b["count"] / total for b in filled], color="tab:blue", zorder=3)
+        ece = metrics[f"calibration_{target}"]["ece"]
+        ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("predicted P(chosen > rejected)", fontsize=8)
+        ax.set_ylabel(f"mean {target} in bin", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"Reliability against {target}, {set_label} (dashed: perfectly calibrated; "
+                 "dot area: share of pairs)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -46,7 +61,7 @@ def margin_histograms(pairs: pl.DataFrame, bins: int = 20) -> Figure:
         ax.set_ylabel(source, rotation=0, ha="right", fontsize=8)
     axes[-1, 0].set_xlabel("margin (source's own unit)")
     fig.suptitle("Margins per source")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first panel
     return fig
 
 
@@ -66,21 +81,23 @@ def win_rate_bars(models: Mapping[str, Mapping[str, Any]]) -> Figure:
     ax.set_xticks(x, names, rotation=20, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate vs SFT reference")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars and their intervals
     fig.tight_layout()
     return fig
 
 
 def training_curves(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
-    """Loss against step per model; `curves[name]` is a list of {"step", "loss"} records."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, records in curves.items():
-        if records:
-            ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    if curves:
-        ax.legend(fontsize=8)
+    """Loss against step, one small panel per model (objective), each on its own y scale: the
+    objectives' losses differ by orders of magnitude, so one shared axis hides most of them."""
+    drawn = [(name, records) for name, records in curves.items() if records]
+    fig, axes = _grid(len(drawn), columns=4, size=(3.0, 2.4))
+    for ax, (name, records) in zip(axes, drawn):
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:orange", linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Training curves (each panel its own loss scale)", fontsize=10)
     fig.tight_layout()
     return fig
 

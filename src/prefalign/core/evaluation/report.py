@@ -1,21 +1,36 @@
-"""The run report: the story of one run (data, models, comparison table, plots), Markdown and HTML."""
+"""The run report: a verdict first, then data, models, comparison tables per evaluated set and model
+kind, benchmarks, generation, truncation, paired tests and plots; Markdown and HTML from one story.
+
+Every metric column carries its direction (↑ higher is better, ↓ lower is better) and its unit.
+"""
 
 from __future__ import annotations
 
 import html
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
 import polars as pl
 
-_EXPLANATIONS = [
-    "accuracy: share of test pairs where the model strictly prefers the chosen response (a tie is wrong).",
-    "ece_*: expected calibration error of the predicted P(chosen > rejected) over equal-width bins, "
-    "against the source's soft target p_chosen or the synthetic ground truth true_p; brier and nll alike.",
-    "rewardbench: mean of section scores (each the prompt-weighted accuracy of its subsets); rb_*: sections.",
-    "cyclic: share of the three pairs of A > B > C > A triples predicted right (a scalar model's ceiling is 2/3).",
-    "win_rate [win_low, win_high]: policy vs the SFT reference under the held-out judge, 95% Wilson interval; "
-    "lc_win_rate: the same at equal length (logistic regression on the normalised length difference); "
-    "kl: KL(policy || reference) estimated on the policy's samples.",
+from prefalign.core.evaluation.comparison import BASELINES, SETS, format_p, significant_differences
+
+EXPLANATIONS = [
+    "accuracy ↑: share of pairs where the model strictly prefers the chosen response (a tie is wrong); "
+    "[low, high] is a 95% bootstrap interval over prompts (all pairs of a resampled prompt move together).",
+    "ECE ↓, Brier ↓, NLL ↓ (nats): calibration of the predicted P(chosen > rejected) against the source's "
+    "soft target p_chosen (ECE over 10 equal-width bins); the p = 0.5 row is the uninformative predictor "
+    "(NLL = ln 2 = 0.693 nats).",
+    "prefers longer: share of pairs of unequal length (in characters) where the model picks the longer "
+    "response (0.5 = no length preference); acc. chosen longer ↑ / shorter ↑: accuracy on the pairs where "
+    "the chosen response is the longer / the shorter one. pick-the-longer / pick-the-shorter: length-only baselines.",
+    "RewardBench ↑: mean of section scores (v1: each the prompt-weighted accuracy of its subsets, math-prm "
+    "counted as 984 prompts; v2: best-of-N accuracy per subset and the Ties score, plain mean); cyclic ↑: share "
+    "of the three pairs of A > B > C > A triples predicted right (a scalar model's ceiling is 2/3).",
+    "win rate ↑ [95% Wilson]: policy vs the SFT reference under the held-out judge; LC win rate ↑: the same "
+    "at equal length (logistic regression on the normalised length difference); mean length in characters; "
+    "KL ↓ (nats): KL(policy || reference) on the policy's own samples (lower = closer to the reference).",
+    "significant: the 95% paired-bootstrap interval of the difference (same resampled prompts for both "
+    "models) excludes 0; McNemar's test on the discordant pairs is given beside it for accuracy.",
 ]
 
 
@@ -23,7 +38,7 @@ def _format(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return "" if math.isnan(value) else f"{value:.3f}"
     return str(value)
 
 
@@ -38,41 +53,268 @@ def _html_table(frame: pl.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
                    for row in frame.iter_rows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
 
 
-def _story(data: pl.DataFrame, comparison: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
+def _dig(tree: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _ci(estimate: Mapping[str, float] | None) -> str:
+    if not estimate or estimate.get("value") is None:
+        return ""
+    return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
+
+
+def _kind_of(name: str, metrics: Mapping[str, Any]) -> str:
+    kind = str(metrics.get("kind", ""))
+    if kind == "reward model":
+        return "reward models"
+    if kind.startswith("policy"):
+        return "policies"
+    return kind
+
+
+def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: Sequence[str],
+                uninformative: Mapping[str, Any] | None) -> pl.DataFrame:
+    rows = []
+    labels = {"baseline_longer": "pick-the-longer", "baseline_shorter": "pick-the-shorter"}
+    for name in names:
+        evaluated = _dig(models, [name, set_name]) or {}
+        if not evaluated:
+            continue
+        intervals = evaluated.get("intervals") or {}
+        bias = evaluated.get("length_bias") or {}
+        rows.append({
+            "model": labels.get(name, name), "pairs": str(evaluated.get("pairs", "")),
+            "accuracy ↑ [95% CI]": _ci(intervals.get("accuracy")),
+            "ECE ↓": _ci(intervals.get("ece_p_chosen")),
+            "Brier ↓": _ci(intervals.get("brier_p_chosen")),
+            "NLL ↓ (nats)": _ci(intervals.get("nll_p_chosen")),
+            "prefers longer": _format(bias.get("prefers_longer_rate")),
+            "acc. chosen longer ↑": _format(bias.get("accuracy_chosen_longer")),
+            "acc. chosen shorter ↑": _format(bias.get("accuracy_chosen_shorter")),
+        })
+    if uninformative and rows:
+        rows.append({"model": "p = 0.5 (uninformative)", "pairs": rows[0]["pairs"], "accuracy ↑ [95% CI]": "",
+                     "ECE ↓": _ci(uninformative.get("ece")), "Brier ↓": _ci(uninformative.get("brier")),
+                     "NLL ↓ (nats)": _ci(uninformative.get("nll")), "prefers longer": "",
+                     "acc. chosen longer ↑": "", "acc. chosen shorter ↑": ""})
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _by_source_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: Sequence[str]) -> pl.DataFrame:
+    """Accuracy [95% CI] of each model on each source of a set (the held-out sources apart)."""
+    sources = sorted({s for n in names for s in (_dig(models, [n, set_name, "calibration_by_source"]) or {})})
+    rows = []
+    for name in names:
+        by_source = _dig(models, [name, set_name, "calibration_by_source"]) or {}
+        if by_source:
+            rows.append({"model": name, **{f"{s} ↑": _ci(_dig(by_source, [s, "intervals", "accuracy"]))
+                                           + f" (n={_dig(by_source, [s, 'pairs'])})" if s in by_source else ""
+                                           for s in sources}})
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _benchmark_table(models: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> pl.DataFrame:
+    sections = sorted({s for n in names for s in (_dig(models, [n, "rewardbench", "sections"]) or {})})
+    rows = []
+    for name in names:
+        metrics = models[name]
+        if not (metrics.get("rewardbench") or metrics.get("cyclic")):
+            continue
+        row = {"model": name, "RewardBench ↑": _format(_dig(metrics, ["rewardbench", "overall"]))}
+        row.update({f"{s} ↑": _format(_dig(metrics, ["rewardbench", "sections", s])) for s in sections})
+        row["cyclic ↑"] = _format(_dig(metrics, ["cyclic", "consistency"]))
+        rows.append(row)
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _generation_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
+    rows = []
+    for name, metrics in models.items():
+        gen = metrics.get("generation")
+        if not gen:
+            continue
+        kl = gen.get("kl")
+        rows.append({
+            "policy": name, "win rate ↑ [95% Wilson]": f"{gen['win_rate']:.3f} [{gen['win_rate_low']:.3f}, "
+                                                      f"{gen['win_rate_high']:.3f}]",
+            "LC win rate ↑": _format(gen.get("lc_win_rate")), "comparisons": str(gen.get("prompts", "")),
+            "mean length (chars)": f"{gen['mean_length']:.0f} (SFT {gen['reference_mean_length']:.0f})",
+            "KL to SFT ↓ (nats)": "" if kl is None else f"{kl:.3f} ± {1.96 * (gen.get('kl_se') or 0):.3f}",
+        })
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _truncation_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
+    rows = []
+    for name, metrics in models.items():
+        for set_name, stats in (metrics.get("truncation") or {}).items():
+            label = SETS.get(set_name, "RewardBench file" if set_name == "rewardbench" else set_name)
+            rows.append({"model": name, "set": label, "sequences": stats["sequences"],
+                         "cut": stats["sequences_truncated"],
+                         "tokens removed (mean per cut seq.)": f"{stats['mean_tokens_removed']:.1f}",
+                         "max tokens removed": stats["max_tokens_removed"],
+                         "pairs identical after cut (not scored)": stats["pairs_identical_after_truncation"]})
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _tests_table(tests: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    shown = [t for t in tests if t["metric"] == "accuracy" and "baseline_shorter" not in (t["a"], t["b"])]
+    rows = [{"set": SETS.get(t["set"], t["set"]), "a − b": f"{t['a']} − {t['b']}",
+             "accuracy difference [95% CI]": f"{t['difference']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
+             "bootstrap p": format_p(t["p_value"], t.get("resamples")).removeprefix("p=").removeprefix("p"),
+             "McNemar p": "" if t.get("mcnemar_p") is None else f"{t['mcnemar_p']:.3f} ({t['mcnemar_method']})",
+             "significant": "yes" if t["significant"] else "no"} for t in shown]
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def _verdict_blocks(metrics: Mapping[str, Any], kinds: Mapping[str, Sequence[str]]) -> list[tuple[str, Any]]:
+    models = metrics.get("models", {})
+    blocks: list[tuple[str, Any]] = [("h2", "Verdict")]
+    verdict = metrics.get("verdict") or []
+    for set_name, label in SETS.items():
+        lines = [v["statement"] for v in verdict if v["set"] == set_name]
+        if not lines:
+            continue
+        blocks.append(("h3", f"On the {label}"))
+        baseline = _dig(models, ["baseline_longer", set_name, "accuracy"])
+        biases = [(n, _dig(models, [n, set_name, "length_bias", "prefers_longer_rate"])) for n in models
+                  if n not in BASELINES]
+        biases = [(n, b) for n, b in biases if b is not None and _kind_of(n, models[n]) in kinds]
+        if biases and baseline is not None:
+            low, high = min(b for _, b in biases), max(b for _, b in biases)
+            lines.append(f"Length: the models prefer the longer response in {low:.0%}-{high:.0%} of pairs of "
+                         f"unequal length; pick-the-longer alone scores accuracy {baseline:.3f}.")
+        blocks.append(("list", lines))
+    extra = []
+    for kind, names in kinds.items():
+        scored = [(n, _dig(models, [n, "rewardbench", "overall"])) for n in names]
+        scored = [(n, v) for n, v in scored if v is not None]
+        if scored:
+            best, value = max(scored, key=lambda item: item[1])
+            capped = _dig(models, [best, "rewardbench", "capped_rows_per_subset"])
+            singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
+            extra.append(f"best {singular} on the RewardBench-format file ↑: {best} "
+                         f"{value:.3f} (no interval; "
+                         + (f"CAPPED at {capped} rows per subset, not comparable with published numbers)" if capped
+                            else "all rows, published weighting)"))
+        cyc = [(n, _dig(models, [n, "cyclic", "consistency"])) for n in names]
+        cyc = [(n, v) for n, v in cyc if v is not None]
+        if cyc and kind == "reward models":
+            best, value = max(cyc, key=lambda item: item[1])
+            extra.append(f"best reward model on cyclic triples ↑: {best} {value:.3f} (a scalar model's ceiling is 0.667)")
+    extra += metrics.get("generation_verdict") or []
+    if extra:
+        blocks += [("h3", "Benchmarks and generation"), ("list", extra)]
+    return blocks
+
+
+def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The report as (kind, content) blocks, rendered identically to Markdown and HTML."""
     models = metrics.get("models", {})
+    kinds: dict[str, list[str]] = {}
+    for name, m in models.items():
+        kind = _kind_of(name, m)
+        if kind in ("reward models", "policies"):
+            kinds.setdefault(kind, []).append(name)
     blocks: list[tuple[str, Any]] = [("h1", "prefalign run report")]
     run = metrics.get("run", {})
     if run:
         blocks.append(("p", " · ".join(f"{k}: {v}" for k, v in run.items())))
+    blocks += _verdict_blocks(metrics, kinds)
     blocks += [
         ("h2", "Data"),
-        ("p", f"{data['pairs'].sum()} validated pairs from {data.height} sources "
-              f"(evaluated: {run.get('evaluated_pairs', '?')} pairs of split(s) {run.get('evaluated_splits', '?')})."),
+        ("p", f"{data['pairs'].sum()} validated pairs from {data.height} sources. Evaluated: "
+              f"{run.get('evaluated_pairs', '?')} pairs of split(s) {run.get('evaluated_splits', '?')} (in distribution) "
+              f"and {run.get('heldout_pairs', 0)} held-out pairs (split heldout, by source: "
+              f"{run.get('heldout_sources') or 'none'}). The held-out sources' prompts are in no train, val or test "
+              "split; rows of other sources that share such a prompt are held out with them."),
         ("table", data),
         ("h2", "Models"),
         ("list", [f"{name} ({m.get('kind')}): {m.get('description', '')}".rstrip(": ") for name, m in models.items()]),
-        ("h2", "Comparison"),
-        ("table", comparison),
-        ("list", _EXPLANATIONS),
     ]
-    unmapped = sorted({s for m in models.values() for s in (m.get("rewardbench") or {}).get("unmapped_subsets", [])})
-    if unmapped:
-        blocks.append(("p", f"RewardBench subsets in no section (not scored): {', '.join(unmapped)}."))
+    uninformative = metrics.get("uninformative") or {}
+    for set_name, label in SETS.items():
+        if not any(_dig(models, [n, set_name]) for n in models):
+            continue
+        blocks.append(("h2", f"Comparison on the {label}"))
+        for kind, names in kinds.items():
+            table = _pair_table(models, set_name, [*names, *BASELINES], uninformative.get(set_name))
+            if table.height:
+                blocks += [("h3", kind.capitalize()), ("table", table)]
+        if set_name == "heldout":
+            per_source = _by_source_table(models, set_name, [n for names in kinds.values() for n in names])
+            if per_source.height:
+                blocks += [("h3", "Accuracy by held-out source"), ("table", per_source)]
+        truth = _pair_table(models, set_name, ["ground_truth"], None)
+        if truth.height:
+            blocks += [("h3", "Ground truth (synthetic pairs only)"), ("table", truth)]
+    benchmarks = [(kind, _benchmark_table(models, names)) for kind, names in kinds.items()]
+    if any(t.height for _, t in benchmarks):
+        blocks.append(("h2", "Benchmarks: RewardBench-format file and cyclic triples"))
+        for kind, table in benchmarks:
+            if table.height:
+                blocks += [("h3", kind.capitalize()), ("table", table)]
+        capped = {_dig(m, ["rewardbench", "capped_rows_per_subset"]) for m in models.values() if m.get("rewardbench")}
+        capped.discard(None)
+        if capped:
+            blocks.append(("p", f"RewardBench scores are CAPPED at {', '.join(map(str, capped))} rows per subset "
+                                "(evaluation.rewardbench.max_rows_per_subset): not comparable with published numbers."))
+        unmapped = sorted({s for m in models.values() for s in (m.get("rewardbench") or {}).get("unmapped_subsets", [])})
+        if unmapped:
+            blocks.append(("p", f"RewardBench subsets in no section (not scored): {', '.join(unmapped)}."))
+        sections = {s for m in models.values() for s in (_dig(m, ["rewardbench", "sections"]) or {})}
+        if sections and "Reasoning" not in sections and any(_dig(m, ["rewardbench", "format"]) == "v1"
+                                                            for m in models.values()):
+            blocks.append(("p", "No Reasoning section: the file has no math-prm or hep-* rows. The shipped open file "
+                                "has none because no shipped source has answers that can be checked (math with a "
+                                "verified final answer, code with tests): vicuna_eval's 3 math and 7 coding questions "
+                                "come without reference answers, arena_bench's reference answers are unverified GPT-4 "
+                                "outputs, and preference labels are not correctness labels."))
+    generation = _generation_table(models)
+    if generation.height:
+        blocks += [("h2", "Generation: policies vs the SFT reference"), ("table", generation)]
+    truncation = _truncation_table(models)
+    if truncation.height:
+        blocks += [("h2", "Truncation in evaluation"),
+                   ("p", "Each pair is two sequences (prompt + chosen, prompt + rejected), cut by the model's own "
+                         "max_length / max_prompt_length. Pairs whose two sides are the same tokens after the cut "
+                         "are reported here and left out of the scores (a model cannot tell them apart)."),
+                   ("table", truncation)]
+    tests = _tests_table(metrics.get("paired_tests") or [])
+    if tests.height:
+        blocks += [("h2", "Paired tests"),
+                   ("p", "Accuracy, every two models of a kind and each model against pick-the-longer, on the pairs "
+                         "both scored. Every test (every metric, pick-the-shorter too) is in the metrics JSON "
+                         "(paired_tests)."),
+                   ("table", tests)]
+        for set_name, label in SETS.items():
+            words = significant_differences(metrics.get("paired_tests") or [], set_name)
+            blocks += [("p", f"Significant differences between models on the {label}"
+                             + (":" if words else ": none."))]
+            if words:
+                blocks.append(("list", words))
+    blocks += [("h2", "Definitions"), ("list", EXPLANATIONS)]
     return blocks
 
 
-def render_markdown(data: pl.DataFrame, comparison: pl.DataFrame, metrics: Mapping[str, Any],
-                    plot_names: list[str], plot_folder: str) -> str:
+def render_markdown(data: pl.DataFrame, metrics: Mapping[str, Any], plot_names: list[str],
+                    plot_folder: str = "plots") -> str:
+    """The report as Markdown; images link to `<plot_folder>/<name>.png`, relative to the report's own folder."""
     out = []
-    for kind, content in _story(data, comparison, metrics):
+    for kind, content in _story(data, metrics):
         if kind == "h1":
             out.append(f"# {content}\n")
         elif kind == "h2":
             out.append(f"\n## {content}\n")
+        elif kind == "h3":
+            out.append(f"\n### {content}\n")
         elif kind == "p":
             out.append(f"{content}\n")
         elif kind == "table":
@@ -80,18 +322,23 @@ def render_markdown(data: pl.DataFrame, comparison: pl.DataFrame, metrics: Mappi
         elif kind == "list":
             out.append("\n".join(f"- {item}" for item in content) + "\n")
     out.append("\n## Plots\n")
-    out += [f"![{name}]({plot_folder}/{name}.png)" for name in plot_names]
+    out += [f"![{name}]({plot_folder}/{name}.png)\n" for name in plot_names]
     return "\n".join(out) + "\n"
 
 
-def render_html(data: pl.DataFrame, comparison: pl.DataFrame, metrics: Mapping[str, Any],
-                images: Mapping[str, str]) -> str:
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+          "table{border-collapse:collapse;font-size:12px;margin-bottom:8px}"
+          "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
+          "td:first-child,th:first-child{text-align:left}.scroll{overflow-x:auto}"
+          "h2{border-bottom:1px solid #ddd;margin-top:28px}li{margin:3px 0}img{max-width:100%}")
+
+
+def render_html(data: pl.DataFrame, metrics: Mapping[str, Any], images: Mapping[str, str]) -> str:
     """A self-contained page: the plots are embedded as base64 PNG, so the file can be mailed."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>prefalign run report</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>"]
-    for kind, content in _story(data, comparison, metrics):
-        if kind in ("h1", "h2", "p"):
+             f"<style>{_STYLE}</style></head><body>"]
+    for kind, content in _story(data, metrics):
+        if kind in ("h1", "h2", "h3", "p"):
             parts.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
         elif kind == "table":
             parts.append(_html_table(content))

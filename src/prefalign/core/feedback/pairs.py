@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from prefalign.core.feedback.margins import orient, signed_target
-from prefalign.core.schema import PAIRS_SCHEMA, SPLITS, conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
+from prefalign.core.schema import HELDOUT, PAIRS_SCHEMA, SPLITS, conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
 
 PAIR_ROW_COLUMNS: dict[str, pl.DataType] = {
     c: PAIRS_SCHEMA[c] for c in ("prompt", "chosen", "rejected", "margin", "p_chosen", "source", "feedback", "signal", "true_p")
@@ -104,6 +104,20 @@ def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> 
     return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
 
 
+def hold_out_sources(pairs: pl.DataFrame, heldout_sources: list[str] | tuple[str, ...]) -> pl.DataFrame:
+    """Move every prompt of a held-out source to split ``heldout``, whatever source its rows come from.
+
+    Sources can share prompts (PandaLM's human and AI-judge sources label the same pairs), so the
+    unit held out is the prompt: a prompt that any held-out source has is in no train, val or test
+    split of any source, and a held-out source is evaluated on prompts no model was trained on.
+    """
+    if not heldout_sources:
+        return pairs
+    prompts = pairs.filter(pl.col("source").is_in(list(heldout_sources)))["prompt_id"].unique()
+    return pairs.with_columns(
+        pl.when(pl.col("prompt_id").is_in(prompts.implode())).then(pl.lit(HELDOUT)).otherwise(pl.col("split")).alias("split"))
+
+
 def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
     """Every source's pair rows -> the pairs table (PAIRS_SCHEMA), and per-source duplicates dropped."""
     for frame in pair_rows:
@@ -124,4 +138,5 @@ def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> t
     duplicates = dict(first.filter(pl.col("_i") != pl.col("_first")).group_by("source").len().iter_rows())
     pairs = first.filter(pl.col("_i") == pl.col("_first")).drop("_i", "_first")
     pairs = pairs.with_columns(split=assign_split(pairs["prompt_id"], split["ratios"], str(split.get("salt", ""))))
+    pairs = hold_out_sources(pairs, split.get("heldout_sources") or [])
     return conform_to_pairs_schema(pairs), duplicates

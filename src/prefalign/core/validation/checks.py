@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from prefalign.core.schema import PAIRS_SCHEMA, SPLITS
+from prefalign.core.schema import ALL_SPLITS, PAIRS_SCHEMA
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 FAILED_COLUMN = "failed_expectations"  # list of expectation names a row failed; empty = clean
@@ -60,7 +60,7 @@ def _prompt_split_leak(frame: pl.DataFrame, _: str) -> pl.Series:
     A prompt seen in several splits keeps the split holding most of its rows (ties: train, then
     val, then test), so the leak is removed by quarantining the fewest rows.
     """
-    rank = {name: i for i, name in enumerate(SPLITS)}
+    rank = {name: i for i, name in enumerate(ALL_SPLITS)}
     keyed = frame.select("prompt_id", "split").with_row_index("_row")
     kept = (
         keyed.drop_nulls()

@@ -9,12 +9,10 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
-from prefalign.core.evaluation import evaluate, generation, plots, report, scoring
+from prefalign.core.evaluation import comparison, evaluate, generation, plots, report, scoring, statistics
+from prefalign.core.evaluation import rewardbench as rewardbench_format
 
 logger = logging.getLogger(__name__)
-
-REWARDBENCH_COLUMNS = ("prompt", "chosen", "rejected", "subset")
-
 
 def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
     """The evaluated pairs: the configured splits, capped per source (seeded) to bound the cost."""
@@ -31,51 +29,79 @@ def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> 
     return chosen.sort("pair_id")
 
 
+def select_heldout_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
+    """The held-out sources' pairs (split `heldout`), capped per source like the test pairs; may be empty."""
+    splits = params.get("heldout_splits") or []
+    chosen = validated_pairs.filter(pl.col("split").is_in(splits))
+    if chosen.is_empty():
+        logger.warning("no held-out pairs (splits %s): set feedback.split.heldout_sources to evaluate on sources "
+                       "no model was trained on", splits)
+        return chosen
+    return select_test_pairs(chosen, {**params, "splits": splits})
+
+
 def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """Check a RewardBench-format table and cap it per subset (seeded)."""
-    missing = [c for c in REWARDBENCH_COLUMNS if c not in rewardbench.columns]
-    if missing:
-        raise ValueError(
-            f"the RewardBench-format file lacks column(s) {missing}; each row needs {list(REWARDBENCH_COLUMNS)} "
-            "(point --params rewardbench_path=... at a JSONL file with those keys)"
-        )
-    table = rewardbench.select(REWARDBENCH_COLUMNS).drop_nulls()
-    cap = params.get("max_rows_per_subset")
-    if cap:
-        table = table.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("subset") < cap)
-    return table
+    """A RewardBench v1 or v2 table as scorable pair rows; capped per subset only when asked (seeded)."""
+    return rewardbench_format.prepare_rows(rewardbench, params.get("max_rows_per_subset"), params.get("seed", 0))
 
 
 def select_test_triples(triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """The cyclic triples of the evaluated splits (held out from training like the pairs)."""
-    return triples.filter(pl.col("split").is_in(params["splits"])) if triples.height else triples
+    """The cyclic triples of the evaluated splits, held-out ones included (never trained on either)."""
+    splits = [*params["splits"], *(params.get("heldout_splits") or [])]
+    return triples.filter(pl.col("split").is_in(splits)) if triples.height else triples
 
 
-def _scored_metrics(scorer: scoring.PairScorer, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
-                    triples: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
-    """Pairs, RewardBench and cycles scored by one judge, then measured."""
-    metrics: dict[str, Any] = {"pairs": evaluate.evaluate_pair_scores(scoring.score_pairs(test_pairs, scorer),
-                                                                      params["n_bins"])}
+def _bootstrap(params: dict[str, Any]) -> statistics.BootstrapConfig:
+    return statistics.BootstrapConfig.from_params(params.get("bootstrap"))
+
+
+def _scored_metrics(scorer: scoring.PairScorer, tables: dict[str, pl.DataFrame], rewardbench_rows: pl.DataFrame,
+                    triples: pl.DataFrame, params: dict[str, Any], audit=None) -> dict[str, Any]:
+    """Pair sets (test, held-out), RewardBench and cycles scored by one judge, then measured.
+
+    `audit(pairs) -> (identical mask, truncation stats)` marks pairs that are token-identical
+    after the model's truncation: they are reported apart, not scored."""
+    metrics: dict[str, Any] = {"_scores": {}, "truncation": {}}
+    for set_name, pairs in tables.items():
+        if pairs.is_empty():
+            continue
+        scored = scoring.score_pairs(pairs, scorer)
+        if audit is not None:
+            identical, stats = audit(pairs)
+            scored = scored.with_columns(pl.Series("identical_after_truncation", identical))
+            metrics["truncation"][set_name] = stats
+        metrics[set_name] = evaluate.evaluate_pair_scores(scored, params["n_bins"], _bootstrap(params))
+        metrics["_scores"][set_name] = evaluate.pair_score_record(scored)
     if rewardbench_rows.height:
-        metrics["rewardbench"] = evaluate.evaluate_rewardbench(scoring.score_pairs(rewardbench_rows, scorer),
-                                                               params["rewardbench"]["sections"])
+        rb_params = params["rewardbench"]
+        metrics["rewardbench"] = rewardbench_format.score(
+            scoring.score_pairs(rewardbench_rows, scorer), rb_params["sections"], rb_params.get("subset_weights"),
+            rb_params.get("max_rows_per_subset"))
+        if audit is not None and "response_index" not in rewardbench_rows.columns:
+            metrics["truncation"]["rewardbench"] = audit(rewardbench_rows)[1]
     if triples.height:
         metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, scorer))
     return metrics
+
+
+def _audit(tokenizer, max_length: int, max_prompt_length: int):
+    return lambda pairs: scoring.truncation_audit(tokenizer, pairs, max_length, max_prompt_length)
 
 
 def make_reward_model_metrics(name: str):
     """Node factory: a reward checkpoint (BT, MMPO or GPM: the reward branch's pair_logits) -> metrics."""
 
     def reward_model_metrics(bundle: Any, training_curve: list[dict[str, Any]], test_pairs: pl.DataFrame,
-                             rewardbench_rows: pl.DataFrame, triples: pl.DataFrame,
+                             heldout_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame, triples: pl.DataFrame,
                              params: dict[str, Any]) -> dict[str, Any]:
         from prefalign.core.reward.scoring import pair_logits
 
         def scorer(prompts, first, second):
             return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second))
 
-        metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        head = bundle.model.head_config
+        metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows,
+                                  triples, params, _audit(bundle.tokenizer, head.max_length, head.max_prompt_length))
         metrics["training_curve"] = _curve_records(training_curve)
         return {"kind": "reward model", "description": _describe_bundle(bundle), **metrics}
 
@@ -89,16 +115,20 @@ def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
             "batch_size": data_params.get("eval_batch_size", 16)}
 
 
-def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
-                       triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
+def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
+                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
     """log pi_ref of every evaluated response, computed ONCE for all policies."""
-    texts = scoring.texts_to_score(test_pairs, rewardbench_rows, triples)
+    texts = scoring.texts_to_score(test_pairs, heldout_pairs, rewardbench_rows, triples)
     return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **_logprob_args(data_params))
 
 
-def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
-    """Held-out prompts the judge can read: test prompts of synthetic_scalar (its r* is the judge)."""
-    prompts = (test_pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
+def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any],
+                       heldout_pairs: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Prompts no policy trained on that the judge can read: synthetic_scalar's test (or held-out)
+    prompts (its r* is the judge)."""
+    pairs = test_pairs if heldout_pairs is None or heldout_pairs.is_empty() else pl.concat(
+        [test_pairs, heldout_pairs.select(test_pairs.columns)])
+    prompts = (pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
                .sort("prompt").head(params["generation"]["max_prompts"]))
     if prompts.is_empty():
         logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "
@@ -121,15 +151,17 @@ def make_policy_metrics(name: str):
     """Node factory: a policy checkpoint scored as an implicit reward against the SFT reference."""
 
     def policy_metrics(bundle: Any, reference: Any, reference_logps: pl.DataFrame, reference_samples: pl.DataFrame,
-                       training_curve: pl.DataFrame, test_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame,
-                       triples: pl.DataFrame, judge_params: dict[str, Any], params: dict[str, Any],
+                       training_curve: pl.DataFrame, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
+                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, judge_params: dict[str, Any],
+                       params: dict[str, Any],
                        data_params: dict[str, Any]) -> dict[str, Any]:
         texts = reference_logps.select("prompt", "response")
         args = _logprob_args(data_params)
         policy_logps = scoring.sequence_logprob_table(bundle.model, bundle.tokenizer, texts, **args)
         beta = float((bundle.metadata or {}).get("beta", params["implicit_reward_beta"]))
         scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
-        metrics = _scored_metrics(scorer, test_pairs, rewardbench_rows, triples, params)
+        metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows, triples,
+                                  params, _audit(bundle.tokenizer, args["max_length"], args["max_prompt_length"]))
         metrics["training_curve"] = _curve_records(training_curve)
         if reference_samples.height:
             prompts = reference_samples["prompt"].unique(maintain_order=True).to_list()
@@ -145,8 +177,10 @@ def make_policy_metrics(name: str):
                                sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
             judged = generation.with_kl_terms(judged, bundle, reference, args["batch_size"])
             metrics["generation"] = {"judge": "synthetic ground truth r*", **evaluate.evaluate_generations(judged)}
-        return {"kind": "policy (implicit reward)", "description": f"beta={beta}; " + _describe_bundle(bundle),
-                **metrics}
+        described = _describe_bundle(bundle)
+        if "beta" not in (bundle.metadata or {}):  # the metadata, when it has beta, already names it
+            described = f"beta={beta}; " + described
+        return {"kind": "policy (implicit reward)", "description": described, **metrics}
 
     policy_metrics.__name__ = f"{name}_metrics"
     return policy_metrics
@@ -169,39 +203,60 @@ def _describe_bundle(bundle: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
 
 
-def ground_truth_metrics(test_pairs: pl.DataFrame, triples: pl.DataFrame, scalar_params: dict[str, Any],
-                         cyclic_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def ground_truth_metrics(test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame, triples: pl.DataFrame,
+                         scalar_params: dict[str, Any], cyclic_params: dict[str, Any],
+                         params: dict[str, Any]) -> dict[str, Any]:
     """The synthetic truth scored like a model: the ceiling row of the comparison table."""
     scalar = scoring.scalar_truth_scorer(scalar_params["weights"], scalar_params.get("temperature", 1.0))
     cyclic = scoring.cyclic_truth_scorer(cyclic_params.get("cyclic_strength", 4.0))
-    scored = scoring.score_by_source(test_pairs, {"synthetic_scalar": scalar, "synthetic_cyclic": cyclic})
     metrics: dict[str, Any] = {"kind": "ground truth",
                                "description": "the synthetic lab's hidden reward / majority rule (synthetic pairs only)"}
-    if scored.height:
-        metrics["pairs"] = evaluate.evaluate_pair_scores(scored, params["n_bins"])
+    for set_name, pairs in (("pairs", test_pairs), ("heldout", heldout_pairs)):
+        scored = scoring.score_by_source(pairs, {"synthetic_scalar": scalar, "synthetic_cyclic": cyclic})
+        if scored.height:
+            metrics[set_name] = evaluate.evaluate_pair_scores(scored, params["n_bins"], _bootstrap(params))
     if triples.height:
         metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, cyclic))
     return metrics
 
 
-def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, params: dict[str, Any],
-                    **models: dict[str, Any]) -> tuple[
-        dict[str, Any], pl.DataFrame, pl.DataFrame]:
-    """All models side by side: the run's metrics JSON, the comparison table, the data summary."""
+def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
+                    params: dict[str, Any], **models: dict[str, Any]) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
+    """All models side by side with the length baselines, paired tests and the verdict: the run's
+    metrics JSON, the comparison table (one row per evaluated set and model), the data summary."""
     order = params.get("model_order") or list(models)  # default: the pipeline's (registry) order
     ordered = {name: models[name] for name in order if name in models}
     ordered.update({name: m for name, m in models.items() if name not in ordered})
+    tables = {"pairs": test_pairs, "heldout": heldout_pairs}
+    bootstrap = _bootstrap(params)
+    ordered.update(comparison.baseline_metrics(tables, bootstrap))
+    kinds = {"reward models": [n for n, m in ordered.items() if m.get("kind") == "reward model"],
+             "policies": [n for n, m in ordered.items() if str(m.get("kind", "")).startswith("policy")]}
+    groups = [names + list(comparison.BASELINES) for names in kinds.values() if names]
+    tests = comparison.paired_tests(ordered, tables, groups, bootstrap, params["n_bins"])
+    for metrics in ordered.values():
+        metrics.pop("_scores", None)  # per-pair logits: used above, too bulky for the JSON
     data = evaluate.data_summary(validated_pairs)
-    comparison = evaluate.comparison_table(ordered)
+    table = comparison.comparison_table(ordered)
     metrics = {
         "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height},
+                "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height,
+                "heldout_pairs": heldout_pairs.height,
+                "heldout_sources": ", ".join(f"{source} {n}" for source, n in heldout_pairs.group_by("source").len()
+                                             .sort("len", descending=True).iter_rows()),
+                "bootstrap": f"{bootstrap.resamples} prompt resamples, seed {bootstrap.seed}, "
+                             f"{bootstrap.level:.0%} percentile intervals"},
         "data": data.to_dicts(),
         "models": ordered,
-        "comparison": comparison.to_dicts(),
+        "uninformative": comparison.uninformative_rows(ordered),
+        "paired_tests": tests,
+        "verdict": comparison.verdict(ordered, tests, kinds),
+        "generation_verdict": comparison.generation_verdict(ordered, kinds["policies"]),
+        "comparison": table.to_dicts(),
     }
-    logger.info("evaluation comparison table:\n%s", report.markdown_table(comparison))
-    return metrics, comparison, data
+    logger.info("evaluation verdict:\n%s", "\n".join(f"  [{comparison.SETS[v['set']]}] {v['statement']}"
+                                                     for v in metrics["verdict"]))
+    return metrics, table, data
 
 
 def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
@@ -211,6 +266,9 @@ def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[s
                "reliability_p_chosen": plots.reliability_diagram(models, "p_chosen")}
     if any((m.get("pairs") or {}).get("reliability_true_p") for m in models.values()):
         figures["reliability_true_p"] = plots.reliability_diagram(models, "true_p")
+    if any((m.get("heldout") or {}).get("reliability_p_chosen") for m in models.values()):
+        figures["reliability_heldout_p_chosen"] = plots.reliability_diagram(models, "p_chosen", "heldout",
+                                                                            "held-out sources")
     if any(m.get("generation") for m in models.values()):
         figures["win_rates"] = plots.win_rate_bars(models)
     curves = {name: m["training_curve"] for name, m in models.items() if m.get("training_curve")}
@@ -219,14 +277,16 @@ def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[s
     return figures
 
 
-def write_report(metrics: dict[str, Any], comparison: pl.DataFrame, data: pl.DataFrame,
-                 figures: dict[str, Figure], params: dict[str, Any]) -> tuple[str, str, dict[str, Figure]]:
-    """Markdown and self-contained HTML report; the figures pass through to the plots dataset."""
+def write_report(metrics: dict[str, Any], data: pl.DataFrame, figures: dict[str, Figure],
+                 params: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Figure]]:
+    """Markdown report saved with its plots (links plots/<name>.png work in its version folder),
+    a self-contained HTML report, and the latest plots as PNG files."""
     images = {name: plots.figure_png_base64(fig) for name, fig in figures.items()}
     location = params["report_location"]
-    markdown = report.render_markdown(data, comparison, metrics, list(figures), location["plots"])
-    html = report.render_html(data, comparison, metrics, images)
-    logger.info("evaluation report written: %s (self-contained) and %s; plots in %s; metrics JSON in %s "
-                "(each versioned: newest timestamp folder)", location["html"], location["markdown"],
+    pngs = {f"{name}.png": fig for name, fig in figures.items()}
+    markdown = report.render_markdown(data, metrics, list(figures), "plots")
+    html = report.render_html(data, metrics, images)
+    logger.info("evaluation report written: %s (self-contained) and %s with its plots/ (each versioned: newest "
+                "timestamp folder); latest plots in %s; metrics JSON in %s", location["html"], location["markdown"],
                 location["plots"], location["metrics"])
-    return markdown, html, {f"{name}.png": fig for name, fig in figures.items()}
+    return {"markdown": markdown, "plots": pngs}, html, pngs

@@ -17,7 +17,7 @@ from prefalign.pipelines.evaluation import nodes
 REWARD_MODELS = [spec.namespace for spec in objectives(evaluation="reward_model")]
 REFERENCE_POLICY = reference_policy().namespace
 POLICIES = [spec.namespace for spec in objectives(evaluation="implicit_reward")]
-SHARED = ["evaluation_test_pairs", "evaluation_rewardbench_rows", "evaluation_test_triples"]
+SHARED = ["evaluation_test_pairs", "evaluation_heldout_pairs", "evaluation_rewardbench_rows", "evaluation_test_triples"]
 
 
 def _present(package: str) -> bool:
@@ -29,12 +29,15 @@ def create_pipeline(**kwargs) -> Pipeline:
     prepare = pipeline([
         node(nodes.select_test_pairs, ["validated_pairs", "params:evaluation"], "evaluation_test_pairs",
              name="select_test_pairs"),
+        node(nodes.select_heldout_pairs, ["validated_pairs", "params:evaluation"], "evaluation_heldout_pairs",
+             name="select_heldout_pairs"),
         node(nodes.select_test_triples, ["synthetic_cyclic_triples", "params:evaluation"], "evaluation_test_triples",
              name="select_test_triples"),
         node(nodes.prepare_rewardbench, ["rewardbench_file", "params:evaluation.rewardbench"],
              "evaluation_rewardbench_rows", name="prepare_rewardbench"),
         node(nodes.ground_truth_metrics,
-             ["evaluation_test_pairs", "evaluation_test_triples", "params:feedback.sources.synthetic_scalar",
+             ["evaluation_test_pairs", "evaluation_heldout_pairs", "evaluation_test_triples",
+              "params:feedback.sources.synthetic_scalar",
               "params:feedback.sources.synthetic_cyclic", "params:evaluation"],
              "evaluation_ground_truth_metrics", name="ground_truth_metrics"),
     ])
@@ -49,7 +52,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         models += [
             node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data"],
                  "evaluation_reference_logprobs", name="reference_logprobs"),
-            node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation"],
+            node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation", "evaluation_heldout_pairs"],
                  "evaluation_generation_prompts", name="generation_prompts"),
             node(nodes.reference_samples, [reference, "evaluation_generation_prompts", "params:evaluation",
                                            "params:policy.defaults.data"],
@@ -65,13 +68,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             rows.append(name)
     report = pipeline([
         node(nodes.collect_metrics,
-             {"validated_pairs": "validated_pairs", "test_pairs": "evaluation_test_pairs", "params": "params:evaluation",
+             {"validated_pairs": "validated_pairs", "test_pairs": "evaluation_test_pairs",
+              "heldout_pairs": "evaluation_heldout_pairs", "params": "params:evaluation",
               **{name: f"evaluation_{name}_metrics" for name in rows}},
              ["evaluation_metrics", "evaluation_comparison", "evaluation_data_summary"], name="collect_metrics"),
         node(nodes.make_plots, ["evaluation_metrics", "validated_pairs"], "evaluation_figures", name="make_plots"),
         node(nodes.write_report,
-             ["evaluation_metrics", "evaluation_comparison", "evaluation_data_summary", "evaluation_figures",
-              "params:evaluation"],
+             ["evaluation_metrics", "evaluation_data_summary", "evaluation_figures", "params:evaluation"],
              ["evaluation_report_md", "evaluation_report_html", "evaluation_plots"], name="write_report"),
     ])
     return prepare + pipeline(models) + report

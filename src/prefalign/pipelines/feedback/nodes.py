@@ -50,6 +50,10 @@ def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tu
     A pair produced by several sources (PandaLM's humans and its AI judges label the same pairs)
     is kept once, from the source listed first under feedback.sources: the order is the priority."""
     priority = {name: i for i, name in enumerate(feedback_params.get("sources", {}))}
+    unknown = sorted(set(feedback_params["split"].get("heldout_sources") or []) - set(priority))
+    if unknown:
+        raise ValueError(f"feedback.split.heldout_sources names {unknown}, which are not sources; "
+                         f"use names under feedback.sources: {sorted(priority)}")
     ordered = sorted(pair_rows, key=lambda f: priority.get(f["source"][0] if f.height else "", len(priority)))
     return build_pairs_table(ordered, feedback_params["split"])
 

@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS
+from prefalign.core.schema import HELDOUT
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 
 
@@ -29,8 +30,11 @@ def synthetic_cyclic_triples(source_params: dict[str, Any], split_params: dict[s
         return pl.DataFrame(schema={"triple_id": pl.String, "prompt_id": pl.String, "prompt": pl.String,
                                     "response_a": pl.String, "response_b": pl.String, "response_c": pl.String,
                                     "cycle": pl.String, "split": pl.String})
-    params = {**source_params, "split": split_params}
-    return generate_cyclic(SyntheticConfig.from_params(params))
+    params = {**source_params, "split": {k: v for k, v in split_params.items() if k != "heldout_sources"}}
+    triples = generate_cyclic(SyntheticConfig.from_params(params))
+    if "synthetic_cyclic" in (split_params.get("heldout_sources") or []):
+        triples = triples.with_columns(split=pl.lit(HELDOUT))  # the pairs table holds these prompts out too
+    return triples
 
 
 GENERATED = {"synthetic_scalar": synthetic_scalar_rows, "synthetic_cyclic": synthetic_cyclic_rows}

@@ -1,0 +1,257 @@
+"""Intervals, paired tests and length bias for pair metrics (docs/methods.md section 9).
+
+Pairs that share a prompt are not independent (one prompt gives several pairs, and a model that
+misreads the prompt gets all of them wrong), so every interval here resamples PROMPTS, not pairs:
+a cluster bootstrap (Efron & Tibshirani 1993, ch. 6; Field & Welsh 2007, "Bootstrapping clustered
+data"). One resample is a vector of weights, one per pair: how many times its prompt was drawn.
+Every statistic below is written as a weighted statistic, so the B resamples of a table are one
+(B, n_pairs) weight matrix and one matrix product, not B Python loops.
+
+Paired comparisons of two models on the SAME pairs use the SAME resampled weights for both, so
+the interval of the difference reflects the pairing. McNemar's test (McNemar 1947) compares the
+two models' accuracies from the discordant pairs alone (exact binomial below a configurable number
+of discordant pairs, the chi-square with continuity correction above it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from prefalign.core.evaluation.metrics import sigmoid
+
+LN2 = math.log(2.0)
+_EPS = 1e-12
+
+WeightedStatistic = Callable[[np.ndarray], np.ndarray]  # weights (B, n) -> values (B,)
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """How intervals are drawn: `resamples` prompt resamples, seeded, at `level` (0.95 = 95%)."""
+
+    resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    exact_mcnemar_below: int = 25  # exact binomial McNemar when discordant pairs < this
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> "BootstrapConfig":
+        params = dict(params or {})
+        unknown = set(params) - {"resamples", "seed", "level", "exact_mcnemar_below"}
+        if unknown:
+            raise ValueError(f"evaluation.bootstrap has unknown key(s) {sorted(unknown)}; allowed: resamples, "
+                             "seed, level, exact_mcnemar_below")
+        config = cls(**params)
+        if int(config.resamples) < 10:
+            raise ValueError(f"evaluation.bootstrap.resamples={config.resamples}: use at least 10 (1000 is usual)")
+        if not 0.5 < float(config.level) < 1.0:
+            raise ValueError(f"evaluation.bootstrap.level={config.level}: give a coverage in (0.5, 1), e.g. 0.95")
+        return config
+
+
+def prompt_resample_weights(prompt_ids: Sequence[Any], resamples: int, seed: int) -> np.ndarray:
+    """Cluster-bootstrap weights: (resamples, n_pairs), entry = times the pair's prompt was drawn.
+
+    Each resample draws G prompts with replacement out of the G distinct prompts; a pair then
+    counts as many times as its prompt was drawn.
+
+    Args:
+        prompt_ids: one prompt id per pair (n_pairs).
+        resamples: B, the number of bootstrap resamples.
+        seed: numpy Generator seed (same seed, same weights).
+
+    Returns:
+        float64 array [B, n_pairs].
+    """
+    _, codes = np.unique(np.asarray(list(prompt_ids), dtype=object).astype(str), return_inverse=True)
+    groups = int(codes.max()) + 1 if codes.size else 0
+    if groups == 0:
+        raise ValueError("the bootstrap needs at least one pair")
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, groups, size=(resamples, groups))
+    counts = np.zeros((resamples, groups))
+    np.add.at(counts, (np.repeat(np.arange(resamples), groups), drawn.reshape(-1)), 1.0)
+    return counts[:, codes]
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The (1 - level)/2 and (1 + level)/2 quantiles of the bootstrap values (percentile method)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighted statistics: each maps weights (B, n) to B values; with weights = ones((1, n)) it is the
+# plain statistic of the table.
+# ---------------------------------------------------------------------------------------------
+def weighted_mean(values: np.ndarray) -> WeightedStatistic:
+    """sum_i w_i x_i / sum_i w_i: accuracy (x = correct), Brier (x = (p - t)^2), NLL (x = -log lik)."""
+    x = np.asarray(values, dtype=np.float64)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        total = weights.sum(axis=1)
+        return np.divide(weights @ x, total, out=np.full(total.shape, np.nan), where=total > 0)
+
+    return statistic
+
+
+def weighted_ece(predicted: np.ndarray, target: np.ndarray, n_bins: int = 10) -> WeightedStatistic:
+    """ECE with weights: sum_b |sum_{i in b} w_i (p_i - t_i)| / sum_i w_i (equal-width bins).
+
+    Identical to metrics.expected_calibration_error when every weight is 1.
+    """
+    p, t = np.asarray(predicted, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    index = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    onehot = np.zeros((p.size, n_bins))
+    onehot[np.arange(p.size), index] = 1.0
+    gap = onehot * (p - t)[:, None]  # (n, bins)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        total = weights.sum(axis=1)
+        return np.abs(weights @ gap).sum(axis=1) / np.where(total > 0, total, np.nan)
+
+    return statistic
+
+
+def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """{value, low, high}: the statistic on the table itself and its percentile interval."""
+    value = float(statistic(np.ones((1, weights.shape[1])))[0])
+    low, high = percentile_interval(statistic(weights), level)
+    return {"value": value, "low": low, "high": high}
+
+
+def paired_difference(statistic_a: WeightedStatistic, statistic_b: WeightedStatistic, weights: np.ndarray,
+                      level: float = 0.95) -> dict[str, float]:
+    """Paired bootstrap of a - b on the same pairs (same resampled prompts for both models).
+
+    Returns:
+        difference (on the table), low, high (percentile interval), p_value: the two-sided
+        bootstrap p-value 2 * min(P*(d <= 0), P*(d >= 0)), capped at 1.
+    """
+    ones = np.ones((1, weights.shape[1]))
+    difference = float(statistic_a(ones)[0] - statistic_b(ones)[0])
+    resampled = statistic_a(weights) - statistic_b(weights)
+    resampled = resampled[np.isfinite(resampled)]
+    low, high = percentile_interval(resampled, level)
+    p_value = min(1.0, 2.0 * min(float((resampled <= 0).mean()), float((resampled >= 0).mean())))
+    return {"difference": difference, "low": low, "high": high, "p_value": p_value}
+
+
+def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], exact_below: int = 25) -> dict[str, Any]:
+    """McNemar's test of equal accuracy of two models on the same pairs (McNemar 1947).
+
+    b = pairs only A gets right, c = pairs only B gets right. Under H0 each discordant pair is
+    A's with probability 1/2: exact two-sided binomial test of b out of b + c when b + c <
+    `exact_below` (scipy.stats.binomtest), else the chi-square statistic with continuity
+    correction (|b - c| - 1)^2 / (b + c) on 1 degree of freedom.
+
+    Returns:
+        {"only_a": b, "only_b": c, "method": "exact" | "chi2" | "none", "p_value"}; p = 1 when
+        there is no discordant pair.
+    """
+    a, b_ = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b_.shape:
+        raise ValueError(f"McNemar needs the two models on the same pairs: {a.size} vs {b_.size} results")
+    only_a, only_b = int((a & ~b_).sum()), int((~a & b_).sum())
+    n = only_a + only_b
+    if n == 0:
+        return {"only_a": 0, "only_b": 0, "method": "none", "p_value": 1.0}
+    if n < exact_below:
+        p_value = float(scipy_stats.binomtest(only_a, n, 0.5, alternative="two-sided").pvalue)
+        return {"only_a": only_a, "only_b": only_b, "method": "exact", "p_value": min(1.0, p_value)}
+    statistic = (abs(only_a - only_b) - 1.0) ** 2 / n
+    return {"only_a": only_a, "only_b": only_b, "method": "chi2",
+            "p_value": float(scipy_stats.chi2.sf(statistic, df=1))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pair quantities that the statistics above average
+# ---------------------------------------------------------------------------------------------
+def per_pair_nll(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """-[t log p + (1 - t) log(1 - p)] per pair, natural log (nats)."""
+    p = np.clip(np.asarray(predicted, dtype=np.float64), _EPS, 1 - _EPS)
+    t = np.asarray(target, dtype=np.float64)
+    return -(t * np.log(p) + (1 - t) * np.log1p(-p))
+
+
+def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.ndarray, n_bins: int,
+                          level: float = 0.95) -> dict[str, dict[str, float]]:
+    """accuracy, ECE, Brier and NLL of one model on one table, each {value, low, high}.
+
+    Args:
+        logits: [n] logit of P(chosen > rejected); accuracy counts logit > 0 (a tie is wrong).
+        target: [n] soft target in [0, 1] (p_chosen, or true_p where known).
+        weights: [B, n] prompt-resample weights (prompt_resample_weights).
+    """
+    predicted = sigmoid(logits)
+    return {
+        "accuracy": bootstrap_estimate(weighted_mean((np.asarray(logits) > 0).astype(float)), weights, level),
+        "ece": bootstrap_estimate(weighted_ece(predicted, target, n_bins), weights, level),
+        "brier": bootstrap_estimate(weighted_mean((predicted - target) ** 2), weights, level),
+        "nll": bootstrap_estimate(weighted_mean(per_pair_nll(predicted, target)), weights, level),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Length bias
+# ---------------------------------------------------------------------------------------------
+def length_baseline_logits(chosen_lengths: np.ndarray, rejected_lengths: np.ndarray, prefer: str) -> np.ndarray:
+    """A judge that picks the longer (or shorter) response: logit +1 / -1, 0 on equal lengths (wrong)."""
+    sign = np.sign(np.asarray(chosen_lengths, dtype=np.float64) - np.asarray(rejected_lengths, dtype=np.float64))
+    if prefer == "longer":
+        return sign
+    if prefer == "shorter":
+        return -sign
+    raise ValueError(f"prefer={prefer!r}: use 'longer' or 'shorter'")
+
+
+def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths: np.ndarray) -> dict[str, Any]:
+    """How a model's choices relate to response length (lengths in any one unit, e.g. characters).
+
+    Over pairs whose two responses differ in length:
+    - accuracy_chosen_longer / accuracy_chosen_shorter: accuracy on the pairs where the chosen
+      response is the longer / the shorter one (null when there is no such pair);
+    - prefers_longer_rate: share of those pairs where the model's preferred response (logit > 0:
+      chosen, logit < 0: rejected) is the longer one; a logit of exactly 0 prefers neither and
+      counts as not preferring the longer one;
+    - chosen_longer_rate: share where the LABEL prefers the longer one (what pick-the-longer scores).
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    diff = np.asarray(chosen_lengths, dtype=np.float64) - np.asarray(rejected_lengths, dtype=np.float64)
+    longer, shorter = diff > 0, diff < 0
+    unequal = longer | shorter
+    correct = x > 0
+    picks_longer = (longer & (x > 0)) | (shorter & (x < 0))
+
+    def share(mask: np.ndarray, of: np.ndarray) -> float | None:
+        return float(mask[of].mean()) if of.any() else None
+
+    return {
+        "pairs_unequal_length": int(unequal.sum()),
+        "pairs_chosen_longer": int(longer.sum()),
+        "pairs_chosen_shorter": int(shorter.sum()),
+        "accuracy_chosen_longer": share(correct, longer),
+        "accuracy_chosen_shorter": share(correct, shorter),
+        "prefers_longer_rate": share(picks_longer, unequal),
+        "chosen_longer_rate": share(longer, unequal),
+    }
+
+
+def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, level: float = 0.95) -> dict[str, Any]:
+    """The p = 0.5 predictor on the same pairs: NLL = ln 2 always; ECE and Brier depend on the targets."""
+    t = np.asarray(target, dtype=np.float64)
+    half = np.full(t.size, 0.5)
+    return {
+        "ece": bootstrap_estimate(weighted_ece(half, t, n_bins), weights, level),
+        "brier": bootstrap_estimate(weighted_mean((half - t) ** 2), weights, level),
+        "nll": bootstrap_estimate(weighted_mean(per_pair_nll(half, t)), weights, level),
+    }
