@@ -1,4 +1,5 @@
-"""Run-level hooks: one log line per node (rows in/out, time), and where a run's reports went."""
+"""Run-level hooks: parameters checked before the first node, one log line per node (rows in/out,
+time), and where a run's reports went."""
 
 from __future__ import annotations
 
@@ -6,9 +7,40 @@ import logging
 import time
 from typing import Any
 
+import click
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger("prefalign")
+
+
+class InvalidParameters(click.ClickException):
+    """A configuration error: click prints ``Error: <message>`` (no traceback) and exits with 1.
+
+    ``kedro run`` and ``python -m prefalign`` run under click, which handles this exception
+    type itself; in a notebook or a test it is an ordinary exception with the same message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class ParameterCheckHooks:
+    """Checks every parameter of every selected pipeline before any node runs (so before any
+    dataset version is written)."""
+
+    @hook_impl(tryfirst=True)  # before other plugins' before_pipeline_run (e.g. kedro-mlflow starting a run)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        # Imported here, not at module level: settings.py imports this module for every kedro
+        # command (even `kedro --help`), and the checks import torch and Great Expectations.
+        from prefalign.core.models.params import ParameterError
+        from prefalign.pipelines.parameter_checks import check_pipeline_parameters
+
+        params = catalog.load("parameters")
+        try:
+            checked = check_pipeline_parameters(params, run_params.get("pipeline_names"))
+        except ParameterError as error:
+            raise InvalidParameters(f"invalid parameters, nothing was run: {error}") from None
+        logger.info("parameters of %s checked", ", ".join(checked) or "no known pipeline")
 
 
 def _describe(value: Any) -> str:

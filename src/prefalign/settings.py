@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from prefalign.hooks import RunSummaryHooks
+from prefalign.hooks import ParameterCheckHooks, RunSummaryHooks
 
-HOOKS = (RunSummaryHooks(),)
+HOOKS = (ParameterCheckHooks(), RunSummaryHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
