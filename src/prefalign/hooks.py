@@ -44,11 +44,16 @@ class ParameterCheckHooks:
 
 
 def _describe(value: Any) -> str:
+    """A few words on what a node got or gave: rows, keys, items, or the kind of object."""
     height = getattr(value, "height", None)  # polars DataFrame
     if height is not None:
         return f"{height} rows"
     if isinstance(value, dict):
         return f"{len(value)} keys"
+    if isinstance(value, (list, tuple)):
+        return f"{len(value)} items"
+    if callable(value) and not isinstance(value, type) and not hasattr(value, "forward"):
+        return "loaded on demand"  # e.g. the raw-records datasets hand the node a loader
     return type(value).__name__
 
 

@@ -24,6 +24,7 @@ from prefalign.core.policy.training import (
     train_sft,
 )
 from prefalign.core.training.loop import TrainConfig
+from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def sft_policy(
             run = run_in_subprocesses("sft", validated_pairs, spec, tmp, processes, defaults.get("accelerate_config"))
     else:
         run = train_sft(validated_pairs, defaults.get("tokenizer"), defaults.get("model"), data, training, work_dir)
-    log.info("policy sft: val_loss=%s steps=%s", run.metrics.get("val_loss"), run.metrics["steps"])
+    log.info("policy sft: val_loss=%s steps=%s", rounded(run.metrics.get("val_loss")), run.metrics["steps"])
     return run.bundle, run.training_curve, run.metrics
 
 
@@ -101,7 +102,8 @@ def preference_policy(
         run = train_preference(reference, validated_pairs, reference_table, preference, data, training, work_dir)
     log.info(
         "policy %s: implicit accuracy train=%s val=%s",
-        preference.loss, run.metrics["policy"]["train"].get("implicit_accuracy"), run.metrics["policy"]["val"].get("implicit_accuracy"),
+        preference.loss, rounded(run.metrics["policy"]["train"].get("implicit_accuracy")),
+        rounded(run.metrics["policy"]["val"].get("implicit_accuracy")),
     )
     return run.bundle, run.training_curve, run.metrics
 

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.reward.launch import train_in_subprocesses
+from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import discard_checkpoints, resumable_run_dir
 from prefalign.core.reward.training import (
     RewardParams,
@@ -71,8 +72,10 @@ def train_reward(
             out = train_reward_model(train_pairs, val_pairs, tokenizer, params, output_dir)
         discard_checkpoints(output_dir)  # the model is in the catalog now; a re-run trains again
     metrics = {**out.metrics, "selection": selection}
+    head = params.head_config().head
     log.info(
-        "reward %s/%s: val_accuracy=%s train_accuracy=%s steps=%s",
-        params.objective, params.head_config().head, metrics.get("val_accuracy"), metrics.get("train_accuracy"), metrics["steps"],
+        "reward %s (head %s, loss %s): val_accuracy=%s train_accuracy=%s steps=%s",
+        head if head != "scalar" else params.objective, head, params.objective,
+        rounded(metrics.get("val_accuracy")), rounded(metrics.get("train_accuracy")), metrics["steps"],
     )
     return out.bundle, out.curve, metrics
