@@ -2,7 +2,7 @@
 
 Every objective is its own namespace (policy_sft, policy_dpo, policy_mmpo, policy_ipo,
 policy_gpo, policy_gpo_bt), so each runs alone:
-    kedro run --pipeline policy --namespaces policy_dpo
+    kedro run --pipelines policy --namespaces policy_dpo
 Its settings are `policy.<objective>` (sft, dpo, ...) in parameters_policy.yml; `policy.defaults`
 holds the model, tokenizer and data settings every objective uses.
 """

@@ -1,7 +1,7 @@
 """One template pipeline, instantiated per objective: namespaces reward_bt, reward_mmpo, reward_gpm.
 
 Parameters: ``reward.defaults`` deep-merged with ``reward.<objective>``. Run one objective with
-``kedro run --pipeline reward --namespaces reward_gpm``.
+``kedro run --pipelines reward --namespaces reward_gpm``.
 """
 
 from kedro.pipeline import Node, Pipeline
