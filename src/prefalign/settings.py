@@ -18,9 +18,9 @@ from prefalign.console import plain_logging_unless_terminal
 # Redirected output (a file, CI): plain unwrapped log lines instead of rich's 80-column layout.
 plain_logging_unless_terminal()
 
-from prefalign.hooks import ParameterCheckHooks, RunSummaryHooks
+from prefalign.hooks import MlflowTrackingHooks, ParameterCheckHooks, RunSummaryHooks, VizStatsHooks
 
-HOOKS = (ParameterCheckHooks(), RunSummaryHooks())
+HOOKS = (ParameterCheckHooks(), RunSummaryHooks(), VizStatsHooks(), MlflowTrackingHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
