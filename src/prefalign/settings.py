@@ -13,10 +13,10 @@ warnings.filterwarnings("ignore", message=r"One or more dataset names contain '\
 
 from kedro.config import OmegaConfigLoader
 
-from prefalign.console import plain_logging_unless_terminal
+from prefalign.console import rich_logging_in_terminal
 
-# Redirected output (a file, CI): plain unwrapped log lines instead of rich's 80-column layout.
-plain_logging_unless_terminal()
+# Rich log output in a terminal; plain unwrapped lines when redirected (conf/logging.yml).
+rich_logging_in_terminal()
 
 from prefalign.hooks import MlflowTrackingHooks, ParameterCheckHooks, RunSummaryHooks, VizStatsHooks
 
