@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -167,13 +168,18 @@ class VizStatsHooks:
         path.write_text(json.dumps(stats))
 
 
+_METRIC_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
 def flat_metrics(values: Any, prefix: str = "") -> dict[str, float]:
     """Every finite number in a nested dict, keyed by its dotted path (``val.accuracy``); bools,
-    strings, lists and NaN are left out (MLflow metrics are finite floats)."""
+    strings, lists and NaN are left out (MLflow metrics are finite floats), and characters MLflow
+    refuses in a key (anything but letters, digits, ``_ - . /`` and space) become ``_``."""
     out: dict[str, float] = {}
     if isinstance(values, dict):
         for key, value in values.items():
-            out.update(flat_metrics(value, f"{prefix}.{key}" if prefix else str(key)))
+            key = _METRIC_KEY_UNSAFE.sub("_", str(key))
+            out.update(flat_metrics(value, f"{prefix}.{key}" if prefix else key))
     elif isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values):
         out[prefix] = float(values)
     return out
@@ -217,6 +223,12 @@ class MlflowTrackingHooks:
         mlflow = self._active()
         if mlflow is None:
             return
+        try:
+            self._log_outputs(mlflow, outputs)
+        except Exception as error:  # tracking must never fail a run whose outputs are saved
+            logger.warning("MLflow logging of node %s failed: %s: %s", getattr(node, "name", node), type(error).__name__, error)
+
+    def _log_outputs(self, mlflow: Any, outputs: dict[str, Any]) -> None:
         for name, value in outputs.items():
             if name.endswith(".training_curve"):
                 self._log_curve(mlflow, name.rsplit(".", 1)[0], value)
