@@ -43,3 +43,32 @@ def test_the_run_is_read_back_from_the_local_store(trained_project: Path):
         assert sorted(m.step for m in curve) == list(range(1, 9))  # one point per step
         tag = run.data.tags[f"catalog.{name}.model"]  # the checkpoint, by catalog version
         assert f"06_models/{name}/model/" in tag and Path(tag).is_dir()
+
+
+def test_evaluation_and_policy_outputs_are_logged(tmp_path: Path):
+    """The hook on a policy curve (a polars frame), the evaluation metrics and the comparison
+    table, in a run of a throwaway local store."""
+    pytest.importorskip("kedro_mlflow")
+    import mlflow
+    import polars as pl
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    hooks = MlflowTrackingHooks()
+    with mlflow.start_run(experiment_id=experiment) as run:
+        hooks.after_node_run(node=None, outputs={
+            "policy_dpo.training_curve": pl.DataFrame({"step": [1, 2], "train_loss": [0.7, 0.6], "val_loss": [None, 0.65]}),
+            "evaluation_metrics": {"reward_bt": {"accuracy": 0.6, "rewardbench": {"Chat Hard": 0.5}}},
+            "evaluation_comparison": pl.DataFrame({"model": ["reward_bt"], "accuracy": [0.6]}),
+        })
+    client = MlflowClient(tracking_uri=uri)
+    data = client.get_run(run.info.run_id).data
+    assert data.metrics["evaluation_metrics.reward_bt.accuracy"] == 0.6
+    assert data.metrics["evaluation_metrics.reward_bt.rewardbench.Chat Hard"] == 0.5
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "policy_dpo.curve.train_loss")] == [(1, 0.7), (2, 0.6)]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "policy_dpo.curve.val_loss")] == [2]
+    artifact = Path(client.download_artifacts(run.info.run_id, "evaluation_comparison.json", str(tmp_path)))
+    assert artifact.read_text().count("reward_bt") == 1
+    mlflow.set_tracking_uri("")
