@@ -34,6 +34,9 @@ def test_the_run_is_read_back_from_the_local_store(trained_project: Path):
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     run = runs[0]
     assert run.info.status == "FINISHED"
+    import mlflow
+
+    assert mlflow.active_run() is None, "the run (in this process) was left open after the pipeline"
     # parameters of every training node (kedro-mlflow, flattened)
     assert run.data.params["reward.defaults.training.max_steps"] == "8"
     assert run.data.params["reward.gpm.head.head"] == "gpm"
