@@ -51,7 +51,7 @@ class RewardParams:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "RewardParams":
-        p = dataclass_from_params(cls, params, "reward parameter")
+        p = dataclass_from_params(cls, params, "reward")
         if p.objective not in OBJECTIVES:
             raise ValueError(f"reward objective={p.objective!r} is not one of {OBJECTIVES}")
         if p.num_processes < 1 or p.batch_size < p.num_processes:
