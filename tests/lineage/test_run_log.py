@@ -33,4 +33,4 @@ def test_log_lines_name_the_model_round_numbers_and_explain_deduplication(traine
     ingest = next(line for line in lines if line.startswith("node ingest_alpaca_eval "))
     assert "raw_alpaca_eval=loaded on demand" in ingest, ingest
     dedup = [line for line in lines if line.startswith("feedback pandalm_7b:")]
-    assert dedup and re.search(r"\d+ records read -> \d+ pairs; \d+ pair rows dropped as duplicates of a higher-priority source", dedup[0]), dedup
+    assert dedup and re.search(r"\d+ records read -> \d+ pairs; \d+ pair rows dropped as duplicates of a pair already produced by this source or a higher-priority one", dedup[0]), dedup
