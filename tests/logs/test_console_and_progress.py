@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import logging
 
-import pytest
 import torch
 
 from prefalign.console import rich_logging_in_terminal
