@@ -42,10 +42,12 @@ def peak_rss_mb() -> float:
 
 
 def load_pairs(n: int) -> pl.DataFrame:
-    """Real pairs: UltraFeedback sample from the shared data (prompt / chosen / rejected as text)."""
-    path = Path("/work/shared/data/ultrafeedback_sample/train_clean.jsonl")
+    """Real pairs: the UltraFeedback file (prompt / chosen / rejected as text), full when
+    scripts/download_raw_data.py put it in data/raw_full, else the shipped sample."""
+    root = Path(__file__).resolve().parents[1]
+    path = root / "data/raw_full/ultrafeedback_sample/train_clean.jsonl"
     if not path.exists():
-        path = Path(__file__).resolve().parents[1] / "data/01_raw/ultrafeedback_sample/train_clean.jsonl"
+        path = root / "data/01_raw/ultrafeedback_sample/train_clean.jsonl"
     frame = pl.read_ndjson(path, infer_schema_length=None)
 
     def text(v):

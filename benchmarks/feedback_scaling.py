@@ -1,6 +1,6 @@
 """How pair building grows with the number of pairs, up to 1M+ (synthetic expansion of real data).
 
-    python benchmarks/feedback_scaling.py --raw-data-dir /work/shared/data --sizes 10000 100000 1000000 2000000
+    python benchmarks/feedback_scaling.py --raw-data-dir data/raw_full --sizes 10000 100000 1000000 2000000
 
 The scored responses of the real Tulu-2 best-of-n files (805 prompts x 11 samples, judge
 probabilities) are replicated with a copy index appended to the prompt, so copy c of a prompt is a
@@ -57,7 +57,7 @@ def _one(raw_data_dir: str, n_pairs: int, text_chars: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw-data-dir", default="/work/shared/data")
+    parser.add_argument("--raw-data-dir", required=True, help="the full raw files (python scripts/download_raw_data.py --dest data/raw_full)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 2_000_000])
     parser.add_argument("--text-chars", type=int, default=200)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)

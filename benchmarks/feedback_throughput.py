@@ -1,8 +1,8 @@
-"""Throughput of the feedback pipeline on raw files (by default the full files in /work/shared/data).
+"""Throughput of the feedback pipeline on raw files (e.g. the full files that scripts/download_raw_data.py fetches).
 
-    python benchmarks/feedback_throughput.py --raw-data-dir /work/shared/data
+    python benchmarks/feedback_throughput.py --raw-data-dir data/raw_full
 
-1. Runs `kedro run --pipeline feedback --params raw_data_dir=...` in-process (a real
+1. Runs `kedro run --pipelines feedback --params raw_data_dir=...` in-process (a real
    KedroSession on this project; outputs land in data/, which git ignores), timed end to end.
 2. Then ingests each source alone through the same catalog entries and core functions, timed,
    to show where the time goes.
@@ -29,7 +29,7 @@ def _max_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw-data-dir", default="/work/shared/data")
+    parser.add_argument("--raw-data-dir", required=True, help="the full raw files (python scripts/download_raw_data.py --dest data/raw_full) or data/01_raw")
     parser.add_argument("--env", default="base")
     args = parser.parse_args()
 
@@ -68,7 +68,7 @@ def main() -> None:
               f"{s['records_rejected'] + s['auxiliary_records_rejected']:>8} {s['pairs']:>7} {seconds:>8.2f} {records / seconds:>10.0f}")
     t = summary["total"]
     records = sum(s["records_read"] + s["auxiliary_records_read"] for s in summary["sources"].values())
-    print(f"whole `kedro run --pipeline feedback` (session start to end): {total:.2f} s, "
+    print(f"whole `kedro run --pipelines feedback` (session start to end): {total:.2f} s, "
           f"{records} records ({t['records_read']} judgments), {records / total:.0f} records/s, "
           f"{t['pairs']} pairs ({t['pairs'] / total:.0f} pairs/s), peak RSS {rss_after_run:.0f} MB")
 

@@ -38,7 +38,7 @@ def default_pairs() -> str:
         found = sorted(glob.glob(str(ROOT / pattern)))
         if found:
             return found[-1]
-    raise SystemExit("no pairs table found: run `kedro run --pipeline feedback` first or pass --pairs")
+    raise SystemExit("no pairs table found: run `kedro run --pipelines feedback` first or pass --pairs")
 
 
 def measured_matmul_peak(n: int = 512, reps: int = 20) -> float:

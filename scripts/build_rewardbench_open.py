@@ -12,7 +12,7 @@ Rows are (prompt, chosen, rejected, subset, id), one per prompt, as in RewardBen
 There is no human-labelled reasoning source among the shipped data, so Reasoning stays empty.
 
 Usage (from the repository root; deterministic under --seed):
-    python scripts/build_rewardbench_open.py --raw /work/shared/data --per-subset 120
+    python scripts/build_rewardbench_open.py --raw data/raw_full --per-subset 120
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def pandalm_rows(raw: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=Path("/work/shared/data"), help="folder of the full raw sources")
+    parser.add_argument("--raw", type=Path, required=True, help="folder of the full raw sources (scripts/download_raw_data.py --dest data/raw_full)")
     parser.add_argument("--out", type=Path, default=Path("data/01_raw/rewardbench_open"))
     parser.add_argument("--per-subset", type=int, default=120, help="rows kept per subset (at most)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Cut the small real samples in data/01_raw/ from the full raw files, reproducibly.
 
-    python scripts/cut_raw_samples.py --src /work/shared/data --dst data/01_raw
+    python scripts/cut_raw_samples.py --src data/raw_full --dst data/01_raw
 
 Every sample keeps its source's ORIGINAL format and file names: JSON-lines files keep their
 selected lines byte for byte, JSON-array files are re-written as an array of the selected
@@ -116,7 +116,7 @@ def cut(src: Path, dst: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--src", type=Path, required=True, help="the full raw files (scripts/download_raw_data.py --dest data/raw_full)")
     parser.add_argument("--dst", type=Path, default=Path("data/01_raw"))
     args = parser.parse_args()
     cut(args.src, args.dst)

@@ -1,22 +1,66 @@
-"""Run-level hooks: one log line per node (rows in/out, time), and where a run's reports went."""
+"""Run-level hooks: parameters checked before the first node, one log line per node (rows in/out,
+time), and where a run's reports went."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import inspect
+import json
 import logging
+import math
+import re
 import time
+from pathlib import Path
 from typing import Any
 
+import click
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger("prefalign")
 
 
+class InvalidParameters(click.ClickException):
+    """A configuration error: click prints ``Error: <message>`` (no traceback) and exits with 1.
+
+    ``kedro run`` and ``python -m prefalign`` run under click, which handles this exception
+    type itself; in a notebook or a test it is an ordinary exception with the same message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class ParameterCheckHooks:
+    """Checks every parameter of every selected pipeline before any node runs (so before any
+    dataset version is written)."""
+
+    @hook_impl(tryfirst=True)  # before other plugins' before_pipeline_run (e.g. kedro-mlflow starting a run)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        # Imported here, not at module level: settings.py imports this module for every kedro
+        # command (even `kedro --help`), and the checks import torch and Great Expectations.
+        from prefalign.core.models.params import ParameterError
+        from prefalign.pipelines.parameter_checks import check_pipeline_parameters
+
+        params = catalog.load("parameters")
+        try:
+            checked = check_pipeline_parameters(params, run_params.get("pipeline_names"))
+        except ParameterError as error:
+            raise InvalidParameters(f"invalid parameters, nothing was run: {error}") from None
+        logger.info("parameters of %s checked", ", ".join(checked) or "no known pipeline")
+
+
 def _describe(value: Any) -> str:
+    """A few words on what a node got or gave: rows, keys, items, or the kind of object."""
     height = getattr(value, "height", None)  # polars DataFrame
     if height is not None:
         return f"{height} rows"
     if isinstance(value, dict):
         return f"{len(value)} keys"
+    if isinstance(value, (list, tuple)):
+        return f"{len(value)} items"
+    if inspect.isroutine(value) or isinstance(value, functools.partial):
+        return "loaded on demand"  # e.g. the raw-records datasets hand the node a loader
     return type(value).__name__
 
 
@@ -77,3 +121,154 @@ def _written_path(catalog, name: str) -> str | None:
             continue
     filepath = getattr(dataset, "_filepath", None)
     return str(filepath) if filepath else None
+
+
+class VizStatsHooks:
+    """Rows, columns and file size of every polars table a run loads or saves, added to the
+    ``.viz/stats.json`` that kedro-viz's own hook writes (it counts pandas frames only, so the
+    preview panel showed "N/A rows" for every table here). A no-op without kedro-viz."""
+
+    def __init__(self) -> None:
+        self._stats: dict[str, dict[str, int]] = {}
+
+    def _record(self, name: str, data: Any) -> None:
+        height, width = getattr(data, "height", None), getattr(data, "width", None)
+        if isinstance(height, int) and isinstance(width, int):
+            self._stats[name] = {"rows": height, "columns": width}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._stats = {}
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        self._record(dataset_name, data)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        self._record(dataset_name, data)
+
+    @hook_impl(trylast=True)  # after kedro-viz's after_pipeline_run has written its stats.json
+    def after_pipeline_run(self, run_params: dict[str, Any], catalog) -> None:
+        try:
+            from kedro_viz.constants import VIZ_METADATA_ARGS
+        except ImportError:
+            return
+        path = Path(run_params.get("project_path") or ".") / VIZ_METADATA_ARGS["path"] / "stats.json"
+        if not self._stats:
+            return
+        stats = json.loads(path.read_text()) if path.is_file() else {}
+        for name, counts in self._stats.items():
+            entry = stats.setdefault(name, {})
+            entry.update(counts)
+            written = _written_path(catalog, name)
+            if written and Path(written).is_file():
+                entry["file_size"] = Path(written).stat().st_size
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stats))
+
+
+_METRIC_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def flat_metrics(values: Any, prefix: str = "") -> dict[str, float]:
+    """Every finite number in a nested dict, keyed by its dotted path (``val.accuracy``); bools,
+    strings, lists and NaN are left out (MLflow metrics are finite floats), and characters MLflow
+    refuses in a key (anything but letters, digits, ``_ - . /`` and space) become ``_``."""
+    out: dict[str, float] = {}
+    if isinstance(values, dict):
+        for key, value in values.items():
+            key = _METRIC_KEY_UNSAFE.sub("_", str(key))
+            out.update(flat_metrics(value, f"{prefix}.{key}" if prefix else key))
+    elif isinstance(values, (int, float)) and not isinstance(values, bool) and math.isfinite(values):
+        out[prefix] = float(values)
+    return out
+
+
+def curve_rows(curve: Any) -> list[dict[str, Any]]:
+    """A training curve as row dicts, whether a node returned a polars frame or a list of dicts."""
+    if hasattr(curve, "to_dicts"):
+        return curve.to_dicts()
+    return list(curve) if isinstance(curve, (list, tuple)) else []
+
+
+class MlflowTrackingHooks:
+    """With kedro-mlflow installed (``pip install -e ".[mlflow]"``), kedro-mlflow opens one MLflow
+    run per ``kedro run`` and logs every node's parameters; this hook adds what the nodes produce:
+
+    * ``<namespace>.training_curve``: every numeric column as a metric series over ``step``
+      (``reward_bt.curve.train_loss``, ``policy_dpo.curve.val_loss``, ...);
+    * ``<namespace>.metrics`` and ``evaluation_metrics``: every number as a final metric;
+    * ``evaluation_comparison``: the table as a JSON artifact;
+    * every saved ``*.model`` checkpoint: a tag ``catalog.<dataset>`` with its versioned path
+      (the weights stay in the catalog, not copied into MLflow).
+
+    Without kedro-mlflow or mlflow importable, or without an active run, every method returns at
+    once: training is unchanged.
+    """
+
+    def __init__(self) -> None:
+        self._pending_models: list[str] = []
+        self.enabled = all(importlib.util.find_spec(m) is not None for m in ("mlflow", "kedro_mlflow"))
+
+    def _active(self) -> Any:
+        if not self.enabled:
+            return None
+        import mlflow
+
+        return mlflow if mlflow.active_run() is not None else None
+
+    @hook_impl
+    def after_node_run(self, node, outputs: dict[str, Any]) -> None:
+        mlflow = self._active()
+        if mlflow is None:
+            return
+        try:
+            self._log_outputs(mlflow, outputs)
+        except Exception as error:  # tracking must never fail a run whose outputs are saved
+            logger.warning("MLflow logging of node %s failed: %s: %s", getattr(node, "name", node), type(error).__name__, error)
+
+    def _log_outputs(self, mlflow: Any, outputs: dict[str, Any]) -> None:
+        for name, value in outputs.items():
+            if name.endswith(".training_curve"):
+                self._log_curve(mlflow, name.rsplit(".", 1)[0], value)
+            elif name.endswith("metrics") and isinstance(value, dict):
+                prefix = name.rsplit(".", 1)[0] if "." in name else name
+                mlflow.log_metrics(flat_metrics(value, prefix))
+            elif name == "evaluation_comparison" and hasattr(value, "to_dicts"):
+                mlflow.log_dict(value.to_dicts(), "evaluation_comparison.json")  # its numbers: evaluation_metrics
+
+    @staticmethod
+    def _log_curve(mlflow: Any, prefix: str, curve: Any) -> None:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"{prefix}.curve.{key}", value, now, int(row["step"]))
+                   for row in curve_rows(curve) if "step" in row
+                   for key, value in flat_metrics({k: v for k, v in row.items() if k != "step"}).items()]
+        client, run_id = MlflowClient(), mlflow.active_run().info.run_id
+        for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+            client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        if not dataset_name.endswith(".model") and not dataset_name.endswith(".iteration_models"):
+            return
+        mlflow = self._active()
+        if mlflow is not None:
+            self._pending_models.append(dataset_name)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._pending_models: list[str] = []
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow ends the run
+    def after_pipeline_run(self, run_params: dict[str, Any], catalog) -> None:
+        mlflow = self._active()
+        if mlflow is None:
+            return
+        for name in self._pending_models:
+            path = _written_path(catalog, name)
+            if path:
+                mlflow.set_tag(f"catalog.{name}", path)

@@ -22,6 +22,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+    from kedro.runner import SequentialRunner
 
     project = copy_project(tmp_path_factory.mktemp("lineage") / "project")
     previous = Path.cwd()
@@ -31,7 +32,9 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="ci") as session:
             logging.getLogger("prefalign").addHandler(run_log)
-            session.run(pipeline_names=TRAINED_PIPELINES)
+            # An explicit runner, as `kedro run` passes one: with runner=None kedro-viz takes the run for
+            # a non-sequential one and writes no .viz/kedro_pipeline_events.json.
+            session.run(pipeline_names=TRAINED_PIPELINES, runner=SequentialRunner())
     finally:
         logging.getLogger("prefalign").removeHandler(run_log)
         pipelines.set_requested(None)  # a run leaves Kedro's lazy pipeline registry filtered to what it ran

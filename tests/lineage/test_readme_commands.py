@@ -33,10 +33,10 @@ def test_the_readme_marks_the_commands_this_test_expects():
     commands = checked_commands(README.read_text())
     assert commands == [
         "kedro registry list",
-        "kedro run --env ci --pipeline feedback",
-        "kedro run --env ci --pipeline reward --namespaces reward_gpm",
-        "kedro run --env ci --pipeline feedback --params feedback.split.salt=another-split",
-        "kedro run --env ci --pipeline validation --load-versions=pairs:<timestamp>",
+        "kedro run --env ci --pipelines feedback",
+        "kedro run --env ci --pipelines reward --namespaces reward_gpm",
+        "kedro run --env ci --pipelines feedback --params feedback.split.salt=another-split",
+        "kedro run --env ci --pipelines validation --load-versions=pairs:<timestamp>",
     ]
 
 
@@ -73,7 +73,7 @@ def test_readme_commands_run_as_written(trained_project: Path, tmp_path: Path, m
                 for name in ("feedback", "validation", "reward", "policy", "evaluation"):
                     assert re.search(rf"\b{name}\b", output), f"`kedro registry list` does not list {name}"
     finally:
-        # `kedro run --pipeline X` in-process leaves Kedro's lazy registry filtered to X; later tests need all.
+        # `kedro run --pipelines X` in-process leaves Kedro's lazy registry filtered to X; later tests need all.
         pipelines.set_requested(None)
 
     assert len(_versions(project, "data/06_models/reward_gpm/model")) == models_before + 1

@@ -20,3 +20,17 @@ def test_every_node_logs_one_summary_line(trained_project: Path):
     # The pairs table is described by its rows, not by its type.
     build_pairs = next(line for line in lines if line.startswith("node build_pairs "))
     assert re.search(r"out: pairs=\d+ rows", build_pairs), build_pairs
+
+
+def test_log_lines_name_the_model_round_numbers_and_explain_deduplication(trained_project: Path):
+    lines = (trained_project / RUN_LOG).read_text().splitlines()
+    reward = [line for line in lines if line.startswith("reward ")]
+    assert any(line.startswith("reward gpm (head gpm, loss bt): val_accuracy=") for line in reward), reward
+    assert any(line.startswith("reward bt (head scalar, loss bt): ") for line in reward), reward
+    for line in reward:  # 4 decimals at most, e.g. 0.6495 and not 0.6494565217391305
+        assert not re.search(r"\d\.\d{5,}", line), line
+    assert not [line for line in lines if "=method" in line or "=function" in line]
+    ingest = next(line for line in lines if line.startswith("node ingest_alpaca_eval "))
+    assert "raw_alpaca_eval=loaded on demand" in ingest, ingest
+    dedup = [line for line in lines if line.startswith("feedback pandalm_7b:")]
+    assert dedup and re.search(r"\d+ records read -> \d+ pairs; \d+ pair rows dropped as duplicates of a pair already produced by this source or a higher-priority one", dedup[0]), dedup

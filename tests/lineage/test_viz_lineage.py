@@ -44,6 +44,9 @@ PREVIEWS = {
     "validation_plot": "ImagePreview",
     "feedback_summary": "JSONPreview",
     "reward_gpm.metrics": "JSONPreview",
+    "reward_gpm.model": "JSONPreview",
+    "raw_ultrafeedback": "TablePreview",
+    "raw_arena_judgments": "TablePreview",
 }
 
 
@@ -130,3 +133,31 @@ def test_previews_for_the_pairs_the_validation_report_and_the_metrics(viz_build:
     assert "p_chosen" in pairs["columns"] and len(pairs["data"]) >= 5
     report = json.loads((viz_build / "nodes" / ids["validation_report"]).read_text())["preview"]
     assert "Validation report" in report and "<table" in report
+
+
+def test_every_saved_dataset_has_a_json_safe_preview(viz_build: Path, trained_project: Path):
+    """Read back from the built files (kedro-viz exits 0 even when a preview fails to serialise):
+    every dataset that is not in-memory and has data on disk exports a non-empty preview."""
+    main = _main(viz_build)
+    checked, missing = [], []
+    for entry in (n for n in main["nodes"] if n["type"] == "data"):
+        node = json.loads((viz_build / "nodes" / entry["id"]).read_text())
+        filepath = node.get("filepath")
+        if "MemoryDataset" in str(node.get("type")) or not filepath or not (trained_project / filepath).exists():
+            continue
+        checked.append(entry["name"])
+        if not node.get("preview") or not node.get("preview_type"):
+            missing.append(entry["name"])
+    assert len(checked) >= 25, checked
+    assert not missing, f"saved datasets without a preview in the build: {missing}"
+    checkpoint = json.loads(json.loads((viz_build / "nodes" / next(
+        n["id"] for n in main["nodes"] if n["name"] == "reward_gpm.model")).read_text())["preview"])
+    assert checkpoint["kind"] == "reward_model" and checkpoint["metadata"]["head"] == "gpm"
+    assert any(name.endswith(".safetensors") for name in checkpoint["files"])
+
+
+def test_the_run_left_row_counts_and_run_events_for_viz(viz_build: Path, trained_project: Path):
+    stats = json.loads((trained_project / ".viz" / "stats.json").read_text())
+    assert stats["pairs"]["rows"] > 0 and stats["pairs"]["columns"] >= 12, stats.get("pairs")
+    assert stats["validated_pairs"]["rows"] > 0 and stats["validated_pairs"].get("file_size", 0) > 0
+    assert (trained_project / ".viz" / "kedro_pipeline_events.json").is_file()

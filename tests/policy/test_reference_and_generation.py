@@ -65,5 +65,5 @@ def test_left_padding_does_not_change_what_a_prompt_generates(tiny_policy):
 def test_sampling_config_errors_name_the_key():
     with pytest.raises(ValueError, match="samples_per_prompt=1"):
         SamplingConfig.from_dict({"samples_per_prompt": 1})
-    with pytest.raises(ValueError, match=r"unknown sampling key\(s\) \['topp'\]"):
+    with pytest.raises(ValueError, match=r"unknown key sampling\.topp\b"):
         SamplingConfig.from_dict({"topp": 0.9})

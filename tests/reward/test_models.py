@@ -27,7 +27,7 @@ def test_bpe_vocab_size_is_respected():
 
 
 def test_tokenizer_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"unknown tokenizer key\(s\) \['vocab'\]"):
+    with pytest.raises(ValueError, match=r"unknown key tokenizer\.vocab\b"):
         TokenizerConfig.from_dict({"vocab": 100})
     with pytest.raises(ValueError, match="vocab_size=100"):
         TokenizerConfig.from_dict({"vocab_size": 100})
@@ -68,7 +68,7 @@ def test_missing_local_path_raises_naming_it(tmp_path: Path):
 
 
 def test_model_config_rejects_bad_keys_and_values():
-    with pytest.raises(ValueError, match=r"unknown model key\(s\) \['layers'\]"):
+    with pytest.raises(ValueError, match=r"unknown key model\.layers\b"):
         ModelConfig.from_dict({"layers": 2})
     with pytest.raises(ValueError, match="model.dtype='float8'"):
         ModelConfig.from_dict({"dtype": "float8"})

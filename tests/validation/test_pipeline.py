@@ -1,4 +1,4 @@
-"""Slice tests of `kedro run --pipeline validation` on env ci, with pairs saved through the catalog."""
+"""Slice tests of `kedro run --pipelines validation` on env ci, with pairs saved through the catalog."""
 
 from __future__ import annotations
 

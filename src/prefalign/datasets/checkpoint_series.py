@@ -33,6 +33,7 @@ from kedro.io.core import DatasetError
 
 from prefalign.core.models.checkpoint import MARKER_FILE, ModelBundle, load_bundle, save_bundle
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
+from prefalign.datasets.previews import checkpoint_summary
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -42,6 +43,11 @@ class ModelCheckpointSeriesDataset(ModelCheckpointDataset):
 
     Arguments as ``ModelCheckpointDataset`` (filepath, version, load_args ``device``, metadata).
     """
+
+    def _summary(self, path: Path) -> dict:
+        """The preview: one checkpoint summary per key (e.g. per GPO iteration)."""
+        keys = sorted(p.name for p in path.iterdir() if (p / MARKER_FILE).exists()) if path.is_dir() else []
+        return {"path": str(path), "checkpoints": {key: checkpoint_summary(path / key, MARKER_FILE) for key in keys}}
 
     def load(self) -> dict[str, Callable[[], ModelBundle]]:  # type: ignore[override]
         path = Path(self._get_load_path())

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro_datasets._typing import JSONPreview
 
 from prefalign.core.models.checkpoint import MARKER_FILE, ModelBundle, load_bundle, save_bundle
+from prefalign.datasets.previews import checkpoint_summary
 
 
 class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle]):
@@ -119,3 +122,15 @@ class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle])
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "version": self._version, "load_args": self._load_args}
+
+    def preview(self) -> JSONPreview:
+        """kedro-viz preview: the newest version's kind, metadata (objective, beta, ...),
+        architecture and files with sizes, read from its JSON files (the weights are not loaded)."""
+        try:
+            path = Path(self._get_load_path())
+        except DatasetError:
+            return JSONPreview(json.dumps({"status": f"no version saved yet under {self._filepath}"}))
+        return JSONPreview(json.dumps(self._summary(path)))
+
+    def _summary(self, path: Path) -> dict[str, Any]:
+        return checkpoint_summary(path, MARKER_FILE)

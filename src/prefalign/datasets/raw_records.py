@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+import polars as pl
 from kedro.io.core import AbstractDataset, DatasetError
+from kedro_datasets._typing import TablePreview
 
 from prefalign.core.feedback.records import RawFileError, RawRecord, decode_records, infer_file_format
+from prefalign.datasets.previews import table_preview
 
 
 class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
@@ -102,6 +105,14 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "glob": self._glob, "file_format": self._file_format}
+
+    def preview(self, nrows: int = 5) -> TablePreview:
+        """kedro-viz preview: the first ``nrows`` records (file, position, the record as JSON text
+        or the decode error), JSON-safe."""
+        rows = [{"file": r.file, "position": r.position, "record": r.excerpt() if r.error is None else None, "error": r.error}
+                for r in self._read()[:nrows]]
+        frame = pl.DataFrame(rows, schema={"file": pl.String, "position": pl.Int64, "record": pl.String, "error": pl.String})
+        return TablePreview(table_preview(frame))
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()

@@ -62,7 +62,7 @@ class PolicyDataConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
-        cfg = dataclass_from_params(cls, params, "policy data")
+        cfg = dataclass_from_params(cls, params, "data")
         if cfg.sources is not None and (isinstance(cfg.sources, str) or not cfg.sources):
             raise ValueError(
                 f"policy data sources={cfg.sources!r} must be a non-empty list of source names, or null for all sources"

@@ -29,8 +29,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.training.progress import Progress
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -207,6 +207,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_save_state_pre_hook(drop_tied_weights)
 
     step, history = 0, []
     resume_from = latest_checkpoint(output_dir)
@@ -219,7 +220,7 @@ def train(
     rank, world = accelerator.process_index, accelerator.num_processes
     n_batches = len(train_batches)
     accum = cfg.gradient_accumulation_steps
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress_bar and accelerator.is_main_process), desc="train")
+    bar = Progress(cfg.max_steps, initial=step, desc="train", enabled=cfg.progress_bar and accelerator.is_main_process)
     start, tokens_seen, examples_seen = time.perf_counter(), 0.0, 0.0
     final_metrics: dict[str, float] = {}
     model.train()
@@ -264,8 +265,7 @@ def train(
             final_metrics = evaluate(model, val_batches, loss_fn, accelerator)
             row.update(final_metrics)
         history.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_second']:.0f}")
+        bar.update(1, loss=row["train_loss"], tok_s=row["tokens_per_second"])
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             save_checkpoint(accelerator, output_dir, step, history, cfg.keep_checkpoints)
     bar.close()
@@ -283,6 +283,28 @@ def train(
         tokens_per_second=tokens_seen / max(elapsed, 1e-9),
         examples_per_second=examples_seen / max(elapsed, 1e-9),
     )
+
+
+def drop_tied_weights(models: list[torch.nn.Module], weights: list[dict[str, Any]], output_dir: str) -> None:
+    """Accelerate save-state pre-hook: leave out the tied copies (``lm_head.weight`` when
+    ``tie_word_embeddings``) before safetensors sees them.
+
+    safetensors cannot store two names for one tensor, so accelerate drops the duplicates itself,
+    with a warning per save ("Removed shared tensor ..."). Loading re-ties them (``load_state``
+    loads non-strictly into the tied model), so leaving them out here is the same checkpoint,
+    without the warning. Only keys that share storage with an earlier key are dropped.
+    """
+    for state in weights:
+        seen: set[tuple[Any, int, tuple[int, ...]]] = set()
+        for name in list(state):
+            tensor = state[name]
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key in seen:
+                del state[name]
+            else:
+                seen.add(key)
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int) -> Path:

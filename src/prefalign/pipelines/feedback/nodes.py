@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import polars as pl
@@ -12,6 +13,8 @@ from prefalign.core.feedback.parsers import REJECTED_SCHEMA
 from prefalign.core.feedback.records import RawRecord
 
 SourceOutputs = tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 
 def _disabled(source: str) -> SourceOutputs:
@@ -63,4 +66,16 @@ def collect_rejected(*rejected: pl.DataFrame) -> pl.DataFrame:
 
 
 def summarise_feedback(pairs: pl.DataFrame, duplicates: dict[str, int], *source_stats: dict[str, Any]) -> dict[str, Any]:
-    return summarise(pairs, [s for s in source_stats if s.get("enabled", True)], duplicates)
+    """The per-source summary; logs, per source that lost rows to deduplication, how many and why
+    (a pair already produced, by an earlier row of the same source or by a source listed earlier
+    under feedback.sources, is kept there)."""
+    summary = summarise(pairs, [s for s in source_stats if s.get("enabled", True)], duplicates)
+    for name, stats in summary["sources"].items():
+        if stats.get("duplicates_dropped"):
+            log.info(
+                "feedback %s: %d records read -> %d pairs; %d pair rows dropped as duplicates of a pair "
+                "already produced by this source or a higher-priority one (a pair is kept once, from "
+                "the source listed first under feedback.sources)",
+                name, stats["records_read"], stats["pairs"], stats["duplicates_dropped"],
+            )
+    return summary

@@ -19,6 +19,7 @@ from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, reference_logprobs, train_gpo
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
+from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def sft_node(spec: ObjectiveSpec) -> Callable:
         args = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
                 "training": asdict(training), "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs))}
         run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data)
-        log.info("%s: val_loss=%s steps=%s", spec.namespace, run.metrics.get("val_loss"), run.metrics["steps"])
+        log.info("%s: val_loss=%s steps=%s", spec.namespace, rounded(run.metrics.get("val_loss")), run.metrics["steps"])
         return run.bundle, run.training_curve, run.metrics
 
     return _named(train, f"{spec.namespace}_train")
@@ -102,8 +103,9 @@ def pairwise_node(spec: ObjectiveSpec) -> Callable:
                 "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
         frames = {"pairs": validated_pairs, **({"reference_logprobs": table} if table is not None else {})}
         run = _launch(spec, defaults, args, frames, data, {"reference": _with_lora(reference, defaults)})
-        log.info("%s: policy ranking train=%s val=%s", spec.namespace, run.metrics["policy"]["train"],
-                 run.metrics["policy"]["val"])
+        log.info("%s: policy ranking train=%s val=%s", spec.namespace,
+                 {k: rounded(v) for k, v in run.metrics["policy"]["train"].items()},
+                 {k: rounded(v) for k, v in run.metrics["policy"]["val"].items()})
         return run.bundle, run.training_curve, run.metrics
 
     if spec.needs_reference:

@@ -2,7 +2,7 @@
 objective, one pairwise template per pairwise objective, one on-policy template per GPO-style one.
 
 Every objective is its own namespace ``policy_<name>``, so each runs alone
-(``kedro run --pipeline policy --namespaces <namespace>``). Its settings are ``policy.<name>`` in
+(``kedro run --pipelines policy --namespaces <namespace>``). Its settings are ``policy.<name>`` in
 parameters_policy.yml; ``policy.defaults`` holds the model, tokenizer and data settings every
 objective uses.
 """

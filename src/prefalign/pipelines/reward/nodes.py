@@ -15,6 +15,7 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs
+from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
                          num_processes=params.num_processes, accelerate_config=params.accelerate_config,
                          work_dir=Path(tmp) / "launch")
         metrics = {**run.metrics, "selection": selection}
-        log.info("%s: val_accuracy=%s train_accuracy=%s steps=%s", spec.namespace, metrics.get("val_accuracy"),
-                 metrics.get("train_accuracy"), metrics["steps"])
+        log.info("%s (head %s): val_accuracy=%s train_accuracy=%s steps=%s", spec.namespace, spec.head_type,
+                 rounded(metrics.get("val_accuracy")), rounded(metrics.get("train_accuracy")), metrics["steps"])
         return run.bundle, run.training_curve, metrics
 
     return {

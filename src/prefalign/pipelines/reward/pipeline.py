@@ -1,7 +1,7 @@
 """One template pipeline per registered reward objective (core/objectives/registry.py).
 
 Namespace ``reward_<name>``; parameters ``reward.defaults`` deep-merged with ``reward.<name>``.
-Run one objective with ``kedro run --pipeline reward --namespaces <namespace>``.
+Run one objective with ``kedro run --pipelines reward --namespaces <namespace>``.
 """
 
 from kedro.pipeline import Node, Pipeline

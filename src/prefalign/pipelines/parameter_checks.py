@@ -1,0 +1,170 @@
+"""One check per pipeline of all its parameters, run before the first node (see hooks.py).
+
+Each check builds the same config dataclasses the nodes build (``from_dict``: unknown keys, types,
+allowed values), so a mistake fails in seconds instead of after a model was trained and saved.
+Each check imports what it needs when it runs: a `--pipelines policy` run does not pay for
+importing Great Expectations. The checks read the whole parameter tree, not one node's slice, so a pipeline run with
+``--namespaces`` still has every block of its pipeline checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import polars as pl
+
+from prefalign.core.models.params import ParameterError
+
+
+@contextmanager
+def _under(where: str) -> Iterator[None]:
+    """Re-raise a config error of one block as a ParameterError that says which block it was."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        raise ParameterError(f"{where}: {message}") from error
+
+
+def _block(params: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = params.get(key)
+    if not isinstance(value, Mapping):
+        raise ParameterError(f"parameters `{key}` must be a mapping (conf/base/parameters_{key}.yml), got {value!r}")
+    return value
+
+
+def check_feedback(params: Mapping[str, Any]) -> None:
+    """Every enabled source's block (signal, feedback kind, gamma, eps, caps) and the split."""
+    from prefalign.core.feedback.ingest import check_source_params
+    from prefalign.core.feedback.pairs import assign_split
+    from prefalign.core.synthetic import SyntheticConfig
+
+    feedback = _block(params, "feedback")
+    split = feedback.get("split") or {}
+    with _under("feedback.split"):  # the node's own rule on an empty column: ratios >= 0 summing to 1
+        assign_split(pl.Series("prompt_id", [], dtype=pl.String), dict(split.get("ratios") or {}), str(split.get("salt", "")))
+    for source, body in (feedback.get("sources") or {}).items():
+        if body is None or not body.get("enabled", True):
+            continue
+        with _under(f"feedback.sources.{source}"):
+            if "parser" in body:
+                check_source_params(source, dict(body))
+            else:  # a generated source (core/synthetic): its keys are SyntheticConfig's
+                SyntheticConfig.from_params(dict(body))
+
+
+def check_validation(params: Mapping[str, Any]) -> None:
+    """The Great Expectations suite, the quarantine thresholds and the row bounds."""
+    from prefalign.core.validation.config import parse_validation_config
+
+    with _under("validation"):
+        parse_validation_config(_block(params, "validation"))
+
+
+def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:
+    """The registry's entries of ``family``; a parameters block no entry owns is an error (a typo)."""
+    from prefalign.core.objectives.registry import objectives
+
+    specs = objectives(family)
+    known = {spec.name for spec in specs} | {"defaults"}
+    for name in block:
+        if name not in known:
+            raise ParameterError(f"{family}.{name} is not a registered objective; registered: "
+                                 f"{', '.join(sorted(known - {'defaults'}))} (core/objectives/registry.py)")
+    return specs
+
+
+def check_reward(params: Mapping[str, Any]) -> None:
+    """Every registered reward objective's block merged over ``reward.defaults``, as the nodes merge them."""
+    from prefalign.core.reward.training import deep_merge
+    from prefalign.core.training.launch import check_num_processes
+
+    reward = _block(params, "reward")
+    defaults = reward.get("defaults") or {}
+    for spec in _registered_blocks("reward", reward):
+        with _under(f"reward.{spec.name} (merged over reward.defaults)"):
+            parsed = spec.parse(deep_merge(dict(defaults), dict(reward.get(spec.name) or {})))
+            check_num_processes(parsed.num_processes, parsed.batch_size, "reward.defaults.num_processes")
+
+
+def check_policy(params: Mapping[str, Any]) -> None:
+    """``policy.defaults`` (tokenizer, model, data, processes) and every registered objective's blocks."""
+    from prefalign.core.models.backbone import ModelConfig
+    from prefalign.core.models.tokenizer import TokenizerConfig
+    from prefalign.core.policy.training import PolicyDataConfig
+    from prefalign.core.training.loop import TrainConfig
+
+    policy = _block(params, "policy")
+    defaults = policy.get("defaults") or {}
+    with _under("policy.defaults"):
+        TokenizerConfig.from_dict(defaults.get("tokenizer"))
+        ModelConfig.from_dict(defaults.get("model"))
+        data = PolicyDataConfig.from_dict(defaults.get("data"))
+        processes = defaults.get("num_processes", 1)
+        if not isinstance(processes, int) or isinstance(processes, bool) or not 1 <= processes <= data.batch_size:
+            raise ParameterError(f"num_processes={processes!r} must be an integer in [1, data.batch_size={data.batch_size}]")
+    for spec in _registered_blocks("policy", policy):
+        objective = policy.get(spec.name) or {}
+        with _under(f"policy.{spec.name}"):
+            if "work_dir" not in objective:
+                raise ParameterError("work_dir is missing (the folder an interrupted run resumes from)")
+            TrainConfig.from_dict(objective.get("training"))
+            if spec.config_key:
+                spec.parse(objective.get(spec.config_key))
+
+
+def check_evaluation(params: Mapping[str, Any]) -> None:
+    """Splits, calibration bins, caps and the sampling of the win-rate generations."""
+    from prefalign.core.schema import ALL_SPLITS
+    from prefalign.core.policy.generation import SamplingConfig
+
+    evaluation = _block(params, "evaluation")
+    with _under("evaluation"):
+        for key in ("splits", "heldout_splits"):
+            splits = evaluation.get(key)
+            if not isinstance(splits, list) or (key == "splits" and not splits) or any(s not in ALL_SPLITS for s in splits):
+                raise ParameterError(f"evaluation.{key}={splits!r} must be a list of {', '.join(ALL_SPLITS)}"
+                                     + (" (non-empty)" if key == "splits" else ""))
+        bins = evaluation.get("n_bins")
+        if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
+            raise ParameterError(f"evaluation.n_bins={bins!r} must be an integer >= 1")
+        for key in ("max_pairs_per_source",):
+            cap = evaluation.get(key)
+            if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+                raise ParameterError(f"evaluation.{key}={cap!r} must be an integer >= 1 or null")
+        generation = evaluation.get("generation") or {}
+        if generation:
+            SamplingConfig.from_dict(generation.get("sampling"))
+
+
+PIPELINE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "feedback": check_feedback,
+    "validation": check_validation,
+    "reward": check_reward,
+    "policy": check_policy,
+    "evaluation": check_evaluation,
+}
+
+
+def check_pipeline_parameters(params: Mapping[str, Any], pipeline_names: list[str] | None) -> list[str]:
+    """Run the check of every selected pipeline (all of them for ``__default__`` or None).
+
+    Args:
+        params: the whole parameter tree, runtime ``--params`` already applied.
+        pipeline_names: the pipelines of this run, as ``kedro run --pipelines`` gives them.
+
+    Returns:
+        The names of the pipelines whose parameters were checked.
+
+    Raises:
+        ParameterError: the first bad key, naming its full path, the value and what is allowed.
+    """
+    names = list(pipeline_names or ["__default__"])
+    if "__default__" in names:
+        names = list(PIPELINE_CHECKS)
+    checked = [name for name in names if name in PIPELINE_CHECKS]
+    for name in checked:
+        PIPELINE_CHECKS[name](params)
+    return checked
