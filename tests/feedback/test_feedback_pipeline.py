@@ -33,7 +33,7 @@ def test_feedback_slice_on_ci_reconciles_every_source(run_kedro, kedro_project):
         assert s["pairs"] > 0, name
         assert s["records_read"] == s["records_used"] + s["records_rejected"], name
         assert s["pair_rows"] == s["candidate_pairs"] - s["capped_dropped"] - s["identical_dropped"] - s["ties_dropped"], name
-        assert s["pairs"] == s["pair_rows"] - s["duplicates_dropped"] == pairs.filter(pl.col("source") == name).height, name
+        assert s["pairs"] == s["pair_rows"] - s["conflict_rows_removed"] - s["duplicates_dropped"] == pairs.filter(pl.col("source") == name).height, name
         assert rejected.filter(pl.col("source") == name).height == s["records_rejected"] + s["auxiliary_records_rejected"], name
         if name not in MULTI_RESPONSE:
             assert s["candidate_pairs"] == s["records_used"], name  # one pair per record
@@ -110,7 +110,7 @@ def test_source_order_in_parameters_decides_which_duplicate_is_kept():
 
     split = {"ratios": {"train": 1.0, "val": 0.0, "test": 0.0}}
     human, judge = rows("pandalm_human", 0.8), rows("pandalm_gpt35", 2 / 3)
-    pairs, duplicates = build_pairs({"split": split, "sources": {"pandalm_human": {}, "pandalm_gpt35": {}}}, judge, human)
-    assert pairs["source"].to_list() == ["pandalm_human"] and duplicates == {"pandalm_gpt35": 1}
+    pairs, resolution = build_pairs({"split": split, "sources": {"pandalm_human": {}, "pandalm_gpt35": {}}}, judge, human)
+    assert pairs["source"].to_list() == ["pandalm_human"] and resolution["duplicates"] == {"pandalm_gpt35": 1}
     pairs, _ = build_pairs({"split": split, "sources": {"pandalm_gpt35": {}, "pandalm_human": {}}}, human, judge)
     assert pairs["source"].to_list() == ["pandalm_gpt35"]

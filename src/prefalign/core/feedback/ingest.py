@@ -7,7 +7,8 @@ Count reconciliation, per source (checked by tests/feedback/test_reconciliation.
   multi-response sources: candidate_pairs = sum over prompts of k(k-1)/2 (the documented
   expansion), and comparisons = candidate_pairs - capped_dropped - (pairs of identical texts);
 * pair_rows = candidate_pairs - capped_dropped - identical_dropped - ties_dropped;
-* pairs = pair_rows - duplicates_dropped (pair_id already produced by an earlier row or source).
+* pairs = pair_rows - conflict_rows_removed - duplicates_dropped (contradicting judgments resolved
+  by feedback.conflicts; then pair_id already produced by an earlier row or source).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
+from prefalign.core.feedback.pairs import REQUIRED_PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA, get_parser
 from prefalign.core.feedback.records import RawRecord
 from prefalign.core.schema import FEEDBACK_KINDS
@@ -59,6 +60,7 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
         "records_read": parsed.records_read, "records_rejected": parsed.records_rejected,
         "records_used": parsed.records_read - parsed.records_rejected,
         "auxiliary_records_read": parsed.auxiliary_read, "auxiliary_records_rejected": parsed.auxiliary_rejected,
+        "join_duplicates": parsed.join_duplicates,
     }
     if parsed.kind == "scored":
         cap = params.get("max_pairs_per_prompt")
@@ -79,9 +81,9 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
 
 def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
     """Stats of a source generated from parameters (no raw file): every row is a record used."""
-    missing = [c for c in PAIR_ROW_COLUMNS if c not in pair_rows.columns]
+    missing = [c for c in REQUIRED_PAIR_ROW_COLUMNS if c not in pair_rows.columns]
     if missing:
-        raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(PAIR_ROW_COLUMNS)}")
+        raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(REQUIRED_PAIR_ROW_COLUMNS)}")
     n = pair_rows.height
     return {"source": source, "parser": "generated", "signal": params.get("signal", "ground_truth"),
             "feedback": params.get("feedback", "synthetic"), "records_read": n, "records_rejected": 0,
@@ -104,19 +106,33 @@ def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int]) -> dict[str, Any]:
-    """Per-source summary (records read, rejected, pairs, p_chosen distribution) for the report."""
+def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int],
+              conflicts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-source summary (records read, rejected, ties, conflicts, pairs, p_chosen distribution).
+
+    ``conflicts`` is resolve_conflicts' per-source counts; a source without contradictions gets
+    zeros, so the summary always says how many were found."""
     per_source = {}
+    conflicts = conflicts or {}
     for stats in source_stats:
         name = stats["source"]
         mine = pairs.filter(pl.col("source") == name)
         stats = dict(stats, duplicates_dropped=int(duplicates.get(name, 0)), pairs=mine.height)
+        mine_conflicts = conflicts.get(name, {})
+        stats["conflicts"] = {scope: mine_conflicts.get(scope, {"comparisons": 0}) for scope in ("within_source", "across_sources")}
+        within, across = stats["conflicts"]["within_source"], stats["conflicts"]["across_sources"]
+        stats["conflict_rows_removed"] = (within.get("judgments", 0) - within.get("pairs_out", 0)
+                                          + across.get("dropped", 0) - across.get("pooled_pairs_out", 0))
+        stats["ties_in_pairs"] = int((mine["p_chosen"] == 0.5).sum())  # kept for soft objectives, dropped by hard-label ones
         stats["p_chosen"] = _distribution(mine["p_chosen"])
         stats["margin"] = _distribution(mine["margin"].drop_nulls(), tie=0.0)
         stats["splits"] = {s: int(n) for s, n in mine.group_by("split").len().sort("split").iter_rows()}
         per_source[name] = stats
     return {
         "total": {"pairs": pairs.height, "prompts": pairs["prompt_id"].n_unique(),
+                  "ties": int((pairs["p_chosen"] == 0.5).sum()),
+                  "conflicting_comparisons": {scope: sum(c.get(scope, {}).get("comparisons", 0) for c in conflicts.values())
+                                              for scope in ("within_source", "across_sources")},
                   "records_read": sum(s["records_read"] for s in source_stats),
                   "records_rejected": sum(s["records_rejected"] for s in source_stats),
                   "splits": {s: int(n) for s, n in pairs.group_by("split").len().sort("split").iter_rows()}},

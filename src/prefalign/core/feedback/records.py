@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from prefalign.core.text import has_visible_content
+
 EXCERPT_CHARS = 200
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, after surrogateescape
 
@@ -198,8 +200,8 @@ def text_field(record: dict[str, Any], path: str) -> str:
         raise RecordError(f"field '{path}' is null, expected text")
     if not isinstance(value, str):
         raise RecordError(f"field '{path}' has type {type(value).__name__}, expected text")
-    if not value.strip():
-        raise RecordError(f"field '{path}' is empty text")
+    if not has_visible_content(value):  # whitespace and invisible characters only (core/text.py)
+        raise RecordError(f"field '{path}' is empty text (no visible character)")
     return value
 
 

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from prefalign.core.feedback.conflicts import ConflictRule
 from prefalign.core.feedback.ingest import generated_source_stats, ingest_source, rejected_table, summarise
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA
@@ -44,19 +45,24 @@ def make_generated_node(source: str, generate: Callable[[dict[str, Any]], pl.Dat
     return generated
 
 
-def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Every source's pair rows -> the pairs table (deduplicated, split by prompt_id).
+def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Every source's pair rows -> the pairs table (conflicts resolved, deduplicated, split by prompt_id),
+    and the resolution counts (duplicates and conflicts per source).
 
     A pair produced by several sources (PandaLM's humans and its AI judges label the same pairs)
-    is kept once, from the source listed first under feedback.sources: the order is the priority."""
-    priority = {name: i for i, name in enumerate(feedback_params.get("sources", {}))}
+    is kept once, from the source listed first under feedback.sources: the order is the priority.
+    Contradicting judgments follow feedback.conflicts (core/feedback/conflicts.py)."""
+    sources = feedback_params.get("sources", {}) or {}
+    priority = {name: i for i, name in enumerate(sources)}
     ordered = sorted(pair_rows, key=lambda f: priority.get(f["source"][0] if f.height else "", len(priority)))
-    return build_pairs_table(ordered, feedback_params["split"])
+    rule = ConflictRule.from_params(feedback_params.get("conflicts"), sources)
+    return build_pairs_table(ordered, feedback_params["split"], rule)
 
 
 def collect_rejected(*rejected: pl.DataFrame) -> pl.DataFrame:
     return rejected_table(list(rejected))
 
 
-def summarise_feedback(pairs: pl.DataFrame, duplicates: dict[str, int], *source_stats: dict[str, Any]) -> dict[str, Any]:
-    return summarise(pairs, [s for s in source_stats if s.get("enabled", True)], duplicates)
+def summarise_feedback(pairs: pl.DataFrame, resolution: dict[str, Any], *source_stats: dict[str, Any]) -> dict[str, Any]:
+    return summarise(pairs, [s for s in source_stats if s.get("enabled", True)], resolution["duplicates"],
+                     resolution.get("conflicts"))

@@ -65,10 +65,10 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
                           outputs="synthetic_cyclic_triples", name="synthetic_cyclic_triples"))
     nodes += [
         Node(build_pairs, inputs=["params:feedback"] + [f"pair_rows_{s}" for s in sources],
-             outputs=["pairs", "duplicate_pairs_by_source"], name="build_pairs"),
+             outputs=["pairs", "pair_resolution"], name="build_pairs"),
         Node(collect_rejected, inputs=[f"rejected_{s}" for s in sources],
              outputs="rejected_feedback_records", name="collect_rejected"),
-        Node(summarise_feedback, inputs=["pairs", "duplicate_pairs_by_source"] + [f"stats_{s}" for s in sources],
+        Node(summarise_feedback, inputs=["pairs", "pair_resolution"] + [f"stats_{s}" for s in sources],
              outputs="feedback_summary", name="summarise_feedback"),
     ]
     return Pipeline(nodes)
