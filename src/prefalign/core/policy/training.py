@@ -9,6 +9,7 @@ batches, the reference tables and the loss functions it needs.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,8 +39,12 @@ from prefalign.core.training.batching import (
     tokenize_sequence,
     tokenize_sequences,
 )
+from prefalign.core.ties import pairs_for_objective
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,15 @@ def train_preference(
     is not kept, the table stands in for it).
     """
     train_frame, val_frame = _train_and_val(pairs, data)
+    # Hard-label losses leave ties out (core/ties.py); after the cap, so the pairs stay a subset of
+    # the reference table's (computed once for every objective).
+    train_frame, train_ties = pairs_for_objective(train_frame, objective.loss)
+    val_frame, val_ties = pairs_for_objective(val_frame, objective.loss)
+    if train_ties or val_ties:
+        log.info("policy %s: %d train and %d val ties (p_chosen = 0.5) left out: a hard-label loss cannot learn 'equal'",
+                 objective.loss, train_ties, val_ties)
+    if train_frame.height == 0:
+        raise ValueError(f"every train pair is a tie (p_chosen = 0.5); objective.loss={objective.loss!r} needs preferences")
     train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed)
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids)
     model = reference.model
@@ -259,6 +273,7 @@ def train_preference(
     metrics = {
         "objective": objective.loss,
         "beta": objective.beta,
+        "ties_dropped": {"train": train_ties, "val": val_ties},
         "steps": result.steps,
         "train_padding_fraction": padding_fraction(train_batches),
         "tokens_per_second": result.tokens_per_second,

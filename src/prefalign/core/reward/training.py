@@ -23,8 +23,8 @@ from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.training.batching import make_pair_batches, padding_fraction, tokenize_pairs
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.ties import is_tie, uses_soft_targets
 
-TIE_P = 0.5
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class RewardParams:
 
     @property
     def keeps_ties(self) -> bool:
-        return self.objective == "mmpo" if self.drop_ties is None else not self.drop_ties
+        return uses_soft_targets(self.objective) if self.drop_ties is None else not self.drop_ties
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -84,9 +84,8 @@ def select_pairs(pairs: pl.DataFrame, split: str, params: RewardParams, max_pair
     frame = pairs.filter(pl.col("split") == split)
     counts = {f"{split}_rows": frame.height}
     if not params.keeps_ties:
-        ties = frame.filter(pl.col("p_chosen") <= TIE_P)
-        counts[f"{split}_ties_dropped"] = ties.height
-        frame = frame.filter(pl.col("p_chosen") > TIE_P)
+        counts[f"{split}_ties_dropped"] = frame.filter(is_tie()).height
+        frame = frame.filter(~is_tie())
     if params.objective == "margin":
         counts[f"{split}_null_margin_dropped"] = frame.filter(pl.col("margin").is_null()).height
         frame = frame.filter(pl.col("margin").is_not_null())
