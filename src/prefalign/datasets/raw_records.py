@@ -19,8 +19,9 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
     file(s) when called, so a source that is disabled in parameters never touches its files.
     Calling it returns one ``RawRecord`` per record: ``file`` (relative to ``filepath`` for a
     folder), ``position`` (0-based index in that file), ``record`` (the decoded JSON object) or
-    ``error`` (why this record could not be decoded: invalid UTF-8, not JSON, a truncated last
-    line). A file that cannot be read at all raises ``RawFileError`` naming the file.
+    ``error`` (why this record could not be decoded: invalid UTF-8, not JSON, not an object). A
+    whole-file failure (unreadable, truncated, corrupt gzip, no readable record) raises
+    ``RawFileError`` naming the file.
 
     Examples:
         Using the YAML API:
@@ -41,12 +42,12 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
         >>> from pathlib import Path
         >>> from prefalign.datasets.raw_records import RawRecordsDataset
         >>> tmp_path = Path(tempfile.mkdtemp())
-        >>> _ = (tmp_path / "a.jsonl").write_bytes(b'{"x": 1}\\n{"x": 2')
+        >>> _ = (tmp_path / "a.jsonl").write_bytes(b'{"x": 1}\\n[2]\\n{"x": 3}\\n')
         >>> records = RawRecordsDataset(filepath=str(tmp_path / "a.jsonl")).load()()
         >>> [r.record for r in records]
-        [{'x': 1}, None]
+        [{'x': 1}, None, {'x': 3}]
         >>> print(records[1].error)
-        truncated last line: not valid JSON (Expecting ',' delimiter at column 8)
+        record is a JSON list, expected an object
     """
 
     def __init__(self, *, filepath: str, glob: str | None = None, file_format: str | None = None,

@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from prefalign.core.feedback.pairs import REQUIRED_PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
-from prefalign.core.feedback.parsers import REJECTED_SCHEMA, get_parser
-from prefalign.core.feedback.records import RawRecord
+from prefalign.core.feedback.parsers import REJECTED_SCHEMA, SAME_TEXT_REASON, get_parser
+from prefalign.core.feedback.records import RawFileError, RawRecord
 from prefalign.core.schema import FEEDBACK_KINDS
 
 REQUIRED_SOURCE_KEYS = ("parser", "signal", "feedback")
@@ -51,10 +51,27 @@ def check_source_params(source: str, params: dict[str, Any]) -> None:
         raise ValueError(f"{key}.max_pairs_per_prompt={cap!r} must be an integer >= 1, or null for all pairs")
 
 
-def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """(pair rows, rejected records, stats) of one source from its decoded raw records."""
+def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any],
+                  max_rejected_fraction: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(pair rows, rejected records, stats) of one source from its decoded raw records.
+
+    Args:
+        source: the source name (feedback.sources.<source>).
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: the source's parameters; ``max_rejected_fraction`` there overrides the argument.
+        max_rejected_fraction: per-file limit on rejected records / records read
+            (feedback.max_rejected_fraction_per_file); None = no limit.
+
+    Raises:
+        ValueError: bad source parameters, naming the key.
+        RawFileError: a file whose rejected fraction is above the limit, naming the file, the
+            counts and the most common reason.
+    """
     check_source_params(source, params)
     parsed = get_parser(params["parser"])(inputs, params)
+    limit = params.get("max_rejected_fraction", max_rejected_fraction)
+    if limit is not None:
+        check_rejected_fraction(source, inputs, parsed.rejected, float(limit))
     stats: dict[str, Any] = {
         "source": source, "parser": params["parser"], "signal": params["signal"], "feedback": params["feedback"],
         "records_read": parsed.records_read, "records_rejected": parsed.records_rejected,
@@ -77,6 +94,32 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
         if parsed.rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
     stats["rejected_by_reason"] = _reasons(rejected)
     return pair_rows, rejected, stats
+
+
+def check_rejected_fraction(source: str, inputs: dict[str, list[RawRecord]], rejected: list[dict[str, Any]], limit: float) -> None:
+    """RawFileError when one file's rejected records / records read is above ``limit``: so many bad
+    records mean the file is wrong (another format, a broken export), not that a few rows are.
+    Records rejected because their two responses are the same text carry no preference but are
+    not defects (a file reviewing a model against itself), so they do not count."""
+    if not 0.0 <= limit <= 1.0:
+        raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")
+    read: dict[tuple[str, str], int] = {}
+    for role, records in inputs.items():
+        for rec in records:
+            read[(role, rec.file)] = read.get((role, rec.file), 0) + 1
+    bad: dict[tuple[str, str], list[str]] = {}
+    for row in rejected:
+        if row["reason"].startswith(SAME_TEXT_REASON):
+            continue  # a record with no preference, not a broken one (e.g. a model reviewed against itself)
+        bad.setdefault((row["role"], row["file"]), []).append(row["reason"])
+    for (role, file), reasons in bad.items():
+        n = read.get((role, file), 0)
+        if n and len(reasons) / n > limit:
+            common = max(set(reasons), key=reasons.count)
+            raise RawFileError(
+                f"raw file {file} (source {source}, role {role}): {len(reasons)} of {n} records rejected "
+                f"({len(reasons) / n:.0%}), above feedback.max_rejected_fraction_per_file={limit:g}; most common "
+                f"reason ({reasons.count(common)}x): {common}. Check the file and the source's parser, or raise the limit")
 
 
 def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:

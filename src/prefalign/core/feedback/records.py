@@ -50,8 +50,8 @@ class RawRecord:
 
 
 def gunzip(data: bytes, file: str) -> bytes:
-    """Decompress gzip bytes. A truncated stream keeps what was decompressed (its last line will
-    be rejected as truncated); bytes that are not gzip at all fail naming the file."""
+    """Decompress gzip bytes. A whole-file failure (not gzip, a corrupt or truncated stream) raises
+    RawFileError naming the file: the records after the break would be lost silently."""
     if data[:2] != b"\x1f\x8b":
         raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
                            "point the catalog at the .gz file or change its file_format")
@@ -62,18 +62,19 @@ def gunzip(data: bytes, file: str) -> bytes:
         try:
             out.append(stream.decompress(rest))
         except zlib.error as exc:
-            if not out:
-                raise RawFileError(f"raw file {file} is a corrupt gzip file: {exc}") from exc
-            break
+            raise RawFileError(f"raw file {file} is a corrupt gzip file (member {len(out) + 1}: {exc}); "
+                               "re-download or re-compress it") from exc
         if not stream.eof:
-            break  # truncated: keep what was decompressed; its cut last line becomes a rejected record
+            raise RawFileError(f"raw file {file} is a truncated gzip file (the stream ends before its end marker, "
+                               f"after {sum(map(len, out))} decompressed bytes); re-download it")
         rest = stream.unused_data
     return b"".join(out)
 
 
 def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
     """One record per non-blank line. Each line is decoded on its own, so one bad line (invalid
-    UTF-8, broken JSON, a truncated last line) is one error record and the rest are kept."""
+    UTF-8, broken JSON) is one error record and the rest are kept. A last line without its
+    newline that is not valid JSON is a truncated FILE: RawFileError naming it."""
     lines = data.split(b"\n")
     ends_with_newline = data.endswith(b"\n")
     records: list[RawRecord] = []
@@ -90,10 +91,10 @@ def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            is_last = index == len(lines) - 1 and not ends_with_newline
             reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
-            if is_last:
-                reason = f"truncated last line: {reason}"
+            if index == len(lines) - 1 and not ends_with_newline and records:
+                raise RawFileError(f"raw file {file} is truncated: its last line (line {index + 1}) is cut short, "
+                                   f"{reason}; re-download the file (the records after the cut are missing)")
             records.append(RawRecord(file, index, None, reason, excerpt))
             continue
         if not isinstance(value, dict):
@@ -105,8 +106,9 @@ def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
 
 def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
     """One record per element of a top-level JSON array, decoded element by element so that a
-    bad element is one error record. If the array itself breaks (a truncated file), the elements
-    before the break are kept and the unreadable rest becomes one error record."""
+    bad element (not an object, invalid UTF-8 inside it) is one error record. If the document
+    itself breaks (truncated, or a syntax error that hides the records after it), RawFileError
+    names the file: the rest of the file would otherwise be lost silently."""
     try:
         text, any_bad_bytes = data.decode("utf-8"), False
     except UnicodeDecodeError:  # keep going; the records holding the bad bytes are found below
@@ -129,11 +131,10 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
             value, end = decoder.raw_decode(text, at)
         except json.JSONDecodeError as exc:
             rest = text[at:]
-            reason = f"not valid JSON ({exc.msg} at char {exc.pos}); the file breaks here and its remaining {len(rest)} characters could not be split into records"
-            if not text.rstrip().endswith("]"):
-                reason = f"truncated file: {reason}"
-            records.append(RawRecord(file, index, None, reason, _printable(rest)))
-            return records
+            what = "is truncated" if not text.rstrip().endswith("]") else "breaks"
+            raise RawFileError(f"raw file {file} {what}: not valid JSON at record {index} ({exc.msg} at char {exc.pos}); "
+                               f"its remaining {len(rest)} characters cannot be split into records, so they would be "
+                               "lost: re-download or repair the file") from exc
         if any_bad_bytes and _SURROGATE.search(text, at, end):
             records.append(RawRecord(file, index, None, "invalid UTF-8 bytes inside the record", _printable(text[at:end])))
         elif not isinstance(value, dict):
@@ -147,20 +148,38 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
             continue
         if at < len(text) and text[at] == "]":
             return records
-        records.append(RawRecord(file, index, None, f"truncated file: the JSON array ends without ']' after record {index - 1}", _printable(text[at:])))
-        return records
+        raise RawFileError(f"raw file {file} is truncated: the JSON array ends without ']' after record {index - 1}; "
+                           "re-download the file")
 
 
 def decode_records(data: bytes, file: str, file_format: str) -> list[RawRecord]:
-    """Decode one file's bytes; file_format is json_lines, json_array, or either with `.gz`."""
+    """Decode one file's bytes; file_format is json_lines, json_array, or either with `.gz`.
+
+    Raises:
+        RawFileError: a whole-file failure, naming the file: unknown format, corrupt or truncated
+            gzip, truncated or broken JSON document, or no readable record at all (empty file,
+            binary garbage, every record undecodable).
+    """
     if file_format.endswith(".gz"):
         data, file_format = gunzip(data, file), file_format[: -len(".gz")]
     if file_format == "json_lines":
-        return decode_json_lines(data, file)
+        return check_readable(decode_json_lines(data, file), file)
     if file_format == "json_array":
-        return decode_json_array(data, file)
+        return check_readable(decode_json_array(data, file), file)
     raise RawFileError(f"unknown file_format {file_format!r} for {file}; use json_lines, json_array, "
                        "json_lines.gz or json_array.gz")
+
+
+def check_readable(records: list[RawRecord], file: str) -> list[RawRecord]:
+    """The records, or RawFileError when the file holds no readable record (empty, binary
+    garbage, or every record undecodable): a whole-file failure, never a silent empty source."""
+    if not records:
+        raise RawFileError(f"raw file {file} holds no records (it is empty or blank); check the file or its catalog entry")
+    if all(r.error is not None for r in records):
+        first = records[0]
+        raise RawFileError(f"raw file {file} has no readable record: all {len(records)} fail to decode "
+                           f"(first, at position {first.position}: {first.error}); is it the right file and format?")
+    return records
 
 
 def infer_file_format(path: str) -> str:

@@ -22,10 +22,11 @@ def _disabled(source: str) -> SourceOutputs:
 def make_ingest_node(source: str) -> Callable[..., SourceOutputs]:
     """The node of one raw source: its parameters and its raw loaders (role -> lazy loader)."""
 
-    def ingest(source_params: dict[str, Any], **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
+    def ingest(source_params: dict[str, Any], max_rejected_fraction: float | None,
+               **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
         if not source_params.get("enabled", True):
             return _disabled(source)  # the raw files are never read
-        return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params)
+        return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params, max_rejected_fraction)
 
     ingest.__name__ = f"ingest_{source}"
     return ingest
