@@ -477,3 +477,143 @@ def parse_pandalm_judge(inputs: dict[str, list[RawRecord]], params: dict) -> Par
 
     rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("predictions", inputs["predictions"], row)]
     return c.result("comparisons", rows, COMPARISON_SCHEMA)
+
+
+# --- A user's own preference table (TRL / hub formats), configured by a column mapping ---
+
+TABLE_FIELDS = ("prompt", "chosen", "rejected", "system", "score_chosen", "score_rejected", "margin", "label")
+_LABEL_A = {"1", "true", "chosen", "a", "first"}
+_LABEL_B = {"0", "false", "rejected", "b", "second"}
+
+
+def flatten_messages(turns: list[dict[str, str]]) -> str:
+    """The documented flattening of chat turns to prompt text (docs/feedback.md): system turns'
+    text first (a blank line after each); then one user turn is its text as is, and a longer
+    conversation is written hh-rlhf's way, "\\n\\nHuman: ...\\n\\nAssistant: ...", ending with
+    "\\n\\nAssistant:" where the response goes."""
+    system = [t["content"] for t in turns if t["role"] == "system"]
+    dialogue = [t for t in turns if t["role"] != "system"]
+    head = "".join(text + "\n\n" for text in system)
+    if len(dialogue) == 1 and dialogue[0]["role"] == "user":
+        return head + dialogue[0]["content"]
+    body = "".join(f"\n\n{'Human' if t['role'] == 'user' else 'Assistant'}: {t['content']}" for t in dialogue)
+    return (head.rstrip("\n") + body if head else body) + HH_ASSISTANT
+
+
+def _turns(value: Any, what: str) -> list[dict[str, str]]:
+    """A list of {role, content} turns, checked (roles system/user/assistant, text content)."""
+    if not isinstance(value, list) or not value:
+        raise RecordError(f"{what} is not a non-empty list of {{role, content}} turns")
+    turns = []
+    for i, turn in enumerate(value):
+        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
+            raise RecordError(f"{what}[{i}] is not a {{role, content}} turn with text content")
+        if turn.get("role") not in ("system", "user", "assistant"):
+            raise RecordError(f"{what}[{i}] has role {turn.get('role')!r}, expected system, user or assistant")
+        turns.append({"role": turn["role"], "content": turn["content"]})
+    return turns
+
+
+def _response_and_context(value: Any, what: str) -> tuple[str, list[dict[str, str]] | None]:
+    """(response text, the turns before it or None): a string is the response itself; a
+    conversation's last turn must be the assistant's response, its earlier turns the prompt."""
+    if isinstance(value, str) or value is None:
+        if not isinstance(value, str) or not has_visible_content(value):
+            raise RecordError(f"field '{what}' is {'null' if value is None else 'empty text (no visible character)'}")
+        return value, None
+    turns = _turns(value, f"field '{what}'")
+    if turns[-1]["role"] != "assistant":
+        raise RecordError(f"field '{what}' ends with a {turns[-1]['role']!r} turn; its last turn must be the assistant's response")
+    if not has_visible_content(turns[-1]["content"]):
+        raise RecordError(f"field '{what}' has an empty last assistant turn")
+    return turns[-1]["content"], turns[:-1] or None
+
+
+def _label_says_a_wins(value: Any, column: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("1.0",):
+        text = "1"
+    if text in ("0.0",):
+        text = "0"
+    if text in _LABEL_A:
+        return True
+    if text in _LABEL_B:
+        return False
+    raise RecordError(f"field '{column}' = {str(value)[:20]!r} is not a winner label (1/true/chosen/a for the "
+                      "chosen column's response, 0/false/rejected/b for the rejected column's)")
+
+
+def check_table_params(params: dict) -> dict[str, str | None]:
+    """The column mapping of a preference_table source: field -> column name (or None)."""
+    columns = dict(params.get("columns") or {})
+    unknown = sorted(set(columns) - set(TABLE_FIELDS))
+    if unknown:
+        raise ValueError(f"preference_table columns has unknown fields {unknown}; use {list(TABLE_FIELDS)}")
+    mapping = {f: columns.get(f, f if f in ("prompt", "chosen", "rejected") else None) for f in TABLE_FIELDS}
+    signal = params["signal"]
+    if signal == "score_gap" and not ((mapping["score_chosen"] and mapping["score_rejected"]) or mapping["margin"]):
+        raise ValueError("a score_gap preference_table needs columns.score_chosen and columns.score_rejected, or columns.margin")
+    if signal not in ("score_gap", "binary"):
+        raise ValueError(f"a preference_table source has signal score_gap (scores or a margin) or binary "
+                         f"(chosen wins, or a winner label), not {signal!r}")
+    if mapping["label"] and signal != "binary":
+        raise ValueError("columns.label (which response won) goes with signal: binary")
+    return mapping
+
+
+@register_parser("preference_table")
+def parse_preference_table(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """A user's table (JSONL, JSON, Parquet, CSV, a saved ``datasets`` folder) in the formats TRL
+    and the hub use, through ``columns`` (field -> column name):
+
+    * prompt / chosen / rejected: text, or lists of {role, content} turns. A conversational chosen
+      or rejected is a whole conversation whose last (assistant) turn is the response; without a
+      prompt column (map prompt to null) its earlier turns, which must be the same for chosen and
+      rejected, are the prompt. ``system``: an optional system prompt column.
+    * score_gap: score_chosen and score_rejected (m = s_c - s_r, p = sigmoid(gamma m)), or a
+      margin column (m, p = sigmoid(gamma m)); either may say the "rejected" column won.
+    * binary: chosen wins (p = binary_p), or a ``label`` column says which of the two won.
+
+    Same rejection rules as every source: a bad row is a rejected record with its reason.
+    """
+    columns = check_table_params(params)
+    score_range = tuple(params["score_range"]) if params.get("score_range") else (None, None)
+    c = _Collector()
+
+    def row(r: dict) -> dict:
+        response_a, context_a = _response_and_context(field(r, columns["chosen"]), columns["chosen"])
+        response_b, context_b = _response_and_context(field(r, columns["rejected"]), columns["rejected"])
+        if columns["prompt"] is not None and columns["prompt"] in r:
+            value = field(r, columns["prompt"])
+            turns = user_turn(text_field(r, columns["prompt"])) if isinstance(value, str) or value is None \
+                else _turns(value, f"field '{columns['prompt']}'")
+        else:
+            if context_a is None or context_b is None:
+                raise RecordError(f"no prompt: field '{columns['prompt']}' is missing and chosen/rejected are not "
+                                  "conversations holding the prompt turns")
+            if [(t["role"], canonical_text(t["content"])) for t in context_a] != \
+                    [(t["role"], canonical_text(t["content"])) for t in context_b]:
+                raise RecordError("the chosen and rejected conversations do not share their prompt turns")
+            turns = context_a
+        if columns["system"] and r.get(columns["system"]) is not None:
+            turns = [{"role": "system", "content": text_field(r, columns["system"])}] + [t for t in turns if t["role"] != "system"]
+        if turns[-1]["role"] != "user":
+            raise RecordError(f"the prompt ends with a {turns[-1]['role']!r} turn; its last turn must be the user's")
+        if not any(t["role"] == "user" and has_visible_content(t["content"]) for t in turns):
+            raise RecordError("the prompt has no user turn with visible text")
+        out = {"prompt": flatten_messages(turns), "prompt_messages": turns, "response_a": response_a,
+               "response_b": response_b, "value_a": None, "value_b": None, "ties": None}
+        if params["signal"] == "score_gap":
+            if columns["score_chosen"] and columns["score_rejected"]:
+                out["value_a"] = number_field(r, columns["score_chosen"], *score_range)
+                out["value_b"] = number_field(r, columns["score_rejected"], *score_range)
+            else:  # a margin of chosen over rejected, in the table's unit
+                out["value_a"], out["value_b"] = number_field(r, columns["margin"]), 0.0
+        elif columns["label"] and not _label_says_a_wins(field(r, columns["label"]), columns["label"]):
+            out["response_a"], out["response_b"] = response_b, response_a
+        return out
+
+    rows = [dict(v, record=_ref(rec)) for rec, v in c.rows("records", inputs["records"], row)]
+    return c.result("comparisons", rows, COMPARISON_SCHEMA)

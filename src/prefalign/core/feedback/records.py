@@ -166,8 +166,39 @@ def decode_records(data: bytes, file: str, file_format: str) -> list[RawRecord]:
         return check_readable(decode_json_lines(data, file), file)
     if file_format == "json_array":
         return check_readable(decode_json_array(data, file), file)
-    raise RawFileError(f"unknown file_format {file_format!r} for {file}; use json_lines, json_array, "
-                       "json_lines.gz or json_array.gz")
+    if file_format in TABLE_FORMATS:
+        return check_readable(decode_table(data, file, file_format), file)
+    raise RawFileError(f"unknown file_format {file_format!r} for {file}; use one of {', '.join(FILE_FORMATS)}")
+
+
+TABLE_FORMATS = ("parquet", "csv", "arrow_stream")
+FILE_FORMATS = ("json_lines", "json_array", "json_lines.gz", "json_array.gz", *TABLE_FORMATS)
+
+
+def decode_table(data: bytes, file: str, file_format: str) -> list[RawRecord]:
+    """One record per row of a Parquet file, a CSV file (every cell read as text; numbers in text
+    are accepted where a number is expected) or an Arrow IPC stream (the shards a Hugging Face
+    ``datasets`` folder is saved as). Nested values (lists of {role, content} turns) stay lists of
+    dicts. A file that cannot be read as that format raises RawFileError naming it."""
+    import io
+
+    import pyarrow as pa
+
+    try:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+        elif file_format == "arrow_stream":
+            rows = pa.ipc.open_stream(pa.BufferReader(data)).read_all().to_pylist()
+        else:
+            import polars as pl
+
+            rows = pl.read_csv(io.BytesIO(data), infer_schema=False).to_dicts()
+    except Exception as exc:  # pyarrow/polars raise many types for a broken file; all mean the same here
+        raise RawFileError(f"raw file {file} is not a readable {file_format} file ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); check the file or its file_format") from exc
+    return [RawRecord(file, i, row) for i, row in enumerate(rows)]
 
 
 def check_readable(records: list[RawRecord], file: str) -> list[RawRecord]:
@@ -184,7 +215,8 @@ def check_readable(records: list[RawRecord], file: str) -> list[RawRecord]:
 
 def infer_file_format(path: str) -> str:
     for suffix, fmt in ((".jsonl.gz", "json_lines.gz"), (".json.gz", "json_array.gz"),
-                        (".jsonl", "json_lines"), (".json", "json_array")):
+                        (".jsonl", "json_lines"), (".json", "json_array"), (".parquet", "parquet"),
+                        (".csv", "csv"), (".arrow", "arrow_stream")):
         if path.endswith(suffix):
             return fmt
     raise RawFileError(f"cannot tell the format of {path} from its name; set file_format in its catalog entry")

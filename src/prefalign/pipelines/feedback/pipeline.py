@@ -16,6 +16,7 @@ from prefalign.pipelines.feedback import synthetic
 from prefalign.pipelines.feedback.nodes import (
     build_pairs,
     collect_rejected,
+    ingest_tables,
     make_generated_node,
     make_ingest_node,
     summarise_feedback,
@@ -64,6 +65,10 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
         nodes.append(Node(synthetic.synthetic_cyclic_triples,
                           inputs=["params:feedback.sources.synthetic_cyclic", "params:feedback.split"],
                           outputs="synthetic_cyclic_triples", name="synthetic_cyclic_triples"))
+    # user tables: every feedback.sources entry with parser preference_table and a `table` path
+    nodes.append(Node(ingest_tables, inputs=["params:feedback.sources", "params:feedback.max_rejected_fraction_per_file", "raw_tables"],
+                      outputs=["pair_rows_tables", "rejected_tables", "stats_tables"], name="ingest_tables"))
+    sources.append("tables")
     nodes += [
         Node(build_pairs, inputs=["params:feedback"] + [f"pair_rows_{s}" for s in sources],
              outputs=["pairs", "pair_resolution"], name="build_pairs"),
