@@ -146,7 +146,7 @@ def _resolve(work: pl.DataFrame, by: list[str], how: str, rule: ConflictRule,
     if groups.height == 0:
         return work
     rank = {name: i for i, name in enumerate(rule.priority)}
-    by_index = {r["_i"]: r for r in work.filter(pl.col("_i").is_in(groups["_rows"].explode())).iter_rows(named=True)}
+    by_index = {r["_i"]: r for r in work.filter(pl.col("_i").is_in(groups["_rows"].explode().implode())).iter_rows(named=True)}
     removed: list[int] = []
     added: list[dict[str, Any]] = []
     for members in groups["_rows"].to_list():
