@@ -88,6 +88,9 @@ def test_generated_source_joins_the_pairs_table_with_minimal_wiring(tmp_path):
     datasets = {f"params:feedback.sources.{s}": MemoryDataset({"enabled": False}) for s in RAW_SOURCES}
     datasets["params:feedback.sources.synthetic_scalar"] = MemoryDataset({"n": 50, "feedback": "synthetic", "signal": "ground_truth"})
     datasets["params:feedback"] = MemoryDataset({"split": {"ratios": {"train": 0.8, "val": 0.1, "test": 0.1}, "salt": "x"}})
+    datasets["params:feedback.sources"] = MemoryDataset({})  # no user table configured: raw_tables is never read
+    datasets["params:feedback.max_rejected_fraction_per_file"] = MemoryDataset(0.5)
+    datasets["raw_tables"] = MemoryDataset(must_not_be_read, copy_mode="assign")
     for roles in RAW_SOURCES.values():
         for name in roles.values():
             datasets[name] = MemoryDataset(must_not_be_read, copy_mode="assign")
