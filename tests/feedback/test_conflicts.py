@@ -79,7 +79,8 @@ def test_pooled_target_is_the_mean_of_p_a_reoriented_with_its_margin_recomputed(
     assert pooled["chosen"] == "A" and pooled["p_chosen"] == pytest.approx(p)
     assert pooled["margin"] == pytest.approx(math.log(p / (1 - p)) / 0.3)  # the inverse of sigmoid(0.3 m)
     assert out.height == 2 and out["chosen"].to_list() == ["A", "C"]  # order kept, the unrelated pair untouched
-    assert counts == {"s": {"within_source": {"comparisons": 1, "judgments": 3, "resolution": "pool", "pairs_out": 1}}}
+    assert counts == {"s": {"within_source": {"comparisons": 1, "judgments": 3, "resolution": "pool", "pairs_out": 1}},
+                      "_total": {"within_source": 1, "across_sources": 0}}
 
 
 def test_pooled_majority_for_b_makes_b_the_chosen_one():
@@ -93,7 +94,7 @@ def test_pooled_majority_for_b_makes_b_the_chosen_one():
 def test_agreeing_judgments_and_ties_are_not_conflicts():
     rows = _frame(_row("s", "A", "B", 0.7, 1.0), _row("s", "A", "B", 0.8, 2.0), _row("s", "B", "A", 0.5, 0.0))
     out, counts = resolve_conflicts(rows, ConflictRule())
-    assert out.height == 3 and counts == {}
+    assert out.height == 3 and counts == {"_total": {"within_source": 0, "across_sources": 0}}
 
 
 def _across() -> list[pl.DataFrame]:
@@ -107,6 +108,7 @@ def test_across_sources_priority_keeps_the_source_listed_first():
     pairs, resolution = build_pairs({"split": SPLIT, "sources": sources}, *reversed(_across()))
     assert sorted(zip(pairs["source"], pairs["chosen"])) == [("human", "A"), ("judge", "C")]
     conflicts = resolution["conflicts"]
+    assert conflicts["_total"] == {"within_source": 0, "across_sources": 1}
     assert conflicts["human"]["across_sources"] == {"comparisons": 1, "judgments": 1, "resolution": "priority", "kept": 1, "dropped": 0}
     assert conflicts["judge"]["across_sources"] == {"comparisons": 1, "judgments": 1, "resolution": "priority", "kept": 0, "dropped": 1}
     # listing the judge first makes it win

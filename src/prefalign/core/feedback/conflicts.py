@@ -31,7 +31,8 @@ from prefalign.core.text import canonical_text
 
 WITHIN_RULES = ("pool", "drop")
 ACROSS_RULES = ("priority", "pool", "drop")
-_TIE_TOLERANCE = 1e-12  # a pooled p this close to 0.5 is a tie (the mean of p and 1 - p)
+_TIE_TOLERANCE = 1e-12
+TOTAL_KEY = "_total"  # counts[TOTAL_KEY]: distinct contradicting comparisons per step (not a source)  # a pooled p this close to 0.5 is a tie (the mean of p and 1 - p)
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,10 @@ def resolve_conflicts(rows: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFr
     Returns:
         (rows, counts): counts[source] = {"within_source": {comparisons, judgments, pairs_out,
         resolution}, "across_sources": {comparisons, judgments, kept, dropped, resolution}} for
-        every source involved in a contradiction.
+        every source involved in a contradiction, and counts[TOTAL_KEY] = {"within_source": n,
+        "across_sources": n}, the number of distinct contradicting comparisons per step.
     """
-    counts: dict[str, dict[str, Any]] = {}
+    counts: dict[str, dict[str, Any]] = {TOTAL_KEY: {"within_source": 0, "across_sources": 0}}
     if rows.height == 0:
         return rows, counts
     canon: dict[str, str] = {}
@@ -129,8 +131,10 @@ def resolve_conflicts(rows: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFr
     ).with_row_index("_i").with_columns(
         _p_a=pl.when(pl.col("_a_chosen")).then(pl.col("p_chosen")).otherwise(1.0 - pl.col("p_chosen")),
     )
-    work = _resolve(work, ["source", "_key"], rule.within_source, rule, counts, "within_source")
-    work = _resolve(work, ["_key"], rule.across_sources, rule, counts, "across_sources")
+    totals = {}
+    work, totals["within_source"] = _resolve(work, ["source", "_key"], rule.within_source, rule, counts, "within_source")
+    work, totals["across_sources"] = _resolve(work, ["_key"], rule.across_sources, rule, counts, "across_sources")
+    counts[TOTAL_KEY] = totals
     return work.sort("_i").drop("_i", "_key", "_a_chosen", "_p_a"), counts
 
 
@@ -141,10 +145,10 @@ def _conflicting_groups(work: pl.DataFrame, by: list[str]) -> pl.DataFrame:
 
 
 def _resolve(work: pl.DataFrame, by: list[str], how: str, rule: ConflictRule,
-             counts: dict[str, dict[str, Any]], scope: str) -> pl.DataFrame:
+             counts: dict[str, dict[str, Any]], scope: str) -> tuple[pl.DataFrame, int]:
     groups = _conflicting_groups(work, by)
     if groups.height == 0:
-        return work
+        return work, 0
     rank = {name: i for i, name in enumerate(rule.priority)}
     by_index = {r["_i"]: r for r in work.filter(pl.col("_i").is_in(groups["_rows"].explode().implode())).iter_rows(named=True)}
     removed: list[int] = []
@@ -173,8 +177,8 @@ def _resolve(work: pl.DataFrame, by: list[str], how: str, rule: ConflictRule,
             added.append(_pooled(judged, rule.margin_scale.get(best, 1.0)))
     kept = work.filter(~pl.col("_i").is_in(removed))
     if not added:
-        return kept
-    return pl.concat([kept, pl.DataFrame(added, schema=work.schema, orient="row")])
+        return kept, groups.height
+    return pl.concat([kept, pl.DataFrame(added, schema=work.schema, orient="row")]), groups.height
 
 
 def _pooled(judged: list[dict[str, Any]], scale: float | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from prefalign.core.feedback.conflicts import TOTAL_KEY
 from prefalign.core.feedback.pairs import REQUIRED_PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA, SAME_TEXT_REASON, get_parser
 from prefalign.core.feedback.records import RawFileError, RawRecord
@@ -174,8 +175,7 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
     return {
         "total": {"pairs": pairs.height, "prompts": pairs["prompt_id"].n_unique(),
                   "ties": int((pairs["p_chosen"] == 0.5).sum()),
-                  "conflicting_comparisons": {scope: sum(c.get(scope, {}).get("comparisons", 0) for c in conflicts.values())
-                                              for scope in ("within_source", "across_sources")},
+                  "conflicting_comparisons": conflicts.get(TOTAL_KEY, {"within_source": 0, "across_sources": 0}),
                   "records_read": sum(s["records_read"] for s in source_stats),
                   "records_rejected": sum(s["records_rejected"] for s in source_stats),
                   "splits": {s: int(n) for s, n in pairs.group_by("split").len().sort("split").iter_rows()}},
