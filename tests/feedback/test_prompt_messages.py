@@ -63,3 +63,17 @@ def test_conform_fills_a_missing_column_with_one_user_turn():
 def test_messages_problem_names_what_is_wrong(messages, problem):
     assert problem in messages_problem(messages)
     assert messages_problem([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) is None
+
+
+def test_pairs_dataset_preview_is_json_with_nested_columns(tmp_path):
+    import json
+
+    from prefalign.datasets.pairs_table import PairsTableDataset
+
+    frame = pl.DataFrame({"prompt": ["Q?"], "prompt_messages": [[{"role": "user", "content": "Q?"}]]},
+                         schema={"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE})
+    dataset = PairsTableDataset(filepath=str(tmp_path / "p.parquet"), file_format="parquet")
+    dataset.save(frame)
+    preview = json.loads(json.dumps(dataset.preview(5)))  # the kedro-viz export must serialise it
+    assert preview["data"] == [["Q?", '[{"role": "user", "content": "Q?"}]']]
+    assert dataset.load()["prompt_messages"].dtype == MESSAGES_DTYPE  # loading is unchanged
