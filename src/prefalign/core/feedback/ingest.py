@@ -145,6 +145,8 @@ def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
     summary stays short; field names are kept."""
     counts: dict[str, int] = {}
     for role, reason in rejected.select("role", "reason").iter_rows():
+        if reason.startswith(SAME_TEXT_REASON):  # the quoted text may hold quotes itself: cut it off
+            reason = reason.split("): ", 1)[0] + "): _"
         key = f"{role}: " + _DETAIL.sub(lambda m: m.group(1) or "_", reason)
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

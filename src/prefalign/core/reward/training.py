@@ -7,6 +7,7 @@ multi-process launcher (``launch.py``) calls the same function in every process.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.ties import is_tie, uses_soft_targets
 
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ def select_pairs(pairs: pl.DataFrame, split: str, params: RewardParams, max_pair
     if not params.keeps_ties:
         counts[f"{split}_ties_dropped"] = frame.filter(is_tie()).height
         frame = frame.filter(~is_tie())
+        if counts[f"{split}_ties_dropped"]:
+            log.info("reward %s: %d %s ties (p_chosen = 0.5) left out: a hard-label loss cannot learn 'equal'",
+                     params.objective, counts[f"{split}_ties_dropped"], split)
     if params.objective == "margin":
         counts[f"{split}_null_margin_dropped"] = frame.filter(pl.col("margin").is_null()).height
         frame = frame.filter(pl.col("margin").is_not_null())
