@@ -11,7 +11,7 @@ import pytest
 from prefalign.core.feedback.ingest import ingest_source
 from prefalign.core.feedback.pairs import assign_split, build_pairs_table, within_group_pairs
 from prefalign.core.schema import pair_id_of, prompt_id_of
-from prefalign.core.text import canonical_text, has_visible_content
+from prefalign.core.text import canonical_expr, canonical_text, has_visible_content
 from tests.feedback.helpers import records
 
 UF = {"parser": "ultrafeedback_pairs", "signal": "score_gap", "feedback": "ai", "gamma": 0.3, "score_range": [1, 10]}
@@ -105,3 +105,8 @@ def test_multi_response_sources_count_reader_identical_responses_as_identical():
 def test_split_assignment_keeps_its_signature():
     ids = pl.Series([prompt_id_of("a"), prompt_id_of("a ")])
     assert assign_split(ids, {"train": 0.5, "val": 0.25, "test": 0.25}, "s").n_unique() == 1
+
+
+def test_the_vectorised_form_matches_the_python_one():
+    texts = list(SAME_TO_A_READER.values()) + [BASE, "Caf\u00e9", "Cafe\u0301", "  a\u00a0\u2003b  ", "\u200b", ""]
+    assert pl.DataFrame({"t": texts}).select(canonical_expr("t"))["t"].to_list() == [canonical_text(t) for t in texts]

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from prefalign.core.schema import MESSAGE_ROLES, PAIRS_SCHEMA, SPLITS
-from prefalign.core.text import canonical_text
+from prefalign.core.text import canonical_expr
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 FAILED_COLUMN = "failed_expectations"  # list of expectation names a row failed; empty = clean
@@ -80,9 +80,17 @@ def _prompt_split_leak(frame: pl.DataFrame, _: str) -> pl.Series:
 def _chosen_equals_rejected(frame: pl.DataFrame, _: str) -> pl.Series:
     """True when chosen and rejected are the same text to a reader (canonical form, core/text.py:
     whitespace, Unicode normalization and invisible characters do not count); null where either is null."""
-    chosen, rejected = frame.get_column("chosen").to_list(), frame.get_column("rejected").to_list()
-    return pl.Series("x", [None if c is None or r is None else canonical_text(c) == canonical_text(r)
-                           for c, r in zip(chosen, rejected)], dtype=pl.Boolean)
+    # Fast path: ASCII texts (most rows) need only the whitespace step; NFC and the invisible
+    # characters only matter where a text holds a non-ASCII character.
+    texts = frame.select("chosen", "rejected").with_row_index("_row")
+    non_ascii = pl.col("chosen").str.contains(r"[^\x00-\x7F]") | pl.col("rejected").str.contains(r"[^\x00-\x7F]")
+    ascii_rows = texts.filter(~non_ascii.fill_null(False))
+    squeeze = lambda c: pl.col(c).str.replace_all(r"\s+", " ").str.strip_chars()  # noqa: E731
+    same = pl.concat([
+        ascii_rows.select("_row", (squeeze("chosen") == squeeze("rejected")).alias("x")),
+        texts.filter(non_ascii.fill_null(False)).select("_row", (canonical_expr("chosen") == canonical_expr("rejected")).alias("x")),
+    ])
+    return texts.select("_row").join(same, on="_row", how="left").sort("_row")["x"]
 
 
 def _prompt_messages_valid(frame: pl.DataFrame, _: str) -> pl.Series:
