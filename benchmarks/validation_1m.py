@@ -37,7 +37,7 @@ def make_pairs(rows: int, path: Path) -> None:
     import numpy as np
     import polars as pl
 
-    from prefalign.core.schema import PAIRS_SCHEMA
+    from prefalign.core.schema import PAIRS_SCHEMA, with_prompt_messages
 
     rng = np.random.default_rng(0)
     filler = ("The quick brown fox jumps over the lazy dog; " * 40)[:1600]
@@ -70,6 +70,7 @@ def make_pairs(rows: int, path: Path) -> None:
         pl.when(pl.col("source") == "hh_rlhf").then(pl.lit("binary")).otherwise(pl.lit("score_gap")).alias("signal"),
         pl.lit(None, dtype=pl.Float64).alias("true_p"),
     )
+    frame = with_prompt_messages(frame)  # one user turn, as the single-turn sources give
     frame.select([pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items()]).write_parquet(path)
 
 
@@ -78,6 +79,10 @@ def config_params() -> dict:
 
     params = yaml.safe_load((ROOT / "conf/base/parameters_validation.yml").read_text())["validation"]
     params["max_quarantine_fraction"] = {"overall": 0.05, "per_source": 0.2}
+    sources = list(yaml.safe_load((ROOT / "conf/base/parameters_feedback.yml").read_text())["feedback"]["sources"])
+    for body in params["expectations"].values():  # what the validation node does with `feedback_sources`
+        if body and (body.get("kwargs") or {}).get("value_set") == "feedback_sources":
+            body["kwargs"]["value_set"] = sources
     return params
 
 

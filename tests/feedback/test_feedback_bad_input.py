@@ -5,6 +5,7 @@ import json
 import pytest
 
 from prefalign.core.feedback.ingest import ingest_source
+from prefalign.core.feedback.records import RawFileError
 from prefalign.datasets.raw_records import RawRecordsDataset
 
 PARAMS = {"parser": "ultrafeedback_pairs", "signal": "score_gap", "feedback": "ai", "gamma": 0.3, "score_range": [1, 10]}
@@ -55,12 +56,10 @@ def test_bad_record_is_rejected_with_its_reason_and_good_rows_are_kept(tmp_path,
     assert stats["records_read"] == 3 == stats["records_used"] + stats["records_rejected"]
 
 
-def test_truncated_last_line_is_rejected_as_truncated(tmp_path):
+def test_truncated_last_line_stops_naming_the_file(tmp_path):
     (tmp_path / "uf.jsonl").write_bytes(GOOD_FIRST + b"\n" + GOOD_LAST + b"\n" + _line()[:25])
-    raw = RawRecordsDataset(filepath=str(tmp_path / "uf.jsonl")).load()()
-    rows, rejected, _ = ingest_source("ultrafeedback", {"records": raw}, PARAMS)
-    assert rows.height == 2 and rejected["position"].to_list() == [2]
-    assert rejected["reason"][0].startswith("truncated last line: not valid JSON")
+    with pytest.raises(RawFileError, match=r"raw file uf.jsonl is truncated: its last line \(line 3\) is cut short"):
+        RawRecordsDataset(filepath=str(tmp_path / "uf.jsonl")).load()()
 
 
 @pytest.mark.parametrize(

@@ -54,17 +54,22 @@ def test_split_follows_the_ratios_and_the_salt():
         assign_split(ids, {"train": 0.9, "val": 0.2, "test": 0.1}, "s")
 
 
+REQUIRED_ROW_SCHEMA = {c: t for c, t in PAIR_ROW_COLUMNS.items() if c != "prompt_messages"}
+
+
 def _rows(source: str, triples: list[tuple[str, str, str]]) -> pl.DataFrame:
     return pl.DataFrame({"prompt": [t[0] for t in triples], "chosen": [t[1] for t in triples],
                          "rejected": [t[2] for t in triples], "margin": [1.0] * len(triples),
                          "p_chosen": [0.7] * len(triples), "source": [source] * len(triples), "feedback": ["ai"] * len(triples),
-                         "signal": ["score_gap"] * len(triples), "true_p": [None] * len(triples)}, schema=PAIR_ROW_COLUMNS)
+                         "signal": ["score_gap"] * len(triples), "true_p": [None] * len(triples)},
+                        schema=REQUIRED_ROW_SCHEMA)
 
 
 def test_pairs_table_dedups_by_pair_id_first_source_wins_and_no_prompt_leaks():
     first = _rows("a", [("p1", "x", "y"), ("p1", "x", "z"), ("p2", "x", "y"), ("p1", "x", "y")])
     second = _rows("b", [("p1", "x", "y"), ("p3", "u", "v")] + [(f"q{i}", "c", "r") for i in range(300)])
-    pairs, duplicates = build_pairs_table([first, second], SPLIT)
+    pairs, resolution = build_pairs_table([first, second], SPLIT)
+    duplicates = resolution["duplicates"]
     assert pairs.schema == pl.Schema(PAIRS_SCHEMA)
     assert pairs["pair_id"].is_unique().all() and pairs.height == 3 + 1 + 300
     assert duplicates == {"a": 1, "b": 1}

@@ -33,7 +33,7 @@ def test_feedback_slice_on_ci_reconciles_every_source(run_kedro, kedro_project):
         assert s["pairs"] > 0, name
         assert s["records_read"] == s["records_used"] + s["records_rejected"], name
         assert s["pair_rows"] == s["candidate_pairs"] - s["capped_dropped"] - s["identical_dropped"] - s["ties_dropped"], name
-        assert s["pairs"] == s["pair_rows"] - s["duplicates_dropped"] == pairs.filter(pl.col("source") == name).height, name
+        assert s["pairs"] == s["pair_rows"] - s["conflict_rows_removed"] - s["duplicates_dropped"] == pairs.filter(pl.col("source") == name).height, name
         assert rejected.filter(pl.col("source") == name).height == s["records_rejected"] + s["auxiliary_records_rejected"], name
         if name not in MULTI_RESPONSE:
             assert s["candidate_pairs"] == s["records_used"], name  # one pair per record
@@ -88,6 +88,9 @@ def test_generated_source_joins_the_pairs_table_with_minimal_wiring(tmp_path):
     datasets = {f"params:feedback.sources.{s}": MemoryDataset({"enabled": False}) for s in RAW_SOURCES}
     datasets["params:feedback.sources.synthetic_scalar"] = MemoryDataset({"n": 50, "feedback": "synthetic", "signal": "ground_truth"})
     datasets["params:feedback"] = MemoryDataset({"split": {"ratios": {"train": 0.8, "val": 0.1, "test": 0.1}, "salt": "x"}})
+    datasets["params:feedback.sources"] = MemoryDataset({})  # no user table configured: raw_tables is never read
+    datasets["params:feedback.max_rejected_fraction_per_file"] = MemoryDataset(0.5)
+    datasets["raw_tables"] = MemoryDataset(must_not_be_read, copy_mode="assign")
     for roles in RAW_SOURCES.values():
         for name in roles.values():
             datasets[name] = MemoryDataset(must_not_be_read, copy_mode="assign")
@@ -110,7 +113,7 @@ def test_source_order_in_parameters_decides_which_duplicate_is_kept():
 
     split = {"ratios": {"train": 1.0, "val": 0.0, "test": 0.0}}
     human, judge = rows("pandalm_human", 0.8), rows("pandalm_gpt35", 2 / 3)
-    pairs, duplicates = build_pairs({"split": split, "sources": {"pandalm_human": {}, "pandalm_gpt35": {}}}, judge, human)
-    assert pairs["source"].to_list() == ["pandalm_human"] and duplicates == {"pandalm_gpt35": 1}
+    pairs, resolution = build_pairs({"split": split, "sources": {"pandalm_human": {}, "pandalm_gpt35": {}}}, judge, human)
+    assert pairs["source"].to_list() == ["pandalm_human"] and resolution["duplicates"] == {"pandalm_gpt35": 1}
     pairs, _ = build_pairs({"split": split, "sources": {"pandalm_gpt35": {}, "pandalm_human": {}}}, human, judge)
     assert pairs["source"].to_list() == ["pandalm_gpt35"]

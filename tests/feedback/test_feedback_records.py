@@ -12,15 +12,19 @@ GOOD = b'{"x": 1}'
 
 
 def test_json_lines_keep_good_lines_around_every_bad_one():
-    data = b"\n".join([GOOD, b"", b'{"x": \xff}', b"not json", b"[1, 2]", b'{"x": 2}', b'{"x": 3, "y": "tru'])
+    data = b"\n".join([GOOD, b"", b'{"x": \xff}', b"not json", b"[1, 2]", b'{"x": 2}', b'{"x": 3}'])
     records = decode_json_lines(data, "f.jsonl")
-    assert [(r.position, r.record) for r in records if r.error is None] == [(0, {"x": 1}), (5, {"x": 2})]
+    assert [(r.position, r.record) for r in records if r.error is None] == [(0, {"x": 1}), (5, {"x": 2}), (6, {"x": 3})]
     errors = {r.position: r.error for r in records if r.error}
     assert errors[2].startswith("invalid UTF-8 (byte 0xff")
     assert errors[3].startswith("not valid JSON")
     assert errors[4] == "record is a JSON list, expected an object"
-    assert errors[6].startswith("truncated last line: not valid JSON")
     assert all(r.file == "f.jsonl" for r in records) and len(records) == 6  # the blank line is no record
+
+
+def test_json_lines_cut_short_is_a_truncated_file():
+    with pytest.raises(RawFileError, match=r"raw file f.jsonl is truncated: its last line \(line 2\) is cut short"):
+        decode_json_lines(GOOD + b'\n{"x": 3, "y": "tru', "f.jsonl")
 
 
 def test_a_broken_line_that_is_not_last_is_not_called_truncated():
@@ -36,11 +40,10 @@ def test_json_array_rejects_one_element_and_keeps_the_rest():
     assert records[2].error == "record is a JSON int, expected an object"
 
 
-def test_truncated_json_array_keeps_the_records_before_the_break():
+def test_truncated_json_array_is_a_whole_file_failure():
     full = json.dumps([{"x": i, "t": "text"} for i in range(3)]).encode()
-    records = decode_json_array(full[:-12], "f.json")
-    assert [r.record for r in records[:2]] == [{"x": 0, "t": "text"}, {"x": 1, "t": "text"}]
-    assert len(records) == 3 and records[2].position == 2 and records[2].error.startswith("truncated file")
+    with pytest.raises(RawFileError, match=r"raw file f.json is truncated: not valid JSON at record 2"):
+        decode_json_array(full[:-12], "f.json")
 
 
 @pytest.mark.parametrize("data, message", [
@@ -52,12 +55,10 @@ def test_unreadable_json_array_fails_naming_the_file(data, message):
         decode_json_array(data, "f.json")
 
 
-def test_truncated_gzip_keeps_complete_lines_and_rejects_the_cut_one():
+def test_truncated_gzip_is_a_whole_file_failure():
     data = gzip.compress(b"".join(b'{"x": %d, "pad": "%s"}\n' % (i, b"y" * 50) for i in range(200)))
-    records = decode_records(data[: len(data) // 2], "f.jsonl.gz", "json_lines.gz")
-    good = [r for r in records if r.error is None]
-    assert len(good) > 10 and [r.record["x"] for r in good] == list(range(len(good)))
-    assert records[-1].error is not None and records[-1].error.startswith("truncated last line")
+    with pytest.raises(RawFileError, match="raw file f.jsonl.gz is a truncated gzip file"):
+        decode_records(data[: len(data) // 2], "f.jsonl.gz", "json_lines.gz")
 
 
 def test_not_gzip_fails_naming_the_file():

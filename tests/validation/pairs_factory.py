@@ -20,6 +20,7 @@ def good_pair(i: int, source: str = "ultrafeedback", split: str = "train") -> di
         "pair_id": pair_id_of(prompt, chosen, rejected),
         "prompt_id": prompt_id_of(prompt),
         "prompt": prompt,
+        "prompt_messages": [{"role": "user", "content": prompt}],
         "chosen": chosen,
         "rejected": rejected,
         "margin": None if binary else 1.0 + (i % 5),
@@ -44,6 +45,11 @@ def good_pairs(per_source: int = 40) -> pl.DataFrame:
 def base_params(**overrides: Any) -> dict[str, Any]:
     """The shipped `validation:` block, with the row bounds limited to the sources used here."""
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_validation.yml").read_text())["validation"]
+    # what the validation node does: `value_set: feedback_sources` = the configured feedback sources
+    sources = list(yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_feedback.yml").read_text())["feedback"]["sources"])
+    for body in params["expectations"].values():
+        if body and (body.get("kwargs") or {}).get("value_set") == "feedback_sources":
+            body["kwargs"]["value_set"] = sources
     params["source_row_bounds"] = {s: {"min": 1, "max": 1000} for s in SOURCES}
     params.update(overrides)
     return params

@@ -49,6 +49,23 @@ CORPUS: dict[str, tuple[dict, set[str]]] = {
     "huge_text": (_bad(14, chosen="x" * 40_000), {"chosen_length"}),
     "control_characters": (_bad(15, prompt="Tell me\x00 about\x1b[31m colours"), {"prompt_printable"}),
     "null_pair_id": (_bad(16, pair_id=None), {"pair_id_present"}),
+    # texts the same to a reader (issue 11, class 5): whitespace, Unicode form, invisible characters
+    "whitespace_only_difference": (_bad(20, chosen="It boils at 100 C.", rejected="It boils at 100 C.  \n"),
+                                   {"chosen_differs_from_rejected"}),
+    "nfc_vs_nfd": (_bad(21, chosen="Caf\u00e9 au lait.", rejected="Cafe\u0301 au lait."), {"chosen_differs_from_rejected"}),
+    "zero_width_and_bom": (_bad(22, chosen="Yes, exactly.", rejected="\ufeffYes,\u200b exactly.\u00ad"),
+                           {"chosen_differs_from_rejected"}),
+    # prompt_messages (issue 10): non-empty, known roles, text content, a user turn last
+    "prompt_messages_null": (_bad(23, prompt_messages=None), {"prompt_messages_present"}),
+    "prompt_messages_empty": (_bad(24, prompt_messages=[]), {"prompt_messages_well_formed"}),
+    "prompt_messages_end_with_assistant": (_bad(25, prompt_messages=[{"role": "user", "content": "hi"},
+                                                                     {"role": "assistant", "content": "hello"}]),
+                                           {"prompt_messages_well_formed"}),
+    "prompt_messages_unknown_role": (_bad(26, prompt_messages=[{"role": "narrator", "content": "x"},
+                                                               {"role": "user", "content": "hi"}]),
+                                     {"prompt_messages_well_formed"}),
+    "prompt_messages_null_content": (_bad(27, prompt_messages=[{"role": "user", "content": None}]),
+                                     {"prompt_messages_well_formed"}),
 }
 
 

@@ -9,10 +9,18 @@ import hashlib
 
 import polars as pl
 
+from prefalign.core.text import canonical_text
+
+# One chat turn; a prompt is a list of them (the last one a user turn).
+MESSAGE_DTYPE = pl.Struct({"role": pl.String, "content": pl.String})
+MESSAGES_DTYPE = pl.List(MESSAGE_DTYPE)
+MESSAGE_ROLES = ("system", "user", "assistant")
+
 PAIRS_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.String,  # stable hash of (prompt, chosen, rejected)
     "prompt_id": pl.String,  # stable hash of the prompt; the unit of splitting
-    "prompt": pl.String,
+    "prompt": pl.String,  # the prompt flattened to text (docs/feedback.md, "Chat flattening")
+    "prompt_messages": MESSAGES_DTYPE,  # the prompt as chat turns [{role, content}], last = user
     "chosen": pl.String,
     "rejected": pl.String,
     "margin": pl.Float64,  # how much better, in the source's unit; null for binary
@@ -46,19 +54,61 @@ def stable_hash(*parts: str) -> str:
 
 
 def prompt_id_of(prompt: str) -> str:
-    return stable_hash("prompt", prompt)
+    """Stable hash of the prompt's canonical form (core/text.py), so prompts that are the same
+    to a reader share one id and one split (docs/methods.md section 8)."""
+    return stable_hash("prompt", canonical_text(prompt))
 
 
 def pair_id_of(prompt: str, chosen: str, rejected: str) -> str:
-    return stable_hash("pair", prompt, chosen, rejected)
+    """Stable hash of the canonical (prompt, chosen, rejected); the orientation is part of the id."""
+    return stable_hash("pair", canonical_text(prompt), canonical_text(chosen), canonical_text(rejected))
+
+
+def comparison_id_of(prompt: str, response_a: str, response_b: str) -> str:
+    """Stable hash of the canonical prompt and the UNORDERED pair of canonical responses: the same
+    for every judgment of the same two responses, whichever seat each sat in (section 8)."""
+    a, b = sorted((canonical_text(response_a), canonical_text(response_b)))
+    return stable_hash("comparison", canonical_text(prompt), a, b)
+
+
+def user_turn(prompt: str) -> list[dict[str, str]]:
+    """The prompt as one user turn: prompt_messages of a single-turn source."""
+    return [{"role": "user", "content": prompt}]
+
+
+def messages_problem(messages: list[dict[str, str]] | None) -> str | None:
+    """Why ``messages`` is not a valid prompt_messages value, or None when it is: a non-empty list
+    of {role, content} turns, roles in system/user/assistant, content text, the last a user turn."""
+    if not messages:
+        return "prompt_messages is empty (expected at least one user turn)"
+    for i, turn in enumerate(messages):
+        if not isinstance(turn, dict) or turn.get("role") not in MESSAGE_ROLES:
+            role = turn.get("role") if isinstance(turn, dict) else turn
+            return f"prompt_messages[{i}] has role {role!r}, expected one of {list(MESSAGE_ROLES)}"
+        if not isinstance(turn.get("content"), str):
+            return f"prompt_messages[{i}] has no text content"
+    if messages[-1]["role"] != "user":
+        return f"prompt_messages ends with a {messages[-1]['role']!r} turn; the last turn of a prompt must be 'user'"
+    return None
 
 
 def empty_pairs() -> pl.DataFrame:
     return pl.DataFrame(schema=PAIRS_SCHEMA)
 
 
+def with_prompt_messages(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add ``prompt_messages`` as one user turn holding ``prompt`` where the frame lacks the column
+    (single-turn and generated sources, e.g. synthetic); a frame that has it is returned as is."""
+    if "prompt_messages" in frame.columns or "prompt" not in frame.columns:
+        return frame
+    turn = pl.struct(role=pl.lit("user", dtype=pl.String), content=pl.col("prompt").cast(pl.String))
+    return frame.with_columns(prompt_messages=pl.concat_list(turn).cast(MESSAGES_DTYPE))
+
+
 def conform_to_pairs_schema(frame: pl.DataFrame) -> pl.DataFrame:
-    """Select and cast the contract's columns, in order; a missing column is an error."""
+    """Select and cast the contract's columns, in order; a missing column is an error, except
+    ``prompt_messages``, which defaults to one user turn holding ``prompt``."""
+    frame = with_prompt_messages(frame)
     missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(

@@ -22,8 +22,9 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
     file(s) when called, so a source that is disabled in parameters never touches its files.
     Calling it returns one ``RawRecord`` per record: ``file`` (relative to ``filepath`` for a
     folder), ``position`` (0-based index in that file), ``record`` (the decoded JSON object) or
-    ``error`` (why this record could not be decoded: invalid UTF-8, not JSON, a truncated last
-    line). A file that cannot be read at all raises ``RawFileError`` naming the file.
+    ``error`` (why this record could not be decoded: invalid UTF-8, not JSON, not an object). A
+    whole-file failure (unreadable, truncated, corrupt gzip, no readable record) raises
+    ``RawFileError`` naming the file.
 
     Examples:
         Using the YAML API:
@@ -44,12 +45,12 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
         >>> from pathlib import Path
         >>> from prefalign.datasets.raw_records import RawRecordsDataset
         >>> tmp_path = Path(tempfile.mkdtemp())
-        >>> _ = (tmp_path / "a.jsonl").write_bytes(b'{"x": 1}\\n{"x": 2')
+        >>> _ = (tmp_path / "a.jsonl").write_bytes(b'{"x": 1}\\n[2]\\n{"x": 3}\\n')
         >>> records = RawRecordsDataset(filepath=str(tmp_path / "a.jsonl")).load()()
         >>> [r.record for r in records]
-        [{'x': 1}, None]
+        [{'x': 1}, None, {'x': 3}]
         >>> print(records[1].error)
-        truncated last line: not valid JSON (Expecting ',' delimiter at column 8)
+        record is a JSON list, expected an object
     """
 
     def __init__(self, *, filepath: str, glob: str | None = None, file_format: str | None = None,
@@ -60,8 +61,11 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
             filepath: a local file, or a folder (then ``glob`` selects its files).
             glob: pattern of the files to read in a folder, e.g. ``"*.jsonl"`` or ``"**/*.jsonl"``
                 (recursive). Files are read in sorted order. Required when filepath is a folder.
-            file_format: ``json_lines``, ``json_array``, ``json_lines.gz`` or ``json_array.gz``;
-                by default inferred from each file's name (.jsonl, .json, .jsonl.gz, .json.gz).
+            file_format: ``json_lines``, ``json_array``, ``json_lines.gz``, ``json_array.gz``,
+                ``parquet``, ``csv``, ``arrow_stream`` or ``hf_dataset`` (a folder written by
+                Hugging Face ``datasets``' ``save_to_disk``: its Arrow shards are read with pyarrow,
+                the ``datasets`` package is not needed); by default inferred from each file's
+                name (.jsonl, .json, .jsonl.gz, .json.gz, .parquet, .csv, .arrow).
             metadata: free-form metadata (e.g. the kedro-viz layer); not used by the dataset.
         """
         self._filepath = PurePosixPath(filepath)
@@ -76,6 +80,8 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
                                "--params raw_data_dir=<folder holding the raw source folders>")
         if root.is_file():
             return [(root, root.name)]
+        if self._file_format == "hf_dataset":
+            return hf_dataset_files(root)
         if not self._glob:
             raise RawFileError(f"raw data path {root} is a folder; give its catalog entry a glob such as '*.jsonl'")
         files = sorted(p for p in root.glob(self._glob) if p.is_file())
@@ -90,7 +96,7 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
                 data = path.read_bytes()
             except OSError as exc:
                 raise RawFileError(f"raw file {path} cannot be read: {exc}") from exc
-            fmt = self._file_format or infer_file_format(path.name)
+            fmt = "arrow_stream" if self._file_format == "hf_dataset" else self._file_format or infer_file_format(path.name)
             try:
                 records.extend(decode_records(data, name, fmt))
             except RawFileError as exc:
@@ -116,3 +122,75 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
+
+
+def hf_dataset_files(root: Path) -> list[tuple[Path, str]]:
+    """The Arrow shards of a ``save_to_disk`` folder: a Dataset (state.json lists its
+    ``_data_files``) or a DatasetDict (dataset_dict.json lists its splits, one such folder each)."""
+    import json
+
+    def shards(folder: Path) -> list[Path]:
+        state = folder / "state.json"
+        if not state.is_file():
+            raise RawFileError(f"raw data folder {folder} is not a saved Hugging Face dataset (no state.json or "
+                               "dataset_dict.json); save it with Dataset.save_to_disk or set another file_format")
+        try:
+            files = [folder / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RawFileError(f"raw file {state} is not a readable datasets state.json ({exc})") from exc
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise RawFileError(f"saved dataset {folder} lacks its shard files {missing}")
+        return files
+
+    index = root / "dataset_dict.json"
+    if index.is_file():
+        try:
+            splits = json.loads(index.read_text())["splits"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RawFileError(f"raw file {index} is not a readable dataset_dict.json ({exc})") from exc
+        files = [f for split in splits for f in shards(root / split)]
+    else:
+        files = shards(root)
+    return [(f, f.relative_to(root).as_posix()) for f in files]
+
+
+class RawTablesDataset(AbstractDataset[None, Callable[..., list[RawRecord]]]):
+    """A folder of user preference tables (the generic ``preference_table`` parser's input).
+
+    ``load()`` returns ``read(table, file_format=None, glob=None)``: the records of the file or
+    folder ``table`` (relative to ``filepath``), decoded as ``RawRecordsDataset`` does. Nothing is
+    read until a configured source asks for its table, so the folder may be absent when no user
+    table is enabled.
+
+    Examples:
+        ```yaml
+        raw_tables:
+          type: prefalign.datasets.raw_records.RawTablesDataset
+          filepath: ${runtime_params:raw_data_dir, data/01_raw}/tables
+        ```
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "mine.csv").write_text("prompt,chosen,rejected\\nHi?,Hello!,Go away.\\n")
+        >>> read = RawTablesDataset(filepath=str(folder)).load()
+        >>> [r.record for r in read("mine.csv")]
+        [{'prompt': 'Hi?', 'chosen': 'Hello!', 'rejected': 'Go away.'}]
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Callable[..., list[RawRecord]]:
+        def read(table: str, file_format: str | None = None, glob: str | None = None) -> list[RawRecord]:
+            return RawRecordsDataset(filepath=str(self._filepath / table), glob=glob, file_format=file_format).load()()
+        return read
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{type(self).__name__} is read-only: raw data is never written by the pipeline")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+

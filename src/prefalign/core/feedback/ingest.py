@@ -7,7 +7,8 @@ Count reconciliation, per source (checked by tests/feedback/test_reconciliation.
   multi-response sources: candidate_pairs = sum over prompts of k(k-1)/2 (the documented
   expansion), and comparisons = candidate_pairs - capped_dropped - (pairs of identical texts);
 * pair_rows = candidate_pairs - capped_dropped - identical_dropped - ties_dropped;
-* pairs = pair_rows - duplicates_dropped (pair_id already produced by an earlier row or source).
+* pairs = pair_rows - conflict_rows_removed - duplicates_dropped (contradicting judgments resolved
+  by feedback.conflicts; then pair_id already produced by an earlier row or source).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 import polars as pl
 
-from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
-from prefalign.core.feedback.parsers import REJECTED_SCHEMA, get_parser
-from prefalign.core.feedback.records import RawRecord
+from prefalign.core.feedback.conflicts import TOTAL_KEY
+from prefalign.core.feedback.pairs import REQUIRED_PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
+from prefalign.core.feedback.parsers import REJECTED_SCHEMA, SAME_TEXT_REASON, get_parser
+from prefalign.core.feedback.records import RawFileError, RawRecord
 from prefalign.core.schema import FEEDBACK_KINDS
 
 REQUIRED_SOURCE_KEYS = ("parser", "signal", "feedback")
@@ -50,15 +52,33 @@ def check_source_params(source: str, params: dict[str, Any]) -> None:
         raise ValueError(f"{key}.max_pairs_per_prompt={cap!r} must be an integer >= 1, or null for all pairs")
 
 
-def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """(pair rows, rejected records, stats) of one source from its decoded raw records."""
+def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any],
+                  max_rejected_fraction: float | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(pair rows, rejected records, stats) of one source from its decoded raw records.
+
+    Args:
+        source: the source name (feedback.sources.<source>).
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: the source's parameters; ``max_rejected_fraction`` there overrides the argument.
+        max_rejected_fraction: per-file limit on rejected records / records read
+            (feedback.max_rejected_fraction_per_file); None = no limit.
+
+    Raises:
+        ValueError: bad source parameters, naming the key.
+        RawFileError: a file whose rejected fraction is above the limit, naming the file, the
+            counts and the most common reason.
+    """
     check_source_params(source, params)
     parsed = get_parser(params["parser"])(inputs, params)
+    limit = params.get("max_rejected_fraction", max_rejected_fraction)
+    if limit is not None:
+        check_rejected_fraction(source, inputs, parsed.rejected, float(limit))
     stats: dict[str, Any] = {
         "source": source, "parser": params["parser"], "signal": params["signal"], "feedback": params["feedback"],
         "records_read": parsed.records_read, "records_rejected": parsed.records_rejected,
         "records_used": parsed.records_read - parsed.records_rejected,
         "auxiliary_records_read": parsed.auxiliary_read, "auxiliary_records_rejected": parsed.auxiliary_rejected,
+        "join_duplicates": parsed.join_duplicates,
     }
     if parsed.kind == "scored":
         cap = params.get("max_pairs_per_prompt")
@@ -77,11 +97,37 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
     return pair_rows, rejected, stats
 
 
+def check_rejected_fraction(source: str, inputs: dict[str, list[RawRecord]], rejected: list[dict[str, Any]], limit: float) -> None:
+    """RawFileError when one file's rejected records / records read is above ``limit``: so many bad
+    records mean the file is wrong (another format, a broken export), not that a few rows are.
+    Records rejected because their two responses are the same text carry no preference but are
+    not defects (a file reviewing a model against itself), so they do not count."""
+    if not 0.0 <= limit <= 1.0:
+        raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")
+    read: dict[tuple[str, str], int] = {}
+    for role, records in inputs.items():
+        for rec in records:
+            read[(role, rec.file)] = read.get((role, rec.file), 0) + 1
+    bad: dict[tuple[str, str], list[str]] = {}
+    for row in rejected:
+        if row["reason"].startswith(SAME_TEXT_REASON):
+            continue  # a record with no preference, not a broken one (e.g. a model reviewed against itself)
+        bad.setdefault((row["role"], row["file"]), []).append(row["reason"])
+    for (role, file), reasons in bad.items():
+        n = read.get((role, file), 0)
+        if n and len(reasons) / n > limit:
+            common = max(set(reasons), key=reasons.count)
+            raise RawFileError(
+                f"raw file {file} (source {source}, role {role}): {len(reasons)} of {n} records rejected "
+                f"({len(reasons) / n:.0%}), above feedback.max_rejected_fraction_per_file={limit:g}; most common "
+                f"reason ({reasons.count(common)}x): {common}. Check the file and the source's parser, or raise the limit")
+
+
 def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
     """Stats of a source generated from parameters (no raw file): every row is a record used."""
-    missing = [c for c in PAIR_ROW_COLUMNS if c not in pair_rows.columns]
+    missing = [c for c in REQUIRED_PAIR_ROW_COLUMNS if c not in pair_rows.columns]
     if missing:
-        raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(PAIR_ROW_COLUMNS)}")
+        raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(REQUIRED_PAIR_ROW_COLUMNS)}")
     n = pair_rows.height
     return {"source": source, "parser": "generated", "signal": params.get("signal", "ground_truth"),
             "feedback": params.get("feedback", "synthetic"), "records_read": n, "records_rejected": 0,
@@ -99,24 +145,39 @@ def _reasons(rejected: pl.DataFrame) -> dict[str, int]:
     summary stays short; field names are kept."""
     counts: dict[str, int] = {}
     for role, reason in rejected.select("role", "reason").iter_rows():
+        if reason.startswith(SAME_TEXT_REASON):  # the quoted text may hold quotes itself: cut it off
+            reason = reason.split("): ", 1)[0] + "): _"
         key = f"{role}: " + _DETAIL.sub(lambda m: m.group(1) or "_", reason)
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int]) -> dict[str, Any]:
-    """Per-source summary (records read, rejected, pairs, p_chosen distribution) for the report."""
+def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int],
+              conflicts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-source summary (records read, rejected, ties, conflicts, pairs, p_chosen distribution).
+
+    ``conflicts`` is resolve_conflicts' per-source counts; a source without contradictions gets
+    zeros, so the summary always says how many were found."""
     per_source = {}
+    conflicts = conflicts or {}
     for stats in source_stats:
         name = stats["source"]
         mine = pairs.filter(pl.col("source") == name)
         stats = dict(stats, duplicates_dropped=int(duplicates.get(name, 0)), pairs=mine.height)
+        mine_conflicts = conflicts.get(name, {})
+        stats["conflicts"] = {scope: mine_conflicts.get(scope, {"comparisons": 0}) for scope in ("within_source", "across_sources")}
+        within, across = stats["conflicts"]["within_source"], stats["conflicts"]["across_sources"]
+        stats["conflict_rows_removed"] = (within.get("judgments", 0) - within.get("pairs_out", 0)
+                                          + across.get("dropped", 0) - across.get("pooled_pairs_out", 0))
+        stats["ties_in_pairs"] = int((mine["p_chosen"] == 0.5).sum())  # kept for soft objectives, dropped by hard-label ones
         stats["p_chosen"] = _distribution(mine["p_chosen"])
         stats["margin"] = _distribution(mine["margin"].drop_nulls(), tie=0.0)
         stats["splits"] = {s: int(n) for s, n in mine.group_by("split").len().sort("split").iter_rows()}
         per_source[name] = stats
     return {
         "total": {"pairs": pairs.height, "prompts": pairs["prompt_id"].n_unique(),
+                  "ties": int((pairs["p_chosen"] == 0.5).sum()),
+                  "conflicting_comparisons": conflicts.get(TOTAL_KEY, {"within_source": 0, "across_sources": 0}),
                   "records_read": sum(s["records_read"] for s in source_stats),
                   "records_rejected": sum(s["records_rejected"] for s in source_stats),
                   "splits": {s: int(n) for s, n in pairs.group_by("split").len().sort("split").iter_rows()}},

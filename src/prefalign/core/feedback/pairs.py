@@ -10,8 +10,10 @@ Steps, each a pure function on polars frames:
 2. ``to_pair_rows``: comparisons -> oriented pair rows with margin and p_chosen (margins.py),
    dropping ties if the source says ``drop_ties`` and pairs whose two texts are identical.
 3. ``build_pairs_table``: the pair rows of every source (parsed or generated) -> one table with
-   pair_id and prompt_id, deduplicated by pair_id (first occurrence wins, sources in the order
-   given), and a split assigned by a hash of prompt_id.
+   pair_id and prompt_id, contradicting judgments of one comparison resolved (``conflicts.py``),
+   deduplicated by pair_id (first occurrence wins, sources in the order given), and a split
+   assigned by a hash of prompt_id. Every comparison and hash uses the canonical text
+   (core/text.py, docs/methods.md section 8).
 
 ``PAIR_ROW_COLUMNS`` is the extension point for generated sources (e.g. synthetic data): a
 frame with these columns can be passed to ``build_pairs_table`` beside the parsed sources.
@@ -23,12 +25,26 @@ from typing import Any
 
 import polars as pl
 
+from prefalign.core.feedback.conflicts import ConflictRule, resolve_conflicts
 from prefalign.core.feedback.margins import orient, signed_target
-from prefalign.core.schema import HELDOUT, PAIRS_SCHEMA, SPLITS, conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
+from prefalign.core.schema import (
+    HELDOUT,
+    PAIRS_SCHEMA,
+    SPLITS,
+    conform_to_pairs_schema,
+    pair_id_of,
+    prompt_id_of,
+    stable_hash,
+    with_prompt_messages,
+)
+from prefalign.core.text import canonical_text
 
 PAIR_ROW_COLUMNS: dict[str, pl.DataType] = {
-    c: PAIRS_SCHEMA[c] for c in ("prompt", "chosen", "rejected", "margin", "p_chosen", "source", "feedback", "signal", "true_p")
+    c: PAIRS_SCHEMA[c] for c in ("prompt", "prompt_messages", "chosen", "rejected", "margin", "p_chosen", "source",
+                                 "feedback", "signal", "true_p")
 }
+# a generated source may leave prompt_messages out: it is then one user turn holding the prompt
+REQUIRED_PAIR_ROW_COLUMNS = tuple(c for c in PAIR_ROW_COLUMNS if c != "prompt_messages")
 _HASH_HEX = 15  # 60-bit integers from the stable hash
 
 
@@ -43,8 +59,9 @@ def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -
     one that came first in the raw files."""
     # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
     # whichever response comes first in the files. Equal hashes = identical texts.
-    response_hash = pl.Series([_stable_int("rank", g, r) for g, r in zip(scored["group"].to_list(), scored["response"].to_list())],
-                              dtype=pl.UInt64)
+    # canonical text: responses that are the same to a reader hash alike (and count as identical)
+    response_hash = pl.Series([_stable_int("rank", g, canonical_text(r)) for g, r in zip(
+        scored["group"].to_list(), scored["response"].to_list())], dtype=pl.UInt64)
     # the self-join runs on small integer keys only; texts are gathered once, for the kept pairs
     keys = scored.select(_g=pl.col("group").rank("dense"), _h=response_hash).with_row_index("_i")
     candidates = keys.join(keys, on="_g", suffix="_b").filter(pl.col("_i") < pl.col("_i_b"))
@@ -57,8 +74,9 @@ def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -
         candidates = candidates.filter(rank <= int(max_pairs_per_prompt))
     candidates = candidates.sort("_i", "_i_b")
     a, b = scored[candidates["_i"]], scored[candidates["_i_b"]]
+    messages = {"prompt_messages": a["prompt_messages"]} if "prompt_messages" in scored.columns else {}
     comparisons = pl.DataFrame({
-        "prompt": a["prompt"], "response_a": a["response"], "response_b": b["response"],
+        "prompt": a["prompt"], **messages, "response_a": a["response"], "response_b": b["response"],
         "value_a": a["value"], "value_b": b["value"], "ties": pl.Series([None] * a.height, dtype=pl.Float64),
         "record": a["record"] + " vs " + b["record"],
     })
@@ -71,9 +89,11 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
     params: signal, feedback, drop_ties, and the signal's own keys (gamma, eps, laplace_alpha,
     binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them."""
     margin, p_a = signed_target(params["signal"], params)
-    rows = orient(comparisons, margin, p_a)
-    identical = rows.filter(pl.col("chosen") == pl.col("rejected")).height
-    rows = rows.filter(pl.col("chosen") != pl.col("rejected"))
+    rows = with_prompt_messages(orient(comparisons, margin, p_a))
+    same = pl.Series([canonical_text(c) == canonical_text(r) for c, r in zip(rows["chosen"].to_list(), rows["rejected"].to_list())],
+                     dtype=pl.Boolean)
+    identical = int(same.sum())
+    rows = rows.filter(~same)
     is_tie = pl.col("p_chosen") == 0.5
     ties = rows.filter(is_tie).height
     if params.get("drop_ties", False):
@@ -118,15 +138,32 @@ def hold_out_sources(pairs: pl.DataFrame, heldout_sources: list[str] | tuple[str
         pl.when(pl.col("prompt_id").is_in(prompts.implode())).then(pl.lit(HELDOUT)).otherwise(pl.col("split")).alias("split"))
 
 
-def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Every source's pair rows -> the pairs table (PAIRS_SCHEMA), and per-source duplicates dropped."""
+def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any],
+                      conflicts: ConflictRule | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Every source's pair rows -> the pairs table (PAIRS_SCHEMA), and what was resolved.
+
+    Args:
+        pair_rows: one frame per source (PAIR_ROW_COLUMNS; prompt_messages optional), in priority
+            order: on a repeated pair_id the first row wins, and ``conflicts`` ranks sources so.
+        split: ``{"ratios": {...}, "salt": str}`` (feedback.split).
+        conflicts: the rule for contradicting judgments (default: pool within a source, keep the
+            higher-priority source across sources; docs/methods.md section 8).
+
+    Returns:
+        (pairs, resolution): resolution = {"duplicates": {source: rows dropped as a repeated
+        pair_id}, "conflicts": per-source counts from ``resolve_conflicts``}.
+
+    Raises:
+        ValueError: a frame lacks a required column.
+    """
     for frame in pair_rows:
-        missing = [c for c in PAIR_ROW_COLUMNS if c not in frame.columns]
+        missing = [c for c in REQUIRED_PAIR_ROW_COLUMNS if c not in frame.columns]
         if missing:
             source = frame["source"][0] if "source" in frame.columns and frame.height else "?"
-            raise ValueError(f"pair rows of source {source!r} lack columns {missing}; a source must give {list(PAIR_ROW_COLUMNS)}")
-    rows = pl.concat([f.select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in pair_rows]) if pair_rows \
-        else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
+            raise ValueError(f"pair rows of source {source!r} lack columns {missing}; a source must give {list(REQUIRED_PAIR_ROW_COLUMNS)}")
+    rows = pl.concat([with_prompt_messages(f).select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in pair_rows]) \
+        if pair_rows else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
+    rows, conflict_counts = resolve_conflicts(rows, conflicts or ConflictRule())
     # hashes in plain Python loops: stable_hash is Python, and a loop beats map_elements' per-row dicts
     prompts = rows["prompt"].unique()
     prompt_ids = pl.DataFrame({"prompt": prompts, "prompt_id": [prompt_id_of(p) for p in prompts.to_list()]},
@@ -139,4 +176,4 @@ def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any]) -> t
     pairs = first.filter(pl.col("_i") == pl.col("_first")).drop("_i", "_first")
     pairs = pairs.with_columns(split=assign_split(pairs["prompt_id"], split["ratios"], str(split.get("salt", ""))))
     pairs = hold_out_sources(pairs, split.get("heldout_sources") or [])
-    return conform_to_pairs_schema(pairs), duplicates
+    return conform_to_pairs_schema(pairs), {"duplicates": duplicates, "conflicts": conflict_counts}

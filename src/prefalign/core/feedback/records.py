@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from prefalign.core.text import has_visible_content
+
 EXCERPT_CHARS = 200
 _SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, after surrogateescape
 
@@ -48,8 +50,8 @@ class RawRecord:
 
 
 def gunzip(data: bytes, file: str) -> bytes:
-    """Decompress gzip bytes. A truncated stream keeps what was decompressed (its last line will
-    be rejected as truncated); bytes that are not gzip at all fail naming the file."""
+    """Decompress gzip bytes. A whole-file failure (not gzip, a corrupt or truncated stream) raises
+    RawFileError naming the file: the records after the break would be lost silently."""
     if data[:2] != b"\x1f\x8b":
         raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
                            "point the catalog at the .gz file or change its file_format")
@@ -60,18 +62,19 @@ def gunzip(data: bytes, file: str) -> bytes:
         try:
             out.append(stream.decompress(rest))
         except zlib.error as exc:
-            if not out:
-                raise RawFileError(f"raw file {file} is a corrupt gzip file: {exc}") from exc
-            break
+            raise RawFileError(f"raw file {file} is a corrupt gzip file (member {len(out) + 1}: {exc}); "
+                               "re-download or re-compress it") from exc
         if not stream.eof:
-            break  # truncated: keep what was decompressed; its cut last line becomes a rejected record
+            raise RawFileError(f"raw file {file} is a truncated gzip file (the stream ends before its end marker, "
+                               f"after {sum(map(len, out))} decompressed bytes); re-download it")
         rest = stream.unused_data
     return b"".join(out)
 
 
 def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
     """One record per non-blank line. Each line is decoded on its own, so one bad line (invalid
-    UTF-8, broken JSON, a truncated last line) is one error record and the rest are kept."""
+    UTF-8, broken JSON) is one error record and the rest are kept. A last line without its
+    newline that is not valid JSON is a truncated FILE: RawFileError naming it."""
     lines = data.split(b"\n")
     ends_with_newline = data.endswith(b"\n")
     records: list[RawRecord] = []
@@ -88,10 +91,10 @@ def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            is_last = index == len(lines) - 1 and not ends_with_newline
             reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
-            if is_last:
-                reason = f"truncated last line: {reason}"
+            if index == len(lines) - 1 and not ends_with_newline and records:
+                raise RawFileError(f"raw file {file} is truncated: its last line (line {index + 1}) is cut short, "
+                                   f"{reason}; re-download the file (the records after the cut are missing)")
             records.append(RawRecord(file, index, None, reason, excerpt))
             continue
         if not isinstance(value, dict):
@@ -103,8 +106,9 @@ def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
 
 def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
     """One record per element of a top-level JSON array, decoded element by element so that a
-    bad element is one error record. If the array itself breaks (a truncated file), the elements
-    before the break are kept and the unreadable rest becomes one error record."""
+    bad element (not an object, invalid UTF-8 inside it) is one error record. If the document
+    itself breaks (truncated, or a syntax error that hides the records after it), RawFileError
+    names the file: the rest of the file would otherwise be lost silently."""
     try:
         text, any_bad_bytes = data.decode("utf-8"), False
     except UnicodeDecodeError:  # keep going; the records holding the bad bytes are found below
@@ -127,11 +131,10 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
             value, end = decoder.raw_decode(text, at)
         except json.JSONDecodeError as exc:
             rest = text[at:]
-            reason = f"not valid JSON ({exc.msg} at char {exc.pos}); the file breaks here and its remaining {len(rest)} characters could not be split into records"
-            if not text.rstrip().endswith("]"):
-                reason = f"truncated file: {reason}"
-            records.append(RawRecord(file, index, None, reason, _printable(rest)))
-            return records
+            what = "is truncated" if not text.rstrip().endswith("]") else "breaks"
+            raise RawFileError(f"raw file {file} {what}: not valid JSON at record {index} ({exc.msg} at char {exc.pos}); "
+                               f"its remaining {len(rest)} characters cannot be split into records, so they would be "
+                               "lost: re-download or repair the file") from exc
         if any_bad_bytes and _SURROGATE.search(text, at, end):
             records.append(RawRecord(file, index, None, "invalid UTF-8 bytes inside the record", _printable(text[at:end])))
         elif not isinstance(value, dict):
@@ -145,25 +148,75 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
             continue
         if at < len(text) and text[at] == "]":
             return records
-        records.append(RawRecord(file, index, None, f"truncated file: the JSON array ends without ']' after record {index - 1}", _printable(text[at:])))
-        return records
+        raise RawFileError(f"raw file {file} is truncated: the JSON array ends without ']' after record {index - 1}; "
+                           "re-download the file")
 
 
 def decode_records(data: bytes, file: str, file_format: str) -> list[RawRecord]:
-    """Decode one file's bytes; file_format is json_lines, json_array, or either with `.gz`."""
+    """Decode one file's bytes; file_format is json_lines, json_array, or either with `.gz`.
+
+    Raises:
+        RawFileError: a whole-file failure, naming the file: unknown format, corrupt or truncated
+            gzip, truncated or broken JSON document, or no readable record at all (empty file,
+            binary garbage, every record undecodable).
+    """
     if file_format.endswith(".gz"):
         data, file_format = gunzip(data, file), file_format[: -len(".gz")]
     if file_format == "json_lines":
-        return decode_json_lines(data, file)
+        return check_readable(decode_json_lines(data, file), file)
     if file_format == "json_array":
-        return decode_json_array(data, file)
-    raise RawFileError(f"unknown file_format {file_format!r} for {file}; use json_lines, json_array, "
-                       "json_lines.gz or json_array.gz")
+        return check_readable(decode_json_array(data, file), file)
+    if file_format in TABLE_FORMATS:
+        return check_readable(decode_table(data, file, file_format), file)
+    raise RawFileError(f"unknown file_format {file_format!r} for {file}; use one of {', '.join(FILE_FORMATS)}")
+
+
+TABLE_FORMATS = ("parquet", "csv", "arrow_stream")
+FILE_FORMATS = ("json_lines", "json_array", "json_lines.gz", "json_array.gz", *TABLE_FORMATS)
+
+
+def decode_table(data: bytes, file: str, file_format: str) -> list[RawRecord]:
+    """One record per row of a Parquet file, a CSV file (every cell read as text; numbers in text
+    are accepted where a number is expected) or an Arrow IPC stream (the shards a Hugging Face
+    ``datasets`` folder is saved as). Nested values (lists of {role, content} turns) stay lists of
+    dicts. A file that cannot be read as that format raises RawFileError naming it."""
+    import io
+
+    import pyarrow as pa
+
+    try:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+        elif file_format == "arrow_stream":
+            rows = pa.ipc.open_stream(pa.BufferReader(data)).read_all().to_pylist()
+        else:
+            import polars as pl
+
+            rows = pl.read_csv(io.BytesIO(data), infer_schema=False).to_dicts()
+    except Exception as exc:  # pyarrow/polars raise many types for a broken file; all mean the same here
+        raise RawFileError(f"raw file {file} is not a readable {file_format} file ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); check the file or its file_format") from exc
+    return [RawRecord(file, i, row) for i, row in enumerate(rows)]
+
+
+def check_readable(records: list[RawRecord], file: str) -> list[RawRecord]:
+    """The records, or RawFileError when the file holds no readable record (empty, binary
+    garbage, or every record undecodable): a whole-file failure, never a silent empty source."""
+    if not records:
+        raise RawFileError(f"raw file {file} holds no records (it is empty or blank); check the file or its catalog entry")
+    if all(r.error is not None for r in records):
+        first = records[0]
+        raise RawFileError(f"raw file {file} has no readable record: all {len(records)} fail to decode "
+                           f"(first, at position {first.position}: {first.error}); is it the right file and format?")
+    return records
 
 
 def infer_file_format(path: str) -> str:
     for suffix, fmt in ((".jsonl.gz", "json_lines.gz"), (".json.gz", "json_array.gz"),
-                        (".jsonl", "json_lines"), (".json", "json_array")):
+                        (".jsonl", "json_lines"), (".json", "json_array"), (".parquet", "parquet"),
+                        (".csv", "csv"), (".arrow", "arrow_stream")):
         if path.endswith(suffix):
             return fmt
     raise RawFileError(f"cannot tell the format of {path} from its name; set file_format in its catalog entry")
@@ -198,8 +251,8 @@ def text_field(record: dict[str, Any], path: str) -> str:
         raise RecordError(f"field '{path}' is null, expected text")
     if not isinstance(value, str):
         raise RecordError(f"field '{path}' has type {type(value).__name__}, expected text")
-    if not value.strip():
-        raise RecordError(f"field '{path}' is empty text")
+    if not has_visible_content(value):  # whitespace and invisible characters only (core/text.py)
+        raise RecordError(f"field '{path}' is empty text (no visible character)")
     return value
 
 

@@ -9,6 +9,7 @@ batches, the reference tables and the loss functions it needs.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,9 +38,13 @@ from prefalign.core.training.batching import (
     tokenize_sequence,
     tokenize_sequences,
 )
+from prefalign.core.ties import leave_out_ties
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
 from prefalign.core.training.run import TrainingRun, curve_frame
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,17 @@ def train_preference(
     if spec.needs_reference and reference_table is None:
         raise ValueError(f"objective {spec.name!r} needs reference log-probs, but no reference table was given")
     train_frame, val_frame = _train_and_val(pairs, data)
+    # Hard-label losses leave ties out (core/ties.py); after the cap, so the pairs stay a subset of
+    # the reference table's (computed once for every objective).
+    drop = spec.drops_ties(config)
+    train_frame, train_ties = leave_out_ties(train_frame, drop)
+    val_frame, val_ties = leave_out_ties(val_frame, drop)
+    if train_ties or val_ties:
+        log.info("policy %s: %d train and %d val ties (p_chosen = 0.5) left out: a hard-label loss cannot learn 'equal'",
+                 spec.name, train_ties, val_ties)
+    if train_frame.height == 0:
+        raise ValueError(f"every train pair is a tie (p_chosen = 0.5); policy.{spec.name} has hard labels and needs "
+                         "preferences: set objective.soft_targets: true to train on ties, or add non-tie pairs")
     train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed)
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids) if spec.needs_reference else None
     model = reference.model
@@ -290,6 +306,7 @@ def train_preference(
         "objective": spec.name,
         **({"beta": beta} if beta is not None else {}),
         "soft_targets": bool(getattr(config, "soft_targets", False)),
+        "ties_dropped": {"train": train_ties, "val": val_ties},
         "steps": result.steps,
         "train_padding_fraction": padding_fraction(train_batches),
         "tokens_per_second": result.tokens_per_second,

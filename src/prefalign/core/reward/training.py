@@ -7,6 +7,7 @@ multi-process launcher (``launch.py``) calls the same function in every process.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.ties import is_tie
 
-TIE_P = 0.5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,9 +138,11 @@ def select_pairs(
     frame = pairs.filter(pl.col("split") == split)
     counts = {f"{split}_rows": frame.height}
     if drop_ties:
-        ties = frame.filter(pl.col("p_chosen") <= TIE_P)
-        counts[f"{split}_ties_dropped"] = ties.height
-        frame = frame.filter(pl.col("p_chosen") > TIE_P)
+        counts[f"{split}_ties_dropped"] = frame.filter(is_tie()).height
+        frame = frame.filter(~is_tie())
+        if counts[f"{split}_ties_dropped"]:
+            log.info("reward: %d %s ties (p_chosen = 0.5) left out: a hard-label loss cannot learn 'equal'",
+                     counts[f"{split}_ties_dropped"], split)
     if params.margin_offset:
         counts[f"{split}_null_margin_dropped"] = frame.filter(pl.col("margin").is_null()).height
         frame = frame.filter(pl.col("margin").is_not_null())

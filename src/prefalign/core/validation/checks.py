@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from prefalign.core.schema import ALL_SPLITS, PAIRS_SCHEMA
+from prefalign.core.schema import ALL_SPLITS, MESSAGE_ROLES, PAIRS_SCHEMA
+from prefalign.core.text import canonical_expr
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
 FAILED_COLUMN = "failed_expectations"  # list of expectation names a row failed; empty = clean
@@ -76,6 +77,36 @@ def _prompt_split_leak(frame: pl.DataFrame, _: str) -> pl.Series:
     return joined.select((pl.col("split") != pl.col("_kept")).alias("x")).to_series()
 
 
+def _chosen_equals_rejected(frame: pl.DataFrame, _: str) -> pl.Series:
+    """True when chosen and rejected are the same text to a reader (canonical form, core/text.py:
+    whitespace, Unicode normalization and invisible characters do not count); null where either is null."""
+    # Fast path: ASCII texts (most rows) need only the whitespace step; NFC and the invisible
+    # characters only matter where a text holds a non-ASCII character.
+    texts = frame.select("chosen", "rejected").with_row_index("_row")
+    non_ascii = pl.col("chosen").str.contains(r"[^\x00-\x7F]") | pl.col("rejected").str.contains(r"[^\x00-\x7F]")
+    ascii_rows = texts.filter(~non_ascii.fill_null(False))
+    squeeze = lambda c: pl.col(c).str.replace_all(r"\s+", " ").str.strip_chars()  # noqa: E731
+    same = pl.concat([
+        ascii_rows.select("_row", (squeeze("chosen") == squeeze("rejected")).alias("x")),
+        texts.filter(non_ascii.fill_null(False)).select("_row", (canonical_expr("chosen") == canonical_expr("rejected")).alias("x")),
+    ])
+    return texts.select("_row").join(same, on="_row", how="left").sort("_row")["x"]
+
+
+def _prompt_messages_valid(frame: pl.DataFrame, _: str) -> pl.Series:
+    """True when prompt_messages is a non-empty list of turns with roles in system/user/assistant,
+    text content, and a user turn last (core/schema.py messages_problem); null where it is null."""
+    turns = pl.col("prompt_messages")
+    role, content = pl.element().struct.field("role"), pl.element().struct.field("content")
+    valid = (
+        (turns.list.len() > 0)
+        & turns.list.eval(role.is_in(list(MESSAGE_ROLES)).fill_null(False)).list.all()
+        & turns.list.eval(content.is_not_null()).list.all()
+        & (turns.list.last().struct.field("role") == "user").fill_null(False)
+    )
+    return frame.select(pl.when(turns.is_not_null()).then(valid).alias("x")).to_series()
+
+
 def _derived_column_builders(control_pattern: str) -> dict[str, Callable[[pl.DataFrame, str], pl.Series]]:
     builders: dict[str, Callable[[pl.DataFrame, str], pl.Series]] = {}
     for text in TEXT_COLUMNS:
@@ -83,7 +114,8 @@ def _derived_column_builders(control_pattern: str) -> dict[str, Callable[[pl.Dat
         # "no non-space character" stops at the first letter: 3x cheaper than stripping copies
         builders[f"{text}_is_blank"] = lambda f, _, t=text: ~f.get_column(t).str.contains(r"\S")
         builders[f"{text}_has_control_chars"] = lambda f, p, t=text: f.get_column(t).str.contains(p)
-    builders["chosen_equals_rejected"] = lambda f, _: f.get_column("chosen") == f.get_column("rejected")
+    builders["chosen_equals_rejected"] = _chosen_equals_rejected
+    builders["prompt_messages_valid"] = _prompt_messages_valid
     builders["pair_id_is_repeat"] = _pair_id_is_repeat
     builders["prompt_split_leak"] = _prompt_split_leak
     return builders

@@ -7,7 +7,7 @@ error names the key to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # Expectations whose kwargs name columns in these keys; used to convert only needed columns.
 COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
@@ -51,11 +51,23 @@ def _bound(value: Any, key: str) -> int | None:
     return value
 
 
-def parse_validation_config(params: Mapping[str, Any]) -> ValidationConfig:
+FEEDBACK_SOURCES = "feedback_sources"  # a value_set that stands for the configured feedback sources
+
+
+def parse_validation_config(params: Mapping[str, Any], feedback_sources: Sequence[str] | None = None) -> ValidationConfig:
     """Turn the `validation:` parameter block into a checked ValidationConfig.
 
     `expectations` is a mapping name -> {type, kwargs}; a name set to null is dropped, which is
     how an environment (ci, local) removes an expectation without copying the whole suite.
+
+    Args:
+        params: the `validation:` block.
+        feedback_sources: the source names configured under feedback.sources; a kwarg
+            ``value_set: feedback_sources`` becomes this list (so the allowed sources are never a
+            hand-kept copy).
+
+    Raises:
+        ValueError: a malformed key (named), or ``value_set: feedback_sources`` without sources.
     """
     if not isinstance(params, Mapping):
         raise ValueError(f"parameters `validation` must be a mapping, got {type(params).__name__}")
@@ -74,6 +86,11 @@ def parse_validation_config(params: Mapping[str, Any]) -> ValidationConfig:
                 f"such as ExpectColumnValuesToBeBetween) and optional `kwargs`, got {body!r}"
             )
         kwargs = dict(body.get("kwargs") or {})
+        if kwargs.get("value_set") == FEEDBACK_SOURCES:
+            if feedback_sources is None:
+                raise ValueError(f"validation.expectations.{name}.kwargs.value_set is {FEEDBACK_SOURCES!r}, but the "
+                                 "feedback.sources parameters were not given to validation")
+            kwargs["value_set"] = list(feedback_sources)
         specs.append(ExpectationSpec(name=str(name), type=str(body["type"]), kwargs=kwargs))
 
     bounds: dict[str, tuple[int | None, int | None]] = {}

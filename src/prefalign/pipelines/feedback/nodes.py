@@ -7,10 +7,12 @@ from typing import Any, Callable
 
 import polars as pl
 
+from prefalign.core.feedback.conflicts import ConflictRule
 from prefalign.core.feedback.ingest import generated_source_stats, ingest_source, rejected_table, summarise
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA
 from prefalign.core.feedback.records import RawRecord
+from prefalign.core.schema import with_prompt_messages
 
 SourceOutputs = tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]
 
@@ -24,10 +26,11 @@ def _disabled(source: str) -> SourceOutputs:
 def make_ingest_node(source: str) -> Callable[..., SourceOutputs]:
     """The node of one raw source: its parameters and its raw loaders (role -> lazy loader)."""
 
-    def ingest(source_params: dict[str, Any], **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
+    def ingest(source_params: dict[str, Any], max_rejected_fraction: float | None,
+               **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
         if not source_params.get("enabled", True):
             return _disabled(source)  # the raw files are never read
-        return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params)
+        return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params, max_rejected_fraction)
 
     ingest.__name__ = f"ingest_{source}"
     return ingest
@@ -47,29 +50,58 @@ def make_generated_node(source: str, generate: Callable[[dict[str, Any]], pl.Dat
     return generated
 
 
-def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Every source's pair rows -> the pairs table (deduplicated, split by prompt_id).
+def ingest_tables(sources: dict[str, dict[str, Any]], max_rejected_fraction: float | None,
+                  read_table: Callable[..., list[RawRecord]]) -> tuple[pl.DataFrame, pl.DataFrame, list[dict[str, Any]]]:
+    """Every enabled user table: a source under feedback.sources with ``parser: preference_table``
+    and ``table: <file or folder under the tables folder>`` (optional ``file_format``, ``glob``).
+    One parameters block per table is all it takes (README, "Bring your own preference table")."""
+    frames, rejected, stats = [pl.DataFrame(schema=PAIR_ROW_COLUMNS)], [pl.DataFrame(schema=REJECTED_SCHEMA)], []
+    for source, params in (sources or {}).items():
+        if params.get("parser") != "preference_table" or "table" not in params or not params.get("enabled", True):
+            continue
+        records = read_table(str(params["table"]), params.get("file_format"), params.get("glob"))
+        rows, bad, source_stats = ingest_source(source, {"records": records}, params, max_rejected_fraction)
+        frames.append(rows)
+        rejected.append(bad)
+        stats.append(source_stats)
+    return pl.concat(frames), pl.concat(rejected), stats
+
+
+def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Every source's pair rows -> the pairs table (conflicts resolved, deduplicated, split by prompt_id),
+    and the resolution counts (duplicates and conflicts per source).
 
     A pair produced by several sources (PandaLM's humans and its AI judges label the same pairs)
-    is kept once, from the source listed first under feedback.sources: the order is the priority."""
-    priority = {name: i for i, name in enumerate(feedback_params.get("sources", {}))}
+    is kept once, from the source listed first under feedback.sources: the order is the priority.
+    Contradicting judgments follow feedback.conflicts (core/feedback/conflicts.py)."""
+    sources = feedback_params.get("sources", {}) or {}
+    priority = {name: i for i, name in enumerate(sources)}
+    frames = [f for f in pair_rows if f.height]
+    rows = pl.concat([with_prompt_messages(f).select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in frames]) \
+        if frames else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
+    # stable sort by the source's rank: a frame may hold several sources (the user tables)
+    rows = rows.sort(pl.col("source").replace_strict(priority, default=len(priority), return_dtype=pl.Int64), maintain_order=True)
     unknown = sorted(set(feedback_params["split"].get("heldout_sources") or []) - set(priority))
     if unknown:
         raise ValueError(f"feedback.split.heldout_sources names {unknown}, which are not sources; "
                          f"use names under feedback.sources: {sorted(priority)}")
-    ordered = sorted(pair_rows, key=lambda f: priority.get(f["source"][0] if f.height else "", len(priority)))
-    return build_pairs_table(ordered, feedback_params["split"])
+    rule = ConflictRule.from_params(feedback_params.get("conflicts"), sources)
+    return build_pairs_table([rows], feedback_params["split"], rule)
 
 
 def collect_rejected(*rejected: pl.DataFrame) -> pl.DataFrame:
     return rejected_table(list(rejected))
 
 
-def summarise_feedback(pairs: pl.DataFrame, duplicates: dict[str, int], *source_stats: dict[str, Any]) -> dict[str, Any]:
-    """The per-source summary; logs, per source that lost rows to deduplication, how many and why
-    (a pair already produced, by an earlier row of the same source or by a source listed earlier
-    under feedback.sources, is kept there)."""
-    summary = summarise(pairs, [s for s in source_stats if s.get("enabled", True)], duplicates)
+def summarise_feedback(pairs: pl.DataFrame, resolution: dict[str, Any], *source_stats: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+    """The feedback summary; an argument may be one source's stats or a list of them (user tables).
+
+    Logs, per source that lost rows to deduplication, how many and why (a pair already produced,
+    by an earlier row of the same source or by a source listed earlier under feedback.sources, is
+    kept there)."""
+    flat = [s for item in source_stats for s in (item if isinstance(item, list) else [item])]
+    summary = summarise(pairs, [s for s in flat if s.get("enabled", True)], resolution["duplicates"],
+                        resolution.get("conflicts"))
     for name, stats in summary["sources"].items():
         if stats.get("duplicates_dropped"):
             log.info(

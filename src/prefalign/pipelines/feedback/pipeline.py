@@ -16,6 +16,7 @@ from prefalign.pipelines.feedback import synthetic
 from prefalign.pipelines.feedback.nodes import (
     build_pairs,
     collect_rejected,
+    ingest_tables,
     make_generated_node,
     make_ingest_node,
     summarise_feedback,
@@ -48,7 +49,8 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
     for source, roles in RAW_SOURCES.items():
         nodes.append(Node(
             make_ingest_node(source),
-            inputs={"source_params": f"params:feedback.sources.{source}", **roles},
+            inputs={"source_params": f"params:feedback.sources.{source}",
+                    "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file", **roles},
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
             name=f"ingest_{source}",
         ))
@@ -63,12 +65,16 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
         nodes.append(Node(synthetic.synthetic_cyclic_triples,
                           inputs=["params:feedback.sources.synthetic_cyclic", "params:feedback.split"],
                           outputs="synthetic_cyclic_triples", name="synthetic_cyclic_triples"))
+    # user tables: every feedback.sources entry with parser preference_table and a `table` path
+    nodes.append(Node(ingest_tables, inputs=["params:feedback.sources", "params:feedback.max_rejected_fraction_per_file", "raw_tables"],
+                      outputs=["pair_rows_tables", "rejected_tables", "stats_tables"], name="ingest_tables"))
+    sources.append("tables")
     nodes += [
         Node(build_pairs, inputs=["params:feedback"] + [f"pair_rows_{s}" for s in sources],
-             outputs=["pairs", "duplicate_pairs_by_source"], name="build_pairs"),
+             outputs=["pairs", "pair_resolution"], name="build_pairs"),
         Node(collect_rejected, inputs=[f"rejected_{s}" for s in sources],
              outputs="rejected_feedback_records", name="collect_rejected"),
-        Node(summarise_feedback, inputs=["pairs", "duplicate_pairs_by_source"] + [f"stats_{s}" for s in sources],
+        Node(summarise_feedback, inputs=["pairs", "pair_resolution"] + [f"stats_{s}" for s in sources],
              outputs="feedback_summary", name="summarise_feedback"),
     ]
     return Pipeline(nodes)

@@ -11,17 +11,17 @@ from typing import Any
 import polars as pl
 
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS
-from prefalign.core.schema import HELDOUT
+from prefalign.core.schema import HELDOUT, with_prompt_messages
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 
 
 def synthetic_scalar_rows(source_params: dict[str, Any]) -> pl.DataFrame:
-    return generate_scalar(SyntheticConfig.from_params(source_params)).select(list(PAIR_ROW_COLUMNS))
+    return with_prompt_messages(generate_scalar(SyntheticConfig.from_params(source_params))).select(list(PAIR_ROW_COLUMNS))
 
 
 def synthetic_cyclic_rows(source_params: dict[str, Any]) -> pl.DataFrame:
     config = SyntheticConfig.from_params(source_params)
-    return cyclic_pairs(generate_cyclic(config), config).select(list(PAIR_ROW_COLUMNS))
+    return with_prompt_messages(cyclic_pairs(generate_cyclic(config), config)).select(list(PAIR_ROW_COLUMNS))
 
 
 def synthetic_cyclic_triples(source_params: dict[str, Any], split_params: dict[str, Any]) -> pl.DataFrame:

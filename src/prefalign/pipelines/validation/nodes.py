@@ -21,9 +21,10 @@ class ValidationError(RuntimeError):
     """The pairs table failed a table-level expectation or a quarantine limit."""
 
 
-def check_pairs(pairs: pl.DataFrame, params: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Run the configured contract: pairs with their failed expectations, and the results JSON."""
-    return validate_pairs(pairs, parse_validation_config(params))
+def check_pairs(pairs: pl.DataFrame, params: dict[str, Any], feedback_sources: dict[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Run the configured contract: pairs with their failed expectations, and the results JSON.
+    The allowed sources are the ones configured under feedback.sources."""
+    return validate_pairs(pairs, parse_validation_config(params, list(feedback_sources or {})))
 
 
 def quarantine_pairs(checked_pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -44,7 +45,7 @@ def gate_validated_pairs(
     params: dict[str, Any],
 ) -> pl.DataFrame:
     """Pass the clean rows on as validated_pairs, or stop the run with the reasons."""
-    message = stop_message(validation_results, parse_validation_config(params).report_location)
+    message = stop_message(validation_results, str(params.get("report_location", "the validation_report dataset")))
     if message:
         raise ValidationError(message)
     return passed_pairs

@@ -9,7 +9,7 @@ from prefalign.pipelines.validation.nodes import check_pairs, gate_validated_pai
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(check_pairs, ["pairs", "params:validation"], ["checked_pairs", "validation_results"], name="check_pairs"),
+            Node(check_pairs, ["pairs", "params:validation", "params:feedback.sources"], ["checked_pairs", "validation_results"], name="check_pairs"),
             Node(quarantine_pairs, "checked_pairs", ["quarantined_pairs", "passed_pairs"], name="quarantine_pairs"),
             Node(write_report, ["checked_pairs", "validation_results"], ["validation_report", "validation_plot"], name="write_validation_report"),
             Node(
