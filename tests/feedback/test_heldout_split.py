@@ -4,18 +4,19 @@ import polars as pl
 import pytest
 
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table
+from prefalign.core.schema import with_prompt_messages
 from prefalign.pipelines.feedback.nodes import build_pairs
 
 SPLIT = {"ratios": {"train": 1.0, "val": 0.0, "test": 0.0}, "salt": "x"}
 
 
 def _rows(source: str, prompts: list[str]) -> pl.DataFrame:
-    return pl.DataFrame({
+    return with_prompt_messages(pl.DataFrame({
         "prompt": prompts, "chosen": [f"good {source} {p}" for p in prompts],
         "rejected": [f"bad {source} {p}" for p in prompts], "margin": [1.0] * len(prompts),
         "p_chosen": [0.7] * len(prompts), "source": [source] * len(prompts), "feedback": ["ai"] * len(prompts),
         "signal": ["votes"] * len(prompts), "true_p": [None] * len(prompts),
-    }, schema=PAIR_ROW_COLUMNS)
+    }, schema={c: t for c, t in PAIR_ROW_COLUMNS.items() if c != "prompt_messages"}))
 
 
 def test_a_heldout_source_takes_its_shared_prompts_out_of_every_other_source():

@@ -67,7 +67,7 @@ def _hf_rewards(directory: Path, tok, prompts, responses) -> np.ndarray:
 def test_lora_settings_parse_and_errors_name_the_key():
     assert LoraSettings.from_dict(None) is None
     assert LoraSettings.from_dict({"r": 8}).alpha == 32.0
-    with pytest.raises(ValueError, match=r"unknown model.lora key\(s\) \['rank'\]; allowed keys: .*'r'"):
+    with pytest.raises(ValueError, match=r"unknown key model.lora.rank; allowed keys of model.lora: r, "):
         LoraSettings.from_dict({"rank": 8})
     with pytest.raises(ValueError, match=r"model.lora.r=0 must be an integer >= 1"):
         LoraSettings.from_dict({"r": 0})

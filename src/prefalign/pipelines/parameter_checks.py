@@ -59,8 +59,9 @@ def check_validation(params: Mapping[str, Any]) -> None:
     """The Great Expectations suite, the quarantine thresholds and the row bounds."""
     from prefalign.core.validation.config import parse_validation_config
 
-    with _under("validation"):
-        parse_validation_config(_block(params, "validation"))
+    with _under("validation"):  # the allowed sources come from feedback.sources (never a hand-kept copy)
+        sources = (params.get("feedback") or {}).get("sources") or {}
+        parse_validation_config(_block(params, "validation"), list(sources))
 
 
 def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:

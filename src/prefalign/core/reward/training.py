@@ -71,7 +71,7 @@ class RewardParams:
             ValueError: an unknown key (named, with the allowed ones), a bad head/tokenizer/model/
                 training value, or num_processes < 1 or > batch_size.
         """
-        p = dataclass_from_params(cls, params, "reward parameter")
+        p = dataclass_from_params(cls, params, "reward")
         check_num_processes(p.num_processes, p.batch_size, "reward num_processes")
         # Fail before any training: every sub-config is parsed now.
         p.head_config(), TokenizerConfig.from_dict(p.tokenizer), ModelConfig.from_dict(p.model), TrainConfig.from_dict(p.training)
