@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from prefalign.core.evaluation import metrics as m
-from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
+from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead, gather_rows
 from prefalign.core.reward.losses import bt_loss, mmpo_loss
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 
@@ -72,9 +72,9 @@ class TinyRewardModel(torch.nn.Module):
         n = hidden.shape[0]
         last, last_prompt = torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
         if self.head_kind == "scalar":
-            out = RewardOutput(rewards=self.head(hidden, last))
+            out = RewardOutput(rewards=self.head(gather_rows(hidden, last)))
         else:
-            v, gate = self.head(hidden, last, last_prompt)
+            v, gate = self.head(gather_rows(hidden, last), gather_rows(hidden, last_prompt))
             out = RewardOutput(embeddings=v, gate=gate, tau=self.tau)
         return out.pair_logits(n // 2)
 

@@ -19,7 +19,7 @@ def test_precomputed_reference_equals_on_the_fly(tiny_policy, tiny_pairs):
     train, val = split_pairs(tiny_pairs, "train", None), split_pairs(tiny_pairs, "val", None)
     assert table.height == train.height + val.height and table["pair_id"].n_unique() == table.height
     # training batches: shuffled, another batch size, so other padding widths than the reference pass
-    train_batches, _, val_eval, pair_ids = _pair_batches(tiny_policy, train, val, DATA, seed=7)
+    train_batches, _, val_eval, pair_ids, _, _ = _pair_batches(tiny_policy, train, val, DATA, seed=7)
     ref = ReferenceLogprobs.from_table(table, pair_ids)
     model = tiny_policy.model.eval()
     with torch.no_grad():

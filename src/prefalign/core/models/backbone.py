@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from prefalign.core.models.tokenizer import check_local_path
+from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
 from prefalign.core.models.params import dataclass_from_params
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,8 +86,9 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
         model = auto_class.from_pretrained(
             cfg.name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **extra
         )
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-            model.resize_token_embeddings(len(tokenizer))
+        # A tokenizer that does not index this embedding table is an error, never a silent resize.
+        rows = min(model.get_input_embeddings().num_embeddings, getattr(model.config, "vocab_size", None) or 10**12)
+        check_tokenizer_fits(tokenizer, rows, getattr(tokenizer, "name_or_path", None) or None, cfg.name_or_path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.gradient_checkpointing:

@@ -85,5 +85,6 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
     rewards, v, gate = _forward_all(model, tokenizer, list(prompts) * 2, list(chosen) + list(rejected), batch_size)
     if rewards is not None:
         return rewards[:n] - rewards[n:]
-    s = gpm_score(torch.from_numpy(v[:n]), torch.from_numpy(v[n:]), torch.from_numpy(gate[:n]))
+    shared_gate = 0.5 * (torch.from_numpy(gate[:n]) + torch.from_numpy(gate[n:]))  # symmetric: exact antisymmetry
+    s = gpm_score(torch.from_numpy(v[:n]), torch.from_numpy(v[n:]), shared_gate)
     return (s / model.head_config.tau).numpy()
