@@ -152,7 +152,8 @@ def _encode_text(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
     # encodes strings such as "<|eos|>" or "[SEP]" inside the data as ordinary text (text is text).
     if not len(texts):
         return []
-    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    # verbose=False: texts longer than the model maximum are expected here; truncation follows.
+    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
 
 
 def _pair_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int], list[int]]:
