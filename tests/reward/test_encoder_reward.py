@@ -130,3 +130,48 @@ def test_reward_models_train_on_a_local_pretrained_encoder_with_its_own_tokenize
     model.save_pretrained(tmp_path / "saved")
     again = RewardModel.from_pretrained(tmp_path / "saved")
     assert again.head_config == model.head_config
+
+
+def test_freeze_layers_stops_gradients_below_layer_n():
+    tok = bert_tokenizer()
+    from prefalign.core.models.backbone import freeze_lower_layers
+
+    model = tiny_bert(tok)
+    freeze_lower_layers(model, 1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("encoder.layer.1.") for n in trainable)
+    with pytest.raises(ValueError, match="freeze_layers=2 must be below the model's 2 layers"):
+        freeze_lower_layers(tiny_bert(tok), 2)
+    decoder = build_backbone({**TINY_MODEL, "num_layers": 2, "freeze_layers": 1}, toy_tokenizer())
+    trainable = {n for n, p in decoder.named_parameters() if p.requires_grad}
+    assert "norm.weight" in trainable and not any(n.startswith(("embed", "layers.0.")) for n in trainable)
+
+
+def test_gpu_environment_trains_chat_models_in_their_template_with_their_tokenizer(tmp_path):
+    """Issue 10: the gpu env trained Qwen2.5-Instruct on `[eos] prompt response [eos]`. Its reward and
+    policy tokenizers are the model's own, and a chat model's tokenizer selects its chat template:
+    shown offline with a tiny Llama-style model saved beside a ChatML (Qwen-style) tokenizer."""
+    import yaml
+
+    from prefalign.core.reward.training import tokenize_pair_frame
+    from tests.reward.offline_tokenizers import chatml_tokenizer
+
+    root = Path(__file__).resolve().parents[2] / "conf"
+    for section, name in (("reward", "parameters_reward.yml"), ("policy", "parameters_policy.yml")):
+        defaults = yaml.safe_load((root / "gpu" / name).read_text())[section]["defaults"]
+        model = defaults["model"]["name_or_path"]
+        assert model and tokenizer_params_for_model(defaults.get("tokenizer"), defaults["model"])["name_or_path"] == model
+
+    chat = chatml_tokenizer()
+    model_dir = tmp_path / "chat_model"
+    build_backbone({**TINY_MODEL}, chat).save_pretrained(model_dir)
+    chat.save_pretrained(model_dir)
+    frame = toy_pairs_frame(16, 8).filter(pl.col("split") == "train")
+    tok = fit_tokenizer(frame, _params(str(model_dir)))
+    assert tok.chat_template
+    pairs = tokenize_pair_frame(tok, frame.head(3), 512, 128)
+    for i, row in enumerate(frame.head(3).iter_rows(named=True)):
+        whole = tok.apply_chat_template(
+            [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["chosen"]}], tokenize=True, return_dict=False
+        )
+        assert pairs.chosen[i].input_ids == whole
