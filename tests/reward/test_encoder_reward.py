@@ -175,3 +175,16 @@ def test_gpu_environment_trains_chat_models_in_their_template_with_their_tokeniz
             [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["chosen"]}], tokenize=True, return_dict=False
         )
         assert pairs.chosen[i].input_ids == whole
+
+
+def test_pair_logits_truncate_pairs_as_in_training_and_are_antisymmetric():
+    from prefalign.core.reward.scoring import pair_logits
+
+    tok = bert_tokenizer()
+    torch.manual_seed(0)
+    model = RewardModel(tiny_bert(tok), {"head": "gpm", "max_length": 24, "max_prompt_length": 8}).eval()
+    shared = " ".join(["children play by the old mill"] * 6)
+    prompts = PROMPTS + ["Describe the mill."]
+    a, b = RESPONSES + [shared + " lovely"], RESPONSES[::-1] + [shared + " ugly"]
+    z_ab, z_ba = pair_logits(model, tok, prompts, a, b), pair_logits(model, tok, prompts, b, a)
+    assert (z_ab == -z_ba).all() and z_ab[-1] == 0.0 and (z_ab[:3] != 0).any()
