@@ -115,12 +115,16 @@ def _pretrained_dir(tmp_path: Path) -> str:
     return str(tiny_bert_dir(tmp_path / "encoder"))
 
 
-@pytest.mark.parametrize("objective,head", [("bt", {"head": "scalar"}), ("mmpo", {"head": "scalar"}), ("bt", {"head": "gpm", "gpm_k": 2})])
-def test_reward_models_train_on_a_local_pretrained_encoder_with_its_own_tokenizer(tmp_path, objective, head):
+@pytest.mark.parametrize("objective,head,same_tokenizer", [
+    ("bt", {"head": "scalar"}, True), ("mmpo", {"head": "scalar"}, False), ("bt", {"head": "gpm", "gpm_k": 2}, False)
+])
+def test_reward_models_train_on_a_local_pretrained_encoder_with_its_own_tokenizer(tmp_path, objective, head, same_tokenizer):
+    """Issue 10: naming the encoder's directory as the tokenizer too crashed in collate_sequences (no BOS/EOS)."""
     model_dir = _pretrained_dir(tmp_path)
     frame = toy_pairs_frame(24, 8)
     train, val = frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "val")
-    params = _params(model_dir, objective=objective, head=head)
+    tokenizer = {"name_or_path": model_dir} if same_tokenizer else {}
+    params = _params(model_dir, objective=objective, head=head, tokenizer=tokenizer)
     tok = fit_tokenizer(train, params)
     assert tok.name_or_path == model_dir
     out = train_reward_model(train, val, tok, params, tmp_path / "run")
