@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", nargs="+", default=["hh_rlhf", "pandalm_human"])
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--max-pairs", type=int, default=None, help="cap (by pair_id) for a quick look")
     args = parser.parse_args()
 
@@ -58,7 +59,7 @@ def main() -> None:
     longer = (held["chosen"].str.len_chars() > held["rejected"].str.len_chars()).to_numpy().astype(float)
     acc, lo, hi = bootstrap_accuracy(longer)
     print(f"{'pick the longer answer':>24}: accuracy {acc:.3f} [{lo:.3f}, {hi:.3f}]")
-    for name in MODELS:
+    for name in args.models:
         model_dir = latest(f"data/06_models/reward_{name}/model/*/model")
         metrics = json.loads(latest(f"data/08_reporting/reward_{name}/metrics.json/*/metrics.json").read_text())
         bundle = load_bundle(model_dir)
