@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from prefalign.core.evaluation import metrics as m
-from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
+from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead, gather_rows
 from prefalign.core.objectives import registry
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.loop import train as train_loop
@@ -76,8 +76,8 @@ class TinyRewardModel(torch.nn.Module):
         n = hidden.shape[0]
         last, last_prompt = torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
         if self.head_kind == "scalar":
-            return RewardOutput(rewards=self.head(hidden, last))
-        v, gate = self.head(hidden, last, last_prompt)
+            return RewardOutput(rewards=self.head(gather_rows(hidden, last)))
+        v, gate = self.head(gather_rows(hidden, last), gather_rows(hidden, last_prompt))
         return RewardOutput(embeddings=v, gate=gate, tau=self.tau)
 
     def pair_logits(self, encoded) -> torch.Tensor:

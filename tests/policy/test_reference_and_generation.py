@@ -19,7 +19,7 @@ def test_precomputed_reference_equals_on_the_fly(tiny_policy, tiny_pairs):
     train, val = split_pairs(tiny_pairs, "train", None), split_pairs(tiny_pairs, "val", None)
     assert table.height == train.height + val.height and table["pair_id"].n_unique() == table.height
     # training batches: shuffled, another batch size, so other padding widths than the reference pass
-    train_batches, _, val_eval, pair_ids = _pair_batches(tiny_policy, train, val, DATA, seed=7)
+    train_batches, _, val_eval, pair_ids, _, _ = _pair_batches(tiny_policy, train, val, DATA, seed=7)
     ref = ReferenceLogprobs.from_table(table, pair_ids)
     model = tiny_policy.model.eval()
     with torch.no_grad():
@@ -67,3 +67,18 @@ def test_sampling_config_errors_name_the_key():
         SamplingConfig.from_dict({"samples_per_prompt": 1})
     with pytest.raises(ValueError, match=r"unknown key sampling\.topp\b"):
         SamplingConfig.from_dict({"topp": 0.9})
+
+
+def test_pairs_identical_after_truncation_are_left_out_of_policy_batches(tiny_policy, tiny_pairs):
+    """Pair-consistent truncation (methods.md s6): a pair whose sides become the same ids carries no preference."""
+    train, val = split_pairs(tiny_pairs, "train", None), split_pairs(tiny_pairs, "val", None)
+    long = " ".join(["a"] * 200)
+    first = train["pair_id"][0]
+    train = train.with_columns(
+        pl.when(pl.col("pair_id") == first).then(pl.lit(long + " x")).otherwise(pl.col("chosen")).alias("chosen"),
+        pl.when(pl.col("pair_id") == first).then(pl.lit(long + " y")).otherwise(pl.col("rejected")).alias("rejected"),
+    )
+    _, train_eval, _, pair_ids, (n_train, n_val), excluded = _pair_batches(tiny_policy, train, val, DATA, seed=None)
+    assert excluded["train"] == 1 and "identical" in excluded["reason"]
+    assert first not in pair_ids and n_train == train.height - 1 and n_val == val.height
+    assert sorted(int(i) for b in train_eval for i in b.pair_index) == list(range(n_train))

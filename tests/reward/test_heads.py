@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from prefalign.core.reward.heads import GPMHead, RewardOutput, gpm_score
+from prefalign.core.reward.heads import GPMHead, RewardOutput, gather_rows, gpm_score
 
 
 def unit(*xs):
@@ -39,6 +39,10 @@ def test_head_normalises_and_gates_from_the_last_prompt_token():
     head = GPMHead(hidden_size=8, k=2)
     hidden = torch.randn(2, 5, 8)
     last, last_prompt = torch.tensor([4, 3]), torch.tensor([1, 1])
+
+    def head(hidden, last, last_prompt, _head=head):
+        return _head(gather_rows(hidden, last), gather_rows(hidden, last_prompt))
+
     v, gate = head(hidden, last, last_prompt)
     assert v.shape == (2, 4) and gate.shape == (2, 2)
     assert torch.allclose(v.norm(dim=-1), torch.ones(2))

@@ -21,8 +21,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from prefalign.core.models.tokenizer import check_local_path
-from prefalign.core.models.lora import RESIZED_ATTR, LoraSettings, apply_lora
+from prefalign.core.models.lora import LoraSettings, apply_lora
+from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
 from prefalign.core.models.params import dataclass_from_params
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,12 +44,15 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
     lora: dict[str, Any] | None = None  # LoraSettings keys (core/models/lora.py); null = full fine-tune
+    freeze_layers: int = 0  # > 0: the input embeddings and the lowest N transformer layers are not trained
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
         cfg = dataclass_from_params(cls, params, "model")
         if cfg.dtype not in TORCH_DTYPES:
             raise ValueError(f"model.dtype={cfg.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
+        if cfg.freeze_layers < 0:
+            raise ValueError(f"model.freeze_layers={cfg.freeze_layers} must be >= 0")
         if cfg.name_or_path is None and cfg.hidden_size % cfg.num_heads:
             raise ValueError(
                 f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}"
@@ -81,6 +84,34 @@ def small_architecture(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> 
     )
 
 
+def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The model's stack of transformer layers (the ModuleList with ``num_hidden_layers`` entries)."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"found no list of {n} transformer layers in {type(model).__name__}; set model.freeze_layers to 0")
+
+
+def freeze_lower_layers(model: PreTrainedModel, n: int) -> None:
+    """Stop gradients to the input embeddings and the lowest ``n`` layers (a cheaper fine-tune: the
+    backward pass stops at layer n). Adapters (LoRA) are the peft integration's business, not this.
+
+    Raises:
+        ValueError: ``n`` is not below the number of layers (nothing would be trained).
+    """
+    layers = transformer_layers(model)
+    if n >= len(layers):
+        raise ValueError(f"model.freeze_layers={n} must be below the model's {len(layers)} layers")
+    in_layers = {id(p) for p in layers.parameters()}
+    trained = {id(p) for layer in layers[n:] for p in layer.parameters()}
+    for name, param in model.named_parameters():
+        # Everything below layer n (embeddings, their norms, the lower layers) is frozen, so the
+        # backward pass stops at layer n; the upper layers and final norms / poolers train.
+        below = "embed" in name.lower() or (id(param) in in_layers and id(param) not in trained)
+        param.requires_grad_(not below)
+
+
 def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
     dtype = TORCH_DTYPES[cfg.dtype]
@@ -93,11 +124,13 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
         model = auto_class.from_pretrained(
             cfg.name_or_path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **extra
         )
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-            model.resize_token_embeddings(len(tokenizer))
-            setattr(model, RESIZED_ATTR, True)  # a LoRA checkpoint must then carry its own base (lora.py)
+        # A tokenizer that does not index this embedding table is an error, never a silent resize.
+        rows = min(model.get_input_embeddings().num_embeddings, getattr(model.config, "vocab_size", None) or 10**12)
+        check_tokenizer_fits(tokenizer, rows, getattr(tokenizer, "name_or_path", None) or None, cfg.name_or_path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.freeze_layers:
+        freeze_lower_layers(model, cfg.freeze_layers)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

@@ -71,6 +71,45 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: in
     )
 
 
+def tokenizer_params_for_model(tokenizer_params: dict[str, Any] | None, model_params: dict[str, Any] | None) -> dict[str, Any]:
+    """The tokenizer follows the model: with ``model.name_or_path`` set and ``tokenizer.name_or_path``
+    null, the tokenizer is the model's own (a BPE trained here would index a pretrained embedding
+    table at random). A tokenizer the user names explicitly is kept (and checked by ``check_tokenizer_fits``).
+
+    Returns:
+        The tokenizer parameters to build from (a new dict; the inputs are not changed).
+    """
+    tokenizer_params = dict(tokenizer_params or {})
+    model_path = (model_params or {}).get("name_or_path")
+    if model_path is not None and tokenizer_params.get("name_or_path") is None:
+        tokenizer_params["name_or_path"] = model_path
+        if (model_params or {}).get("trust_remote_code"):
+            tokenizer_params.setdefault("trust_remote_code", True)
+    return tokenizer_params
+
+
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, vocab_size: int, tokenizer_path: str | None, model_path: str | None) -> None:
+    """Raise before training when the tokenizer's ids do not index the model's embedding table.
+
+    Args:
+        tokenizer: the tokenizer that will encode the data.
+        vocab_size: rows of the model's input embedding table (or its config's ``vocab_size``).
+        tokenizer_path, model_path: where each came from (named in the error; None = trained / built here).
+
+    Raises:
+        ValueError: when ``len(tokenizer)`` or any special-token id is >= ``vocab_size``.
+    """
+    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk", "cls", "sep")}
+    too_big = {k: v for k, v in special.items() if v is not None and v >= vocab_size}
+    if len(tokenizer) > vocab_size or too_big:
+        raise ValueError(
+            f"tokenizer '{tokenizer_path or 'trained here'}' does not fit model '{model_path or 'built from config'}': "
+            f"{len(tokenizer)} tokens{', special ids ' + str(too_big) if too_big else ''} but the model's embedding "
+            f"table has {vocab_size} rows. Set tokenizer.name_or_path to null (the model's own tokenizer) or to "
+            "the tokenizer the model was trained with"
+        )
+
+
 def build_tokenizer(config: TokenizerConfig | dict[str, Any] | None, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
     """Load ``config.name_or_path`` or train a BPE on ``texts``; always returns one with a pad token."""
     cfg = config if isinstance(config, TokenizerConfig) else TokenizerConfig.from_dict(config)

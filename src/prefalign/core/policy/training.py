@@ -18,6 +18,7 @@ import polars as pl
 import torch
 
 from prefalign.core.models import build_causal_lm, build_tokenizer
+from prefalign.core.models.tokenizer import tokenizer_params_for_model
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.models.params import dataclass_from_params
@@ -132,6 +133,10 @@ def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Seq
     return frame if limit is None else frame.head(limit)
 
 
+def _messages(frame: pl.DataFrame) -> list | None:
+    return frame["prompt_messages"].to_list() if "prompt_messages" in frame.columns else None
+
+
 def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> TokenizedPairs:
     return tokenize_pairs(
         tokenizer,
@@ -142,7 +147,16 @@ def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> T
         margin=frame["margin"].to_list(),
         max_length=data.max_length,
         max_prompt_length=data.max_prompt_length,
+        prompt_messages=_messages(frame),
     )
+
+
+def _without_identical(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, TokenizedPairs, int]:
+    """Pairs whose two sides are token-identical after truncation carry no preference: drop them
+    from the frame and the tokenised table together (pair_index keeps addressing frame rows)."""
+    tokenized = _tokenize_frame(tokenizer, frame, data)
+    keep = ~tokenized.identical
+    return frame.filter(pl.Series(keep)), tokenized.subset(keep), int((~keep).sum())
 
 
 def _train_and_val(pairs: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -183,11 +197,12 @@ def train_sft(
     """
     train_frame, val_frame = _train_and_val(pairs, data)
     texts = train_frame["prompt"].to_list() + train_frame["chosen"].to_list() + train_frame["rejected"].to_list()
-    tokenizer = build_tokenizer(tokenizer_params, texts)
+    tokenizer = build_tokenizer(tokenizer_params_for_model(tokenizer_params, model_params), texts)
     model = build_causal_lm(model_params, tokenizer)
 
     def sequences(frame: pl.DataFrame):
-        return tokenize_sequences(tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), data.max_length, data.max_prompt_length)
+        return tokenize_sequences(tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), data.max_length,
+                                  data.max_prompt_length, prompt_messages=_messages(frame))
 
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
@@ -207,20 +222,25 @@ def train_sft(
 
 
 def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None):
-    """Train and val PairBatches whose pair_index addresses train rows then val rows of one table."""
+    """Train and val PairBatches whose pair_index addresses train rows then val rows of one table,
+    the number of train and val pairs kept, and the pairs excluded as identical after truncation."""
     pad = bundle.tokenizer.pad_token_id
-    train_tok = _tokenize_frame(bundle.tokenizer, train_frame, data)
+    train_frame, train_tok, train_identical = _without_identical(bundle.tokenizer, train_frame, data)
+    if len(train_tok) == 0:
+        raise ValueError(f"every train pair is token-identical after truncation to max_length={data.max_length}; raise it")
     train_batches = make_pair_batches(train_tok, data.batch_size, pad, seed=seed)
     train_eval = make_pair_batches(train_tok, data.eval_batch_size, pad, seed=None)
     val_eval: list = []
+    val_frame, val_tok, val_identical = _without_identical(bundle.tokenizer, val_frame, data) if val_frame.height else (val_frame, None, 0)
     if val_frame.height:
-        val_tok = _tokenize_frame(bundle.tokenizer, val_frame, data)
         val_eval = [
             replace(b, pair_index=b.pair_index + train_frame.height)
             for b in make_pair_batches(val_tok, data.eval_batch_size, pad, seed=None)
         ]
     pair_ids = train_frame["pair_id"].to_list() + val_frame["pair_id"].to_list()
-    return train_batches, train_eval, val_eval, pair_ids
+    excluded = {"reason": "chosen and rejected are token-identical after truncation (no preference left)",
+                "train": train_identical, "val": val_identical}
+    return train_batches, train_eval, val_eval, pair_ids, (train_frame.height, val_frame.height), excluded
 
 
 def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig) -> pl.DataFrame:
@@ -235,7 +255,7 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
     Source: docs/methods.md s4 (reference log-probs are constant: computed once).
     """
     train_frame, val_frame = _train_and_val(pairs, data)
-    _, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, seed=None)
+    _, train_eval, val_eval, pair_ids, _, _ = _pair_batches(reference, train_frame, val_frame, data, seed=None)
     return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
 
 
@@ -283,17 +303,18 @@ def train_preference(
     if train_frame.height == 0:
         raise ValueError(f"every train pair is a tie (p_chosen = 0.5); policy.{spec.name} has hard labels and needs "
                          "preferences: set objective.soft_targets: true to train on ties, or add non-tie pairs")
-    train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed)
+    train_batches, train_eval, val_eval, pair_ids, (n_train, n_val), excluded = _pair_batches(
+        reference, train_frame, val_frame, data, training.seed
+    )
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids) if spec.needs_reference else None
     model = reference.model
     model.train()
-    n_train = train_frame.height
     beta = getattr(config, "beta", None)
     before = None
     if ref is not None:
         before = {
             "train": reference_metrics(ref, torch.arange(n_train)),
-            "val": reference_metrics(ref, torch.arange(n_train, n_train + val_frame.height)),
+            "val": reference_metrics(ref, torch.arange(n_train, n_train + n_val)),
         }
     loss_fn = make_pairwise_loss_fn(spec.loss, config, ref)
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
@@ -311,6 +332,7 @@ def train_preference(
         "train_padding_fraction": padding_fraction(train_batches),
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
+        "excluded_pairs": excluded,
         # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
         **({"reference": before} if before is not None else {}),
         "policy": after,

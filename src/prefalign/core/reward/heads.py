@@ -1,10 +1,13 @@
 """Reward heads on top of a backbone's hidden states.
 
-- ``ScalarHead``: r(x, y) = w . h(last real token), no bias (as transformers' ``score`` layer of
+Both heads read a POOLED hidden state h (``pool``; docs/methods.md s6): the last real token for
+decoders, the first token ([CLS]) or the masked mean for encoders.
+
+- ``ScalarHead``: r(x, y) = w . h(x, y), no bias (as transformers' ``score`` layer of
   ``*ForSequenceClassification``, so the head exports exactly; a bias cancels in r_w - r_l anyway).
-- ``GPMHead`` (docs/methods.md s3): v = normalise(W h(last response token)) in R^(2k); a gate
-  lambda = softmax(G h(last prompt token) + g) in R^k; score s(y_i > y_j | x) = <R v_i, v_j> with
-  R block-diagonal of k blocks [[0, -lambda_l], [lambda_l, 0]].
+- ``GPMHead`` (docs/methods.md s3): v = normalise(W h(x, y)) in R^(2k); a gate
+  lambda = softmax(G h(x) + g) in R^k from the prompt's pooled state h(x); score
+  s(y_i > y_j | x) = <R v_i, v_j> with R block-diagonal of k blocks [[0, -lambda_l], [lambda_l, 0]].
 """
 
 from __future__ import annotations
@@ -20,16 +23,39 @@ def gather_rows(hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tenso
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
 
 
+POOLINGS = ("last", "first", "mean")
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, last_index: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per right-padded row (methods.md s6).
+
+    Args:
+        hidden_states: [N, T, H]; attention_mask: [N, T] (1 = real token); last_index: [N] last real position.
+        pooling: ``last`` (decoders: the only position that has seen the whole sequence), ``first``
+            (encoders: [CLS]) or ``mean`` (encoders: mean over real tokens, padding excluded).
+
+    Returns:
+        [N, H].
+    """
+    if pooling == "last":
+        return gather_rows(hidden_states, last_index)
+    if pooling == "first":
+        return hidden_states[:, 0]
+    if pooling == "mean":
+        mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)
+        return (hidden_states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
+
+
 class ScalarHead(torch.nn.Module):
     def __init__(self, hidden_size: int, bias: bool = False):
         super().__init__()
         # bias=True only to read checkpoints written before the head became bias-free
         self.score = torch.nn.Linear(hidden_size, 1, bias=bias)
 
-    def forward(self, hidden_states: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
-        """Rewards [N] read at each row's last real token."""
-        last = gather_rows(hidden_states, last_index).to(self.score.weight.dtype)
-        return self.score(last).squeeze(-1)
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Rewards [N] from pooled states [N, H]."""
+        return self.score(pooled.to(self.score.weight.dtype)).squeeze(-1)
 
 
 def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -53,13 +79,11 @@ class GPMHead(torch.nn.Module):
         self.embed = torch.nn.Linear(hidden_size, 2 * k, bias=False)
         self.gate = torch.nn.Linear(hidden_size, k)
 
-    def forward(
-        self, hidden_states: torch.Tensor, last_index: torch.Tensor, last_prompt_index: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(v [N, 2k] unit vectors at the last response token, gate [N, k] from the last prompt token)."""
+    def forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v [N, 2k] unit vectors from the (prompt, response) state [N, H], gate [N, k] from the prompt's state [N, H])."""
         dtype = self.embed.weight.dtype
-        v = F.normalize(self.embed(gather_rows(hidden_states, last_index).to(dtype)), dim=-1)
-        gate = torch.softmax(self.gate(gather_rows(hidden_states, last_prompt_index).to(dtype)), dim=-1)
+        v = F.normalize(self.embed(pooled.to(dtype)), dim=-1)
+        gate = torch.softmax(self.gate(prompt_pooled.to(dtype)), dim=-1)
         return v, gate
 
 
@@ -75,10 +99,12 @@ class RewardOutput:
     def pair_logits(self, num_pairs: int) -> torch.Tensor:
         """Rows 0..B-1 chosen, B..2B-1 rejected -> z [B]: r_w - r_l, or s(w > l) / tau for GPM.
 
-        The two rows of a pair share the prompt, so (causal attention) they share the gate; the
-        chosen row's gate is used.
+        The two rows of a pair share the prompt ids (pair-consistent truncation) and the gate is a
+        function of the prompt alone, so their gates agree up to float rounding; the score uses their
+        mean, which is symmetric in the two sides, so s(a > b) = -s(b > a) holds bit for bit.
         """
         b = num_pairs
         if self.rewards is not None:
             return self.rewards[:b] - self.rewards[b : 2 * b]
-        return gpm_score(self.embeddings[:b], self.embeddings[b : 2 * b], self.gate[:b]) / self.tau
+        gate = 0.5 * (self.gate[:b] + self.gate[b : 2 * b])
+        return gpm_score(self.embeddings[:b], self.embeddings[b : 2 * b], gate) / self.tau

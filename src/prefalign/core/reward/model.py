@@ -7,18 +7,18 @@ Saved as a ``save_pretrained`` directory; a scalar model on a decoder backbone I
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, merged_copy, save_adapted
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
-
-from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
+from prefalign.core.reward.heads import POOLINGS, GPMHead, RewardOutput, ScalarHead, gather_rows, pool
 from prefalign.core.training.batching import SequenceBatch
 from prefalign.core.models.params import dataclass_from_params
 
@@ -34,6 +34,7 @@ class HeadConfig:
     head: str = "scalar"  # scalar | gpm
     gpm_k: int = 2  # GPM: number of 2x2 blocks; embedding dimension 2k
     tau: float = 0.1  # GPM: P(i > j) = sigmoid(s / tau)
+    pooling: str = "auto"  # auto | last | first | mean (methods.md s6); auto: last for decoders, first for encoders
     max_length: int = 256
     max_prompt_length: int = 128
 
@@ -44,17 +45,39 @@ class HeadConfig:
             raise ValueError(f"head={cfg.head!r} is not one of {HEAD_TYPES}")
         if cfg.tau <= 0:
             raise ValueError(f"tau={cfg.tau} must be > 0")
+        if cfg.pooling not in ("auto", *POOLINGS):
+            raise ValueError(f"head.pooling={cfg.pooling!r} is not one of {('auto', *POOLINGS)}")
         return cfg
 
 
+def is_bidirectional_encoder(config: PretrainedConfig) -> bool:
+    """BERT/MiniLM/DeBERTa/RoBERTa-family backbones (masked-LM architectures not set up as decoders)."""
+    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+
+
+def default_pooling(config: PretrainedConfig) -> str:
+    """``first`` ([CLS], what sequence-classification heads of encoders read) for encoders, else ``last``."""
+    return "first" if is_bidirectional_encoder(config) else "last"
+
+
 class RewardModel(torch.nn.Module):
-    """Backbone (``AutoModel``) + head. ``forward(SequenceBatch) -> RewardOutput``."""
+    """Backbone (``AutoModel``) + head. ``forward(SequenceBatch) -> RewardOutput``.
+
+    ``head_config.pooling`` "auto" is resolved from the backbone here (and saved resolved). With a
+    bidirectional encoder, the prompt's hidden states depend on the response, so GPM's gate comes
+    from a separate prompt-only forward (``[CLS] prompt [SEP]``): a function of the prompt alone,
+    shared by every response to it, as the causal decoder's last-prompt-token state is (methods.md s6).
+    """
 
     checkpoint_kind = "reward_model"
 
     def __init__(self, backbone: PreTrainedModel, head_config: HeadConfig | dict[str, Any], head_bias: bool = False):
         super().__init__()
-        self.head_config = head_config if isinstance(head_config, HeadConfig) else HeadConfig.from_dict(head_config)
+        cfg = head_config if isinstance(head_config, HeadConfig) else HeadConfig.from_dict(head_config)
+        if cfg.pooling == "auto":
+            cfg = replace(cfg, pooling=default_pooling(backbone.config))
+        self.head_config = cfg
+        self.bidirectional = is_bidirectional_encoder(backbone.config)
         self.backbone = backbone
         hidden = (backbone.get_base_model() if is_adapted(backbone) else backbone).config.hidden_size
         cfg = self.head_config
@@ -65,11 +88,22 @@ class RewardModel(torch.nn.Module):
         return self.head_config.head == "gpm"
 
     def forward(self, sequences: SequenceBatch) -> RewardOutput:
+        pooling = self.head_config.pooling
         hidden = self.backbone(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
-        if self.is_gpm:
-            v, gate = self.head(hidden, sequences.last_index, sequences.last_prompt_index)
-            return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
-        return RewardOutput(rewards=self.head(hidden, sequences.last_index), tau=self.head_config.tau)
+        pooled = pool(hidden, sequences.attention_mask, sequences.last_index, pooling)
+        if not self.is_gpm:
+            return RewardOutput(rewards=self.head(pooled), tau=self.head_config.tau)
+        if self.bidirectional:
+            # Prompt-only forward: positions 0..last_prompt_index of each row, nothing of the response.
+            width = int(sequences.last_prompt_index.max()) + 1
+            positions = torch.arange(width, device=sequences.input_ids.device)
+            mask = (positions[None, :] <= sequences.last_prompt_index[:, None]).to(sequences.attention_mask.dtype)
+            prompt_hidden = self.backbone(input_ids=sequences.input_ids[:, :width], attention_mask=mask).last_hidden_state
+            prompt_pooled = pool(prompt_hidden, mask, sequences.last_prompt_index, pooling)
+        else:
+            prompt_pooled = gather_rows(hidden, sequences.last_prompt_index)  # causal: sees the prompt only
+        v, gate = self.head(pooled, prompt_pooled)
+        return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the model as a directory (layouts in docs/reward.md, "Checkpoint layout").
@@ -101,6 +135,8 @@ class RewardModel(torch.nn.Module):
     @property
     def exportable(self) -> bool:
         """True when ``export_sequence_classifier`` can reproduce the rewards exactly."""
+        if self.head_config.pooling != "last":  # transformers' seq-cls decoders read the last real token
+            return False
         try:
             check_exportable(self._base_config, self.head)
         except ValueError:
@@ -126,6 +162,12 @@ class RewardModel(torch.nn.Module):
             raise ValueError(
                 "a GPM has no scalar reward to export as AutoModelForSequenceClassification; load it with "
                 "prefalign.core.reward.scoring.load_preference_model(path) (layout in docs/reward.md)"
+            )
+        if self.head_config.pooling != "last":
+            raise ValueError(
+                f"head.pooling={self.head_config.pooling!r}: AutoModelForSequenceClassification decoders read the "
+                "last real token, so only pooling 'last' exports with the same rewards; retrain with head.pooling: last "
+                "or load the model with prefalign's RewardModel.from_pretrained"
             )
         backbone = merged_copy(self.backbone) if is_adapted(self.backbone) else self.backbone
         return save_sequence_classifier(backbone, self.head, directory)

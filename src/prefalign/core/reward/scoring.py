@@ -24,17 +24,26 @@ from transformers import PreTrainedTokenizerBase
 from prefalign.core.models.checkpoint import load_bundle
 from prefalign.core.reward.heads import gpm_score
 from prefalign.core.reward.model import RewardModel
-from prefalign.core.training.batching import collate_sequences, length_grouped_batches, tokenize_sequences
+from prefalign.core.training.batching import (
+    TokenizedSequence,
+    collate_sequences,
+    length_grouped_batches,
+    tokenize_pairs,
+    tokenize_sequences,
+)
 
 
 @torch.no_grad()
-def _forward_all(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int):
-    """One forward per (prompt, response); returns (rewards [N] | None, v [N,2k] | None, gate [N,k] | None)."""
+def _forward_all(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int,
+                 seqs: Sequence[TokenizedSequence] | None = None):
+    """One forward per (prompt, response) (or per given tokenised sequence);
+    returns (rewards [N] | None, v [N,2k] | None, gate [N,k] | None)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one prompt per response")
     cfg = model.head_config
     device = next(model.parameters()).device
-    seqs = tokenize_sequences(tokenizer, prompts, responses, cfg.max_length, cfg.max_prompt_length)
+    if seqs is None:
+        seqs = tokenize_sequences(tokenizer, prompts, responses, cfg.max_length, cfg.max_prompt_length)
     was_training = model.training
     model.eval()
     rewards = v = gate = None
@@ -148,12 +157,21 @@ def load_preference_model(path: str | Path, device: str | torch.device = "cpu", 
 
 
 def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """Logit of P(chosen > rejected) per pair [B], for scalar and GPM models alike."""
+    """Logit of P(chosen > rejected) per pair [B], for scalar and GPM models alike.
+
+    Pairs are truncated as in training (both sides see the same prompt tokens, methods.md s6); a pair
+    whose sides are token-identical after truncation gets logit exactly 0 (no preference; strict
+    accuracy counts it wrong, so callers that exclude such pairs find them at 0).
+    """
     n = len(prompts)
     if not (len(chosen) == len(rejected) == n):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {n}, {len(chosen)}, {len(rejected)}")
-    rewards, v, gate = _forward_all(model, tokenizer, list(prompts) * 2, list(chosen) + list(rejected), batch_size)
+    cfg = model.head_config
+    tokenized = tokenize_pairs(tokenizer, prompts, chosen, rejected, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
+    rewards, v, gate = _forward_all(model, tokenizer, list(prompts) * 2, list(chosen) + list(rejected), batch_size,
+                                    seqs=tokenized.chosen + tokenized.rejected)
     if rewards is not None:
-        return rewards[:n] - rewards[n:]
-    s = gpm_score(torch.from_numpy(v[:n]), torch.from_numpy(v[n:]), torch.from_numpy(gate[:n]))
-    return (s / model.head_config.tau).numpy()
+        return np.where(tokenized.identical, 0.0, rewards[:n] - rewards[n:])
+    shared_gate = 0.5 * (torch.from_numpy(gate[:n]) + torch.from_numpy(gate[n:]))  # symmetric: exact antisymmetry
+    s = gpm_score(torch.from_numpy(v[:n]), torch.from_numpy(v[n:]), shared_gate)
+    return np.where(tokenized.identical, 0.0, (s / model.head_config.tau).numpy())

@@ -18,10 +18,10 @@ from transformers import PreTrainedTokenizerBase
 from prefalign.core.models.backbone import ModelConfig, build_backbone
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.lora import trainable_parameters
-from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer
+from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, check_tokenizer_fits, tokenizer_params_for_model
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.training.batching import make_pair_batches, padding_fraction, tokenize_pairs
+from prefalign.core.training.batching import TokenizedPairs, make_pair_batches, padding_fraction, tokenize_pairs
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.training.run import TrainingRun, curve_frame
@@ -55,6 +55,7 @@ class RewardParams:
     eval_batch_size: int = 32
     max_train_pairs: int | None = None
     max_val_pairs: int | None = None
+    sources: list[str] | None = None  # train/val only on these sources (null = all); held-out sources stay for testing
     train_accuracy_pairs: int = 256  # train pairs re-scored at the end (accuracy on train pairs)
     num_processes: int = 1  # > 1: run the same entry point under `accelerate launch`
     accelerate_config: str | None = None  # e.g. conf/accelerate/ddp.yaml (for num_processes > 1)
@@ -136,6 +137,14 @@ def select_pairs(
         (selected rows, counts of rows seen / dropped / used).
     """
     frame = pairs.filter(pl.col("split") == split)
+    if params.sources is not None:
+        missing = sorted(set(params.sources) - set(pairs["source"].unique().to_list()))
+        if missing:
+            raise ValueError(
+                f"reward sources {missing} have no rows in validated_pairs (present: "
+                f"{sorted(pairs['source'].unique().to_list())}); fix reward.defaults.sources or feedback.sources"
+            )
+        frame = frame.filter(pl.col("source").is_in(list(params.sources)))
     counts = {f"{split}_rows": frame.height}
     if drop_ties:
         counts[f"{split}_ties_dropped"] = frame.filter(is_tie()).height
@@ -153,17 +162,40 @@ def select_pairs(
 
 
 def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrainedTokenizerBase:
-    """The configured pretrained tokenizer, or a BPE trained on the training texts only.
+    """The model's own tokenizer when ``model.name_or_path`` is set (unless another is named), else
+    a BPE trained on the training texts only.
 
     Args:
         train_pairs: the selected train pairs (prompt, chosen, rejected texts; never val or test).
-        params: ``params.tokenizer`` (core/models/tokenizer.py TokenizerConfig keys).
+        params: ``params.tokenizer`` (core/models/tokenizer.py TokenizerConfig keys) and ``params.model``.
 
     Returns:
         A tokenizer with a pad token.
+
+    Raises:
+        ValueError: the tokenizer does not fit the pretrained model's vocabulary (checked from the
+            model's config, before any training).
     """
     texts = (train_pairs["prompt"].to_list() + train_pairs["chosen"].to_list() + train_pairs["rejected"].to_list())
-    return build_tokenizer(params.tokenizer, texts)
+    tokenizer_params = tokenizer_params_for_model(params.tokenizer, params.model)
+    tokenizer = build_tokenizer(tokenizer_params, texts)
+    model_path = params.model.get("name_or_path")
+    if model_path is not None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=bool(params.model.get("trust_remote_code")))
+        if getattr(config, "vocab_size", None):
+            check_tokenizer_fits(tokenizer, config.vocab_size, tokenizer_params.get("name_or_path"), model_path)
+    return tokenizer
+
+
+def tokenize_pair_frame(tokenizer: PreTrainedTokenizerBase, frame: pl.DataFrame, max_length: int, max_prompt_length: int) -> TokenizedPairs:
+    """A pairs table tokenised with pair-consistent truncation; ``prompt_messages`` used when present."""
+    messages = frame["prompt_messages"].to_list() if "prompt_messages" in frame.columns else None
+    return tokenize_pairs(
+        tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list(),
+        frame["p_chosen"].to_list(), frame["margin"].to_list(), max_length, max_prompt_length, messages,
+    )
 
 
 def train_reward_model(
@@ -193,13 +225,17 @@ def train_reward_model(
     """
     cfg = params.head_config()
 
-    def tokenize(frame: pl.DataFrame):
-        return tokenize_pairs(
-            tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list(),
-            frame["p_chosen"].to_list(), frame["margin"].to_list(), cfg.max_length, cfg.max_prompt_length,
-        )
+    def tokenize(frame: pl.DataFrame) -> TokenizedPairs:
+        # Pairs whose two sides are the same ids after truncation carry no preference: they are left
+        # out of training and of accuracy, and counted (truncation.identical_after_truncation).
+        return tokenize_pair_frame(tokenizer, frame, cfg.max_length, cfg.max_prompt_length).without_identical()
 
     train_tok, val_tok = tokenize(train_pairs), tokenize(val_pairs)
+    if len(train_tok) == 0:
+        raise ValueError(
+            f"all {train_pairs.height} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
+            "raise max_length"
+        )
     training = TrainConfig.from_dict(params.training)
     train_batches = make_pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, seed=None) if len(val_tok) else []
@@ -224,6 +260,11 @@ def train_reward_model(
         **{k.replace("val_", "train_", 1): v for k, v in train_eval.items()},
         "train_padding_fraction": padding_fraction(train_batches),
         "truncation": train_tok.truncation.add(val_tok.truncation).as_dict(),
+        "excluded_pairs": {
+            "reason": "chosen and rejected are token-identical after truncation (no preference left)",
+            "train": train_tok.truncation.identical_after_truncation,
+            "val": val_tok.truncation.identical_after_truncation,
+        },
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         "train_seconds": result.train_seconds,

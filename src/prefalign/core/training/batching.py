@@ -1,13 +1,30 @@
-"""Tokenise (prompt, response) sequences and group them into low-padding batches.
+"""Tokenise (prompt, response) sequences and group them into low-padding batches (methods.md s6).
 
-Layout of one sequence: ``[bos] prompt [response ... eos]``, right-padded. ``response_mask`` marks
-the response tokens (eos included), so policies can sum response-only log-probs.
-``last_prompt_index`` is the last prompt token (GPM's gate reads it) and ``last_index`` the last
-real token (reward heads read it).
+Three layouts, chosen from the tokenizer (``sequence_layout``):
 
-Truncation is explicit and counted, never a silent drop: when a sequence is longer than
-``max_length``, the prompt is cut from the LEFT (the end nearest the response survives) down to
-``max_prompt_length``, then the response is cut from the right. Every pair is kept.
+- ``chat_template``: the tokenizer has a chat template. The prompt is the conversation's turns
+  (``prompt_messages``; one user turn holding the prompt text when a row has none) rendered with
+  the generation prompt; the whole sequence is the conversation plus the response as the assistant
+  turn, i.e. exactly ``apply_chat_template(messages + [assistant])``; the response ids are the
+  suffix after the prompt ids.
+- ``pair``: encoders (the tokenizer has a CLS and a SEP token, e.g. BERT/MiniLM/DeBERTa/RoBERTa):
+  the tokenizer's own pair layout, ``[CLS] prompt [SEP] response [SEP]`` for BERT.
+- ``flatten``: anything else (the BPE trained here, base decoders): ``[bos] prompt response [eos]``;
+  a tokenizer without BOS puts its EOS in front, one without EOS ends without it.
+
+Text is text: special-token strings inside prompts and responses (BOS/EOS/PAD/SEP, template
+markers such as ``<|im_start|>``) are encoded as ordinary text, never as control ids; only the
+layout itself adds control ids (chat templates via transformers' ``sanitize_control_tokens``).
+
+``response_mask`` marks the response tokens (eos / end-of-turn included), so policies can sum
+response-only log-probs. ``last_prompt_index`` is the last prompt token (GPM's gate reads it) and
+``last_index`` the last real token (decoder reward heads read it).
+
+Truncation is explicit and counted, never a silent drop, and decided once per PAIR: the prompt is cut
+from the LEFT (after a leading BOS/CLS, which is kept) to what fits beside the LONGER response but
+never below ``max_prompt_length``, so both sides see the same prompt tokens; then each response is
+cut from the right. A pair whose two sides are token-identical after truncation carries no
+preference: it is flagged (``TokenizedPairs.identical``) and counted, and training leaves it out.
 
 Pairs: chosen and rejected of a pair go through ONE forward pass. A ``PairBatch`` of B pairs
 holds 2B sequences: rows 0..B-1 are the chosen, rows B..2B-1 the rejected responses.
@@ -16,11 +33,14 @@ holds 2B sequences: rows 0..B-1 are the chosen, rows B..2B-1 the rejected respon
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
+
+LAYOUTS = ("chat_template", "pair", "flatten")
+Messages = Sequence[Mapping[str, Any]]
 
 
 @dataclass
@@ -32,6 +52,7 @@ class TruncationStats:
     truncated_responses: int = 0
     prompt_tokens_removed: int = 0
     response_tokens_removed: int = 0
+    identical_after_truncation: int = 0  # pairs whose two sides became the same ids (no preference left)
 
     def add(self, other: "TruncationStats") -> "TruncationStats":
         return TruncationStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -43,10 +64,67 @@ class TruncationStats:
 @dataclass
 class TokenizedSequence:
     input_ids: list[int]
-    prompt_length: int  # tokens before the response, bos included
+    prompt_length: int  # tokens before the response, bos / template header included
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+def _check_lengths(max_length: int, max_prompt_length: int) -> None:
+    if max_prompt_length < 1 or max_length < max_prompt_length + 2:
+        raise ValueError(
+            f"need 1 <= max_prompt_length ({max_prompt_length}) and max_length ({max_length}) >= "
+            "max_prompt_length + 2 so that at least one response token fits"
+        )
+
+
+def truncate_group(
+    prompt_ids: list[int],
+    responses: Sequence[list[int]],
+    max_length: int,
+    max_prompt_length: int,
+    keep_first: int = 0,
+    stats: TruncationStats | None = None,
+) -> list[TokenizedSequence]:
+    """Cut ONE prompt and the responses that share it (a pair: chosen and rejected) to ``max_length``.
+
+    Rule (module doc): the prompt is cut once, from the left after its first ``keep_first`` tokens
+    (a BOS / CLS), to ``max(min(len(prompt), max_prompt_length), max_length - longest response)``;
+    then every response is cut from the right to what is left. All returned sequences therefore start
+    with the same prompt ids. Counted per sequence in ``stats``.
+
+    Args:
+        prompt_ids: the prompt's ids, layout tokens included.
+        responses: each response's ids (eos / end-of-turn included).
+        keep_first: leading prompt tokens that are never cut.
+
+    Returns:
+        One ``TokenizedSequence`` per response, in order.
+
+    Raises:
+        ValueError: when ``max_length`` leaves no room for a response token beside ``max_prompt_length``.
+    """
+    _check_lengths(max_length, max_prompt_length)
+    longest = max((len(r) for r in responses), default=0)
+    keep_prompt = min(len(prompt_ids), max(min(len(prompt_ids), max_prompt_length), max_length - longest))
+    keep_prompt = max(keep_prompt, min(keep_first, len(prompt_ids)))
+    cut_prompt = len(prompt_ids) - keep_prompt
+    if cut_prompt > 0:
+        prompt_ids = prompt_ids[:keep_first] + prompt_ids[keep_first + cut_prompt :]  # the prompt's end survives
+    room = max_length - len(prompt_ids)
+    out = []
+    for response_ids in responses:
+        cut_response = max(0, len(response_ids) - room)
+        if cut_response:
+            response_ids = response_ids[: len(response_ids) - cut_response]
+        if stats is not None:
+            stats.sequences += 1
+            stats.truncated_prompts += cut_prompt > 0
+            stats.truncated_responses += cut_response > 0
+            stats.prompt_tokens_removed += cut_prompt
+            stats.response_tokens_removed += cut_response
+        out.append(TokenizedSequence(list(prompt_ids) + list(response_ids), len(prompt_ids)))
+    return out
 
 
 def assemble_sequence(
@@ -56,43 +134,115 @@ def assemble_sequence(
     max_prompt_length: int,
     stats: TruncationStats | None = None,
 ) -> TokenizedSequence:
-    """Truncate already-tokenised ``prompt_ids`` ([bos] included) and ``response_ids`` ([eos] included).
+    """Truncate already-tokenised ``prompt_ids`` ([bos] first, kept) and ``response_ids`` by the module's rule."""
+    return truncate_group(prompt_ids, [response_ids], max_length, max_prompt_length, keep_first=1, stats=stats)[0]
 
-    Rule (module doc): cut the prompt from the left down to what fits beside the full response, but
-    never below ``max_prompt_length``; then cut the response from the right. Counted in ``stats``.
+
+def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> str:
+    """``chat_template`` when the tokenizer has one, ``pair`` for CLS/SEP encoders, else ``flatten``."""
+    if getattr(tokenizer, "chat_template", None):
+        return "chat_template"
+    if tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+        return "pair"
+    return "flatten"
+
+
+def _encode_text(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    # One batched call (the Rust tokenizer encodes the list in parallel); split_special_tokens=True
+    # encodes strings such as "<|eos|>" or "[SEP]" inside the data as ordinary text (text is text).
+    if not len(texts):
+        return []
+    # verbose=False: texts longer than the model maximum are expected here; truncation follows.
+    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+
+
+def _pair_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int], list[int]]:
+    """The ids an encoder's pair encoding puts before, between and after the two texts (a probe)."""
+    enc = tokenizer("a", "b", add_special_tokens=True)
+    ids, seq = enc["input_ids"], enc.sequence_ids(0)
+    last_a = max(i for i, s in enumerate(seq) if s == 0)
+    last_b = max(i for i, s in enumerate(seq) if s == 1)
+    return ids[: seq.index(0)], ids[last_a + 1 : seq.index(1)], ids[last_b + 1 :]
+
+
+def _default_messages(prompt: str, messages: Messages | None) -> list[dict[str, str]]:
+    if messages is None or len(messages) == 0:
+        return [{"role": "user", "content": prompt}]
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+
+
+def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]], generation_prompt: bool) -> list[list[int]]:
+    if not conversations:
+        return []
+    return tokenizer.apply_chat_template(
+        conversations, tokenize=True, return_dict=False, add_generation_prompt=generation_prompt,
+        sanitize_control_tokens=True,  # control-token strings inside messages are encoded as text
+    )
+
+
+def _common_prefix(*sequences: Sequence[int]) -> int:
+    n = min(len(s) for s in sequences)
+    for i in range(n):
+        if any(s[i] != sequences[0][i] for s in sequences[1:]):
+            return i
+    return n
+
+
+def encode_prompt_groups(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    response_groups: Sequence[Sequence[str]],
+    prompt_messages: Sequence[Messages | None] | None = None,
+) -> tuple[list[list[int]], list[list[list[int]]], int]:
+    """Encode each prompt once with the responses that share it (a pair: chosen, rejected).
+
+    Args:
+        prompts: [N] flattened prompt texts (used by ``pair``/``flatten`` layouts, and as the single
+            user turn of a chat when a row has no messages).
+        response_groups: [N][G] response texts per prompt (G = 2 for pairs).
+        prompt_messages: [N] optional lists of ``{"role", "content"}`` turns (chat-template layout).
+
+    Returns:
+        (prompt_ids [N], response_ids [N][G], keep_first): concatenating a prompt's ids with a
+        response's ids gives the whole sequence of the layout; ``keep_first`` leading prompt tokens
+        (a BOS/CLS) are never truncated. Chat templates whose generation prompt is not a prefix of
+        the full conversation (a few templates rewrite earlier turns) take the longest common prefix
+        of all renders of the group as the prompt, so the whole sequence still equals the full render.
     """
-    if max_prompt_length < 1 or max_length < max_prompt_length + 2:
-        raise ValueError(
-            f"need 1 <= max_prompt_length ({max_prompt_length}) and max_length ({max_length}) >= "
-            "max_prompt_length + 2 so that at least one response token fits"
-        )
-    overflow = len(prompt_ids) + len(response_ids) - max_length
-    cut_prompt = cut_response = 0
-    if overflow > 0:
-        keep_prompt = max(min(len(prompt_ids), max_prompt_length), max_length - len(response_ids))
-        cut_prompt = len(prompt_ids) - keep_prompt
-        if cut_prompt > 0:
-            prompt_ids = prompt_ids[:1] + prompt_ids[1 + cut_prompt :]  # keep [bos] and the prompt's end
-        cut_response = max(0, len(prompt_ids) + len(response_ids) - max_length)
-        if cut_response > 0:
-            response_ids = response_ids[: len(response_ids) - cut_response]
-    if stats is not None:
-        stats.sequences += 1
-        stats.truncated_prompts += cut_prompt > 0
-        stats.truncated_responses += cut_response > 0
-        stats.prompt_tokens_removed += cut_prompt
-        stats.response_tokens_removed += cut_response
-    return TokenizedSequence(prompt_ids + response_ids, len(prompt_ids))
-
-
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    # One batched call: the Rust tokenizer encodes the list in parallel (per-string calls were ~10x slower).
-    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if len(texts) else []
-
-
-def _bos(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    # Tokenizers without a bos token (e.g. Qwen) get the eos token as the separator in front.
-    return [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    n = len(prompts)
+    if len(response_groups) != n or (prompt_messages is not None and len(prompt_messages) != n):
+        raise ValueError(f"{n} prompts but {len(response_groups)} response groups / "
+                         f"{None if prompt_messages is None else len(prompt_messages)} message lists")
+    layout = sequence_layout(tokenizer)
+    if layout == "chat_template":
+        convs = [_default_messages(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
+        gen = _render_chat(tokenizer, convs, generation_prompt=True)
+        flat = [(i, r) for i, group in enumerate(response_groups) for r in group]
+        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], generation_prompt=False)
+        prompt_ids, responses, k = [], [], 0
+        for i, group in enumerate(response_groups):
+            rows = full[k : k + len(group)]
+            k += len(group)
+            split = _common_prefix(gen[i], *rows) if rows else len(gen[i])
+            prompt_ids.append(list(gen[i][:split]))
+            responses.append([list(r[split:]) for r in rows])
+        first = prompt_ids[0][:1] if prompt_ids and prompt_ids[0] else []
+        keep = int(bool(first) and first[0] in set(tokenizer.all_special_ids))
+        return prompt_ids, responses, keep
+    unique = list(dict.fromkeys(prompts))  # pairs share prompts: encode each once
+    encoded = dict(zip(unique, _encode_text(tokenizer, unique)))
+    flat_texts = [r for group in response_groups for r in group]
+    flat_ids = iter(_encode_text(tokenizer, flat_texts))
+    if layout == "pair":
+        lead, mid, tail = _pair_specials(tokenizer)
+        before, after = mid, tail
+    else:
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        lead = [] if bos is None else [bos]
+        before, after = [], [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    prompt_ids = [lead + encoded[p] + before for p in prompts]
+    responses = [[next(flat_ids) + after for _ in group] for group in response_groups]
+    return prompt_ids, responses, len(lead)
 
 
 def tokenize_sequences(
@@ -102,16 +252,23 @@ def tokenize_sequences(
     max_length: int,
     max_prompt_length: int,
     stats: TruncationStats | None = None,
+    prompt_messages: Sequence[Messages | None] | None = None,
 ) -> list[TokenizedSequence]:
-    """``[bos] prompt response [eos]`` for each (prompt, response), truncated by the module's rule."""
+    """One sequence per (prompt, response) in the tokenizer's layout (module doc), truncated by the module's rule.
+
+    Args:
+        prompts, responses: [N] texts.
+        prompt_messages: [N] optional chat turns per row (chat-template layout only).
+
+    Returns:
+        [N] ``TokenizedSequence`` (ids and prompt length in tokens).
+    """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    unique = list(dict.fromkeys(prompts))  # pairs share prompts: encode each once
-    encoded = dict(zip(unique, _encode(tokenizer, unique)))
-    bos, eos = _bos(tokenizer), [tokenizer.eos_token_id]
+    _check_lengths(max_length, max_prompt_length)
+    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, [[r] for r in responses], prompt_messages)
     return [
-        assemble_sequence(bos + encoded[x], ids + eos, max_length, max_prompt_length, stats)
-        for x, ids in zip(prompts, _encode(tokenizer, responses))
+        truncate_group(p, r, max_length, max_prompt_length, keep, stats)[0] for p, r in zip(prompt_ids, response_ids)
     ]
 
 
@@ -122,9 +279,11 @@ def tokenize_sequence(
     max_length: int,
     max_prompt_length: int,
     stats: TruncationStats | None = None,
+    prompt_messages: Messages | None = None,
 ) -> TokenizedSequence:
-    """One ``[bos] prompt response [eos]`` sequence (see ``tokenize_sequences`` for many)."""
-    return tokenize_sequences(tokenizer, [prompt], [response], max_length, max_prompt_length, stats)[0]
+    """One sequence (see ``tokenize_sequences`` for many)."""
+    messages = None if prompt_messages is None else [prompt_messages]
+    return tokenize_sequences(tokenizer, [prompt], [response], max_length, max_prompt_length, stats, messages)[0]
 
 
 @dataclass
@@ -203,9 +362,29 @@ class TokenizedPairs:
     p_chosen: np.ndarray
     margin: np.ndarray
     truncation: TruncationStats = field(default_factory=TruncationStats)
+    identical: np.ndarray | None = None  # [B] bool: the two sides are the same ids after truncation
+
+    def __post_init__(self) -> None:
+        if self.identical is None:
+            self.identical = np.array([c.input_ids == r.input_ids for c, r in zip(self.chosen, self.rejected)], dtype=bool)
 
     def __len__(self) -> int:
         return len(self.chosen)
+
+    def subset(self, keep: Sequence[bool] | np.ndarray) -> "TokenizedPairs":
+        """The pairs where ``keep`` is True (same order); truncation counts are kept as measured."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(self),):
+            raise ValueError(f"keep has shape {keep.shape}; need ({len(self)},)")
+        index = np.flatnonzero(keep)
+        return TokenizedPairs(
+            [self.chosen[i] for i in index], [self.rejected[i] for i in index], self.p_chosen[index],
+            self.margin[index], self.truncation, self.identical[index],
+        )
+
+    def without_identical(self) -> "TokenizedPairs":
+        """Drop pairs whose sides are token-identical after truncation: they carry no preference."""
+        return self.subset(~self.identical)
 
 
 def tokenize_pairs(
@@ -217,16 +396,29 @@ def tokenize_pairs(
     margin: Sequence[float | None] | None = None,
     max_length: int = 256,
     max_prompt_length: int = 128,
+    prompt_messages: Sequence[Messages | None] | None = None,
 ) -> TokenizedPairs:
-    """Tokenise every pair (none dropped); truncation counts land in ``.truncation``."""
+    """Tokenise every pair with pair-consistent truncation (module doc); none dropped here.
+
+    Both sides of a pair get the same prompt ids. Pairs whose sides are token-identical after
+    truncation are flagged in ``.identical`` [B] and counted in ``.truncation.identical_after_truncation``;
+    training calls ``without_identical()``.
+    """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
+    _check_lengths(max_length, max_prompt_length)
     stats = TruncationStats()
-    tok_chosen = tokenize_sequences(tokenizer, prompts, chosen, max_length, max_prompt_length, stats)
-    tok_rejected = tokenize_sequences(tokenizer, prompts, rejected, max_length, max_prompt_length, stats)
+    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, list(zip(chosen, rejected)), prompt_messages)
+    tok_chosen, tok_rejected = [], []
+    for p, group in zip(prompt_ids, response_ids):
+        c, r = truncate_group(p, group, max_length, max_prompt_length, keep, stats)
+        tok_chosen.append(c)
+        tok_rejected.append(r)
+    identical = np.array([c.input_ids == r.input_ids for c, r in zip(tok_chosen, tok_rejected)], dtype=bool)
+    stats.identical_after_truncation = int(identical.sum())
     p = np.ones(len(prompts)) if p_chosen is None else np.asarray(p_chosen, dtype=np.float64)
     m = np.full(len(prompts), np.nan) if margin is None else np.array([np.nan if v is None else v for v in margin], dtype=np.float64)
-    return TokenizedPairs(tok_chosen, tok_rejected, p, m, stats)
+    return TokenizedPairs(tok_chosen, tok_rejected, p, m, stats, identical)
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | None, group_batches: int = 16) -> list[np.ndarray]:
