@@ -9,6 +9,7 @@ import torch
 from prefalign.core.models import build_backbone, build_tokenizer
 from prefalign.core.models.tokenizer import tokenizer_params_for_model
 from prefalign.core.reward.model import RewardModel
+from prefalign.core.objectives import registry
 from prefalign.core.reward.training import RewardParams, fit_tokenizer, train_reward_model
 from prefalign.core.training.batching import collate_sequences, tokenize_pairs, tokenize_sequences
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame, toy_tokenizer
@@ -72,9 +73,9 @@ def test_gpm_on_a_bidirectional_encoder_is_exactly_antisymmetric_and_gates_on_th
     assert not torch.allclose(naive[:n], naive[n:], atol=1e-4)
 
 
-def _params(model_dir: str, **extra) -> RewardParams:
-    return RewardParams.from_dict({
-        "objective": "bt", "max_length": 64, "max_prompt_length": 24, "batch_size": 8, "eval_batch_size": 16,
+def _params(model_dir: str, namespace: str = "reward_bt", **extra) -> RewardParams:
+    return registry.get(namespace).parse({
+        "max_length": 64, "max_prompt_length": 24, "batch_size": 8, "eval_batch_size": 16,
         "train_accuracy_pairs": 8, "model": {"name_or_path": model_dir},
         "training": {"max_steps": 2, "learning_rate": 1e-4, "checkpoint_every": 0, "eval_every": 0, "progress_bar": False, "cpu_threads": 1},
         **extra,
@@ -115,19 +116,19 @@ def _pretrained_dir(tmp_path: Path) -> str:
     return str(tiny_bert_dir(tmp_path / "encoder"))
 
 
-@pytest.mark.parametrize("objective,head,same_tokenizer", [
-    ("bt", {"head": "scalar"}, True), ("mmpo", {"head": "scalar"}, False), ("bt", {"head": "gpm", "gpm_k": 2}, False)
+@pytest.mark.parametrize("namespace,head,same_tokenizer", [
+    ("reward_bt", {}, True), ("reward_mmpo", {}, False), ("reward_gpm", {"gpm_k": 2}, False)
 ])
-def test_reward_models_train_on_a_local_pretrained_encoder_with_its_own_tokenizer(tmp_path, objective, head, same_tokenizer):
+def test_reward_models_train_on_a_local_pretrained_encoder_with_its_own_tokenizer(tmp_path, namespace, head, same_tokenizer):
     """Issue 10: naming the encoder's directory as the tokenizer too crashed in collate_sequences (no BOS/EOS)."""
     model_dir = _pretrained_dir(tmp_path)
     frame = toy_pairs_frame(24, 8)
     train, val = frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "val")
     tokenizer = {"name_or_path": model_dir} if same_tokenizer else {}
-    params = _params(model_dir, objective=objective, head=head, tokenizer=tokenizer)
+    params = _params(model_dir, namespace, head=head, tokenizer=tokenizer)
     tok = fit_tokenizer(train, params)
     assert tok.name_or_path == model_dir
-    out = train_reward_model(train, val, tok, params, tmp_path / "run")
+    out = train_reward_model(train, val, tok, params, tmp_path / "run", registry.get(namespace).name)
     model = out.bundle.model
     assert model.head_config.pooling == "first" and model.bidirectional
     assert out.metrics["steps"] == 2 and out.metrics["val_loss"] == out.metrics["val_loss"]  # finite, not NaN

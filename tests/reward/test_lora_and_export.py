@@ -304,21 +304,6 @@ def test_lora_over_a_pretrained_base_refers_to_it_and_loads_with_plain_peft(tok,
         load_bundle(tmp_path / "adapter")
 
 
-def test_lora_over_a_resized_base_carries_its_own_base(tok, tmp_path: Path):
-    import copy
-
-    build_causal_lm(TINY_MODEL, tok).save_pretrained(tmp_path / "base")
-    bigger = copy.deepcopy(tok)
-    bigger.add_tokens(["<|extra|>"])  # the tokenizer outgrows the base: new embedding rows, not on the hub
-    policy = build_causal_lm({"name_or_path": str(tmp_path / "base"), "lora": LORA}, bigger).eval()
-    save_bundle(ModelBundle(policy, bigger), tmp_path / "adapter")
-    assert json.loads((tmp_path / "adapter" / LORA_FILE).read_text())["base"] == "base_model"
-    ids = torch.tensor([bigger("great <|extra|> kind")["input_ids"]])
-    assert ids.max().item() == len(tok)  # the new row is used
-    with torch.no_grad():
-        assert torch.equal(load_bundle(tmp_path / "adapter").model(input_ids=ids).logits, policy(input_ids=ids).logits)
-
-
 def test_gradient_checkpointing_with_lora_still_reaches_the_adapters(tok):
     model = RewardModel(build_backbone({**TINY_MODEL, "lora": LORA, "gradient_checkpointing": True}, tok), {"head": "scalar"})
     assert model.backbone.get_base_model().is_gradient_checkpointing

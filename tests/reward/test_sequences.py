@@ -179,7 +179,8 @@ def test_case_07_both_sides_see_the_same_prompt_and_identical_pairs_are_flagged(
 def test_identical_pairs_are_left_out_of_reward_training_and_accuracy(tmp_path):
     import polars as pl
 
-    from prefalign.core.reward.training import RewardParams, fit_tokenizer, train_reward_model
+    from prefalign.core.objectives import registry
+    from prefalign.core.reward.training import fit_tokenizer, train_reward_model
     from tests.reward.helpers import toy_pairs_frame
 
     frame = toy_pairs_frame(32, 16)
@@ -191,14 +192,14 @@ def test_identical_pairs_are_left_out_of_reward_training_and_accuracy(tmp_path):
         pl.when(same).then(pl.lit(tail) + pl.lit(" end b")).otherwise(pl.col("rejected")).alias("rejected"),
         pl.when(same).then(pl.lit(0.9)).otherwise(pl.col("p_chosen")).alias("p_chosen"),
     )
-    params = RewardParams.from_dict({
-        "objective": "bt", "max_length": 48, "max_prompt_length": 16, "batch_size": 8, "eval_batch_size": 16,
+    params = registry.get("reward_bt").parse({
+        "max_length": 48, "max_prompt_length": 16, "batch_size": 8, "eval_batch_size": 16,
         "tokenizer": {"vocab_size": 300},
         "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128},
         "training": {"max_steps": 2, "checkpoint_every": 0, "eval_every": 0, "progress_bar": False},
     })
     train, val = frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "val")
-    out = train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path)
+    out = train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path, "bt")
     assert out.metrics["excluded_pairs"]["train"] == 4 and out.metrics["excluded_pairs"]["val"] == 2
     assert "identical" in out.metrics["excluded_pairs"]["reason"]
     assert out.metrics["train_pairs"] == train.height - 4 and out.metrics["val_pairs"] == val.height - 2

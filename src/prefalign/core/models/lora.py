@@ -39,7 +39,6 @@ from prefalign.core.models.params import dataclass_from_params
 LORA_FILE = "prefalign_lora.json"
 BASE_DIR = "base_model"
 # set by backbone._build when the tokenizer made it grow the embedding table: the hub base is then not the base
-RESIZED_ATTR = "prefalign_resized_embeddings"
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,7 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
 def _base_reference(model: PeftModel) -> str | None:
     """The hub id / path the base can be loaded from again, or None when it must be saved."""
     name = model.peft_config[model.active_adapter].base_model_name_or_path or ""
-    base = model.get_base_model()
-    if not name or getattr(base, RESIZED_ATTR, False):
+    if not name:
         return None
     path = Path(name)
     if path.name == BASE_DIR and (path.parent / LORA_FILE).exists():

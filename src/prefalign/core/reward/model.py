@@ -163,6 +163,7 @@ class RewardModel(torch.nn.Module):
                 "a GPM has no scalar reward to export as AutoModelForSequenceClassification; load it with "
                 "prefalign.core.reward.scoring.load_preference_model(path) (layout in docs/reward.md)"
             )
+        check_exportable(self._base_config, self.head)  # the architecture first: names the class
         if self.head_config.pooling != "last":
             raise ValueError(
                 f"head.pooling={self.head_config.pooling!r}: AutoModelForSequenceClassification decoders read the "
