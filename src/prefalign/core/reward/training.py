@@ -41,6 +41,7 @@ class RewardParams:
     eval_batch_size: int = 32
     max_train_pairs: int | None = None
     max_val_pairs: int | None = None
+    source_weights: dict = field(default_factory=dict)  # source -> integer repeat factor of its train pairs (1 = as is)
     train_accuracy_pairs: int = 256  # train pairs re-scored at the end (accuracy on train pairs)
     num_processes: int = 1  # > 1: run the same entry point under `accelerate launch`
     accelerate_config: str | None = None  # e.g. conf/accelerate/ddp.yaml (for num_processes > 1)
@@ -56,6 +57,7 @@ class RewardParams:
             raise ValueError(f"reward objective={p.objective!r} is not one of {OBJECTIVES}")
         if p.num_processes < 1 or p.batch_size < p.num_processes:
             raise ValueError(f"need num_processes >= 1 and batch_size ({p.batch_size}) >= num_processes ({p.num_processes})")
+        weight_sources(pl.DataFrame({"source": []}, schema={"source": pl.String}), p.source_weights)  # checks the weights
         # Fail before any training: every sub-config is parsed now.
         p.head_config(), TokenizerConfig.from_dict(p.tokenizer), ModelConfig.from_dict(p.model), TrainConfig.from_dict(p.training)
         return p
@@ -96,6 +98,33 @@ def select_pairs(pairs: pl.DataFrame, split: str, params: RewardParams, max_pair
     return frame, counts
 
 
+def weight_sources(pairs: pl.DataFrame, weights: dict[str, int]) -> pl.DataFrame:
+    """Train pairs with each pair of source ``s`` repeated ``weights[s]`` times (oversampling; 1 = as is).
+
+    Args:
+        pairs: a pairs table with a ``source`` column.
+        weights: source name -> integer >= 1; sources not named keep weight 1.
+
+    Returns:
+        ``pairs`` followed by the extra copies (``weights[s] - 1`` per pair of ``s``); the loop shuffles.
+
+    Raises:
+        ValueError: a weight that is not an integer >= 1, naming the source.
+
+    Why: a source that teaches something the rest of the mix contradicts (synthetic_cyclic's
+    A > B > C > A against synthetic_scalar's transitive r*, docs/reward.md) is seen more often
+    without changing the pairs, the tokenizer or the number of optimizer steps.
+    """
+    for source, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            raise ValueError(
+                f"reward source_weights[{source!r}]={weight!r} must be an integer >= 1 (the number of times "
+                "each train pair of that source is seen per epoch); use 1 or drop the key for no oversampling"
+            )
+    extra = [pairs.filter(pl.col("source") == source) for source, weight in weights.items() for _ in range(weight - 1)]
+    return pl.concat([pairs, *extra]) if extra else pairs
+
+
 def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrainedTokenizerBase:
     """The configured pretrained tokenizer, or a BPE trained on the training texts only."""
     texts = (train_pairs["prompt"].to_list() + train_pairs["chosen"].to_list() + train_pairs["rejected"].to_list())
@@ -125,7 +154,7 @@ def train_reward_model(
             frame["p_chosen"].to_list(), frame["margin"].to_list(), cfg.max_length, cfg.max_prompt_length,
         )
 
-    train_tok, val_tok = tokenize(train_pairs), tokenize(val_pairs)
+    train_tok, val_tok = tokenize(weight_sources(train_pairs, params.source_weights)), tokenize(val_pairs)
     training = TrainConfig.from_dict(params.training)
     train_batches = make_pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, seed=None) if len(val_tok) else []
@@ -143,7 +172,8 @@ def train_reward_model(
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "num_processes": accelerator.num_processes,
-        "train_pairs": len(train_tok),
+        "train_pairs": train_pairs.height,
+        "train_pairs_weighted": len(train_tok),  # with source_weights' repeats: what one epoch shows
         "val_pairs": len(val_tok),
         **result.final_metrics,
         **{k.replace("val_", "train_", 1): v for k, v in train_eval.items()},
