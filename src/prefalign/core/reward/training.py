@@ -56,6 +56,7 @@ class RewardParams:
     max_train_pairs: int | None = None
     max_val_pairs: int | None = None
     sources: list[str] | None = None  # train/val only on these sources (null = all); held-out sources stay for testing
+    source_weights: dict = field(default_factory=dict)  # source -> integer repeat factor of its train pairs (1 = as is)
     train_accuracy_pairs: int = 256  # train pairs re-scored at the end (accuracy on train pairs)
     num_processes: int = 1  # > 1: run the same entry point under `accelerate launch`
     accelerate_config: str | None = None  # e.g. conf/accelerate/ddp.yaml (for num_processes > 1)
@@ -74,6 +75,7 @@ class RewardParams:
         """
         p = dataclass_from_params(cls, params, "reward")
         check_num_processes(p.num_processes, p.batch_size, "reward num_processes")
+        weight_sources(pl.DataFrame({"source": []}, schema={"source": pl.String}), p.source_weights)  # checks the weights
         # Fail before any training: every sub-config is parsed now.
         p.head_config(), TokenizerConfig.from_dict(p.tokenizer), ModelConfig.from_dict(p.model), TrainConfig.from_dict(p.training)
         return p
@@ -161,6 +163,33 @@ def select_pairs(
     return frame, counts
 
 
+def weight_sources(pairs: pl.DataFrame, weights: dict[str, int]) -> pl.DataFrame:
+    """Train pairs with each pair of source ``s`` repeated ``weights[s]`` times (oversampling; 1 = as is).
+
+    Args:
+        pairs: a pairs table with a ``source`` column.
+        weights: source name -> integer >= 1; sources not named keep weight 1.
+
+    Returns:
+        ``pairs`` followed by the extra copies (``weights[s] - 1`` per pair of ``s``); the loop shuffles.
+
+    Raises:
+        ValueError: a weight that is not an integer >= 1, naming the source.
+
+    Why: a source that teaches something the rest of the mix contradicts (synthetic_cyclic's
+    A > B > C > A against synthetic_scalar's transitive r*, docs/reward.md) is seen more often
+    without changing the pairs, the tokenizer or the number of optimizer steps.
+    """
+    for source, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+            raise ValueError(
+                f"reward source_weights[{source!r}]={weight!r} must be an integer >= 1 (the number of times "
+                "each train pair of that source is seen per epoch); use 1 or drop the key for no oversampling"
+            )
+    extra = [pairs.filter(pl.col("source") == source) for source, weight in weights.items() for _ in range(weight - 1)]
+    return pl.concat([pairs, *extra]) if extra else pairs
+
+
 def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrainedTokenizerBase:
     """The model's own tokenizer when ``model.name_or_path`` is set (unless another is named), else
     a BPE trained on the training texts only.
@@ -230,7 +259,7 @@ def train_reward_model(
         # out of training and of accuracy, and counted (truncation.identical_after_truncation).
         return tokenize_pair_frame(tokenizer, frame, cfg.max_length, cfg.max_prompt_length).without_identical()
 
-    train_tok, val_tok = tokenize(train_pairs), tokenize(val_pairs)
+    train_tok, val_tok = tokenize(weight_sources(train_pairs, params.source_weights)), tokenize(val_pairs)
     if len(train_tok) == 0:
         raise ValueError(
             f"all {train_pairs.height} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
@@ -254,7 +283,8 @@ def train_reward_model(
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "num_processes": accelerator.num_processes,
-        "train_pairs": len(train_tok),
+        "train_pairs": train_pairs.height,
+        "train_pairs_weighted": len(train_tok),  # with source_weights' repeats: what one epoch shows
         "val_pairs": len(val_tok),
         **result.final_metrics,
         **{k.replace("val_", "train_", 1): v for k, v in train_eval.items()},
