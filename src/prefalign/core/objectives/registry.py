@@ -129,6 +129,10 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   config_defaults={"soft_targets": True}),
     ObjectiveSpec("gpm", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
+    # GPM on the synthetic lab's sources only (its parameters pick them): the mixed default run cannot
+    # learn the cycles (docs/reward.md, "GPM and the cycles"); this entry shows GPM's claim on the product's path.
+    ObjectiveSpec("gpm_synthetic", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
+                  needs_reference=False, data="pairs", evaluation="reward_model"),
     # policies (docs/methods.md s4)
     ObjectiveSpec("sft", "policy", "causal_lm", "supervised", None, policy.sft_loss_fn,
                   needs_reference=False, data="chosen_responses", evaluation="reference"),
