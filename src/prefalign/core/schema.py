@@ -55,7 +55,7 @@ def stable_hash(*parts: str) -> str:
 
 def prompt_id_of(prompt: str) -> str:
     """Stable hash of the prompt's canonical form (core/text.py), so prompts that are the same
-    to a reader share one id and one split (docs/methods.md section 8)."""
+    to a reader share one id and one split (docs/methods.md s8)."""
     return stable_hash("prompt", canonical_text(prompt))
 
 

@@ -1,4 +1,4 @@
-"""Canonical text: one form for every comparison and hash of texts (docs/methods.md section 8).
+"""Canonical text: one form for every comparison and hash of texts (docs/methods.md s8).
 
 Two texts that are the same to a reader must compare equal and hash alike (pair_id, prompt_id,
 the chosen == rejected check, deduplication, conflict detection), or a pair of identical answers
@@ -39,7 +39,7 @@ def canonical_text(text: str) -> str:
     Returns:
         The canonical string; ``""`` when the text has no visible content.
 
-    Source: docs/methods.md section 8 ("Canonical text").
+    Source: docs/methods.md s8 ("Canonical text").
     """
     text = unicodedata.normalize("NFC", text)
     if not text.isascii():

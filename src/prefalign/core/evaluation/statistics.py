@@ -1,4 +1,4 @@
-"""Intervals, paired tests and length bias for pair metrics (docs/methods.md section 9).
+"""Intervals, paired tests and length bias for pair metrics (docs/methods.md s9).
 
 Pairs that share a prompt are not independent (one prompt gives several pairs, and a model that
 misreads the prompt gets all of them wrong), so every interval here resamples PROMPTS, not pairs:

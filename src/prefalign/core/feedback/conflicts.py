@@ -4,7 +4,7 @@ A COMPARISON is a prompt and an UNORDERED pair of responses, in canonical text (
 the same two answers judged twice with the seats swapped are one comparison. Its judgments
 CONTRADICT when at least one says A > B (p_A > 0.5) and another says B > A (p_A < 0.5); a tie
 (p_A = 0.5) contradicts nothing. Rules (``feedback.conflicts`` in parameters_feedback.yml,
-docs/methods.md section 8):
+docs/methods.md s8):
 
 * within one source (``within_source``): ``pool`` -> one pair whose soft target is the mean of
   P(A > B) over the judgments, re-oriented so that p_chosen >= 0.5; ``drop`` -> no pair.
@@ -80,7 +80,7 @@ class ConflictRule:
 
 def margin_scale(source_params: Mapping[str, Any]) -> float | None:
     """The scale s of a source's margin as a function of its soft target, m = logit(p) * s
-    (the inverse of methods.md section 1's rules); None for binary labels (no margin)."""
+    (the inverse of methods.md s1's rules); None for binary labels (no margin)."""
     signal = source_params.get("signal")
     if signal == "binary":
         return None

@@ -13,7 +13,7 @@ Steps, each a pure function on polars frames:
    pair_id and prompt_id, contradicting judgments of one comparison resolved (``conflicts.py``),
    deduplicated by pair_id (first occurrence wins, sources in the order given), and a split
    assigned by a hash of prompt_id. Every comparison and hash uses the canonical text
-   (core/text.py, docs/methods.md section 8).
+   (core/text.py, docs/methods.md s8).
 
 ``PAIR_ROW_COLUMNS`` is the extension point for generated sources (e.g. synthetic data): a
 frame with these columns can be passed to ``build_pairs_table`` beside the parsed sources.
@@ -147,7 +147,7 @@ def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any],
             order: on a repeated pair_id the first row wins, and ``conflicts`` ranks sources so.
         split: ``{"ratios": {...}, "salt": str}`` (feedback.split).
         conflicts: the rule for contradicting judgments (default: pool within a source, keep the
-            higher-priority source across sources; docs/methods.md section 8).
+            higher-priority source across sources; docs/methods.md s8).
 
     Returns:
         (pairs, resolution): resolution = {"duplicates": {source: rows dropped as a repeated

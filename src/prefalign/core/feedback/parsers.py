@@ -188,7 +188,7 @@ SAME_TEXT_REASON = "the two responses are the same text to a reader"
 
 def check_distinct_responses(a: str, b: str) -> None:
     """A RecordError when the two responses of a judged pair are the same text to a reader: such a
-    pair carries no preference (docs/methods.md section 8)."""
+    pair carries no preference (docs/methods.md s8)."""
     if same_to_a_reader(a, b):
         shown = canonical_text(a)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."

@@ -1,6 +1,6 @@
 """LoRA adapters (the ``peft`` library) for reward backbones and policies, and how they are saved.
 
-LoRA (Hu et al. 2021, arXiv:2106.09685; docs/methods.md section 7) freezes the pretrained weight
+LoRA (Hu et al. 2021, arXiv:2106.09685; docs/methods.md s7) freezes the pretrained weight
 W and trains a low-rank update: W' = W + (alpha / r) B A, with A [r, d_in], B [d_out, r], B = 0 at
 the start (so the adapted model starts equal to the base). Only A and B (and, for reward models,
 the head outside the backbone) receive gradients.
