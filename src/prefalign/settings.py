@@ -11,6 +11,8 @@ import warnings
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"One or more dataset names contain '\.' characters", category=UserWarning)
 
+from pathlib import Path
+
 from kedro.config import OmegaConfigLoader
 
 from prefalign.console import rich_logging_in_terminal
@@ -22,6 +24,23 @@ from prefalign.hooks import MlflowTrackingHooks, ParameterCheckHooks, RunSummary
 
 HOOKS = (ParameterCheckHooks(), RunSummaryHooks(), VizStatsHooks(), MlflowTrackingHooks())
 
+
+
+def project_root() -> str:
+    """The Kedro project folder around the working directory (a notebook runs in notebooks/).
+
+    Used as ``${project_root:}`` in conf/base/mlflow.yml, so the tracking store is the project's
+    mlruns/ whether a run starts in the project folder or a notebook in notebooks/ (a relative
+    sqlite URI would give each working directory its own store).
+    """
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "[tool.kedro]" in pyproject.read_text(encoding="utf-8"):
+            return str(folder)
+    return str(here)
+
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
@@ -30,4 +49,5 @@ CONFIG_LOADER_ARGS = {
     # Soft merge: an environment (ci, gpu, local) overrides single keys of a parameter block
     # instead of replacing the whole block.
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    "custom_resolvers": {"project_root": project_root},
 }

@@ -30,7 +30,7 @@ CASES = [
     pytest.param("reward", {"reward": {"gpm": {"head": {"head": "gpx"}}}},
                  {"namespaces": ["reward_gpm"]}, ["head='gpx'", "scalar", "gpm"], id="reward-head"),
     pytest.param("reward", {"reward": {"bt": {"objective": "btx"}}},
-                 {"namespaces": ["reward_bt"]}, ["['objective']", "soft_targets"], id="reward-objective"),
+                 {"namespaces": ["reward_bt"]}, ["reward.objective", "soft_targets"], id="reward-objective"),
     pytest.param("policy", {"policy": {"sft": {"training": {"mixed_precision": "fp17"}}}},
                  {"namespaces": ["policy_sft"]}, ["training.mixed_precision", "bf16"], id="policy-mixed-precision"),
     pytest.param("policy", {"policy": {"defaults": {"data": {"max_lenght": 10}}}},

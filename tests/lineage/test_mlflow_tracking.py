@@ -39,8 +39,8 @@ def test_the_run_is_read_back_from_the_local_store(trained_project: Path):
     assert mlflow.active_run() is None, "the run (in this process) was left open after the pipeline"
     # parameters of every training node (kedro-mlflow, flattened)
     assert run.data.params["reward.defaults.training.max_steps"] == "8"
-    assert run.data.params["reward.gpm.head.head"] == "gpm"
-    for name in ("reward_bt", "reward_mmpo", "reward_gpm"):
+    assert run.data.params["reward.gpm.head.gpm_k"] == "2"
+    for name in ("reward_bt", "reward_mmpo", "reward_gpm", "reward_gpm_synthetic"):
         assert 0.0 <= run.data.metrics[f"{name}.val_accuracy"] <= 1.0  # final metrics
         curve = client.get_metric_history(run.info.run_id, f"{name}.curve.train_loss")
         assert sorted(m.step for m in curve) == list(range(1, 9))  # one point per step

@@ -140,12 +140,16 @@ def select_pairs(
     """
     frame = pairs.filter(pl.col("split") == split)
     if params.sources is not None:
-        missing = sorted(set(params.sources) - set(pairs["source"].unique().to_list()))
-        if missing:
+        present = set(pairs["source"].unique().to_list())
+        missing = sorted(set(params.sources) - present)
+        if len(missing) == len(set(params.sources)):
             raise ValueError(
                 f"reward sources {missing} have no rows in validated_pairs (present: "
-                f"{sorted(pairs['source'].unique().to_list())}); fix reward.defaults.sources or feedback.sources"
+                f"{sorted(present)}); fix the objective's `sources` or feedback.sources"
             )
+        if missing:  # e.g. a source disabled in this environment: train on the others, and say so
+            log.warning("reward sources %s have no rows in validated_pairs; training on %s", missing,
+                        sorted(set(params.sources) & present))
         frame = frame.filter(pl.col("source").is_in(list(params.sources)))
     counts = {f"{split}_rows": frame.height}
     if drop_ties:
@@ -259,7 +263,9 @@ def train_reward_model(
         # out of training and of accuracy, and counted (truncation.identical_after_truncation).
         return tokenize_pair_frame(tokenizer, frame, cfg.max_length, cfg.max_prompt_length).without_identical()
 
-    train_tok, val_tok = tokenize(weight_sources(train_pairs, params.source_weights)), tokenize(val_pairs)
+    train_once, val_tok = tokenize(train_pairs), tokenize(val_pairs)
+    # source_weights repeat a source's pairs in the epoch; counts and accuracy use each pair once
+    train_tok = tokenize(weight_sources(train_pairs, params.source_weights)) if params.source_weights else train_once
     if len(train_tok) == 0:
         raise ValueError(
             f"all {train_pairs.height} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
@@ -283,7 +289,7 @@ def train_reward_model(
         "steps": result.steps,
         "resumed_from_step": result.resumed_from_step,
         "num_processes": accelerator.num_processes,
-        "train_pairs": train_pairs.height,
+        "train_pairs": len(train_once),
         "train_pairs_weighted": len(train_tok),  # with source_weights' repeats: what one epoch shows
         "val_pairs": len(val_tok),
         **result.final_metrics,
@@ -292,7 +298,7 @@ def train_reward_model(
         "truncation": train_tok.truncation.add(val_tok.truncation).as_dict(),
         "excluded_pairs": {
             "reason": "chosen and rejected are token-identical after truncation (no preference left)",
-            "train": train_tok.truncation.identical_after_truncation,
+            "train": train_once.truncation.identical_after_truncation,
             "val": val_tok.truncation.identical_after_truncation,
         },
         "tokens_per_second": result.tokens_per_second,

@@ -72,8 +72,9 @@ def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
                          num_processes=params.num_processes, accelerate_config=params.accelerate_config,
                          work_dir=Path(tmp) / "launch")
         metrics = {**run.metrics, "selection": selection}
-        log.info("%s (head %s): val_accuracy=%s train_accuracy=%s steps=%s", spec.namespace, spec.head_type,
-                 rounded(metrics.get("val_accuracy")), rounded(metrics.get("train_accuracy")), metrics["steps"])
+        loss = "mmpo" if params.soft_targets else "margin" if params.margin_offset else "bt"
+        log.info("reward %s (head %s, loss %s): val_accuracy=%s train_accuracy=%s steps=%s", spec.name, spec.head_type,
+                 loss, rounded(metrics.get("val_accuracy")), rounded(metrics.get("train_accuracy")), metrics["steps"])
         return run.bundle, run.training_curve, metrics
 
     return {
