@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from prefalign.core.policy.logprobs import pair_logprobs
+from prefalign.core.policy.logprobs import batch_pair_logprobs
 from prefalign.core.policy.losses import (
     PREFERENCE_LOSSES,
     implicit_reward_margin,
@@ -38,8 +38,7 @@ def make_preference_loss_fn(
         raise ValueError(f"beta must be > 0, got {beta}")
 
     def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        seqs = batch.sequences
-        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
+        chosen, rejected = batch_pair_logprobs(model, batch.sequences)
         ref_chosen, ref_rejected = reference.lookup(batch.pair_index)
         h = implicit_reward_margin(chosen, rejected, ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype))
         loss = preference_loss(loss_name, h, batch.p_chosen.to(h.dtype), beta, label_smoothing)

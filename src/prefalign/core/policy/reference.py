@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import polars as pl
 import torch
 
-from prefalign.core.policy.logprobs import pair_logprobs
+from prefalign.core.policy.logprobs import batch_pair_logprobs
 
 REFERENCE_SCHEMA = {"pair_id": pl.String, "ref_chosen_logp": pl.Float64, "ref_rejected_logp": pl.Float64}
 
@@ -27,7 +27,7 @@ def score_pair_batches(model: torch.nn.Module, batches: Iterable) -> tuple[torch
     index_parts, chosen_parts, rejected_parts = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0)], [torch.zeros(0)]
     for batch in batches:
         seqs = batch.sequences.to(device)
-        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
+        chosen, rejected = batch_pair_logprobs(model, seqs)
         index_parts.append(batch.pair_index.cpu())
         chosen_parts.append(chosen.float().cpu())
         rejected_parts.append(rejected.float().cpu())

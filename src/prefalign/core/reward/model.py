@@ -13,6 +13,7 @@ from transformers import AutoModel, PreTrainedModel
 
 from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead
 from prefalign.core.training.batching import SequenceBatch
+from prefalign.core.training.packing import PackedSequences, model_inputs, packed_hidden_rows
 from prefalign.core.models.params import dataclass_from_params
 
 HEAD_TYPES = ("scalar", "gpm")
@@ -57,12 +58,20 @@ class RewardModel(torch.nn.Module):
     def is_gpm(self) -> bool:
         return self.head_config.head == "gpm"
 
-    def forward(self, sequences: SequenceBatch) -> RewardOutput:
-        hidden = self.backbone(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
+    def forward(self, sequences: SequenceBatch | PackedSequences) -> RewardOutput:
+        if isinstance(sequences, PackedSequences):  # padding-free rows (core/training/packing.py)
+            hidden = self.backbone(**model_inputs(self.backbone, sequences)).last_hidden_state
+            # [N, 2, H]: each sequence's last token, then its last prompt token; the heads read rows 0 and 1
+            hidden = torch.stack([packed_hidden_rows(hidden, sequences.last_index), packed_hidden_rows(hidden, sequences.last_prompt_index)], 1)
+            last = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
+            last_prompt = last + 1
+        else:
+            hidden = self.backbone(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
+            last, last_prompt = sequences.last_index, sequences.last_prompt_index
         if self.is_gpm:
-            v, gate = self.head(hidden, sequences.last_index, sequences.last_prompt_index)
+            v, gate = self.head(hidden, last, last_prompt)
             return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
-        return RewardOutput(rewards=self.head(hidden, sequences.last_index), tau=self.head_config.tau)
+        return RewardOutput(rewards=self.head(hidden, last), tau=self.head_config.tau)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
