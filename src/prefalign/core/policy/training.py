@@ -32,12 +32,12 @@ from prefalign.core.policy.objectives import (
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
 from prefalign.core.training.batching import (
     TokenizedPairs,
-    make_pair_batches,
     padding_fraction,
     tokenize_pairs,
     tokenize_sequence,
     tokenize_sequences,
 )
+from prefalign.core.training.packing import any_padding_fraction, pair_batches
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
 
@@ -200,27 +200,29 @@ def train_sft(
     return PolicyRun(bundle, _curve(result.history), metrics)
 
 
-def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None):
-    """Train and val PairBatches whose pair_index addresses train rows then val rows of one table."""
+def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None,
+                  training: TrainConfig | None = None):
+    """Train and val pair batches (padded, or packed per ``training``) whose pair_index addresses train rows then val rows."""
     pad = bundle.tokenizer.pad_token_id
     train_tok = _tokenize_frame(bundle.tokenizer, train_frame, data)
-    train_batches = make_pair_batches(train_tok, data.batch_size, pad, seed=seed)
-    train_eval = make_pair_batches(train_tok, data.eval_batch_size, pad, seed=None)
+    train_batches = pair_batches(train_tok, data.batch_size, pad, seed, training)
+    train_eval = list(pair_batches(train_tok, data.eval_batch_size, pad, None, training))
     val_eval: list = []
     if val_frame.height:
         val_tok = _tokenize_frame(bundle.tokenizer, val_frame, data)
         val_eval = [
             replace(b, pair_index=b.pair_index + train_frame.height)
-            for b in make_pair_batches(val_tok, data.eval_batch_size, pad, seed=None)
+            for b in pair_batches(val_tok, data.eval_batch_size, pad, None, training)
         ]
     pair_ids = train_frame["pair_id"].to_list() + val_frame["pair_id"].to_list()
     return train_batches, train_eval, val_eval, pair_ids
 
 
-def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig) -> pl.DataFrame:
-    """log pi_ref of chosen and rejected for every train and val pair, once (keyed by pair_id)."""
+def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig, training: TrainConfig | None = None) -> pl.DataFrame:
+    """log pi_ref of chosen and rejected for every train and val pair, once (keyed by pair_id);
+    packed when ``training.packing`` / ``training.share_prompt`` says so (same values)."""
     train_frame, val_frame = _train_and_val(pairs, data)
-    _, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, seed=None)
+    _, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, None, training)
     return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
 
 
@@ -239,7 +241,7 @@ def train_preference(
     is not kept, the table stands in for it).
     """
     train_frame, val_frame = _train_and_val(pairs, data)
-    train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed)
+    train_batches, train_eval, val_eval, pair_ids = _pair_batches(reference, train_frame, val_frame, data, training.seed, training)
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids)
     model = reference.model
     model.train()
@@ -260,7 +262,7 @@ def train_preference(
         "objective": objective.loss,
         "beta": objective.beta,
         "steps": result.steps,
-        "train_padding_fraction": padding_fraction(train_batches),
+        "train_padding_fraction": any_padding_fraction(train_batches),
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)

@@ -20,7 +20,8 @@ from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer
 from prefalign.core.reward.losses import OBJECTIVES
 from prefalign.core.reward.model import HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.training.batching import make_pair_batches, padding_fraction, tokenize_pairs
+from prefalign.core.training.batching import tokenize_pairs
+from prefalign.core.training.packing import any_padding_fraction, pair_batches
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.models.params import dataclass_from_params
 
@@ -127,8 +128,8 @@ def train_reward_model(
 
     train_tok, val_tok = tokenize(train_pairs), tokenize(val_pairs)
     training = TrainConfig.from_dict(params.training)
-    train_batches = make_pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, seed=training.seed)
-    val_batches = make_pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, seed=None) if len(val_tok) else []
+    train_batches = pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, training.seed, training)
+    val_batches = pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, None, training) if len(val_tok) else []
     model = RewardModel(build_backbone(params.model, tokenizer), cfg)
     loss_fn = make_reward_loss_fn(params.objective, params.centering)
     accelerator = make_accelerator(training.mixed_precision)
@@ -136,7 +137,7 @@ def train_reward_model(
 
     n_check = min(params.train_accuracy_pairs, len(train_tok))
     check = tokenize(train_pairs.head(n_check)) if n_check else None
-    train_eval = evaluate(result.model, make_pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, seed=None), loss_fn, accelerator) if check else {}
+    train_eval = evaluate(result.model, pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, None, training), loss_fn, accelerator) if check else {}
     metrics = {
         "objective": params.objective,
         "head": cfg.head,
@@ -147,7 +148,7 @@ def train_reward_model(
         "val_pairs": len(val_tok),
         **result.final_metrics,
         **{k.replace("val_", "train_", 1): v for k, v in train_eval.items()},
-        "train_padding_fraction": padding_fraction(train_batches),
+        "train_padding_fraction": any_padding_fraction(train_batches),
         "truncation": train_tok.truncation.add(val_tok.truncation).as_dict(),
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,

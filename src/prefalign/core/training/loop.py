@@ -71,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     progress_bar: bool = True
     cpu_threads: int | None = None  # torch intra-op threads; 1 avoids oversubscription on a busy CPU; null = torch default
+    packing: bool = False  # pair batches packed into rows without padding (core/training/packing.py)
+    share_prompt: bool = False  # one pass over a pair's common prompt (implies packing; docs/performance.md)
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainConfig":

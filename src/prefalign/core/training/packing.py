@@ -40,7 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prefalign.core.training.batching import TokenizedPairs, TokenizedSequence, length_grouped_batches
+from prefalign.core.training.batching import (
+    TokenizedPairs,
+    TokenizedSequence,
+    length_grouped_batches,
+    make_pair_batches,
+    padding_fraction,
+)
 
 SHARED, CHOSEN, REJECTED = 0, 1, 2  # branch ids: prompt tokens, chosen-response tokens, rejected-response tokens
 
@@ -393,3 +399,24 @@ def packed_padding_fraction(batches: Sequence[PackedPairBatch]) -> float:
         slots += batch.sequences.input_ids.numel()
         computed += batch.sequences.computed_tokens
     return 1.0 - computed / max(1, slots)
+
+
+def pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None, training=None) -> Sequence:
+    """Pair batches in the layout ``training`` asks for (``training.packing`` / ``training.share_prompt``).
+
+    Args:
+        training: a ``TrainConfig`` (or None: padded ``PairBatch``es, the default layout).
+    Returns:
+        ``PackedPairBatches`` when either switch is on, else ``make_pair_batches``' list. Both
+        hold the same pairs per batch, so a run's batches do not depend on the switch.
+    """
+    if training is not None and (training.packing or training.share_prompt):
+        return make_packed_pair_batches(tokenized, batch_size, pad_token_id, seed, share_prompt=training.share_prompt)
+    return make_pair_batches(tokenized, batch_size, pad_token_id, seed=seed)
+
+
+def any_padding_fraction(batches: Sequence) -> float:
+    """Padding share of padded (``PairBatch``) or packed (``PackedPairBatch``) batches."""
+    if len(batches) and isinstance(batches[0], PackedPairBatch):
+        return packed_padding_fraction(batches)
+    return padding_fraction(batches)

@@ -72,8 +72,9 @@ def compute_reference_logprobs(
     reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
 ) -> pl.DataFrame:
     """log pi_ref(chosen) and log pi_ref(rejected) per pair_id, computed once per dataset."""
-    apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
-    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
+    training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
+    return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")), training)
 
 
 def preference_policy(
