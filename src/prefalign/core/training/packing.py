@@ -277,6 +277,11 @@ def packed_hidden_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tenso
 
 
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether ``model`` takes a boolean [R, W] ``logits_to_keep`` (transformers >= 5 does; older ones only ints)."""
+    import transformers.modeling_utils as modeling_utils
+
+    if not hasattr(modeling_utils, "slice_logits_to_keep"):
+        return False
     try:
         return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
     except (TypeError, ValueError):
