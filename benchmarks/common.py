@@ -182,5 +182,13 @@ def ratio_line(ours: dict, trl: dict, label: str = "") -> str:
     return f"ratio{tag} pairs_per_s={r('pairs_per_s'):.2f} tokens_per_s={r('tokens_per_s'):.2f} peak_rss={r('peak_rss_mb'):.2f}"
 
 
+def print_header(a: argparse.Namespace, kind: str, trl: str) -> None:
+    print(f"model: Llama-style {kind} {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
+          f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
+    print(f"data: {a.n_pairs} real train pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
+          f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
+    print(f"TRL: {trl}; {load_line()}", flush=True)
+
+
 def load_line() -> str:
     return "load average (1, 5, 15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"

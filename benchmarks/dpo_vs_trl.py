@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RssSampler, add_model_args, load_line, model_dict, pair_token_count, peak_rss_mb, pretruncate, print_table,
+    RssSampler, add_model_args, load_line, print_header, model_dict, pair_token_count, peak_rss_mb, pretruncate, print_table,
     ratio_line, real_pairs, run_sides,
 )
 
@@ -128,11 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         child(a.child, a)
         return
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
-    print(f"model: Llama-style causal LM {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
-          f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
-    print(f"data: {a.n_pairs} real train pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
-          f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
-    print(f"TRL: DPOTrainer, precompute_ref_log_probs=True (reference pass timed in, as ours); {load_line()}", flush=True)
+    print_header(a, "causal LM", "DPOTrainer, precompute_ref_log_probs=True (reference pass timed in, as ours)")
     results = run_sides(__file__, layouts + ["trl"], list(argv if argv is not None else sys.argv[1:]), a.threads)
     print(f"TRL kept {results['trl']['kept_pairs']} of {a.n_pairs} pairs; {load_line()}\n")
     print_table(results, [

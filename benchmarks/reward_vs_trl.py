@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RssSampler, add_model_args, load_line, measured_matmul_peak, model_dict, pair_token_count, peak_rss_mb, pretruncate,
+    RssSampler, add_model_args, load_line, print_header, measured_matmul_peak, model_dict, pair_token_count, peak_rss_mb, pretruncate,
     print_table, ratio_line, real_pairs, run_sides,
 )
 
@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     forward = [x for x in (argv if argv is not None else sys.argv[1:])]
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
-    print(f"model: Llama-style {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
-          f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
-    print(f"data: {a.n_pairs} real train pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
-          f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
-    print(f"TRL: RewardTrainer, train_sampling_strategy={a.trl_sampling}; {load_line()}", flush=True)
+    print_header(a, "reward model", f"RewardTrainer, train_sampling_strategy={a.trl_sampling}")
     results = run_sides(__file__, layouts + ["trl"], forward, a.threads)
     print(f"sequences truncated by our rule before both sides saw them: {results['trl']['sequences_truncated']}; {load_line()}\n")
     print_table(results, [
