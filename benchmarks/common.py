@@ -41,6 +41,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-pairs", type=int, default=320)
     parser.add_argument("--pairs", default=None, help="JSONL of prompt/chosen/rejected (default: data/01_raw via the feedback code)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mmap-threshold", type=int, default=65536,
+                        help="our side's training.cpu_malloc_mmap_threshold in bytes (-1: glibc's default; docs/performance.md)")
 
 
 def model_dict(a: argparse.Namespace) -> dict:

@@ -54,6 +54,7 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
         "max_steps": a.steps, "learning_rate": LR, "lr_schedule": "constant", "eval_every": 0, "checkpoint_every": 0,
         "progress_bar": False, "max_grad_norm": 1.0, "cpu_threads": a.threads,
         "packing": layout == "packed", "share_prompt": layout == "shared",
+        "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None,
     })
     tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
                         max_length=10**7, max_prompt_length=10**7 - 2)
