@@ -270,8 +270,11 @@ def run(a) -> None:
     print(trl_side(tp, shape, a, device))
     if device.type == "cuda":
         print(fsdp_run(a))
-    else:
-        print("FSDP: skipped on CPU (the GPU run launches it with conf/accelerate/fsdp.yaml, 1 process)")
+    else:  # the same checkpoint/resume logic in this process, without FSDP (which needs the GPU run's launcher)
+        print("FSDP: skipped on CPU (the GPU run launches it with conf/accelerate/fsdp.yaml, 1 process); without FSDP:")
+        with tempfile.TemporaryDirectory() as tmp:
+            a.fsdp_dir = tmp
+            fsdp_child(a)
 
 
 def main(argv: list[str] | None = None) -> None:
