@@ -178,10 +178,13 @@ def print_table(results: dict[str, dict], rows: list[tuple[str, str, str]]) -> N
         print(f"{label:<24}" + "".join(f"{fmt.format(results[s][key]) if key in results[s] else '-':>14}" for s in sides))
 
 
-def ratio_line(ours: dict, trl: dict, label: str = "") -> str:
+def ratio_line(ours: dict, trl: dict, label: str = "", per: str = "s") -> str:
+    """ours / TRL; ``per="cpu_s"`` divides by the process's CPU seconds instead of wall seconds (a
+    load-robust comparison on a shared CPU: each side runs one compute thread)."""
     r = lambda k: ours[k] / trl[k] if trl.get(k) else float("nan")  # noqa: E731
     tag = f"[{label}]" if label else ""
-    return f"ratio{tag} pairs_per_s={r('pairs_per_s'):.2f} tokens_per_s={r('tokens_per_s'):.2f} peak_rss={r('peak_rss_mb'):.2f}"
+    return (f"ratio{tag} pairs_per_s={r(f'pairs_per_{per}'):.2f} tokens_per_s={r(f'tokens_per_{per}'):.2f} "
+            f"peak_rss={r('peak_rss_mb'):.2f}")
 
 
 def print_header(a: argparse.Namespace, kind: str, trl: str) -> None:

@@ -61,15 +61,15 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     model = base_model(tok, a)
     ids = [str(i) for i in range(len(tp))]
     rss.phase("train")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     table = compute_reference_logprobs(model, pair_batches(tp, 2 * a.batch, tok.pad_token_id, None, cfg), ids)
-    ref_seconds = time.perf_counter() - t0
+    ref_seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     ref = ReferenceLogprobs.from_table(table, ids)
     batches = pair_batches(tp, a.batch, tok.pad_token_id, 0, cfg)
     result = train(model, batches, [], make_preference_loss_fn("dpo", BETA, ref), cfg, out)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     used = [int(i) for k in range(a.steps) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index]
-    return {"seconds": seconds, "reference_seconds": ref_seconds, "pair_indices": used,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": ref_seconds, "pair_indices": used,
             "losses": [h["train_loss"] for h in result.history]}
 
 
@@ -87,11 +87,11 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     # an explicit reference copy: without one TRL re-loads the model by its (empty) hub name
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     rss.phase("train")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     logged = [r for r in trainer.state.log_history if "num_tokens" in r]
-    return {"seconds": seconds, "trl_num_tokens": float(logged[-1]["num_tokens"]) if logged else None,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trl_num_tokens": float(logged[-1]["num_tokens"]) if logged else None,
             "kept_pairs": len(trainer.train_dataset), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
@@ -112,6 +112,7 @@ def child(side: str, a: argparse.Namespace) -> None:
     else:  # TRL's own count when it logs one, else the same number of pairs at the mean length
         res["real_tokens"] = res["trl_num_tokens"] or pairs * sum(counts) / len(counts)
     res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
+               pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
                peak_rss_mb=peak_rss_mb(), sequences_truncated=over, rss_by_phase=rss.report())
     print("RESULT " + json.dumps(res))
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run_sides(__file__, layouts + ["trl"], list(argv if argv is not None else sys.argv[1:]), a.threads)
     print(f"TRL kept {results['trl']['kept_pairs']} of {a.n_pairs} pairs; {load_line()}\n")
     print_table(results, [
-        ("pairs/s", "pairs_per_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+        ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
         ("seconds (ref + train)", "seconds", "{:.1f}"), ("reference pass s", "reference_seconds", "{:.1f}"),
     ])
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     print("RSS peak by phase (MB): " + "; ".join(f"{s} {r['rss_by_phase']}" for s, r in results.items()))
     for layout in layouts[1:]:
         print(ratio_line(results[layout], results["trl"], layout))
+    print(ratio_line(results[layouts[0]], results["trl"], "cpu_time", per="cpu_s"))
     print(ratio_line(results[layouts[0]], results["trl"]))
 
 

@@ -76,10 +76,10 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     del twin
     used = [epoch_order(len(batches), 0, k // len(batches))[k % len(batches)] for k in range(a.steps)]
     rss.phase("train")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train(model, batches, [], make_reward_loss_fn("bt"), cfg, out)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "pair_indices": [int(i) for k in used for i in batches[k].pair_index], "padding_fraction": any_padding_fraction([batches[k] for k in used]),
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pair_indices": [int(i) for k in used for i in batches[k].pair_index], "padding_fraction": any_padding_fraction([batches[k] for k in used]),
             "losses": [h["train_loss"] for h in result.history], "backbone": result.model.backbone}
 
 
@@ -112,10 +112,10 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
             mask = b["attention_mask"]
             real, total, seen = real + int(mask.sum()), total + mask.numel(), seen + 1
     rss.phase("train")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "real_tokens": real, "padding_fraction": 1 - real / max(1, total),
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "real_tokens": real, "padding_fraction": 1 - real / max(1, total),
             "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "backbone": model.model}
 
 
@@ -140,6 +140,7 @@ def child(side: str, a: argparse.Namespace) -> None:
     mean_len = res["real_tokens"] / (2 * pairs)
     flops = res["real_tokens"] * (6 * n_non_emb + 6 * a.layers * mean_len * a.hidden)  # Kaplan et al. 2020 style
     res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
+               pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
                peak_rss_mb=peak_rss_mb(), mfu=flops / res["seconds"] / peak, matmul_peak_gflops=peak / 1e9,
                sequences_truncated=over, rss_by_phase=rss.report())
     print("RESULT " + json.dumps(res))
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run_sides(__file__, layouts + ["trl"], forward, a.threads)
     print(f"sequences truncated by our rule before both sides saw them: {results['trl']['sequences_truncated']}; {load_line()}\n")
     print_table(results, [
-        ("pairs/s", "pairs_per_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
+        ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
         ("padding fraction", "padding_fraction", "{:.3f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
         ("MFU vs matmul peak", "mfu", "{:.2%}"), ("matmul GFLOP/s", "matmul_peak_gflops", "{:.1f}"),
         ("train seconds", "seconds", "{:.1f}"),
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     print("RSS peak by phase (MB): " + "; ".join(f"{s} {r['rss_by_phase']}" for s, r in results.items()))
     for layout in layouts[1:]:
         print(ratio_line(results[layout], results["trl"], layout))
+    print(ratio_line(results[layouts[0]], results["trl"], "cpu_time", per="cpu_s"))
     print(ratio_line(results[layouts[0]], results["trl"]))
 
 
