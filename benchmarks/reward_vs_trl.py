@@ -1,230 +1,183 @@
-"""Our reward training vs TRL's RewardTrainer: same tiny model, same real pairs, same batch and steps.
+"""Our reward training vs TRL's RewardTrainer: same model, same real pairs, same batch and steps.
 
-Each side runs in its own subprocess (clean peak-memory numbers), single-threaded (the machine's 2
-cores are shared; see docs/reward.md). The same pre-truncated texts go to both (TRL would silently
-DROP pairs over max_length; we truncate and count, so TRL gets our truncated texts with no limit).
+    python benchmarks/reward_vs_trl.py                       # 4 x 256 (intermediate 688), 320 real pairs
+    python benchmarks/reward_vs_trl.py --layers 2 --hidden 64 --intermediate 256 --steps 10
 
-Printed per side: pairs/s, real (non-padding) tokens/s, padding fraction, peak RSS, model FLOP
-utilisation against the matmul peak measured in the same process, mean loss of the first and last
-10 steps, and the ratio ours/TRL.
+Each side runs in a fresh interpreter (its own peak RSS), single-threaded by default (the CPU is
+shared). Both start from the same initial weights (TRL's LlamaForSequenceClassification, seeded;
+ours copies them) and get the same pre-truncated texts (benchmarks/common.py), so only the
+batching, layout and loop differ. Ours runs in each layout of ``--layouts`` (padded = length-grouped
+rows with padding; packed = training.packing; shared = training.share_prompt); the LAST line is
+``ratio pairs_per_s=.. tokens_per_s=.. peak_rss=..`` (ours / TRL) for the first layout listed.
 
-    python benchmarks/reward_vs_trl.py [--pairs PATH.parquet] [--steps 40] [--batch 16]
+TRL 1.16's RewardConfig has no padding_free and no precompute option; use_liger_kernel needs the
+liger-kernel package (not installed, GPU only). Its best available setting on CPU is transformers'
+train_sampling_strategy="group_by_length" (length-grouped batches, the same idea as ours), used here
+with a precomputed length column; pass --trl-sampling random for TRL's default.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import argparse
-import glob
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src")]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    RssSampler, add_model_args, load_line, print_header, measured_matmul_peak, model_dict, pair_token_count, peak_rss_mb, pretruncate,
+    print_table, ratio_line, real_pairs, run_sides,
+)
 
-MODEL = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 256, "max_position_embeddings": 512, "seed": 0}
-MAX_LENGTH, MAX_PROMPT = 192, 64
 LR, WARMUP = 1e-3, 3
 
 
-def default_pairs() -> str:
-    for pattern in ("data/05_model_input/validated_pairs.parquet/*/*.parquet", "data/03_primary/pairs.parquet/*/*.parquet"):
-        found = sorted(glob.glob(str(ROOT / pattern)))
-        if found:
-            return found[-1]
-    raise SystemExit("no pairs table found: run `kedro run --pipelines feedback` first or pass --pairs")
-
-
-def measured_matmul_peak(n: int = 512, reps: int = 20) -> float:
-    """FLOP/s of a float32 n x n matmul in this process (same thread count as training)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
-
-
-def training_flops(n_params_non_embedding: int, n_layers: int, hidden: int, tokens: float, mean_len: float) -> float:
-    """6 N per token (forward + backward) + causal attention 6 L T d per token (Kaplan et al. 2020 style)."""
-    return tokens * (6 * n_params_non_embedding + 6 * n_layers * mean_len * hidden)
-
-
-def prepare(pairs_path: str, n_pairs: int):
-    """Shared inputs: the first n_pairs non-tie train pairs, a BPE tokenizer, truncated texts."""
-    import polars as pl
-
-    from prefalign.core.models import build_tokenizer
-    from prefalign.core.training.batching import tokenize_pairs
-
-    frame = pl.read_parquet(pairs_path).filter((pl.col("split") == "train") & (pl.col("p_chosen") > 0.5)).sort("pair_id").head(n_pairs)
-    x, w, l = frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list()
-    tok = build_tokenizer({"vocab_size": 2048}, x + w + l)
-    tp = tokenize_pairs(tok, x, w, l, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT)
-    full = tokenize_pairs(tok, x, w, l, max_length=10**6, max_prompt_length=10**6 - 2)
-    over = sum(max(len(a), len(b)) > MAX_LENGTH for a, b in zip(full.chosen, full.rejected))
-
-    def text(seq):
-        prompt = tok.decode(seq.input_ids[1 : seq.prompt_length])
-        response = tok.decode(seq.input_ids[seq.prompt_length : -1] if seq.input_ids[-1] == tok.eos_token_id else seq.input_ids[seq.prompt_length :])
-        return prompt, response
-
-    rows = []
-    for c, r in zip(tp.chosen, tp.rejected):
-        prompt, chosen = text(c)
-        _, rejected = text(r)
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return tok, rows, over
-
-
-def trl_model(tok):
-    """TRL's model: LlamaForSequenceClassification (1 label) of the same config, seeded."""
+def trl_model(tok, model: dict):
+    """LlamaForSequenceClassification (1 label) of the same config, seeded: both sides' initial weights."""
     import torch
     from transformers import LlamaForSequenceClassification
 
     from prefalign.core.models.backbone import ModelConfig, small_architecture
 
-    config = small_architecture(ModelConfig.from_dict(MODEL), tok)
+    config = small_architecture(ModelConfig.from_dict(model), tok)
     config.num_labels = 1
+    config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     return LlamaForSequenceClassification(config)
 
 
-def run_ours(tok, rows, steps: int, batch: int, out: Path) -> dict:
+def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     import torch
 
     from prefalign.core.models import build_backbone
     from prefalign.core.reward.model import RewardModel
     from prefalign.core.reward.objective import make_reward_loss_fn
-    from prefalign.core.reward.training import RewardParams
-    from prefalign.core.training import make_pair_batches, padding_fraction, tokenize_pairs, train
+    from prefalign.core.training import TrainConfig, tokenize_pairs, train
     from prefalign.core.training.loop import epoch_order
+    from prefalign.core.training.packing import any_padding_fraction, pair_batches
 
-    tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=10**6, max_prompt_length=10**6 - 2)
-    batches = make_pair_batches(tp, batch, tok.pad_token_id, seed=0)
-    model = RewardModel(build_backbone(MODEL, tok), {"head": "scalar"})
-    twin = trl_model(tok)  # start from TRL's exact initial weights, so only the batching differs
+    cfg = TrainConfig.from_dict({
+        "max_steps": a.steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
+        "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": a.threads,
+        "packing": layout == "packed", "share_prompt": layout == "shared",
+        "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None,
+    })
+    tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
+                        max_length=10**7, max_prompt_length=10**7 - 2)
+    batches = pair_batches(tp, a.batch, tok.pad_token_id, 0, cfg)
+    model = RewardModel(build_backbone(model_dict(a), tok), {"head": "scalar"})
+    twin = trl_model(tok, model_dict(a))  # TRL's exact initial weights, so only batching and loop differ
     model.backbone.load_state_dict(twin.model.state_dict())
     with torch.no_grad():
         model.head.score.weight.copy_(twin.score.weight)
         model.head.score.bias.zero_()
-    cfg = {"max_steps": steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
-           "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": 1}
-    t0 = time.perf_counter()
-    result = train(model, batches, [], make_reward_loss_fn(RewardParams()), cfg, out)
-    seconds = time.perf_counter() - t0
-    # exactly the batches the loop trained on (its order is a function of the step)
-    used = [batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]] for k in range(steps)]
-    return {
-        "seconds": seconds,
-        "pairs": steps * batch,
-        "real_tokens": sum(b.num_tokens for b in used),
-        "padding_fraction": padding_fraction(used),
-        "losses": [row["train_loss"] for row in result.history],
-        "backbone": result.model.backbone,
-    }
+    del twin
+    used = [epoch_order(len(batches), 0, k // len(batches))[k % len(batches)] for k in range(a.steps)]
+    rss.phase("train")
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = train(model, batches, [], make_reward_loss_fn(SimpleNamespace(soft_targets=False, margin_offset=False, centering=0.0)), cfg, out)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pair_indices": [int(i) for k in used for i in batches[k].pair_index], "padding_fraction": any_padding_fraction([batches[k] for k in used]),
+            "losses": [h["train_loss"] for h in result.history], "backbone": result.model.backbone}
 
 
-def run_trl(tok, rows, steps: int, batch: int, out: Path) -> dict:
-    import torch
+def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    model = trl_model(tok)
+    model = trl_model(tok, model_dict(a))
+    extra = {"train_sampling_strategy": "group_by_length"} if a.trl_sampling == "group_by_length" else {}
     args = RewardConfig(
-        output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps, learning_rate=LR, warmup_steps=WARMUP,
+        output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=WARMUP,
         lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
         eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, max_length=None, seed=0,
-        disable_dropout=True,
+        disable_dropout=True, **extra,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    if a.trl_sampling == "group_by_length":
+        # transformers' LengthGroupedSampler on TRL's own tokenised pairs (the Trainer drops a length
+        # column as unused and cannot infer lengths of chosen_ids/rejected_ids rows, so it is handed over)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        ds = trainer.train_dataset
+        lengths = [max(len(c), len(r)) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"])]
+        trainer._get_train_sampler = lambda *_: LengthGroupedSampler(a.batch, lengths=lengths)
     real = total = seen = 0
-    while seen < steps:  # the batches TRL trains on: its collator pads each random batch to its longest
+    while seen < a.steps:  # the batches TRL trains on: its collator pads each batch to its longest
         for b in trainer.get_train_dataloader():
-            if seen == steps:
+            if seen == a.steps:
                 break
             mask = b["attention_mask"]
             real, total, seen = real + int(mask.sum()), total + mask.numel(), seen + 1
-    t0 = time.perf_counter()
+    rss.phase("train")
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    seconds = time.perf_counter() - t0
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"seconds": seconds, "pairs": steps * batch, "real_tokens": real,
-            "padding_fraction": 1 - real / max(1, total), "losses": losses, "backbone": model.model}
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "real_tokens": real, "padding_fraction": 1 - real / max(1, total),
+            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "backbone": model.model}
 
 
-def child(which: str, pairs_path: str, steps: int, batch: int, n_pairs: int) -> None:
+def child(side: str, a: argparse.Namespace) -> None:
     import torch
 
-    torch.set_num_threads(1)
-    tok, rows, over = prepare(pairs_path, n_pairs)
+    torch.set_num_threads(a.threads)
+    rss = RssSampler()
+    rss.phase("data")
+    tok, rows, over = pretruncate(real_pairs(a.n_pairs, a.pairs), a.vocab, a.max_length, a.max_prompt_length)
+    rss.phase("matmul_peak")
     peak = measured_matmul_peak()
+    rss.phase("setup")
     with tempfile.TemporaryDirectory() as tmp:
-        res = (run_ours if which == "ours" else run_trl)(tok, rows, steps, batch, Path(tmp))
+        res = run_trl(tok, rows, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, rows, a, Path(tmp), rss)
     backbone = res.pop("backbone")
-    emb = backbone.get_input_embeddings().weight.numel()
-    n_non_emb = sum(p.numel() for p in backbone.parameters()) - emb
-    mean_len = res["real_tokens"] / (2 * res["pairs"])
-    flops = training_flops(n_non_emb, MODEL["num_layers"], MODEL["hidden_size"], res["real_tokens"], mean_len)
-    res.update(
-        pairs_per_s=res["pairs"] / res["seconds"],
-        tokens_per_s=res["real_tokens"] / res["seconds"],
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        mfu=flops / res["seconds"] / peak,
-        matmul_peak_gflops=peak / 1e9,
-        pairs_over_max_length=over,
-    )
+    if "pair_indices" in res:  # ours: real tokens of exactly the pairs trained on
+        counts = pair_token_count(tok, rows)
+        res["real_tokens"] = sum(counts[i] for i in res.pop("pair_indices"))
+    n_non_emb = sum(p.numel() for p in backbone.parameters()) - backbone.get_input_embeddings().weight.numel()
+    pairs = a.steps * a.batch
+    mean_len = res["real_tokens"] / (2 * pairs)
+    flops = res["real_tokens"] * (6 * n_non_emb + 6 * a.layers * mean_len * a.hidden)  # Kaplan et al. 2020 style
+    res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
+               pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
+               peak_rss_mb=peak_rss_mb(), mfu=flops / res["seconds"] / peak, matmul_peak_gflops=peak / 1e9,
+               sequences_truncated=over, rss_by_phase=rss.report())
     print("RESULT " + json.dumps(res))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pairs", default=None)
-    parser.add_argument("--steps", type=int, default=40)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(parser)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--n-pairs", type=int, default=320)
-    parser.add_argument("--child", choices=["ours", "trl"])
-    a = parser.parse_args()
-    pairs = a.pairs or default_pairs()
+    parser.add_argument("--layouts", default="shared,padded", help="our layouts, comma-separated: shared, packed, padded")
+    parser.add_argument("--trl-sampling", choices=["group_by_length", "random"], default="group_by_length")
+    parser.add_argument("--child", default=None)
+    a = parser.parse_args(argv)
     if a.child:
-        child(a.child, pairs, a.steps, a.batch, a.n_pairs)
+        child(a.child, a)
         return
-    results = {}
-    for which in ("ours", "trl"):
-        proc = subprocess.run([sys.executable, __file__, "--child", which, "--pairs", pairs, "--steps", str(a.steps), "--batch", str(a.batch), "--n-pairs", str(a.n_pairs)],
-                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-        if not line:
-            raise SystemExit(f"{which} failed:\n{proc.stderr[-3000:]}")
-        results[which] = json.loads(line[0][7:])
-    o, t = results["ours"], results["trl"]
-    print(f"pairs: {pairs}  ({a.n_pairs} train pairs, {o['pairs_over_max_length']} longer than {MAX_LENGTH} tokens: "
-          f"we truncate and count them, TRL with max_length={MAX_LENGTH} would drop them)")
-    print(f"model: Llama-style {MODEL}, batch {a.batch} pairs, {a.steps} steps, 1 thread each\n")
-    rows = [
-        ("pairs/s", "pairs_per_s", "{:.1f}"),
-        ("real tokens/s", "tokens_per_s", "{:.0f}"),
-        ("padding fraction", "padding_fraction", "{:.3f}"),
-        ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
-        ("MFU vs matmul peak", "mfu", "{:.3%}"),
-        ("matmul peak GFLOP/s", "matmul_peak_gflops", "{:.1f}"),
-        ("wall seconds", "seconds", "{:.1f}"),
-    ]
-    print(f"{'metric':<22}{'ours':>12}{'TRL':>12}{'ours/TRL':>10}")
-    for label, key, fmt in rows:
-        print(f"{label:<22}{fmt.format(o[key]):>12}{fmt.format(t[key]):>12}{o[key] / t[key] if t[key] else float('nan'):>10.2f}")
+    forward = [x for x in (argv if argv is not None else sys.argv[1:])]
+    layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
+    print_header(a, "reward model", f"RewardTrainer, train_sampling_strategy={a.trl_sampling}")
+    results = run_sides(__file__, layouts + ["trl"], forward, a.threads)
+    print(f"sequences truncated by our rule before both sides saw them: {results['trl']['sequences_truncated']}; {load_line()}\n")
+    print_table(results, [
+        ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
+        ("padding fraction", "padding_fraction", "{:.3f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+        ("MFU vs matmul peak", "mfu", "{:.2%}"), ("matmul GFLOP/s", "matmul_peak_gflops", "{:.1f}"),
+        ("train seconds", "seconds", "{:.1f}"),
+    ])
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
-    print(f"{'loss first 10 steps':<22}{mean(o['losses'][:10]):>12.4f}{mean(t['losses'][:10]):>12.4f}")
-    print(f"{'loss last 10 steps':<22}{mean(o['losses'][-10:]):>12.4f}{mean(t['losses'][-10:]):>12.4f}")
+    print("loss first/last 5 steps: " + "; ".join(f"{s} {mean(r['losses'][:5]):.4f}/{mean(r['losses'][-5:]):.4f}" for s, r in results.items()))
+    print("RSS peak by phase (MB): " + "; ".join(f"{s} {r['rss_by_phase']}" for s, r in results.items()))
+    for layout in layouts[1:]:
+        print(ratio_line(results[layout], results["trl"], layout))
+    print(ratio_line(results[layouts[0]], results["trl"], "cpu_time", per="cpu_s"))
+    print(ratio_line(results[layouts[0]], results["trl"]))
 
 
 if __name__ == "__main__":

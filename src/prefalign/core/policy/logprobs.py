@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prefalign.core.training.packing import PackedSequences, packed_pair_logprobs
+
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """log p(input_ids[:, t] | input_ids[:, :t]) for t = 1..T-1, shape (B, T-1).
@@ -62,3 +64,21 @@ def pair_logprobs(
     logps = sequence_logprobs(model, input_ids, attention_mask, response_mask)
     n_pairs = input_ids.size(0) // 2
     return logps[:n_pairs], logps[n_pairs:]
+
+
+def batch_pair_logprobs(model: torch.nn.Module, sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pair_logprobs`` of a pair batch's sequences: padded (``SequenceBatch``) or packed
+    (``PackedSequences``, core/training/packing.py). Returns (chosen [B], rejected [B])."""
+    if isinstance(sequences, PackedSequences):
+        return packed_pair_logprobs(model, sequences)
+    return pair_logprobs(model, sequences.input_ids, sequences.attention_mask, sequences.response_mask)
+
+
+def response_token_counts(sequences) -> torch.Tensor:
+    """Response tokens whose log-probs ``batch_pair_logprobs`` sums, per sequence: [2B] (chosen rows
+    first), for padded (``SequenceBatch``: response_mask[:, 1:]) or packed (``PackedSequences``:
+    one target per scored token) batches. SimPO and ORPO normalise by it (docs/methods.md s4.4, s4.5)."""
+    if isinstance(sequences, PackedSequences):
+        return torch.bincount(sequences.target_sequence, minlength=sequences.num_sequences)
+    return sequences.response_mask[:, 1:].sum(dim=-1)
+

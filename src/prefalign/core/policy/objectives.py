@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
-from prefalign.core.policy.logprobs import pair_logprobs
+from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts
 from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, ipo_loss, sft_loss
 from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
 
@@ -256,9 +256,8 @@ def make_pairwise_loss_fn(
     """
 
     def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        seqs = batch.sequences
-        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
-        tokens = seqs.response_mask[:, 1:].sum(dim=-1).to(chosen.dtype)
+        chosen, rejected = batch_pair_logprobs(model, batch.sequences)
+        tokens = response_token_counts(batch.sequences).to(chosen.dtype)  # |y| per sequence, for SimPO/ORPO
         n = chosen.shape[0]
         logps = PairLogprobs(chosen, rejected, tokens[:n], tokens[n:], batch.p_chosen.to(chosen.dtype))
         if reference is not None:

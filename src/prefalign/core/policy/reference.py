@@ -8,14 +8,21 @@ The reference model itself is then dropped: it is never in memory while the poli
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import polars as pl
 import torch
 
-from prefalign.core.policy.logprobs import pair_logprobs
+from prefalign.core.policy.logprobs import batch_pair_logprobs
 
-REFERENCE_SCHEMA = {"pair_id": pl.String, "ref_chosen_logp": pl.Float64, "ref_rejected_logp": pl.Float64}
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def _reference_schema() -> dict:
+    """The table's columns; polars is imported here, not at module level (the GPU check imports this module without it)."""
+    import polars as pl
+
+    return {"pair_id": pl.String, "ref_chosen_logp": pl.Float64, "ref_rejected_logp": pl.Float64}
 
 
 @torch.no_grad()
@@ -27,7 +34,7 @@ def score_pair_batches(model: torch.nn.Module, batches: Iterable) -> tuple[torch
     index_parts, chosen_parts, rejected_parts = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0)], [torch.zeros(0)]
     for batch in batches:
         seqs = batch.sequences.to(device)
-        chosen, rejected = pair_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
+        chosen, rejected = batch_pair_logprobs(model, seqs)
         index_parts.append(batch.pair_index.cpu())
         chosen_parts.append(chosen.float().cpu())
         rejected_parts.append(rejected.float().cpu())
@@ -35,19 +42,21 @@ def score_pair_batches(model: torch.nn.Module, batches: Iterable) -> tuple[torch
     return torch.cat(index_parts), torch.cat(chosen_parts), torch.cat(rejected_parts)
 
 
-def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_ids: Sequence[str]) -> pl.DataFrame:
+def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_ids: Sequence[str]) -> "pl.DataFrame":
     """One no-grad pass over pair batches (core/training/batching.PairBatch) -> the reference table.
 
     `pair_ids[i]` names the pair at tokenised index i (each batch's `pair_index`).
     """
     index, chosen, rejected = score_pair_batches(model, batches)
+    import polars as pl
+
     return pl.DataFrame(
         {
             "pair_id": [pair_ids[i] for i in index.tolist()],
             "ref_chosen_logp": chosen.double().tolist(),
             "ref_rejected_logp": rejected.double().tolist(),
         },
-        schema=REFERENCE_SCHEMA,
+        schema=_reference_schema(),
     ).sort("pair_id")
 
 
@@ -59,8 +68,10 @@ class ReferenceLogprobs:
         self.rejected = rejected
 
     @classmethod
-    def from_table(cls, table: pl.DataFrame, pair_ids: Sequence[str]) -> "ReferenceLogprobs":
+    def from_table(cls, table: "pl.DataFrame", pair_ids: Sequence[str]) -> "ReferenceLogprobs":
         """Align `table` (pair_id -> log-probs) with `pair_ids`; a missing pair is an error."""
+        import polars as pl
+
         lookup = pl.DataFrame({"pair_id": list(pair_ids)}, schema={"pair_id": pl.String}).join(
             table.unique("pair_id", keep="first"), on="pair_id", how="left", maintain_order="left"
         )

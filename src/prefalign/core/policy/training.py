@@ -33,13 +33,13 @@ from prefalign.core.policy.objectives import (
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
 from prefalign.core.training.batching import (
     TokenizedPairs,
-    make_pair_batches,
     padding_fraction,
     tokenize_pairs,
     tokenize_sequence,
     tokenize_sequences,
 )
 from prefalign.core.ties import leave_out_ties
+from prefalign.core.training.packing import any_padding_fraction, pair_batches
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
 from prefalign.core.training.run import TrainingRun, curve_frame
@@ -221,21 +221,23 @@ def train_sft(
     return TrainingRun(bundle, curve_frame(result.history), metrics)
 
 
-def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None):
-    """Train and val PairBatches whose pair_index addresses train rows then val rows of one table,
-    the number of train and val pairs kept, and the pairs excluded as identical after truncation."""
+def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.DataFrame, data: PolicyDataConfig, seed: int | None,
+                  training: TrainConfig | None = None):
+    """Train and val pair batches (padded, or packed per ``training``: core/training/packing.py) whose
+    pair_index addresses train rows then val rows of one table, the number of train and val pairs
+    kept, and the pairs excluded as identical after truncation."""
     pad = bundle.tokenizer.pad_token_id
     train_frame, train_tok, train_identical = _without_identical(bundle.tokenizer, train_frame, data)
     if len(train_tok) == 0:
         raise ValueError(f"every train pair is token-identical after truncation to max_length={data.max_length}; raise it")
-    train_batches = make_pair_batches(train_tok, data.batch_size, pad, seed=seed)
-    train_eval = make_pair_batches(train_tok, data.eval_batch_size, pad, seed=None)
+    train_batches = pair_batches(train_tok, data.batch_size, pad, seed, training)
+    train_eval = list(pair_batches(train_tok, data.eval_batch_size, pad, None, training))
     val_eval: list = []
     val_frame, val_tok, val_identical = _without_identical(bundle.tokenizer, val_frame, data) if val_frame.height else (val_frame, None, 0)
     if val_frame.height:
         val_eval = [
             replace(b, pair_index=b.pair_index + train_frame.height)
-            for b in make_pair_batches(val_tok, data.eval_batch_size, pad, seed=None)
+            for b in pair_batches(val_tok, data.eval_batch_size, pad, None, training)
         ]
     pair_ids = train_frame["pair_id"].to_list() + val_frame["pair_id"].to_list()
     excluded = {"reason": "chosen and rejected are token-identical after truncation (no preference left)",
@@ -243,11 +245,13 @@ def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.
     return train_batches, train_eval, val_eval, pair_ids, (train_frame.height, val_frame.height), excluded
 
 
-def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig) -> pl.DataFrame:
+def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: PolicyDataConfig,
+                       training: TrainConfig | None = None) -> pl.DataFrame:
     """log pi_ref of chosen and rejected for every train and val pair, once.
 
     Args:
-        reference: the SFT policy; pairs: validated pairs; data: the same selection the training uses.
+        reference: the SFT policy; pairs: validated pairs; data: the same selection the training uses;
+        training: its ``packing`` / ``share_prompt`` switches pick the batch layout (same values).
 
     Returns:
         A table pair_id, ref_chosen_logp, ref_rejected_logp (summed response log-probs, nats).
@@ -255,7 +259,7 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
     Source: docs/methods.md s4 (reference log-probs are constant: computed once).
     """
     train_frame, val_frame = _train_and_val(pairs, data)
-    _, train_eval, val_eval, pair_ids, _, _ = _pair_batches(reference, train_frame, val_frame, data, seed=None)
+    _, train_eval, val_eval, pair_ids, _, _ = _pair_batches(reference, train_frame, val_frame, data, None, training)
     return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
 
 
@@ -304,7 +308,7 @@ def train_preference(
         raise ValueError(f"every train pair is a tie (p_chosen = 0.5); policy.{spec.name} has hard labels and needs "
                          "preferences: set objective.soft_targets: true to train on ties, or add non-tie pairs")
     train_batches, train_eval, val_eval, pair_ids, (n_train, n_val), excluded = _pair_batches(
-        reference, train_frame, val_frame, data, training.seed
+        reference, train_frame, val_frame, data, training.seed, training
     )
     ref = ReferenceLogprobs.from_table(reference_table, pair_ids) if spec.needs_reference else None
     model = reference.model
@@ -329,7 +333,7 @@ def train_preference(
         "soft_targets": bool(getattr(config, "soft_targets", False)),
         "ties_dropped": {"train": train_ties, "val": val_ties},
         "steps": result.steps,
-        "train_padding_fraction": padding_fraction(train_batches),
+        "train_padding_fraction": any_padding_fraction(train_batches),
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         "excluded_pairs": excluded,

@@ -20,6 +20,7 @@ from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted,
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
 from prefalign.core.reward.heads import POOLINGS, GPMHead, RewardOutput, ScalarHead, gather_rows, pool
 from prefalign.core.training.batching import SequenceBatch
+from prefalign.core.training.packing import PackedSequences, model_inputs, packed_hidden_rows
 from prefalign.core.models.params import dataclass_from_params
 
 HEAD_TYPES = ("scalar", "gpm")
@@ -87,7 +88,22 @@ class RewardModel(torch.nn.Module):
     def is_gpm(self) -> bool:
         return self.head_config.head == "gpm"
 
-    def forward(self, sequences: SequenceBatch) -> RewardOutput:
+    def forward(self, sequences: SequenceBatch | PackedSequences) -> RewardOutput:
+        pooling = self.head_config.pooling
+        if isinstance(sequences, PackedSequences):  # padding-free rows (core/training/packing.py)
+            if pooling != "last" or self.bidirectional:
+                raise ValueError(
+                    f"packed or prompt-shared batches (training.packing / training.share_prompt) need a causal decoder "
+                    f"read at its last token; this model has head.pooling={pooling!r}"
+                    f"{' on a bidirectional encoder' if self.bidirectional else ''}: set both switches to false"
+                )
+            hidden = self.backbone(**model_inputs(self.backbone, sequences)).last_hidden_state
+            pooled = packed_hidden_rows(hidden, sequences.last_index)
+            prompt_pooled = packed_hidden_rows(hidden, sequences.last_prompt_index)
+            if not self.is_gpm:
+                return RewardOutput(rewards=self.head(pooled), tau=self.head_config.tau)
+            v, gate = self.head(pooled, prompt_pooled)
+            return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
         pooling = self.head_config.pooling
         hidden = self.backbone(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         pooled = pool(hidden, sequences.attention_mask, sequences.last_index, pooling)

@@ -23,6 +23,7 @@ from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.training.batching import TokenizedPairs, make_pair_batches, padding_fraction, tokenize_pairs
 from prefalign.core.training.launch import check_num_processes
+from prefalign.core.training.packing import any_padding_fraction, pair_batches
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
@@ -272,8 +273,8 @@ def train_reward_model(
             "raise max_length"
         )
     training = TrainConfig.from_dict(params.training)
-    train_batches = make_pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, seed=training.seed)
-    val_batches = make_pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, seed=None) if len(val_tok) else []
+    train_batches = pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, training.seed, training)
+    val_batches = pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, None, training) if len(val_tok) else []
     model = RewardModel(build_backbone(params.model, tokenizer), cfg)
     loss_fn = make_reward_loss_fn(params)
     accelerator = make_accelerator(training.mixed_precision)
@@ -281,7 +282,7 @@ def train_reward_model(
 
     n_check = min(params.train_accuracy_pairs, len(train_tok))
     check = tokenize(train_pairs.head(n_check)) if n_check else None
-    train_eval = evaluate(result.model, make_pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, seed=None), loss_fn, accelerator) if check else {}
+    train_eval = evaluate(result.model, pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, None, training), loss_fn, accelerator) if check else {}
     metrics = {
         "objective": objective,
         "head": cfg.head,
@@ -294,7 +295,7 @@ def train_reward_model(
         "val_pairs": len(val_tok),
         **result.final_metrics,
         **{k.replace("val_", "train_", 1): v for k, v in train_eval.items()},
-        "train_padding_fraction": padding_fraction(train_batches),
+        "train_padding_fraction": any_padding_fraction(train_batches),
         "truncation": train_tok.truncation.add(val_tok.truncation).as_dict(),
         "excluded_pairs": {
             "reason": "chosen and rejected are token-identical after truncation (no preference left)",

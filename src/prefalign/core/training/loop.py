@@ -31,6 +31,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.training.progress import Progress
+from prefalign.core.training.memory import set_malloc_mmap_threshold
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -71,6 +72,9 @@ class TrainConfig:
     seed: int = 0
     progress_bar: bool = True
     cpu_threads: int | None = None  # torch intra-op threads; 1 avoids oversubscription on a busy CPU; null = torch default
+    packing: bool = False  # pair batches packed into rows without padding (core/training/packing.py)
+    share_prompt: bool = False  # one pass over a pair's common prompt (implies packing; docs/performance.md)
+    cpu_malloc_mmap_threshold: int | None = None  # bytes; e.g. 65536 stops heap growth on CPU (core/training/memory.py)
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainConfig":
@@ -92,6 +96,8 @@ class TrainConfig:
             ("keep_checkpoints", self.keep_checkpoints >= 1, "an integer >= 1"),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
             ("cpu_threads", self.cpu_threads is None or self.cpu_threads >= 1, "null or an integer >= 1"),
+            ("cpu_malloc_mmap_threshold", self.cpu_malloc_mmap_threshold is None or 0 <= self.cpu_malloc_mmap_threshold <= 32 * 2**20,
+             "null or a byte count in [0, 33554432]"),
         ]
         for key, ok, allowed in checks:
             if not ok:
@@ -193,6 +199,8 @@ def train(
     output_dir = Path(output_dir)
     if cfg.cpu_threads is not None:
         torch.set_num_threads(cfg.cpu_threads)
+    if cfg.cpu_malloc_mmap_threshold is not None and accelerator.device.type == "cpu":
+        set_malloc_mmap_threshold(cfg.cpu_malloc_mmap_threshold)
     set_seed(cfg.seed)
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]

@@ -1,0 +1,199 @@
+"""Shared parts of the side-by-side benchmarks (reward_vs_trl.py, dpo_vs_trl.py).
+
+- ``real_pairs``: train pairs from data/01_raw through the project's own feedback code
+  (UltraFeedback single-turn + Anthropic HH multi-turn dialogues: the real length mix, long
+  prompts included), or from a saved JSONL of {"prompt", "chosen", "rejected"} rows.
+- ``pretruncate``: every pair cut ONCE by our truncation rule and decoded back to text, so both
+  trainers get the same texts and neither needs to truncate (TRL would drop or cut otherwise).
+- ``run_sides``: each side in a fresh interpreter (its own peak RSS), results as JSON lines.
+- ``RssSampler``: the process RSS over time by phase (where the peak happens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SOURCES = ("ultrafeedback", "hh_rlhf")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--intermediate", type=int, default=688)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=2048, help="BPE vocabulary trained on the pairs")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-prompt-length", type=int, default=256)
+    parser.add_argument("--n-pairs", type=int, default=320)
+    parser.add_argument("--pairs", default=None, help="JSONL of prompt/chosen/rejected (default: data/01_raw via the feedback code)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--mmap-threshold", type=int, default=65536,
+                        help="our side's training.cpu_malloc_mmap_threshold in bytes (-1: glibc's default; docs/performance.md)")
+
+
+def model_dict(a: argparse.Namespace) -> dict:
+    return {"hidden_size": a.hidden, "num_layers": a.layers, "num_heads": a.heads, "intermediate_size": a.intermediate,
+            "max_position_embeddings": max(512, a.max_length), "seed": 0, "attn_implementation": "sdpa"}
+
+
+def real_pairs(n: int, path: str | None = None) -> list[dict]:
+    """n train, non-tie pairs (sorted by pair_id: a fixed, source-mixed sample) as text dicts."""
+    if path:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        return [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows[:n]]
+    import polars as pl
+    import yaml
+
+    from prefalign.core.feedback.ingest import ingest_source
+    from prefalign.core.feedback.pairs import build_pairs_table
+    from prefalign.core.feedback.records import decode_records, infer_file_format
+
+    params = yaml.safe_load((ROOT / "conf/base/parameters_feedback.yml").read_text())["feedback"]
+    files = {"ultrafeedback": sorted((ROOT / "data/01_raw/ultrafeedback_sample").glob("*.jsonl")),
+             "hh_rlhf": [ROOT / "data/01_raw/hh_rlhf/harmless_base_test.jsonl.gz"]}
+    rows = []
+    for source in SOURCES:
+        records = [r for f in files[source] for r in decode_records(f.read_bytes(), str(f), infer_file_format(str(f)))]
+        pair_rows, _, _ = ingest_source(source, {"records": records}, params["sources"][source])
+        rows.append(pair_rows)
+    pairs, _ = build_pairs_table(rows, params["split"])
+    frame = pairs.filter((pl.col("split") == "train") & (pl.col("p_chosen") > 0.5)).sort("pair_id").head(n)
+    return frame.select("prompt", "chosen", "rejected").to_dicts()
+
+
+def pretruncate(pairs: list[dict], vocab: int, max_length: int, max_prompt_length: int):
+    """(tokenizer, texts cut by our rule and decoded, pairs longer than max_length before the cut)."""
+    from prefalign.core.models import build_tokenizer
+    from prefalign.core.training.batching import tokenize_pairs
+
+    x, w, l = ([p[k] for p in pairs] for k in ("prompt", "chosen", "rejected"))
+    tok = build_tokenizer({"vocab_size": vocab}, x + w + l)
+    cut = tokenize_pairs(tok, x, w, l, max_length=max_length, max_prompt_length=max_prompt_length)
+    over = cut.truncation.truncated_prompts + cut.truncation.truncated_responses
+
+    def text(seq):
+        end = len(seq.input_ids) - (seq.input_ids[-1] == tok.eos_token_id)
+        return tok.decode(seq.input_ids[1 : seq.prompt_length]), tok.decode(seq.input_ids[seq.prompt_length : end])
+
+    rows = []
+    for c, r in zip(cut.chosen, cut.rejected):
+        prompt, chosen = text(c)
+        _, rejected = text(r)
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return tok, rows, over
+
+
+def pair_token_count(tok, rows: list[dict]) -> list[int]:
+    """Tokens of each pair as two full sequences ([bos] prompt response [eos], both sides): the
+    common unit of 'real tokens' for both trainers, whatever layout computes them."""
+    from prefalign.core.training.batching import tokenize_pairs
+
+    x, w, l = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
+    tp = tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2)
+    return [len(c) + len(r) for c, r in zip(tp.chosen, tp.rejected)]
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RssSampler:
+    """RSS every 20 ms in a thread; ``phase(name)`` starts a phase; ``report()`` = peak MB per phase."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+        self.current = "start"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_mb()
+            self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), value)
+            time.sleep(0.02)
+
+    def phase(self, name: str) -> None:
+        value = rss_mb()
+        self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), value)
+        self.current = name
+
+    def report(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {k: round(v, 1) for k, v in self.peaks.items()}
+
+
+def measured_matmul_peak(n: int = 512, reps: int = 20) -> float:
+    """FLOP/s of a float32 n x n matmul in this process (same thread count as training)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def run_sides(script: str, sides: list[str], argv: list[str], threads: int) -> dict[str, dict]:
+    """Each side in a fresh interpreter (``--child SIDE``); its RESULT line parsed."""
+    results = {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    for side in sides:
+        proc = subprocess.run([sys.executable, script, *argv, "--child", side], capture_output=True, text=True, env=env)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if not line:
+            raise SystemExit(f"side {side} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        results[side] = json.loads(line[-1][len("RESULT "):])
+        print(f"  {side}: {results[side]['pairs_per_s']:.2f} pairs/s, peak RSS {results[side]['peak_rss_mb']:.0f} MB", flush=True)
+    return results
+
+
+def print_table(results: dict[str, dict], rows: list[tuple[str, str, str]]) -> None:
+    sides = list(results)
+    print(f"{'metric':<24}" + "".join(f"{s:>14}" for s in sides))
+    for label, key, fmt in rows:
+        print(f"{label:<24}" + "".join(f"{fmt.format(results[s][key]) if key in results[s] else '-':>14}" for s in sides))
+
+
+def ratio_line(ours: dict, trl: dict, label: str = "", per: str = "s") -> str:
+    """ours / TRL; ``per="cpu_s"`` divides by the process's CPU seconds instead of wall seconds (a
+    load-robust comparison on a shared CPU: each side runs one compute thread)."""
+    r = lambda k: ours[k] / trl[k] if trl.get(k) else float("nan")  # noqa: E731
+    tag = f"[{label}]" if label else ""
+    return (f"ratio{tag} pairs_per_s={r(f'pairs_per_{per}'):.2f} tokens_per_s={r(f'tokens_per_{per}'):.2f} "
+            f"peak_rss={r('peak_rss_mb'):.2f}")
+
+
+def print_header(a: argparse.Namespace, kind: str, trl: str) -> None:
+    print(f"model: Llama-style {kind} {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
+          f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
+    print(f"data: {a.n_pairs} real train pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
+          f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
+    print(f"TRL: {trl}; {load_line()}", flush=True)
+
+
+def load_line() -> str:
+    return "load average (1, 5, 15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"

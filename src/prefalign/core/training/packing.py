@@ -1,0 +1,427 @@
+"""Padding-free pair batches: sequences packed into rows, and (optionally) one prompt pass per pair.
+
+Input: already-tokenised sequences (``TokenizedSequence``: ids and a prompt length), the output of
+whatever tokenisation ``batching.py`` does. Output: ``PackedPairBatch``, a drop-in for
+``PairBatch`` in the training loop (``len``, ``num_tokens``, ``to``, ``shard``), read by
+``RewardModel.forward`` and by ``packed_sequence_logprobs`` (policies, reference log-probs).
+
+Two layouts (docs/performance.md):
+
+- **packed** (``share_prompt=False``): every sequence ``[bos] prompt response [eos]`` is one
+  segment; segments are placed first-fit-decreasing into rows of ``row_tokens`` tokens (default:
+  the longest segment of the batch, so no segment is ever split). Position ids restart at 0 in
+  every segment and attention never crosses a segment boundary.
+- **prompt-shared** (``share_prompt=True``): a pair whose chosen and rejected sequences start with
+  the same prompt tokens is ONE segment ``[prompt, chosen response, rejected response]``. Chosen
+  tokens attend to the prompt and to earlier chosen tokens; rejected tokens attend to the prompt
+  and to earlier rejected tokens, never to chosen ones; rejected position ids continue from the
+  prompt end (they equal the positions the rejected tokens have in their own sequence). So every
+  token sees exactly the context it sees in the unpacked sequence, and the prompt is computed
+  once instead of twice. A pair whose two prompts differ (truncated differently) falls back to
+  two segments, so results never depend on the layout.
+
+The only padding left is the tail of rows shorter than the widest row (a segment of its own).
+
+Attention rule per row, for query token q and key token k (``attention_mask_4d``)::
+
+    allowed(q, k) = segment[q] == segment[k] and k <= q and (branch[k] == SHARED or branch[k] == branch[q])
+
+Sequence order inside a batch of B pairs is the ``PairBatch`` order: sequences 0..B-1 are the
+chosen, B..2B-1 the rejected, so ``RewardOutput.pair_logits`` and the policy losses apply as is.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prefalign.core.training.batching import (
+    TokenizedPairs,
+    TokenizedSequence,
+    length_grouped_batches,
+    make_pair_batches,
+    padding_fraction,
+)
+
+SHARED, CHOSEN, REJECTED = 0, 1, 2  # branch ids: prompt tokens, chosen-response tokens, rejected-response tokens
+
+
+@dataclass
+class PackedSequences:
+    """N sequences packed into R rows of width W.
+
+    Shapes: ``input_ids``, ``position_ids``, ``segment_ids``, ``branch_ids`` [R, W] (long);
+    ``last_index``, ``last_prompt_index`` [N, 2] (row, column) of each sequence's last token and
+    last prompt token; the M response-token targets as ``target_row``, ``target_source`` (the
+    column whose logits predict the target), ``target_ids``, ``target_sequence`` [M].
+    ``num_tokens`` counts the sequences' own tokens (a shared prompt counts once per sequence, so it
+    equals the unpacked count); ``slots`` = R * W is what the forward pass computes.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    branch_ids: torch.Tensor
+    last_index: torch.Tensor
+    last_prompt_index: torch.Tensor
+    target_row: torch.Tensor
+    target_source: torch.Tensor
+    target_ids: torch.Tensor
+    target_sequence: torch.Tensor
+    num_tokens: int
+    computed_tokens: int  # non-padding slots (a shared prompt counted once)
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.last_index.shape[0])
+
+    @property
+    def shares_prompts(self) -> bool:
+        return bool((self.branch_ids != SHARED).any())
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.computed_tokens / max(1, self.input_ids.numel())
+
+    def to(self, device: torch.device | str) -> "PackedSequences":
+        return PackedSequences(**{
+            f.name: (getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name))
+            for f in fields(self)
+        })
+
+
+def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Unit indices per row: longest first, each into the first row with room (deterministic)."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for unit in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, room in enumerate(free):
+            if lengths[unit] <= room:
+                rows[r].append(unit)
+                free[r] -= lengths[unit]
+                break
+        else:
+            rows.append([unit])
+            free.append(capacity - lengths[unit])
+    return rows
+
+
+def shared_prompt_length(chosen: TokenizedSequence, rejected: TokenizedSequence) -> int:
+    """The prompt length both sides share, or 0 when their prompt tokens differ (no sharing)."""
+    p = chosen.prompt_length
+    if p != rejected.prompt_length or chosen.input_ids[:p] != rejected.input_ids[:p]:
+        return 0
+    return p
+
+
+def pack_pairs(
+    chosen: Sequence[TokenizedSequence],
+    rejected: Sequence[TokenizedSequence],
+    share_prompt: bool = False,
+    row_tokens: int | None = None,
+    pad_token_id: int = 0,
+) -> PackedSequences:
+    """Pack B pairs (2B sequences, chosen first) into rows; see the module doc for the layouts.
+
+    Args:
+        chosen, rejected: B tokenised sequences each; pair i is (chosen[i], rejected[i]).
+        share_prompt: one segment [prompt, chosen response, rejected response] per pair whose
+            prompt tokens agree.
+        row_tokens: row capacity in tokens; None = the longest segment (never split a segment).
+        pad_token_id: id written in the row tails (they form a segment of their own, never read).
+
+    Returns:
+        ``PackedSequences`` with N = 2B sequences.
+
+    Raises:
+        ValueError: if the sides differ in count, a sequence is empty, or a segment is longer than
+            ``row_tokens``.
+    """
+    if len(chosen) != len(rejected):
+        raise ValueError(f"{len(chosen)} chosen but {len(rejected)} rejected sequences; pairs need one of each")
+    if any(len(s) == 0 for s in (*chosen, *rejected)):
+        raise ValueError("an empty sequence cannot be packed (it has no last token to read)")
+    b = len(chosen)
+    sequences = list(chosen) + list(rejected)
+    # units: (tokens, [(sequence index, its first column offset inside the unit, shared prefix length)])
+    units: list[tuple[list[int], list[int]]] = []  # token ids, branch ids
+    unit_cols: list[list[np.ndarray]] = []  # per unit: for each of its sequences, the column of each token
+    unit_seqs: list[list[int]] = []
+    for i in range(b):
+        c, r = chosen[i], rejected[i]
+        p = shared_prompt_length(c, r) if share_prompt else 0
+        if p:
+            ids = c.input_ids + r.input_ids[p:]
+            lc, lr = len(c), len(r) - p
+            branches = [SHARED] * p + [CHOSEN] * (lc - p) + [REJECTED] * lr
+            cols_c = np.arange(lc)
+            cols_r = np.concatenate([np.arange(p), lc + np.arange(lr)])
+            units.append((ids, branches))
+            unit_cols.append([cols_c, cols_r])
+            unit_seqs.append([i, b + i])
+        else:
+            for s in (i, b + i):
+                units.append((sequences[s].input_ids, [SHARED] * len(sequences[s])))
+                unit_cols.append([np.arange(len(sequences[s]))])
+                unit_seqs.append([s])
+    lengths = [len(u[0]) for u in units]
+    capacity = max(lengths) if row_tokens is None else row_tokens
+    if max(lengths) > capacity:
+        raise ValueError(f"a segment of {max(lengths)} tokens does not fit row_tokens={capacity}; raise row_tokens or leave it null")
+    rows = _first_fit_decreasing(lengths, capacity)
+    width = max(sum(lengths[u] for u in row) for row in rows)
+    n_rows = len(rows)
+    input_ids = np.full((n_rows, width), pad_token_id, dtype=np.int64)
+    position_ids = np.zeros((n_rows, width), dtype=np.int64)
+    segment_ids = np.zeros((n_rows, width), dtype=np.int64)
+    branch_ids = np.zeros((n_rows, width), dtype=np.int64)
+    n = 2 * b
+    last_index = np.zeros((n, 2), dtype=np.int64)
+    last_prompt = np.zeros((n, 2), dtype=np.int64)
+    t_row, t_src, t_ids, t_seq = [], [], [], []
+    for r, row in enumerate(rows):
+        start = 0
+        for seg, unit in enumerate(row):
+            ids, branches = units[unit]
+            end = start + len(ids)
+            input_ids[r, start:end] = ids
+            segment_ids[r, start:end] = seg
+            branch_ids[r, start:end] = branches
+            for s, cols in zip(unit_seqs[unit], unit_cols[unit]):
+                seq = sequences[s]
+                position_ids[r, start + cols] = np.arange(len(seq))  # token t of a sequence sits at position t
+                last_index[s] = (r, start + cols[-1])
+                last_prompt[s] = (r, start + cols[max(seq.prompt_length, 1) - 1])
+                # response token t (t >= prompt_length, t >= 1) is predicted by the logits at token t - 1
+                first = max(seq.prompt_length, 1)
+                if first < len(seq):
+                    t_row.append(np.full(len(seq) - first, r))
+                    t_src.append(start + cols[first - 1 : len(seq) - 1])
+                    t_ids.append(np.asarray(seq.input_ids[first:]))
+                    t_seq.append(np.full(len(seq) - first, s))
+            start = end
+        if start < width:  # the row's tail: its own segment, positions from 0 (never attended to by real tokens)
+            segment_ids[r, start:] = len(row)
+            position_ids[r, start:] = np.arange(width - start)
+    cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64)) if parts else torch.zeros(0, dtype=torch.long)  # noqa: E731
+    return PackedSequences(
+        input_ids=torch.from_numpy(input_ids),
+        position_ids=torch.from_numpy(position_ids),
+        segment_ids=torch.from_numpy(segment_ids),
+        branch_ids=torch.from_numpy(branch_ids),
+        last_index=torch.from_numpy(last_index),
+        last_prompt_index=torch.from_numpy(last_prompt),
+        target_row=cat(t_row),
+        target_source=cat(t_src),
+        target_ids=cat(t_ids),
+        target_sequence=cat(t_seq),
+        num_tokens=sum(len(s) for s in sequences),
+        computed_tokens=sum(lengths),
+    )
+
+
+def attention_mask_4d(packed: PackedSequences) -> torch.Tensor:
+    """Boolean [R, 1, W, W] mask, True where query q may attend to key k (the module doc's rule)."""
+    seg, br = packed.segment_ids, packed.branch_ids
+    w = seg.shape[1]
+    causal = torch.ones(w, w, dtype=torch.bool, device=seg.device).tril()
+    same = seg[:, :, None] == seg[:, None, :]
+    branch_ok = (br[:, None, :] == SHARED) | (br[:, :, None] == br[:, None, :])
+    return (same & branch_ok & causal)[:, None]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP / FSDP wrappers
+        model = model.module
+    return model
+
+
+def model_inputs(model: torch.nn.Module, packed: PackedSequences, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor | None]:
+    """``input_ids``, ``position_ids`` and the attention mask in the form ``model``'s attention kernel takes.
+
+    - flash-attention kernels: no mask; transformers reads segment starts from the restarting
+      position ids (variable-length attention). Prompt sharing cannot be said that way.
+    - sdpa / flex / others taking a 4D mask: the boolean mask (True = attend).
+    - eager: the same mask as an additive float mask (0 or the dtype's minimum).
+
+    Raises:
+        ValueError: prompt sharing with a flash-attention kernel (use attn_implementation "sdpa").
+    """
+    config = getattr(_unwrap(model), "config", None)
+    impl = str(getattr(config, "_attn_implementation", None) or "sdpa")
+    inputs: dict[str, torch.Tensor | None] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids}
+    if "flash" in impl:
+        if packed.shares_prompts:
+            raise ValueError(
+                f"training.share_prompt needs a mask-taking attention kernel, but the model uses {impl!r}; "
+                "set model.attn_implementation: sdpa, or training.share_prompt: false"
+            )
+        inputs["attention_mask"] = None
+        return inputs
+    mask = attention_mask_4d(packed)
+    if impl == "eager":
+        dtype = dtype or next(_unwrap(model).parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    inputs["attention_mask"] = mask
+    return inputs
+
+
+def packed_hidden_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden [R, W, H], index [N, 2] (row, column) -> [N, H]."""
+    return hidden[index[:, 0], index[:, 1]]
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether ``model`` takes a boolean [R, W] ``logits_to_keep`` (transformers >= 5 does; older ones only ints)."""
+    import transformers.modeling_utils as modeling_utils
+
+    if not hasattr(modeling_utils, "slice_logits_to_keep"):
+        return False
+    try:
+        return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def packed_sequence_logprobs(model: torch.nn.Module, packed: PackedSequences) -> torch.Tensor:
+    """Sum of response-token log-probs per sequence, [N], from ONE forward pass of a causal LM.
+
+    Only the positions that predict a response token go through the LM head (``logits_to_keep``
+    as a boolean [R, W] mask, flattened row-major), so prompt positions never cost a vocabulary
+    projection. ``model`` may be wrapped (DDP): it is called through its own ``__call__``.
+    Same quantity as ``policy.logprobs.masked_sequence_logprobs`` on the unpacked batch
+    (methods.md s4: log pi(y|x) = sum over response tokens).
+    """
+    r, w = packed.input_ids.shape
+    keep = torch.zeros(r, w, dtype=torch.bool, device=packed.input_ids.device)
+    keep[packed.target_row, packed.target_source] = True
+    flat_rank = keep.flatten().cumsum(0) - 1  # index of each kept slot in the flattened logits
+    inputs = model_inputs(model, packed)
+    if _accepts_logits_to_keep(model):
+        logits = model(**inputs, logits_to_keep=keep).logits
+    else:
+        logits = model(**inputs).logits[keep]
+    pick = flat_rank[packed.target_row * w + packed.target_source]
+    logp = -F.cross_entropy(logits[pick].float(), packed.target_ids, reduction="none")
+    return torch.zeros(packed.num_sequences, dtype=logp.dtype, device=logp.device).index_add(0, packed.target_sequence, logp)
+
+
+def packed_pair_logprobs(model: torch.nn.Module, packed: PackedSequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log pi(chosen) [B], log pi(rejected) [B]) from one forward pass over a packed pair batch."""
+    logps = packed_sequence_logprobs(model, packed)
+    b = packed.num_sequences // 2
+    return logps[:b], logps[b:]
+
+
+@dataclass
+class PackedPairBatch:
+    """B pairs, packed; the same interface as ``PairBatch`` for the training loop.
+
+    Keeps the tokenised sequences (shared with ``TokenizedPairs``, not copied) so that ``shard``
+    can re-pack a process's share of the pairs.
+    """
+
+    chosen: list[TokenizedSequence]
+    rejected: list[TokenizedSequence]
+    p_chosen: torch.Tensor  # [B]
+    margin: torch.Tensor  # [B]
+    pair_index: torch.Tensor  # [B]
+    share_prompt: bool = False
+    row_tokens: int | None = None
+    pad_token_id: int = 0
+    sequences: PackedSequences | None = None
+
+    def __post_init__(self) -> None:
+        if self.sequences is None:
+            self.sequences = pack_pairs(self.chosen, self.rejected, self.share_prompt, self.row_tokens, self.pad_token_id)
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.sequences.num_tokens
+
+    def to(self, device: torch.device | str) -> "PackedPairBatch":
+        return PackedPairBatch(self.chosen, self.rejected, self.p_chosen.to(device), self.margin.to(device), self.pair_index.to(device),
+                               self.share_prompt, self.row_tokens, self.pad_token_id, self.sequences.to(device))
+
+    def shard(self, rank: int, world_size: int) -> "PackedPairBatch":
+        """This process's share (pairs rank, rank+W, ...), re-packed; as ``PairBatch.shard``."""
+        if world_size == 1:
+            return self
+        keep = list(range(rank, len(self), world_size))
+        index = torch.as_tensor(keep, dtype=torch.long)
+        return PackedPairBatch([self.chosen[i] for i in keep], [self.rejected[i] for i in keep], self.p_chosen[index],
+                               self.margin[index], self.pair_index[index], self.share_prompt, self.row_tokens, self.pad_token_id)
+
+
+class PackedPairBatches(Sequence[PackedPairBatch]):
+    """The batches of one epoch layout, packed on access (only the batch in use is materialised).
+
+    Same pairs per batch as ``make_pair_batches`` with the same ``seed`` (``length_grouped_batches``
+    on the longer side's length), so packed and padded runs see identical batches.
+    """
+
+    def __init__(self, tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0,
+                 share_prompt: bool = False, row_tokens: int | None = None):
+        lengths = [max(len(c), len(r)) for c, r in zip(tokenized.chosen, tokenized.rejected)]
+        self.tokenized = tokenized
+        self.index = length_grouped_batches(lengths, batch_size, seed) if len(lengths) else []
+        self.share_prompt, self.row_tokens, self.pad_token_id = share_prompt, row_tokens, pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int) -> PackedPairBatch:  # type: ignore[override]
+        index = self.index[k]
+        t = self.tokenized
+        return PackedPairBatch(
+            [t.chosen[i] for i in index], [t.rejected[i] for i in index],
+            torch.tensor(t.p_chosen[index], dtype=torch.float32), torch.tensor(t.margin[index], dtype=torch.float32),
+            torch.as_tensor(index, dtype=torch.long), self.share_prompt, self.row_tokens, self.pad_token_id,
+        )
+
+    def __iter__(self) -> Iterator[PackedPairBatch]:
+        return (self[k] for k in range(len(self)))
+
+
+def make_packed_pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0,
+                             share_prompt: bool = False, row_tokens: int | None = None) -> PackedPairBatches:
+    """Packed counterpart of ``batching.make_pair_batches`` (same pairs per batch)."""
+    return PackedPairBatches(tokenized, batch_size, pad_token_id, seed, share_prompt, row_tokens)
+
+
+def packed_padding_fraction(batches: Sequence[PackedPairBatch]) -> float:
+    """Share of computed slots that are row-tail padding, over all batches."""
+    slots = computed = 0
+    for batch in batches:
+        slots += batch.sequences.input_ids.numel()
+        computed += batch.sequences.computed_tokens
+    return 1.0 - computed / max(1, slots)
+
+
+def pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None, training=None) -> Sequence:
+    """Pair batches in the layout ``training`` asks for (``training.packing`` / ``training.share_prompt``).
+
+    Args:
+        training: a ``TrainConfig`` (or None: padded ``PairBatch``es, the default layout).
+    Returns:
+        ``PackedPairBatches`` when either switch is on, else ``make_pair_batches``' list. Both
+        hold the same pairs per batch, so a run's batches do not depend on the switch.
+    """
+    if training is not None and (training.packing or training.share_prompt):
+        return make_packed_pair_batches(tokenized, batch_size, pad_token_id, seed, share_prompt=training.share_prompt)
+    return make_pair_batches(tokenized, batch_size, pad_token_id, seed=seed)
+
+
+def any_padding_fraction(batches: Sequence) -> float:
+    """Padding share of padded (``PairBatch``) or packed (``PackedPairBatch``) batches."""
+    if len(batches) and isinstance(batches[0], PackedPairBatch):
+        return packed_padding_fraction(batches)
+    return padding_fraction(batches)
