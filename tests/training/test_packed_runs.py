@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from prefalign.core.policy.training import PreferenceConfig, reference_logprobs, train_preference
-from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model
+from prefalign.core.objectives import registry
+from prefalign.core.policy.training import reference_logprobs, train_preference
+from prefalign.core.reward.training import deep_merge, fit_tokenizer, select_pairs, train_reward_model
 from prefalign.core.training.loop import TrainConfig
 from tests.policy.test_training import DATA
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame
@@ -21,10 +22,10 @@ REWARD = {
 
 
 def _reward_run(pairs, tmp_path, **training):
-    params = RewardParams.from_dict(deep_merge(REWARD, {"training": training}))
-    train, _ = select_pairs(pairs, "train", params, None)
-    val, _ = select_pairs(pairs, "val", params, None)
-    return train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path).metrics
+    params = registry.get("reward_bt").parse(deep_merge(REWARD, {"training": training}))
+    train, _ = select_pairs(pairs, "train", params, None, drop_ties=True)
+    val, _ = select_pairs(pairs, "val", params, None, drop_ties=True)
+    return train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path, "bt").metrics
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -44,7 +45,8 @@ def test_packed_dpo_run_equals_padded(tiny_policy, tiny_pairs, tmp_path, switch)
         training = TrainConfig(max_steps=4, learning_rate=3e-3, eval_every=0, checkpoint_every=0, progress_bar=False, **extra)
         bundle = copy.deepcopy(tiny_policy)
         table = reference_logprobs(bundle, tiny_pairs, DATA, training)
-        runs.append((table, train_preference(bundle, tiny_pairs, table, PreferenceConfig(beta=0.5), DATA, training, tmp_path / name)))
+        dpo = registry.get("policy_dpo")
+        runs.append((table, train_preference(bundle, tiny_pairs, table, dpo, dpo.parse({"beta": 0.5}), DATA, training, tmp_path / name)))
     (t_a, a), (t_b, b) = runs
     assert (t_a["ref_chosen_logp"] - t_b["ref_chosen_logp"]).abs().max() < 1e-4
     assert a.training_curve["train_loss"].to_list() == pytest.approx(b.training_curve["train_loss"].to_list(), abs=1e-4)

@@ -10,6 +10,7 @@ from prefalign.core.policy.logprobs import pair_logprobs
 from prefalign.core.policy.reference import score_pair_batches
 from prefalign.core.reward.model import RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
+from prefalign.core.reward.training import RewardParams
 from prefalign.core.training.batching import TokenizedSequence, make_pair_batches, tokenize_pairs
 from prefalign.core.training.packing import (
     CHOSEN,
@@ -66,9 +67,10 @@ def test_layout_positions_mask_and_targets_by_hand():
     assert not attention_mask_4d(q)[0, 0, 6, :6].any()
 
 
-def test_pairs_with_different_prompts_are_not_shared(tokenized):
-    c, r = tokenized.chosen[0], tokenized.rejected[0]
-    assert c.input_ids[: c.prompt_length] != r.input_ids[: r.prompt_length]  # the fixture's point
+def test_pairs_with_different_prompts_are_not_shared():
+    # pair-consistent truncation (docs/methods.md s6) gives both sides one prompt; hand-made pairs may not
+    c, r = TokenizedSequence([1, 5, 6, 7, 8, 2], 3), TokenizedSequence([1, 5, 9, 7, 2], 3)
+    assert c.input_ids[: c.prompt_length] != r.input_ids[: r.prompt_length]
     p = pack_pairs([c], [r], share_prompt=True)
     assert not p.shares_prompts and p.computed_tokens == len(c) + len(r)
 
@@ -123,7 +125,7 @@ def test_packed_gradients_equal_unpacked(tokenizer, tokenized):
     for make in (make_pair_batches, lambda *a, **k: make_packed_pair_batches(*a, share_prompt=True, **k)):
         model = RewardModel(build_backbone(MODEL, tokenizer), {"head": "scalar"})
         batch = make(tokenized, 12, tokenizer.pad_token_id, seed=0)[0]
-        loss, _ = make_reward_loss_fn("bt")(model, batch)
+        loss, _ = make_reward_loss_fn(RewardParams())(model, batch)
         loss.backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
