@@ -110,6 +110,7 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
 
 
 def _dig(tree: Any, path: Sequence[str]) -> Any:
+    """``tree[path[0]][path[1]]...``, or None where a key is missing (metrics trees are ragged)."""
     for key in path:
         if not isinstance(tree, Mapping) or key not in tree:
             return None

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
-from prefalign.core.evaluation.comparison import BASELINES, SETS, format_p, significant_differences
+from prefalign.core.evaluation.comparison import BASELINES, SETS, _dig, format_p, significant_differences
 
 EXPLANATIONS = [
     "accuracy ↑: share of pairs where the model strictly prefers the chosen response (a tie is wrong); "
@@ -54,14 +54,6 @@ def _html_table(frame: pl.DataFrame) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(_format(v))}</td>" for v in row) + "</tr>"
                    for row in frame.iter_rows())
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
-
-
-def _dig(tree: Any, path: Sequence[str]) -> Any:
-    for key in path:
-        if not isinstance(tree, Mapping) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
 
 
 def _ci(estimate: Mapping[str, float] | None) -> str:
