@@ -129,8 +129,9 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   config_defaults={"soft_targets": True}),
     ObjectiveSpec("gpm", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
-    # GPM on the synthetic lab's sources only (its parameters pick them): the mixed default run cannot
-    # learn the cycles (docs/reward.md, "GPM and the cycles"); this entry shows GPM's claim on the product's path.
+    # GPM on the cyclic source alone (its parameters pick it): the mixed-data GPM does not learn the
+    # cycles at the embedded size (docs/reward.md, "GPM and the cycles"); this entry shows GPM's claim
+    # on the product's own path, beside BT.
     ObjectiveSpec("gpm_synthetic", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
     # policies (docs/methods.md s4)
