@@ -41,6 +41,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-pairs", type=int, default=320)
     parser.add_argument("--pairs", default=None, help="JSONL of prompt/chosen/rejected (default: data/01_raw via the feedback code)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+                        help="both sides: TRL's configs default to bf16 autocast (also on a CPU with bf16 units), "
+                             "ours is training.mixed_precision; fp32 compares the two loops without it")
     parser.add_argument("--mmap-threshold", type=int, default=65536,
                         help="our side's training.cpu_malloc_mmap_threshold in bytes (-1: glibc's default; docs/performance.md)")
 

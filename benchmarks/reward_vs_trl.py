@@ -64,6 +64,7 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
         "max_steps": a.steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
         "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": a.threads,
         "packing": layout == "packed", "share_prompt": layout == "shared",
+        "mixed_precision": "bf16" if a.precision == "bf16" else "no",
         "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None,
     })
     tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
@@ -74,7 +75,8 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     model.backbone.load_state_dict(twin.model.state_dict())
     with torch.no_grad():
         model.head.score.weight.copy_(twin.score.weight)
-        model.head.score.bias.zero_()
+        if model.head.score.bias is not None:  # the head is bias-free now (exports as transformers score layer)
+            model.head.score.bias.zero_()
     del twin
     used = [epoch_order(len(batches), 0, k // len(batches))[k % len(batches)] for k in range(a.steps)]
     rss.phase("train")
@@ -95,7 +97,7 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
         output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=WARMUP,
         lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
         eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, max_length=None, seed=0,
-        disable_dropout=True, **extra,
+        disable_dropout=True, bf16=a.precision == "bf16", **extra,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     if a.trl_sampling == "group_by_length":
