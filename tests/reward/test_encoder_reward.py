@@ -158,7 +158,7 @@ def test_gpu_environment_trains_chat_models_in_their_template_with_their_tokeniz
     shown offline with a tiny Llama-style model saved beside a ChatML (Qwen-style) tokenizer."""
     import yaml
 
-    from prefalign.core.reward.training import tokenize_pair_frame
+    from prefalign.core.training.batching import tokenize_pair_frame
     from tests.reward.offline_tokenizers import chatml_tokenizer
 
     root = Path(__file__).resolve().parents[2] / "conf"

@@ -132,28 +132,26 @@ def implicit_reward_scorer(policy_logps: pl.DataFrame, reference_logps: pl.DataF
 def truncation_audit(tokenizer, pairs: pl.DataFrame, max_length: int, max_prompt_length: int) -> tuple[np.ndarray, dict]:
     """Which pairs a model sees as the SAME tokens on both sides, and how much truncation cut.
 
-    Both sides are tokenised by the training rule (core/training/batching.py) at the model's
-    max_length / max_prompt_length and compared token by token, whatever pair logic the scorer uses.
+    Each pair is tokenised exactly as training and scoring tokenise it (``tokenize_pair_frame``:
+    pair-consistent truncation at the model's max_length / max_prompt_length, docs/methods.md s6),
+    and once more without a length limit: the difference is what truncation removed.
 
     Returns:
         identical: bool [n_pairs], True where chosen and rejected are token-identical once truncated.
         stats: sequences (2 per pair), sequences_truncated, tokens_removed (total), mean_tokens_removed
         and max_tokens_removed (over the cut sequences), pairs_identical_after_truncation.
     """
-    from prefalign.core.training.batching import tokenize_sequences
+    from prefalign.core.training.batching import tokenize_pair_frame
 
     n = pairs.height
     if n == 0:
         return np.zeros(0, dtype=bool), {"sequences": 0, "sequences_truncated": 0, "tokens_removed": 0,
                                          "mean_tokens_removed": 0.0, "max_tokens_removed": 0,
                                          "pairs_identical_after_truncation": 0}
-    prompts = pairs["prompt"].to_list() * 2
-    responses = pairs["chosen"].to_list() + pairs["rejected"].to_list()
-    cut = tokenize_sequences(tokenizer, prompts, responses, max_length, max_prompt_length)
-    # the same texts without a length limit: the difference is what truncation removed
-    full = tokenize_sequences(tokenizer, prompts, responses, 1 << 40, max_prompt_length)
-    removed = np.array([len(f) - len(c) for f, c in zip(full, cut)])
-    identical = np.array([cut[i].input_ids == cut[n + i].input_ids for i in range(n)], dtype=bool)
+    cut = tokenize_pair_frame(tokenizer, pairs, max_length, max_prompt_length)
+    full = tokenize_pair_frame(tokenizer, pairs, 1 << 40, max_prompt_length)
+    removed = np.array([len(f) - len(c) for f, c in zip(full.chosen + full.rejected, cut.chosen + cut.rejected)])
+    identical = np.asarray(cut.identical, dtype=bool)
     truncated = removed > 0
     return identical, {
         "sequences": int(removed.size), "sequences_truncated": int(truncated.sum()),

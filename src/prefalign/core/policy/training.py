@@ -34,7 +34,8 @@ from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference
 from prefalign.core.training.batching import (
     TokenizedPairs,
     padding_fraction,
-    tokenize_pairs,
+    prompt_messages_of,
+    tokenize_pair_frame,
     tokenize_sequence,
     tokenize_sequences,
 )
@@ -133,22 +134,8 @@ def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Seq
     return frame if limit is None else frame.head(limit)
 
 
-def _messages(frame: pl.DataFrame) -> list | None:
-    return frame["prompt_messages"].to_list() if "prompt_messages" in frame.columns else None
-
-
 def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> TokenizedPairs:
-    return tokenize_pairs(
-        tokenizer,
-        frame["prompt"].to_list(),
-        frame["chosen"].to_list(),
-        frame["rejected"].to_list(),
-        p_chosen=frame["p_chosen"].to_list(),
-        margin=frame["margin"].to_list(),
-        max_length=data.max_length,
-        max_prompt_length=data.max_prompt_length,
-        prompt_messages=_messages(frame),
-    )
+    return tokenize_pair_frame(tokenizer, frame, data.max_length, data.max_prompt_length)
 
 
 def _without_identical(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, TokenizedPairs, int]:
@@ -202,7 +189,7 @@ def train_sft(
 
     def sequences(frame: pl.DataFrame):
         return tokenize_sequences(tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), data.max_length,
-                                  data.max_prompt_length, prompt_messages=_messages(frame))
+                                  data.max_prompt_length, prompt_messages=prompt_messages_of(frame))
 
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)

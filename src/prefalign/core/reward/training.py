@@ -21,7 +21,7 @@ from prefalign.core.models.lora import trainable_parameters
 from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, check_tokenizer_fits, tokenizer_params_for_model
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.training.batching import TokenizedPairs, make_pair_batches, padding_fraction, tokenize_pairs
+from prefalign.core.training.batching import TokenizedPairs, tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.packing import any_padding_fraction, pair_batches
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
@@ -221,15 +221,6 @@ def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrained
         if getattr(config, "vocab_size", None):
             check_tokenizer_fits(tokenizer, config.vocab_size, tokenizer_params.get("name_or_path"), model_path)
     return tokenizer
-
-
-def tokenize_pair_frame(tokenizer: PreTrainedTokenizerBase, frame: pl.DataFrame, max_length: int, max_prompt_length: int) -> TokenizedPairs:
-    """A pairs table tokenised with pair-consistent truncation; ``prompt_messages`` used when present."""
-    messages = frame["prompt_messages"].to_list() if "prompt_messages" in frame.columns else None
-    return tokenize_pairs(
-        tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list(),
-        frame["p_chosen"].to_list(), frame["margin"].to_list(), max_length, max_prompt_length, messages,
-    )
 
 
 def train_reward_model(

@@ -462,3 +462,24 @@ def padding_fraction(batches: Sequence[PairBatch | SequenceBatch]) -> float:
     seqs = [b.sequences if isinstance(b, PairBatch) else b for b in batches]
     total = sum(s.attention_mask.numel() for s in seqs)
     return 1.0 - sum(s.num_tokens for s in seqs) / max(1, total)
+
+
+def prompt_messages_of(frame) -> list | None:
+    """A pairs table's ``prompt_messages`` column as lists of turns, or None when it has none."""
+    return frame["prompt_messages"].to_list() if "prompt_messages" in frame.columns else None
+
+
+def tokenize_pair_frame(tokenizer: PreTrainedTokenizerBase, frame, max_length: int, max_prompt_length: int) -> TokenizedPairs:
+    """A pairs table (polars: prompt, chosen, rejected[, p_chosen, margin, prompt_messages]) tokenised
+    by ``tokenize_pairs``: pair-consistent truncation, the chat template when the tokenizer has one.
+
+    Used by reward and policy training and by evaluation's truncation audit, so all three see the
+    same ids (docs/methods.md s6).
+    """
+    return tokenize_pairs(
+        tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list(),
+        frame["p_chosen"].to_list() if "p_chosen" in frame.columns else None,
+        frame["margin"].to_list() if "margin" in frame.columns else None, max_length, max_prompt_length,
+        prompt_messages_of(frame),
+    )
+
