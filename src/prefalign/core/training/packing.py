@@ -32,6 +32,7 @@ chosen, B..2B-1 the rejected, so ``RewardOutput.pair_logits`` and the policy los
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
@@ -278,12 +279,18 @@ def packed_hidden_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tenso
 
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     """Whether ``model`` takes a boolean [R, W] ``logits_to_keep`` (transformers >= 5 does; older ones only ints)."""
+    return _class_accepts_logits_to_keep(type(_unwrap(model)))
+
+
+@functools.lru_cache(maxsize=None)
+def _class_accepts_logits_to_keep(model_class: type) -> bool:
+    # once per model class, not per forward pass (inspect.signature is slow on the hot path)
     import transformers.modeling_utils as modeling_utils
 
     if not hasattr(modeling_utils, "slice_logits_to_keep"):
         return False
     try:
-        return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+        return "logits_to_keep" in inspect.signature(model_class.forward).parameters
     except (TypeError, ValueError):
         return False
 
@@ -362,7 +369,8 @@ class PackedPairBatch:
 
 
 class PackedPairBatches(Sequence[PackedPairBatch]):
-    """The batches of one epoch layout, packed on access (only the batch in use is materialised).
+    """The batches of one epoch layout, each packed on first access and kept (later epochs and
+    evaluation passes reuse it, as the padded layout keeps its collated batches).
 
     Same pairs per batch as ``make_pair_batches`` with the same ``seed`` (``length_grouped_batches``
     on the longer side's length), so packed and padded runs see identical batches.
@@ -374,11 +382,17 @@ class PackedPairBatches(Sequence[PackedPairBatch]):
         self.tokenized = tokenized
         self.index = length_grouped_batches(lengths, batch_size, seed) if len(lengths) else []
         self.share_prompt, self.row_tokens, self.pad_token_id = share_prompt, row_tokens, pad_token_id
+        self._packed: dict[int, PackedPairBatch] = {}
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, k: int) -> PackedPairBatch:  # type: ignore[override]
+        if k not in self._packed:
+            self._packed[k] = self._pack(k)
+        return self._packed[k]
+
+    def _pack(self, k: int) -> PackedPairBatch:
         index = self.index[k]
         t = self.tokenized
         return PackedPairBatch(
