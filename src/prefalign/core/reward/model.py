@@ -104,7 +104,6 @@ class RewardModel(torch.nn.Module):
                 return RewardOutput(rewards=self.head(pooled), tau=self.head_config.tau)
             v, gate = self.head(pooled, prompt_pooled)
             return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
-        pooling = self.head_config.pooling
         hidden = self.backbone(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         pooled = pool(hidden, sequences.attention_mask, sequences.last_index, pooling)
         if not self.is_gpm:

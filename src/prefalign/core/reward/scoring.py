@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.checkpoint import load_bundle
-from prefalign.core.reward.heads import gpm_score
+from prefalign.core.reward.heads import RewardOutput, gpm_score
 from prefalign.core.reward.model import RewardModel
 from prefalign.core.training.batching import (
     TokenizedSequence,
@@ -170,8 +170,8 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
     tokenized = tokenize_pairs(tokenizer, prompts, chosen, rejected, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
     rewards, v, gate = _forward_all(model, tokenizer, list(prompts) * 2, list(chosen) + list(rejected), batch_size,
                                     seqs=tokenized.chosen + tokenized.rejected)
-    if rewards is not None:
-        return np.where(tokenized.identical, 0.0, rewards[:n] - rewards[n:])
-    shared_gate = 0.5 * (torch.from_numpy(gate[:n]) + torch.from_numpy(gate[n:]))  # symmetric: exact antisymmetry
-    s = gpm_score(torch.from_numpy(v[:n]), torch.from_numpy(v[n:]), shared_gate)
-    return np.where(tokenized.identical, 0.0, (s / model.head_config.tau).numpy())
+    # the same pair logit as training: RewardOutput.pair_logits (reward gap, or GPM score with the shared gate / tau)
+    out = RewardOutput(rewards=None if rewards is None else torch.from_numpy(rewards),
+                       embeddings=None if v is None else torch.from_numpy(v),
+                       gate=None if gate is None else torch.from_numpy(gate), tau=model.head_config.tau)
+    return np.where(tokenized.identical, 0.0, out.pair_logits(n).numpy())

@@ -27,7 +27,7 @@ from prefalign.core.training.packing import any_padding_fraction, pair_batches
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
-from prefalign.core.ties import is_tie
+from prefalign.core.ties import leave_out_ties
 
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,7 @@ def select_pairs(
         frame = frame.filter(pl.col("source").is_in(list(params.sources)))
     counts = {f"{split}_rows": frame.height}
     if drop_ties:
-        counts[f"{split}_ties_dropped"] = frame.filter(is_tie()).height
-        frame = frame.filter(~is_tie())
+        frame, counts[f"{split}_ties_dropped"] = leave_out_ties(frame, True)
         if counts[f"{split}_ties_dropped"]:
             log.info("reward: %d %s ties (p_chosen = 0.5) left out: a hard-label loss cannot learn 'equal'",
                      counts[f"{split}_ties_dropped"], split)
