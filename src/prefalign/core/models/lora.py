@@ -38,7 +38,6 @@ from prefalign.core.models.params import dataclass_from_params
 
 LORA_FILE = "prefalign_lora.json"
 BASE_DIR = "base_model"
-# set by backbone._build when the tokenizer made it grow the embedding table: the hub base is then not the base
 
 
 @dataclass(frozen=True)

@@ -127,17 +127,6 @@ def truncate_group(
     return out
 
 
-def assemble_sequence(
-    prompt_ids: list[int],
-    response_ids: list[int],
-    max_length: int,
-    max_prompt_length: int,
-    stats: TruncationStats | None = None,
-) -> TokenizedSequence:
-    """Truncate already-tokenised ``prompt_ids`` ([bos] first, kept) and ``response_ids`` by the module's rule."""
-    return truncate_group(prompt_ids, [response_ids], max_length, max_prompt_length, keep_first=1, stats=stats)[0]
-
-
 def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> str:
     """``chat_template`` when the tokenizer has one, ``pair`` for CLS/SEP encoders, else ``flatten``."""
     if getattr(tokenizer, "chat_template", None):
