@@ -95,6 +95,7 @@ def check_policy(params: Mapping[str, Any]) -> None:
     from prefalign.core.models.backbone import ModelConfig
     from prefalign.core.models.tokenizer import TokenizerConfig
     from prefalign.core.policy.training import PolicyDataConfig
+    from prefalign.core.training.launch import check_num_processes
     from prefalign.core.training.loop import TrainConfig
 
     policy = _block(params, "policy")
@@ -103,9 +104,7 @@ def check_policy(params: Mapping[str, Any]) -> None:
         TokenizerConfig.from_dict(defaults.get("tokenizer"))
         ModelConfig.from_dict(defaults.get("model"))
         data = PolicyDataConfig.from_dict(defaults.get("data"))
-        processes = defaults.get("num_processes", 1)
-        if not isinstance(processes, int) or isinstance(processes, bool) or not 1 <= processes <= data.batch_size:
-            raise ParameterError(f"num_processes={processes!r} must be an integer in [1, data.batch_size={data.batch_size}]")
+        check_num_processes(defaults.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
     for spec in _registered_blocks("policy", policy):
         objective = policy.get(spec.name) or {}
         with _under(f"policy.{spec.name}"):

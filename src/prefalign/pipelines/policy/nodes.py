@@ -12,6 +12,7 @@ from typing import Any, Callable
 import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.pipelines import named_node_function
 from prefalign.core.models.lora import adapt_for_training
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
@@ -23,11 +24,6 @@ from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
-
-
-def _named(func: Callable, name: str) -> Callable:
-    func.__name__ = func.__qualname__ = name
-    return func
 
 
 def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame,
@@ -72,7 +68,7 @@ def sft_node(spec: ObjectiveSpec) -> Callable:
         log.info("%s: val_loss=%s steps=%s", spec.namespace, rounded(run.metrics.get("val_loss")), run.metrics["steps"])
         return run.bundle, run.training_curve, run.metrics
 
-    return _named(train, f"{spec.namespace}_train")
+    return named_node_function(train, f"{spec.namespace}_train")
 
 
 def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
@@ -83,7 +79,7 @@ def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
         apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
         return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
 
-    return _named(compute, f"{spec.namespace}_reference_logprobs")
+    return named_node_function(compute, f"{spec.namespace}_reference_logprobs")
 
 
 def pairwise_node(spec: ObjectiveSpec) -> Callable:
@@ -115,7 +111,7 @@ def pairwise_node(spec: ObjectiveSpec) -> Callable:
         def train(reference, validated_pairs, defaults, objective):
             return run_it(reference, validated_pairs, None, defaults, objective)
 
-    return _named(train, f"{spec.namespace}_train")
+    return named_node_function(train, f"{spec.namespace}_train")
 
 
 def on_policy_node(spec: ObjectiveSpec) -> Callable:
@@ -141,4 +137,4 @@ def on_policy_node(spec: ObjectiveSpec) -> Callable:
         )
         return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
 
-    return _named(train, f"{spec.namespace}_train")
+    return named_node_function(train, f"{spec.namespace}_train")

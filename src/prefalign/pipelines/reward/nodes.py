@@ -12,6 +12,7 @@ import polars as pl
 from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.checkpoint import ModelBundle
+from prefalign.pipelines import named_node_function
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs
@@ -19,11 +20,6 @@ from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 
 log = logging.getLogger(__name__)
-
-
-def _named(func: Callable, name: str) -> Callable:
-    func.__name__ = func.__qualname__ = name
-    return func
 
 
 def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
@@ -78,7 +74,7 @@ def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
         return run.bundle, run.training_curve, metrics
 
     return {
-        "select_training_pairs": _named(select_training_pairs, f"{spec.namespace}_select_training_pairs"),
-        "train_tokenizer": _named(train_tokenizer, f"{spec.namespace}_train_tokenizer"),
-        "train_reward_model": _named(train_reward, f"{spec.namespace}_train_reward_model"),
+        "select_training_pairs": named_node_function(select_training_pairs, f"{spec.namespace}_select_training_pairs"),
+        "train_tokenizer": named_node_function(train_tokenizer, f"{spec.namespace}_train_tokenizer"),
+        "train_reward_model": named_node_function(train_reward, f"{spec.namespace}_train_reward_model"),
     }
