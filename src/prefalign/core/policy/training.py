@@ -74,6 +74,9 @@ class PolicyDataConfig:
             raise ValueError(
                 f"policy data sources={cfg.sources!r} must be a non-empty list of source names, or null for all sources"
             )
+        for key in ("batch_size", "eval_batch_size", "max_length", "max_prompt_length"):
+            if getattr(cfg, key) < 1:
+                raise ValueError(f"data.{key}={getattr(cfg, key)} must be >= 1")
         return cfg
 
 

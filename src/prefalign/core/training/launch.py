@@ -37,7 +37,12 @@ def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
     Raises:
         ValueError: naming the key, when it is < 1 or > batch_size.
     """
-    processes = int(num_processes)
+    try:
+        if isinstance(num_processes, bool):
+            raise TypeError
+        processes = int(num_processes)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={num_processes!r} must be an integer (a process count)") from None
     if processes < 1 or batch_size < processes:
         raise ValueError(f"{key}={processes} must be >= 1 and <= the batch size ({batch_size})")
     return processes
