@@ -81,11 +81,10 @@ def test_segment_longer_than_row_is_an_error():
         pack_pairs([c], [c], row_tokens=4)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("head", ["scalar", "gpm"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_packed_rewards_equal_unpacked(tokenizer, tokenized, attn, head, layout):
-    model = RewardModel(build_backbone({**MODEL, "attn_implementation": attn}, tokenizer), {"head": head}).eval()
+def test_packed_rewards_equal_unpacked(tokenizer, tokenized, head, layout):
+    model = RewardModel(build_backbone({**MODEL, "attn_implementation": "sdpa"}, tokenizer), {"head": head}).eval()
     padded = make_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=1)
     packed = make_packed_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=1, **layout)
     assert packed_padding_fraction(packed) < 0.5
@@ -101,10 +100,9 @@ def test_packed_rewards_equal_unpacked(tokenizer, tokenized, attn, head, layout)
             torch.testing.assert_close(out_b.pair_logits(len(b)), out_a.pair_logits(len(a)), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_packed_response_logprobs_equal_unpacked(tokenizer, tokenized, attn, layout):
-    model = build_causal_lm({**MODEL, "attn_implementation": attn}, tokenizer).eval()
+def test_packed_response_logprobs_equal_unpacked(tokenizer, tokenized, layout):
+    model = build_causal_lm({**MODEL, "attn_implementation": "sdpa"}, tokenizer).eval()
     padded = make_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=None)
     packed = make_packed_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=None, **layout)
     i_a, c_a, r_a = score_pair_batches(model, padded)  # the reference-log-prob pass, both ways
@@ -149,3 +147,70 @@ def test_prompt_sharing_with_flash_attention_is_refused(tokenizer):
     assert model_inputs(model, pack_pairs([c], [r]))["attention_mask"] is None  # varlen from position ids
     with pytest.raises(ValueError, match="attn_implementation: sdpa"):
         model_inputs(model, pack_pairs([c], [r], share_prompt=True))
+
+
+def test_default_layout_is_one_row_without_padding(tokenizer, tokenized):
+    for share in (False, True):
+        for batch in make_packed_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=0, share_prompt=share):
+            assert batch.sequences.input_ids.shape[0] == 1 and batch.sequences.padding_fraction == 0.0
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("row_tokens", [None, 14])
+def test_segment_attention_equals_the_dense_mask_rule(groups, row_tokens):
+    """The per-segment kernel against one SDPA call with attention_mask_4d (the module doc's rule),
+    with grouped-query heads and with row tails; outputs and input gradients."""
+    from prefalign.core.training.segment_attention import segment_attention_forward
+
+    c = [TokenizedSequence([1, 5, 6, 7, 8, 2], 3), TokenizedSequence([1, 9, 9, 9, 9, 9, 3, 2], 6), TokenizedSequence([1, 4, 2], 1)]
+    r = [TokenizedSequence([1, 5, 6, 3, 2], 3), TokenizedSequence([1, 9, 9, 9, 9, 9, 4, 4, 4, 2], 6), TokenizedSequence([1, 7, 2], 2)]
+    packed = pack_pairs(c, r, share_prompt=True, row_tokens=row_tokens)
+    assert packed.shares_prompts
+    rows, width = packed.input_ids.shape
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(rows, 4, width, 8, generator=g, requires_grad=True)
+    k = torch.randn(rows, 4 // groups, width, 8, generator=g, requires_grad=True)
+    v = torch.randn(rows, 4 // groups, width, 8, generator=g, requires_grad=True)
+    out, _ = segment_attention_forward(torch.nn.Module(), q, k, v, None, packed_segments=packed.plan)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), attn_mask=attention_mask_4d(packed)).transpose(1, 2)
+    real = torch.zeros_like(packed.segment_ids, dtype=torch.bool)  # row tails are never read
+    for row, start, *_, end in packed.plan.segments:
+        real[row, start:end] = True
+    assert int(real.sum()) == packed.computed_tokens and (row_tokens is None) == bool(real.all())
+    torch.testing.assert_close(out[real], ref[real], atol=1e-6, rtol=0)
+    grads = torch.autograd.grad((out[real] ** 2).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref[real] ** 2).sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_packing_with_eager_attention_is_refused(tokenizer):
+    model = build_backbone({**MODEL, "attn_implementation": "eager"}, tokenizer)
+    c = TokenizedSequence([1, 5, 6, 7, 2], 3)
+    with pytest.raises(ValueError, match="attn_implementation 'eager'; set model.attn_implementation: sdpa"):
+        model_inputs(model, pack_pairs([c], [c]))
+
+
+def test_a_model_that_ignores_the_segment_plan_is_stopped(tokenizer, tokenized, monkeypatch):
+    """If attention did not go through transformers' interface, the rows would mix sequences: an error, not a wrong number."""
+    from prefalign.core.training import segment_attention
+
+    model = RewardModel(build_backbone(MODEL, tokenizer), {"head": "scalar"})
+    batch = make_packed_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=0)[0]
+    monkeypatch.setattr(segment_attention, "segment_attention_forward", lambda module, q, *a, **k: (q.transpose(1, 2), None))
+    with pytest.raises(RuntimeError, match=r"only 0 of 2 attention layers"):
+        model(batch.sequences)
+
+
+def test_packed_gradients_equal_unpacked_with_gradient_checkpointing(tokenizer, tokenized):
+    """Checkpointing re-runs each layer in the backward pass: it must attend per segment there too."""
+    grads = []
+    for make in (make_pair_batches, lambda *a, **k: make_packed_pair_batches(*a, share_prompt=True, **k)):
+        model = RewardModel(build_backbone({**MODEL, "gradient_checkpointing": True}, tokenizer), {"head": "scalar"}).train()
+        batch = make(tokenized, 12, tokenizer.pad_token_id, seed=0)[0]
+        loss, _ = make_reward_loss_fn(RewardParams())(model, batch)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)

@@ -20,7 +20,7 @@ from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted,
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
 from prefalign.core.reward.heads import POOLINGS, GPMHead, RewardOutput, ScalarHead, gather_rows, pool
 from prefalign.core.training.batching import SequenceBatch
-from prefalign.core.training.packing import PackedSequences, model_inputs, packed_hidden_rows
+from prefalign.core.training.packing import PackedSequences, packed_forward, packed_hidden_rows
 from prefalign.core.models.params import dataclass_from_params
 
 HEAD_TYPES = ("scalar", "gpm")
@@ -97,7 +97,7 @@ class RewardModel(torch.nn.Module):
                     f"read at its last token; this model has head.pooling={pooling!r}"
                     f"{' on a bidirectional encoder' if self.bidirectional else ''}: set both switches to false"
                 )
-            hidden = self.backbone(**model_inputs(self.backbone, sequences)).last_hidden_state
+            hidden = packed_forward(self.backbone, sequences).last_hidden_state
             pooled = packed_hidden_rows(hidden, sequences.last_index)
             prompt_pooled = packed_hidden_rows(hidden, sequences.last_prompt_index)
             if not self.is_gpm:

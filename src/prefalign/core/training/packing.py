@@ -9,8 +9,8 @@ Two layouts (docs/performance.md):
 
 - **packed** (``share_prompt=False``): every sequence ``[bos] prompt response [eos]`` is one
   segment; segments are placed first-fit-decreasing into rows of ``row_tokens`` tokens (default:
-  the longest segment of the batch, so no segment is ever split). Position ids restart at 0 in
-  every segment and attention never crosses a segment boundary.
+  the whole batch in one row, so there is no padding at all). Position ids restart at 0 in every
+  segment and attention never crosses a segment boundary.
 - **prompt-shared** (``share_prompt=True``): a pair whose chosen and rejected sequences start with
   the same prompt tokens is ONE segment ``[prompt, chosen response, rejected response]``. Chosen
   tokens attend to the prompt and to earlier chosen tokens; rejected tokens attend to the prompt
@@ -20,9 +20,11 @@ Two layouts (docs/performance.md):
   once instead of twice. A pair whose two prompts differ (truncated differently) falls back to
   two segments, so results never depend on the layout.
 
-The only padding left is the tail of rows shorter than the widest row (a segment of its own).
+With ``row_tokens`` set, the only padding is the tail of rows shorter than the widest row.
 
-Attention rule per row, for query token q and key token k (``attention_mask_4d``)::
+Attention runs per segment (``segment_attention.py``: SDPA on CPU and for sdpa models, the
+model's variable-length kernel for flash-attention models), never as a dense [W, W] mask, so a
+wide row costs no more than its segments. The rule it implements, per row, for query token q and key token k (``attention_mask_4d``)::
 
     allowed(q, k) = segment[q] == segment[k] and k <= q and (branch[k] == SHARED or branch[k] == branch[q])
 
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prefalign.core.training import segment_attention
 from prefalign.core.training.batching import (
     TokenizedPairs,
     TokenizedSequence,
@@ -61,7 +64,8 @@ class PackedSequences:
     last prompt token; the M response-token targets as ``target_row``, ``target_source`` (the
     column whose logits predict the target), ``target_ids``, ``target_sequence`` [M].
     ``num_tokens`` counts the sequences' own tokens (a shared prompt counts once per sequence, so it
-    equals the unpacked count); ``slots`` = R * W is what the forward pass computes.
+    equals the unpacked count); ``slots`` = R * W is what the forward pass computes. ``plan``
+    lists the segments for the attention kernel (``segment_attention.SegmentPlan``).
     """
 
     input_ids: torch.Tensor
@@ -76,6 +80,7 @@ class PackedSequences:
     target_sequence: torch.Tensor
     num_tokens: int
     computed_tokens: int  # non-padding slots (a shared prompt counted once)
+    plan: segment_attention.SegmentPlan
 
     @property
     def num_sequences(self) -> int:
@@ -133,7 +138,7 @@ def pack_pairs(
         chosen, rejected: B tokenised sequences each; pair i is (chosen[i], rejected[i]).
         share_prompt: one segment [prompt, chosen response, rejected response] per pair whose
             prompt tokens agree.
-        row_tokens: row capacity in tokens; None = the longest segment (never split a segment).
+        row_tokens: row capacity in tokens; None = all segments in one row (no padding).
         pad_token_id: id written in the row tails (they form a segment of their own, never read).
 
     Returns:
@@ -171,7 +176,7 @@ def pack_pairs(
                 unit_cols.append([np.arange(len(sequences[s]))])
                 unit_seqs.append([s])
     lengths = [len(u[0]) for u in units]
-    capacity = max(lengths) if row_tokens is None else row_tokens
+    capacity = sum(lengths) if row_tokens is None else row_tokens
     if max(lengths) > capacity:
         raise ValueError(f"a segment of {max(lengths)} tokens does not fit row_tokens={capacity}; raise row_tokens or leave it null")
     rows = _first_fit_decreasing(lengths, capacity)
@@ -185,11 +190,17 @@ def pack_pairs(
     last_index = np.zeros((n, 2), dtype=np.int64)
     last_prompt = np.zeros((n, 2), dtype=np.int64)
     t_row, t_src, t_ids, t_seq = [], [], [], []
+    segments = []  # (row, start, prompt_end, chosen_end, end) per unit
     for r, row in enumerate(rows):
         start = 0
         for seg, unit in enumerate(row):
             ids, branches = units[unit]
             end = start + len(ids)
+            if len(unit_seqs[unit]) == 2:  # shared: [prompt | chosen response | rejected response]
+                n_prompt, n_chosen = branches.count(SHARED), branches.count(SHARED) + branches.count(CHOSEN)
+                segments.append((r, start, start + n_prompt, start + n_chosen, end))
+            else:
+                segments.append((r, start, end, end, end))
             input_ids[r, start:end] = ids
             segment_ids[r, start:end] = seg
             branch_ids[r, start:end] = branches
@@ -223,6 +234,7 @@ def pack_pairs(
         target_sequence=cat(t_seq),
         num_tokens=sum(len(s) for s in sequences),
         computed_tokens=sum(lengths),
+        plan=segment_attention.SegmentPlan(segments, n_rows, width),
     )
 
 
@@ -242,20 +254,22 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def model_inputs(model: torch.nn.Module, packed: PackedSequences, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor | None]:
-    """``input_ids``, ``position_ids`` and the attention mask in the form ``model``'s attention kernel takes.
+def model_inputs(model: torch.nn.Module, packed: PackedSequences) -> dict[str, object]:
+    """The keyword arguments of ``model``'s forward for a packed batch, per its attention kernel.
 
-    - flash-attention kernels: no mask; transformers reads segment starts from the restarting
-      position ids (variable-length attention). Prompt sharing cannot be said that way.
-    - sdpa / flex / others taking a 4D mask: the boolean mask (True = attend).
-    - eager: the same mask as an additive float mask (0 or the dtype's minimum).
+    - flash-attention kernels: ``input_ids`` and ``position_ids`` only; transformers reads the
+      segment starts from the restarting position ids (variable-length attention). Prompt sharing
+      cannot be said that way.
+    - sdpa: also ``packed_segments`` (the segment plan, read by ``segment_attention``) and a
+      placeholder [R, 1, 1, 1] mask that stops transformers from building a dense [W, W] one.
 
     Raises:
-        ValueError: prompt sharing with a flash-attention kernel (use attn_implementation "sdpa").
+        ValueError: prompt sharing with a flash-attention kernel, or any other kernel (eager,
+            flex): set model.attn_implementation to sdpa.
     """
     config = getattr(_unwrap(model), "config", None)
     impl = str(getattr(config, "_attn_implementation", None) or "sdpa")
-    inputs: dict[str, torch.Tensor | None] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids}
+    inputs: dict[str, object] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids}
     if "flash" in impl:
         if packed.shares_prompts:
             raise ValueError(
@@ -264,12 +278,38 @@ def model_inputs(model: torch.nn.Module, packed: PackedSequences, dtype: torch.d
             )
         inputs["attention_mask"] = None
         return inputs
-    mask = attention_mask_4d(packed)
-    if impl == "eager":
-        dtype = dtype or next(_unwrap(model).parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    inputs["attention_mask"] = mask
+    if impl != "sdpa":
+        raise ValueError(
+            f"packed batches (training.packing / training.share_prompt) attend per segment through SDPA, but the model uses "
+            f"attn_implementation {impl!r}; set model.attn_implementation: sdpa, or training.packing and training.share_prompt: false"
+        )
+    segment_attention.register()
+    inputs["attention_mask"] = torch.ones(packed.input_ids.shape[0], 1, 1, 1, dtype=torch.bool, device=packed.input_ids.device)
+    inputs["packed_segments"] = packed.plan
     return inputs
+
+
+def packed_forward(model: torch.nn.Module, packed: PackedSequences, **kwargs):
+    """``model(**model_inputs(model, packed), **kwargs)``, checking that attention stayed inside segments.
+
+    Raises:
+        RuntimeError: when fewer attention layers than the model's ``num_hidden_layers`` read the
+            segment plan (a model whose attention bypasses transformers' interface would otherwise
+            attend across packed sequences without a word).
+    """
+    inputs = model_inputs(model, packed)
+    packed.plan.calls = 0
+    out = model(**inputs, **kwargs)
+    if "packed_segments" in inputs:
+        config = getattr(_unwrap(model), "config", None)
+        layers = getattr(getattr(config, "get_text_config", lambda: config)(), "num_hidden_layers", None)
+        if layers and packed.plan.calls < layers:
+            raise RuntimeError(
+                f"only {packed.plan.calls} of {layers} attention layers of {type(_unwrap(model)).__name__} attended per packed segment, "
+                "so attention would cross packed sequences: this model does not route attention through transformers' attention "
+                "interface; set training.packing: false and training.share_prompt: false"
+            )
+    return out
 
 
 def packed_hidden_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -308,11 +348,10 @@ def packed_sequence_logprobs(model: torch.nn.Module, packed: PackedSequences) ->
     keep = torch.zeros(r, w, dtype=torch.bool, device=packed.input_ids.device)
     keep[packed.target_row, packed.target_source] = True
     flat_rank = keep.flatten().cumsum(0) - 1  # index of each kept slot in the flattened logits
-    inputs = model_inputs(model, packed)
     if _accepts_logits_to_keep(model):
-        logits = model(**inputs, logits_to_keep=keep).logits
+        logits = packed_forward(model, packed, logits_to_keep=keep).logits
     else:
-        logits = model(**inputs).logits[keep]
+        logits = packed_forward(model, packed).logits[keep]
     pick = flat_rank[packed.target_row * w + packed.target_source]
     logp = -F.cross_entropy(logits[pick].float(), packed.target_ids, reduction="none")
     return torch.zeros(packed.num_sequences, dtype=logp.dtype, device=logp.device).index_add(0, packed.target_sequence, logp)
