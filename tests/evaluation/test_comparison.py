@@ -61,3 +61,13 @@ def test_generation_verdict_names_ties_and_length_explained_wins():
     longer = comparison.generation_verdict({"a": _gen(0.7, 0.5), "b": _gen(0.4, 0.6)}, ["a", "b"])
     assert "a 0.700 [0.500, 0.900]" in longer[0] and "overlaps b" in longer[0]
     assert longer[1] == "best policy by length-controlled win rate ↑: b 0.600 (not a: length explains part of its raw win rate)"
+
+
+def test_format_estimate_is_the_one_interval_format_of_sentences_and_table_cells():
+    from prefalign.core.evaluation import report
+
+    estimate = {"value": 0.12345, "low": 0.1, "high": 0.2}
+    assert comparison.format_estimate(estimate) == "0.123 [0.100, 0.200]"
+    assert report._ci(estimate) == "0.123 [0.100, 0.200]"
+    assert comparison.format_estimate(None) == "n/a" and comparison.format_estimate({"value": None}) == "n/a"
+    assert report._ci(None) == "" and report._ci({}) == ""
