@@ -154,15 +154,28 @@ def comparison_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     return table.select([c for c in table.columns if table[c].null_count() < table.height or c in ("set", "model")])
 
 
-def uninformative_rows(models: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per set, the p = 0.5 predictor's ECE, Brier, NLL (NLL = ln 2) on that set's pairs."""
+def uninformative_rows(tables: Mapping[str, pl.DataFrame], bootstrap: st.BootstrapConfig,
+                       n_bins: int) -> dict[str, dict[str, Any]]:
+    """Per set, the p = 0.5 predictor's ECE, Brier, NLL (NLL = ln 2) on ALL that set's pairs, once.
+
+    It needs no model, so it is one row per set, not one copy per model (the copies differed: each
+    covered only the pairs its model scored, e.g. the ground truth's synthetic pairs).
+
+    Args:
+        tables: set name -> the evaluated pairs (p_chosen, prompt_id); empty sets are skipped.
+        bootstrap: resamples, seed and level of the prompt-clustered intervals (same weights as the models).
+        n_bins: equal-width bins of the ECE.
+
+    Returns:
+        {set: {"pairs": n, "ece": {value, low, high}, "brier": ..., "nll": ...}}.
+    """
     rows: dict[str, dict[str, Any]] = {}
-    for set_name in SETS:
-        for metrics in models.values():
-            found = _dig(metrics, [set_name, "uninformative_p_chosen"])
-            if found:
-                rows[set_name] = found
-                break
+    for set_name, table in tables.items():
+        if table.is_empty():
+            continue
+        weights = st.prompt_resample_weights(table["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
+        rows[set_name] = {"pairs": table.height,
+                          **st.uninformative_metrics(table["p_chosen"].to_numpy(), weights, n_bins, bootstrap.level)}
     return rows
 
 
@@ -215,7 +228,6 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
     Returns:
         rows {set, kind, metric, best, estimate, statement}.
     """
-    uninformative = uninformative_rows(models)
     rows = []
     for set_name in SETS:
         for kind, names in kinds.items():
@@ -242,7 +254,7 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                     row, sign = _find(tests, set_name, metric, best, "baseline_longer")
                     if row is not None:
                         parts.append(f"vs pick-the-longer: {_difference_words(row, sign, True)}")
-                if metric == "nll_p_chosen" and set_name in uninformative:
+                if metric == "nll_p_chosen":
                     if estimate["high"] < LN2:
                         parts.append("better than the uninformative p = 0.5 (interval below ln 2 = 0.693)")
                     elif estimate["low"] > LN2:

@@ -92,7 +92,8 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
             "acc. chosen shorter ↑": _format(bias.get("accuracy_chosen_shorter")),
         })
     if uninformative and rows:
-        rows.append({"model": "p = 0.5 (uninformative)", "pairs": rows[0]["pairs"], "accuracy ↑ [95% CI]": "",
+        rows.append({"model": "p = 0.5 (uninformative)", "pairs": str(uninformative.get("pairs", "")),
+                     "accuracy ↑ [95% CI]": "",
                      "ECE ↓": _ci(uninformative.get("ece")), "Brier ↓": _ci(uninformative.get("brier")),
                      "NLL ↓ (nats)": _ci(uninformative.get("nll")), "prefers longer": "",
                      "acc. chosen longer ↑": "", "acc. chosen shorter ↑": ""})

@@ -248,7 +248,7 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
                              f"{bootstrap.level:.0%} percentile intervals"},
         "data": data.to_dicts(),
         "models": ordered,
-        "uninformative": comparison.uninformative_rows(ordered),
+        "uninformative": comparison.uninformative_rows(tables, bootstrap, params["n_bins"]),
         "paired_tests": tests,
         "verdict": comparison.verdict(ordered, tests, kinds),
         "generation_verdict": comparison.generation_verdict(ordered, kinds["policies"]),
