@@ -61,3 +61,41 @@ def test_generation_verdict_names_ties_and_length_explained_wins():
     longer = comparison.generation_verdict({"a": _gen(0.7, 0.5), "b": _gen(0.4, 0.6)}, ["a", "b"])
     assert "a 0.700 [0.500, 0.900]" in longer[0] and "overlaps b" in longer[0]
     assert longer[1] == "best policy by length-controlled win rate ↑: b 0.600 (not a: length explains part of its raw win rate)"
+
+
+def test_format_estimate_is_the_one_interval_format_of_sentences_and_table_cells():
+    from prefalign.core.evaluation import report
+
+    estimate = {"value": 0.12345, "low": 0.1, "high": 0.2}
+    assert comparison.format_estimate(estimate) == "0.123 [0.100, 0.200]"
+    assert report._ci(estimate) == "0.123 [0.100, 0.200]"
+    assert comparison.format_estimate(None) == "n/a" and comparison.format_estimate({"value": None}) == "n/a"
+    assert report._ci(None) == "" and report._ci({}) == ""
+
+
+def test_uninformative_row_is_computed_once_per_set_on_all_its_pairs():
+    # p_chosen 0.6 and 0.9 alternating; p = 0.5 everywhere (one ECE bin):
+    # Brier = (0.1^2 + 0.4^2) / 2 = 0.085, ECE = |0.5 - 0.75| = 0.25, NLL = ln 2
+    table = _table().with_columns(p_chosen=pl.Series([0.9 if i % 2 else 0.6 for i in range(60)]))
+    rows = comparison.uninformative_rows({"pairs": table, "heldout": table.clear()}, BOOT, 10)
+    assert set(rows) == {"pairs"}  # an empty set has no row
+    row = rows["pairs"]
+    assert row["pairs"] == 60
+    assert row["brier"]["value"] == pytest.approx(0.085) and row["ece"]["value"] == pytest.approx(0.25)
+    assert row["nll"]["value"] == pytest.approx(np.log(2))
+    assert row["brier"]["low"] <= 0.085 <= row["brier"]["high"]
+    # a model that scored only part of the set (e.g. pairs identical after truncation left out)
+    # no longer carries its own copy of the row
+    part = _model(table.head(10), np.full(10, 2.0))
+    assert "uninformative_p_chosen" not in part["pairs"]
+
+
+def test_report_p05_row_names_the_pairs_it_was_computed_on():
+    from prefalign.core.evaluation import report
+
+    table = _table()
+    models = {"good": _model(table.head(50), np.full(50, 2.0))}
+    uninformative = comparison.uninformative_rows({"pairs": table}, BOOT, 10)["pairs"]
+    frame = report._pair_table(models, "pairs", ["good"], uninformative)
+    assert frame["pairs"].to_list() == ["50", "60"]
+    assert frame["Brier ↓"][1] == comparison.format_estimate(uninformative["brier"], missing="")

@@ -81,3 +81,14 @@ def test_report_tells_the_story_and_metrics_are_json(lab):
     assert per_source["accuracy"]["low"] <= per_source["accuracy"]["value"] <= per_source["accuracy"]["high"]
     assert "![reliability_true_p](plots/reliability_true_p.png)" in text and set(markdown["plots"]) == set(files)
     assert "data:image/png;base64," in html and set(files) == {f"{n}.png" for n in figures}
+
+
+def test_heldout_sources_are_listed_by_size_then_name(lab):
+    # equal counts used to come out in group_by's (random) order: the report changed from run to run
+    pairs, _ = lab
+    test = pairs.filter(pl.col("source") == "synthetic_scalar")
+    heldout = pl.concat([test.head(3).with_columns(source=pl.lit(name)) for name in ("zeta", "alpha", "mid")]
+                        + [test.head(5).with_columns(source=pl.lit("big"))])
+    for _ in range(5):
+        metrics, _, _ = nodes.collect_metrics(pairs, test, heldout, PARAMS)
+        assert metrics["run"]["heldout_sources"] == "big 5, alpha 3, mid 3, zeta 3"

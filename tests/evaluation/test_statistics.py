@@ -17,6 +17,21 @@ def test_resample_weights_draw_prompts_not_pairs():
     assert np.all(weights[:, 0] + weights[:, 3] == 2)  # 2 prompt draws per resample
 
 
+def test_resample_weights_are_computed_once_per_prompt_ids_resamples_and_seed():
+    # every model and every paired test of a set asks for the same weights: the second call is the
+    # same (read-only) array, not a new draw; other ids, resamples or seed give other weights
+    ids = [f"cache-test-{i // 3}" for i in range(30)]
+    first = st.prompt_resample_weights(ids, 50, seed=3)
+    assert st.prompt_resample_weights(list(ids), 50, seed=3) is first
+    assert st.prompt_resample_weights(tuple(ids), 50, seed=3) is first
+    assert not first.flags.writeable
+    with pytest.raises(ValueError):
+        first[0, 0] = 99.0
+    assert st.prompt_resample_weights(ids, 50, seed=4) is not first
+    assert st.prompt_resample_weights(ids, 60, seed=3).shape == (60, 30)
+    assert st.prompt_resample_weights(ids[:-1], 50, seed=3).shape == (50, 29)
+
+
 def test_cluster_bootstrap_by_hand_on_a_tiny_table():
     # a: 3 pairs right; b: 1 pair wrong. Resamples {a,a} -> 1, {a,b} -> 3/4, {b,b} -> 0
     # with probabilities 1/4, 1/2, 1/4. A pair-level bootstrap would also give 1/4, 1/2, ...
@@ -100,6 +115,22 @@ def test_length_baselines():
     assert st.length_baseline_logits(np.array([4]), np.array([2]), "shorter").tolist() == [-1.0]
     with pytest.raises(ValueError, match="longer"):
         st.length_baseline_logits(np.array([4]), np.array([2]), "long")
+
+
+def test_pair_metric_statistics_by_hand():
+    # logits 2, -1, 0 against targets 1, 0.5, 0.5: right, wrong, tie (wrong)
+    logits, target = np.array([2.0, -1.0, 0.0]), np.array([1.0, 0.5, 0.5])
+    p = 1 / (1 + np.exp(-logits))
+    ones = np.ones((1, 3))
+    stats = st.pair_metric_statistics(logits, target, 10)
+    assert stats["accuracy"](ones)[0] == pytest.approx(1 / 3)
+    assert stats["brier"](ones)[0] == pytest.approx(np.mean((p - target) ** 2))
+    assert stats["nll"](ones)[0] == pytest.approx(np.mean(-(target * np.log(p) + (1 - target) * np.log(1 - p))))
+    # bins 8 (p=0.881), 2 (p=0.269), 5 (p=0.5): |0.881 - 1| + |0.269 - 0.5| + 0, over 3 pairs
+    assert stats["ece"](ones)[0] == pytest.approx((abs(p[0] - 1) + abs(p[1] - 0.5)) / 3)
+    weights = st.prompt_resample_weights(["a", "b", "c"], 40, seed=0)
+    intervals = st.pair_metric_intervals(logits, target, weights, 10)
+    assert {name: e["value"] for name, e in intervals.items()} == {name: s(ones)[0] for name, s in stats.items()}
 
 
 def test_uninformative_predictor_has_nll_ln2():

@@ -8,9 +8,12 @@ import math
 import polars as pl
 import pytest
 
+from prefalign.core.feedback import conflicts as conflicts_module
 from prefalign.core.feedback.conflicts import ConflictRule, margin_scale, resolve_conflicts
 from prefalign.core.feedback.ingest import ingest_source
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS
+from prefalign.core.schema import comparison_id_of
+from prefalign.core.text import canonical_text
 from prefalign.pipelines.feedback.nodes import build_pairs
 from tests.feedback.helpers import records
 
@@ -133,3 +136,32 @@ def test_bad_rule_names_the_key():
         ConflictRule.from_params({"within_source": "keep_last"}, {})
     with pytest.raises(ValueError, match=r"feedback.conflicts.across_sources='first' is not one of"):
         ConflictRule.from_params({"across_sources": "first"}, {})
+
+
+
+# (prompt, response a, response b) -> the comparison id conflicts.py computed by hand before it called
+# schema.comparison_id_of (stable_hash("comparison", canonical prompt, min, max of the canonical responses))
+COMPARISON_IDS = [
+    (("Q", "A", "B"), "94c8102b2bb0aba37bca2104"),
+    (("  Cafe\u0301 ?\u200b", "x  y", "x y z"), "e9c3dfe98e23ecb5a2724347"),  # NFC, invisible, whitespace
+    (("Why?", "zeta", "Alpha"), "e9ef9558208d5b2e102c36d6"),  # "Alpha" < "zeta": seat order does not matter
+]
+
+
+@pytest.mark.parametrize(("texts", "expected"), COMPARISON_IDS)
+def test_comparison_ids_are_unchanged_and_seat_free(texts, expected):
+    prompt, a, b = texts
+    assert comparison_id_of(prompt, a, b) == expected
+    assert comparison_id_of(prompt, b, a) == expected
+    memo: dict[str, str] = {}  # what resolve_conflicts passes: canonical_text, memoised
+    assert comparison_id_of(prompt, a, b, canonical=lambda t: memo.setdefault(t, canonical_text(t))) == expected
+
+
+def test_conflicts_group_by_the_schema_comparison_id(monkeypatch):
+    # two judgments of A vs B with the seats swapped contradict; with an id function that gives every
+    # row its own id, resolve_conflicts finds nothing: the grouping key IS schema.comparison_id_of
+    rows = _frame(_row("s", "A", "B", 0.8, 1.0), _row("s", "B ", "A", 0.7, 0.8))
+    assert resolve_conflicts(rows, ConflictRule())[1]["_total"]["within_source"] == 1
+    ids = iter(["first", "second"])
+    monkeypatch.setattr(conflicts_module, "comparison_id_of", lambda *args, **kwargs: next(ids))
+    assert resolve_conflicts(rows, ConflictRule())[1]["_total"]["within_source"] == 0

@@ -6,6 +6,7 @@ Every feedback source ends in this polars schema (architecture.md, "The one cont
 from __future__ import annotations
 
 import hashlib
+from typing import Callable
 
 import polars as pl
 
@@ -64,11 +65,21 @@ def pair_id_of(prompt: str, chosen: str, rejected: str) -> str:
     return stable_hash("pair", canonical_text(prompt), canonical_text(chosen), canonical_text(rejected))
 
 
-def comparison_id_of(prompt: str, response_a: str, response_b: str) -> str:
+def comparison_id_of(prompt: str, response_a: str, response_b: str,
+                     canonical: Callable[[str], str] = canonical_text) -> str:
     """Stable hash of the canonical prompt and the UNORDERED pair of canonical responses: the same
-    for every judgment of the same two responses, whichever seat each sat in (section 8)."""
-    a, b = sorted((canonical_text(response_a), canonical_text(response_b)))
-    return stable_hash("comparison", canonical_text(prompt), a, b)
+    for every judgment of the same two responses, whichever seat each sat in (section 8).
+
+    Args:
+        prompt, response_a, response_b: texts as judged (any seat order).
+        canonical: the canonical form to hash; canonical_text, or a memoised copy of it where
+            one table repeats the same texts many times (core/feedback/conflicts.py).
+
+    Returns:
+        24 hex characters (stable_hash of "comparison", the prompt, the smaller then the larger response).
+    """
+    a, b = sorted((canonical(response_a), canonical(response_b)))
+    return stable_hash("comparison", canonical(prompt), a, b)
 
 
 def user_turn(prompt: str) -> list[dict[str, str]]:

@@ -54,19 +54,6 @@ def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstrap
     return baselines
 
 
-def _statistic(metric: str, logits: np.ndarray, target: np.ndarray, n_bins: int) -> st.WeightedStatistic:
-    predicted = st.sigmoid(logits)
-    if metric == "accuracy":
-        return st.weighted_mean((logits > 0).astype(float))
-    if metric == "ece_p_chosen":
-        return st.weighted_ece(predicted, target, n_bins)
-    if metric == "brier_p_chosen":
-        return st.weighted_mean((predicted - target) ** 2)
-    if metric == "nll_p_chosen":
-        return st.weighted_mean(st.per_pair_nll(predicted, target))
-    raise ValueError(f"unknown metric {metric!r}; one of {list(PAIR_METRICS)}")
-
-
 def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, pl.DataFrame],
                  groups: Sequence[Sequence[str]], bootstrap: st.BootstrapConfig, n_bins: int) -> list[dict[str, Any]]:
     """Every two models of a group, on the pairs both scored: paired bootstrap of each metric's
@@ -94,9 +81,10 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
                     continue
                 weights = st.prompt_resample_weights(joined["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
                 la, lb, t = joined["logit"].to_numpy(), joined["logit_b"].to_numpy(), joined["p_chosen"].to_numpy()
+                stats_a, stats_b = st.pair_metric_statistics(la, t, n_bins), st.pair_metric_statistics(lb, t, n_bins)
                 with_baseline = "baseline" in (models[a].get("kind"), models[b].get("kind"))
                 for metric in (["accuracy"] if with_baseline else list(PAIR_METRICS)):
-                    diff = st.paired_difference(_statistic(metric, la, t, n_bins), _statistic(metric, lb, t, n_bins),
+                    diff = st.paired_difference(stats_a[_STATISTICS[metric]], stats_b[_STATISTICS[metric]],
                                                 weights, bootstrap.level)
                     row = {"set": set_name, "a": a, "b": b, "metric": metric, "pairs": joined.height, **diff,
                            "resamples": int(weights.shape[0]),
@@ -166,21 +154,40 @@ def comparison_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     return table.select([c for c in table.columns if table[c].null_count() < table.height or c in ("set", "model")])
 
 
-def uninformative_rows(models: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per set, the p = 0.5 predictor's ECE, Brier, NLL (NLL = ln 2) on that set's pairs."""
+def uninformative_rows(tables: Mapping[str, pl.DataFrame], bootstrap: st.BootstrapConfig,
+                       n_bins: int) -> dict[str, dict[str, Any]]:
+    """Per set, the p = 0.5 predictor's ECE, Brier, NLL (NLL = ln 2) on ALL that set's pairs, once.
+
+    It needs no model, so it is one row per set, not one copy per model (the copies differed: each
+    covered only the pairs its model scored, e.g. the ground truth's synthetic pairs).
+
+    Args:
+        tables: set name -> the evaluated pairs (p_chosen, prompt_id); empty sets are skipped.
+        bootstrap: resamples, seed and level of the prompt-clustered intervals (same weights as the models).
+        n_bins: equal-width bins of the ECE.
+
+    Returns:
+        {set: {"pairs": n, "ece": {value, low, high}, "brier": ..., "nll": ...}}.
+    """
     rows: dict[str, dict[str, Any]] = {}
-    for set_name in SETS:
-        for metrics in models.values():
-            found = _dig(metrics, [set_name, "uninformative_p_chosen"])
-            if found:
-                rows[set_name] = found
-                break
+    for set_name, table in tables.items():
+        if table.is_empty():
+            continue
+        weights = st.prompt_resample_weights(table["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
+        rows[set_name] = {"pairs": table.height,
+                          **st.uninformative_metrics(table["p_chosen"].to_numpy(), weights, n_bins, bootstrap.level)}
     return rows
 
 
-def _fmt(estimate: Mapping[str, float] | None) -> str:
+def format_estimate(estimate: Mapping[str, float] | None, missing: str = "n/a") -> str:
+    """An interval estimate as "value [low, high]" to 3 decimals; `missing` when there is none.
+
+    Args:
+        estimate: {value, low, high} (statistics.bootstrap_estimate) or None.
+        missing: the text for a missing estimate ("n/a" in sentences, "" in table cells).
+    """
     if not estimate or estimate.get("value") is None:
-        return "n/a"
+        return missing
     return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
 
 
@@ -221,7 +228,6 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
     Returns:
         rows {set, kind, metric, best, estimate, statement}.
     """
-    uninformative = uninformative_rows(models)
     rows = []
     for set_name in SETS:
         for kind, names in kinds.items():
@@ -238,7 +244,7 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                 arrow = "↑" if higher_better else "↓"
                 singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
                 tied = [n for n, e in scored[1:] if e["value"] == estimate["value"]]
-                parts = [f"best {singular} by {label} {arrow}: {best} {_fmt(estimate)}"
+                parts = [f"best {singular} by {label} {arrow}: {best} {format_estimate(estimate)}"
                          + (f" (tied with {', '.join(tied)})" if tied else "")]
                 if len(scored) > 1:
                     second = scored[1][0]
@@ -248,7 +254,7 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                     row, sign = _find(tests, set_name, metric, best, "baseline_longer")
                     if row is not None:
                         parts.append(f"vs pick-the-longer: {_difference_words(row, sign, True)}")
-                if metric == "nll_p_chosen" and set_name in uninformative:
+                if metric == "nll_p_chosen":
                     if estimate["high"] < LN2:
                         parts.append("better than the uninformative p = 0.5 (interval below ln 2 = 0.693)")
                     elif estimate["low"] > LN2:

@@ -55,7 +55,6 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
     intervals = st.pair_metric_intervals(logits, p_chosen, weights, n_bins, bootstrap.level)
     result["intervals"] = {"accuracy": intervals["accuracy"],
                            **{f"{name}_p_chosen": intervals[name] for name in ("ece", "brier", "nll")}}
-    result["uninformative_p_chosen"] = st.uninformative_metrics(p_chosen, weights, n_bins, bootstrap.level)
     lengths = scored.select(pl.col("chosen").str.len_chars(), pl.col("rejected").str.len_chars())
     result["length_bias"] = st.length_bias(logits, lengths["chosen"].to_numpy(), lengths["rejected"].to_numpy())
     with_truth = scored.filter(pl.col("true_p").is_not_null())

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
-from prefalign.core.evaluation.comparison import BASELINES, SETS, _dig, format_p, significant_differences
+from prefalign.core.evaluation.comparison import (BASELINES, SETS, _dig, format_estimate, format_p,
+                                                  significant_differences)
 
 EXPLANATIONS = [
     "accuracy ↑: share of pairs where the model strictly prefers the chosen response (a tie is wrong); "
@@ -57,9 +58,8 @@ def _html_table(frame: pl.DataFrame) -> str:
 
 
 def _ci(estimate: Mapping[str, float] | None) -> str:
-    if not estimate or estimate.get("value") is None:
-        return ""
-    return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
+    """A table cell: "value [low, high]", empty when there is no estimate."""
+    return format_estimate(estimate, missing="")
 
 
 def _kind_of(name: str, metrics: Mapping[str, Any]) -> str:
@@ -92,7 +92,8 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
             "acc. chosen shorter ↑": _format(bias.get("accuracy_chosen_shorter")),
         })
     if uninformative and rows:
-        rows.append({"model": "p = 0.5 (uninformative)", "pairs": rows[0]["pairs"], "accuracy ↑ [95% CI]": "",
+        rows.append({"model": "p = 0.5 (uninformative)", "pairs": str(uninformative.get("pairs", "")),
+                     "accuracy ↑ [95% CI]": "",
                      "ECE ↓": _ci(uninformative.get("ece")), "Brier ↓": _ci(uninformative.get("brier")),
                      "NLL ↓ (nats)": _ci(uninformative.get("nll")), "prefers longer": "",
                      "acc. chosen longer ↑": "", "acc. chosen shorter ↑": ""})

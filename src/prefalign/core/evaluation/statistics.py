@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -58,17 +59,32 @@ def prompt_resample_weights(prompt_ids: Sequence[Any], resamples: int, seed: int
     """Cluster-bootstrap weights: (resamples, n_pairs), entry = times the pair's prompt was drawn.
 
     Each resample draws G prompts with replacement out of the G distinct prompts; a pair then
-    counts as many times as its prompt was drawn.
+    counts as many times as its prompt was drawn. The weights depend only on (prompt ids, B, seed)
+    and one evaluation asks for the same ones many times (every model, every paired test, on the
+    same set), so they are computed once and kept (an LRU cache of the last `_WEIGHTS_CACHE_SIZE`
+    keys); the array returned is read-only because callers share it.
 
     Args:
-        prompt_ids: one prompt id per pair (n_pairs).
+        prompt_ids: one prompt id per pair (n_pairs); compared as text (str of each id).
         resamples: B, the number of bootstrap resamples.
         seed: numpy Generator seed (same seed, same weights).
 
     Returns:
-        float64 array [B, n_pairs].
+        float64 array [B, n_pairs], read-only (copy it to change it).
+
+    Raises:
+        ValueError: no pair at all.
     """
-    _, codes = np.unique(np.asarray(list(prompt_ids), dtype=object).astype(str), return_inverse=True)
+    key = tuple(np.asarray(list(prompt_ids), dtype=object).astype(str).tolist())
+    return _cached_resample_weights(key, int(resamples), int(seed))
+
+
+_WEIGHTS_CACHE_SIZE = 32  # a run's distinct pair sets: per set, its sources, its true_p rows, the paired joins
+
+
+@lru_cache(maxsize=_WEIGHTS_CACHE_SIZE)
+def _cached_resample_weights(prompt_ids: tuple[str, ...], resamples: int, seed: int) -> np.ndarray:
+    _, codes = np.unique(np.asarray(prompt_ids, dtype=object).astype(str), return_inverse=True)
     groups = int(codes.max()) + 1 if codes.size else 0
     if groups == 0:
         raise ValueError("the bootstrap needs at least one pair")
@@ -76,7 +92,9 @@ def prompt_resample_weights(prompt_ids: Sequence[Any], resamples: int, seed: int
     drawn = rng.integers(0, groups, size=(resamples, groups))
     counts = np.zeros((resamples, groups))
     np.add.at(counts, (np.repeat(np.arange(resamples), groups), drawn.reshape(-1)), 1.0)
-    return counts[:, codes]
+    weights = counts[:, codes]
+    weights.flags.writeable = False
+    return weights
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -183,6 +201,31 @@ def per_pair_nll(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     return -(t * np.log(p) + (1 - t) * np.log1p(-p))
 
 
+def pair_metric_statistics(logits: np.ndarray, target: np.ndarray, n_bins: int) -> dict[str, WeightedStatistic]:
+    """accuracy, ECE, Brier and NLL of one model on one table, each as a weighted statistic.
+
+    The one definition behind pair_metric_intervals (one model), the paired tests (two models on
+    the same weights, comparison.paired_tests) and uninformative_metrics (logit 0, p = 0.5).
+
+    Args:
+        logits: [n] logit of P(chosen > rejected); accuracy counts logit > 0 (a tie is wrong).
+        target: [n] soft target in [0, 1] (p_chosen, or true_p where known).
+        n_bins: equal-width bins of the ECE.
+
+    Returns:
+        {name: weights [B, n] -> values [B]} for accuracy, ece, brier, nll.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    predicted = sigmoid(x)
+    return {
+        "accuracy": weighted_mean((x > 0).astype(float)),
+        "ece": weighted_ece(predicted, t, n_bins),
+        "brier": weighted_mean((predicted - t) ** 2),
+        "nll": weighted_mean(per_pair_nll(predicted, t)),
+    }
+
+
 def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.ndarray, n_bins: int,
                           level: float = 0.95) -> dict[str, dict[str, float]]:
     """accuracy, ECE, Brier and NLL of one model on one table, each {value, low, high}.
@@ -192,13 +235,8 @@ def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.nd
         target: [n] soft target in [0, 1] (p_chosen, or true_p where known).
         weights: [B, n] prompt-resample weights (prompt_resample_weights).
     """
-    predicted = sigmoid(logits)
-    return {
-        "accuracy": bootstrap_estimate(weighted_mean((np.asarray(logits) > 0).astype(float)), weights, level),
-        "ece": bootstrap_estimate(weighted_ece(predicted, target, n_bins), weights, level),
-        "brier": bootstrap_estimate(weighted_mean((predicted - target) ** 2), weights, level),
-        "nll": bootstrap_estimate(weighted_mean(per_pair_nll(predicted, target)), weights, level),
-    }
+    return {name: bootstrap_estimate(statistic, weights, level)
+            for name, statistic in pair_metric_statistics(logits, target, n_bins).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,11 +285,6 @@ def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths
 
 
 def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, level: float = 0.95) -> dict[str, Any]:
-    """The p = 0.5 predictor on the same pairs: NLL = ln 2 always; ECE and Brier depend on the targets."""
-    t = np.asarray(target, dtype=np.float64)
-    half = np.full(t.size, 0.5)
-    return {
-        "ece": bootstrap_estimate(weighted_ece(half, t, n_bins), weights, level),
-        "brier": bootstrap_estimate(weighted_mean((half - t) ** 2), weights, level),
-        "nll": bootstrap_estimate(weighted_mean(per_pair_nll(half, t)), weights, level),
-    }
+    """The p = 0.5 predictor (logit 0) on the same pairs: NLL = ln 2 always; ECE and Brier depend on the targets."""
+    statistics = pair_metric_statistics(np.zeros(np.asarray(target).shape), target, n_bins)
+    return {name: bootstrap_estimate(statistics[name], weights, level) for name in ("ece", "brier", "nll")}

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
-from prefalign.core.schema import stable_hash
+from prefalign.core.schema import comparison_id_of
 from prefalign.core.text import canonical_text
 
 WITHIN_RULES = ("pool", "drop")
@@ -123,9 +123,8 @@ def resolve_conflicts(rows: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFr
 
     keys, a_is_chosen = [], []
     for prompt, chosen, rejected in zip(rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list()):
-        cc, cr = c(chosen), c(rejected)
-        keys.append(stable_hash("comparison", c(prompt), min(cc, cr), max(cc, cr)))
-        a_is_chosen.append(cc <= cr)
+        keys.append(comparison_id_of(prompt, chosen, rejected, canonical=c))
+        a_is_chosen.append(c(chosen) <= c(rejected))  # seat a = the smaller canonical response, as in the id
     work = rows.with_columns(
         _key=pl.Series(keys, dtype=pl.String), _a_chosen=pl.Series(a_is_chosen, dtype=pl.Boolean),
     ).with_row_index("_i").with_columns(

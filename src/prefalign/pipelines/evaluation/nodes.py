@@ -243,12 +243,12 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
                 "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height,
                 "heldout_pairs": heldout_pairs.height,
                 "heldout_sources": ", ".join(f"{source} {n}" for source, n in heldout_pairs.group_by("source").len()
-                                             .sort("len", descending=True).iter_rows()),
+                                             .sort(["len", "source"], descending=[True, False]).iter_rows()),
                 "bootstrap": f"{bootstrap.resamples} prompt resamples, seed {bootstrap.seed}, "
                              f"{bootstrap.level:.0%} percentile intervals"},
         "data": data.to_dicts(),
         "models": ordered,
-        "uninformative": comparison.uninformative_rows(ordered),
+        "uninformative": comparison.uninformative_rows(tables, bootstrap, params["n_bins"]),
         "paired_tests": tests,
         "verdict": comparison.verdict(ordered, tests, kinds),
         "generation_verdict": comparison.generation_verdict(ordered, kinds["policies"]),
