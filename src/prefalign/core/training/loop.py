@@ -31,7 +31,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.training.progress import Progress
-from prefalign.core.training.memory import set_malloc_mmap_threshold
+from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -75,6 +75,7 @@ class TrainConfig:
     packing: bool = False  # pair batches packed into rows without padding (core/training/packing.py)
     share_prompt: bool = False  # one pass over a pair's common prompt (implies packing; docs/performance.md)
     cpu_malloc_mmap_threshold: int | None = None  # bytes; e.g. 65536 stops heap growth on CPU (core/training/memory.py)
+    cpu_malloc_trim: bool = False  # free heap pages back to the OS after every step on CPU: lower peak RSS, ~17% slower
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainConfig":
@@ -256,6 +257,8 @@ def train(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if cfg.cpu_malloc_trim and accelerator.device.type == "cpu":
+            release_free_heap()
         step += 1
 
         summed = torch.tensor([step_loss, step_tokens, step_examples], dtype=torch.float64, device=accelerator.device)

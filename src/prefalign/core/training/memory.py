@@ -7,6 +7,11 @@ large mmapped block is freed (up to 32 MiB), after which activation tensors come
 Length-grouped batches change shape every step, so each step's tensors no longer fit the holes the
 last step's left, and the heap (RSS) grows past the live peak. A fixed threshold keeps every large
 tensor mmapped and returns its pages to the OS when it is freed.
+
+That costs a page fault per page of every large tensor: measured at 4 x 256, max length 512, bf16,
+prompt-shared, 20 steps, our reward run went from 5,144 to 2,964 real tokens/s (peak RSS 3,497 ->
+1,972 MB). ``release_free_heap`` after each optimizer step (``training.cpu_malloc_trim``) is the
+cheaper trade: 4,263 tokens/s at 2,502 MB (TRL on the same batches: 3,483 tokens/s, 2,963 MB).
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import ctypes.util
 import sys
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def set_malloc_mmap_threshold(threshold_bytes: int) -> bool:
@@ -33,7 +42,24 @@ def set_malloc_mmap_threshold(threshold_bytes: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))
+        return bool(_libc().mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))
     except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
+
+
+def release_free_heap() -> bool:
+    """Give the free pages of glibc's heap back to the OS (``malloc_trim(0)``), e.g. once per step.
+
+    Freed activation tensors leave holes in the heap that stay resident; between steps nearly all
+    of the heap is free, so this returns it, and the next step faults it in again (a cost of about
+    17% of a CPU step at 4 x 256 in bf16, against 42% for a 64 KiB mmap threshold; module doc).
+
+    Returns:
+        True if memory was released; False off Linux/glibc or when nothing could be released.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(_libc().malloc_trim(0))
+    except (OSError, AttributeError):  # musl or another libc without malloc_trim
         return False
