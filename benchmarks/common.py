@@ -44,8 +44,18 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
                         help="both sides: TRL's configs default to bf16 autocast (also on a CPU with bf16 units), "
                              "ours is training.mixed_precision; fp32 compares the two loops without it")
-    parser.add_argument("--mmap-threshold", type=int, default=65536,
+    parser.add_argument("--trl-gradient-checkpointing", action="store_true",
+                        help="TRL's configs default to gradient_checkpointing=True (a second forward per layer in the backward "
+                             "pass: less memory, ~1/3 more compute); by default it is turned off here, TRL's fastest setting")
+    parser.add_argument("--mmap-threshold", type=int, default=-1,
                         help="our side's training.cpu_malloc_mmap_threshold in bytes (-1: glibc's default; docs/performance.md)")
+    parser.add_argument("--malloc-trim", action="store_true",
+                        help="our side's training.cpu_malloc_trim: heap pages back to the OS after every step (lower RSS, slower)")
+
+
+def trl_speed_args(a: argparse.Namespace) -> dict:
+    """The TrainingArguments both TRL configs take from the shared options: precision and checkpointing."""
+    return {"bf16": a.precision == "bf16", "gradient_checkpointing": a.trl_gradient_checkpointing}
 
 
 def model_dict(a: argparse.Namespace) -> dict:
@@ -108,6 +118,28 @@ def pair_token_count(tok, rows: list[dict]) -> list[int]:
     x, w, l = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
     tp = tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2)
     return [len(c) + len(r) for c, r in zip(tp.chosen, tp.rejected)]
+
+
+def our_batch_order(tok, rows: list[dict], batch: int, steps: int) -> list[list[int]]:
+    """The pair indices of each of our first ``steps`` batches (length-grouped, seed 0, epoch
+    order as the training loop takes them): TRL is fed the same batches (``feed_batches``)."""
+    from prefalign.core.training.batching import make_pair_batches, tokenize_pairs
+    from prefalign.core.training.loop import epoch_order
+
+    x, w, l = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
+    batches = make_pair_batches(tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2), batch, tok.pad_token_id, seed=0)
+    return [[int(i) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index] for k in range(steps)]
+
+
+def feed_batches(trainer, batches: list[list[int]]):
+    """Make a transformers Trainer train on exactly ``batches`` (lists of dataset row indices), through
+    its own dataset and collator; returns the DataLoader."""
+    from torch.utils.data import DataLoader
+
+    base = trainer.get_train_dataloader()
+    loader = DataLoader(base.dataset, batch_sampler=batches, collate_fn=base.collate_fn)
+    trainer.get_train_dataloader = lambda: loader
+    return loader
 
 
 def rss_mb() -> float:
@@ -195,7 +227,8 @@ def print_header(a: argparse.Namespace, kind: str, trl: str) -> None:
           f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
     print(f"data: {a.n_pairs} real train pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
           f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
-    print(f"TRL: {trl}; {load_line()}", flush=True)
+    print(f"TRL: {trl}, bf16={a.precision == 'bf16'}, gradient_checkpointing={a.trl_gradient_checkpointing}; "
+          f"ours: mixed_precision={'bf16' if a.precision == 'bf16' else 'no'}; {load_line()}", flush=True)
 
 
 def load_line() -> str:

@@ -5,17 +5,19 @@
 
 Each side in a fresh interpreter (its own peak RSS), single-threaded by default. Both start from
 the same seeded LlamaForCausalLM and get the same pre-truncated texts (benchmarks/common.py).
-Sigmoid DPO, beta 0.1, AdamW, constant learning rate. Ours computes the reference log-probs once
-before training (timed IN our total, in the same layout as training: padded, packed or shared).
+Sigmoid DPO, beta 0.1, AdamW, constant learning rate. Both sides compute the reference
+log-probs once before training; their time is reported apart ("reference pass s") and the ratio
+lines are on the training steps alone, plus one line with the reference pass included.
 
-TRL 1.16's DPOConfig: precompute_ref_log_probs exists and is used (TRL's best on CPU: the
-reference forward leaves the training step; its time is outside TRL's train() measurement only
-if TRL runs it before train(): here it runs inside train(), so it is timed in as ours is);
-padding_free exists but TRL 1.16 warns and falls back to padding ("temporarily unavailable"), so
-it is not set; use_liger_kernel needs liger-kernel (not installed, GPU only);
-train_sampling_strategy="group_by_length" cannot infer DPO rows' lengths, so TRL uses its default
-random order. The last line is ``ratio pairs_per_s=.. tokens_per_s=.. peak_rss=..`` (ours / TRL)
-for the first layout listed.
+TRL 1.16's DPOConfig: precompute_ref_log_probs is used (TRL's best on CPU: the reference forward
+leaves the training step). TRL runs it inside DPOTrainer's constructor, so it is timed there by
+wrapping ``DPOTrainer._precompute_ref_logps``. padding_free exists but TRL 1.16 warns and falls
+back to padding ("temporarily unavailable"), so it is not set; use_liger_kernel needs
+liger-kernel (not installed, GPU only); train_sampling_strategy="group_by_length" cannot infer
+DPO rows' lengths; instead both sides train on the same batches in the same order (ours,
+length-grouped, handed to TRL through its own dataset and collator). gradient_checkpointing is off (TRL's
+config defaults it on) unless --trl-gradient-checkpointing. The last line is
+``ratio pairs_per_s=.. tokens_per_s=.. peak_rss=..`` (ours / TRL) for the first layout listed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RssSampler, add_model_args, load_line, print_header, model_dict, pair_token_count, peak_rss_mb, pretruncate, print_table,
-    ratio_line, real_pairs, run_sides,
+    ratio_line, real_pairs, run_sides, trl_speed_args, our_batch_order, feed_batches,
 )
 
 BETA, LR = 0.1, 1e-4
@@ -53,8 +55,8 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     cfg = TrainConfig.from_dict({
         "max_steps": a.steps, "learning_rate": LR, "lr_schedule": "constant", "eval_every": 0, "checkpoint_every": 0,
         "progress_bar": False, "max_grad_norm": 1.0, "cpu_threads": a.threads,
-        "packing": layout == "packed", "share_prompt": layout == "shared",
-        "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None,
+        "packing": layout == "packed", "share_prompt": layout == "shared", "mixed_precision": "bf16" if a.precision == "bf16" else "no",
+        "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None, "cpu_malloc_trim": a.malloc_trim,
     })
     tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
                         max_length=10**7, max_prompt_length=10**7 - 2)
@@ -66,10 +68,13 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     ref_seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     ref = ReferenceLogprobs.from_table(table, ids)
     batches = pair_batches(tp, a.batch, tok.pad_token_id, 0, cfg)
+    ref_cpu_seconds = cpu_seconds
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train(model, batches, [], make_pairwise_loss_fn(dpo_objective, DPOConfig(beta=BETA), ref), cfg, out)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     used = [int(i) for k in range(a.steps) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": ref_seconds, "pair_indices": used,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": ref_seconds, "reference_cpu_seconds": ref_cpu_seconds,
+            "pair_indices": used,
             "losses": [h["train_loss"] for h in result.history]}
 
 
@@ -82,16 +87,33 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
         output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR,
         lr_scheduler_type="constant", beta=BETA, loss_type=["sigmoid"], max_length=None, report_to=[], logging_steps=1,
         save_strategy="no", use_cpu=True, precompute_ref_log_probs=True, precompute_ref_batch_size=2 * a.batch,
-        max_grad_norm=1.0, disable_dropout=True, seed=0, dataloader_num_workers=0,
+        max_grad_norm=1.0, disable_dropout=True, seed=0, dataloader_num_workers=0, **trl_speed_args(a),
     )
+    timed = {}
+    precompute = DPOTrainer._precompute_ref_logps
+
+    def timed_precompute(self, *args_, **kwargs_):  # TRL's reference pass runs in the constructor: time it there
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return precompute(self, *args_, **kwargs_)
+        finally:
+            timed["seconds"] = timed.get("seconds", 0.0) + time.perf_counter() - t
+            timed["cpu_seconds"] = timed.get("cpu_seconds", 0.0) + time.process_time() - c
+
+    DPOTrainer._precompute_ref_logps = timed_precompute
+    rss.phase("reference")
     # an explicit reference copy: without one TRL re-loads the model by its (empty) hub name
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    if len(trainer.train_dataset) != len(rows):
+        raise SystemExit(f"TRL kept {len(trainer.train_dataset)} of {len(rows)} pairs: the batches cannot be matched")
+    feed_batches(trainer, our_batch_order(tok, rows, a.batch, a.steps))  # the same batches as ours, same order
     rss.phase("train")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     logged = [r for r in trainer.state.log_history if "num_tokens" in r]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trl_num_tokens": float(logged[-1]["num_tokens"]) if logged else None,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": timed["seconds"], "reference_cpu_seconds": timed["cpu_seconds"],
+            "trl_num_tokens": float(logged[-1]["num_tokens"]) if logged else None,
             "kept_pairs": len(trainer.train_dataset), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
@@ -111,8 +133,10 @@ def child(side: str, a: argparse.Namespace) -> None:
         res["real_tokens"] = sum(counts[i] for i in res.pop("pair_indices"))
     else:  # TRL's own count when it logs one, else the same number of pairs at the mean length
         res["real_tokens"] = res["trl_num_tokens"] or pairs * sum(counts) / len(counts)
+    with_ref = res["seconds"] + res["reference_seconds"]
     res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
                pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
+               pairs_per_s_with_reference=pairs / with_ref, tokens_per_s_with_reference=res["real_tokens"] / with_ref,
                peak_rss_mb=peak_rss_mb(), sequences_truncated=over, rss_by_phase=rss.report())
     print("RESULT " + json.dumps(res))
 
@@ -130,18 +154,20 @@ def main(argv: list[str] | None = None) -> None:
         child(a.child, a)
         return
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
-    print_header(a, "causal LM", "DPOTrainer, precompute_ref_log_probs=True (reference pass timed in, as ours)")
+    print_header(a, "causal LM", "DPOTrainer, precompute_ref_log_probs=True (reference pass timed apart, as ours)")
     results = run_sides(__file__, layouts + ["trl"], list(argv if argv is not None else sys.argv[1:]), a.threads)
     print(f"TRL kept {results['trl']['kept_pairs']} of {a.n_pairs} pairs; {load_line()}\n")
     print_table(results, [
         ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
-        ("seconds (ref + train)", "seconds", "{:.1f}"), ("reference pass s", "reference_seconds", "{:.1f}"),
+        ("pairs/s with reference", "pairs_per_s_with_reference", "{:.2f}"),
+        ("train seconds", "seconds", "{:.1f}"), ("reference pass s", "reference_seconds", "{:.1f}"),
     ])
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
     print("mean loss: " + "; ".join(f"{s} {mean(r['losses']):.4f}" for s, r in results.items()))
     print("RSS peak by phase (MB): " + "; ".join(f"{s} {r['rss_by_phase']}" for s, r in results.items()))
     for layout in layouts[1:]:
         print(ratio_line(results[layout], results["trl"], layout))
+    print(ratio_line(results[layouts[0]], results["trl"], "with_reference", per="s_with_reference"))
     print(ratio_line(results[layouts[0]], results["trl"], "cpu_time", per="cpu_s"))
     print(ratio_line(results[layouts[0]], results["trl"]))
 

@@ -10,10 +10,11 @@ batching, layout and loop differ. Ours runs in each layout of ``--layouts`` (pad
 rows with padding; packed = training.packing; shared = training.share_prompt); the LAST line is
 ``ratio pairs_per_s=.. tokens_per_s=.. peak_rss=..`` (ours / TRL) for the first layout listed.
 
-TRL 1.16's RewardConfig has no padding_free and no precompute option; use_liger_kernel needs the
-liger-kernel package (not installed, GPU only). Its best available setting on CPU is transformers'
-train_sampling_strategy="group_by_length" (length-grouped batches, the same idea as ours), used here
-with a precomputed length column; pass --trl-sampling random for TRL's default.
+Both sides train on the same batches in the same order (ours: length-grouped; TRL is handed
+them through its own dataset and collator), so pairs/s compare the same work and the loss
+curves agree. TRL 1.16's RewardConfig has no padding_free and no precompute option;
+use_liger_kernel needs the liger-kernel package (not installed, GPU only); gradient_checkpointing
+(its config's default) is turned off unless --trl-gradient-checkpointing, TRL's fastest setting.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RssSampler, add_model_args, load_line, print_header, measured_matmul_peak, model_dict, pair_token_count, peak_rss_mb, pretruncate,
-    print_table, ratio_line, real_pairs, run_sides,
+    print_table, ratio_line, real_pairs, run_sides, trl_speed_args, our_batch_order, feed_batches,
 )
 
 LR, WARMUP = 1e-3, 3
@@ -65,7 +66,7 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
         "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": a.threads,
         "packing": layout == "packed", "share_prompt": layout == "shared",
         "mixed_precision": "bf16" if a.precision == "bf16" else "no",
-        "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None,
+        "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None, "cpu_malloc_trim": a.malloc_trim,
     })
     tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
                         max_length=10**7, max_prompt_length=10**7 - 2)
@@ -92,29 +93,19 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     model = trl_model(tok, model_dict(a))
-    extra = {"train_sampling_strategy": "group_by_length"} if a.trl_sampling == "group_by_length" else {}
     args = RewardConfig(
         output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=WARMUP,
         lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
         eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, max_length=None, seed=0,
-        disable_dropout=True, bf16=a.precision == "bf16", **extra,
+        disable_dropout=True, **trl_speed_args(a),
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
-    if a.trl_sampling == "group_by_length":
-        # transformers' LengthGroupedSampler on TRL's own tokenised pairs (the Trainer drops a length
-        # column as unused and cannot infer lengths of chosen_ids/rejected_ids rows, so it is handed over)
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        ds = trainer.train_dataset
-        lengths = [max(len(c), len(r)) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"])]
-        trainer._get_train_sampler = lambda *_: LengthGroupedSampler(a.batch, lengths=lengths)
-    real = total = seen = 0
-    while seen < a.steps:  # the batches TRL trains on: its collator pads each batch to its longest
-        for b in trainer.get_train_dataloader():
-            if seen == a.steps:
-                break
-            mask = b["attention_mask"]
-            real, total, seen = real + int(mask.sum()), total + mask.numel(), seen + 1
+    # the same length-grouped batches as ours, in the same order, through TRL's own dataset and collator
+    loader = feed_batches(trainer, our_batch_order(tok, rows, a.batch, a.steps))
+    real = total = 0
+    for b in loader:  # what TRL computes: its collator pads each batch to its longest
+        mask = b["attention_mask"]
+        real, total = real + int(mask.sum()), total + mask.numel()
     rss.phase("train")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
@@ -156,7 +147,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--layouts", default="shared,padded", help="our layouts, comma-separated: shared, packed, padded")
-    parser.add_argument("--trl-sampling", choices=["group_by_length", "random"], default="group_by_length")
     parser.add_argument("--child", default=None)
     a = parser.parse_args(argv)
     if a.child:
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     forward = [x for x in (argv if argv is not None else sys.argv[1:])]
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
-    print_header(a, "reward model", f"RewardTrainer, train_sampling_strategy={a.trl_sampling}")
+    print_header(a, "reward model", "RewardTrainer fed our batches")
     results = run_sides(__file__, layouts + ["trl"], forward, a.threads)
     print(f"sequences truncated by our rule before both sides saw them: {results['trl']['sequences_truncated']}; {load_line()}\n")
     print_table(results, [
