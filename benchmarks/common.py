@@ -225,7 +225,7 @@ def ratio_line(ours: dict, trl: dict, label: str = "", per: str = "s") -> str:
 def print_header(a: argparse.Namespace, kind: str, trl: str) -> None:
     print(f"model: Llama-style {kind} {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
           f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
-    print(f"data: {a.n_pairs} real train pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
+    print(f"data: up to {a.n_pairs} real train, non-tie pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
           f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
     print(f"TRL: {trl}, bf16={a.precision == 'bf16'}, gradient_checkpointing={a.trl_gradient_checkpointing}; "
           f"ours: mixed_precision={'bf16' if a.precision == 'bf16' else 'no'}; {load_line()}", flush=True)

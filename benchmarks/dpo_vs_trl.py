@@ -137,7 +137,7 @@ def child(side: str, a: argparse.Namespace) -> None:
     res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
                pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
                pairs_per_s_with_reference=pairs / with_ref, tokens_per_s_with_reference=res["real_tokens"] / with_ref,
-               peak_rss_mb=peak_rss_mb(), sequences_truncated=over, rss_by_phase=rss.report())
+               peak_rss_mb=peak_rss_mb(), sequences_truncated=over, pairs_available=len(rows), rss_by_phase=rss.report())
     print("RESULT " + json.dumps(res))
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
     print_header(a, "causal LM", "DPOTrainer, precompute_ref_log_probs=True (reference pass timed apart, as ours)")
     results = run_sides(__file__, layouts + ["trl"], list(argv if argv is not None else sys.argv[1:]), a.threads)
-    print(f"TRL kept {results['trl']['kept_pairs']} of {a.n_pairs} pairs; {load_line()}\n")
+    print(f"TRL kept {results['trl']['kept_pairs']} of {results['trl']['pairs_available']} pairs; {load_line()}\n")
     print_table(results, [
         ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
         ("pairs/s with reference", "pairs_per_s_with_reference", "{:.2f}"),

@@ -137,7 +137,7 @@ def child(side: str, a: argparse.Namespace) -> None:
     res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
                pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
                peak_rss_mb=peak_rss_mb(), mfu=flops / res["seconds"] / peak, matmul_peak_gflops=peak / 1e9,
-               sequences_truncated=over, rss_by_phase=rss.report())
+               sequences_truncated=over, pairs_available=len(rows), rss_by_phase=rss.report())
     print("RESULT " + json.dumps(res))
 
 
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
     print_header(a, "reward model", "RewardTrainer fed our batches")
     results = run_sides(__file__, layouts + ["trl"], forward, a.threads)
-    print(f"sequences truncated by our rule before both sides saw them: {results['trl']['sequences_truncated']}; {load_line()}\n")
+    print(f"pairs: {results['trl']['pairs_available']}; sequences truncated by our rule before both sides saw them: "
+          f"{results['trl']['sequences_truncated']}; {load_line()}\n")
     print_table(results, [
         ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"),
         ("padding fraction", "padding_fraction", "{:.3f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
