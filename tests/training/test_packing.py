@@ -214,3 +214,15 @@ def test_packed_gradients_equal_unpacked_with_gradient_checkpointing(tokenizer, 
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
+def test_sliding_window_layers_pack_only_segments_inside_the_window():
+    from prefalign.core.training.segment_attention import segment_attention_forward
+
+    c, r = TokenizedSequence([1, 5, 6, 7, 2], 3), TokenizedSequence([1, 5, 6, 8, 9, 2], 3)
+    packed = pack_pairs([c], [r], share_prompt=True)  # one segment of 8 tokens
+    q = k = v = torch.randn(1, 2, 8, 4)
+    out, _ = segment_attention_forward(torch.nn.Module(), q, k, v, None, packed_segments=packed.plan, sliding_window=8)
+    assert out.shape == (1, 8, 2, 4)
+    with pytest.raises(ValueError, match="longer than the model's sliding window \\(7 tokens\\)"):
+        segment_attention_forward(torch.nn.Module(), q, k, v, None, packed_segments=packed.plan, sliding_window=7)

@@ -89,13 +89,18 @@ def segment_attention_forward(
     Returns:
         ([R, W, Hq, D] attention output, None); columns outside every segment (row tails) are 0.
     Raises:
-        ValueError: without a plan, or for a sliding-window or soft-capped layer (not expressible).
+        ValueError: without a plan, for a soft-capped layer, or a segment longer than a sliding window.
     """
     plan = packed_segments
     if plan is None:
         raise ValueError("segment attention needs the packed_segments plan of a packed batch")
-    if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None:
-        raise ValueError("packed batches do not support sliding-window or soft-capped attention; set training.packing: false")
+    if kwargs.get("softcap") is not None:
+        raise ValueError("packed batches do not support soft-capped attention; set training.packing: false and training.share_prompt: false")
+    window = kwargs.get("sliding_window")
+    if window is not None and max(end - start for _, start, _, _, end in plan.segments) > window:
+        # within the window a sliding-window layer is plain causal attention; beyond it, it is not
+        raise ValueError(f"a packed segment is longer than the model's sliding window ({window} tokens); "
+                         "set training.packing: false and training.share_prompt: false")
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: every query head reads its key/value head
         key = key.repeat_interleave(groups, dim=1)
