@@ -168,3 +168,18 @@ def test_ingest_and_the_pairs_table_canonicalise_each_text_once_and_give_the_sam
     assert max(ingest_again.values()) > 1 and max(table_again.values()) >= 3  # the repeated work that is gone
     assert once[0].equals(again[0]) and once[1].equals(again[1]) and once[2] == again[2]
     assert once[3].equals(again[3]) and once[4] == again[4]  # same pair_id, prompt_id, split, conflicts
+
+
+def test_orienting_pairs_canonicalises_each_response_once(monkeypatch):
+    from prefalign.core.feedback.pairs import to_pair_rows
+
+    responses = [BASE, BASE + " \u200b", "Other.", "Caf\u00e9.", "Yet another."]
+    scored = pl.DataFrame({"group": ["g"] * 5, "prompt": ["P"] * 5, "response": responses, "value": [0.9, 0.2, 0.5, 0.4, 0.7],
+                           "responder": [f"m{i}" for i in range(5)], "record": [f"r{i}" for i in range(5)]})
+    comparisons, _, _ = within_group_pairs(scored, None)
+    comparisons = pl.concat([comparisons, comparisons.with_columns(response_b=pl.lit(BASE + "  "))])
+    counts = _count_canonicalisations(monkeypatch)
+    rows, dropped = to_pair_rows(comparisons, "s", {"signal": "judge_prob", "feedback": "ai", "eps": 1e-4})
+    # the copy's pairs whose response a is BASE or BASE + zero-width space: 3 + 3 (BASE vs its variant was dropped before)
+    assert comparisons.height == 18 and dropped["identical_dropped"] == 6 and rows.height == 12
+    assert set(counts.values()) == {1}  # each response sits in several pairs but is canonicalised once

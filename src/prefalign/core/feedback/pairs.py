@@ -90,8 +90,9 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
     binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them."""
     margin, p_a = signed_target(params["signal"], params)
     rows = with_prompt_messages(orient(comparisons, margin, p_a))
-    same = pl.Series([canonical_text(c) == canonical_text(r) for c, r in zip(rows["chosen"].to_list(), rows["rejected"].to_list())],
-                     dtype=pl.Boolean)
+    with canonical_memo():  # a response sits in many pairs of its prompt: canonicalised once
+        same = pl.Series([canonical_text(c) == canonical_text(r) for c, r in zip(rows["chosen"].to_list(), rows["rejected"].to_list())],
+                         dtype=pl.Boolean)
     identical = int(same.sum())
     rows = rows.filter(~same)
     is_tie = pl.col("p_chosen") == 0.5
