@@ -110,3 +110,76 @@ def test_split_assignment_keeps_its_signature():
 def test_the_vectorised_form_matches_the_python_one():
     texts = list(SAME_TO_A_READER.values()) + [BASE, "Caf\u00e9", "Cafe\u0301", "  a\u00a0\u2003b  ", "\u200b", ""]
     assert pl.DataFrame({"t": texts}).select(canonical_expr("t"))["t"].to_list() == [canonical_text(t) for t in texts]
+
+
+def _count_canonicalisations(monkeypatch) -> "collections.Counter[str]":
+    """Counts each text the canonical form is computed for (core/text.py ``_canonical``)."""
+    import collections
+
+    from prefalign.core import text
+
+    counts: collections.Counter[str] = collections.Counter()
+    real = text._canonical
+    monkeypatch.setattr(text, "_canonical", lambda t: counts.update([t]) or real(t))
+    return counts
+
+
+def test_a_memo_block_canonicalises_each_distinct_text_once_with_the_same_result(monkeypatch):
+    from prefalign.core.text import canonical_memo
+
+    texts = [*SAME_TO_A_READER.values(), BASE, "Caf\u00e9", "Cafe\u0301", "   "]
+    expected = [canonical_text(t) for t in texts]
+    counts = _count_canonicalisations(monkeypatch)
+    with canonical_memo() as memo:
+        assert [canonical_text(t) for t in texts + texts] == expected + expected
+        with canonical_memo() as inner:  # a nested block shares the outer memo
+            assert inner is memo and [canonical_text(t) for t in texts] == expected
+    assert set(counts.values()) == {1} and set(counts) == set(texts)
+    canonical_text(BASE)  # outside any block: computed again, nothing kept
+    assert counts[BASE] == 2
+
+
+def test_ingest_and_the_pairs_table_canonicalise_each_text_once_and_give_the_same_pairs(monkeypatch):
+    from contextlib import nullcontext
+
+    from prefalign.core.feedback import conflicts, ingest, pairs
+
+    answers = ["Four.", "Four. ", "Five.", "Fi\u200bve!", "Six.", "Caf\u00e9", "Cafe\u0301 au lait"]
+    raw = records(*[
+        {"prompt": ["What is 2 + 2?", "What is 2 + 2?  ", "Name a drink."][i % 3], "chosen": answers[i % 7],
+         "rejected": answers[(i + 2) % 7], "metadata": {"score_chosen": 9.0, "score_rejected": 3.0 + i % 4}}
+        for i in range(24)])
+    split = {"ratios": {"train": 0.5, "val": 0.25, "test": 0.25}, "salt": "x"}
+
+    def run():
+        rows, rejected, stats = ingest_source("ultrafeedback", {"records": raw}, {**UF, "max_rejected_fraction": None})
+        ingest_counts = dict(counts)
+        counts.clear()
+        table, resolution = build_pairs_table([rows], split)
+        return (rows, rejected, stats, table, resolution), ingest_counts, dict(counts)
+
+    counts = _count_canonicalisations(monkeypatch)
+    once, ingest_counts, table_counts = run()
+    assert once[3].height > 3 and set(ingest_counts.values()) == {1} and set(table_counts.values()) == {1}
+    for module in (ingest, pairs, conflicts):  # no memo at all: every step canonicalises again
+        monkeypatch.setattr(module, "canonical_memo", nullcontext)
+    counts.clear()
+    again, ingest_again, table_again = run()
+    assert max(ingest_again.values()) > 1 and max(table_again.values()) >= 3  # the repeated work that is gone
+    assert once[0].equals(again[0]) and once[1].equals(again[1]) and once[2] == again[2]
+    assert once[3].equals(again[3]) and once[4] == again[4]  # same pair_id, prompt_id, split, conflicts
+
+
+def test_orienting_pairs_canonicalises_each_response_once(monkeypatch):
+    from prefalign.core.feedback.pairs import to_pair_rows
+
+    responses = [BASE, BASE + " \u200b", "Other.", "Caf\u00e9.", "Yet another."]
+    scored = pl.DataFrame({"group": ["g"] * 5, "prompt": ["P"] * 5, "response": responses, "value": [0.9, 0.2, 0.5, 0.4, 0.7],
+                           "responder": [f"m{i}" for i in range(5)], "record": [f"r{i}" for i in range(5)]})
+    comparisons, _, _ = within_group_pairs(scored, None)
+    comparisons = pl.concat([comparisons, comparisons.with_columns(response_b=pl.lit(BASE + "  "))])
+    counts = _count_canonicalisations(monkeypatch)
+    rows, dropped = to_pair_rows(comparisons, "s", {"signal": "judge_prob", "feedback": "ai", "eps": 1e-4})
+    # the copy's pairs whose response a is BASE or BASE + zero-width space: 3 + 3 (BASE vs its variant was dropped before)
+    assert comparisons.height == 18 and dropped["identical_dropped"] == 6 and rows.height == 12
+    assert set(counts.values()) == {1}  # each response sits in several pairs but is canonicalised once

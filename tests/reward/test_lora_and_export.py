@@ -328,3 +328,21 @@ def test_lora_on_a_pretrained_encoder_round_trips_and_refuses_export(tok, texts,
     assert np.array_equal(scoring.response_rewards(loaded, tok, prompts, chosen), scoring.response_rewards(model, tok, prompts, chosen))
     with pytest.raises(ValueError, match="BertForSequenceClassification"):
         model.export_sequence_classifier(tmp_path / "export")
+
+
+@pytest.mark.parametrize("build, causal_lm", [(build_backbone, False), (build_causal_lm, True)])
+def test_built_with_lora_equals_adapted_after_loading(tok, monkeypatch, build, causal_lm):
+    """One code path puts adapters on: building with model.lora goes through lora.adapt_for_training,
+    and gives the same adapters as building without and adapting afterwards (as the policy nodes do)."""
+    from prefalign.core.models import backbone, lora
+
+    calls = []
+    monkeypatch.setattr(backbone, "adapt_for_training", lambda *a, **k: calls.append(k) or lora.adapt_for_training(*a, **k))
+    params = {**TINY_MODEL, "lora": LORA, "seed": 3}
+    built = build(params, tok)
+    assert [c["causal_lm"] for c in calls] == [causal_lm] and calls[0]["seed"] == 3
+    later = lora.adapt_for_training(build({**TINY_MODEL, "seed": 3}, tok), params, causal_lm=causal_lm, seed=3)
+    assert isinstance(built, PeftModel) and isinstance(later, PeftModel)
+    a, b = built.state_dict(), later.state_dict()
+    assert a.keys() == b.keys() and any("lora_A" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -72,8 +72,8 @@ def comparison_id_of(prompt: str, response_a: str, response_b: str,
 
     Args:
         prompt, response_a, response_b: texts as judged (any seat order).
-        canonical: the canonical form to hash; canonical_text, or a memoised copy of it where
-            one table repeats the same texts many times (core/feedback/conflicts.py).
+        canonical: the canonical form to hash; canonical_text (memoised inside a
+            ``core.text.canonical_memo()`` block, as the feedback pipeline runs it) or a copy of it.
 
     Returns:
         24 hex characters (stable_hash of "comparison", the prompt, the smaller then the larger response).

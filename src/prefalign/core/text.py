@@ -20,10 +20,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import polars as pl
 
 _WHITESPACE = re.compile(r"\s+")
+# text -> canonical form, while a ``canonical_memo()`` block runs (None outside one). A context
+# variable, so threads (kedro's ThreadRunner) and nested blocks each see their own / the outer memo.
+_MEMO: ContextVar[dict[str, str] | None] = ContextVar("canonical_text_memo", default=None)
 
 
 def _is_invisible(char: str) -> bool:
@@ -39,13 +45,46 @@ def canonical_text(text: str) -> str:
     Returns:
         The canonical string; ``""`` when the text has no visible content.
 
+    Inside a ``canonical_memo()`` block each distinct text is canonicalised once.
+
     Source: docs/methods.md s8 ("Canonical text").
     """
+    memo = _MEMO.get()
+    if memo is None:
+        return _canonical(text)
+    canonical = memo.get(text)
+    if canonical is None:
+        canonical = memo[text] = _canonical(text)
+    return canonical
+
+
+def _canonical(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     if not text.isascii():
         text = "".join(c for c in text if not _is_invisible(c))
         text = unicodedata.normalize("NFC", text)  # removing a mark may let two characters compose
     return _WHITESPACE.sub(" ", text).strip()
+
+
+@contextmanager
+def canonical_memo() -> Iterator[dict[str, str]]:
+    """Within the block, ``canonical_text`` (and so every check and id hash built on it) computes
+    each distinct text once: one source's ingest (parsing, within-prompt pairs, orientation) and the
+    pairs table (conflicts, pair_id, prompt_id) would otherwise canonicalise a text up to four times.
+
+    Returns (yields):
+        The memo, text -> canonical form. A block inside another shares the outer memo; the memo is
+        dropped when the outermost block ends (it holds every distinct text seen, so scope it to one table).
+    """
+    outer = _MEMO.get()
+    if outer is not None:
+        yield outer
+        return
+    token = _MEMO.set({})
+    try:
+        yield _MEMO.get()
+    finally:
+        _MEMO.reset(token)
 
 
 def has_visible_content(text: str) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import polars as pl
 
 from prefalign.core.schema import comparison_id_of
-from prefalign.core.text import canonical_text
+from prefalign.core.text import canonical_memo, canonical_text
 
 WITHIN_RULES = ("pool", "drop")
 ACROSS_RULES = ("priority", "pool", "drop")
@@ -114,17 +114,11 @@ def resolve_conflicts(rows: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFr
     counts: dict[str, dict[str, Any]] = {TOTAL_KEY: {"within_source": 0, "across_sources": 0}}
     if rows.height == 0:
         return rows, counts
-    canon: dict[str, str] = {}
-
-    def c(text: str) -> str:
-        if text not in canon:
-            canon[text] = canonical_text(text)
-        return canon[text]
-
     keys, a_is_chosen = [], []
-    for prompt, chosen, rejected in zip(rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list()):
-        keys.append(comparison_id_of(prompt, chosen, rejected, canonical=c))
-        a_is_chosen.append(c(chosen) <= c(rejected))  # seat a = the smaller canonical response, as in the id
+    with canonical_memo():  # a text repeated across judgments is canonicalised once
+        for prompt, chosen, rejected in zip(rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list()):
+            keys.append(comparison_id_of(prompt, chosen, rejected))
+            a_is_chosen.append(canonical_text(chosen) <= canonical_text(rejected))  # seat a = the smaller canonical response, as in the id
     work = rows.with_columns(
         _key=pl.Series(keys, dtype=pl.String), _a_chosen=pl.Series(a_is_chosen, dtype=pl.Boolean),
     ).with_row_index("_i").with_columns(

@@ -23,6 +23,7 @@ from prefalign.core.feedback.pairs import REQUIRED_PAIR_ROW_COLUMNS, to_pair_row
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA, SAME_TEXT_REASON, get_parser
 from prefalign.core.feedback.records import RawFileError, RawRecord
 from prefalign.core.schema import FEEDBACK_KINDS
+from prefalign.core.text import canonical_memo
 
 REQUIRED_SOURCE_KEYS = ("parser", "signal", "feedback")
 # signals a parsed source can carry (ground_truth is only for generated sources)
@@ -69,6 +70,12 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
             counts and the most common reason.
     """
     check_source_params(source, params)
+    with canonical_memo():  # parsing, within-prompt pairs and orientation canonicalise each text once
+        return _ingest(source, inputs, params, max_rejected_fraction)
+
+
+def _ingest(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any],
+            max_rejected_fraction: float | None) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     parsed = get_parser(params["parser"])(inputs, params)
     limit = params.get("max_rejected_fraction", max_rejected_fraction)
     if limit is not None:

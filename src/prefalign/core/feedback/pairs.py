@@ -37,7 +37,7 @@ from prefalign.core.schema import (
     stable_hash,
     with_prompt_messages,
 )
-from prefalign.core.text import canonical_text
+from prefalign.core.text import canonical_memo, canonical_text
 
 PAIR_ROW_COLUMNS: dict[str, pl.DataType] = {
     c: PAIRS_SCHEMA[c] for c in ("prompt", "prompt_messages", "chosen", "rejected", "margin", "p_chosen", "source",
@@ -90,8 +90,9 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
     binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them."""
     margin, p_a = signed_target(params["signal"], params)
     rows = with_prompt_messages(orient(comparisons, margin, p_a))
-    same = pl.Series([canonical_text(c) == canonical_text(r) for c, r in zip(rows["chosen"].to_list(), rows["rejected"].to_list())],
-                     dtype=pl.Boolean)
+    with canonical_memo():  # a response sits in many pairs of its prompt: canonicalised once
+        same = pl.Series([canonical_text(c) == canonical_text(r) for c, r in zip(rows["chosen"].to_list(), rows["rejected"].to_list())],
+                         dtype=pl.Boolean)
     identical = int(same.sum())
     rows = rows.filter(~same)
     is_tie = pl.col("p_chosen") == 0.5
@@ -163,13 +164,14 @@ def build_pairs_table(pair_rows: list[pl.DataFrame], split: dict[str, Any],
             raise ValueError(f"pair rows of source {source!r} lack columns {missing}; a source must give {list(REQUIRED_PAIR_ROW_COLUMNS)}")
     rows = pl.concat([with_prompt_messages(f).select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in pair_rows]) \
         if pair_rows else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
-    rows, conflict_counts = resolve_conflicts(rows, conflicts or ConflictRule())
-    # hashes in plain Python loops: stable_hash is Python, and a loop beats map_elements' per-row dicts
-    prompts = rows["prompt"].unique()
-    prompt_ids = pl.DataFrame({"prompt": prompts, "prompt_id": [prompt_id_of(p) for p in prompts.to_list()]},
-                              schema={"prompt": pl.String, "prompt_id": pl.String})
-    rows = rows.with_columns(pair_id=pl.Series([pair_id_of(p, c, r) for p, c, r in zip(
-        rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list())], dtype=pl.String))
+    with canonical_memo():  # conflicts, pair_id and prompt_id canonicalise each distinct text once
+        rows, conflict_counts = resolve_conflicts(rows, conflicts or ConflictRule())
+        # hashes in plain Python loops: stable_hash is Python, and a loop beats map_elements' per-row dicts
+        prompts = rows["prompt"].unique()
+        prompt_ids = pl.DataFrame({"prompt": prompts, "prompt_id": [prompt_id_of(p) for p in prompts.to_list()]},
+                                  schema={"prompt": pl.String, "prompt_id": pl.String})
+        rows = rows.with_columns(pair_id=pl.Series([pair_id_of(p, c, r) for p, c, r in zip(
+            rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list())], dtype=pl.String))
     rows = rows.join(prompt_ids, on="prompt", how="left", maintain_order="left")
     first = rows.with_row_index("_i").with_columns(_first=pl.col("_i").min().over("pair_id"))
     duplicates = dict(first.filter(pl.col("_i") != pl.col("_first")).group_by("source").len().iter_rows())

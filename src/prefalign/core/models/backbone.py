@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from prefalign.core.models.lora import LoraSettings, apply_lora
+from prefalign.core.models.lora import LoraSettings, adapt_for_training
 from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
 from prefalign.core.models.params import dataclass_from_params
 
@@ -134,11 +134,8 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    lora = cfg.lora_settings()
-    if lora is not None:  # the one place adapters are applied, for reward backbones and policies alike
-        torch.manual_seed(cfg.seed)  # LoRA's A matrices are random: same seed, same adapters
-        model = apply_lora(model, lora, causal_lm=auto_class is AutoModelForCausalLM)
-    return model
+    # Adapters (model.lora) are put on by lora.adapt_for_training, as for loaded starting policies.
+    return adapt_for_training(model, cfg.to_dict(), causal_lm=auto_class is AutoModelForCausalLM, seed=cfg.seed)
 
 
 def build_backbone(cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

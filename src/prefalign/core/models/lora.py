@@ -167,15 +167,27 @@ def load_adapted(directory: str | Path, auto_class: type, is_trainable: bool = T
     return model
 
 
-
 def adapt_for_training(model: torch.nn.Module, model_params: dict[str, Any] | None, causal_lm: bool = True, seed: int = 0) -> torch.nn.Module:
-    """A loaded starting model (e.g. the SFT policy DPO starts from) ready for ``model.lora``.
+    """The one place LoRA adapters are put on a model for training: fresh backbones and policies
+    (core/models/backbone.py) and loaded starting policies (e.g. the SFT policy DPO starts from).
 
-    Already adapted (a LoRA SFT checkpoint loads with its adapter trainable): trained further as is.
-    Not adapted and ``model.lora`` set: fresh adapters on top. ``model.lora`` null: unchanged.
+    Args:
+        model: an ``AutoModel`` (reward backbone) or ``AutoModelForCausalLM`` (policy), or a
+            ``PeftModel`` already carrying adapters.
+        model_params: the ``model`` parameters; only ``lora`` is read (null or absent = full fine-tune).
+        causal_lm: True for a policy, False for a reward backbone (see ``apply_lora``).
+        seed: seeds LoRA's random A matrices, so the same seed gives the same adapters.
+    Returns:
+        ``model`` unchanged when ``model.lora`` is null or the model is already adapted (a LoRA SFT
+        checkpoint loads with its adapter trainable and is trained further, not stacked); else the
+        ``PeftModel`` with fresh adapters and every base weight frozen.
+    Raises:
+        ValueError: a bad ``model.lora`` key, naming it (``LoraSettings.from_dict``).
+
+    Source: Hu et al. 2021 (arXiv:2106.09685), docs/methods.md s7.
     """
     settings = LoraSettings.from_dict((model_params or {}).get("lora"))
     if settings is None or is_adapted(model):
         return model
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same adapters
     return apply_lora(model, settings, causal_lm=causal_lm)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from transformers import PreTrainedTokenizerBase
 
@@ -184,14 +185,27 @@ def weight_sources(pairs: pl.DataFrame, weights: dict[str, int]) -> pl.DataFrame
     A > B > C > A against synthetic_scalar's transitive r*, docs/reward.md) is seen more often
     without changing the pairs, the tokenizer or the number of optimizer steps.
     """
+    return pairs[source_repeat_index(pairs, weights)] if weights else pairs
+
+
+def source_repeat_index(pairs: pl.DataFrame, weights: dict[str, int]) -> np.ndarray:
+    """The row positions of ``weight_sources(pairs, weights)`` in ``pairs``: every row once, then each
+    row of source ``s`` ``weights[s] - 1`` more times (per repeat, in table order).
+
+    Returns:
+        [pairs.height + extra copies] int64 positions; training repeats already tokenised pairs with it.
+    Raises:
+        ValueError: a weight that is not an integer >= 1, naming the source.
+    """
     for source, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
             raise ValueError(
                 f"reward source_weights[{source!r}]={weight!r} must be an integer >= 1 (the number of times "
                 "each train pair of that source is seen per epoch); use 1 or drop the key for no oversampling"
             )
-    extra = [pairs.filter(pl.col("source") == source) for source, weight in weights.items() for _ in range(weight - 1)]
-    return pl.concat([pairs, *extra]) if extra else pairs
+    sources = pairs["source"].to_numpy() if pairs.height else np.array([], dtype=object)
+    extra = [np.flatnonzero(sources == source) for source, weight in weights.items() for _ in range(weight - 1)]
+    return np.concatenate([np.arange(pairs.height), *extra]).astype(np.int64)
 
 
 def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrainedTokenizerBase:
@@ -249,14 +263,15 @@ def train_reward_model(
     """
     cfg = params.head_config()
 
-    def tokenize(frame: pl.DataFrame) -> TokenizedPairs:
-        # Pairs whose two sides are the same ids after truncation carry no preference: they are left
-        # out of training and of accuracy, and counted (truncation.identical_after_truncation).
-        return tokenize_pair_frame(tokenizer, frame, cfg.max_length, cfg.max_prompt_length).without_identical()
-
-    train_once, val_tok = tokenize(train_pairs), tokenize(val_pairs)
-    # source_weights repeat a source's pairs in the epoch; counts and accuracy use each pair once
-    train_tok = tokenize(weight_sources(train_pairs, params.source_weights)) if params.source_weights else train_once
+    # Pairs whose two sides are the same ids after truncation carry no preference: they are left
+    # out of training and of accuracy (without_identical), and counted (truncation.identical_after_truncation).
+    train_all = tokenize_pair_frame(tokenizer, train_pairs, cfg.max_length, cfg.max_prompt_length)
+    val_tok = tokenize_pair_frame(tokenizer, val_pairs, cfg.max_length, cfg.max_prompt_length).without_identical()
+    train_once = train_all.without_identical()
+    # source_weights repeat a source's pairs in the epoch (the tokenised pairs are repeated, not the
+    # texts tokenised again); counts and accuracy use each pair once
+    train_tok = (train_all.repeat(source_repeat_index(train_pairs, params.source_weights)).without_identical()
+                 if params.source_weights else train_once)
     if len(train_tok) == 0:
         raise ValueError(
             f"all {train_pairs.height} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
@@ -271,7 +286,8 @@ def train_reward_model(
     result = train(model, train_batches, val_batches, loss_fn, training, output_dir, accelerator)
 
     n_check = min(params.train_accuracy_pairs, len(train_tok))
-    check = tokenize(train_pairs.head(n_check)) if n_check else None
+    # the first n_check train rows, already tokenised (as tokenising train_pairs.head(n_check) again)
+    check = train_all.repeat(np.arange(min(n_check, train_pairs.height))).without_identical() if n_check else None
     train_eval = evaluate(result.model, pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, None, training), loss_fn, accelerator) if check else {}
     metrics = {
         "objective": objective,

@@ -32,6 +32,7 @@ holds 2B sequences: rows 0..B-1 are the chosen, rows B..2B-1 the rejected respon
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
@@ -352,6 +353,8 @@ class TokenizedPairs:
     margin: np.ndarray
     truncation: TruncationStats = field(default_factory=TruncationStats)
     identical: np.ndarray | None = None  # [B] bool: the two sides are the same ids after truncation
+    # [B, len(TruncationStats fields)] int: each pair's share of ``truncation`` (lets ``repeat`` count repeats)
+    pair_truncation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.identical is None:
@@ -369,6 +372,24 @@ class TokenizedPairs:
         return TokenizedPairs(
             [self.chosen[i] for i in index], [self.rejected[i] for i in index], self.p_chosen[index],
             self.margin[index], self.truncation, self.identical[index],
+            None if self.pair_truncation is None else self.pair_truncation[index],
+        )
+
+    def repeat(self, index: Sequence[int] | np.ndarray) -> "TokenizedPairs":
+        """The pairs at ``index`` (in that order, repeats allowed), without tokenising again: equal to
+        tokenising the table's rows ``frame[index]``, truncation counts included (summed per pair).
+
+        Args:
+            index: [M] int positions into these pairs.
+        Raises:
+            ValueError: these pairs carry no per-pair counts (built by hand, not by ``tokenize_pairs``).
+        """
+        if self.pair_truncation is None:
+            raise ValueError("repeat needs per-pair truncation counts (pair_truncation); tokenise with tokenize_pairs")
+        index = np.asarray(index, dtype=np.int64)
+        return TokenizedPairs(
+            [self.chosen[i] for i in index], [self.rejected[i] for i in index], self.p_chosen[index],
+            self.margin[index], _stats_of(self.pair_truncation[index]), self.identical[index], self.pair_truncation[index],
         )
 
     def without_identical(self) -> "TokenizedPairs":
@@ -396,18 +417,31 @@ def tokenize_pairs(
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
     _check_lengths(max_length, max_prompt_length)
-    stats = TruncationStats()
     prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, list(zip(chosen, rejected)), prompt_messages)
     tok_chosen, tok_rejected = [], []
+    counts = []
     for p, group in zip(prompt_ids, response_ids):
-        c, r = truncate_group(p, group, max_length, max_prompt_length, keep, stats)
+        pair_stats = TruncationStats()
+        c, r = truncate_group(p, group, max_length, max_prompt_length, keep, pair_stats)
+        counts.append(_stats_row(pair_stats))
         tok_chosen.append(c)
         tok_rejected.append(r)
     identical = np.array([c.input_ids == r.input_ids for c, r in zip(tok_chosen, tok_rejected)], dtype=bool)
-    stats.identical_after_truncation = int(identical.sum())
+    per_pair = np.array(counts, dtype=np.int64).reshape(len(prompts), len(_STATS_FIELDS))
+    per_pair[:, _STATS_FIELDS.index("identical_after_truncation")] = identical
+    stats = _stats_of(per_pair)
     p = np.ones(len(prompts)) if p_chosen is None else np.asarray(p_chosen, dtype=np.float64)
     m = np.full(len(prompts), np.nan) if margin is None else np.array([np.nan if v is None else v for v in margin], dtype=np.float64)
-    return TokenizedPairs(tok_chosen, tok_rejected, p, m, stats, identical)
+    return TokenizedPairs(tok_chosen, tok_rejected, p, m, stats, identical, per_pair)
+
+
+_STATS_FIELDS = [f.name for f in fields(TruncationStats)]
+_stats_row = operator.attrgetter(*_STATS_FIELDS)  # a pair's counts as a tuple (dataclasses.astuple is ~30x slower)
+
+
+def _stats_of(per_pair: np.ndarray) -> TruncationStats:
+    """The totals of per-pair truncation counts [B, fields] (python ints, for the metrics JSON)."""
+    return TruncationStats(*(int(v) for v in per_pair.sum(axis=0)))
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | None, group_batches: int = 16) -> list[np.ndarray]:
