@@ -110,25 +110,21 @@ def pretruncate(pairs: list[dict], vocab: int, max_length: int, max_prompt_lengt
     return tok, rows, over
 
 
-def pair_token_count(tok, rows: list[dict]) -> list[int]:
-    """Tokens of each pair as two full sequences ([bos] prompt response [eos], both sides): the
-    common unit of 'real tokens' for both trainers, whatever layout computes them."""
-    from prefalign.core.training.batching import tokenize_pairs
+def our_batches(tok, rows: list[dict], batch: int, steps: int) -> tuple[list[list[int]], int]:
+    """(the pair indices of each of our first ``steps`` batches, the real tokens in them).
 
-    x, w, l = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
-    tp = tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2)
-    return [len(c) + len(r) for c, r in zip(tp.chosen, tp.rejected)]
-
-
-def our_batch_order(tok, rows: list[dict], batch: int, steps: int) -> list[list[int]]:
-    """The pair indices of each of our first ``steps`` batches (length-grouped, seed 0, epoch
-    order as the training loop takes them): TRL is fed the same batches (``feed_batches``)."""
+    Batches are length-grouped (seed 0) in the training loop's epoch order; TRL is fed the same
+    ones (``feed_batches``). Real tokens count each pair as its two full sequences ([bos] prompt
+    response [eos], both sides): the common unit for both trainers, whatever layout computes them.
+    """
     from prefalign.core.training.batching import make_pair_batches, tokenize_pairs
     from prefalign.core.training.loop import epoch_order
 
     x, w, l = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
-    batches = make_pair_batches(tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2), batch, tok.pad_token_id, seed=0)
-    return [[int(i) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index] for k in range(steps)]
+    tp = tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2)
+    batches = make_pair_batches(tp, batch, tok.pad_token_id, seed=0)
+    order = [[int(i) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index] for k in range(steps)]
+    return order, sum(len(tp.chosen[i]) + len(tp.rejected[i]) for b in order for i in b)
 
 
 def feed_batches(trainer, batches: list[list[int]]):
@@ -204,6 +200,31 @@ def run_sides(script: str, sides: list[str], argv: list[str], threads: int) -> d
         results[side] = json.loads(line[-1][len("RESULT "):])
         print(f"  {side}: {results[side]['pairs_per_s']:.2f} pairs/s, peak RSS {results[side]['peak_rss_mb']:.0f} MB", flush=True)
     return results
+
+
+def add_run_args(parser: argparse.ArgumentParser, steps: int, batch: int) -> None:
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--layouts", default="shared,padded", help="our layouts, comma-separated: shared, packed, padded")
+    parser.add_argument("--child", default=None)
+
+
+def add_rates(res: dict, pairs: int, real_tokens: float, rows: int, truncated: int, rss: "RssSampler") -> dict:
+    """The per-second and per-CPU-second rates and the run facts every side's RESULT line carries."""
+    res.update(pairs=pairs, real_tokens=real_tokens, pairs_per_s=pairs / res["seconds"], tokens_per_s=real_tokens / res["seconds"],
+               pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=real_tokens / res["cpu_seconds"],
+               peak_rss_mb=peak_rss_mb(), sequences_truncated=truncated, pairs_available=rows, rss_by_phase=rss.report())
+    return res
+
+
+def print_ratios(results: dict[str, dict], layouts: list[str], extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """One ratio line per further layout, then ``extra`` (label, per) lines for the first layout,
+    its CPU-time line, and last the plain ratio line of the first layout."""
+    for layout in layouts[1:]:
+        print(ratio_line(results[layout], results["trl"], layout))
+    for label, per in (*extra, ("cpu_time", "cpu_s")):
+        print(ratio_line(results[layouts[0]], results["trl"], label, per=per))
+    print(ratio_line(results[layouts[0]], results["trl"]))
 
 
 def print_table(results: dict[str, dict], rows: list[tuple[str, str, str]]) -> None:

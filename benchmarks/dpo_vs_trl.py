@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RssSampler, add_model_args, load_line, print_header, model_dict, pair_token_count, peak_rss_mb, pretruncate, print_table,
-    ratio_line, real_pairs, run_sides, trl_speed_args, our_batch_order, feed_batches,
+    RssSampler, add_model_args, add_rates, add_run_args, feed_batches, load_line, model_dict, our_batches, pretruncate,
+    print_header, print_ratios, print_table, real_pairs, run_sides, trl_speed_args,
 )
 
 BETA, LR = 0.1, 1e-4
@@ -49,7 +49,6 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     from prefalign.core.policy.objectives import DPOConfig, dpo_objective, make_pairwise_loss_fn
     from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
     from prefalign.core.training import TrainConfig, tokenize_pairs, train
-    from prefalign.core.training.loop import epoch_order
     from prefalign.core.training.packing import pair_batches
 
     cfg = TrainConfig.from_dict({
@@ -72,9 +71,7 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(model, batches, [], make_pairwise_loss_fn(dpo_objective, DPOConfig(beta=BETA), ref), cfg, out)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    used = [int(i) for k in range(a.steps) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index]
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": ref_seconds, "reference_cpu_seconds": ref_cpu_seconds,
-            "pair_indices": used,
             "losses": [h["train_loss"] for h in result.history]}
 
 
@@ -106,14 +103,12 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     if len(trainer.train_dataset) != len(rows):
         raise SystemExit(f"TRL kept {len(trainer.train_dataset)} of {len(rows)} pairs: the batches cannot be matched")
-    feed_batches(trainer, our_batch_order(tok, rows, a.batch, a.steps))  # the same batches as ours, same order
+    feed_batches(trainer, our_batches(tok, rows, a.batch, a.steps)[0])  # the same batches as ours, same order
     rss.phase("train")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    logged = [r for r in trainer.state.log_history if "num_tokens" in r]
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": timed["seconds"], "reference_cpu_seconds": timed["cpu_seconds"],
-            "trl_num_tokens": float(logged[-1]["num_tokens"]) if logged else None,
             "kept_pairs": len(trainer.train_dataset), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
@@ -127,17 +122,10 @@ def child(side: str, a: argparse.Namespace) -> None:
     rss.phase("setup")
     with tempfile.TemporaryDirectory() as tmp:
         res = run_trl(tok, rows, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, rows, a, Path(tmp), rss)
-    counts = pair_token_count(tok, rows)
-    pairs = a.steps * a.batch
-    if "pair_indices" in res:
-        res["real_tokens"] = sum(counts[i] for i in res.pop("pair_indices"))
-    else:  # TRL's own count when it logs one, else the same number of pairs at the mean length
-        res["real_tokens"] = res["trl_num_tokens"] or pairs * sum(counts) / len(counts)
+    pairs, real_tokens = a.steps * a.batch, our_batches(tok, rows, a.batch, a.steps)[1]  # both sides train these batches
+    add_rates(res, pairs, real_tokens, len(rows), over, rss)
     with_ref = res["seconds"] + res["reference_seconds"]
-    res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
-               pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
-               pairs_per_s_with_reference=pairs / with_ref, tokens_per_s_with_reference=res["real_tokens"] / with_ref,
-               peak_rss_mb=peak_rss_mb(), sequences_truncated=over, pairs_available=len(rows), rss_by_phase=rss.report())
+    res.update(pairs_per_s_with_reference=pairs / with_ref, tokens_per_s_with_reference=real_tokens / with_ref)
     print("RESULT " + json.dumps(res))
 
 
@@ -145,10 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser)
     parser.set_defaults(n_pairs=160)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--layouts", default="shared,padded", help="our layouts, comma-separated: shared, packed, padded")
-    parser.add_argument("--child", default=None)
+    add_run_args(parser, steps=20, batch=8)
     a = parser.parse_args(argv)
     if a.child:
         child(a.child, a)
@@ -165,11 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
     print("mean loss: " + "; ".join(f"{s} {mean(r['losses']):.4f}" for s, r in results.items()))
     print("RSS peak by phase (MB): " + "; ".join(f"{s} {r['rss_by_phase']}" for s, r in results.items()))
-    for layout in layouts[1:]:
-        print(ratio_line(results[layout], results["trl"], layout))
-    print(ratio_line(results[layouts[0]], results["trl"], "with_reference", per="s_with_reference"))
-    print(ratio_line(results[layouts[0]], results["trl"], "cpu_time", per="cpu_s"))
-    print(ratio_line(results[layouts[0]], results["trl"]))
+    print_ratios(results, layouts, extra=(("with_reference", "s_with_reference"),))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RssSampler, add_model_args, load_line, print_header, measured_matmul_peak, model_dict, pair_token_count, peak_rss_mb, pretruncate,
-    print_table, ratio_line, real_pairs, run_sides, trl_speed_args, our_batch_order, feed_batches,
+    RssSampler, add_model_args, add_rates, add_run_args, feed_batches, load_line, measured_matmul_peak, model_dict, our_batches,
+    pretruncate, print_header, print_ratios, print_table, real_pairs, run_sides, trl_speed_args,
 )
 
 LR, WARMUP = 1e-3, 3
@@ -84,7 +84,7 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(model, batches, [], make_reward_loss_fn(SimpleNamespace(soft_targets=False, margin_offset=False, centering=0.0)), cfg, out)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "pair_indices": [int(i) for k in used for i in batches[k].pair_index], "padding_fraction": any_padding_fraction([batches[k] for k in used]),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": any_padding_fraction([batches[k] for k in used]),
             "losses": [h["train_loss"] for h in result.history], "backbone": result.model.backbone}
 
 
@@ -101,7 +101,7 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     # the same length-grouped batches as ours, in the same order, through TRL's own dataset and collator
-    loader = feed_batches(trainer, our_batch_order(tok, rows, a.batch, a.steps))
+    loader = feed_batches(trainer, our_batches(tok, rows, a.batch, a.steps)[0])
     real = total = 0
     for b in loader:  # what TRL computes: its collator pads each batch to its longest
         mask = b["attention_mask"]
@@ -110,7 +110,7 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "real_tokens": real, "padding_fraction": 1 - real / max(1, total),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": 1 - real / max(1, total),
             "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "backbone": model.model}
 
 
@@ -127,27 +127,18 @@ def child(side: str, a: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = run_trl(tok, rows, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, rows, a, Path(tmp), rss)
     backbone = res.pop("backbone")
-    if "pair_indices" in res:  # ours: real tokens of exactly the pairs trained on
-        counts = pair_token_count(tok, rows)
-        res["real_tokens"] = sum(counts[i] for i in res.pop("pair_indices"))
+    pairs, real_tokens = a.steps * a.batch, our_batches(tok, rows, a.batch, a.steps)[1]  # both sides train these batches
+    add_rates(res, pairs, real_tokens, len(rows), over, rss)
     n_non_emb = sum(p.numel() for p in backbone.parameters()) - backbone.get_input_embeddings().weight.numel()
-    pairs = a.steps * a.batch
-    mean_len = res["real_tokens"] / (2 * pairs)
-    flops = res["real_tokens"] * (6 * n_non_emb + 6 * a.layers * mean_len * a.hidden)  # Kaplan et al. 2020 style
-    res.update(pairs=pairs, pairs_per_s=pairs / res["seconds"], tokens_per_s=res["real_tokens"] / res["seconds"],
-               pairs_per_cpu_s=pairs / res["cpu_seconds"], tokens_per_cpu_s=res["real_tokens"] / res["cpu_seconds"],
-               peak_rss_mb=peak_rss_mb(), mfu=flops / res["seconds"] / peak, matmul_peak_gflops=peak / 1e9,
-               sequences_truncated=over, pairs_available=len(rows), rss_by_phase=rss.report())
+    flops = real_tokens * (6 * n_non_emb + 6 * a.layers * real_tokens / (2 * pairs) * a.hidden)  # Kaplan et al. 2020 style
+    res.update(mfu=flops / res["seconds"] / peak, matmul_peak_gflops=peak / 1e9)
     print("RESULT " + json.dumps(res))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--layouts", default="shared,padded", help="our layouts, comma-separated: shared, packed, padded")
-    parser.add_argument("--child", default=None)
+    add_run_args(parser, steps=30, batch=16)
     a = parser.parse_args(argv)
     if a.child:
         child(a.child, a)
@@ -167,10 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
     print("loss first/last 5 steps: " + "; ".join(f"{s} {mean(r['losses'][:5]):.4f}/{mean(r['losses'][-5:]):.4f}" for s, r in results.items()))
     print("RSS peak by phase (MB): " + "; ".join(f"{s} {r['rss_by_phase']}" for s, r in results.items()))
-    for layout in layouts[1:]:
-        print(ratio_line(results[layout], results["trl"], layout))
-    print(ratio_line(results[layouts[0]], results["trl"], "cpu_time", per="cpu_s"))
-    print(ratio_line(results[layouts[0]], results["trl"]))
+    print_ratios(results, layouts)
 
 
 if __name__ == "__main__":
