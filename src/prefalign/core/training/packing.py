@@ -59,7 +59,8 @@ SHARED, CHOSEN, REJECTED = 0, 1, 2  # branch ids: prompt tokens, chosen-response
 class PackedSequences:
     """N sequences packed into R rows of width W.
 
-    Shapes: ``input_ids``, ``position_ids``, ``segment_ids``, ``branch_ids`` [R, W] (long);
+    Shapes: ``input_ids``, ``position_ids`` [R, W] (long); ``segment_ids``, ``branch_ids`` [R, W]
+    are derived from ``plan`` on demand (the attention rule's inputs; the kernel reads the plan);
     ``last_index``, ``last_prompt_index`` [N, 2] (row, column) of each sequence's last token and
     last prompt token; the M response-token targets as ``target_row``, ``target_source`` (the
     column whose logits predict the target), ``target_ids``, ``target_sequence`` [M].
@@ -70,8 +71,6 @@ class PackedSequences:
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    segment_ids: torch.Tensor
-    branch_ids: torch.Tensor
     last_index: torch.Tensor
     last_prompt_index: torch.Tensor
     target_row: torch.Tensor
@@ -88,7 +87,27 @@ class PackedSequences:
 
     @property
     def shares_prompts(self) -> bool:
-        return bool((self.branch_ids != SHARED).any())
+        return any(prompt_end < end for _, _, prompt_end, _, end in self.plan.segments)
+
+    @property
+    def segment_ids(self) -> torch.Tensor:
+        """[R, W]: each column's segment number in its row (a row's tail is one more segment)."""
+        ids = torch.zeros(self.input_ids.shape, dtype=torch.long)
+        for row, segments in enumerate(self.plan.by_row):
+            for k, (start, _, _, end) in enumerate(segments):
+                ids[row, start:end] = k
+            ids[row, segments[-1][3]:] = len(segments)
+        return ids.to(self.input_ids.device)
+
+    @property
+    def branch_ids(self) -> torch.Tensor:
+        """[R, W]: SHARED for prompt tokens, plain segments and tails; CHOSEN / REJECTED for the responses of a shared segment."""
+        ids = torch.full(self.input_ids.shape, SHARED, dtype=torch.long)
+        for row, start, prompt_end, chosen_end, end in self.plan.segments:
+            if prompt_end < end:
+                ids[row, prompt_end:chosen_end] = CHOSEN
+                ids[row, chosen_end:end] = REJECTED
+        return ids.to(self.input_ids.device)
 
     @property
     def padding_fraction(self) -> float:
@@ -154,8 +173,7 @@ def pack_pairs(
         raise ValueError("an empty sequence cannot be packed (it has no last token to read)")
     b = len(chosen)
     sequences = list(chosen) + list(rejected)
-    # units: (tokens, [(sequence index, its first column offset inside the unit, shared prefix length)])
-    units: list[tuple[list[int], list[int]]] = []  # token ids, branch ids
+    units: list[tuple[list[int], tuple[int, int] | None]] = []  # token ids, (prompt length, chosen length) if shared
     unit_cols: list[list[np.ndarray]] = []  # per unit: for each of its sequences, the column of each token
     unit_seqs: list[list[int]] = []
     for i in range(b):
@@ -164,15 +182,14 @@ def pack_pairs(
         if p:
             ids = c.input_ids + r.input_ids[p:]
             lc, lr = len(c), len(r) - p
-            branches = [SHARED] * p + [CHOSEN] * (lc - p) + [REJECTED] * lr
             cols_c = np.arange(lc)
             cols_r = np.concatenate([np.arange(p), lc + np.arange(lr)])
-            units.append((ids, branches))
+            units.append((ids, (p, lc)))
             unit_cols.append([cols_c, cols_r])
             unit_seqs.append([i, b + i])
         else:
             for s in (i, b + i):
-                units.append((sequences[s].input_ids, [SHARED] * len(sequences[s])))
+                units.append((sequences[s].input_ids, None))
                 unit_cols.append([np.arange(len(sequences[s]))])
                 unit_seqs.append([s])
     lengths = [len(u[0]) for u in units]
@@ -184,8 +201,6 @@ def pack_pairs(
     n_rows = len(rows)
     input_ids = np.full((n_rows, width), pad_token_id, dtype=np.int64)
     position_ids = np.zeros((n_rows, width), dtype=np.int64)
-    segment_ids = np.zeros((n_rows, width), dtype=np.int64)
-    branch_ids = np.zeros((n_rows, width), dtype=np.int64)
     n = 2 * b
     last_index = np.zeros((n, 2), dtype=np.int64)
     last_prompt = np.zeros((n, 2), dtype=np.int64)
@@ -193,17 +208,14 @@ def pack_pairs(
     segments = []  # (row, start, prompt_end, chosen_end, end) per unit
     for r, row in enumerate(rows):
         start = 0
-        for seg, unit in enumerate(row):
-            ids, branches = units[unit]
+        for unit in row:
+            ids, shared = units[unit]
             end = start + len(ids)
-            if len(unit_seqs[unit]) == 2:  # shared: [prompt | chosen response | rejected response]
-                n_prompt, n_chosen = branches.count(SHARED), branches.count(SHARED) + branches.count(CHOSEN)
-                segments.append((r, start, start + n_prompt, start + n_chosen, end))
+            if shared:  # [prompt | chosen response | rejected response]
+                segments.append((r, start, start + shared[0], start + shared[1], end))
             else:
                 segments.append((r, start, end, end, end))
             input_ids[r, start:end] = ids
-            segment_ids[r, start:end] = seg
-            branch_ids[r, start:end] = branches
             for s, cols in zip(unit_seqs[unit], unit_cols[unit]):
                 seq = sequences[s]
                 position_ids[r, start + cols] = np.arange(len(seq))  # token t of a sequence sits at position t
@@ -218,14 +230,11 @@ def pack_pairs(
                     t_seq.append(np.full(len(seq) - first, s))
             start = end
         if start < width:  # the row's tail: its own segment, positions from 0 (never attended to by real tokens)
-            segment_ids[r, start:] = len(row)
             position_ids[r, start:] = np.arange(width - start)
     cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64)) if parts else torch.zeros(0, dtype=torch.long)  # noqa: E731
     return PackedSequences(
         input_ids=torch.from_numpy(input_ids),
         position_ids=torch.from_numpy(position_ids),
-        segment_ids=torch.from_numpy(segment_ids),
-        branch_ids=torch.from_numpy(branch_ids),
         last_index=torch.from_numpy(last_index),
         last_prompt_index=torch.from_numpy(last_prompt),
         target_row=cat(t_row),
