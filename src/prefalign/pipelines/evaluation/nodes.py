@@ -199,8 +199,11 @@ def _curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[di
 
 
 def _describe_bundle(bundle: Any) -> str:
-    metadata = getattr(bundle, "metadata", None) or {}
-    return ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
+    """The checkpoint's metadata in a line; the checkpoint path (environment folder and version) in full."""
+    metadata = dict(getattr(bundle, "metadata", None) or {})
+    checkpoint = metadata.pop("checkpoint", None)
+    described = ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
+    return f"{described}; checkpoint {checkpoint}" if checkpoint else described
 
 
 def ground_truth_metrics(test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame, triples: pl.DataFrame,
