@@ -35,8 +35,8 @@ from prefalign.core.training.batching import (
     TokenizedPairs,
     padding_fraction,
     prompt_messages_of,
+    prompt_token_ids,
     tokenize_pair_frame,
-    tokenize_sequence,
     tokenize_sequences,
 )
 from prefalign.core.ties import leave_out_ties
@@ -371,20 +371,21 @@ def train_gpo(
     prompts = prompts_frame["prompt"].to_list()
     if not prompts:
         raise ValueError("validated_pairs has no training prompts for GPO to sample from")
+    messages = prompt_messages_of(prompts_frame)
     tokenizer, policy = reference.tokenizer, reference.model
     sampling = SamplingConfig.from_dict(gpo.sampling)
     loss_fn = make_gpo_loss_fn(gpo.beta)
-
-    def encode(prompt: str, response: str) -> tuple[list[int], int]:
-        seq = tokenize_sequence(tokenizer, prompt, response, data.max_length, data.max_prompt_length)
-        return seq.input_ids, seq.prompt_length
+    # the prompts as every other policy pass renders them (the chat template's turns when there is one)
+    prompt_ids = prompt_token_ids(tokenizer, prompts, data.max_length, data.max_prompt_length, messages)
 
     curves, generations, iteration_bundles, per_iteration = [], [], {}, []
     for iteration in range(1, gpo.iterations + 1):
         scored = sample_and_score(
-            policy, tokenizer, prompts, encode, preference_table, replace(sampling, seed=sampling.seed + iteration)
+            policy, tokenizer, prompts, prompt_ids, preference_table, replace(sampling, seed=sampling.seed + iteration),
+            messages,
         )
-        seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length, data.max_prompt_length)
+        seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length,
+                                  data.max_prompt_length, prompt_messages=prompt_messages_of(scored))
         eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
         old = rows_logprobs(policy, eval_batches, len(seqs))  # pi_t, fixed for this iteration
         scores = scored["score"].to_list()
@@ -418,7 +419,7 @@ def train_gpo(
         meta = {"objective": name, "iteration": iteration, "preference_model": preference_model_name}
         iteration_bundles[f"iteration_{iteration}"] = ModelBundle(copy.deepcopy(policy).cpu().eval(), tokenizer, meta)
 
-    columns = ["iteration", "prompt_index", "sample_index", "prompt", "response", "n_tokens", "finished",
+    columns = ["iteration", "prompt_index", "sample_index", "prompt", "prompt_messages", "response", "n_tokens", "finished",
                "score", "pairwise_scores", "old_logp", "new_logp"]
     metrics = {
         "objective": name,

@@ -155,7 +155,9 @@ def _pair_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
     return ids[: seq.index(0)], ids[last_a + 1 : seq.index(1)], ids[last_b + 1 :]
 
 
-def _default_messages(prompt: str, messages: Messages | None) -> list[dict[str, str]]:
+def conversation_of(prompt: str, messages: Messages | None) -> list[dict[str, str]]:
+    """The turns a row's prompt is rendered from: its ``prompt_messages``, or one user turn holding
+    ``prompt`` when it has none (a list of plain ``{"role", "content"}`` dicts)."""
     if messages is None or len(messages) == 0:
         return [{"role": "user", "content": prompt}]
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
@@ -205,7 +207,7 @@ def encode_prompt_groups(
                          f"{None if prompt_messages is None else len(prompt_messages)} message lists")
     layout = sequence_layout(tokenizer)
     if layout == "chat_template":
-        convs = [_default_messages(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
+        convs = [conversation_of(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
         gen = _render_chat(tokenizer, convs, generation_prompt=True)
         flat = [(i, r) for i, group in enumerate(response_groups) for r in group]
         full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], generation_prompt=False)
@@ -235,6 +237,47 @@ def encode_prompt_groups(
     return prompt_ids, responses, len(lead)
 
 
+def tokenize_groups(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    response_groups: Sequence[Sequence[str]],
+    max_length: int,
+    max_prompt_length: int,
+    prompt_messages: Sequence[Messages | None] | None = None,
+    stats: TruncationStats | list[TruncationStats] | None = None,
+) -> list[list[TokenizedSequence]]:
+    """THE rendering rule: every place that turns a prompt and responses into ids calls this (training,
+    reference log-probs, reward scoring, preference tables, evaluation's log-prob table and generation
+    prompts, GPO's sampling and scoring, the truncation audit), so a model is scored, sampled and
+    audited in exactly the layout it was trained on (docs/reward.md "Sequence layout").
+
+    The prompt is rendered once per group in the tokenizer's layout (module doc; ``prompt_messages``
+    turns with a chat template) and cut once for the whole group by ``truncate_group`` (a pair is a
+    group of 2: pair-consistent truncation; one response is a group of 1).
+
+    Args:
+        prompts: [N] flattened prompt texts (the single user turn of a chat when a row has no messages).
+        response_groups: [N][G_n] responses sharing each prompt.
+        prompt_messages: [N] chat turns per row, or None (chat-template layout only; others read ``prompts``).
+        stats: a ``TruncationStats`` counts every group's truncation; a list gets one per group appended.
+
+    Returns:
+        [N][G_n] ``TokenizedSequence``; all sequences of a group start with the same prompt ids.
+
+    Raises:
+        ValueError: mismatched lengths, or ``max_length`` leaving no room beside ``max_prompt_length``.
+    """
+    _check_lengths(max_length, max_prompt_length)
+    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, response_groups, prompt_messages)
+    out = []
+    for p, group in zip(prompt_ids, response_ids):
+        counts = TruncationStats() if isinstance(stats, list) else stats
+        out.append(truncate_group(p, group, max_length, max_prompt_length, keep, counts))
+        if isinstance(stats, list):
+            stats.append(counts)
+    return out
+
+
 def tokenize_sequences(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
@@ -244,7 +287,7 @@ def tokenize_sequences(
     stats: TruncationStats | None = None,
     prompt_messages: Sequence[Messages | None] | None = None,
 ) -> list[TokenizedSequence]:
-    """One sequence per (prompt, response) in the tokenizer's layout (module doc), truncated by the module's rule.
+    """One sequence per (prompt, response): ``tokenize_groups`` with groups of one.
 
     Args:
         prompts, responses: [N] texts.
@@ -255,11 +298,9 @@ def tokenize_sequences(
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    _check_lengths(max_length, max_prompt_length)
-    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, [[r] for r in responses], prompt_messages)
-    return [
-        truncate_group(p, r, max_length, max_prompt_length, keep, stats)[0] for p, r in zip(prompt_ids, response_ids)
-    ]
+    groups = tokenize_groups(tokenizer, prompts, [[r] for r in responses], max_length, max_prompt_length,
+                             prompt_messages, stats)
+    return [g[0] for g in groups]
 
 
 def tokenize_sequence(
@@ -274,6 +315,32 @@ def tokenize_sequence(
     """One sequence (see ``tokenize_sequences`` for many)."""
     messages = None if prompt_messages is None else [prompt_messages]
     return tokenize_sequences(tokenizer, [prompt], [response], max_length, max_prompt_length, stats, messages)[0]
+
+
+def prompt_token_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_length: int,
+    max_prompt_length: int,
+    prompt_messages: Sequence[Messages | None] | None = None,
+) -> list[list[int]]:
+    """The ids a policy generates from: each prompt as ``tokenize_groups`` renders it before a response
+    (chat template: the turns plus the assistant header), truncated as for an empty response.
+
+    Args:
+        prompts: [N] flattened prompts; prompt_messages: [N] turns or None.
+
+    Returns:
+        [N] lists of token ids (what sampling continues; the response's first token comes next).
+    """
+    groups = tokenize_groups(tokenizer, prompts, [[""] for _ in prompts], max_length, max_prompt_length, prompt_messages)
+    return [g[0].input_ids[: g[0].prompt_length] for g in groups]
+
+
+def conversation_key(prompt: str, messages: Messages | None) -> tuple[tuple[str, str], ...]:
+    """A hashable form of the prompt a row is rendered from (its turns; one user turn holding ``prompt``
+    when it has none): rows with equal keys get equal ids in every layout."""
+    return tuple((m["role"], m["content"]) for m in conversation_of(prompt, messages))
 
 
 @dataclass
@@ -416,16 +483,12 @@ def tokenize_pairs(
     """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
-    _check_lengths(max_length, max_prompt_length)
-    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, list(zip(chosen, rejected)), prompt_messages)
-    tok_chosen, tok_rejected = [], []
-    counts = []
-    for p, group in zip(prompt_ids, response_ids):
-        pair_stats = TruncationStats()
-        c, r = truncate_group(p, group, max_length, max_prompt_length, keep, pair_stats)
-        counts.append(_stats_row(pair_stats))
-        tok_chosen.append(c)
-        tok_rejected.append(r)
+    group_stats: list[TruncationStats] = []
+    groups = tokenize_groups(tokenizer, prompts, list(zip(chosen, rejected)), max_length, max_prompt_length,
+                             prompt_messages, group_stats)
+    tok_chosen = [g[0] for g in groups]
+    tok_rejected = [g[1] for g in groups]
+    counts = [_stats_row(st) for st in group_stats]
     identical = np.array([c.input_ids == r.input_ids for c, r in zip(tok_chosen, tok_rejected)], dtype=bool)
     per_pair = np.array(counts, dtype=np.int64).reshape(len(prompts), len(_STATS_FIELDS))
     per_pair[:, _STATS_FIELDS.index("identical_after_truncation")] = identical
