@@ -40,7 +40,7 @@ from prefalign.core.training.batching import (
     tokenize_sequences,
 )
 from prefalign.core.ties import leave_out_ties
-from prefalign.core.training.packing import any_padding_fraction, pair_batches
+from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
 from prefalign.core.training.run import TrainingRun, curve_frame
@@ -217,6 +217,7 @@ def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.
     pair_index addresses train rows then val rows of one table, the number of train and val pairs
     kept, and the pairs excluded as identical after truncation."""
     pad = bundle.tokenizer.pad_token_id
+    training = None if training is None else resolve_layout(training, bundle.model)  # "auto": packed for causal LMs
     train_frame, train_tok, train_identical = _without_identical(bundle.tokenizer, train_frame, data)
     if len(train_tok) == 0:
         raise ValueError(f"every train pair is token-identical after truncation to max_length={data.max_length}; raise it")

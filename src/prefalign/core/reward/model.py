@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
-from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from prefalign.core.models.backbone import is_bidirectional_encoder
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, merged_copy, save_adapted
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
 from prefalign.core.reward.heads import POOLINGS, GPMHead, RewardOutput, ScalarHead, gather_rows, pool
@@ -49,11 +49,6 @@ class HeadConfig:
         if cfg.pooling not in ("auto", *POOLINGS):
             raise ValueError(f"head.pooling={cfg.pooling!r} is not one of {('auto', *POOLINGS)}")
         return cfg
-
-
-def is_bidirectional_encoder(config: PretrainedConfig) -> bool:
-    """BERT/MiniLM/DeBERTa/RoBERTa-family backbones (masked-LM architectures not set up as decoders)."""
-    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
 
 
 def default_pooling(config: PretrainedConfig) -> str:
@@ -95,7 +90,8 @@ class RewardModel(torch.nn.Module):
                 raise ValueError(
                     f"packed or prompt-shared batches (training.packing / training.share_prompt) need a causal decoder "
                     f"read at its last token; this model has head.pooling={pooling!r}"
-                    f"{' on a bidirectional encoder' if self.bidirectional else ''}: set both switches to false"
+                    f"{' on a bidirectional encoder' if self.bidirectional else ''}: set both switches to auto (the default: "
+                    "padded for such models) or false"
                 )
             hidden = packed_forward(self.backbone, sequences).last_hidden_state
             pooled = packed_hidden_rows(hidden, sequences.last_index)
