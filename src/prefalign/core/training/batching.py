@@ -10,7 +10,11 @@ Three layouts, chosen from the tokenizer (``sequence_layout``):
 - ``pair``: encoders (the tokenizer has a CLS and a SEP token, e.g. BERT/MiniLM/DeBERTa/RoBERTa):
   the tokenizer's own pair layout, ``[CLS] prompt [SEP] response [SEP]`` for BERT.
 - ``flatten``: anything else (the BPE trained here, base decoders): ``[bos] prompt response [eos]``;
-  a tokenizer without BOS puts its EOS in front, one without EOS ends without it.
+  a tokenizer without BOS puts its EOS in front, one without EOS ends without it. The text is
+  rendered by ``FLATTEN_TEMPLATE`` (a chat template: the row's flattened ``prompt`` as one user
+  turn, the response as the assistant turn) and tokenised as ONE string, exactly as
+  ``apply_chat_template`` with that template tokenises it; saved tokenizers carry it
+  (``layout_chat_template``), so exported models are scored in this layout by plain transformers.
 
 Text is text: special-token strings inside prompts and responses (BOS/EOS/PAD/SEP, template
 markers such as ``<|im_start|>``) are encoded as ordinary text, never as control ids; only the
@@ -42,6 +46,29 @@ from transformers import PreTrainedTokenizerBase
 
 LAYOUTS = ("chat_template", "pair", "flatten")
 Messages = Sequence[Mapping[str, Any]]
+
+# The ``flatten`` layout as a chat template: BOS (EOS when there is none), the prompt turns flattened as
+# docs/feedback.md "Chat flattening" writes them (core/feedback/parsers.flatten_messages: system texts
+# first, one user turn as is, longer dialogues as "\n\nHuman: ...\n\nAssistant: ..." ending in
+# "\n\nAssistant:"), then the final assistant turn's text (the response) and EOS. prefalign renders a
+# row's ``prompt`` text as one user turn, so the prompt is that text unchanged.
+FLATTEN_TEMPLATE = (
+    "{%- if messages and messages[-1]['role'] == 'assistant' -%}{%- set turns = messages[:-1] -%}"
+    "{%- else -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- set ns = namespace(head='', body='', n=0, only='', role='') -%}"
+    "{%- for m in turns -%}"
+    "{%- if m['role'] == 'system' -%}{%- set ns.head = ns.head + m['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set ns.n = ns.n + 1 -%}{%- set ns.only = m['content'] -%}{%- set ns.role = m['role'] -%}"
+    "{%- set ns.body = ns.body + '\n\n' + ('Human' if m['role'] == 'user' else 'Assistant') + ': ' + m['content'] -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if bos_token -%}{{- bos_token -}}{%- elif eos_token -%}{{- eos_token -}}{%- endif -%}"
+    "{%- if ns.n == 1 and ns.role == 'user' -%}{{- ns.head + ns.only -}}"
+    "{%- else -%}{{- (ns.head.rstrip('\n') + ns.body if ns.head else ns.body) + '\n\nAssistant:' -}}{%- endif -%}"
+    "{%- if messages and messages[-1]['role'] == 'assistant' -%}"
+    "{{- messages[-1]['content'] -}}{%- if eos_token -%}{{- eos_token -}}{%- endif -%}"
+    "{%- endif -%}"
+)
 
 
 @dataclass
@@ -129,12 +156,24 @@ def truncate_group(
 
 
 def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> str:
-    """``chat_template`` when the tokenizer has one, ``pair`` for CLS/SEP encoders, else ``flatten``."""
-    if getattr(tokenizer, "chat_template", None):
+    """``chat_template`` when the tokenizer has one (other than ``FLATTEN_TEMPLATE``, which saved
+    ``flatten`` tokenizers carry), ``pair`` for CLS/SEP encoders, else ``flatten``."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template and template != FLATTEN_TEMPLATE:
         return "chat_template"
-    if tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+    if not template and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
         return "pair"
     return "flatten"
+
+
+def layout_chat_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The chat template that reproduces this tokenizer's layout under plain ``apply_chat_template``:
+    its own (chat models), ``FLATTEN_TEMPLATE`` (``flatten``), or None (``pair``: encoders, whose
+    layout is the tokenizer's own pair encoding ``tokenizer(prompt, response)``)."""
+    layout = sequence_layout(tokenizer)
+    if layout == "chat_template":
+        return tokenizer.chat_template
+    return FLATTEN_TEMPLATE if layout == "flatten" else None
 
 
 def _encode_text(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
@@ -163,12 +202,14 @@ def conversation_of(prompt: str, messages: Messages | None) -> list[dict[str, st
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
-def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]], generation_prompt: bool) -> list[list[int]]:
+def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]], generation_prompt: bool,
+                 template: str | None = None) -> list[list[int]]:
     if not conversations:
         return []
     return tokenizer.apply_chat_template(
         conversations, tokenize=True, return_dict=False, add_generation_prompt=generation_prompt,
         sanitize_control_tokens=True,  # control-token strings inside messages are encoded as text
+        chat_template=template,
     )
 
 
@@ -206,11 +247,15 @@ def encode_prompt_groups(
         raise ValueError(f"{n} prompts but {len(response_groups)} response groups / "
                          f"{None if prompt_messages is None else len(prompt_messages)} message lists")
     layout = sequence_layout(tokenizer)
-    if layout == "chat_template":
-        convs = [conversation_of(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
-        gen = _render_chat(tokenizer, convs, generation_prompt=True)
+    if layout != "pair":
+        if layout == "chat_template":
+            convs = [conversation_of(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
+        else:  # flatten: the row's prompt text as it is (for chat sources it is the turns flattened)
+            convs = [conversation_of(p, None) for p in prompts]
+        template = layout_chat_template(tokenizer)
+        gen = _render_chat(tokenizer, convs, True, template)
         flat = [(i, r) for i, group in enumerate(response_groups) for r in group]
-        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], generation_prompt=False)
+        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, template)
         prompt_ids, responses, k = [], [], 0
         for i, group in enumerate(response_groups):
             rows = full[k : k + len(group)]
@@ -225,15 +270,9 @@ def encode_prompt_groups(
     encoded = dict(zip(unique, _encode_text(tokenizer, unique)))
     flat_texts = [r for group in response_groups for r in group]
     flat_ids = iter(_encode_text(tokenizer, flat_texts))
-    if layout == "pair":
-        lead, mid, tail = _pair_specials(tokenizer)
-        before, after = mid, tail
-    else:
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        lead = [] if bos is None else [bos]
-        before, after = [], [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    prompt_ids = [lead + encoded[p] + before for p in prompts]
-    responses = [[next(flat_ids) + after for _ in group] for group in response_groups]
+    lead, mid, tail = _pair_specials(tokenizer)  # an encoder's [CLS] prompt [SEP] response [SEP]
+    prompt_ids = [lead + encoded[p] + mid for p in prompts]
+    responses = [[next(flat_ids) + tail for _ in group] for group in response_groups]
     return prompt_ids, responses, len(lead)
 
 
