@@ -43,6 +43,11 @@ def _forward_sequences(model: RewardModel, tokenizer: PreTrainedTokenizerBase, s
                        batch_size: int) -> RewardOutput:
     """One no-grad forward per tokenised sequence, in length-grouped batches; the outputs in input
     order as float64 (rewards [N], or GPM embeddings [N, 2k] and gate [N, k])."""
+    if not seqs:
+        k = model.head_config.gpm_k
+        empty = torch.zeros(0, dtype=torch.float64)
+        return (RewardOutput(embeddings=empty.view(0, 1).expand(0, 2 * k), gate=empty.view(0, 1).expand(0, k), tau=model.head_config.tau)
+                if model.is_gpm else RewardOutput(rewards=empty, tau=model.head_config.tau))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
