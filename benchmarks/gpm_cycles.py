@@ -74,8 +74,8 @@ def main(args: dict) -> None:
     print("val_accuracy curve:", [(row["step"], round(row["val_accuracy"], 3)) for row in out.curve if "val_accuracy" in row])
     model = out.bundle.model
 
-    def scorer(prompts, first, second):
-        return pair_logits(model, tokenizer, list(prompts), list(first), list(second))
+    def scorer(prompts, first, second, prompt_messages=None):
+        return pair_logits(model, tokenizer, list(prompts), list(first), list(second), prompt_messages=prompt_messages)
 
     for split in ("train", "test"):
         scored = scoring.score_triples(triples.filter(pl.col("split") == split), scorer)

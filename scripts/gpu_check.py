@@ -208,7 +208,7 @@ def fsdp_child(a) -> None:
     shape = TINY if a.dry_run else {**QWEN25_05B, "num_hidden_layers": 4}
     tp = load_pairs(Path(a.data))
     cfg = TrainConfig(max_steps=FSDP_STEPS, learning_rate=1e-4, lr_schedule="constant", eval_every=0, checkpoint_every=3,
-                      progress_bar=False, share_prompt=True, keep_checkpoints=1)
+                      progress_bar=False, packing=True, share_prompt=True, keep_checkpoints=1)
     batches = pair_batches(tp, 8, 0, 0, cfg)
     work = Path(a.fsdp_dir) / "run"
     losses, resumed_from = {}, None

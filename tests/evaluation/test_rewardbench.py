@@ -79,7 +79,7 @@ def _v2_rows():
     ]
 
 
-def _reward_scorer(prompts, first, second):
+def _reward_scorer(prompts, first, second, prompt_messages=None):
     return np.array([V2_REWARDS[a] - V2_REWARDS[b] for a, b in zip(first, second)], dtype=np.float64)
 
 

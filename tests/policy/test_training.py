@@ -58,7 +58,7 @@ def test_one_gpo_iteration_end_to_end(sft_run, tiny_pairs, tmp_path):
 
     calls = []
 
-    def prefer_longer(prompts, groups):
+    def prefer_longer(prompts, groups, prompt_messages=None):
         # a stand-in preference model: log-odds = difference in length / 10 (antisymmetric)
         calls.append(len(prompts))
         lengths = torch.tensor([[len(r) for r in g] for g in groups], dtype=torch.float64)

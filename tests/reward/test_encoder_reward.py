@@ -193,3 +193,54 @@ def test_pair_logits_truncate_pairs_as_in_training_and_are_antisymmetric():
     a, b = RESPONSES + [shared + " lovely"], RESPONSES[::-1] + [shared + " ugly"]
     z_ab, z_ba = pair_logits(model, tok, prompts, a, b), pair_logits(model, tok, prompts, b, a)
     assert (z_ab == -z_ba).all() and z_ab[-1] == 0.0 and (z_ab[:3] != 0).any()
+
+
+def _shipped_reward_defaults(model_dir: str | None) -> dict:
+    """conf/base's reward.defaults (packing / share_prompt as shipped) at test size, on ``model_dir``."""
+    import yaml
+
+    defaults = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/base/parameters_reward.yml").read_text())["reward"]["defaults"]
+    training = {**defaults["training"], "max_steps": 2, "warmup_steps": 0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False}
+    model = {"name_or_path": model_dir} if model_dir else dict(TINY_MODEL)
+    return {**defaults, "max_length": 64, "max_prompt_length": 24, "batch_size": 8, "eval_batch_size": 16,
+            "train_accuracy_pairs": 8, "max_train_pairs": None, "max_val_pairs": None, "sources": None,
+            "tokenizer": {"vocab_size": 300}, "model": model, "training": training, "checkpoint_dir": None}
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_shipped_layout_defaults_follow_the_model_kind(tmp_path, kind):
+    """Issue 19 item 4: with conf/base's defaults, an encoder directory trains (padded: it reads [CLS])
+    and a causal decoder gets the packed, prompt-shared layout; nobody flips a switch."""
+    model_dir = str(tiny_bert_dir(tmp_path / "encoder")) if kind == "encoder" else None
+    params = registry.get("reward_bt").parse(_shipped_reward_defaults(model_dir))
+    assert params.training["packing"] == "auto" and params.training["share_prompt"] == "auto"
+    frame = toy_pairs_frame(24, 8)
+    train, val = frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "val")
+    out = train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path / "run", "bt")
+    on = kind == "decoder"
+    assert out.metrics["layout"] == {"packing": on, "share_prompt": on}
+    assert out.metrics["steps"] == 2 and out.metrics["val_loss"] == out.metrics["val_loss"]
+
+
+def test_packable_reads_the_model_kind_pooling_and_attention_kernel():
+    from prefalign.core.models import build_causal_lm
+    from prefalign.core.training.loop import TrainConfig
+    from prefalign.core.training.packing import packable, resolve_layout
+
+    tok = toy_tokenizer()
+    decoder = RewardModel(build_backbone(TINY_MODEL, tok), {})
+    assert packable(decoder) == (True, True) and packable(build_causal_lm(TINY_MODEL, tok)) == (True, True)
+    assert packable(RewardModel(tiny_bert(bert_tokenizer()), {})) == (False, False)
+    assert packable(RewardModel(build_backbone(TINY_MODEL, tok), {"pooling": "mean"})) == (False, False)
+    eager = RewardModel(build_backbone({**TINY_MODEL, "attn_implementation": "eager"}, tok), {})
+    assert packable(eager) == (False, False)
+    decoder.backbone.config._attn_implementation = "flash_attention_2"  # packs, cannot share a prompt
+    assert packable(decoder) == (True, False)
+    auto = TrainConfig.from_dict({})
+    assert (auto.packing, auto.share_prompt) == ("auto", "auto")
+    resolved = resolve_layout(auto, decoder)
+    assert (resolved.packing, resolved.share_prompt) == (True, False)
+    explicit = resolve_layout(TrainConfig.from_dict({"packing": False, "share_prompt": False}), eager)
+    assert (explicit.packing, explicit.share_prompt) == (False, False)
+    with pytest.raises(ValueError, match="training.packing='yes' is invalid; it must be true, false or auto"):
+        TrainConfig.from_dict({"packing": "yes"})

@@ -14,34 +14,46 @@ import polars as pl
 
 from prefalign.core.evaluation.metrics import sigmoid
 from prefalign.core.evaluation.scoring import PairScorer
+from prefalign.core.schema import MESSAGES_DTYPE
+from prefalign.core.training.batching import prompt_messages_of
 
 
 def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, Any], max_length: int,
-                       max_prompt_length: int) -> pl.DataFrame:
-    """One row per (prompt, sample_index): the sampled response text, its length in characters,
-    whether it ended in EOS, and the exact prompt and drawn token ids (for the KL estimate)."""
+                       max_prompt_length: int, prompt_messages: Sequence[Any] | None = None) -> pl.DataFrame:
+    """One row per (prompt, sample_index): the prompt (text and turns), the sampled response text, its
+    length in characters, whether it ended in EOS, and the exact prompt and drawn token ids (for the KL
+    estimate). Prompts are encoded by training's rule (``prompt_token_ids``: the chat template with
+    the ``prompt_messages`` turns when the tokenizer has one).
+
+    Args:
+        prompts: [P] flattened prompts; prompt_messages: [P] chat turns, or None (one user turn each).
+    """
     from prefalign.core.policy.generation import SamplingConfig, sample_responses
-    from prefalign.core.training.batching import tokenize_sequences
+    from prefalign.core.training.batching import conversation_of, prompt_token_ids
 
     config = SamplingConfig.from_dict(sampling)
-    encoded = tokenize_sequences(bundle.tokenizer, list(prompts), [""] * len(prompts), max_length, max_prompt_length)
-    prompt_ids = [seq.input_ids[: seq.prompt_length] for seq in encoded]
+    prompt_ids = prompt_token_ids(bundle.tokenizer, list(prompts), max_length, max_prompt_length, prompt_messages)
+    messages = [conversation_of(x, None if prompt_messages is None else prompt_messages[i]) for i, x in enumerate(prompts)]
     samples = sample_responses(bundle.model, bundle.tokenizer, prompt_ids, config)
     indices = samples["prompt_index"].to_list()
     return samples.with_columns(
         pl.Series("prompt", [prompts[i] for i in indices], dtype=pl.String),
+        pl.Series("prompt_messages", [messages[i] for i in indices], dtype=MESSAGES_DTYPE),
         pl.col("response").str.len_chars().cast(pl.Float64).alias("length"),
         pl.Series("prompt_token_ids", [prompt_ids[i] for i in indices], dtype=pl.List(pl.Int64)),
-    ).select("prompt", "sample_index", "response", "length", "finished", "prompt_token_ids", "token_ids")
+    ).select("prompt", "prompt_messages", "sample_index", "response", "length", "finished", "prompt_token_ids",
+             "token_ids")
 
 
 def judge_against_reference(policy_samples: pl.DataFrame, reference_samples: pl.DataFrame,
                             judge: PairScorer) -> pl.DataFrame:
-    """Sample i of the policy vs sample i of the reference on each prompt: the judge's P(policy wins)."""
-    both = policy_samples.join(reference_samples, on=["prompt", "sample_index"], suffix="_reference")
-    logits = judge(both["prompt"].to_list(), both["response"].to_list(), both["response_reference"].to_list())
+    """Sample i of the policy vs sample i of the reference on each prompt (text and turns, as
+    ``sample_for_prompts`` gives them): the judge's P(policy wins)."""
+    both = policy_samples.join(reference_samples, on=["prompt", "prompt_messages", "sample_index"], suffix="_reference")
+    logits = judge(both["prompt"].to_list(), both["response"].to_list(), both["response_reference"].to_list(),
+                   prompt_messages_of(both))
     return both.select(
-        "prompt", "sample_index", "response", "finished", "prompt_token_ids", "token_ids",
+        "prompt", "prompt_messages", "sample_index", "response", "finished", "prompt_token_ids", "token_ids",
         pl.Series("judge_p", sigmoid(np.asarray(logits, dtype=np.float64))),
         pl.col("length").alias("policy_length"), pl.col("length_reference").alias("reference_length"),
     )

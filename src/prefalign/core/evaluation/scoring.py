@@ -1,8 +1,10 @@
 """Score tables: one number per pair, the logit of P(chosen > rejected), from any judge.
 
-A `PairScorer` maps (prompts, first, second) to logits of P(first > second). Reward models,
-GPM, and policies-as-implicit-rewards are wrapped into scorers by the branch that owns them
-(see `reward_model_scorer`, `implicit_reward_scorer`); the synthetic ground truth is one too.
+A `PairScorer` maps (prompts, first, second, prompt_messages) to logits of P(first > second);
+``prompt_messages`` ([N] chat turns, or None for one user turn per prompt) is what a model with a
+chat template reads, as in training. Reward models, GPM, and policies-as-implicit-rewards are
+wrapped into scorers by the branch that owns them (the evaluation nodes, `implicit_reward_scorer`);
+the synthetic ground truth is one too (it reads the flattened text).
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
+import torch
 
+from prefalign.core.schema import MESSAGES_DTYPE, with_prompt_messages
 from prefalign.core.synthetic.generator import hidden_reward, majority_winner, response_attributes
+from prefalign.core.training.batching import Messages, conversation_key, prompt_messages_of
 
-PairScorer = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
+# (prompts [N], first [N], second [N], prompt_messages [N] | None) -> logits [N] of P(first > second)
+PairScorer = Callable[[Sequence[str], Sequence[str], Sequence[str], "Sequence[Messages] | None"], np.ndarray]
 
 
 def _checked(logits: np.ndarray, expected: int, what: str) -> np.ndarray:
@@ -25,8 +31,10 @@ def _checked(logits: np.ndarray, expected: int, what: str) -> np.ndarray:
 
 
 def score_pairs(pairs: pl.DataFrame, scorer: PairScorer) -> pl.DataFrame:
-    """The rows plus `logit` = logit P(chosen > rejected) (pairs table or RewardBench rows)."""
-    logits = scorer(pairs["prompt"].to_list(), pairs["chosen"].to_list(), pairs["rejected"].to_list())
+    """The rows plus `logit` = logit P(chosen > rejected) (pairs table or RewardBench rows); the
+    scorer gets the rows' `prompt_messages` (None where the table has no such column)."""
+    logits = scorer(pairs["prompt"].to_list(), pairs["chosen"].to_list(), pairs["rejected"].to_list(),
+                    prompt_messages_of(pairs))
     return pairs.with_columns(pl.Series("logit", _checked(logits, pairs.height, "pairs")))
 
 
@@ -35,7 +43,9 @@ def score_triples(triples: pl.DataFrame, scorer: PairScorer) -> pl.DataFrame:
     prompts = triples["prompt"].to_list() * 3
     first = triples["response_a"].to_list() + triples["response_b"].to_list() + triples["response_c"].to_list()
     second = triples["response_b"].to_list() + triples["response_c"].to_list() + triples["response_a"].to_list()
-    logits = _checked(scorer(prompts, first, second), 3 * triples.height, "triple pairs").reshape(3, -1)
+    messages = prompt_messages_of(triples)
+    logits = _checked(scorer(prompts, first, second, None if messages is None else messages * 3),
+                      3 * triples.height, "triple pairs").reshape(3, -1)
     return triples.with_columns(pl.Series("logit_ab", logits[0]), pl.Series("logit_bc", logits[1]),
                                 pl.Series("logit_ca", logits[2]))
 
@@ -46,7 +56,7 @@ def scalar_truth_scorer(weights: Mapping[str, float], temperature: float = 1.0) 
     r* reads any text (core/synthetic/generator.py), so this also judges a policy's generations;
     text it does not recognise scores 0.
     """
-    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str], prompt_messages=None) -> np.ndarray:
         return np.array([(hidden_reward(p, x, weights) - hidden_reward(p, y, weights)) / temperature
                          for p, x, y in zip(prompts, first, second)], dtype=np.float64)
 
@@ -59,7 +69,7 @@ def cyclic_truth_scorer(strength: float) -> PairScorer:
         a = response_attributes(prompt, text)
         return a["helpfulness"], a["correctness"], -a["verbosity"]
 
-    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str], prompt_messages=None) -> np.ndarray:
         return np.array([strength * majority_winner(levels(p, x), levels(p, y))
                          for p, x, y in zip(prompts, first, second)], dtype=np.float64)
 
@@ -78,50 +88,80 @@ def score_by_source(pairs: pl.DataFrame, scorers: Mapping[str, PairScorer]) -> p
 # ---------------------------------------------------------------------------------------------
 # Policies as implicit rewards (docs/methods.md s5): beta * (log pi - log pi_ref), summed over response tokens
 # ---------------------------------------------------------------------------------------------
-def texts_to_score(*tables: pl.DataFrame) -> pl.DataFrame:
-    """Every distinct (prompt, response) of pairs/RewardBench rows (chosen, rejected) and triples."""
+PAIRS_TO_SCORE_SCHEMA = {"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE, "first": pl.String, "second": pl.String}
+
+
+def pairs_to_score(*tables: pl.DataFrame) -> pl.DataFrame:
+    """Every distinct (prompt, prompt_messages, first, second) pair the evaluation scores: pairs and
+    RewardBench rows (first = chosen, second = rejected) and triples (a-b, b-c, c-a).
+
+    A policy's implicit reward of a pair is taken on the pair's own sequences, rendered and truncated
+    as in training (both sides share the prompt ids), so the log-probs are per PAIR, not per response.
+    Rows without ``prompt_messages`` get one user turn holding the prompt.
+    """
     parts = []
     for table in tables:
-        for column in ("chosen", "rejected", "response_a", "response_b", "response_c"):
-            if column in table.columns and table.height:
-                parts.append(table.select("prompt", pl.col(column).alias("response")))
+        if not table.height:
+            continue
+        table = with_prompt_messages(table)
+        for first, second in (("chosen", "rejected"), ("response_a", "response_b"), ("response_b", "response_c"),
+                              ("response_c", "response_a")):
+            if first in table.columns and second in table.columns:
+                parts.append(table.select("prompt", pl.col("prompt_messages").cast(MESSAGES_DTYPE),
+                                          pl.col(first).alias("first"), pl.col(second).alias("second")))
     if not parts:
-        return pl.DataFrame(schema={"prompt": pl.String, "response": pl.String})
+        return pl.DataFrame(schema=PAIRS_TO_SCORE_SCHEMA)
     return pl.concat(parts).unique(maintain_order=True)
 
 
-def sequence_logprob_table(model, tokenizer, texts: pl.DataFrame, max_length: int = 256,
-                           max_prompt_length: int = 128, batch_size: int = 16) -> pl.DataFrame:
-    """texts + `logp`: log pi(response | prompt) summed over response tokens (eos included).
+def pair_logprob_table(model, tokenizer, pairs: pl.DataFrame, max_length: int = 256,
+                       max_prompt_length: int = 128, batch_size: int = 16) -> pl.DataFrame:
+    """pairs (``pairs_to_score``) + `logp_first`, `logp_second`: log pi(response | prompt) summed over
+    each side's response tokens (eos included), nats.
 
-    Tokenisation/truncation are the training core's (core/training/batching.py) and the pass is
-    the policy core's (core/policy/gpo.rows_logprobs), so scores match what was trained.
+    The pairs are tokenised by training's rule (``tokenize_pairs``: the chat template with the
+    ``prompt_messages`` turns, pair-consistent truncation) and scored by training's reference pass
+    (core/policy/reference.score_pair_batches), so a policy is scored on the sequences it was trained on.
     """
-    from prefalign.core.policy.batches import make_row_batches
-    from prefalign.core.policy.gpo import rows_logprobs
-    from prefalign.core.training.batching import tokenize_sequences
+    from prefalign.core.policy.reference import score_pair_batches
+    from prefalign.core.training.batching import make_pair_batches, tokenize_pairs
 
-    # one batched tokenizer call (prompts encoded once each), not one call per string
-    sequences = tokenize_sequences(tokenizer, texts["prompt"].to_list(), texts["response"].to_list(),
-                                   max_length, max_prompt_length)
-    if not sequences:
-        return texts.with_columns(pl.lit(None, dtype=pl.Float64).alias("logp"))
-    batches = make_row_batches(sequences, batch_size, tokenizer.pad_token_id, seed=None)
-    logps = rows_logprobs(model, batches, len(sequences)).double().cpu().numpy()
-    return texts.with_columns(pl.Series("logp", logps))
+    if pairs.height == 0:
+        return pairs.with_columns(pl.lit(None, dtype=pl.Float64).alias("logp_first"),
+                                  pl.lit(None, dtype=pl.Float64).alias("logp_second"))
+    tokenized = tokenize_pairs(tokenizer, pairs["prompt"].to_list(), pairs["first"].to_list(), pairs["second"].to_list(),
+                               max_length=max_length, max_prompt_length=max_prompt_length,
+                               prompt_messages=prompt_messages_of(pairs))
+    index, first, second = score_pair_batches(model, make_pair_batches(tokenized, batch_size, tokenizer.pad_token_id, seed=None))
+    order = torch.argsort(index)
+    return pairs.with_columns(pl.Series("logp_first", first[order].double().numpy()),
+                              pl.Series("logp_second", second[order].double().numpy()))
 
 
 def implicit_reward_scorer(policy_logps: pl.DataFrame, reference_logps: pl.DataFrame, beta: float) -> PairScorer:
-    """logit = beta * [(log pi - log pi_ref)(first) - (log pi - log pi_ref)(second)] from logp tables."""
-    joined = policy_logps.join(reference_logps.rename({"logp": "logp_ref"}), on=["prompt", "response"], how="inner")
-    ratio = {(p, r): lp - lr for p, r, lp, lr in joined.select("prompt", "response", "logp", "logp_ref").iter_rows()}
+    """logit = beta * [(log pi - log pi_ref)(first) - (log pi - log pi_ref)(second)] from two
+    ``pair_logprob_table``s of the same pairs (a pair asked for in the other orientation is negated:
+    pair truncation is symmetric)."""
+    def ratios(table: pl.DataFrame) -> dict:
+        return {(p, conversation_key(p, m), a, b): (la, lb)
+                for p, m, a, b, la, lb in table.select("prompt", "prompt_messages", "first", "second", "logp_first",
+                                                       "logp_second").iter_rows()}
 
-    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> np.ndarray:
-        try:
-            return np.array([beta * (ratio[(p, x)] - ratio[(p, y)]) for p, x, y in zip(prompts, first, second)])
-        except KeyError as missing:
-            raise ValueError(f"no log-prob for (prompt, response) {str(missing)[:120]}...; score it with "
-                             "sequence_logprob_table under both the policy and the reference first") from None
+    policy, reference = ratios(policy_logps), ratios(reference_logps)
+    gap = {key: (lp[0] - reference[key][0]) - (lp[1] - reference[key][1]) for key, lp in policy.items() if key in reference}
+
+    def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str], prompt_messages=None) -> np.ndarray:
+        out = np.empty(len(prompts))
+        for i, (p, x, y) in enumerate(zip(prompts, first, second)):
+            turns = conversation_key(p, None if prompt_messages is None else prompt_messages[i])
+            if (p, turns, x, y) in gap:
+                out[i] = beta * gap[(p, turns, x, y)]
+            elif (p, turns, y, x) in gap:
+                out[i] = -beta * gap[(p, turns, y, x)]
+            else:
+                raise ValueError(f"no log-prob for the pair (prompt {p[:80]!r}, first {x[:40]!r}, second {y[:40]!r}); "
+                                 "score it with pair_logprob_table under both the policy and the reference first")
+        return out
 
     return scorer
 

@@ -4,7 +4,8 @@ Layout::
 
     <dir>/prefalign_checkpoint.json   {"kind": "causal_lm" | "backbone" | "reward_model", ...}
     <dir>/config.json, model.safetensors   (transformers' save_pretrained)
-    <dir>/tokenizer.json, tokenizer_config.json, ...
+    <dir>/tokenizer.json, tokenizer_config.json, chat_template.jinja ...  (the template of the layout
+                                             trained in: ``save_tokenizer``)
     <dir>/head_config.json, head.safetensors   (reward models only, written by the model class;
                                                scalar reward models are a standard
                                                AutoModelForSequenceClassification dir instead)
@@ -62,10 +63,27 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
         save_adapted(bundle.model, directory)
     else:
         bundle.model.save_pretrained(directory)
-    bundle.tokenizer.save_pretrained(directory)
+    save_tokenizer(bundle.tokenizer, directory)
     marker = {"kind": kind, "format_version": 1, "metadata": bundle.metadata or {}, "lora_adapter": is_adapter_dir(directory)}
     (directory / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
     return directory
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """``tokenizer.save_pretrained(directory)`` with the chat template of the layout the model was
+    trained in (``core.training.batching.layout_chat_template``: a chat model's own template, or the
+    ``[bos] prompt response [eos]`` template for tokenizers without one), so that plain
+    ``tokenizer.apply_chat_template(conversation)`` gives the ids prefalign trained on. The tokenizer
+    object itself is left as it was."""
+    from prefalign.core.training.batching import layout_chat_template
+
+    template, before = layout_chat_template(tokenizer), getattr(tokenizer, "chat_template", None)
+    try:
+        if template is not None:
+            tokenizer.chat_template = template
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.chat_template = before
 
 
 def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> ModelBundle:

@@ -9,7 +9,8 @@ One iteration, with pi_t the current policy:
   5. minimise (log pi(y_i|x) - log pi_t(y_i|x) - s_i / beta)^2, starting from pi_t; the result
      is pi_{t+1}.
 The policy and the preference model may use different tokenizers: the preference model reads the
-sampled responses as text.
+sampled responses as text. Both read the prompt as its ``prompt_messages`` turns (the chat template's
+layout when their tokenizer has one), the rule the policy and the preference model were trained with.
 
 Scores are log-odds: P(y_i > y_k) = sigmoid(s(y_i > y_k)). For GPM that is the skew score
 divided by its temperature tau, for BT the reward difference, so both baselines share one unit.
@@ -17,7 +18,7 @@ divided by its temperature tau, for BT the reward difference, so both baselines 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import polars as pl
 import torch
@@ -26,11 +27,11 @@ from prefalign.core.policy.batches import RowBatch
 from prefalign.core.policy.generation import SamplingConfig, sample_responses
 from prefalign.core.policy.logprobs import sequence_logprobs
 from prefalign.core.policy.losses import gpo_loss, gpo_scores_from_matrix
+from prefalign.core.schema import MESSAGES_DTYPE
+from prefalign.core.training.batching import Messages, conversation_of
 
-# (prompts, groups of K responses) -> (P, K, K) tensor of log-odds s(y_i > y_k | x)
-PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]]], torch.Tensor]
-# (prompt, response) pairs -> (token ids, prompt length) by the training batches' encoding rule
-EncodeFn = Callable[[str, str], tuple[list[int], int]]
+# (prompts, groups of K responses, prompt_messages or None) -> (P, K, K) tensor of log-odds s(y_i > y_k | x)
+PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]], Optional[Sequence[Messages]]], torch.Tensor]
 
 
 def make_gpo_loss_fn(beta: float) -> Callable[[torch.nn.Module, RowBatch], tuple[torch.Tensor, dict[str, float]]]:
@@ -49,17 +50,28 @@ def make_gpo_loss_fn(beta: float) -> Callable[[torch.nn.Module, RowBatch], tuple
 
 
 def score_generations(
-    prompts: Sequence[str], generations: pl.DataFrame, preference_table: PreferenceTableFn, k: int
+    prompts: Sequence[str], generations: pl.DataFrame, preference_table: PreferenceTableFn, k: int,
+    prompt_messages: Sequence[Messages] | None = None,
 ) -> tuple[pl.DataFrame, torch.Tensor]:
-    """Add s_i and the row of s(y_i > y_k) to every sampled response; also return the (P, K, K) table."""
+    """Add the prompt (text and turns), s_i and the row of s(y_i > y_k) to every sampled response;
+    also return the (P, K, K) table.
+
+    Args:
+        prompts: [P] flattened prompts; generations: K rows per prompt (``sample_responses``);
+        preference_table: the scorer; k: samples per prompt;
+        prompt_messages: [P] chat turns (None: one user turn holding each prompt).
+    """
     generations = generations.sort("prompt_index", "sample_index")
     groups = [generations["response"][p * k:(p + 1) * k].to_list() for p in range(len(prompts))]
-    table = preference_table(list(prompts), groups)
+    messages = [conversation_of(x, None if prompt_messages is None else prompt_messages[i]) for i, x in enumerate(prompts)]
+    table = preference_table(list(prompts), groups, messages)
     if tuple(table.shape) != (len(prompts), k, k):
         raise ValueError(f"preference table has shape {tuple(table.shape)}, expected {(len(prompts), k, k)}")
     scores = gpo_scores_from_matrix(table.double())
+    index = generations["prompt_index"].to_list()
     return generations.with_columns(
-        pl.Series("prompt", [prompts[i] for i in generations["prompt_index"].to_list()], dtype=pl.String),
+        pl.Series("prompt", [prompts[i] for i in index], dtype=pl.String),
+        pl.Series("prompt_messages", [messages[i] for i in index], dtype=MESSAGES_DTYPE),
         pl.Series("score", scores.reshape(-1).tolist(), dtype=pl.Float64),
         pl.Series("pairwise_scores", table.double().reshape(len(prompts) * k, k).tolist(), dtype=pl.List(pl.Float64)),
     ), table
@@ -69,17 +81,23 @@ def sample_and_score(
     policy: torch.nn.Module,
     tokenizer,
     prompts: Sequence[str],
-    encode: EncodeFn,
+    prompt_ids: Sequence[Sequence[int]],
     preference_table: PreferenceTableFn,
     sampling: SamplingConfig,
+    prompt_messages: Sequence[Messages] | None = None,
 ) -> pl.DataFrame:
-    """Steps 1-3 of an iteration: one row per sampled response with its score s_i."""
-    prompt_ids = []
-    for prompt in prompts:
-        ids, prompt_length = encode(prompt, "")
-        prompt_ids.append(ids[:prompt_length])
+    """Steps 1-3 of an iteration: one row per sampled response with its score s_i.
+
+    Args:
+        prompts: [P] flattened prompts; prompt_ids: [P] their ids by the training rule
+            (``core.training.batching.prompt_token_ids`` with the same ``prompt_messages``);
+        preference_table, sampling: the scorer and the sampling settings;
+        prompt_messages: [P] chat turns (None: one user turn per prompt).
+    """
+    if len(prompt_ids) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(prompt_ids)} encoded prompts")
     generations = sample_responses(policy, tokenizer, prompt_ids, sampling)
-    scored, _ = score_generations(prompts, generations, preference_table, sampling.samples_per_prompt)
+    scored, _ = score_generations(prompts, generations, preference_table, sampling.samples_per_prompt, prompt_messages)
     return scored
 
 

@@ -35,12 +35,12 @@ from prefalign.core.training.batching import (
     TokenizedPairs,
     padding_fraction,
     prompt_messages_of,
+    prompt_token_ids,
     tokenize_pair_frame,
-    tokenize_sequence,
     tokenize_sequences,
 )
 from prefalign.core.ties import leave_out_ties
-from prefalign.core.training.packing import any_padding_fraction, pair_batches
+from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
 from prefalign.core.training.run import TrainingRun, curve_frame
@@ -217,6 +217,7 @@ def _pair_batches(bundle: ModelBundle, train_frame: pl.DataFrame, val_frame: pl.
     pair_index addresses train rows then val rows of one table, the number of train and val pairs
     kept, and the pairs excluded as identical after truncation."""
     pad = bundle.tokenizer.pad_token_id
+    training = None if training is None else resolve_layout(training, bundle.model)  # "auto": packed for causal LMs
     train_frame, train_tok, train_identical = _without_identical(bundle.tokenizer, train_frame, data)
     if len(train_tok) == 0:
         raise ValueError(f"every train pair is token-identical after truncation to max_length={data.max_length}; raise it")
@@ -371,20 +372,21 @@ def train_gpo(
     prompts = prompts_frame["prompt"].to_list()
     if not prompts:
         raise ValueError("validated_pairs has no training prompts for GPO to sample from")
+    messages = prompt_messages_of(prompts_frame)
     tokenizer, policy = reference.tokenizer, reference.model
     sampling = SamplingConfig.from_dict(gpo.sampling)
     loss_fn = make_gpo_loss_fn(gpo.beta)
-
-    def encode(prompt: str, response: str) -> tuple[list[int], int]:
-        seq = tokenize_sequence(tokenizer, prompt, response, data.max_length, data.max_prompt_length)
-        return seq.input_ids, seq.prompt_length
+    # the prompts as every other policy pass renders them (the chat template's turns when there is one)
+    prompt_ids = prompt_token_ids(tokenizer, prompts, data.max_length, data.max_prompt_length, messages)
 
     curves, generations, iteration_bundles, per_iteration = [], [], {}, []
     for iteration in range(1, gpo.iterations + 1):
         scored = sample_and_score(
-            policy, tokenizer, prompts, encode, preference_table, replace(sampling, seed=sampling.seed + iteration)
+            policy, tokenizer, prompts, prompt_ids, preference_table, replace(sampling, seed=sampling.seed + iteration),
+            messages,
         )
-        seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length, data.max_prompt_length)
+        seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length,
+                                  data.max_prompt_length, prompt_messages=prompt_messages_of(scored))
         eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
         old = rows_logprobs(policy, eval_batches, len(seqs))  # pi_t, fixed for this iteration
         scores = scored["score"].to_list()
@@ -418,7 +420,7 @@ def train_gpo(
         meta = {"objective": name, "iteration": iteration, "preference_model": preference_model_name}
         iteration_bundles[f"iteration_{iteration}"] = ModelBundle(copy.deepcopy(policy).cpu().eval(), tokenizer, meta)
 
-    columns = ["iteration", "prompt_index", "sample_index", "prompt", "response", "n_tokens", "finished",
+    columns = ["iteration", "prompt_index", "sample_index", "prompt", "prompt_messages", "response", "n_tokens", "finished",
                "score", "pairwise_scores", "old_logp", "new_logp"]
     metrics = {
         "objective": name,

@@ -89,22 +89,51 @@ class GPMHead(torch.nn.Module):
 
 @dataclass
 class RewardOutput:
-    """Per-sequence outputs; ``pair_logits`` assembles the logit of P(chosen > rejected) per pair."""
+    """Per-sequence outputs; ``preference_scores`` / ``pair_logits`` assemble the preference tables.
+
+    This is the ONE place a table of preferences between responses to the same prompt is built
+    from a reward model's outputs: training's loss, ``pair_logits``, ``preference_matrix``,
+    ``PreferenceModel.score`` and GPO's tables all call it (docs/methods.md s3).
+    """
 
     rewards: torch.Tensor | None = None  # [N] (scalar head)
     embeddings: torch.Tensor | None = None  # [N, 2k] (GPM)
     gate: torch.Tensor | None = None  # [N, k] (GPM)
     tau: float = 1.0
 
-    def pair_logits(self, num_pairs: int) -> torch.Tensor:
-        """Rows 0..B-1 chosen, B..2B-1 rejected -> z [B]: r_w - r_l, or s(w > l) / tau for GPM.
+    def preference_scores(self, num_groups: int) -> torch.Tensor:
+        """Rows ``m * P + p`` are member m of group p (a ``PairBatch``: chosen rows, then rejected rows,
+        is K = 2) -> [P, K, K] scores S[p, i, j] = s(y_i > y_j | x_p), before dividing by tau.
 
-        The two rows of a pair share the prompt ids (pair-consistent truncation) and the gate is a
-        function of the prompt alone, so their gates agree up to float rounding; the score uses their
-        mean, which is symmetric in the two sides, so s(a > b) = -s(b > a) holds bit for bit.
+        Scalar heads: r_i - r_j. GPM: <R v_i, v_j> with the group's gate lambda = the MEAN of its K rows'
+        gates: every member shares the prompt ids (the group is truncated once) and the gate reads the
+        prompt alone, so the rows agree up to float rounding, and the mean is symmetric in the members,
+        so S = -S^T holds bit for bit.
+
+        Raises:
+            ValueError: when the rows do not split into ``num_groups`` groups of equal size.
         """
-        b = num_pairs
+        n = (self.rewards if self.rewards is not None else self.embeddings).shape[0]
+        if num_groups < 1 or n % num_groups:
+            raise ValueError(f"{n} rows do not split into {num_groups} groups of equal size")
+        p, k = num_groups, n // num_groups
         if self.rewards is not None:
-            return self.rewards[:b] - self.rewards[b : 2 * b]
-        gate = 0.5 * (self.gate[:b] + self.gate[b : 2 * b])
-        return gpm_score(self.embeddings[:b], self.embeddings[b : 2 * b], gate) / self.tau
+            r = self.rewards.view(k, p).T  # [P, K]
+            return r[:, :, None] - r[:, None, :]
+        v = self.embeddings.view(k, p, -1).transpose(0, 1)  # [P, K, 2k]
+        gate = self.gate.view(k, p, -1).mean(0)  # [P, k]
+        d = v.shape[-1]
+        v_i = v[:, :, None, :].expand(p, k, k, d).reshape(-1, d)
+        v_j = v[:, None, :, :].expand(p, k, k, d).reshape(-1, d)
+        g = gate[:, None, None, :].expand(p, k, k, gate.shape[-1]).reshape(p * k * k, -1)
+        return gpm_score(v_i, v_j, g).view(p, k, k)
+
+    def preference_logits(self, num_groups: int) -> torch.Tensor:
+        """[P, K, K] logits of P(y_i > y_j | x): ``preference_scores`` (scalar), or divided by tau (GPM)."""
+        s = self.preference_scores(num_groups)
+        return s if self.rewards is not None else s / self.tau
+
+    def pair_logits(self, num_pairs: int) -> torch.Tensor:
+        """Rows 0..B-1 chosen, B..2B-1 rejected -> z [B]: r_w - r_l, or s(w > l) / tau for GPM
+        (``preference_logits`` of groups of two, entry [0, 1])."""
+        return self.preference_logits(num_pairs)[:, 0, 1]

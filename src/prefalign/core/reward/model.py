@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
-from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers import AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from prefalign.core.models.backbone import is_bidirectional_encoder
+from prefalign.core.models.checkpoint import save_tokenizer
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, merged_copy, save_adapted
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
 from prefalign.core.reward.heads import POOLINGS, GPMHead, RewardOutput, ScalarHead, gather_rows, pool
@@ -49,11 +50,6 @@ class HeadConfig:
         if cfg.pooling not in ("auto", *POOLINGS):
             raise ValueError(f"head.pooling={cfg.pooling!r} is not one of {('auto', *POOLINGS)}")
         return cfg
-
-
-def is_bidirectional_encoder(config: PretrainedConfig) -> bool:
-    """BERT/MiniLM/DeBERTa/RoBERTa-family backbones (masked-LM architectures not set up as decoders)."""
-    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
 
 
 def default_pooling(config: PretrainedConfig) -> str:
@@ -95,7 +91,8 @@ class RewardModel(torch.nn.Module):
                 raise ValueError(
                     f"packed or prompt-shared batches (training.packing / training.share_prompt) need a causal decoder "
                     f"read at its last token; this model has head.pooling={pooling!r}"
-                    f"{' on a bidirectional encoder' if self.bidirectional else ''}: set both switches to false"
+                    f"{' on a bidirectional encoder' if self.bidirectional else ''}: set both switches to auto (the default: "
+                    "padded for such models) or false"
                 )
             hidden = packed_forward(self.backbone, sequences).last_hidden_state
             pooled = packed_hidden_rows(hidden, sequences.last_index)
@@ -162,12 +159,14 @@ class RewardModel(torch.nn.Module):
     def _base_config(self):
         return self.backbone.get_base_model().config if is_adapted(self.backbone) else self.backbone.config
 
-    def export_sequence_classifier(self, directory: str | Path) -> Path:
+    def export_sequence_classifier(self, directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
         """A standard ``AutoModelForSequenceClassification`` directory (num_labels=1, LoRA merged).
 
         ``AutoModelForSequenceClassification.from_pretrained(directory)(input_ids, attention_mask).logits[:, 0]``
-        equals this model's rewards for the same right-padded ids (tokenise with prefalign's
-        ``tokenize_sequences`` or the same layout; see export.py for the pad-token rule).
+        equals this model's rewards for the same right-padded ids (see export.py for the pad-token
+        rule). With ``tokenizer`` (the one the model was trained with) the directory also holds it,
+        carrying the chat template of the training layout (``save_tokenizer``), so
+        ``tokenizer.apply_chat_template(prompt turns + [assistant response])`` gives those ids.
 
         Raises:
             ValueError: GPM heads (no scalar reward), or a backbone whose transformers class pools
@@ -186,7 +185,10 @@ class RewardModel(torch.nn.Module):
                 "or load the model with prefalign's RewardModel.from_pretrained"
             )
         backbone = merged_copy(self.backbone) if is_adapted(self.backbone) else self.backbone
-        return save_sequence_classifier(backbone, self.head, directory)
+        out = save_sequence_classifier(backbone, self.head, directory)
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, out)
+        return out
 
     def _save_head(self, directory: Path) -> None:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, directory / HEAD_WEIGHTS_FILE)

@@ -1,12 +1,17 @@
 """Public scoring API for trained reward models (used by evaluation and GPO).
 
-All functions take a ``RewardModel`` and its tokenizer, tokenise with the truncation the model was
-trained with (``model.head_config``), batch by length, and return numpy arrays in input order.
+All functions take a ``RewardModel`` and its tokenizer, render and truncate prompts and responses
+with the rule the model was trained with (``core.training.batching.tokenize_groups`` at
+``model.head_config``'s lengths, the chat template with each row's ``prompt_messages`` turns when the
+tokenizer has one), batch by length, and return arrays in input order.
 
 - ``response_rewards``: scalar r(x, y) per response (scalar heads).
 - ``response_embeddings``: GPM (v [N, 2k], gate [N, k]), one forward per response.
-- ``preference_matrix``: K responses to one prompt -> K x K logits of P(i > j) (K forwards).
-- ``pair_logits``: logit of P(chosen > rejected) for ANY reward model (scalar r_w - r_l; GPM s / tau).
+- ``preference_logits``: P prompts with K responses each -> [P, K, K] logits of P(y_i > y_j | x),
+  every group truncated once (as a pair in training) and assembled by ``RewardOutput.preference_scores``.
+- ``preference_matrix``: one prompt's [K, K] of the same.
+- ``pair_logits``: logit of P(chosen > rejected) for ANY reward model (scalar r_w - r_l; GPM s / tau):
+  ``preference_logits`` of groups of two, entry [0, 1].
 - ``load_preference_model(path).score(prompt, responses)``: the K x K table s(y_i > y_j | x) from a
   saved checkpoint directory, for users outside the pipelines.
 """
@@ -22,79 +27,122 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.models.checkpoint import load_bundle
-from prefalign.core.reward.heads import RewardOutput, gpm_score
+from prefalign.core.reward.heads import RewardOutput
 from prefalign.core.reward.model import RewardModel
 from prefalign.core.training.batching import (
+    Messages,
     TokenizedSequence,
     collate_sequences,
     length_grouped_batches,
-    tokenize_pairs,
-    tokenize_sequences,
+    tokenize_groups,
 )
 
 
 @torch.no_grad()
-def _forward_all(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int,
-                 seqs: Sequence[TokenizedSequence] | None = None):
-    """One forward per (prompt, response) (or per given tokenised sequence);
-    returns (rewards [N] | None, v [N,2k] | None, gate [N,k] | None)."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one prompt per response")
-    cfg = model.head_config
+def _forward_sequences(model: RewardModel, tokenizer: PreTrainedTokenizerBase, seqs: Sequence[TokenizedSequence],
+                       batch_size: int) -> RewardOutput:
+    """One no-grad forward per tokenised sequence, in length-grouped batches; the outputs in input
+    order as float64 (rewards [N], or GPM embeddings [N, 2k] and gate [N, k])."""
+    if not seqs:
+        k = model.head_config.gpm_k
+        empty = torch.zeros(0, dtype=torch.float64)
+        return (RewardOutput(embeddings=empty.view(0, 1).expand(0, 2 * k), gate=empty.view(0, 1).expand(0, k), tau=model.head_config.tau)
+                if model.is_gpm else RewardOutput(rewards=empty, tau=model.head_config.tau))
     device = next(model.parameters()).device
-    if seqs is None:
-        seqs = tokenize_sequences(tokenizer, prompts, responses, cfg.max_length, cfg.max_prompt_length)
     was_training = model.training
     model.eval()
     rewards = v = gate = None
     for index in length_grouped_batches([len(s) for s in seqs], batch_size, seed=None):
         out = model(collate_sequences([seqs[i] for i in index], tokenizer.pad_token_id).to(device))
         if out.rewards is not None:
-            rewards = np.zeros(len(seqs)) if rewards is None else rewards
-            rewards[index] = out.rewards.float().cpu().numpy()
+            rewards = torch.zeros(len(seqs), dtype=torch.float64) if rewards is None else rewards
+            rewards[index] = out.rewards.double().cpu()
         else:
             if v is None:
-                v = np.zeros((len(seqs), out.embeddings.shape[1]))
-                gate = np.zeros((len(seqs), out.gate.shape[1]))
-            v[index] = out.embeddings.float().cpu().numpy()
-            gate[index] = out.gate.float().cpu().numpy()
+                v = torch.zeros((len(seqs), out.embeddings.shape[1]), dtype=torch.float64)
+                gate = torch.zeros((len(seqs), out.gate.shape[1]), dtype=torch.float64)
+            v[index] = out.embeddings.double().cpu()
+            gate[index] = out.gate.double().cpu()
     model.train(was_training)
-    return rewards, v, gate
+    return RewardOutput(rewards=rewards, embeddings=v, gate=gate, tau=model.head_config.tau)
 
 
-def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """Scalar rewards [N]. GPM models have no scalar reward: use ``pair_logits`` / ``preference_matrix``."""
+def _tokenize(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+              groups: Sequence[Sequence[str]], prompt_messages: Sequence[Messages | None] | None):
+    cfg = model.head_config
+    return tokenize_groups(tokenizer, prompts, groups, cfg.max_length, cfg.max_prompt_length, prompt_messages)
+
+
+def _per_response(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str],
+                  batch_size: int, prompt_messages: Sequence[Messages | None] | None) -> RewardOutput:
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one prompt per response")
+    seqs = [g[0] for g in _tokenize(model, tokenizer, prompts, [[r] for r in responses], prompt_messages)]
+    return _forward_sequences(model, tokenizer, seqs, batch_size)
+
+
+def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str],
+                     batch_size: int = 32, prompt_messages: Sequence[Messages | None] | None = None) -> np.ndarray:
+    """Scalar rewards [N], each (prompt, response) truncated on its own. GPM models have no scalar
+    reward: use ``pair_logits`` / ``preference_logits``.
+
+    Args:
+        prompts, responses: [N] texts; prompt_messages: [N] chat turns per row, or None.
+    """
     if model.is_gpm:
         raise ValueError("response_rewards needs a scalar reward model; this is a GPM: use response_embeddings or preference_matrix")
-    return _forward_all(model, tokenizer, prompts, responses, batch_size)[0]
+    return _per_response(model, tokenizer, prompts, responses, batch_size, prompt_messages).rewards.numpy()
 
 
-def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """GPM (v [N, 2k], gate [N, k]); gates of responses to the same prompt are equal."""
+def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str],
+                        batch_size: int = 32, prompt_messages: Sequence[Messages | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """GPM (v [N, 2k], gate [N, k]), each (prompt, response) truncated on its own."""
     if not model.is_gpm:
         raise ValueError("response_embeddings needs a GPM model; this is a scalar reward model: use response_rewards")
-    _, v, gate = _forward_all(model, tokenizer, prompts, responses, batch_size)
-    return v, gate
+    out = _per_response(model, tokenizer, prompts, responses, batch_size, prompt_messages)
+    return out.embeddings.numpy(), out.gate.numpy()
 
 
-def _score_table(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], batch_size: int) -> torch.Tensor:
-    """[K, K] float64: r_i - r_j (scalar) or s(y_i > y_j | x) (GPM, before dividing by tau)."""
-    rewards, v, gate = _forward_all(model, tokenizer, [prompt] * len(responses), responses, batch_size)
-    if rewards is not None:
-        r = torch.from_numpy(rewards)
-        return r[:, None] - r[None, :]
-    k = len(responses)
-    vt, gt = torch.from_numpy(v), torch.from_numpy(gate[:1]).expand(k * k, -1)
-    return gpm_score(vt.repeat_interleave(k, 0), vt.repeat(k, 1), gt).view(k, k)
+def _group_scores(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  groups: Sequence[Sequence[str]], prompt_messages: Sequence[Messages | None] | None,
+                  batch_size: int) -> tuple[RewardOutput, list[list[TokenizedSequence]]]:
+    """Forward every group's responses (each group truncated once) with rows ordered member-major
+    (row m * P + p), the layout ``RewardOutput.preference_scores`` reads."""
+    if len(groups) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(groups)} response groups")
+    k = len(groups[0]) if len(groups) else 0
+    if k == 0 or any(len(g) != k for g in groups):
+        raise ValueError(f"every prompt needs the same number of responses (>= 1); got {sorted({len(g) for g in groups})}")
+    tokenized = _tokenize(model, tokenizer, prompts, groups, prompt_messages)
+    seqs = [tokenized[p][m] for m in range(k) for p in range(len(prompts))]
+    return _forward_sequences(model, tokenizer, seqs, batch_size), tokenized
 
 
-def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """[K, K] logits: entry (i, j) is the logit of P(y_i > y_j | x); antisymmetric, zero diagonal.
+def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                      groups: Sequence[Sequence[str]], prompt_messages: Sequence[Messages | None] | None = None,
+                      batch_size: int = 32) -> torch.Tensor:
+    """[P, K, K] float64 logits of P(y_i > y_j | x_p) for K responses to each of P prompts.
 
-    K forward passes, then vector arithmetic (scalar: r_i - r_j; GPM: s(i > j) / tau).
+    Each group is rendered and truncated ONCE (``tokenize_groups``: the prompt cut to fit beside the
+    longest of its responses, as a pair in training), one forward per response, then
+    ``RewardOutput.preference_logits`` (scalar: r_i - r_j; GPM: s(y_i > y_j) / tau with the group's
+    mean gate). Antisymmetric with a zero diagonal.
+
+    Args:
+        prompts: [P] flattened prompts; groups: [P][K] responses; prompt_messages: [P] turns or None.
+
+    Raises:
+        ValueError: groups of different sizes, or lengths that do not match.
     """
-    table = _score_table(model, tokenizer, prompt, responses, batch_size)
-    return (table if not model.is_gpm else table / model.head_config.tau).numpy()
+    out, _ = _group_scores(model, tokenizer, prompts, groups, prompt_messages, batch_size)
+    return out.preference_logits(len(prompts))
+
+
+def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str],
+                      batch_size: int = 32, prompt_messages: Messages | None = None) -> np.ndarray:
+    """[K, K] logits: entry (i, j) is the logit of P(y_i > y_j | x); ``preference_logits`` of one prompt."""
+    messages = None if prompt_messages is None else [prompt_messages]
+    return preference_logits(model, tokenizer, [prompt], [list(responses)], messages, batch_size)[0].numpy()
 
 
 @dataclass
@@ -112,26 +160,33 @@ class PreferenceModel:
     def tau(self) -> float:
         return self.model.head_config.tau
 
-    def score(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
+    def score(self, prompt: str, responses: Sequence[str], prompt_messages: Messages | None = None) -> torch.Tensor:
         """s(y_i > y_j | x) for K responses to one prompt (methods.md s3), K forward passes.
 
         Args:
             prompt: the prompt x (flattened text, as in the pairs table).
             responses: K >= 1 candidate responses y_1..y_K.
+            prompt_messages: the prompt as chat turns [{role, content}] (the pairs table's
+                ``prompt_messages``); with a chat-template tokenizer the model reads these turns, as
+                in training. None: one user turn holding ``prompt``.
         Returns:
             [K, K] float64 tensor S with S[i, j] = s(y_i > y_j | x) = <R v_i, v_j>;
             antisymmetric (S = -S^T, zero diagonal). For a scalar reward model S[i, j] = r_i - r_j.
-            P(y_i > y_j | x) = sigmoid(S[i, j] / tau) for GPM (``probabilities``).
+            P(y_i > y_j | x) = sigmoid(S[i, j] / tau) for GPM (``probabilities``). The K responses are
+            truncated together (the prompt cut once), so for K = 2, S[0, 1] * (1 / tau for GPM)
+            equals ``pair_logits`` of the pair.
         Raises:
             ValueError: no responses.
         """
         if len(responses) == 0:
             raise ValueError("score needs at least one response to the prompt; got an empty list")
-        return _score_table(self.model, self.tokenizer, prompt, list(responses), self.batch_size)
+        messages = None if prompt_messages is None else [prompt_messages]
+        out, _ = _group_scores(self.model, self.tokenizer, [prompt], [list(responses)], messages, self.batch_size)
+        return out.preference_scores(1)[0]
 
-    def probabilities(self, prompt: str, responses: Sequence[str]) -> torch.Tensor:
+    def probabilities(self, prompt: str, responses: Sequence[str], prompt_messages: Messages | None = None) -> torch.Tensor:
         """[K, K] P(y_i > y_j | x): sigmoid(S / tau) for GPM, sigmoid(r_i - r_j) for scalar models."""
-        s = self.score(prompt, responses)
+        s = self.score(prompt, responses, prompt_messages)
         return torch.sigmoid(s / self.tau if self.model.is_gpm else s)
 
 
@@ -156,22 +211,25 @@ def load_preference_model(path: str | Path, device: str | torch.device = "cpu", 
     return PreferenceModel(bundle.model, bundle.tokenizer, batch_size)
 
 
-def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], batch_size: int = 32) -> np.ndarray:
+def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str],
+                rejected: Sequence[str], batch_size: int = 32,
+                prompt_messages: Sequence[Messages | None] | None = None) -> np.ndarray:
     """Logit of P(chosen > rejected) per pair [B], for scalar and GPM models alike.
 
-    Pairs are truncated as in training (both sides see the same prompt tokens, methods.md s6); a pair
-    whose sides are token-identical after truncation gets logit exactly 0 (no preference; strict
-    accuracy counts it wrong, so callers that exclude such pairs find them at 0).
+    Pairs are rendered and truncated as in training (``tokenize_groups``: the ``prompt_messages`` turns
+    with a chat template; both sides see the same prompt tokens, methods.md s6); the logit is
+    ``preference_logits``' entry [0, 1]. A pair whose sides are token-identical after truncation gets
+    logit exactly 0 (no preference; strict accuracy counts it wrong, so callers that exclude such
+    pairs find them at 0).
+
+    Args:
+        prompts, chosen, rejected: [B] texts; prompt_messages: [B] chat turns per pair, or None.
     """
     n = len(prompts)
     if not (len(chosen) == len(rejected) == n):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {n}, {len(chosen)}, {len(rejected)}")
-    cfg = model.head_config
-    tokenized = tokenize_pairs(tokenizer, prompts, chosen, rejected, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
-    rewards, v, gate = _forward_all(model, tokenizer, list(prompts) * 2, list(chosen) + list(rejected), batch_size,
-                                    seqs=tokenized.chosen + tokenized.rejected)
-    # the same pair logit as training: RewardOutput.pair_logits (reward gap, or GPM score with the shared gate / tau)
-    out = RewardOutput(rewards=None if rewards is None else torch.from_numpy(rewards),
-                       embeddings=None if v is None else torch.from_numpy(v),
-                       gate=None if gate is None else torch.from_numpy(gate), tau=model.head_config.tau)
-    return np.where(tokenized.identical, 0.0, out.pair_logits(n).numpy())
+    if n == 0:
+        return np.zeros(0)
+    out, tokenized = _group_scores(model, tokenizer, prompts, list(zip(chosen, rejected)), prompt_messages, batch_size)
+    identical = np.array([c.input_ids == r.input_ids for c, r in tokenized], dtype=bool)
+    return np.where(identical, 0.0, out.pair_logits(n).numpy())

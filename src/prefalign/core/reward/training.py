@@ -24,7 +24,7 @@ from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.training.batching import TokenizedPairs, tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
-from prefalign.core.training.packing import any_padding_fraction, pair_batches
+from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
@@ -277,10 +277,11 @@ def train_reward_model(
             f"all {train_pairs.height} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
             "raise max_length"
         )
-    training = TrainConfig.from_dict(params.training)
+    model = RewardModel(build_backbone(params.model, tokenizer), cfg)
+    # packing / share_prompt "auto": packed for causal decoders read at the last token, padded for encoders
+    training = resolve_layout(TrainConfig.from_dict(params.training), model)
     train_batches = pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, training.seed, training)
     val_batches = pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, None, training) if len(val_tok) else []
-    model = RewardModel(build_backbone(params.model, tokenizer), cfg)
     loss_fn = make_reward_loss_fn(params)
     accelerator = make_accelerator(training.mixed_precision)
     result = train(model, train_batches, val_batches, loss_fn, training, output_dir, accelerator)
@@ -302,6 +303,7 @@ def train_reward_model(
         **result.final_metrics,
         **{k.replace("val_", "train_", 1): v for k, v in train_eval.items()},
         "train_padding_fraction": any_padding_fraction(train_batches),
+        "layout": {"packing": training.packing, "share_prompt": training.share_prompt},
         "truncation": train_tok.truncation.add(val_tok.truncation).as_dict(),
         "excluded_pairs": {
             "reason": "chosen and rejected are token-identical after truncation (no preference left)",

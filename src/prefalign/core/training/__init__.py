@@ -8,6 +8,8 @@ from prefalign.core.training.batching import (
     collate_sequences,
     make_pair_batches,
     padding_fraction,
+    prompt_token_ids,
+    tokenize_groups,
     tokenize_pairs,
     tokenize_sequence,
     tokenize_sequences,
@@ -16,6 +18,6 @@ from prefalign.core.training.loop import TrainConfig, TrainResult, evaluate, lat
 
 __all__ = [
     "PairBatch", "SequenceBatch", "TokenizedPairs", "TruncationStats", "collate_sequences",
-    "make_pair_batches", "padding_fraction", "tokenize_pairs", "tokenize_sequence", "tokenize_sequences",
+    "make_pair_batches", "padding_fraction", "prompt_token_ids", "tokenize_groups", "tokenize_pairs", "tokenize_sequence", "tokenize_sequences",
     "TrainConfig", "TrainResult", "evaluate", "latest_checkpoint", "train",
 ]

@@ -10,7 +10,11 @@ Three layouts, chosen from the tokenizer (``sequence_layout``):
 - ``pair``: encoders (the tokenizer has a CLS and a SEP token, e.g. BERT/MiniLM/DeBERTa/RoBERTa):
   the tokenizer's own pair layout, ``[CLS] prompt [SEP] response [SEP]`` for BERT.
 - ``flatten``: anything else (the BPE trained here, base decoders): ``[bos] prompt response [eos]``;
-  a tokenizer without BOS puts its EOS in front, one without EOS ends without it.
+  a tokenizer without BOS puts its EOS in front, one without EOS ends without it. The text is
+  rendered by ``FLATTEN_TEMPLATE`` (a chat template: the row's flattened ``prompt`` as one user
+  turn, the response as the assistant turn) and tokenised as ONE string, exactly as
+  ``apply_chat_template`` with that template tokenises it; saved tokenizers carry it
+  (``layout_chat_template``), so exported models are scored in this layout by plain transformers.
 
 Text is text: special-token strings inside prompts and responses (BOS/EOS/PAD/SEP, template
 markers such as ``<|im_start|>``) are encoded as ordinary text, never as control ids; only the
@@ -42,6 +46,29 @@ from transformers import PreTrainedTokenizerBase
 
 LAYOUTS = ("chat_template", "pair", "flatten")
 Messages = Sequence[Mapping[str, Any]]
+
+# The ``flatten`` layout as a chat template: BOS (EOS when there is none), the prompt turns flattened as
+# docs/feedback.md "Chat flattening" writes them (core/feedback/parsers.flatten_messages: system texts
+# first, one user turn as is, longer dialogues as "\n\nHuman: ...\n\nAssistant: ..." ending in
+# "\n\nAssistant:"), then the final assistant turn's text (the response) and EOS. prefalign renders a
+# row's ``prompt`` text as one user turn, so the prompt is that text unchanged.
+FLATTEN_TEMPLATE = (
+    "{%- if messages and messages[-1]['role'] == 'assistant' -%}{%- set turns = messages[:-1] -%}"
+    "{%- else -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- set ns = namespace(head='', body='', n=0, only='', role='') -%}"
+    "{%- for m in turns -%}"
+    "{%- if m['role'] == 'system' -%}{%- set ns.head = ns.head + m['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set ns.n = ns.n + 1 -%}{%- set ns.only = m['content'] -%}{%- set ns.role = m['role'] -%}"
+    "{%- set ns.body = ns.body + '\n\n' + ('Human' if m['role'] == 'user' else 'Assistant') + ': ' + m['content'] -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if bos_token -%}{{- bos_token -}}{%- elif eos_token -%}{{- eos_token -}}{%- endif -%}"
+    "{%- if ns.n == 1 and ns.role == 'user' -%}{{- ns.head + ns.only -}}"
+    "{%- else -%}{{- (ns.head.rstrip('\n') + ns.body if ns.head else ns.body) + '\n\nAssistant:' -}}{%- endif -%}"
+    "{%- if messages and messages[-1]['role'] == 'assistant' -%}"
+    "{{- messages[-1]['content'] -}}{%- if eos_token -%}{{- eos_token -}}{%- endif -%}"
+    "{%- endif -%}"
+)
 
 
 @dataclass
@@ -129,12 +156,24 @@ def truncate_group(
 
 
 def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> str:
-    """``chat_template`` when the tokenizer has one, ``pair`` for CLS/SEP encoders, else ``flatten``."""
-    if getattr(tokenizer, "chat_template", None):
+    """``chat_template`` when the tokenizer has one (other than ``FLATTEN_TEMPLATE``, which saved
+    ``flatten`` tokenizers carry), ``pair`` for CLS/SEP encoders, else ``flatten``."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template and template != FLATTEN_TEMPLATE:
         return "chat_template"
-    if tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+    if not template and tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
         return "pair"
     return "flatten"
+
+
+def layout_chat_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The chat template that reproduces this tokenizer's layout under plain ``apply_chat_template``:
+    its own (chat models), ``FLATTEN_TEMPLATE`` (``flatten``), or None (``pair``: encoders, whose
+    layout is the tokenizer's own pair encoding ``tokenizer(prompt, response)``)."""
+    layout = sequence_layout(tokenizer)
+    if layout == "chat_template":
+        return tokenizer.chat_template
+    return FLATTEN_TEMPLATE if layout == "flatten" else None
 
 
 def _encode_text(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
@@ -155,18 +194,22 @@ def _pair_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
     return ids[: seq.index(0)], ids[last_a + 1 : seq.index(1)], ids[last_b + 1 :]
 
 
-def _default_messages(prompt: str, messages: Messages | None) -> list[dict[str, str]]:
+def conversation_of(prompt: str, messages: Messages | None) -> list[dict[str, str]]:
+    """The turns a row's prompt is rendered from: its ``prompt_messages``, or one user turn holding
+    ``prompt`` when it has none (a list of plain ``{"role", "content"}`` dicts)."""
     if messages is None or len(messages) == 0:
         return [{"role": "user", "content": prompt}]
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
-def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]], generation_prompt: bool) -> list[list[int]]:
+def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]], generation_prompt: bool,
+                 template: str | None = None) -> list[list[int]]:
     if not conversations:
         return []
     return tokenizer.apply_chat_template(
         conversations, tokenize=True, return_dict=False, add_generation_prompt=generation_prompt,
         sanitize_control_tokens=True,  # control-token strings inside messages are encoded as text
+        chat_template=template,
     )
 
 
@@ -204,11 +247,15 @@ def encode_prompt_groups(
         raise ValueError(f"{n} prompts but {len(response_groups)} response groups / "
                          f"{None if prompt_messages is None else len(prompt_messages)} message lists")
     layout = sequence_layout(tokenizer)
-    if layout == "chat_template":
-        convs = [_default_messages(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
-        gen = _render_chat(tokenizer, convs, generation_prompt=True)
+    if layout != "pair":
+        if layout == "chat_template":
+            convs = [conversation_of(p, None if prompt_messages is None else prompt_messages[i]) for i, p in enumerate(prompts)]
+        else:  # flatten: the row's prompt text as it is (for chat sources it is the turns flattened)
+            convs = [conversation_of(p, None) for p in prompts]
+        template = layout_chat_template(tokenizer)
+        gen = _render_chat(tokenizer, convs, True, template)
         flat = [(i, r) for i, group in enumerate(response_groups) for r in group]
-        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], generation_prompt=False)
+        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, template)
         prompt_ids, responses, k = [], [], 0
         for i, group in enumerate(response_groups):
             rows = full[k : k + len(group)]
@@ -223,16 +270,51 @@ def encode_prompt_groups(
     encoded = dict(zip(unique, _encode_text(tokenizer, unique)))
     flat_texts = [r for group in response_groups for r in group]
     flat_ids = iter(_encode_text(tokenizer, flat_texts))
-    if layout == "pair":
-        lead, mid, tail = _pair_specials(tokenizer)
-        before, after = mid, tail
-    else:
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        lead = [] if bos is None else [bos]
-        before, after = [], [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    prompt_ids = [lead + encoded[p] + before for p in prompts]
-    responses = [[next(flat_ids) + after for _ in group] for group in response_groups]
+    lead, mid, tail = _pair_specials(tokenizer)  # an encoder's [CLS] prompt [SEP] response [SEP]
+    prompt_ids = [lead + encoded[p] + mid for p in prompts]
+    responses = [[next(flat_ids) + tail for _ in group] for group in response_groups]
     return prompt_ids, responses, len(lead)
+
+
+def tokenize_groups(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    response_groups: Sequence[Sequence[str]],
+    max_length: int,
+    max_prompt_length: int,
+    prompt_messages: Sequence[Messages | None] | None = None,
+    stats: TruncationStats | list[TruncationStats] | None = None,
+) -> list[list[TokenizedSequence]]:
+    """THE rendering rule: every place that turns a prompt and responses into ids calls this (training,
+    reference log-probs, reward scoring, preference tables, evaluation's log-prob table and generation
+    prompts, GPO's sampling and scoring, the truncation audit), so a model is scored, sampled and
+    audited in exactly the layout it was trained on (docs/reward.md "Sequence layout").
+
+    The prompt is rendered once per group in the tokenizer's layout (module doc; ``prompt_messages``
+    turns with a chat template) and cut once for the whole group by ``truncate_group`` (a pair is a
+    group of 2: pair-consistent truncation; one response is a group of 1).
+
+    Args:
+        prompts: [N] flattened prompt texts (the single user turn of a chat when a row has no messages).
+        response_groups: [N][G_n] responses sharing each prompt.
+        prompt_messages: [N] chat turns per row, or None (chat-template layout only; others read ``prompts``).
+        stats: a ``TruncationStats`` counts every group's truncation; a list gets one per group appended.
+
+    Returns:
+        [N][G_n] ``TokenizedSequence``; all sequences of a group start with the same prompt ids.
+
+    Raises:
+        ValueError: mismatched lengths, or ``max_length`` leaving no room beside ``max_prompt_length``.
+    """
+    _check_lengths(max_length, max_prompt_length)
+    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, response_groups, prompt_messages)
+    out = []
+    for p, group in zip(prompt_ids, response_ids):
+        counts = TruncationStats() if isinstance(stats, list) else stats
+        out.append(truncate_group(p, group, max_length, max_prompt_length, keep, counts))
+        if isinstance(stats, list):
+            stats.append(counts)
+    return out
 
 
 def tokenize_sequences(
@@ -244,7 +326,7 @@ def tokenize_sequences(
     stats: TruncationStats | None = None,
     prompt_messages: Sequence[Messages | None] | None = None,
 ) -> list[TokenizedSequence]:
-    """One sequence per (prompt, response) in the tokenizer's layout (module doc), truncated by the module's rule.
+    """One sequence per (prompt, response): ``tokenize_groups`` with groups of one.
 
     Args:
         prompts, responses: [N] texts.
@@ -255,11 +337,9 @@ def tokenize_sequences(
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    _check_lengths(max_length, max_prompt_length)
-    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, [[r] for r in responses], prompt_messages)
-    return [
-        truncate_group(p, r, max_length, max_prompt_length, keep, stats)[0] for p, r in zip(prompt_ids, response_ids)
-    ]
+    groups = tokenize_groups(tokenizer, prompts, [[r] for r in responses], max_length, max_prompt_length,
+                             prompt_messages, stats)
+    return [g[0] for g in groups]
 
 
 def tokenize_sequence(
@@ -274,6 +354,32 @@ def tokenize_sequence(
     """One sequence (see ``tokenize_sequences`` for many)."""
     messages = None if prompt_messages is None else [prompt_messages]
     return tokenize_sequences(tokenizer, [prompt], [response], max_length, max_prompt_length, stats, messages)[0]
+
+
+def prompt_token_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_length: int,
+    max_prompt_length: int,
+    prompt_messages: Sequence[Messages | None] | None = None,
+) -> list[list[int]]:
+    """The ids a policy generates from: each prompt as ``tokenize_groups`` renders it before a response
+    (chat template: the turns plus the assistant header), truncated as for an empty response.
+
+    Args:
+        prompts: [N] flattened prompts; prompt_messages: [N] turns or None.
+
+    Returns:
+        [N] lists of token ids (what sampling continues; the response's first token comes next).
+    """
+    groups = tokenize_groups(tokenizer, prompts, [[""] for _ in prompts], max_length, max_prompt_length, prompt_messages)
+    return [g[0].input_ids[: g[0].prompt_length] for g in groups]
+
+
+def conversation_key(prompt: str, messages: Messages | None) -> tuple[tuple[str, str], ...]:
+    """A hashable form of the prompt a row is rendered from (its turns; one user turn holding ``prompt``
+    when it has none): rows with equal keys get equal ids in every layout."""
+    return tuple((m["role"], m["content"]) for m in conversation_of(prompt, messages))
 
 
 @dataclass
@@ -416,16 +522,12 @@ def tokenize_pairs(
     """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
-    _check_lengths(max_length, max_prompt_length)
-    prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, list(zip(chosen, rejected)), prompt_messages)
-    tok_chosen, tok_rejected = [], []
-    counts = []
-    for p, group in zip(prompt_ids, response_ids):
-        pair_stats = TruncationStats()
-        c, r = truncate_group(p, group, max_length, max_prompt_length, keep, pair_stats)
-        counts.append(_stats_row(pair_stats))
-        tok_chosen.append(c)
-        tok_rejected.append(r)
+    group_stats: list[TruncationStats] = []
+    groups = tokenize_groups(tokenizer, prompts, list(zip(chosen, rejected)), max_length, max_prompt_length,
+                             prompt_messages, group_stats)
+    tok_chosen = [g[0] for g in groups]
+    tok_rejected = [g[1] for g in groups]
+    counts = [_stats_row(st) for st in group_stats]
     identical = np.array([c.input_ids == r.input_ids for c, r in zip(tok_chosen, tok_rejected)], dtype=bool)
     per_pair = np.array(counts, dtype=np.int64).reshape(len(prompts), len(_STATS_FIELDS))
     per_pair[:, _STATS_FIELDS.index("identical_after_truncation")] = identical

@@ -72,8 +72,10 @@ class TrainConfig:
     seed: int = 0
     progress_bar: bool = True
     cpu_threads: int | None = None  # torch intra-op threads; 1 avoids oversubscription on a busy CPU; null = torch default
-    packing: bool = False  # pair batches packed into rows without padding (core/training/packing.py)
-    share_prompt: bool = False  # one pass over a pair's common prompt (implies packing; docs/performance.md)
+    # true | false | auto; auto (resolve_layout in core/training/packing.py, where the model is known): on for
+    # causal decoders read at the last token, padded for encoders
+    packing: bool | str = "auto"  # pair batches packed into rows without padding (core/training/packing.py)
+    share_prompt: bool | str = "auto"  # one pass over a pair's common prompt (implies packing; docs/performance.md)
     cpu_malloc_mmap_threshold: int | None = None  # bytes; e.g. 65536 stops heap growth on CPU (core/training/memory.py)
     cpu_malloc_trim: bool = False  # free heap pages back to the OS after every step on CPU: lower peak RSS, ~17% slower
 
@@ -97,6 +99,8 @@ class TrainConfig:
             ("keep_checkpoints", self.keep_checkpoints >= 1, "an integer >= 1"),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
             ("cpu_threads", self.cpu_threads is None or self.cpu_threads >= 1, "null or an integer >= 1"),
+            ("packing", self.packing in (True, False, "auto"), "true, false or auto"),
+            ("share_prompt", self.share_prompt in (True, False, "auto"), "true, false or auto"),
             ("cpu_malloc_mmap_threshold", self.cpu_malloc_mmap_threshold is None or 0 <= self.cpu_malloc_mmap_threshold <= 32 * 2**20,
              "null or a byte count in [0, 33554432]"),
         ]

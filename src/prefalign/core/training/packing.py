@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prefalign.core.models.backbone import is_bidirectional_encoder
 from prefalign.core.training import frozen_cache, segment_attention
 from prefalign.core.training.batching import (
     TokenizedPairs,
@@ -471,15 +472,64 @@ def packed_padding_fraction(batches: Sequence[PackedPairBatch]) -> float:
     return 1.0 - computed / max(1, slots)
 
 
+def packable(model: torch.nn.Module) -> tuple[bool, bool]:
+    """Whether ``model`` can be fed packed batches, and prompt-shared ones (what ``auto`` turns on).
+
+    Packed rows need a causal decoder whose output is read at a sequence's last token (reward models
+    with ``head.pooling: last``; causal LMs) and an attention kernel that keeps attention inside a
+    segment: SDPA (both layouts) or flash attention (packing only: it cannot express a shared prompt).
+    Bidirectional encoders (BERT-like, a reward model's ``bidirectional``), other poolings and other
+    kernels (eager, flex) get the padded layout.
+
+    Returns:
+        (packing possible, prompt sharing possible).
+    """
+    model = _unwrap(model)
+    if getattr(model, "bidirectional", False) or getattr(getattr(model, "head_config", None), "pooling", "last") != "last":
+        return False, False
+    inner = getattr(model, "backbone", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft LoRA wrapper
+    config = getattr(inner, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False, False
+    if is_bidirectional_encoder(config):  # BERT, RoBERTa, DeBERTa, ...
+        return False, False
+    impl = str(getattr(config, "_attn_implementation", None) or "sdpa")
+    return impl == "sdpa" or "flash" in impl, impl == "sdpa"
+
+
+def resolve_layout(training, model: torch.nn.Module):
+    """``training`` with ``packing`` / ``share_prompt`` ``auto`` replaced by what ``model`` supports
+    (``packable``): on for causal decoders read at the last token, padded for encoders. Explicit
+    true / false are kept (an explicit true on a model that cannot pack fails at its first forward,
+    naming the switch).
+
+    Args:
+        training: a ``TrainConfig``; model: the model the batches are for (reward model or causal LM).
+    Returns:
+        A ``TrainConfig`` whose two switches are booleans.
+    """
+    can_pack, can_share = packable(model)
+    share = can_share if training.share_prompt == "auto" else training.share_prompt
+    pack = (can_pack or share) if training.packing == "auto" else training.packing
+    return replace(training, packing=bool(pack), share_prompt=bool(share))
+
+
 def pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None, training=None) -> Sequence:
     """Pair batches in the layout ``training`` asks for (``training.packing`` / ``training.share_prompt``).
 
     Args:
-        training: a ``TrainConfig`` (or None: padded ``PairBatch``es, the default layout).
+        training: a ``TrainConfig`` with both switches resolved (``resolve_layout``), or None: padded
+            ``PairBatch``es.
     Returns:
         ``PackedPairBatches`` when either switch is on, else ``make_pair_batches``' list. Both
         hold the same pairs per batch, so a run's batches do not depend on the switch.
+    Raises:
+        ValueError: a switch is still ``auto`` (the layout depends on the model: resolve it first).
     """
+    if training is not None and "auto" in (training.packing, training.share_prompt):
+        raise ValueError("training.packing / training.share_prompt 'auto' depends on the model; call "
+                         "resolve_layout(training, model) before building batches")
     if training is not None and (training.packing or training.share_prompt):
         return make_packed_pair_batches(tokenized, batch_size, pad_token_id, seed, share_prompt=training.share_prompt)
     return make_pair_batches(tokenized, batch_size, pad_token_id, seed=seed)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from prefalign.core.evaluation import comparison, evaluate, generation, plots, report, scoring, statistics
 from prefalign.core.evaluation import rewardbench as rewardbench_format
+from prefalign.core.schema import MESSAGES_DTYPE, with_prompt_messages
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ def make_reward_model_metrics(name: str):
                              params: dict[str, Any]) -> dict[str, Any]:
         from prefalign.core.reward.scoring import pair_logits
 
-        def scorer(prompts, first, second):
-            return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second))
+        def scorer(prompts, first, second, prompt_messages=None):
+            return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second),
+                               prompt_messages=prompt_messages)
 
         head = bundle.model.head_config
         metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows,
@@ -117,18 +119,20 @@ def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
 
 def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
                        rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
-    """log pi_ref of every evaluated response, computed ONCE for all policies."""
-    texts = scoring.texts_to_score(test_pairs, heldout_pairs, rewardbench_rows, triples)
-    return scoring.sequence_logprob_table(reference.model, reference.tokenizer, texts, **_logprob_args(data_params))
+    """log pi_ref of both sides of every evaluated pair (rendered and truncated as in training),
+    computed ONCE for all policies."""
+    pairs = scoring.pairs_to_score(test_pairs, heldout_pairs, rewardbench_rows, triples)
+    return scoring.pair_logprob_table(reference.model, reference.tokenizer, pairs, **_logprob_args(data_params))
 
 
 def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any],
                        heldout_pairs: pl.DataFrame | None = None) -> pl.DataFrame:
     """Prompts no policy trained on that the judge can read: synthetic_scalar's test (or held-out)
-    prompts (its r* is the judge)."""
+    prompts (its r* is the judge), with their turns (``prompt_messages``: what the policy reads)."""
     pairs = test_pairs if heldout_pairs is None or heldout_pairs.is_empty() else pl.concat(
         [test_pairs, heldout_pairs.select(test_pairs.columns)])
-    prompts = (pairs.filter(pl.col("source") == "synthetic_scalar").select("prompt").unique()
+    prompts = (with_prompt_messages(pairs).filter(pl.col("source") == "synthetic_scalar")
+               .select("prompt", pl.col("prompt_messages").cast(MESSAGES_DTYPE)).unique()
                .sort("prompt").head(params["generation"]["max_prompts"]))
     if prompts.is_empty():
         logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "
@@ -140,11 +144,12 @@ def reference_samples(reference: Any, prompts: pl.DataFrame, params: dict[str, A
                       data_params: dict[str, Any]) -> pl.DataFrame:
     """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
     if prompts.is_empty():
-        return pl.DataFrame(schema={"prompt": pl.String, "sample_index": pl.Int64, "response": pl.String,
-                                    "length": pl.Float64, "finished": pl.Boolean,
+        return pl.DataFrame(schema={"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE, "sample_index": pl.Int64,
+                                    "response": pl.String, "length": pl.Float64, "finished": pl.Boolean,
                                     "prompt_token_ids": pl.List(pl.Int64), "token_ids": pl.List(pl.Int64)})
     return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), params["generation"]["sampling"],
-                                         data_params["max_length"], data_params["max_prompt_length"])
+                                         data_params["max_length"], data_params["max_prompt_length"],
+                                         prompts["prompt_messages"].to_list())
 
 
 def make_policy_metrics(name: str):
@@ -155,18 +160,19 @@ def make_policy_metrics(name: str):
                        rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, judge_params: dict[str, Any],
                        params: dict[str, Any],
                        data_params: dict[str, Any]) -> dict[str, Any]:
-        texts = reference_logps.select("prompt", "response")
+        pairs = reference_logps.select("prompt", "prompt_messages", "first", "second")
         args = _logprob_args(data_params)
-        policy_logps = scoring.sequence_logprob_table(bundle.model, bundle.tokenizer, texts, **args)
+        policy_logps = scoring.pair_logprob_table(bundle.model, bundle.tokenizer, pairs, **args)
         beta = float((bundle.metadata or {}).get("beta", params["implicit_reward_beta"]))
         scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
         metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows, triples,
                                   params, _audit(bundle.tokenizer, args["max_length"], args["max_prompt_length"]))
         metrics["training_curve"] = _curve_records(training_curve)
         if reference_samples.height:
-            prompts = reference_samples["prompt"].unique(maintain_order=True).to_list()
-            samples = generation.sample_for_prompts(bundle, prompts, params["generation"]["sampling"],
-                                                    data_params["max_length"], data_params["max_prompt_length"])
+            prompts = reference_samples.select("prompt", "prompt_messages").unique(maintain_order=True)
+            samples = generation.sample_for_prompts(bundle, prompts["prompt"].to_list(), params["generation"]["sampling"],
+                                                    data_params["max_length"], data_params["max_prompt_length"],
+                                                    prompts["prompt_messages"].to_list())
             judge = scoring.scalar_truth_scorer(judge_params["weights"], judge_params.get("temperature", 1.0))
             judged = generation.judge_against_reference(samples, reference_samples, judge)
             sampling = params["generation"]["sampling"]
