@@ -26,6 +26,7 @@ from prefalign.core.policy.batches import RowBatch
 from prefalign.core.policy.generation import SamplingConfig, sample_responses
 from prefalign.core.policy.logprobs import sequence_logprobs
 from prefalign.core.policy.losses import gpo_loss, gpo_scores_from_matrix
+from prefalign.core.training.normalisation import StepLoss, Units
 
 # (prompts, groups of K responses) -> (P, K, K) tensor of log-odds s(y_i > y_k | x)
 PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]]], torch.Tensor]
@@ -33,19 +34,30 @@ PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]]], torch.Ten
 EncodeFn = Callable[[str, str], tuple[list[int], int]]
 
 
-def make_gpo_loss_fn(beta: float) -> Callable[[torch.nn.Module, RowBatch], tuple[torch.Tensor, dict[str, float]]]:
-    """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets."""
+def make_gpo_loss_fn(beta: float) -> StepLoss:
+    """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets.
+
+    Args:
+        beta: > 0.
+
+    Returns:
+        A :class:`StepLoss` whose loss is per response (an example-level term: summed over the
+        step's responses, divided by their number).
+
+    Raises:
+        ValueError: when beta <= 0.
+    """
     if beta <= 0:
         raise ValueError(f"gpo beta must be > 0, got {beta}")
 
-    def loss_fn(model: torch.nn.Module, batch: RowBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(model: torch.nn.Module, batch: RowBatch, denominators: Units) -> tuple[torch.Tensor, dict[str, float]]:
         seqs = batch.sequences
         logps = sequence_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
         old = batch.targets["old_logp"].to(logps.dtype)
-        loss = gpo_loss(logps, old, batch.targets["score"], beta)
+        loss = gpo_loss(logps, old, batch.targets["score"], beta, denominators.examples)
         return loss, {"log_ratio": (logps - old).mean().item()}
 
-    return loss_fn
+    return StepLoss(forward)
 
 
 def score_generations(
