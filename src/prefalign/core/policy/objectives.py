@@ -18,6 +18,7 @@ from prefalign.core.objectives.soft_label import pair_targets, soft_label_logist
 from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts
 from prefalign.core.policy.losses import (
     dpo_loss,
+    implicit_accuracy,
     implicit_reward_margin,
     ipo_loss,
     sft_loss,
@@ -98,14 +99,20 @@ class PairLogprobs:
             raise ValueError("this objective needs reference log-probs, but none were given (registry needs_reference)")
         return implicit_reward_margin(self.chosen, self.rejected, self.ref_chosen, self.ref_rejected)
 
+    def margin_magnitude(self) -> torch.Tensor:
+        """(B,) |log pi(y_w)| + |log pi(y_l)| + |log pi_ref(y_w)| + |log pi_ref(y_l)|: the size of what h is computed from."""
+        return self.chosen.abs() + self.rejected.abs() + self.ref_chosen.abs() + self.ref_rejected.abs()
+
     def units(self) -> Units:
         """This batch's own units: its chosen response tokens and its pairs."""
         return Units(float(self.chosen_tokens.sum()), float(self.chosen.shape[0]))
 
 
 def _margin_metrics(logps: PairLogprobs, h: torch.Tensor, beta: float) -> dict[str, float]:
-    """implicit_accuracy = share with h > 0, implicit_margin = mean beta h."""
-    return {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (beta * h).mean().item()}
+    """implicit_accuracy (ties within float resolution count 1/2) and implicit_margin = mean beta h."""
+    with torch.no_grad():
+        accuracy = implicit_accuracy(h.detach(), logps.margin_magnitude().detach())
+    return {"implicit_accuracy": accuracy.item(), "implicit_margin": (beta * h).mean().item()}
 
 
 def dpo_objective(logps: PairLogprobs, config: DPOConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -116,7 +123,8 @@ def dpo_objective(logps: PairLogprobs, config: DPOConfig, denominators: Units | 
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
-        (loss per pair in nats, metrics: implicit_accuracy = share with h > 0, implicit_margin = mean beta h).
+        (loss per pair in nats, metrics: implicit_accuracy (ties count 1/2, :func:`implicit_accuracy`),
+        implicit_margin = mean beta h).
 
     Raises:
         ValueError: when the reference log-probs are missing.
@@ -318,14 +326,14 @@ def make_pairwise_loss_fn(
 def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) -> dict[str, float]:
     """The reference scored as its own policy, from the table alone (no forward pass).
 
-    Its implicit reward beta*h is 0 for every pair, so its implicit accuracy is 0 (ties count
-    wrong); its log-likelihood ranking accuracy is the comparable number.
+    Its implicit reward beta*h is 0 for every pair: every pair is a tie, so its implicit accuracy
+    is 0.5 (chance; :func:`implicit_accuracy`); its log-likelihood ranking accuracy is the comparable number.
 
     Args:
         reference: the reference table; pair_index: (N,) rows of the pairs to score.
 
     Returns:
-        {pairs, implicit_accuracy (0), reference_logprob_accuracy, mean_implicit_reward_margin (0)}.
+        {pairs, implicit_accuracy (0.5), reference_logprob_accuracy, mean_implicit_reward_margin (0)}.
 
     Source: docs/methods.md s5.
     """
@@ -334,7 +342,7 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
     chosen, rejected = reference.lookup(pair_index)
     return {
         "pairs": int(pair_index.numel()),
-        "implicit_accuracy": 0.0,
+        "implicit_accuracy": 0.5,
         "reference_logprob_accuracy": float((chosen > rejected).float().mean()),
         "mean_implicit_reward_margin": 0.0,
     }
@@ -345,8 +353,9 @@ def implicit_reward_metrics(
 ) -> dict[str, float]:
     """How the policy ranks pairs, next to its reference (docs/methods.md s5).
 
-    - implicit_accuracy: share of pairs with beta*h > 0 strictly (a tie is wrong, so the
-      reference itself scores 0 here and 0.5 is chance); only with a reference table.
+    - implicit_accuracy: share of pairs with h > 0, a tie (|h| within float resolution,
+      :func:`implicit_accuracy`) counting 1/2, so the reference itself scores 0.5, chance; only
+      with a reference table.
     - policy_logprob_accuracy / reference_logprob_accuracy: share with log pi(y_w|x) > log pi(y_l|x),
       the same quantity for both models, so the two are directly comparable.
     - mean_implicit_reward_margin: mean of beta*h (beta None: of h).
@@ -366,7 +375,7 @@ def implicit_reward_metrics(
         ref_chosen, ref_rejected = reference.lookup(index)
         h = implicit_reward_margin(chosen, rejected, ref_chosen, ref_rejected)
         metrics.update({
-            "implicit_accuracy": float((h > 0).float().mean()),
+            "implicit_accuracy": float(implicit_accuracy(h, chosen.abs() + rejected.abs() + ref_chosen.abs() + ref_rejected.abs())),
             "reference_logprob_accuracy": float((ref_chosen > ref_rejected).float().mean()),
             "mean_implicit_reward_margin": float((beta or 1.0) * h.mean()),
         })

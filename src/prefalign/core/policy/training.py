@@ -327,7 +327,7 @@ def train_preference(
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         "excluded_pairs": excluded,
-        # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
+        # the reference scored as its own policy: h = 0 everywhere (every pair a tie: implicit accuracy 0.5)
         **({"reference": before} if before is not None else {}),
         "policy": after,
         **result.final_metrics,

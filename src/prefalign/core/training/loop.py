@@ -3,7 +3,8 @@
 The objective is a ``StepLoss`` (core/training/normalisation.py: summed terms divided by the
 step's token and example counts), or a plain ``loss_fn(model, batch) -> (mean over the batch's
 examples, metrics)``; the loop owns the rest: AdamW, warmup + schedule,
-gradient accumulation and clipping, mixed precision (bf16 autocast on CUDA, none on CPU), periodic validation, a progress bar (loss, tokens/s, ETA), periodic
+gradient accumulation and clipping, mixed precision (bf16 autocast on CUDA, none on CPU), dropout
+off (``disable_dropout``), periodic validation, a progress bar (loss, tokens/s, ETA), periodic
 checkpoints (model + optimizer + scheduler + RNG + step) and resume from the newest one.
 
 One step = ``gradient_accumulation_steps`` micro-batches on each of W processes. Before the first
@@ -38,6 +39,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from prefalign.core.models.dropout import disable_dropout
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.training.normalisation import Units, loss_units, step_normalised_loss
 from prefalign.core.training.progress import Progress
@@ -76,6 +78,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0  # null disables clipping
     mixed_precision: str = "auto"  # auto = bf16 on CUDA with bf16 support, else no
+    # Every dropout probability set to 0 before training (nn.Dropout incl. LoRA dropout, and the
+    # attention-dropout rates attention functions read from the modules): a policy's training
+    # forward then equals the reference's eval-mode forward (TRL's disable_dropout; core/models/dropout.py).
+    disable_dropout: bool = True
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
@@ -236,6 +242,10 @@ def train(
     if cfg.cpu_malloc_mmap_threshold is not None and accelerator.device.type == "cpu":
         set_malloc_mmap_threshold(cfg.cpu_malloc_mmap_threshold)
     set_seed(cfg.seed)
+    if cfg.disable_dropout:
+        changed = disable_dropout(model)
+        if changed:
+            log.info("training.disable_dropout: set to 0: %s", ", ".join(changed))
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
