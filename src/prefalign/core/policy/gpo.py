@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import polars as pl
 import torch
 
+from prefalign.core.models.precision import compute_precision
 from prefalign.core.policy.batches import RowBatch
 from prefalign.core.policy.generation import SamplingConfig, sample_responses
 from prefalign.core.policy.logprobs import sequence_logprobs
@@ -96,14 +97,17 @@ def sample_and_score(
 
 
 @torch.no_grad()
-def rows_logprobs(policy: torch.nn.Module, batches: Sequence[RowBatch], n_rows: int) -> torch.Tensor:
-    """log pi(y|x) of every row, in row order: one no-grad pass (pi_t before an iteration trains)."""
+def rows_logprobs(policy: torch.nn.Module, batches: Sequence[RowBatch], n_rows: int, mixed_precision: str = "no") -> torch.Tensor:
+    """log pi(y|x) of every row, in row order: one no-grad pass (pi_t before an iteration trains),
+    under the training's ``mixed_precision`` autocast (auto | no | bf16 | fp16)."""
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device
     out = torch.zeros(n_rows, dtype=torch.float32)
     for batch in batches:
         s = batch.sequences.to(device)
-        out[batch.row_index] = sequence_logprobs(policy, s.input_ids, s.attention_mask, s.response_mask).float().cpu()
+        with compute_precision(device, mixed_precision):
+            logps = sequence_logprobs(policy, s.input_ids, s.attention_mask, s.response_mask)
+        out[batch.row_index] = logps.float().cpu()
     policy.train(was_training)
     return out

@@ -349,7 +349,8 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
 
 
 def implicit_reward_metrics(
-    model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs | None, beta: float | None
+    model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs | None, beta: float | None,
+    mixed_precision: str = "no",
 ) -> dict[str, float]:
     """How the policy ranks pairs, next to its reference (docs/methods.md s5).
 
@@ -362,12 +363,13 @@ def implicit_reward_metrics(
 
     Args:
         model: the policy; batches: PairBatches; reference: the table, or None (reference-free:
-            only policy_logprob_accuracy); beta: the objective's beta, if it has one.
+            only policy_logprob_accuracy); beta: the objective's beta, if it has one;
+        mixed_precision: the training's setting (the pass runs under its autocast, as the reference's did).
 
     Returns:
         The metrics above, and ``pairs``.
     """
-    index, chosen, rejected = score_pair_batches(model, batches)
+    index, chosen, rejected = score_pair_batches(model, batches, mixed_precision)
     if index.numel() == 0:
         return {"pairs": 0}
     metrics: dict[str, float] = {"pairs": int(index.numel()), "policy_logprob_accuracy": float((chosen > rejected).float().mean())}

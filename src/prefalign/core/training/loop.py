@@ -2,7 +2,7 @@
 
 The objective is a ``StepLoss`` (core/training/normalisation.py: summed terms divided by the
 step's token and example counts), or a plain ``loss_fn(model, batch) -> (mean over the batch's
-examples, metrics)``; the loop owns the rest: AdamW, warmup + schedule,
+examples, metrics)``; the loop owns the rest: AdamW on fp32 master weights, warmup + schedule,
 gradient accumulation and clipping, mixed precision (bf16 autocast on CUDA, none on CPU), dropout
 off (``disable_dropout``), periodic validation, a progress bar (loss, tokens/s, ETA), periodic
 checkpoints (model + optimizer + scheduler + RNG + step) and resume from the newest one.
@@ -41,6 +41,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from prefalign.core.models.dropout import disable_dropout
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.models.precision import resolve_mixed_precision, use_fp32_master_weights, warn_if_updates_round_away
 from prefalign.core.training.normalisation import Units, loss_units, step_normalised_loss
 from prefalign.core.training.progress import Progress
 from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
@@ -78,6 +79,11 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0  # null disables clipping
     mixed_precision: str = "auto"  # auto = bf16 on CUDA with bf16 support, else no
+    # Trainable weights are kept and updated in fp32 (bf16/fp16 ones are cast up before training);
+    # compute precision is mixed_precision's. false = train them in the dtype they were loaded in
+    # (pure bf16 when model.dtype is bfloat16): the run warns when the learning rate is below what
+    # that dtype can represent at the weights' scale (core/models/precision.py).
+    fp32_master_weights: bool = True
     # Every dropout probability set to 0 before training (nn.Dropout incl. LoRA dropout, and the
     # attention-dropout rates attention functions read from the modules): a policy's training
     # forward then equals the reference's eval-mode forward (TRL's disable_dropout; core/models/dropout.py).
@@ -144,12 +150,6 @@ class TrainResult:
     train_seconds: float = 0.0  # this process's wall time in the loop (excludes resumed steps)
     tokens_per_second: float = 0.0  # real (non-padding) tokens, all processes
     examples_per_second: float = 0.0
-
-
-def resolve_mixed_precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
@@ -246,6 +246,10 @@ def train(
         changed = disable_dropout(model)
         if changed:
             log.info("training.disable_dropout: set to 0: %s", ", ".join(changed))
+    if cfg.fp32_master_weights:
+        use_fp32_master_weights(model)
+    else:
+        warn_if_updates_round_away(model, cfg.learning_rate)
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
