@@ -76,8 +76,9 @@ def setup(objective: str, n_pairs: int = 4):
     return policy, pair_batches, loss_fn
 
 
-def one_step(objective: str, batch_size: int, accum: int, n_pairs: int = 4) -> dict:
-    """The logged loss and grad norm of one step, and the gradient the optimizer saw (flattened, fp32)."""
+def one_step(objective: str, batch_size: int, accum: int, n_pairs: int = 4, val_batch_size: int | None = None) -> dict:
+    """The logged loss and grad norm of one step, the gradient the optimizer saw (flattened, fp32),
+    and with ``val_batch_size`` the validation loss after it (the same pairs in batches of that size)."""
     model, batches, loss_fn = setup(objective, n_pairs)
     captured = {}
     adamw_step = torch.optim.AdamW.step
@@ -92,8 +93,10 @@ def one_step(objective: str, batch_size: int, accum: int, n_pairs: int = 4) -> d
     torch.optim.AdamW.step = recording_step
     try:
         with tempfile.TemporaryDirectory() as out:
-            result = train(copy.deepcopy(model), batches(batch_size), [], loss_fn, config, out)
+            val = batches(val_batch_size) if val_batch_size else []
+            result = train(copy.deepcopy(model), batches(batch_size), val, loss_fn, config, out)
     finally:
         torch.optim.AdamW.step = adamw_step
     row = result.history[0]
-    return {"loss": row["train_loss"], "grad_norm": row["grad_norm"], "grad": captured["grad"], "history": row}
+    return {"loss": row["train_loss"], "grad_norm": row["grad_norm"], "grad": captured["grad"], "val_loss": row.get("val_loss"),
+            "history": row}

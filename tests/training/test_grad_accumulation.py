@@ -29,7 +29,7 @@ def assert_same_step(run: dict, reference: dict) -> None:
 @pytest.fixture(scope="module")
 def whole_batch_steps():
     """Batch 4 x accumulation 1 and batch 3 x 1: the reference of every split, in one process."""
-    return {(objective, n): one_step(objective, n, 1, n) for objective in OBJECTIVES for n in (4, 3)}
+    return {(objective, n): one_step(objective, n, 1, n, val_batch_size=3 if n == 3 else None) for objective in OBJECTIVES for n in (4, 3)}
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
@@ -88,9 +88,13 @@ def test_plain_loss_function_is_a_mean_over_examples(whole_batch_steps):
 @pytest.mark.slow
 def test_two_processes_give_the_one_process_step(whole_batch_steps, tmp_path: Path):
     """2 processes (gloo) x {batch 4 x 1, batch 2 x 2, batch 2 x 2 over 3 pairs (process 1's last share
-    empty)} against one process: the same loss, grad norm and gradient for every objective."""
+    empty)} against one process: the same loss, grad norm and gradient for every objective, and the
+    same validation loss over 3 pairs in batches of 2 (an empty share again) as over one batch of 3."""
     run_accelerate_module("tests.training.grad_split_worker", tmp_path, 2, None, "split test")
     saved = torch.load(tmp_path / "result.pt")
     assert saved["num_processes"] == 2
     for (objective, n_pairs, batch_size, accum), run in saved["results"].items():
-        assert_same_step(run, whole_batch_steps[(objective, n_pairs)])
+        reference = whole_batch_steps[(objective, n_pairs)]
+        assert_same_step(run, reference)
+        if n_pairs == 3:
+            assert run["val_loss"] == pytest.approx(reference["val_loss"], rel=TOL, abs=TOL)

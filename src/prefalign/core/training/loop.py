@@ -204,15 +204,16 @@ def evaluate(model: torch.nn.Module, batches: Sequence[Batch], loss_fn: LossFn, 
     was_training = model.training
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
-    shares = [share for share, real in (local_share(b, rank, world) for b in batches) if real]
-    units = sum((loss_units(loss_fn, share) for share in shares), Units())
+    shares = [local_share(b, rank, world) for b in batches]
+    units = sum((loss_units(loss_fn, share) for share, real in shares if real), Units())
     denominators = Units(*_all_sum([units.tokens, units.examples], accelerator))
     loss_sum, sums, count = 0.0, {}, 0.0
     with torch.no_grad():
-        for local in shares:
+        for local, real in shares:
             loss, metrics = step_normalised_loss(loss_fn, model, local.to(accelerator.device), denominators)
-            loss_sum += _scalar(loss)
-            n = len(local)
+            # a stand-in (empty share) weighs 0 but keeps the metric keys alike on every process
+            n = len(local) if real else 0
+            loss_sum += _scalar(loss) if real else 0.0
             count += n
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + _scalar(value) * n
