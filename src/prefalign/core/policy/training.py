@@ -242,7 +242,8 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
 
     Args:
         reference: the SFT policy; pairs: validated pairs; data: the same selection the training uses;
-        training: its ``packing`` / ``share_prompt`` switches pick the batch layout (same values).
+        training: its ``packing`` / ``share_prompt`` switches pick the batch layout (same values), its
+            ``mixed_precision`` the compute precision (the training forward's autocast, so h = 0 at the start).
 
     Returns:
         A table pair_id, ref_chosen_logp, ref_rejected_logp (summed response log-probs, nats).
@@ -251,7 +252,8 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
     """
     train_frame, val_frame = _train_and_val(pairs, data)
     _, train_eval, val_eval, pair_ids, _, _ = _pair_batches(reference, train_frame, val_frame, data, None, training)
-    return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
+    return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids,
+                                      training.mixed_precision if training is not None else "no")
 
 
 def train_preference(
@@ -315,8 +317,8 @@ def train_preference(
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
     policy = result.model
     after = {
-        "train": implicit_reward_metrics(policy, train_eval, ref, beta),
-        "val": implicit_reward_metrics(policy, val_eval, ref, beta),
+        "train": implicit_reward_metrics(policy, train_eval, ref, beta, training.mixed_precision),
+        "val": implicit_reward_metrics(policy, val_eval, ref, beta, training.mixed_precision),
     }
     metrics = {
         "objective": spec.name,
@@ -328,7 +330,7 @@ def train_preference(
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         "excluded_pairs": excluded,
-        # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
+        # the reference scored as its own policy: h = 0 everywhere (every pair a tie: implicit accuracy 0.5)
         **({"reference": before} if before is not None else {}),
         "policy": after,
         **result.final_metrics,
@@ -388,7 +390,7 @@ def train_gpo(
         seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length,
                                   data.max_prompt_length, prompt_messages=prompt_messages_of(scored))
         eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
-        old = rows_logprobs(policy, eval_batches, len(seqs))  # pi_t, fixed for this iteration
+        old = rows_logprobs(policy, eval_batches, len(seqs), training.mixed_precision)  # pi_t, fixed for this iteration
         scores = scored["score"].to_list()
         train_batches = make_row_batches(
             seqs, data.batch_size, tokenizer.pad_token_id, seed=training.seed + iteration,
@@ -397,7 +399,7 @@ def train_gpo(
         result = train(policy, train_batches, [], loss_fn, replace(training, seed=training.seed + iteration), Path(work_dir) / f"iteration_{iteration}")
         discard_checkpoints(Path(work_dir) / f"iteration_{iteration}")
         policy = result.model
-        new = rows_logprobs(policy, eval_batches, len(seqs))
+        new = rows_logprobs(policy, eval_batches, len(seqs), training.mixed_precision)
         score_t = torch.tensor(scores, dtype=torch.float32)
         log_ratio = new - old
         per_iteration.append({

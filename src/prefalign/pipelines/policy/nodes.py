@@ -76,8 +76,10 @@ def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
 
     def compute(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
                 objective: dict[str, Any]) -> pl.DataFrame:
-        apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
-        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
+        training = TrainConfig.from_dict(objective.get("training"))
+        apply_cpu_threads(training)
+        # the training's layout and compute precision: the reference equals the policy it starts
+        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")), training)
 
     return named_node_function(compute, f"{spec.namespace}_reference_logprobs")
 
