@@ -74,9 +74,11 @@ def _scored_metrics(scorer: scoring.PairScorer, tables: dict[str, pl.DataFrame],
         metrics["_scores"][set_name] = evaluate.pair_score_record(scored)
     if rewardbench_rows.height:
         rb_params = params["rewardbench"]
+        scored_rows = scoring.score_pairs(rewardbench_rows, scorer)
         metrics["rewardbench"] = rewardbench_format.score(
-            scoring.score_pairs(rewardbench_rows, scorer), rb_params["sections"], rb_params.get("subset_weights"),
-            rb_params.get("max_rows_per_subset"))
+            scored_rows, rb_params["sections"], rb_params.get("subset_weights"), rb_params.get("max_rows_per_subset"),
+            _bootstrap(params), params["n_bins"])
+        metrics["_rewardbench_scores"] = rewardbench_format.score_rows(scored_rows)
         if audit is not None and "response_index" not in rewardbench_rows.columns:
             metrics["truncation"]["rewardbench"] = audit(rewardbench_rows)[1]
     if triples.height:
@@ -221,9 +223,11 @@ def ground_truth_metrics(test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame, 
 
 
 def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
-                    params: dict[str, Any], **models: dict[str, Any]) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
+                    params: dict[str, Any], **models: dict[str, Any]
+                    ) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """All models side by side with the length baselines, paired tests and the verdict: the run's
-    metrics JSON, the comparison table (one row per evaluated set and model), the data summary."""
+    metrics JSON, the comparison table (one row per evaluated set and model), the data summary, and
+    every model's per-row scores of the RewardBench-format file (model + rewardbench.score_rows)."""
     order = params.get("model_order") or list(models)  # default: the pipeline's (registry) order
     ordered = {name: models[name] for name in order if name in models}
     ordered.update({name: m for name, m in models.items() if name not in ordered})
@@ -234,6 +238,8 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
              "policies": [n for n, m in ordered.items() if str(m.get("kind", "")).startswith("policy")]}
     groups = [names + list(comparison.BASELINES) for names in kinds.values() if names]
     tests = comparison.paired_tests(ordered, tables, groups, bootstrap, params["n_bins"])
+    rewardbench_scores = [metrics.pop("_rewardbench_scores").with_columns(pl.lit(name).alias("model"))
+                          for name, metrics in ordered.items() if metrics.get("_rewardbench_scores") is not None]
     for metrics in ordered.values():
         metrics.pop("_scores", None)  # per-pair logits: used above, too bulky for the JSON
     data = evaluate.data_summary(validated_pairs)
@@ -245,7 +251,8 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
                 "heldout_sources": ", ".join(f"{source} {n}" for source, n in heldout_pairs.group_by("source").len()
                                              .sort(["len", "source"], descending=[True, False]).iter_rows()),
                 "bootstrap": f"{bootstrap.resamples} prompt resamples, seed {bootstrap.seed}, "
-                             f"{bootstrap.level:.0%} percentile intervals"},
+                             f"{bootstrap.label} percentile intervals"},
+        "interval_level": bootstrap.level,
         "data": data.to_dicts(),
         "models": ordered,
         "uninformative": comparison.uninformative_rows(tables, bootstrap, params["n_bins"]),
@@ -256,7 +263,9 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
     }
     logger.info("evaluation verdict:\n%s", "\n".join(f"  [{comparison.SETS[v['set']]}] {v['statement']}"
                                                      for v in metrics["verdict"]))
-    return metrics, table, data
+    scores = (pl.concat(rewardbench_scores, how="diagonal_relaxed").select("model", pl.exclude("model"))
+              if rewardbench_scores else pl.DataFrame(schema={"model": pl.String, "row": pl.Int64, "logit": pl.Float64}))
+    return metrics, table, data, scores
 
 
 def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
