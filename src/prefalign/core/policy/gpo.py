@@ -33,10 +33,21 @@ PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]]], torch.Ten
 EncodeFn = Callable[[str, str], tuple[list[int], int]]
 
 
+def check_gpo_beta(beta: float) -> float:
+    """GPO's beta, checked: the loss divides by it, so it must be > 0 (the one rule: GPOConfig.from_dict,
+    and so the check before a run, call this too).
+
+    Raises:
+        ValueError: naming the value.
+    """
+    if beta <= 0:
+        raise ValueError(f"gpo.beta={beta!r} must be > 0 (the loss is (log-ratio - score / beta)^2)")
+    return beta
+
+
 def make_gpo_loss_fn(beta: float) -> Callable[[torch.nn.Module, RowBatch], tuple[torch.Tensor, dict[str, float]]]:
     """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets."""
-    if beta <= 0:
-        raise ValueError(f"gpo beta must be > 0, got {beta}")
+    check_gpo_beta(beta)
 
     def loss_fn(model: torch.nn.Module, batch: RowBatch) -> tuple[torch.Tensor, dict[str, float]]:
         seqs = batch.sequences
