@@ -36,6 +36,18 @@ from prefalign.core.training.normalisation import StepLoss, Units
 PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]], Optional[Sequence[Messages]]], torch.Tensor]
 
 
+def check_gpo_beta(beta: float) -> float:
+    """GPO's beta, checked: the loss divides by it, so it must be > 0 (the one rule: GPOConfig.from_dict,
+    and so the check before a run, call this too).
+
+    Raises:
+        ValueError: naming the value.
+    """
+    if beta <= 0:
+        raise ValueError(f"gpo.beta={beta!r} must be > 0 (the loss is (log-ratio - score / beta)^2)")
+    return beta
+
+
 def make_gpo_loss_fn(beta: float) -> StepLoss:
     """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets.
 
@@ -49,8 +61,7 @@ def make_gpo_loss_fn(beta: float) -> StepLoss:
     Raises:
         ValueError: when beta <= 0.
     """
-    if beta <= 0:
-        raise ValueError(f"gpo beta must be > 0, got {beta}")
+    check_gpo_beta(beta)
 
     def forward(model: torch.nn.Module, batch: RowBatch, denominators: Units) -> tuple[torch.Tensor, dict[str, float]]:
         seqs = batch.sequences

@@ -23,7 +23,8 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.policy.generation import SamplingConfig
-from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
+from prefalign.core.policy.gpo import (PreferenceTableFn, check_gpo_beta, make_gpo_loss_fn, rows_logprobs,
+                                       sample_and_score)
 from prefalign.core.policy.objectives import (
     implicit_reward_metrics,
     make_pairwise_loss_fn,
@@ -85,7 +86,8 @@ class GPOConfig:
     """Iterative GPO: T iterations of K samples per prompt, scored by a preference model.
 
     Raises:
-        ValueError: from ``from_dict``: an unknown key, iterations < 1, or a bad sampling config.
+        ValueError: from ``from_dict``: an unknown key, iterations < 1, beta <= 0, max_prompts < 1, or a
+            bad sampling config.
 
     Source: docs/methods.md s4.6.
     """
@@ -100,8 +102,39 @@ class GPOConfig:
         cfg = dataclass_from_params(cls, params, "on-policy (GPO) config")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
+        check_gpo_beta(cfg.beta)
+        if cfg.max_prompts is not None and cfg.max_prompts < 1:
+            raise ValueError(f"gpo.max_prompts={cfg.max_prompts} must be >= 1, or null for every training prompt")
         SamplingConfig.from_dict(cfg.sampling)  # fail before any training
         return cfg
+
+
+def work_dir_of(block: dict[str, Any], where: str) -> str:
+    """``policy.<name>.work_dir``: the folder an interrupted run resumes from; required, a non-empty path.
+
+    Args:
+        block: the objective's parameters block; where: its name in messages (``policy.dpo``).
+
+    Raises:
+        ValueError: missing, or not a non-empty text.
+    """
+    work_dir = block.get("work_dir")
+    if not isinstance(work_dir, str) or not work_dir:
+        raise ValueError(f"{where}.work_dir={work_dir!r}: give the folder an interrupted run resumes from "
+                         f"(text, e.g. data/06_models/policy_work/{where.rpartition('.')[2]})")
+    return work_dir
+
+
+def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
+    """``policy.<name>.scoring_batch_size`` of an on-policy objective: prompts per preference-model call (default 16).
+
+    Raises:
+        ValueError: not an integer >= 1.
+    """
+    size = block.get("scoring_batch_size", 16)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{where}.scoring_batch_size={size!r} must be an integer >= 1 (prompts per scoring call)")
+    return size
 
 
 def apply_cpu_threads(training: TrainConfig) -> None:

@@ -17,7 +17,8 @@ from prefalign.core.models.lora import adapt_for_training
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
-from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, reference_logprobs, train_gpo
+from prefalign.core.policy.training import (PolicyDataConfig, apply_cpu_threads, reference_logprobs,
+                                            scoring_batch_size_of, train_gpo, work_dir_of)
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded
@@ -31,10 +32,9 @@ def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str
     # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
     # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
     # the versioned catalog dataset.
-    if "work_dir" not in objective:
-        raise ValueError(f"{spec.params_key} needs work_dir (where an interrupted run resumes from)")
-    name = Path(objective["work_dir"]).name
-    return resumable_run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
+    work_dir = work_dir_of(objective, spec.params_key)
+    name = Path(work_dir).name
+    return resumable_run_dir(work_dir, name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
 
 
 def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
@@ -128,7 +128,7 @@ def on_policy_node(spec: ObjectiveSpec) -> Callable:
         work_dir = _work_dir(spec, defaults, objective, validated_pairs, reference)
         run = train_gpo(
             _with_lora(reference, defaults),
-            preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
+            preference_table_fn(preference_model, scoring_batch_size_of(objective, spec.params_key)),
             validated_pairs,
             gpo,
             PolicyDataConfig.from_dict(defaults.get("data")),
