@@ -1,12 +1,16 @@
-"""The `gpu` and `gpu_llama8b` environments parse through the project's config loader and dataclasses.
+"""The `gpu` and `gpu_llama8b` environments parse through the project's config loader and dataclasses,
+and their precision settings can train (one step at learning rate 5e-7 moves the weights).
 
 Nothing is downloaded: only the YAML is read (through Kedro's OmegaConfigLoader with the
-project's settings, so the soft merge over base is the real one) and parsed.
+project's settings, so the soft merge over base is the real one) and parsed; the training check
+builds a tiny model from config with each environment's dtype / LoRA / precision settings, on CPU.
 """
 
+import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from kedro.config import OmegaConfigLoader
 
 from prefalign.core.models.backbone import ModelConfig
@@ -48,12 +52,94 @@ def test_policy_parameters_of_the_gpu_environments(env):
     policy = parameters(env)["policy"]
     defaults = policy["defaults"]
     model = ModelConfig.from_dict(defaults["model"])
-    assert model.name_or_path == CHAT_MODELS[env] and model.dtype == "bfloat16" and model.gradient_checkpointing
+    assert model.name_or_path == CHAT_MODELS[env] and model.gradient_checkpointing
     assert TokenizerConfig.from_dict(defaults["tokenizer"]).name_or_path is None
     assert (model.lora_settings() is not None) == (env == "gpu_llama8b")
+    # full fine-tune: fp32 weights (bf16 ones cannot take 5e-7 updates); LoRA: a frozen bf16 base
+    assert model.dtype == ("bfloat16" if env == "gpu_llama8b" else "float32")
     PolicyDataConfig.from_dict(defaults["data"])
     for spec in registry.objectives("policy"):
         block = policy[spec.name]
-        assert TrainConfig.from_dict(block["training"]).mixed_precision == "bf16"
+        training = TrainConfig.from_dict(block["training"])
+        # bf16 compute on fp32 master weights; dropout off wherever the policy is compared with a reference
+        assert training.mixed_precision == "bf16" and training.fp32_master_weights
+        assert training.disable_dropout or spec.name == "sft"
         if spec.config_key:
             spec.parse(block.get(spec.config_key))
+
+
+def _settings(env: str) -> list[tuple[str, dict, dict]]:
+    """(family, model params, training params) of every objective of ``env``, deduplicated."""
+    params = parameters(env)
+    out, seen = [], set()
+    blocks = [("policy", params["policy"]["defaults"]["model"], params["policy"][spec.name]["training"])
+              for spec in registry.objectives("policy")]
+    blocks += [("reward", deep_merge(params["reward"]["defaults"], params["reward"][spec.name]).get("model", {}),
+                deep_merge(params["reward"]["defaults"], params["reward"][spec.name]).get("training", {}))
+               for spec in registry.objectives("reward")]
+    for family, model, training in blocks:
+        model = {k: v for k, v in model.items() if k not in ("name_or_path", "attn_implementation")}
+        training = TrainConfig.from_dict(training)
+        key = (family, repr(sorted(model.items())), training.mixed_precision, training.fp32_master_weights)
+        if key not in seen:
+            seen.add(key)
+            out.append((family, model, training))
+    return out
+
+
+@pytest.mark.parametrize("env", sorted(CHAT_MODELS))
+def test_one_step_at_5e_7_moves_the_weights_in_every_gpu_setting(env):
+    """Each setting (model dtype, LoRA, mixed precision, master weights) on a tiny model from config:
+    one AdamW step at learning rate 5e-7 changes every trained weight that got a gradient. With the
+    former `gpu` policy setting (bf16 weights, no fp32 master copy) it changed 1.06% of them."""
+    from dataclasses import replace
+
+    from prefalign.core.models import build_backbone, build_causal_lm, build_tokenizer
+    from prefalign.core.policy.batches import make_row_batches
+    from prefalign.core.policy.objectives import sft_loss_fn
+    from prefalign.core.reward.model import HeadConfig, RewardModel
+    from prefalign.core.reward.objective import make_reward_loss_fn
+    from prefalign.core.reward.training import RewardParams
+    from prefalign.core.training.batching import make_pair_batches, tokenize_pairs, tokenize_sequences
+    from prefalign.core.training.loop import train
+
+    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
+    prompts = [f"question {i} about the sky" for i in range(4)]
+    chosen = [f"a clear and kind answer number {i}" for i in range(4)]
+    rejected = ["no", "whatever", "go away now", "not telling"]
+    tok = build_tokenizer({"vocab_size": 300}, prompts + chosen + rejected)
+    grads = {}
+    adamw_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads.update({id(p): p.grad != 0 for g in self.param_groups for p in g["params"] if p.grad is not None})
+        return adamw_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = recording_step
+    try:
+        for family, model_params, training in _settings(env):
+            one_step = replace(training, max_steps=1, warmup_steps=0, learning_rate=5e-7, eval_every=0,
+                               checkpoint_every=0, progress_bar=False, cpu_threads=None)
+            if family == "policy":
+                model = build_causal_lm({**tiny, **model_params}, tok)
+                batches = make_row_batches(tokenize_sequences(tok, prompts, chosen, 48, 24), 4, tok.pad_token_id)
+                loss_fn = sft_loss_fn
+            else:
+                model = RewardModel(build_backbone({**tiny, **model_params}, tok), HeadConfig())
+                batches = make_pair_batches(tokenize_pairs(tok, prompts, chosen, rejected, max_length=48, max_prompt_length=24),
+                                            4, tok.pad_token_id)
+                loss_fn = make_reward_loss_fn(RewardParams())
+            before = {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
+            grads.clear()
+            with tempfile.TemporaryDirectory() as out:
+                trained = train(model, batches, [], loss_fn, one_step, out).model
+            moved = total = 0
+            for name, p in trained.named_parameters():
+                if name in before and id(p) in grads:
+                    got_gradient = grads[id(p)]
+                    moved += int(((p.detach().float() != before[name]) & got_gradient).sum())
+                    total += int(got_gradient.sum())
+            assert total > 0
+            assert moved / total > 0.99, (env, family, model_params.get("dtype"), moved / total)
+    finally:
+        torch.optim.AdamW.step = adamw_step

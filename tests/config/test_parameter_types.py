@@ -95,3 +95,112 @@ def test_a_bad_value_in_a_selected_pipeline_is_named(pipeline, path, value, expe
         assert text in str(raised.value), str(raised.value)
     # The other pipelines' checks do not read this block: a run of those is not stopped by it.
     check_pipeline_parameters(params, [name for name in PIPELINE_CHECKS if name != pipeline])
+
+
+# ---------------------------------------------------------------------------------------------
+# One source of truth: every value a node rejects after training is rejected before the run.
+# The guards below are what the nodes do with each value when they run (the metric code itself,
+# not the config parser the check uses); the test tries a grid of bad values on every leaf of the
+# evaluation block and on the reward / policy keys whose checks lived only in the nodes.
+# ---------------------------------------------------------------------------------------------
+BAD_VALUES = [-1, 0, 5, 9, 16, 10**9, 1.5, "bogus", None, True, [], {}]
+
+
+def _evaluation_node_guards(params: dict) -> None:
+    import numpy as np
+    import polars as pl
+
+    from prefalign.core.evaluation import metrics, statistics
+    from prefalign.core.evaluation.rewardbench import prepare_rows
+    from prefalign.core.policy.generation import SamplingConfig
+
+    ev = params["evaluation"]
+    table = pl.DataFrame({"source": ["a", "a", "b"], "split": ["test"] * 3})
+    for key in ("splits", "heldout_splits"):  # select_test_pairs / select_heldout_pairs
+        splits = ev[key]
+        if table.filter(pl.col("split").is_in(splits)).is_empty() and key == "splits":
+            raise ValueError("no rows")
+    cap = ev["max_pairs_per_source"]  # the seeded cap per source
+    if cap:
+        table.filter(pl.int_range(pl.len()).shuffle(seed=ev["seed"]).over("source") < cap)
+    metrics.reliability_bins(np.zeros(2), np.ones(2), ev["n_bins"])  # evaluate_pair_scores
+    boot = statistics.BootstrapConfig.from_params(ev["bootstrap"])
+    statistics.percentile_interval(np.arange(10.0), boot.level)
+    rb = ev["rewardbench"]
+    rows = pl.DataFrame({"prompt": ["p", "q"], "chosen": ["a", "b"], "rejected": ["c", "d"], "subset": ["s", "s"]})
+    prepare_rows(rows, rb["max_rows_per_subset"], rb["seed"])
+    {s: list(members) for s, members in rb["sections"].items()}  # rewardbench_scores reads the mapping
+    {s: float(w) for s, w in rb["subset_weights"].items()}
+    pl.DataFrame({"prompt": ["p"]}).head(ev["generation"]["max_prompts"])  # generation_prompts
+    SamplingConfig.from_dict(ev["generation"]["sampling"])  # reference_samples
+    float(ev["implicit_reward_beta"])
+    for key in ("markdown", "html", "plots", "metrics"):  # write_report logs the four paths
+        ev["report_location"][key]
+
+
+def _policy_and_reward_node_guards(params: dict) -> None:
+    from pathlib import Path
+
+    import polars as pl
+
+    from prefalign.core.policy.gpo import make_gpo_loss_fn
+    from prefalign.core.reward.heads import GPMHead
+
+    for name in ("gpm", "gpm_synthetic"):
+        k = params["reward"][name]["head"]["gpm_k"]
+        GPMHead(4, min(k, 64) if isinstance(k, int) else k)  # built after the tokenizer (a huge k: memory, not a rule)
+    for name in ("gpo", "gpo_bt"):
+        block = params["policy"][name]
+        make_gpo_loss_fn(block["gpo"]["beta"])  # after the preference model scored the samples
+        if block["gpo"]["max_prompts"] is not None and pl.DataFrame({"p": range(5)}).head(block["gpo"]["max_prompts"]).is_empty():
+            raise ValueError("no training prompts for GPO to sample from")  # train_gpo on prompts.head(max_prompts)
+        list(range(0, 8, block["scoring_batch_size"]))  # preference_table_fn's batches
+    for name in ("sft", "dpo"):
+        Path(params["policy"][name]["work_dir"])  # _work_dir
+
+
+def _leaves(tree: dict, path: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*path, key))
+        else:
+            yield (*path, key)
+
+
+GUARDED = [("evaluation", path, _evaluation_node_guards) for path in _leaves(_params("ci")["evaluation"], ("evaluation",))]
+GUARDED += [("reward", ("reward", name, "head", "gpm_k"), _policy_and_reward_node_guards) for name in ("gpm", "gpm_synthetic")]
+GUARDED += [("policy", ("policy", name, "gpo", key), _policy_and_reward_node_guards)
+            for name in ("gpo", "gpo_bt") for key in ("beta", "max_prompts")]
+GUARDED += [("policy", ("policy", "gpo", "scoring_batch_size"), _policy_and_reward_node_guards)]
+GUARDED += [("policy", ("policy", name, "work_dir"), _policy_and_reward_node_guards) for name in ("sft", "dpo")]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # polars on the bad split values
+@pytest.mark.parametrize("pipeline, path, node_guards", GUARDED, ids=[".".join(g[1]) for g in GUARDED])
+def test_what_a_node_rejects_the_check_rejects_first(pipeline, path, node_guards):
+    base = _params("ci")
+    node_guards(base)  # the shipped values pass the nodes
+    missed = []
+    for bad in BAD_VALUES:
+        params = copy.deepcopy(base)
+        node = params
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = bad
+        try:
+            node_guards(params)
+        except Exception:  # the node would fail on it, after the pipelines before it ran
+            try:
+                check_pipeline_parameters(params, [pipeline])
+            except ParameterError as error:
+                assert path[-1] in str(error), f"{'.'.join(path)}={bad!r}: the error does not name the key: {error}"
+            else:
+                missed.append(bad)
+    assert not missed, f"{'.'.join(path)}: the check before the run accepts {missed}, which the node rejects"
+
+
+def test_evaluation_n_bins_outside_10_to_15_fails_before_the_run():
+    params = copy.deepcopy(_params("ci"))
+    params["evaluation"]["n_bins"] = 5
+    with pytest.raises(ParameterError, match=r"evaluation.n_bins=5: .* 10-15"):
+        check_pipeline_parameters(params, ["evaluation"])

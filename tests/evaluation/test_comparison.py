@@ -74,14 +74,14 @@ def test_format_estimate_is_the_one_interval_format_of_sentences_and_table_cells
 
 
 def test_uninformative_row_is_computed_once_per_set_on_all_its_pairs():
-    # p_chosen 0.6 and 0.9 alternating; p = 0.5 everywhere (one ECE bin):
-    # Brier = (0.1^2 + 0.4^2) / 2 = 0.085, ECE = |0.5 - 0.75| = 0.25, NLL = ln 2
+    # p_chosen 0.6 and 0.9 alternating; p = 0.5 everywhere: Brier = (0.1^2 + 0.4^2) / 2 = 0.085, NLL = ln 2;
+    # the symmetric ECE puts (0.5, t) and (0.5, 1 - t) in the same bin: |0.5 - 0.5| = 0 (not |0.5 - 0.75|)
     table = _table().with_columns(p_chosen=pl.Series([0.9 if i % 2 else 0.6 for i in range(60)]))
     rows = comparison.uninformative_rows({"pairs": table, "heldout": table.clear()}, BOOT, 10)
     assert set(rows) == {"pairs"}  # an empty set has no row
     row = rows["pairs"]
     assert row["pairs"] == 60
-    assert row["brier"]["value"] == pytest.approx(0.085) and row["ece"]["value"] == pytest.approx(0.25)
+    assert row["brier"]["value"] == pytest.approx(0.085) and row["ece"]["value"] == pytest.approx(0.0, abs=1e-12)
     assert row["nll"]["value"] == pytest.approx(np.log(2))
     assert row["brier"]["low"] <= 0.085 <= row["brier"]["high"]
     # a model that scored only part of the set (e.g. pairs identical after truncation left out)

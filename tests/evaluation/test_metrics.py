@@ -9,7 +9,7 @@ import pytest
 from prefalign.core.evaluation import metrics as m
 
 
-def test_pair_accuracy_counts_a_tie_as_wrong():
+def test_pair_accuracy_counts_a_predicted_tie_as_wrong():
     assert m.pair_accuracy([1.0, 0.0, -1.0, 2.0]) == 0.5
 
 
@@ -21,18 +21,30 @@ def test_accuracy_by_source_and_split():
     assert table["pairs"].to_list() == [2, 2]
 
 
+def _logit(p):
+    p = np.asarray(p, dtype=np.float64)
+    return np.log(p) - np.log1p(-p)
+
+
 def test_ece_brier_nll_by_hand():
-    predicted, target = [0.05, 0.15, 0.95, 0.95], [0.0, 1.0, 1.0, 0.0]
-    # bins: |0.05-0| (n=1), |0.15-1| (n=1), |0.95-0.5| (n=2) -> (0.05 + 0.85 + 0.9) / 4
-    assert m.expected_calibration_error(predicted, target, 10) == pytest.approx(0.45)
-    assert m.brier_score(predicted, target) == pytest.approx((0.0025 + 0.7225 + 0.0025 + 0.9025) / 4)
+    predicted, target = np.array([0.05, 0.15, 0.95, 0.95]), np.array([0.0, 1.0, 1.0, 0.0])
+    # symmetric ECE: the 8 oriented predictions (p, t) and (1 - p, 1 - t) in 10 bins:
+    # bin 0: (0.05, 0), (0.05, 0), (0.05, 1) -> |0.15 - 1| = 0.85;  bin 1: (0.15, 1) -> 0.85;
+    # bin 8: (0.85, 0) -> 0.85;  bin 9: (0.95, 0), (0.95, 1), (0.95, 1) -> |2.85 - 2| = 0.85
+    # ECE = 4 x 0.85 / 8 (the one-orientation ECE was 0.45)
+    report = m.calibration_report(_logit(predicted), target, 10)
+    assert report["ece"] == pytest.approx(3.4 / 8)
+    assert report["brier"] == pytest.approx((0.0025 + 0.7225 + 0.0025 + 0.9025) / 4)
     # soft target: -ln 0.8 and -(0.7 ln 0.5 + 0.3 ln 0.5) = ln 2
-    assert m.negative_log_likelihood([0.8, 0.5], [1.0, 0.7]) == pytest.approx((-math.log(0.8) + math.log(2)) / 2)
+    assert m.calibration_report(_logit([0.8, 0.5]), [1.0, 0.7])["nll"] == pytest.approx(
+        (-math.log(0.8) + math.log(2)) / 2)
 
 
-def test_reliability_bins_keep_empty_bins_and_put_one_in_the_last_bin():
-    bins = m.reliability_bins([1.0, 0.55], [1.0, 0.5], n_bins=10)
-    assert bins.height == 10 and bins["count"].to_list() == [0] * 5 + [1, 0, 0, 0, 1]
+def test_reliability_bins_keep_empty_bins_count_both_orientations_and_put_one_in_the_last_bin():
+    # p = 1 (logit 40 rounds to 1.0 in float64) and p = 0.55; mirrored: 0 and 0.45
+    bins = m.reliability_bins([40.0, float(_logit(0.55))], [1.0, 0.5], n_bins=10)
+    assert bins.height == 10 and bins["count"].to_list() == [1, 0, 0, 0, 1, 1, 0, 0, 0, 1]
+    assert bins["mean_target"].to_list()[0] == 0.0 and bins["mean_target"].to_list()[9] == 1.0
 
 
 def test_reliability_bins_reject_bad_inputs_clearly():
@@ -41,7 +53,7 @@ def test_reliability_bins_reject_bad_inputs_clearly():
     with pytest.raises(ValueError, match="align"):
         m.reliability_bins([0.5, 0.6], [0.5], n_bins=10)
     with pytest.raises(ValueError, match="NaN"):
-        m.brier_score([float("nan")], [0.5])
+        m.calibration_report([float("nan")], [0.5])
 
 
 def test_a_perfectly_calibrated_model_has_zero_ece():

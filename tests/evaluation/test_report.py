@@ -26,7 +26,7 @@ def test_ground_truth_is_perfect_and_a_scalar_judge_is_not_on_cycles(lab):
     truth = nodes.ground_truth_metrics(pairs, pairs.clear(), triples, {"weights": CONFIG.weights},
                                        {"cyclic_strength": 4.0}, PARAMS)
     assert truth["pairs"]["accuracy"] == 1.0 and "heldout" not in truth
-    assert truth["pairs"]["calibration_true_p"]["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert truth["pairs"]["intervals"]["ece_true_p"]["value"] == pytest.approx(0.0, abs=1e-12)
     assert truth["cyclic"]["consistency"] == 1.0
     # the hidden SCALAR reward, used on the cycles, is capped at 2/3
     scalar = evaluate.evaluate_triples(scoring.score_triples(triples, scoring.scalar_truth_scorer(CONFIG.weights)))
@@ -57,7 +57,7 @@ def test_report_tells_the_story_and_metrics_are_json(lab):
             scored = table.with_columns((pl.col("margin") * scale).alias("logit"))
             model[set_name] = evaluate.evaluate_pair_scores(scored, 10, statistics.BootstrapConfig(resamples=100))
             model.setdefault("_scores", {})[set_name] = evaluate.pair_score_record(scored)
-    metrics, comparison, data = nodes.collect_metrics(pairs, test, heldout, PARAMS, ground_truth=truth, sharp=sharp,
+    metrics, comparison, data, _ = nodes.collect_metrics(pairs, test, heldout, PARAMS, ground_truth=truth, sharp=sharp,
                                                       flat=flat)
     json.dumps(metrics)  # the catalog writes it as JSON
     assert "_scores" not in metrics["models"]["sharp"]
@@ -77,7 +77,7 @@ def test_report_tells_the_story_and_metrics_are_json(lab):
     assert text.index("## Verdict") < text.index("## Data")
     assert "### On the held-out sources" in text and "pick-the-longer" in text and "NLL ↓ (nats)" in text
     assert "### Accuracy by held-out source" in text and "| synthetic_cyclic ↑ |" in text
-    per_source = metrics["models"]["sharp"]["heldout"]["calibration_by_source"]["synthetic_cyclic"]["intervals"]
+    per_source = metrics["models"]["sharp"]["heldout"]["by_source"]["synthetic_cyclic"]["intervals"]
     assert per_source["accuracy"]["low"] <= per_source["accuracy"]["value"] <= per_source["accuracy"]["high"]
     assert "![reliability_true_p](plots/reliability_true_p.png)" in text and set(markdown["plots"]) == set(files)
     assert "data:image/png;base64," in html and set(files) == {f"{n}.png" for n in figures}
@@ -90,5 +90,5 @@ def test_heldout_sources_are_listed_by_size_then_name(lab):
     heldout = pl.concat([test.head(3).with_columns(source=pl.lit(name)) for name in ("zeta", "alpha", "mid")]
                         + [test.head(5).with_columns(source=pl.lit("big"))])
     for _ in range(5):
-        metrics, _, _ = nodes.collect_metrics(pairs, test, heldout, PARAMS)
+        metrics, _, _, _ = nodes.collect_metrics(pairs, test, heldout, PARAMS)
         assert metrics["run"]["heldout_sources"] == "big 5, alpha 3, mid 3, zeta 3"

@@ -119,3 +119,18 @@ def test_rewardbench_v2_bad_rows_are_named(tmp_path):
         rb.score(score_pairs(prepared, _reward_scorer), {}, {})
     with pytest.raises(ValueError, match="ref:<n>"):
         m.ties_score([("7", [1.0, 0.0], 1)])
+
+
+def test_ties_accuracy_needs_every_correct_answer_strictly_above_every_incorrect_one():
+    # margin 0 (worst correct = best incorrect) is NOT accurate; margin_tied = spread is NOT preferred
+    rows = [("ref:0", [2.0, 2.0, 1.0], 1),        # ref margin 2 - 2 = 0: not accurate
+            ("tied:0", [3.0, 2.0, 2.0], 2),       # correct 3, 2; incorrect 2: margin 0, spread 1: not accurate
+            ("ref:1", [2.0, 1.0], 1),             # margin 1: accurate
+            ("tied:1", [4.0, 3.0, 2.0], 2)]       # margin 3 - 2 = 1 = spread 4 - 3: accurate, not "preferred"
+    result = m.ties_score(rows)
+    assert result["ref_accuracy"] == 0.5 and result["tied_accuracy"] == 0.5
+    assert result["correctness_preferred"] == 0.0  # margin_tied (0, 1) > spread (1, 1): neither
+    assert result["correctness_preferred_hard"] == 0.0
+    # margin term: tanh(min(0, 0) / 1 - 1) and tanh(min(1, 1) / 1 - 1) = tanh(-1), tanh(0)
+    assert result["margin_score"] == pytest.approx(math.tanh(-1.0) / 2)
+    assert result["score"] == pytest.approx(0.3 * 0.5 + 0.3 * 0.5 + 0.01 * math.tanh(-1.0) / 2)

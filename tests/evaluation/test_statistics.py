@@ -41,23 +41,33 @@ def test_cluster_bootstrap_by_hand_on_a_tiny_table():
     assert set(np.round(values, 6)) == {0.0, 0.75, 1.0}
     assert (values == 0.75).mean() == pytest.approx(0.5, abs=0.03)
     estimate = st.bootstrap_estimate(st.weighted_mean(correct), weights)
-    assert estimate == {"value": 0.75, "low": 0.0, "high": 1.0}
+    assert estimate == {"value": 0.75, "low": 0.0, "high": 1.0, "level": 0.95}
 
 
 def test_bootstrap_is_seeded():
+    # two DRAWS, not one cached array returned twice (the cache is emptied before each call), so an
+    # unseeded generator fails here; another seed gives other weights
     ids = [str(i // 2) for i in range(40)]
     values = np.arange(40) % 3 == 0
-    one = st.bootstrap_estimate(st.weighted_mean(values), st.prompt_resample_weights(ids, 300, seed=1))
-    two = st.bootstrap_estimate(st.weighted_mean(values), st.prompt_resample_weights(ids, 300, seed=1))
-    assert one == two
+
+    def fresh(seed: int) -> np.ndarray:
+        st._cached_resample_weights.cache_clear()
+        return np.array(st.prompt_resample_weights(ids, 300, seed=seed))
+
+    one, two = fresh(1), fresh(1)
+    assert one is not two and np.array_equal(one, two)
+    assert st.bootstrap_estimate(st.weighted_mean(values), one) == st.bootstrap_estimate(st.weighted_mean(values), two)
+    assert not np.array_equal(one, fresh(2))
 
 
-def test_weighted_ece_matches_the_plain_ece_and_counts_weights():
+def test_weighted_ece_counts_weights_and_both_orientations():
     predicted, target = np.array([0.05, 0.15, 0.95, 0.95]), np.array([0.0, 1.0, 1.0, 0.0])
-    ece = st.weighted_ece(predicted, target, 10)
-    assert ece(np.ones((1, 4)))[0] == pytest.approx(m.expected_calibration_error(predicted, target, 10))
-    # weights (0, 0, 2, 0): only the third pair, twice: |0.95 - 1| = 0.05
+    ece = st.weighted_ece(np.log(predicted) - np.log1p(-predicted), target, 10)
+    # weights (0, 0, 2, 0): only the third pair, twice: (0.95, 1) in bin 9 and (0.05, 0) in bin 0,
+    # each off by 0.05
     assert ece(np.array([[0.0, 0.0, 2.0, 0.0]]))[0] == pytest.approx(0.05)
+    # weights (0, 0, 1, 1): bin 9 holds (0.95, 1), (0.95, 0); bin 0 (0.05, 0), (0.05, 1): |1.9 - 1| + |0.1 - 1|, / 4
+    assert ece(np.array([[0.0, 0.0, 1.0, 1.0]]))[0] == pytest.approx(1.8 / 4)
 
 
 def test_paired_difference_uses_the_same_resamples():
@@ -139,7 +149,7 @@ def test_uninformative_predictor_has_nll_ln2():
     result = st.uninformative_metrics(target, weights, 10)
     assert result["nll"]["value"] == pytest.approx(math.log(2))
     assert result["brier"]["value"] == pytest.approx((0.25 + 0.04 + 0.0) / 3)
-    assert result["ece"]["value"] == pytest.approx(abs(0.5 - (1.0 + 0.7 + 0.5) / 3))
+    assert result["ece"]["value"] == pytest.approx(0.0, abs=1e-12)  # symmetric: (0.5, t) and (0.5, 1 - t) share a bin
 
 
 def test_bootstrap_config_rejects_bad_values():

@@ -39,6 +39,12 @@ CASES = [
                  {"namespaces": ["policy_sft"]}, ["batch_size"], id="policy-batch-size"),
     pytest.param("evaluation", {"evaluation": {"splits": ["tset"]}}, {"node_names": ["select_test_pairs"]},
                  ["evaluation.splits", "tset"], id="evaluation-splits"),
+    # used to pass the check and fail in the evaluation node, after every model was trained
+    pytest.param("evaluation", {"evaluation": {"n_bins": 5}}, {"node_names": ["select_test_pairs"]},
+                 ["evaluation.n_bins=5", "10-15"], id="evaluation-n-bins"),
+    # MMPO is defined by soft targets: an explicit contradiction fails (defaults may not switch it off either)
+    pytest.param("reward", {"reward": {"mmpo": {"soft_targets": False}}}, {"namespaces": ["reward_mmpo"]},
+                 ["reward.mmpo.soft_targets=False", "contradicts", "reward.bt"], id="reward-mmpo-contradiction"),
 ]
 
 

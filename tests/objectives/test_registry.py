@@ -11,6 +11,8 @@ from prefalign.core.objectives import registry
 from prefalign.core.policy.objectives import PairLogprobs
 
 PAIRWISE = registry.objectives(family="policy", trainer="pairwise")
+# objectives whose switch is free (MMPO is DEFINED by soft_targets: true, so it cannot be switched off)
+SWITCHABLE = [spec for spec in PAIRWISE if "soft_targets" not in spec.defining]
 
 
 def batch(p: list[float]) -> PairLogprobs:
@@ -30,7 +32,7 @@ def test_names_and_namespaces_are_unique_and_the_reference_is_one_policy():
         registry.get("policy_ppo")
 
 
-@pytest.mark.parametrize("spec", PAIRWISE, ids=lambda s: s.namespace)
+@pytest.mark.parametrize("spec", SWITCHABLE, ids=lambda s: s.namespace)
 def test_soft_switch_with_p_one_equals_the_hard_objective_exactly(spec):
     hard = spec.parse({"soft_targets": False})
     soft = spec.parse({"soft_targets": True})
@@ -56,8 +58,11 @@ def test_the_tie_flag_follows_the_switch():
         if spec.data != "pairs":
             assert not spec.drops_ties(None)  # SFT and on-policy samples have no pair labels
             continue
-        assert spec.drops_ties(spec.parse({"soft_targets": False})) is True
         assert spec.drops_ties(spec.parse({"soft_targets": True})) is False
+        if "soft_targets" in spec.defining:  # MMPO: soft targets by definition
+            assert spec.drops_ties(spec.parse({})) is False
+            continue
+        assert spec.drops_ties(spec.parse({"soft_targets": False})) is True
 
 
 def test_reward_head_type_comes_from_the_registry():
@@ -76,3 +81,52 @@ def test_process_count_is_checked_once_for_reward_and_policy():
     with pytest.raises(ValueError, match=r"policy.defaults.num_processes=0"):
         check_num_processes(0, 8, "policy.defaults.num_processes")
     assert check_num_processes("2", 8, "k") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Precedence: class defaults < family `defaults` < the objective's own block < its defining settings
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("namespace", ["reward_mmpo", "policy_mmpo"])
+def test_defaults_cannot_turn_mmpo_into_bt(namespace):
+    spec = registry.get(namespace)
+    # reward.defaults.soft_targets: false with an empty reward.mmpo used to train plain BT under MMPO's name
+    config = spec.parse({}, defaults={"soft_targets": False})
+    assert config.soft_targets is True and not spec.drops_ties(config)
+    assert spec.parse(None, defaults={"soft_targets": False}).soft_targets is True
+    assert spec.parse({"soft_targets": True}, defaults={"soft_targets": False}).soft_targets is True  # agreeing is fine
+
+
+def test_an_own_block_contradicting_the_objective_is_an_error_naming_key_and_fix():
+    with pytest.raises(ValueError) as raised:
+        registry.get("reward_mmpo").parse({"soft_targets": False}, defaults={"soft_targets": True})
+    message = str(raised.value)
+    assert "reward.mmpo.soft_targets=False contradicts the objective" in message
+    assert "remove `soft_targets` from reward.mmpo" in message and "use reward.bt" in message
+    with pytest.raises(ValueError, match=r"policy\.mmpo\.objective\.soft_targets=False .* use policy\.dpo"):
+        registry.get("policy_mmpo").parse({"soft_targets": False})
+
+
+def test_defaults_still_reach_every_key_an_objective_does_not_define():
+    bt, mmpo = registry.get("reward_bt"), registry.get("reward_mmpo")
+    defaults = {"soft_targets": True, "batch_size": 4, "training": {"max_steps": 7, "learning_rate": 0.01}}
+    assert bt.parse({}, defaults=defaults).soft_targets is True  # BT does not define the switch
+    merged = mmpo.parse({"training": {"max_steps": 3}}, defaults=defaults)
+    assert merged.batch_size == 4 and merged.training == {"max_steps": 3, "learning_rate": 0.01}  # deep merge
+
+
+def test_the_parameter_check_and_the_nodes_agree_on_precedence():
+    from prefalign.pipelines.parameter_checks import check_reward
+    from prefalign.pipelines.reward.nodes import reward_nodes
+
+    params = {"reward": {"defaults": {"soft_targets": False}, "mmpo": {}}}
+    check_reward(params)  # defaults may say false: MMPO's definition wins, no error
+    with pytest.raises(ValueError, match="contradicts the objective"):
+        check_reward({"reward": {"defaults": {}, "mmpo": {"soft_targets": False}}})
+    # the node's own parse gives MMPO soft targets under the same parameters (select_training_pairs keeps ties)
+    import polars as pl
+    from tests.policy.conftest import make_pairs
+
+    pairs = make_pairs(8).with_columns(p_chosen=pl.lit(0.5))
+    select = reward_nodes(registry.get("reward_mmpo"))["select_training_pairs"]
+    train, _, counts = select(pairs, {"soft_targets": False}, {})
+    assert train.height == pairs.filter(pl.col("split") == "train").height and "train_ties_dropped" not in counts

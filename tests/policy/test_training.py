@@ -47,7 +47,7 @@ def test_preference_policy_beats_reference_on_train_pairs(tiny_policy, tiny_pair
     run = train_preference(tiny_policy, tiny_pairs, table, spec, spec.parse({"beta": 0.5}), DATA, quick(12, 3e-3), tmp_path)
     assert run.metrics["soft_targets"] == (namespace == "policy_mmpo")
     ref_train, pol_train = run.metrics["reference"]["train"], run.metrics["policy"]["train"]
-    assert ref_train["implicit_accuracy"] == 0.0  # h == 0 for the reference itself: ties count wrong
+    assert ref_train["implicit_accuracy"] == 0.5  # h == 0 for the reference itself: every pair a tie, counted 1/2
     assert ref_train["reference_logprob_accuracy"] < 0.5
     assert pol_train["implicit_accuracy"] > 0.9
     assert pol_train["mean_implicit_reward_margin"] > 0

@@ -79,14 +79,13 @@ def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:
 
 def check_reward(params: Mapping[str, Any]) -> None:
     """Every registered reward objective's block merged over ``reward.defaults``, as the nodes merge them."""
-    from prefalign.core.reward.training import deep_merge
     from prefalign.core.training.launch import check_num_processes
 
     reward = _block(params, "reward")
     defaults = reward.get("defaults") or {}
     for spec in _registered_blocks("reward", reward):
         with _under(f"reward.{spec.name} (merged over reward.defaults)"):
-            parsed = spec.parse(deep_merge(dict(defaults), dict(reward.get(spec.name) or {})))
+            parsed = spec.parse(dict(reward.get(spec.name) or {}), defaults=dict(defaults))
             check_num_processes(parsed.num_processes, parsed.batch_size, "reward.defaults.num_processes")
 
 
@@ -94,7 +93,7 @@ def check_policy(params: Mapping[str, Any]) -> None:
     """``policy.defaults`` (tokenizer, model, data, processes) and every registered objective's blocks."""
     from prefalign.core.models.backbone import ModelConfig
     from prefalign.core.models.tokenizer import TokenizerConfig
-    from prefalign.core.policy.training import PolicyDataConfig
+    from prefalign.core.policy.training import PolicyDataConfig, scoring_batch_size_of, work_dir_of
     from prefalign.core.training.launch import check_num_processes
     from prefalign.core.training.loop import TrainConfig
 
@@ -108,35 +107,21 @@ def check_policy(params: Mapping[str, Any]) -> None:
     for spec in _registered_blocks("policy", policy):
         objective = policy.get(spec.name) or {}
         with _under(f"policy.{spec.name}"):
-            if "work_dir" not in objective:
-                raise ParameterError("work_dir is missing (the folder an interrupted run resumes from)")
+            work_dir_of(objective, spec.params_key)
+            if spec.trainer == "on_policy":
+                scoring_batch_size_of(objective, spec.params_key)
             TrainConfig.from_dict(objective.get("training"))
             if spec.config_key:
                 spec.parse(objective.get(spec.config_key))
 
 
 def check_evaluation(params: Mapping[str, Any]) -> None:
-    """Splits, calibration bins, caps and the sampling of the win-rate generations."""
-    from prefalign.core.schema import ALL_SPLITS
-    from prefalign.core.policy.generation import SamplingConfig
+    """The whole ``evaluation`` block, by the parser every evaluation node uses (core/evaluation/config.py):
+    splits, caps, seeds, calibration bins, bootstrap, RewardBench mapping, generation sampling, report paths."""
+    from prefalign.core.evaluation.config import EvaluationConfig
 
-    evaluation = _block(params, "evaluation")
     with _under("evaluation"):
-        for key in ("splits", "heldout_splits"):
-            splits = evaluation.get(key)
-            if not isinstance(splits, list) or (key == "splits" and not splits) or any(s not in ALL_SPLITS for s in splits):
-                raise ParameterError(f"evaluation.{key}={splits!r} must be a list of {', '.join(ALL_SPLITS)}"
-                                     + (" (non-empty)" if key == "splits" else ""))
-        bins = evaluation.get("n_bins")
-        if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
-            raise ParameterError(f"evaluation.n_bins={bins!r} must be an integer >= 1")
-        for key in ("max_pairs_per_source",):
-            cap = evaluation.get(key)
-            if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-                raise ParameterError(f"evaluation.{key}={cap!r} must be an integer >= 1 or null")
-        generation = evaluation.get("generation") or {}
-        if generation:
-            SamplingConfig.from_dict(generation.get("sampling"))
+        EvaluationConfig.from_params(_block(params, "evaluation"))
 
 
 PIPELINE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {

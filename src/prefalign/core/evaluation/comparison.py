@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from prefalign.core.evaluation import metrics as m
 from prefalign.core.evaluation import statistics as st
 
 LN2 = st.LN2
@@ -33,7 +34,8 @@ _STATISTICS = {"accuracy": "accuracy", "ece_p_chosen": "ece", "brier_p_chosen": 
 def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.BootstrapConfig) -> dict[str, dict[str, Any]]:
     """Pick-the-longer and pick-the-shorter (lengths in characters) on each set: accuracy with its interval.
 
-    A length judge is a ranking, not a probability, so it gets no calibration numbers.
+    A length judge is a ranking, not a probability, so it gets no calibration numbers. Its accuracy
+    is over the non-tie pairs, like every model's (label ties, p_chosen = 1/2, have no right side).
     """
     baselines: dict[str, dict[str, Any]] = {}
     for name, prefer in BASELINES.items():
@@ -45,8 +47,12 @@ def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstrap
             lengths = table.select(pl.col("chosen").str.len_chars(), pl.col("rejected").str.len_chars())
             logits = st.length_baseline_logits(lengths["chosen"].to_numpy(), lengths["rejected"].to_numpy(), prefer)
             weights = st.prompt_resample_weights(table["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
-            accuracy = st.bootstrap_estimate(st.weighted_mean((logits > 0).astype(float)), weights, bootstrap.level)
-            metrics[set_name] = {"pairs": table.height, "accuracy": accuracy["value"],
+            ties = m.label_ties(table["p_chosen"])
+            accuracy = st.bootstrap_estimate(st.weighted_mean((logits > 0).astype(float), ~ties), weights,
+                                             bootstrap.level)
+            metrics[set_name] = {"pairs": table.height, "label_ties": int(ties.sum()),
+                                 "accuracy_pairs": int((~ties).sum()),
+                                 "accuracy": accuracy["value"] if accuracy else None,
                                  "intervals": {"accuracy": accuracy}}
             metrics["_scores"][set_name] = {"pair_id": table["pair_id"].to_list(),
                                             "prompt_id": table["prompt_id"].to_list(), "logit": logits.tolist()}
@@ -57,11 +63,14 @@ def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstrap
 def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, pl.DataFrame],
                  groups: Sequence[Sequence[str]], bootstrap: st.BootstrapConfig, n_bins: int) -> list[dict[str, Any]]:
     """Every two models of a group, on the pairs both scored: paired bootstrap of each metric's
-    difference (a - b) and McNemar's test for accuracy. Baselines get accuracy only.
+    difference (a - b) and McNemar's test for accuracy. Baselines get accuracy only. Accuracy and
+    McNemar are over the non-tie pairs (label ties, p_chosen = 1/2, set aside and counted in
+    `ties_set_aside`); ECE, Brier and NLL over all the pairs both scored.
 
     Returns:
-        rows {set, a, b, metric, pairs, difference, low, high, p_value, significant, mcnemar_p,
-        mcnemar_method}; significant = the 95% paired-bootstrap interval excludes 0.
+        rows {set, a, b, metric, pairs, ties_set_aside, difference, low, high, level, p_value,
+        significant, mcnemar_p, mcnemar_method}; significant = the paired-bootstrap interval at
+        `bootstrap.level` excludes 0.
     """
     rows: list[dict[str, Any]] = []
     for set_name, table in tables.items():
@@ -81,17 +90,23 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
                     continue
                 weights = st.prompt_resample_weights(joined["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
                 la, lb, t = joined["logit"].to_numpy(), joined["logit_b"].to_numpy(), joined["p_chosen"].to_numpy()
-                stats_a, stats_b = st.pair_metric_statistics(la, t, n_bins), st.pair_metric_statistics(lb, t, n_bins)
+                ties = m.label_ties(t)
+                stats_a = st.pair_metric_statistics(la, t, n_bins, ties)
+                stats_b = st.pair_metric_statistics(lb, t, n_bins, ties)
                 with_baseline = "baseline" in (models[a].get("kind"), models[b].get("kind"))
                 for metric in (["accuracy"] if with_baseline else list(PAIR_METRICS)):
+                    if metric == "accuracy" and ties.all():
+                        continue  # every pair is a label tie: no accuracy to compare
                     diff = st.paired_difference(stats_a[_STATISTICS[metric]], stats_b[_STATISTICS[metric]],
                                                 weights, bootstrap.level)
-                    row = {"set": set_name, "a": a, "b": b, "metric": metric, "pairs": joined.height, **diff,
+                    row = {"set": set_name, "a": a, "b": b, "metric": metric,
+                           "pairs": int((~ties).sum()) if metric == "accuracy" else joined.height,
+                           "ties_set_aside": int(ties.sum()) if metric == "accuracy" else 0, **diff,
                            "resamples": int(weights.shape[0]),
                            "significant": bool(diff["low"] > 0 or diff["high"] < 0),
                            "mcnemar_p": None, "mcnemar_method": None}
                     if metric == "accuracy":
-                        test = st.mcnemar_test(la > 0, lb > 0, bootstrap.exact_mcnemar_below)
+                        test = st.mcnemar_test(la[~ties] > 0, lb[~ties] > 0, bootstrap.exact_mcnemar_below)
                         row.update(mcnemar_p=test["p_value"], mcnemar_method=test["method"])
                     rows.append(row)
     return rows
@@ -130,7 +145,7 @@ def comparison_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
             if not evaluated:
                 continue
             row: dict[str, Any] = {"set": set_name, "model": name, "kind": metrics.get("kind"),
-                                   "pairs": evaluated.get("pairs")}
+                                   "pairs": evaluated.get("pairs"), "label_ties": evaluated.get("label_ties")}
             for metric in PAIR_METRICS:
                 estimate = _dig(evaluated, ["intervals", metric]) or {}
                 row[metric] = estimate.get("value")
@@ -146,10 +161,10 @@ def comparison_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
             for section in sections:
                 row[f"rb_{section}"] = _dig(metrics, ["rewardbench", "sections", section])
             rows.append(row)
-    float_columns = [c for c in (rows[0] if rows else {}) if c not in ("set", "model", "kind", "pairs",
-                                                                        "identical_after_truncation")]
-    schema = {"set": pl.String, "model": pl.String, "kind": pl.String, "pairs": pl.Int64,
-              "identical_after_truncation": pl.Int64, **{c: pl.Float64 for c in float_columns}}
+    counts = ("pairs", "label_ties", "identical_after_truncation")
+    float_columns = [c for c in (rows[0] if rows else {}) if c not in ("set", "model", "kind", *counts)]
+    schema = {"set": pl.String, "model": pl.String, "kind": pl.String, **{c: pl.Int64 for c in counts},
+              **{c: pl.Float64 for c in float_columns}}
     table = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema={"set": pl.String, "model": pl.String})
     return table.select([c for c in table.columns if table[c].null_count() < table.height or c in ("set", "model")])
 

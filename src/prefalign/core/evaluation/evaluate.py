@@ -25,10 +25,25 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
                          bootstrap: st.BootstrapConfig | None = None) -> dict[str, Any]:
     """One model on one table of pairs: accuracy, calibration, intervals, length bias.
 
-    `scored` is pairs with `logit`; an optional boolean column `identical_after_truncation` marks
-    pairs whose two sides are the same tokens once truncated: the model cannot tell them apart, so
-    they are counted and reported apart, not scored (as wrong or otherwise). Intervals are 95%
-    prompt-clustered bootstrap intervals (statistics.py; docs/methods.md s9) under `intervals`.
+    Args:
+        scored: pairs with `logit`, `p_chosen`, `true_p` (nullable), `prompt_id`, `source`, `split`,
+            `chosen`, `rejected`. An optional boolean column `identical_after_truncation` marks pairs
+            whose two sides are the same tokens once truncated: the model cannot tell them apart, so
+            they are counted and reported apart, not scored (as wrong or otherwise).
+        n_bins: equal-width calibration bins (10-15).
+        bootstrap: resamples, seed and level of the prompt-clustered intervals (statistics.py;
+            docs/methods.md s9).
+
+    Returns:
+        pairs (scored), label_ties (pairs whose label is a tie, p_chosen = 1/2: set aside from
+        accuracy, its interval, the length-bias accuracies and the paired tests; kept in ECE /
+        Brier / NLL), accuracy_pairs (the non-tie pairs accuracy is over), accuracy (None when every
+        pair is a tie), accuracy_by_source_split, intervals ({value, low, high, level} per metric:
+        accuracy, ece / brier / nll against p_chosen and, where known, true_p), reliability bins,
+        length_bias, by_source (per source: pairs, label_ties, target, accuracy, intervals).
+
+    Raises:
+        ValueError: no pair to score.
     """
     if scored.is_empty():
         raise ValueError("no scored pairs to evaluate: is the evaluated split empty? check evaluation.splits")
@@ -40,46 +55,48 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
         if scored.is_empty():
             raise ValueError(f"all {identical} pairs are token-identical after truncation: raise the model's "
                              "max_length / max_prompt_length")
+    logits, p_chosen = scored["logit"].to_numpy(), scored["p_chosen"].to_numpy()
+    ties = m.label_ties(p_chosen)
+    weights = st.prompt_resample_weights(scored["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
+    intervals = st.pair_metric_intervals(logits, p_chosen, weights, n_bins, bootstrap.level, ties)
     result: dict[str, Any] = {
         "pairs": scored.height,
+        "label_ties": int(ties.sum()),
+        "accuracy_pairs": int((~ties).sum()),
         "identical_after_truncation": identical,
-        "accuracy": m.pair_accuracy(scored["logit"]),
+        "accuracy": intervals["accuracy"]["value"] if intervals["accuracy"] else None,
         "accuracy_by_source_split": _rows(m.accuracy_by(scored, ["source", "split"])),
-        "calibration_p_chosen": m.calibration_report(scored["logit"], scored["p_chosen"], n_bins),
-        "reliability_p_chosen": _rows(m.reliability_bins(m.sigmoid(scored["logit"].to_numpy()),
-                                                         scored["p_chosen"], n_bins)),
-        "calibration_by_source": {},
+        "reliability_p_chosen": _rows(m.reliability_bins(logits, p_chosen, n_bins)),
+        "intervals": {"accuracy": intervals["accuracy"],
+                      **{f"{name}_p_chosen": intervals[name] for name in ("ece", "brier", "nll")}},
+        "by_source": {},
     }
-    weights = st.prompt_resample_weights(scored["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
-    logits, p_chosen = scored["logit"].to_numpy(), scored["p_chosen"].to_numpy()
-    intervals = st.pair_metric_intervals(logits, p_chosen, weights, n_bins, bootstrap.level)
-    result["intervals"] = {"accuracy": intervals["accuracy"],
-                           **{f"{name}_p_chosen": intervals[name] for name in ("ece", "brier", "nll")}}
     lengths = scored.select(pl.col("chosen").str.len_chars(), pl.col("rejected").str.len_chars())
-    result["length_bias"] = st.length_bias(logits, lengths["chosen"].to_numpy(), lengths["rejected"].to_numpy())
+    result["length_bias"] = st.length_bias(logits, lengths["chosen"].to_numpy(), lengths["rejected"].to_numpy(), ties)
     with_truth = scored.filter(pl.col("true_p").is_not_null())
     if with_truth.height:
-        result["calibration_true_p"] = m.calibration_report(with_truth["logit"], with_truth["true_p"], n_bins)
-        result["reliability_true_p"] = _rows(m.reliability_bins(m.sigmoid(with_truth["logit"].to_numpy()),
-                                                                with_truth["true_p"], n_bins))
+        truth_logits, true_p = with_truth["logit"].to_numpy(), with_truth["true_p"].to_numpy()
+        result["reliability_true_p"] = _rows(m.reliability_bins(truth_logits, true_p, n_bins))
         truth_weights = st.prompt_resample_weights(with_truth["prompt_id"].to_list(), bootstrap.resamples,
                                                    bootstrap.seed)
-        truth = st.pair_metric_intervals(with_truth["logit"].to_numpy(), with_truth["true_p"].to_numpy(),
-                                         truth_weights, n_bins, bootstrap.level)
+        truth = st.pair_metric_intervals(truth_logits, true_p, truth_weights, n_bins, bootstrap.level)
         result["intervals"].update({f"{name}_true_p": truth[name] for name in ("ece", "brier", "nll")})
     for (source,), group in scored.group_by(["source"], maintain_order=True):
         target = "true_p" if group["true_p"].null_count() == 0 else "p_chosen"
-        report = m.calibration_report(group["logit"], group[target], n_bins)
+        group_ties = m.label_ties(group["p_chosen"])
         group_weights = st.prompt_resample_weights(group["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
-        result["calibration_by_source"][source] = {
-            **report, "target": target, "accuracy": m.pair_accuracy(group["logit"]),
-            "intervals": st.pair_metric_intervals(group["logit"].to_numpy(), group[target].to_numpy(), group_weights,
-                                                  n_bins, bootstrap.level)}
+        group_intervals = st.pair_metric_intervals(group["logit"].to_numpy(), group[target].to_numpy(), group_weights,
+                                                   n_bins, bootstrap.level, group_ties)
+        result["by_source"][source] = {
+            "pairs": group.height, "label_ties": int(group_ties.sum()), "target": target,
+            "accuracy": group_intervals["accuracy"]["value"] if group_intervals["accuracy"] else None,
+            "intervals": group_intervals}
     return result
 
 
 def pair_score_record(scored: pl.DataFrame) -> dict[str, list]:
-    """The per-pair numbers paired tests need (pair_id, prompt_id, logit), scored pairs only."""
+    """The per-pair numbers paired tests need (pair_id, prompt_id, logit), scored pairs only (the
+    tests read each pair's label, and so its ties, from the evaluated table by pair_id)."""
     if "identical_after_truncation" in scored.columns:
         scored = scored.filter(~pl.col("identical_after_truncation"))
     return {c: scored[c].to_list() for c in ("pair_id", "prompt_id", "logit")}

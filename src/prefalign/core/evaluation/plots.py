@@ -35,7 +35,7 @@ def reliability_diagram(models: Mapping[str, Mapping[str, Any]], target: str = "
                 linewidth=1)
         ax.scatter([b["mean_predicted"] for b in filled], [b["mean_target"] for b in filled],
                    s=[10 + 200 * b["count"] / total for b in filled], color="tab:blue", zorder=3)
-        ece = metrics[f"calibration_{target}"]["ece"]
+        ece = metrics["intervals"][f"ece_{target}"]["value"]
         ax.set_title(f"{name}\nECE {ece:.3f}", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

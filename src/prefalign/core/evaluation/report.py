@@ -15,24 +15,39 @@ import polars as pl
 from prefalign.core.evaluation.comparison import (BASELINES, SETS, _dig, format_estimate, format_p,
                                                   significant_differences)
 
-EXPLANATIONS = [
-    "accuracy ↑: share of pairs where the model strictly prefers the chosen response (a tie is wrong); "
-    "[low, high] is a 95% bootstrap interval over prompts (all pairs of a resampled prompt move together).",
-    "ECE ↓, Brier ↓, NLL ↓ (nats): calibration of the predicted P(chosen > rejected) against the source's "
-    "soft target p_chosen (ECE over 10 equal-width bins); the p = 0.5 row is the uninformative predictor "
-    "(NLL = ln 2 = 0.693 nats).",
-    "prefers longer: share of pairs of unequal length (in characters) where the model picks the longer "
-    "response (0.5 = no length preference); acc. chosen longer ↑ / shorter ↑: accuracy on the pairs where "
-    "the chosen response is the longer / the shorter one. pick-the-longer / pick-the-shorter: length-only baselines.",
-    "RewardBench ↑: mean of section scores (v1: each the prompt-weighted accuracy of its subsets, math-prm "
-    "counted as 984 prompts; v2: best-of-N accuracy per subset and the Ties score, plain mean); cyclic ↑: share "
-    "of the three pairs of A > B > C > A triples predicted right (a scalar model's ceiling is 2/3).",
-    "win rate ↑ [95% Wilson]: policy vs the SFT reference under the held-out judge; LC win rate ↑: the same "
-    "at equal length (logistic regression on the normalised length difference); mean length in characters; "
-    "KL ↓ (nats): KL(policy || reference) on the policy's own samples (lower = closer to the reference).",
-    "significant: the 95% paired-bootstrap interval of the difference (same resampled prompts for both "
-    "models) excludes 0; McNemar's test on the discordant pairs is given beside it for accuracy.",
-]
+def explanations(level: str = "95%") -> list[str]:
+    """The report's definitions, with the intervals' coverage as they were computed (e.g. "95%")."""
+    return [
+        f"accuracy ↑: share of the pairs with a preference (label ties, p_chosen = 1/2, set aside and counted "
+        f"under 'ties') where the model strictly prefers the chosen response (a predicted 0 is wrong); "
+        f"[low, high] is a {level} bootstrap interval over prompts (all pairs of a resampled prompt move together).",
+        "ECE ↓, Brier ↓, NLL ↓ (nats): calibration of the predicted P(chosen > rejected) against the source's "
+        "soft target p_chosen, on every pair (ties included). ECE is symmetric: each pair counted in both "
+        "orientations, (p, t) and (1 - p, 1 - t), over 10 equal-width bins, so it does not depend on which side is "
+        "listed first; NLL is computed from the logit (no clipping). The p = 0.5 row is the uninformative "
+        "predictor (NLL = ln 2 = 0.693 nats, symmetric ECE 0).",
+        "prefers longer: share of pairs of unequal length (in characters) where the model picks the longer "
+        "response (0.5 = no length preference); acc. chosen longer ↑ / shorter ↑: accuracy on the non-tie pairs "
+        "where the chosen response is the longer / the shorter one. pick-the-longer / pick-the-shorter: "
+        "length-only baselines.",
+        f"RewardBench ↑: mean of section scores (v1: each the prompt-weighted accuracy of its subsets, math-prm "
+        f"counted as 984 prompts; v2: best-of-N accuracy per subset and the Ties score, plain mean), with {level} "
+        "bootstrap intervals over prompts; ECE ↓ there is the symmetric ECE against target 1; cyclic ↑: share "
+        "of the three pairs of A > B > C > A triples predicted right (a scalar model's ceiling is 2/3).",
+        "win rate ↑ [95% Wilson]: policy vs the SFT reference under the held-out judge; LC win rate ↑: the same "
+        "at equal length (logistic regression on the normalised length difference); mean length in characters; "
+        "KL ↓ (nats): KL(policy || reference) on the policy's own samples (lower = closer to the reference).",
+        f"significant: the {level} paired-bootstrap interval of the difference (same resampled prompts for both "
+        "models) excludes 0; McNemar's test on the discordant non-tie pairs is given beside it for accuracy.",
+    ]
+
+
+EXPLANATIONS = explanations()
+
+
+def _level(metrics: Mapping[str, Any]) -> str:
+    """The coverage the run's intervals were computed at, as a label ("95%")."""
+    return f"{float(metrics.get('interval_level', 0.95)):.0%}"
 
 
 def _format(value: Any) -> str:
@@ -72,7 +87,7 @@ def _kind_of(name: str, metrics: Mapping[str, Any]) -> str:
 
 
 def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: Sequence[str],
-                uninformative: Mapping[str, Any] | None) -> pl.DataFrame:
+                uninformative: Mapping[str, Any] | None, level: str = "95%") -> pl.DataFrame:
     rows = []
     labels = {"baseline_longer": "pick-the-longer", "baseline_shorter": "pick-the-shorter"}
     for name in names:
@@ -83,7 +98,8 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
         bias = evaluated.get("length_bias") or {}
         rows.append({
             "model": labels.get(name, name), "pairs": str(evaluated.get("pairs", "")),
-            "accuracy ↑ [95% CI]": _ci(intervals.get("accuracy")),
+            "ties": str(evaluated.get("label_ties", "")),
+            f"accuracy ↑ [{level} CI]": _ci(intervals.get("accuracy")),
             "ECE ↓": _ci(intervals.get("ece_p_chosen")),
             "Brier ↓": _ci(intervals.get("brier_p_chosen")),
             "NLL ↓ (nats)": _ci(intervals.get("nll_p_chosen")),
@@ -92,23 +108,31 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
             "acc. chosen shorter ↑": _format(bias.get("accuracy_chosen_shorter")),
         })
     if uninformative and rows:
-        rows.append({"model": "p = 0.5 (uninformative)", "pairs": str(uninformative.get("pairs", "")),
-                     "accuracy ↑ [95% CI]": "",
+        rows.append({"model": "p = 0.5 (uninformative)", "pairs": str(uninformative.get("pairs", "")), "ties": "",
+                     f"accuracy ↑ [{level} CI]": "",
                      "ECE ↓": _ci(uninformative.get("ece")), "Brier ↓": _ci(uninformative.get("brier")),
                      "NLL ↓ (nats)": _ci(uninformative.get("nll")), "prefers longer": "",
                      "acc. chosen longer ↑": "", "acc. chosen shorter ↑": ""})
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
+def _source_cell(entry: Mapping[str, Any]) -> str:
+    """One source's accuracy [interval] (n=pairs, ties); a source whose pairs are all ties has no accuracy."""
+    pairs, ties = entry.get("pairs"), entry.get("label_ties") or 0
+    estimate = _dig(entry, ["intervals", "accuracy"])
+    if not estimate:
+        return f"no accuracy: all {pairs} pairs are ties"
+    return _ci(estimate) + f" (n={pairs}" + (f", {ties} ties set aside)" if ties else ")")
+
+
 def _by_source_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: Sequence[str]) -> pl.DataFrame:
-    """Accuracy [95% CI] of each model on each source of a set (the held-out sources apart)."""
-    sources = sorted({s for n in names for s in (_dig(models, [n, set_name, "calibration_by_source"]) or {})})
+    """Accuracy [interval] of each model on each source of a set (the held-out sources apart)."""
+    sources = sorted({s for n in names for s in (_dig(models, [n, set_name, "by_source"]) or {})})
     rows = []
     for name in names:
-        by_source = _dig(models, [name, set_name, "calibration_by_source"]) or {}
+        by_source = _dig(models, [name, set_name, "by_source"]) or {}
         if by_source:
-            rows.append({"model": name, **{f"{s} ↑": _ci(_dig(by_source, [s, "intervals", "accuracy"]))
-                                           + f" (n={_dig(by_source, [s, 'pairs'])})" if s in by_source else ""
+            rows.append({"model": name, **{f"{s} ↑": _source_cell(by_source[s]) if s in by_source else ""
                                            for s in sources}})
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
@@ -120,8 +144,12 @@ def _benchmark_table(models: Mapping[str, Mapping[str, Any]], names: Sequence[st
         metrics = models[name]
         if not (metrics.get("rewardbench") or metrics.get("cyclic")):
             continue
-        row = {"model": name, "RewardBench ↑": _format(_dig(metrics, ["rewardbench", "overall"]))}
-        row.update({f"{s} ↑": _format(_dig(metrics, ["rewardbench", "sections", s])) for s in sections})
+        def scored(name: str, value: Any) -> str:
+            return _ci(_dig(metrics, ["rewardbench", "intervals", name])) or _format(value)
+
+        row = {"model": name, "RewardBench ↑": scored("overall", _dig(metrics, ["rewardbench", "overall"]))}
+        row.update({f"{s} ↑": scored(s, _dig(metrics, ["rewardbench", "sections", s])) for s in sections})
+        row["ECE ↓ (target 1)"] = _ci(_dig(metrics, ["rewardbench", "calibration", "ece"]))
         row["cyclic ↑"] = _format(_dig(metrics, ["cyclic", "consistency"]))
         rows.append(row)
     return pl.DataFrame(rows) if rows else pl.DataFrame()
@@ -157,10 +185,11 @@ def _truncation_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
-def _tests_table(tests: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+def _tests_table(tests: Sequence[Mapping[str, Any]], level: str = "95%") -> pl.DataFrame:
     shown = [t for t in tests if t["metric"] == "accuracy" and "baseline_shorter" not in (t["a"], t["b"])]
     rows = [{"set": SETS.get(t["set"], t["set"]), "a − b": f"{t['a']} − {t['b']}",
-             "accuracy difference [95% CI]": f"{t['difference']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
+             "pairs (ties set aside)": f"{t['pairs']} ({t.get('ties_set_aside', 0)})",
+             f"accuracy difference [{level} CI]": f"{t['difference']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
              "bootstrap p": format_p(t["p_value"], t.get("resamples")).removeprefix("p=").removeprefix("p"),
              "McNemar p": "" if t.get("mcnemar_p") is None else f"{t['mcnemar_p']:.3f} ({t['mcnemar_method']})",
              "significant": "yes" if t["significant"] else "no"} for t in shown]
@@ -193,8 +222,9 @@ def _verdict_blocks(metrics: Mapping[str, Any], kinds: Mapping[str, Sequence[str
             best, value = max(scored, key=lambda item: item[1])
             capped = _dig(models, [best, "rewardbench", "capped_rows_per_subset"])
             singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
+            estimate = _dig(models, [best, "rewardbench", "intervals", "overall"])
             extra.append(f"best {singular} on the RewardBench-format file ↑: {best} "
-                         f"{value:.3f} (no interval; "
+                         f"{_ci(estimate) or f'{value:.3f}'} ({_level(metrics)} interval over prompts; "
                          + (f"CAPPED at {capped} rows per subset, not comparable with published numbers)" if capped
                             else "all rows, published weighting)"))
         cyc = [(n, _dig(models, [n, "cyclic", "consistency"])) for n in names]
@@ -217,6 +247,7 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
         if kind in ("reward models", "policies"):
             kinds.setdefault(kind, []).append(name)
     blocks: list[tuple[str, Any]] = [("h1", "prefalign run report")]
+    level = _level(metrics)
     run = metrics.get("run", {})
     if run:
         blocks.append(("p", " · ".join(f"{k}: {v}" for k, v in run.items())))
@@ -237,15 +268,21 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
         if not any(_dig(models, [n, set_name]) for n in models):
             continue
         blocks.append(("h2", f"Comparison on the {label}"))
+        everything = _dig(models, ["baseline_longer", set_name]) or {}
+        if everything.get("label_ties"):
+            blocks.append(("p", f"{everything['label_ties']} of the {everything['pairs']} pairs are label ties "
+                                "(p_chosen = 1/2: neither side is better): set aside from accuracy, its interval, "
+                                "the length-bias accuracies and the paired tests; kept in ECE, Brier and NLL. "
+                                "Accuracy is over the other pairs (the 'ties' column counts each model's)."))
         for kind, names in kinds.items():
-            table = _pair_table(models, set_name, [*names, *BASELINES], uninformative.get(set_name))
+            table = _pair_table(models, set_name, [*names, *BASELINES], uninformative.get(set_name), level)
             if table.height:
                 blocks += [("h3", kind.capitalize()), ("table", table)]
         if set_name == "heldout":
             per_source = _by_source_table(models, set_name, [n for names in kinds.values() for n in names])
             if per_source.height:
                 blocks += [("h3", "Accuracy by held-out source"), ("table", per_source)]
-        truth = _pair_table(models, set_name, ["ground_truth"], None)
+        truth = _pair_table(models, set_name, ["ground_truth"], None, level)
         if truth.height:
             blocks += [("h3", "Ground truth (synthetic pairs only)"), ("table", truth)]
     benchmarks = [(kind, _benchmark_table(models, names)) for kind, names in kinds.items()]
@@ -280,7 +317,7 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
                          "max_length / max_prompt_length. Pairs whose two sides are the same tokens after the cut "
                          "are reported here and left out of the scores (a model cannot tell them apart)."),
                    ("table", truncation)]
-    tests = _tests_table(metrics.get("paired_tests") or [])
+    tests = _tests_table(metrics.get("paired_tests") or [], level)
     if tests.height:
         blocks += [("h2", "Paired tests"),
                    ("p", "Accuracy, every two models of a kind and each model against pick-the-longer, on the pairs "
@@ -293,7 +330,7 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
                              + (":" if words else ": none."))]
             if words:
                 blocks.append(("list", words))
-    blocks += [("h2", "Definitions"), ("list", EXPLANATIONS)]
+    blocks += [("h2", "Definitions"), ("list", explanations(level))]
     return blocks
 
 

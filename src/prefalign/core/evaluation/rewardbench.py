@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
-from prefalign.core.evaluation.metrics import rewardbench2_scores, rewardbench_scores
+from prefalign.core.evaluation import statistics as st
+from prefalign.core.evaluation.metrics import (pair_correct, rewardbench2_scores, rewardbench2_statistics,
+                                               rewardbench_scores, rewardbench_section_statistics)
 
 V1_COLUMNS = ("prompt", "chosen", "rejected", "subset")
 V2_PAIR_COLUMNS = ("prompt", "chosen", "rejected", "subset", "id", "num_correct", "response_index")
@@ -69,18 +72,62 @@ def prepare_rows(table: pl.DataFrame, max_rows_per_subset: int | None = None, se
 
 
 def v2_score_table(scored: pl.DataFrame) -> pl.DataFrame:
-    """Scored v2 pair rows -> one row per prompt: id, subset, num_correct, scores (answer 0 scores 0)."""
+    """Scored v2 pair rows -> one row per prompt: id, subset, num_correct, prompt, scores (answer 0 scores 0)."""
     return (scored.group_by("id", "subset", "num_correct", maintain_order=True)
-            .agg(pl.col("logit").sort_by("response_index").alias("_rest"))
+            .agg(pl.col("prompt").first(), pl.col("logit").sort_by("response_index").alias("_rest"))
             .with_columns(pl.concat_list(pl.lit(0.0), "_rest").alias("scores")).drop("_rest"))
 
 
-def score(scored: pl.DataFrame, sections: Mapping[str, Sequence[str]], subset_weights: Mapping[str, float] | None,
-          capped_rows_per_subset: int | None = None) -> dict[str, Any]:
-    """Published scores of a scored v1 or v2 table (rows with `logit`), with the cap, if any, recorded."""
+def score_rows(scored: pl.DataFrame) -> pl.DataFrame:
+    """The per-row scores of a scored v1 or v2 table, as kept in the catalog (evaluation_rewardbench_scores).
+
+    Returns:
+        v1: row (position in the prepared file), subset, prompt, logit, correct (logit > 0: the chosen
+        answer, always listed first, wins). v2: row, id, subset, num_correct, response_index, prompt,
+        logit (answer i's score relative to answer 0 of the same prompt).
+    """
+    numbered = scored.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"))
     if "response_index" in scored.columns:
-        result = rewardbench2_scores(v2_score_table(scored))
+        return numbered.select("row", "id", "subset", "num_correct", "response_index", "prompt", "logit")
+    return numbered.select("row", "subset", "prompt", "logit", (pl.col("logit") > 0).alias("correct"))
+
+
+def score(scored: pl.DataFrame, sections: Mapping[str, Sequence[str]], subset_weights: Mapping[str, float] | None,
+          capped_rows_per_subset: int | None = None, bootstrap: st.BootstrapConfig | None = None,
+          n_bins: int = 10) -> dict[str, Any]:
+    """Published scores of a scored v1 or v2 table (rows with `logit`), their intervals, the cap if any.
+
+    Args:
+        scored: prepare_rows' rows plus `logit` (v1: of P(chosen > rejected); v2: of answer i over answer 0).
+        sections, subset_weights: the v1 section mapping and fixed subset weights (unused for v2).
+        capped_rows_per_subset: the cap the rows were drawn with (recorded; None = every row).
+        bootstrap: the prompt bootstrap of every other accuracy (statistics.py); None = the defaults.
+        n_bins: calibration bins (10-15).
+
+    Returns:
+        rewardbench_scores / rewardbench2_scores' result plus `intervals` ({section or subset:
+        {value, low, high, level}} and "overall": percentile intervals over prompts, the rows of a
+        prompt moving together) and, for v1, `calibration` (symmetric ECE, Brier, NLL against
+        target 1, each with its interval: on a file that lists the correct answer first, the
+        symmetric ECE is not 1 - mean p).
+    """
+    bootstrap = bootstrap or st.BootstrapConfig()
+    if "response_index" in scored.columns:
+        table = v2_score_table(scored)
+        result = rewardbench2_scores(table)
+        statistics = rewardbench2_statistics(table)
     else:
+        table = scored
         result = rewardbench_scores(scored, sections, subset_weights)
+        statistics = rewardbench_section_statistics(scored["subset"].to_list(), pair_correct(scored["logit"]),
+                                                    sections, subset_weights)
+    weights = st.prompt_resample_weights(table["prompt"].to_list(), bootstrap.resamples, bootstrap.seed)
+    result["intervals"] = {name: st.bootstrap_estimate(statistic, weights, bootstrap.level)
+                           for name, statistic in statistics.items()}
+    if result["format"] == "v1":
+        logits = scored["logit"].to_numpy()
+        calibration = st.pair_metric_intervals(logits, np.ones(logits.size), weights, n_bins, bootstrap.level)
+        result["calibration"] = {"target": "1 (the chosen answer, listed first, is correct)", "rows": int(logits.size),
+                                 **{name: calibration[name] for name in ("ece", "brier", "nll")}}
     result["capped_rows_per_subset"] = int(capped_rows_per_subset) if capped_rows_per_subset else None
     return result

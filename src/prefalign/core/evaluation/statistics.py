@@ -18,17 +18,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
 
-from prefalign.core.evaluation.metrics import sigmoid
+from prefalign.core.evaluation.metrics import (WeightedStatistic, calibration_bin_gaps, per_pair_nll,
+                                               per_pair_squared_error)
+from prefalign.core.models.params import dataclass_from_params
 
 LN2 = math.log(2.0)
-_EPS = 1e-12
-
-WeightedStatistic = Callable[[np.ndarray], np.ndarray]  # weights (B, n) -> values (B,)
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,28 @@ class BootstrapConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> "BootstrapConfig":
-        params = dict(params or {})
-        unknown = set(params) - {"resamples", "seed", "level", "exact_mcnemar_below"}
-        if unknown:
-            raise ValueError(f"evaluation.bootstrap has unknown key(s) {sorted(unknown)}; allowed: resamples, "
-                             "seed, level, exact_mcnemar_below")
-        config = cls(**params)
-        if int(config.resamples) < 10:
+        """The ``evaluation.bootstrap`` block, checked (the one rule: the pre-run check calls this too).
+
+        Raises:
+            ParameterError: an unknown key, a wrong type, resamples < 10, level outside (0.5, 1),
+                a negative seed or exact_mcnemar_below < 1.
+        """
+        config = dataclass_from_params(cls, params, "evaluation.bootstrap")
+        if config.resamples < 10:
             raise ValueError(f"evaluation.bootstrap.resamples={config.resamples}: use at least 10 (1000 is usual)")
         if not 0.5 < float(config.level) < 1.0:
             raise ValueError(f"evaluation.bootstrap.level={config.level}: give a coverage in (0.5, 1), e.g. 0.95")
+        if config.seed < 0:
+            raise ValueError(f"evaluation.bootstrap.seed={config.seed}: a numpy seed is an integer >= 0")
+        if config.exact_mcnemar_below < 1:
+            raise ValueError(f"evaluation.bootstrap.exact_mcnemar_below={config.exact_mcnemar_below}: give a count "
+                             ">= 1 of discordant pairs (25 is usual)")
         return config
+
+    @property
+    def label(self) -> str:
+        """How the intervals are labelled everywhere (report, JSON, verdict): e.g. "95%"."""
+        return f"{self.level:.0%}"
 
 
 def prompt_resample_weights(prompt_ids: Sequence[Any], resamples: int, seed: int) -> np.ndarray:
@@ -111,27 +121,24 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 # Weighted statistics: each maps weights (B, n) to B values; with weights = ones((1, n)) it is the
 # plain statistic of the table.
 # ---------------------------------------------------------------------------------------------
-def weighted_mean(values: np.ndarray) -> WeightedStatistic:
-    """sum_i w_i x_i / sum_i w_i: accuracy (x = correct), Brier (x = (p - t)^2), NLL (x = -log lik)."""
+def weighted_mean(values: np.ndarray, include: np.ndarray | None = None) -> WeightedStatistic:
+    """sum_i w_i m_i x_i / sum_i w_i m_i: accuracy (x = correct, m = not a label tie), Brier (x = (p - t)^2),
+    NLL (x = log-loss). m = 1 everywhere when `include` is None; NaN where no included pair has weight."""
     x = np.asarray(values, dtype=np.float64)
+    m = np.ones(x.shape) if include is None else np.asarray(include, dtype=np.float64)
+    mx = m * x
 
     def statistic(weights: np.ndarray) -> np.ndarray:
-        total = weights.sum(axis=1)
-        return np.divide(weights @ x, total, out=np.full(total.shape, np.nan), where=total > 0)
+        total = weights @ m
+        return np.divide(weights @ mx, total, out=np.full(total.shape, np.nan), where=total > 0)
 
     return statistic
 
 
-def weighted_ece(predicted: np.ndarray, target: np.ndarray, n_bins: int = 10) -> WeightedStatistic:
-    """ECE with weights: sum_b |sum_{i in b} w_i (p_i - t_i)| / sum_i w_i (equal-width bins).
-
-    Identical to metrics.expected_calibration_error when every weight is 1.
-    """
-    p, t = np.asarray(predicted, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    index = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    onehot = np.zeros((p.size, n_bins))
-    onehot[np.arange(p.size), index] = 1.0
-    gap = onehot * (p - t)[:, None]  # (n, bins)
+def weighted_ece(logits: np.ndarray, target: np.ndarray, n_bins: int = 10) -> WeightedStatistic:
+    """Symmetric ECE with weights: sum_b |sum_i w_i gap_ib| / sum_i w_i, gap = metrics.calibration_bin_gaps
+    (each pair in both orientations, equal-width bins); with every weight 1 it is the plain ECE."""
+    gap = calibration_bin_gaps(logits, target, n_bins)  # (n, bins)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
         total = weights.sum(axis=1)
@@ -140,11 +147,15 @@ def weighted_ece(predicted: np.ndarray, target: np.ndarray, n_bins: int = 10) ->
     return statistic
 
 
-def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """{value, low, high}: the statistic on the table itself and its percentile interval."""
+def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level: float = 0.95) -> dict[str, Any] | None:
+    """{value, low, high, level}: the statistic on the table itself and its percentile interval at
+    `level` (0.95 = 95%); None when the statistic has no value on the table (e.g. the accuracy of
+    pairs that are all label ties)."""
     value = float(statistic(np.ones((1, weights.shape[1])))[0])
+    if not math.isfinite(value):
+        return None
     low, high = percentile_interval(statistic(weights), level)
-    return {"value": value, "low": low, "high": high}
+    return {"value": value, "low": low, "high": high, "level": float(level)}
 
 
 def paired_difference(statistic_a: WeightedStatistic, statistic_b: WeightedStatistic, weights: np.ndarray,
@@ -161,7 +172,7 @@ def paired_difference(statistic_a: WeightedStatistic, statistic_b: WeightedStati
     resampled = resampled[np.isfinite(resampled)]
     low, high = percentile_interval(resampled, level)
     p_value = min(1.0, 2.0 * min(float((resampled <= 0).mean()), float((resampled >= 0).mean())))
-    return {"difference": difference, "low": low, "high": high, "p_value": p_value}
+    return {"difference": difference, "low": low, "high": high, "p_value": p_value, "level": float(level)}
 
 
 def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], exact_below: int = 25) -> dict[str, Any]:
@@ -192,51 +203,51 @@ def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], exact_bel
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-pair quantities that the statistics above average
+# One model's pair metrics (the per-pair terms are metrics.py's: one implementation each)
 # ---------------------------------------------------------------------------------------------
-def per_pair_nll(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """-[t log p + (1 - t) log(1 - p)] per pair, natural log (nats)."""
-    p = np.clip(np.asarray(predicted, dtype=np.float64), _EPS, 1 - _EPS)
-    t = np.asarray(target, dtype=np.float64)
-    return -(t * np.log(p) + (1 - t) * np.log1p(-p))
-
-
-def pair_metric_statistics(logits: np.ndarray, target: np.ndarray, n_bins: int) -> dict[str, WeightedStatistic]:
+def pair_metric_statistics(logits: np.ndarray, target: np.ndarray, n_bins: int,
+                           ties: np.ndarray | None = None) -> dict[str, WeightedStatistic]:
     """accuracy, ECE, Brier and NLL of one model on one table, each as a weighted statistic.
 
     The one definition behind pair_metric_intervals (one model), the paired tests (two models on
     the same weights, comparison.paired_tests) and uninformative_metrics (logit 0, p = 0.5).
 
     Args:
-        logits: [n] logit of P(chosen > rejected); accuracy counts logit > 0 (a tie is wrong).
+        logits: [n] logit of P(chosen > rejected); accuracy counts logit > 0 (a predicted 0 is wrong).
         target: [n] soft target in [0, 1] (p_chosen, or true_p where known).
-        n_bins: equal-width bins of the ECE.
+        n_bins: equal-width bins of the ECE (10-15).
+        ties: [n] bool, the pairs whose LABEL is a tie (metrics.label_ties of p_chosen): set aside
+            from accuracy, kept in ECE / Brier / NLL. None: no label tie.
 
     Returns:
-        {name: weights [B, n] -> values [B]} for accuracy, ece, brier, nll.
+        {name: weights [B, n] -> values [B]} for accuracy, ece (symmetric), brier, nll (nats, from the logit).
     """
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(target, dtype=np.float64)
-    predicted = sigmoid(x)
+    decided = None if ties is None else ~np.asarray(ties, dtype=bool)
     return {
-        "accuracy": weighted_mean((x > 0).astype(float)),
-        "ece": weighted_ece(predicted, t, n_bins),
-        "brier": weighted_mean((predicted - t) ** 2),
-        "nll": weighted_mean(per_pair_nll(predicted, t)),
+        "accuracy": weighted_mean((x > 0).astype(float), decided),
+        "ece": weighted_ece(x, t, n_bins),
+        "brier": weighted_mean(per_pair_squared_error(x, t)),
+        "nll": weighted_mean(per_pair_nll(x, t)),
     }
 
 
 def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.ndarray, n_bins: int,
-                          level: float = 0.95) -> dict[str, dict[str, float]]:
-    """accuracy, ECE, Brier and NLL of one model on one table, each {value, low, high}.
+                          level: float = 0.95, ties: np.ndarray | None = None) -> dict[str, dict[str, Any] | None]:
+    """accuracy, ECE, Brier and NLL of one model on one table, each {value, low, high, level}.
 
     Args:
-        logits: [n] logit of P(chosen > rejected); accuracy counts logit > 0 (a tie is wrong).
-        target: [n] soft target in [0, 1] (p_chosen, or true_p where known).
+        logits: [n] logit of P(chosen > rejected); target: [n] soft target in [0, 1].
         weights: [B, n] prompt-resample weights (prompt_resample_weights).
+        level: the interval's coverage (0.95 = 95%).
+        ties: [n] label ties, set aside from accuracy only (pair_metric_statistics).
+
+    Returns:
+        {name: {value, low, high, level}}; accuracy is None when every pair is a label tie.
     """
     return {name: bootstrap_estimate(statistic, weights, level)
-            for name, statistic in pair_metric_statistics(logits, target, n_bins).items()}
+            for name, statistic in pair_metric_statistics(logits, target, n_bins, ties).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,23 +263,27 @@ def length_baseline_logits(chosen_lengths: np.ndarray, rejected_lengths: np.ndar
     raise ValueError(f"prefer={prefer!r}: use 'longer' or 'shorter'")
 
 
-def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths: np.ndarray) -> dict[str, Any]:
+def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths: np.ndarray,
+                ties: np.ndarray | None = None) -> dict[str, Any]:
     """How a model's choices relate to response length (lengths in any one unit, e.g. characters).
 
     Over pairs whose two responses differ in length:
-    - accuracy_chosen_longer / accuracy_chosen_shorter: accuracy on the pairs where the chosen
-      response is the longer / the shorter one (null when there is no such pair);
-    - prefers_longer_rate: share of those pairs where the model's preferred response (logit > 0:
+    - accuracy_chosen_longer / accuracy_chosen_shorter: accuracy on the non-tie pairs where the
+      chosen response is the longer / the shorter one (null when there is no such pair);
+    - prefers_longer_rate: share of all those pairs where the model's preferred response (logit > 0:
       chosen, logit < 0: rejected) is the longer one; a logit of exactly 0 prefers neither and
-      counts as not preferring the longer one;
-    - chosen_longer_rate: share where the LABEL prefers the longer one (what pick-the-longer scores).
+      counts as not preferring the longer one (a behaviour of the model: label ties count too);
+    - chosen_longer_rate: share of the non-tie ones where the LABEL prefers the longer one (what
+      pick-the-longer scores). A label tie (`ties`) has no preferred side, so it is in neither
+      accuracy nor this rate.
     """
     x = np.asarray(logits, dtype=np.float64)
     diff = np.asarray(chosen_lengths, dtype=np.float64) - np.asarray(rejected_lengths, dtype=np.float64)
-    longer, shorter = diff > 0, diff < 0
-    unequal = longer | shorter
+    decided = np.ones(x.shape, dtype=bool) if ties is None else ~np.asarray(ties, dtype=bool)
+    unequal = (diff > 0) | (diff < 0)
+    picks_longer = ((diff > 0) & (x > 0)) | ((diff < 0) & (x < 0))
+    longer, shorter = (diff > 0) & decided, (diff < 0) & decided
     correct = x > 0
-    picks_longer = (longer & (x > 0)) | (shorter & (x < 0))
 
     def share(mask: np.ndarray, of: np.ndarray) -> float | None:
         return float(mask[of].mean()) if of.any() else None
@@ -280,11 +295,12 @@ def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths
         "accuracy_chosen_longer": share(correct, longer),
         "accuracy_chosen_shorter": share(correct, shorter),
         "prefers_longer_rate": share(picks_longer, unequal),
-        "chosen_longer_rate": share(longer, unequal),
+        "chosen_longer_rate": share(longer, unequal & decided),
     }
 
 
 def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, level: float = 0.95) -> dict[str, Any]:
-    """The p = 0.5 predictor (logit 0) on the same pairs: NLL = ln 2 always; ECE and Brier depend on the targets."""
+    """The p = 0.5 predictor (logit 0) on the same pairs: NLL = ln 2 always, the symmetric ECE 0 always
+    (both orientations of every pair fall in the middle bin), Brier mean (1/2 - t)^2 depends on the targets."""
     statistics = pair_metric_statistics(np.zeros(np.asarray(target).shape), target, n_bins)
     return {name: bootstrap_estimate(statistics[name], weights, level) for name in ("ece", "brier", "nll")}

@@ -15,12 +15,12 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.models.params import ParameterError, dataclass_from_params
 from prefalign.core.policy import objectives as policy
 from prefalign.core.policy.gpo import make_gpo_loss_fn
 from prefalign.core.policy.training import GPOConfig
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams, with_head_type
+from prefalign.core.reward.training import RewardParams, deep_merge, with_head_type
 
 FAMILIES = ("reward", "policy")
 MODEL_KINDS = ("scalar_head", "gpm_head", "causal_lm")
@@ -48,8 +48,10 @@ class ObjectiveSpec:
             ``chosen_responses`` (SFT) or ``on_policy_samples`` (GPO).
         evaluation: ``reward_model`` (its pair logits), ``implicit_reward`` (beta (log pi - log
             pi_ref) against the reference policy) or ``reference`` (the reference policy itself).
-        config_defaults: parameter defaults of this entry under the parameters block (e.g. MMPO =
-            the DPO loss with ``soft_targets: true``).
+        defining: the settings that DEFINE this objective (MMPO = the BT / DPO loss with
+            ``soft_targets: true``). They take precedence over the family's ``defaults`` block (a
+            ``reward.defaults.soft_targets: false`` does not turn MMPO into BT), and the objective's
+            own block may not contradict them (``parse`` raises, naming the key and the fix).
         preference_model: on_policy only: the reward namespace whose model scores the samples.
         config_key: policy only: the sub-block of ``policy.<name>`` that parses into ``config``
             (None: the whole block is ``defaults`` deep-merged with ``reward.<name>``).
@@ -69,7 +71,7 @@ class ObjectiveSpec:
     needs_reference: bool
     data: str
     evaluation: str
-    config_defaults: dict[str, Any] = field(default_factory=dict)
+    defining: dict[str, Any] = field(default_factory=dict)
     preference_model: str | None = None
     config_key: str | None = None
 
@@ -94,13 +96,42 @@ class ObjectiveSpec:
         """The reward head (``scalar`` / ``gpm``), None for policies."""
         return {"scalar_head": "scalar", "gpm_head": "gpm"}.get(self.model_kind)
 
-    def parse(self, params: dict[str, Any] | None) -> Any:
-        """The objective's config from its parameters (the entry's ``config_defaults`` under them).
+    @property
+    def block_key(self) -> str:
+        """The block that parses into ``config``, e.g. ``reward.mmpo`` or ``policy.mmpo.objective``."""
+        return f"{self.params_key}.{self.config_key}" if self.config_key else self.params_key
+
+    def _contradiction(self, key: str, value: Any) -> ParameterError:
+        """The error for an explicit ``key: value`` in this objective's own block that its definition forbids."""
+        others = [s.params_key for s in REGISTRY if s is not self and s.family == self.family
+                  and s.config is self.config and s.model_kind == self.model_kind and key not in s.defining]
+        fix = f"remove `{key}` from {self.block_key} (the objective sets it)"
+        if others:
+            fix += f", or use {' / '.join(others)} for {key}: {value!r}"
+        return ParameterError(f"{self.block_key}.{key}={value!r} contradicts the objective: {self.namespace} is "
+                              f"defined by {key}: {self.defining[key]!r} (core/objectives/registry.py); {fix}")
+
+    def parse(self, params: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> Any:
+        """The objective's config: ``defaults`` deep-merged with its own block, then its defining settings.
+
+        Precedence, lowest first: the config class's defaults, the family's ``defaults`` block, the
+        objective's own block (``params``), the entry's ``defining`` settings. A defining setting
+        in ``defaults`` is overridden silently (defaults are for every objective); in the
+        objective's own block, a different value is a contradiction and fails.
+
+        Args:
+            params: the objective's own block (``reward.<name>`` / ``policy.<name>.<config_key>``).
+            defaults: the family's shared block (``reward.defaults``), or None.
 
         Raises:
+            ParameterError: the own block contradicts a defining setting (naming the key and the fix).
             ValueError: an unknown key (named, with the allowed ones) or a bad value, before training.
         """
-        merged = {**copy.deepcopy(self.config_defaults), **(params or {})}
+        own = dict(params or {})
+        for key, value in self.defining.items():
+            if key in own and own[key] != value:
+                raise self._contradiction(key, own[key])
+        merged = {**deep_merge(dict(defaults or {}), own), **copy.deepcopy(self.defining)}
         if self.config is None:
             return None
         if self.head_type is not None:
@@ -126,7 +157,7 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=False, data="pairs", evaluation="reward_model"),
     ObjectiveSpec("mmpo", "reward", "scalar_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model",
-                  config_defaults={"soft_targets": True}),
+                  defining={"soft_targets": True}),
     ObjectiveSpec("gpm", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
     # GPM on the cyclic source alone (its parameters pick it): the mixed-data GPM does not learn the
@@ -141,7 +172,7 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("mmpo", "policy", "causal_lm", "pairwise", policy.DPOConfig, policy.dpo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective",
-                  config_defaults={"soft_targets": True}),
+                  defining={"soft_targets": True}),
     ObjectiveSpec("ipo", "policy", "causal_lm", "pairwise", policy.IPOConfig, policy.ipo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("simpo", "policy", "causal_lm", "pairwise", policy.SimPOConfig, policy.simpo_objective,

@@ -23,30 +23,54 @@ from typing import Callable, Optional, Sequence
 import polars as pl
 import torch
 
+from prefalign.core.models.precision import compute_precision
 from prefalign.core.policy.batches import RowBatch
 from prefalign.core.policy.generation import SamplingConfig, sample_responses
 from prefalign.core.policy.logprobs import sequence_logprobs
 from prefalign.core.policy.losses import gpo_loss, gpo_scores_from_matrix
 from prefalign.core.schema import MESSAGES_DTYPE
 from prefalign.core.training.batching import Messages, conversation_of
+from prefalign.core.training.normalisation import StepLoss, Units
 
 # (prompts, groups of K responses, prompt_messages or None) -> (P, K, K) tensor of log-odds s(y_i > y_k | x)
 PreferenceTableFn = Callable[[Sequence[str], Sequence[Sequence[str]], Optional[Sequence[Messages]]], torch.Tensor]
 
 
-def make_gpo_loss_fn(beta: float) -> Callable[[torch.nn.Module, RowBatch], tuple[torch.Tensor, dict[str, float]]]:
-    """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets."""
-    if beta <= 0:
-        raise ValueError(f"gpo beta must be > 0, got {beta}")
+def check_gpo_beta(beta: float) -> float:
+    """GPO's beta, checked: the loss divides by it, so it must be > 0 (the one rule: GPOConfig.from_dict,
+    and so the check before a run, call this too).
 
-    def loss_fn(model: torch.nn.Module, batch: RowBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    Raises:
+        ValueError: naming the value.
+    """
+    if beta <= 0:
+        raise ValueError(f"gpo.beta={beta!r} must be > 0 (the loss is (log-ratio - score / beta)^2)")
+    return beta
+
+
+def make_gpo_loss_fn(beta: float) -> StepLoss:
+    """The GPO square loss in the training loop's shape; batches carry `old_logp` and `score` targets.
+
+    Args:
+        beta: > 0.
+
+    Returns:
+        A :class:`StepLoss` whose loss is per response (an example-level term: summed over the
+        step's responses, divided by their number).
+
+    Raises:
+        ValueError: when beta <= 0.
+    """
+    check_gpo_beta(beta)
+
+    def forward(model: torch.nn.Module, batch: RowBatch, denominators: Units) -> tuple[torch.Tensor, dict[str, float]]:
         seqs = batch.sequences
         logps = sequence_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)
         old = batch.targets["old_logp"].to(logps.dtype)
-        loss = gpo_loss(logps, old, batch.targets["score"], beta)
+        loss = gpo_loss(logps, old, batch.targets["score"], beta, denominators.examples)
         return loss, {"log_ratio": (logps - old).mean().item()}
 
-    return loss_fn
+    return StepLoss(forward)
 
 
 def score_generations(
@@ -102,14 +126,17 @@ def sample_and_score(
 
 
 @torch.no_grad()
-def rows_logprobs(policy: torch.nn.Module, batches: Sequence[RowBatch], n_rows: int) -> torch.Tensor:
-    """log pi(y|x) of every row, in row order: one no-grad pass (pi_t before an iteration trains)."""
+def rows_logprobs(policy: torch.nn.Module, batches: Sequence[RowBatch], n_rows: int, mixed_precision: str = "no") -> torch.Tensor:
+    """log pi(y|x) of every row, in row order: one no-grad pass (pi_t before an iteration trains),
+    under the training's ``mixed_precision`` autocast (auto | no | bf16 | fp16)."""
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device
     out = torch.zeros(n_rows, dtype=torch.float32)
     for batch in batches:
         s = batch.sequences.to(device)
-        out[batch.row_index] = sequence_logprobs(policy, s.input_ids, s.attention_mask, s.response_mask).float().cpu()
+        with compute_precision(device, mixed_precision):
+            logps = sequence_logprobs(policy, s.input_ids, s.attention_mask, s.response_mask)
+        out[batch.row_index] = logps.float().cpu()
     policy.train(was_training)
     return out

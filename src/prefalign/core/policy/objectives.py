@@ -16,8 +16,16 @@ import torch
 
 from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
 from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts
-from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, ipo_loss, sft_loss
+from prefalign.core.policy.losses import (
+    dpo_loss,
+    implicit_accuracy,
+    implicit_reward_margin,
+    ipo_loss,
+    sft_loss,
+    sft_target_tokens,
+)
 from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
+from prefalign.core.training.normalisation import StepLoss, Units
 
 LossFn = Callable[[torch.nn.Module, object], tuple[torch.Tensor, dict[str, float]]]
 
@@ -69,6 +77,10 @@ class PairLogprobs:
     response token counts |y|; ref_chosen / ref_rejected: log pi_ref (None for reference-free
     objectives); p_chosen: the pairs' soft targets (docs/methods.md s1).
 
+    An objective divides its summed terms by ``denominators`` (core/training/normalisation.py):
+    token-level terms by ``tokens`` (chosen response tokens), pair-level terms by ``examples``;
+    by default this batch's own :meth:`units`, i.e. the batch's mean.
+
     Raises:
         ValueError: ``margin()`` without reference log-probs.
     """
@@ -87,43 +99,63 @@ class PairLogprobs:
             raise ValueError("this objective needs reference log-probs, but none were given (registry needs_reference)")
         return implicit_reward_margin(self.chosen, self.rejected, self.ref_chosen, self.ref_rejected)
 
+    def margin_magnitude(self) -> torch.Tensor:
+        """(B,) |log pi(y_w)| + |log pi(y_l)| + |log pi_ref(y_w)| + |log pi_ref(y_l)|: the size of what h is computed from."""
+        return self.chosen.abs() + self.rejected.abs() + self.ref_chosen.abs() + self.ref_rejected.abs()
 
-def dpo_objective(logps: PairLogprobs, config: DPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    def units(self) -> Units:
+        """This batch's own units: its chosen response tokens and its pairs."""
+        return Units(float(self.chosen_tokens.sum()), float(self.chosen.shape[0]))
+
+
+def _margin_metrics(logps: PairLogprobs, h: torch.Tensor, beta: float) -> dict[str, float]:
+    """implicit_accuracy (ties within float resolution count 1/2) and implicit_margin = mean beta h."""
+    with torch.no_grad():
+        accuracy = implicit_accuracy(h.detach(), logps.margin_magnitude().detach())
+    return {"implicit_accuracy": accuracy.item(), "implicit_margin": (beta * h).mean().item()}
+
+
+def dpo_objective(logps: PairLogprobs, config: DPOConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """DPO / MMPO / cDPO on one batch.
 
     Args:
         logps: the batch's log-probs, with the reference's; config: beta, soft_targets, label_smoothing.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
-        (mean loss in nats, metrics: implicit_accuracy = share with h > 0, implicit_margin = mean beta h).
+        (loss per pair in nats, metrics: implicit_accuracy (ties count 1/2, :func:`implicit_accuracy`),
+        implicit_margin = mean beta h).
 
     Raises:
         ValueError: when the reference log-probs are missing.
 
     Source: docs/methods.md s4.2.
     """
+    d = denominators or logps.units()
     h = logps.margin()
-    loss = dpo_loss(h, config.beta, pair_targets(logps.p_chosen.to(h.dtype), config.soft_targets, config.label_smoothing))
-    return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
+    targets = pair_targets(logps.p_chosen.to(h.dtype), config.soft_targets, config.label_smoothing)
+    return dpo_loss(h, config.beta, targets, d.examples), _margin_metrics(logps, h, config.beta)
 
 
-def ipo_objective(logps: PairLogprobs, config: IPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def ipo_objective(logps: PairLogprobs, config: IPOConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """IPO, hard or soft, on one batch.
 
     Args:
         logps: the batch's log-probs, with the reference's; config: beta, soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
-        (mean loss in nats^2, metrics as :func:`dpo_objective`).
+        (loss per pair in nats^2, metrics as :func:`dpo_objective`).
 
     Raises:
         ValueError: when the reference log-probs are missing.
 
     Source: docs/methods.md s4.3.
     """
+    d = denominators or logps.units()
     h = logps.margin()
-    loss = ipo_loss(h, config.beta, logps.p_chosen.to(h.dtype) if config.soft_targets else None)
-    return loss, {"implicit_accuracy": (h > 0).float().mean().item(), "implicit_margin": (config.beta * h).mean().item()}
+    loss = ipo_loss(h, config.beta, logps.p_chosen.to(h.dtype) if config.soft_targets else None, d.examples)
+    return loss, _margin_metrics(logps, h, config.beta)
 
 
 @dataclass(frozen=True)
@@ -145,23 +177,26 @@ class SimPOConfig:
             raise ValueError(f"objective.gamma={self.gamma} must be >= 0")
 
 
-def simpo_objective(logps: PairLogprobs, config: SimPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def simpo_objective(logps: PairLogprobs, config: SimPOConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """SimPO on one batch: z = beta (log pi(y_w)/|y_w| - log pi(y_l)/|y_l|) - gamma, s2's loss on z.
 
     No reference model. An empty response (|y| = 0) has log-prob 0, so its average is taken as 0.
+    The length normalisation is within each pair, so the loss is a pair-level term.
 
     Args:
         logps: the batch's summed log-probs and token counts; config: beta, gamma, soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
-        (mean loss in nats, metrics: share of pairs with z + gamma > 0, mean z).
+        (loss per pair in nats, metrics: share of pairs with z + gamma > 0, mean z).
 
     Source: docs/methods.md s4.4 (arXiv 2405.14734 eq. 6); soft targets s2.
     """
+    d = denominators or logps.units()
     reward_w = config.beta * logps.chosen / logps.chosen_tokens.clamp(min=1)
     reward_l = config.beta * logps.rejected / logps.rejected_tokens.clamp(min=1)
     z = reward_w - reward_l - config.gamma
-    loss = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets)).mean()
+    loss = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets)).sum() / d.examples
     return loss, {"reward_accuracy": (reward_w > reward_l).float().mean().item(), "mean_logit": z.mean().item()}
 
 
@@ -198,42 +233,58 @@ def log_odds(mean_logprob: torch.Tensor) -> torch.Tensor:
     return ell - torch.log(-torch.expm1(ell))
 
 
-def orpo_objective(logps: PairLogprobs, config: ORPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def orpo_objective(logps: PairLogprobs, config: ORPOConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """ORPO on one batch: NLL per chosen response token + lambda * s2's loss on z = log odds(y_w) - log odds(y_l).
+
+    Two terms, each over its own count: the NLL is token-level (summed over chosen response tokens,
+    divided by ``denominators.tokens``), the odds-ratio term pair-level (divided by ``denominators.examples``).
 
     Args:
         logps: the batch's summed log-probs and token counts; config: odds_ratio_weight (lambda), soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch's token mean and pair mean).
 
     Returns:
         (loss in nats, metrics: the SFT and odds-ratio terms, and the share of pairs with z > 0).
 
     Source: docs/methods.md s4.5 (arXiv 2403.07691 eq. 6-7); soft targets s2.
     """
-    nll = -logps.chosen.sum() / logps.chosen_tokens.sum().clamp(min=1)
+    own = logps.units()
+    d = denominators or own
+    nll_sum = -logps.chosen.sum()
     z = log_odds(logps.chosen / logps.chosen_tokens.clamp(min=1)) - log_odds(logps.rejected / logps.rejected_tokens.clamp(min=1))
-    odds_ratio = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets)).mean()
-    loss = nll + config.odds_ratio_weight * odds_ratio
-    return loss, {"sft_nll": nll.item(), "odds_ratio_loss": odds_ratio.item(), "odds_ratio_accuracy": (z > 0).float().mean().item()}
+    odds_ratio = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets))
+    # no chosen token at all: the NLL sum is 0 too, so any divisor gives 0
+    loss = nll_sum / (d.tokens or 1.0) + config.odds_ratio_weight * odds_ratio.sum() / d.examples
+    metrics = {"sft_nll": (nll_sum / (own.tokens or 1.0)).item(), "odds_ratio_loss": odds_ratio.mean().item(),  # this batch's means
+               "odds_ratio_accuracy": (z > 0).float().mean().item()}
+    return loss, metrics
 
 
-def sft_loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+def _sft_forward(model: torch.nn.Module, batch, denominators: Units) -> tuple[torch.Tensor, dict[str, float]]:
     """SFT on prompt + chosen: response-only token cross-entropy.
 
     Args:
         model: a causal LM; batch: a RowBatch of prompt + chosen sequences.
+        denominators: ``tokens`` = the response tokens to divide the summed NLL by (the step's).
 
     Returns:
-        (mean NLL per response token in nats, {"perplexity": exp of it}).
+        (NLL per response token in nats, {"perplexity": exp of this batch's own token mean}).
 
     Raises:
-        ValueError: when the batch has no response token.
+        ValueError: when there is no response token to divide by.
 
     Source: docs/methods.md s4.1.
     """
     seqs = batch.sequences
     logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask).logits
-    loss = sft_loss(logits, seqs.input_ids, seqs.response_mask)
-    return loss, {"perplexity": float(torch.exp(loss.detach()).item())}
+    loss = sft_loss(logits, seqs.input_ids, seqs.response_mask, denominators.tokens)
+    own = sft_target_tokens(seqs.response_mask)
+    perplexity = float(torch.exp(loss.detach() * denominators.tokens / own).item()) if own else float("nan")
+    return loss, {"perplexity": perplexity}
+
+
+# The loop's SFT loss: token-level, over the step's response tokens (core/training/normalisation.py).
+sft_loss_fn = StepLoss(_sft_forward, count_tokens=lambda batch: sft_target_tokens(batch.sequences.response_mask))
 
 
 def make_pairwise_loss_fn(
@@ -249,13 +300,14 @@ def make_pairwise_loss_fn(
         reference: the precomputed reference table, or None for reference-free objectives.
 
     Returns:
-        ``loss_fn(model, PairBatch) -> (loss, metrics)``: chosen and rejected in ONE forward pass;
-        token counts |y| are the response tokens whose log-probs are summed.
+        A :class:`StepLoss`: ``loss_fn(model, PairBatch, denominators) -> (loss, metrics)``, chosen
+        and rejected in ONE forward pass; token counts |y| are the response tokens whose log-probs
+        are summed; its token units are the chosen responses' (ORPO's NLL term).
 
     Source: docs/methods.md s4.
     """
 
-    def loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(model: torch.nn.Module, batch, denominators: Units) -> tuple[torch.Tensor, dict[str, float]]:
         chosen, rejected = batch_pair_logprobs(model, batch.sequences)
         tokens = response_token_counts(batch.sequences).to(chosen.dtype)  # |y| per sequence, for SimPO/ORPO
         n = chosen.shape[0]
@@ -263,22 +315,25 @@ def make_pairwise_loss_fn(
         if reference is not None:
             ref_chosen, ref_rejected = reference.lookup(batch.pair_index)
             logps.ref_chosen, logps.ref_rejected = ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype)
-        return objective(logps, config)
+        return objective(logps, config, denominators)
 
-    return loss_fn
+    def chosen_tokens(batch) -> int:
+        return int(response_token_counts(batch.sequences)[: len(batch)].sum())
+
+    return StepLoss(forward, count_tokens=chosen_tokens)
 
 
 def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) -> dict[str, float]:
     """The reference scored as its own policy, from the table alone (no forward pass).
 
-    Its implicit reward beta*h is 0 for every pair, so its implicit accuracy is 0 (ties count
-    wrong); its log-likelihood ranking accuracy is the comparable number.
+    Its implicit reward beta*h is 0 for every pair: every pair is a tie, so its implicit accuracy
+    is 0.5 (chance; :func:`implicit_accuracy`); its log-likelihood ranking accuracy is the comparable number.
 
     Args:
         reference: the reference table; pair_index: (N,) rows of the pairs to score.
 
     Returns:
-        {pairs, implicit_accuracy (0), reference_logprob_accuracy, mean_implicit_reward_margin (0)}.
+        {pairs, implicit_accuracy (0.5), reference_logprob_accuracy, mean_implicit_reward_margin (0)}.
 
     Source: docs/methods.md s5.
     """
@@ -287,31 +342,34 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
     chosen, rejected = reference.lookup(pair_index)
     return {
         "pairs": int(pair_index.numel()),
-        "implicit_accuracy": 0.0,
+        "implicit_accuracy": 0.5,
         "reference_logprob_accuracy": float((chosen > rejected).float().mean()),
         "mean_implicit_reward_margin": 0.0,
     }
 
 
 def implicit_reward_metrics(
-    model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs | None, beta: float | None
+    model: torch.nn.Module, batches: Iterable, reference: ReferenceLogprobs | None, beta: float | None,
+    mixed_precision: str = "no",
 ) -> dict[str, float]:
     """How the policy ranks pairs, next to its reference (docs/methods.md s5).
 
-    - implicit_accuracy: share of pairs with beta*h > 0 strictly (a tie is wrong, so the
-      reference itself scores 0 here and 0.5 is chance); only with a reference table.
+    - implicit_accuracy: share of pairs with h > 0, a tie (|h| within float resolution,
+      :func:`implicit_accuracy`) counting 1/2, so the reference itself scores 0.5, chance; only
+      with a reference table.
     - policy_logprob_accuracy / reference_logprob_accuracy: share with log pi(y_w|x) > log pi(y_l|x),
       the same quantity for both models, so the two are directly comparable.
     - mean_implicit_reward_margin: mean of beta*h (beta None: of h).
 
     Args:
         model: the policy; batches: PairBatches; reference: the table, or None (reference-free:
-            only policy_logprob_accuracy); beta: the objective's beta, if it has one.
+            only policy_logprob_accuracy); beta: the objective's beta, if it has one;
+        mixed_precision: the training's setting (the pass runs under its autocast, as the reference's did).
 
     Returns:
         The metrics above, and ``pairs``.
     """
-    index, chosen, rejected = score_pair_batches(model, batches)
+    index, chosen, rejected = score_pair_batches(model, batches, mixed_precision)
     if index.numel() == 0:
         return {"pairs": 0}
     metrics: dict[str, float] = {"pairs": int(index.numel()), "policy_logprob_accuracy": float((chosen > rejected).float().mean())}
@@ -319,7 +377,7 @@ def implicit_reward_metrics(
         ref_chosen, ref_rejected = reference.lookup(index)
         h = implicit_reward_margin(chosen, rejected, ref_chosen, ref_rejected)
         metrics.update({
-            "implicit_accuracy": float((h > 0).float().mean()),
+            "implicit_accuracy": float(implicit_accuracy(h, chosen.abs() + rejected.abs() + ref_chosen.abs() + ref_rejected.abs())),
             "reference_logprob_accuracy": float((ref_chosen > ref_rejected).float().mean()),
             "mean_implicit_reward_margin": float((beta or 1.0) * h.mean()),
         })

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 
+from prefalign.core.models.precision import compute_precision
 from prefalign.core.policy.logprobs import batch_pair_logprobs
 
 if TYPE_CHECKING:
@@ -26,15 +27,20 @@ def _reference_schema() -> dict:
 
 
 @torch.no_grad()
-def score_pair_batches(model: torch.nn.Module, batches: Iterable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One no-grad pass over PairBatches: (pair_index, log pi(chosen), log pi(rejected)), each [N] on CPU."""
+def score_pair_batches(model: torch.nn.Module, batches: Iterable, mixed_precision: str = "no") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One no-grad pass over PairBatches: (pair_index, log pi(chosen), log pi(rejected)), each [N] on CPU.
+
+    ``mixed_precision``: the training's setting (auto | no | bf16 | fp16); the pass runs under the
+    same autocast as the training forward, so a reference equals the policy it starts (core/models/precision.py).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     index_parts, chosen_parts, rejected_parts = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0)], [torch.zeros(0)]
     for batch in batches:
         seqs = batch.sequences.to(device)
-        chosen, rejected = batch_pair_logprobs(model, seqs)
+        with compute_precision(device, mixed_precision):
+            chosen, rejected = batch_pair_logprobs(model, seqs)
         index_parts.append(batch.pair_index.cpu())
         chosen_parts.append(chosen.float().cpu())
         rejected_parts.append(rejected.float().cpu())
@@ -42,12 +48,14 @@ def score_pair_batches(model: torch.nn.Module, batches: Iterable) -> tuple[torch
     return torch.cat(index_parts), torch.cat(chosen_parts), torch.cat(rejected_parts)
 
 
-def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_ids: Sequence[str]) -> "pl.DataFrame":
+def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_ids: Sequence[str],
+                               mixed_precision: str = "no") -> "pl.DataFrame":
     """One no-grad pass over pair batches (core/training/batching.PairBatch) -> the reference table.
 
-    `pair_ids[i]` names the pair at tokenised index i (each batch's `pair_index`).
+    `pair_ids[i]` names the pair at tokenised index i (each batch's `pair_index`); `mixed_precision`
+    is the policy training's setting (the pass runs under the same autocast).
     """
-    index, chosen, rejected = score_pair_batches(model, batches)
+    index, chosen, rejected = score_pair_batches(model, batches, mixed_precision)
     import polars as pl
 
     return pl.DataFrame(

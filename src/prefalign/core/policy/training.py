@@ -23,7 +23,8 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.batches import make_row_batches
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.policy.generation import SamplingConfig
-from prefalign.core.policy.gpo import PreferenceTableFn, make_gpo_loss_fn, rows_logprobs, sample_and_score
+from prefalign.core.policy.gpo import (PreferenceTableFn, check_gpo_beta, make_gpo_loss_fn, rows_logprobs,
+                                       sample_and_score)
 from prefalign.core.policy.objectives import (
     implicit_reward_metrics,
     make_pairwise_loss_fn,
@@ -85,7 +86,8 @@ class GPOConfig:
     """Iterative GPO: T iterations of K samples per prompt, scored by a preference model.
 
     Raises:
-        ValueError: from ``from_dict``: an unknown key, iterations < 1, or a bad sampling config.
+        ValueError: from ``from_dict``: an unknown key, iterations < 1, beta <= 0, max_prompts < 1, or a
+            bad sampling config.
 
     Source: docs/methods.md s4.6.
     """
@@ -100,8 +102,39 @@ class GPOConfig:
         cfg = dataclass_from_params(cls, params, "on-policy (GPO) config")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
+        check_gpo_beta(cfg.beta)
+        if cfg.max_prompts is not None and cfg.max_prompts < 1:
+            raise ValueError(f"gpo.max_prompts={cfg.max_prompts} must be >= 1, or null for every training prompt")
         SamplingConfig.from_dict(cfg.sampling)  # fail before any training
         return cfg
+
+
+def work_dir_of(block: dict[str, Any], where: str) -> str:
+    """``policy.<name>.work_dir``: the folder an interrupted run resumes from; required, a non-empty path.
+
+    Args:
+        block: the objective's parameters block; where: its name in messages (``policy.dpo``).
+
+    Raises:
+        ValueError: missing, or not a non-empty text.
+    """
+    work_dir = block.get("work_dir")
+    if not isinstance(work_dir, str) or not work_dir:
+        raise ValueError(f"{where}.work_dir={work_dir!r}: give the folder an interrupted run resumes from "
+                         f"(text, e.g. data/06_models/policy_work/{where.rpartition('.')[2]})")
+    return work_dir
+
+
+def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
+    """``policy.<name>.scoring_batch_size`` of an on-policy objective: prompts per preference-model call (default 16).
+
+    Raises:
+        ValueError: not an integer >= 1.
+    """
+    size = block.get("scoring_batch_size", 16)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{where}.scoring_batch_size={size!r} must be an integer >= 1 (prompts per scoring call)")
+    return size
 
 
 def apply_cpu_threads(training: TrainConfig) -> None:
@@ -242,7 +275,8 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
 
     Args:
         reference: the SFT policy; pairs: validated pairs; data: the same selection the training uses;
-        training: its ``packing`` / ``share_prompt`` switches pick the batch layout (same values).
+        training: its ``packing`` / ``share_prompt`` switches pick the batch layout (same values), its
+            ``mixed_precision`` the compute precision (the training forward's autocast, so h = 0 at the start).
 
     Returns:
         A table pair_id, ref_chosen_logp, ref_rejected_logp (summed response log-probs, nats).
@@ -251,7 +285,8 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
     """
     train_frame, val_frame = _train_and_val(pairs, data)
     _, train_eval, val_eval, pair_ids, _, _ = _pair_batches(reference, train_frame, val_frame, data, None, training)
-    return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids)
+    return compute_reference_logprobs(reference.model, train_eval + val_eval, pair_ids,
+                                      training.mixed_precision if training is not None else "no")
 
 
 def train_preference(
@@ -315,8 +350,8 @@ def train_preference(
     result = train(model, train_batches, val_eval, loss_fn, training, work_dir)
     policy = result.model
     after = {
-        "train": implicit_reward_metrics(policy, train_eval, ref, beta),
-        "val": implicit_reward_metrics(policy, val_eval, ref, beta),
+        "train": implicit_reward_metrics(policy, train_eval, ref, beta, training.mixed_precision),
+        "val": implicit_reward_metrics(policy, val_eval, ref, beta, training.mixed_precision),
     }
     metrics = {
         "objective": spec.name,
@@ -328,7 +363,7 @@ def train_preference(
         "tokens_per_second": result.tokens_per_second,
         "pairs_per_second": result.examples_per_second,
         "excluded_pairs": excluded,
-        # the reference scored as its own policy: h = 0 everywhere (implicit accuracy 0, ties count wrong)
+        # the reference scored as its own policy: h = 0 everywhere (every pair a tie: implicit accuracy 0.5)
         **({"reference": before} if before is not None else {}),
         "policy": after,
         **result.final_metrics,
@@ -388,7 +423,7 @@ def train_gpo(
         seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length,
                                   data.max_prompt_length, prompt_messages=prompt_messages_of(scored))
         eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
-        old = rows_logprobs(policy, eval_batches, len(seqs))  # pi_t, fixed for this iteration
+        old = rows_logprobs(policy, eval_batches, len(seqs), training.mixed_precision)  # pi_t, fixed for this iteration
         scores = scored["score"].to_list()
         train_batches = make_row_batches(
             seqs, data.batch_size, tokenizer.pad_token_id, seed=training.seed + iteration,
@@ -397,7 +432,7 @@ def train_gpo(
         result = train(policy, train_batches, [], loss_fn, replace(training, seed=training.seed + iteration), Path(work_dir) / f"iteration_{iteration}")
         discard_checkpoints(Path(work_dir) / f"iteration_{iteration}")
         policy = result.model
-        new = rows_logprobs(policy, eval_batches, len(seqs))
+        new = rows_logprobs(policy, eval_batches, len(seqs), training.mixed_precision)
         score_t = torch.tensor(scores, dtype=torch.float32)
         log_ratio = new - old
         per_iteration.append({

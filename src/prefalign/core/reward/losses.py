@@ -43,12 +43,14 @@ def reward_pair_loss(
     return soft_label_logistic_loss(z, pair_targets(p_chosen, soft_targets))
 
 
-def centering_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """Reward centering c * mean((r_w + r_l)^2) (Eisenstein et al., arXiv 2312.09244).
+def centering_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor, coefficient: float,
+                      denominator: float | None = None) -> torch.Tensor:
+    """Reward centering c * mean((r_w + r_l)^2) (Eisenstein et al., arXiv 2312.09244), a pair-level term.
 
     Args:
         r_chosen, r_rejected: [B] scalar rewards.
         coefficient: c (about 0.01).
+        denominator: pairs to divide the summed penalty by (the training step's); None = B (the batch mean).
 
     Returns:
         A scalar tensor (nats^2 times c).
@@ -59,4 +61,5 @@ def centering_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor, coeffici
     Source: docs/methods.md s2.
     """
     check_pair_vectors(r_chosen=r_chosen, r_rejected=r_rejected)
-    return coefficient * ((r_chosen + r_rejected) ** 2).mean()
+    squares = (r_chosen + r_rejected) ** 2
+    return coefficient * squares.sum() / (squares.numel() if denominator is None else denominator)

@@ -47,6 +47,8 @@ class HeadConfig:
             raise ValueError(f"head={cfg.head!r} is not one of {HEAD_TYPES}")
         if cfg.tau <= 0:
             raise ValueError(f"tau={cfg.tau} must be > 0")
+        if cfg.head == "gpm" and cfg.gpm_k < 1:  # what GPMHead would reject after the tokenizer is trained
+            raise ValueError(f"head.gpm_k={cfg.gpm_k} must be >= 1 (the embedding has 2k dimensions)")
         if cfg.pooling not in ("auto", *POOLINGS):
             raise ValueError(f"head.pooling={cfg.pooling!r} is not one of {('auto', *POOLINGS)}")
         return cfg

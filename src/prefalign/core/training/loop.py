@@ -1,9 +1,18 @@
 """ONE training loop for every objective (reward BT/MMPO/GPM, policy SFT/DPO/MMPO/IPO/GPO).
 
-The objective is a function ``loss_fn(model, batch) -> (loss, metrics)``; the loop owns the rest:
-AdamW, warmup + schedule, gradient accumulation and clipping, mixed precision (bf16 on CUDA,
-none on CPU), periodic validation, a progress bar (loss, tokens/s, ETA), periodic checkpoints
-(model + optimizer + scheduler + RNG + step) and resume from the newest one.
+The objective is a ``StepLoss`` (core/training/normalisation.py: summed terms divided by the
+step's token and example counts), or a plain ``loss_fn(model, batch) -> (mean over the batch's
+examples, metrics)``; the loop owns the rest: AdamW on fp32 master weights, warmup + schedule,
+gradient accumulation and clipping, mixed precision (bf16 autocast on CUDA, none on CPU), dropout
+off (``disable_dropout``), periodic validation, a progress bar (loss, tokens/s, ETA), periodic
+checkpoints (model + optimizer + scheduler + RNG + step) and resume from the newest one.
+
+One step = ``gradient_accumulation_steps`` micro-batches on each of W processes. Before the first
+forward pass of a step the loop counts the step's units (tokens, examples) on every process and
+sums them across processes once; each micro-batch's loss is its summed terms over those totals
+(times W, because DDP averages the processes' gradients). So the loss and the gradient of a step
+do not depend on how its examples are split into micro-batches and processes
+(docs/methods.md s4, "One step, one normaliser").
 
 Batches are plain objects with ``to(device)``, ``shard(rank, world_size)``, ``len()`` and
 ``num_tokens`` (``PairBatch`` and ``SequenceBatch`` in ``batching.py`` qualify). Each batch is a
@@ -16,6 +25,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -29,9 +39,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from prefalign.core.models.dropout import disable_dropout
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.models.precision import resolve_mixed_precision, use_fp32_master_weights, warn_if_updates_round_away
+from prefalign.core.training.normalisation import Units, loss_units, step_normalised_loss
 from prefalign.core.training.progress import Progress
 from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
+
+log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -47,7 +62,8 @@ class Batch(Protocol):
     def __len__(self) -> int: ...
 
 
-LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict[str, float | torch.Tensor]]"]
+# A StepLoss (core/training/normalisation.py), or a plain function returning the mean over its batch's examples.
+LossFn = Callable[..., "tuple[torch.Tensor, dict[str, float | torch.Tensor]]"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,15 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0  # null disables clipping
     mixed_precision: str = "auto"  # auto = bf16 on CUDA with bf16 support, else no
+    # Trainable weights are kept and updated in fp32 (bf16/fp16 ones are cast up before training);
+    # compute precision is mixed_precision's. false = train them in the dtype they were loaded in
+    # (pure bf16 when model.dtype is bfloat16): the run warns when the learning rate is below what
+    # that dtype can represent at the weights' scale (core/models/precision.py).
+    fp32_master_weights: bool = True
+    # Every dropout probability set to 0 before training (nn.Dropout incl. LoRA dropout, and the
+    # attention-dropout rates attention functions read from the modules): a policy's training
+    # forward then equals the reference's eval-mode forward (TRL's disable_dropout; core/models/dropout.py).
+    disable_dropout: bool = True
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
@@ -131,12 +156,6 @@ class TrainResult:
     examples_per_second: float = 0.0
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
     """An Accelerator; re-creatable in one process (tests, notebooks) with another precision."""
     if AcceleratorState._shared_state:  # keep the process group (PartialState), reset the rest
@@ -161,30 +180,51 @@ def _scalar(value: float | torch.Tensor) -> float:
     return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
 
 
+def local_share(batch: Batch, rank: int, world: int) -> tuple[Batch, bool]:
+    """This process's share of a global batch, and whether it is real.
+
+    A short last batch may hold fewer examples than processes; a process whose share is empty gets
+    the batch's first example as a stand-in (False), whose loss the caller weighs 0: under DDP every
+    process must run the forward and backward passes of every micro-batch for the gradient all-reduce.
+    """
+    if rank < len(batch):
+        return batch.shard(rank, world), True
+    return batch.shard(0, len(batch)), False
+
+
+def _all_sum(values: list[float], accelerator: Accelerator) -> list[float]:
+    """Element-wise sum over processes (one all-reduce; the values themselves with one process)."""
+    if accelerator.num_processes == 1:
+        return values
+    summed = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), reduction="sum")
+    return summed.tolist()
+
+
 def evaluate(model: torch.nn.Module, batches: Sequence[Batch], loss_fn: LossFn, accelerator: Accelerator) -> dict[str, float]:
-    """Example-weighted mean of loss and metrics over ``batches``, summed across processes."""
+    """The loss over all of ``batches`` (token-level terms over all their tokens, example-level terms
+    over all their examples, on every process) and the example-weighted mean of each metric."""
     if not batches:
         return {}
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = {}
-    count = 0.0
+    rank, world = accelerator.process_index, accelerator.num_processes
+    shares = [local_share(b, rank, world) for b in batches]
+    units = sum((loss_units(loss_fn, share) for share, real in shares if real), Units())
+    denominators = Units(*_all_sum([units.tokens, units.examples], accelerator))
+    loss_sum, sums, count = 0.0, {}, 0.0
     with torch.no_grad():
-        for batch in batches:
-            local = batch.shard(accelerator.process_index, accelerator.num_processes)
-            if len(local) == 0:
-                continue
-            loss, metrics = loss_fn(model, local.to(accelerator.device))
-            n = len(local)
+        for local, real in shares:
+            loss, metrics = step_normalised_loss(loss_fn, model, local.to(accelerator.device), denominators)
+            # a stand-in (empty share) weighs 0 but keeps the metric keys alike on every process
+            n = len(local) if real else 0
+            loss_sum += _scalar(loss) if real else 0.0
             count += n
-            for key, value in {"loss": loss, **metrics}.items():
+            for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + _scalar(value) * n
     keys = sorted(sums)
-    totals = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        totals = accelerator.reduce(totals, reduction="sum")
+    totals = _all_sum([loss_sum] + [sums[k] for k in keys] + [count], accelerator)
     model.train(was_training)
-    return {f"val_{k}": float(totals[i] / totals[-1]) for i, k in enumerate(keys)}
+    return {"val_loss": totals[0], **{f"val_{k}": totals[i + 1] / totals[-1] for i, k in enumerate(keys)}}
 
 
 def train(
@@ -207,6 +247,14 @@ def train(
     if cfg.cpu_malloc_mmap_threshold is not None and accelerator.device.type == "cpu":
         set_malloc_mmap_threshold(cfg.cpu_malloc_mmap_threshold)
     set_seed(cfg.seed)
+    if cfg.disable_dropout:
+        changed = disable_dropout(model)
+        if changed:
+            log.info("training.disable_dropout: set to 0: %s", ", ".join(changed))
+    if cfg.fp32_master_weights:
+        use_fp32_master_weights(model)
+    else:
+        warn_if_updates_round_away(model, cfg.learning_rate)
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
@@ -238,23 +286,31 @@ def train(
     final_metrics: dict[str, float] = {}
     model.train()
     while step < cfg.max_steps:
-        step_loss, step_metrics, step_tokens, step_examples = 0.0, {}, 0, 0
+        shares = []
         for micro in range(accum):
             epoch, position = divmod(step * accum + micro, n_batches)
-            batch = train_batches[epoch_order(n_batches, cfg.seed, epoch)[position]].shard(rank, world)
-            step_tokens += batch.num_tokens
-            step_examples += len(batch)
+            shares.append(local_share(train_batches[epoch_order(n_batches, cfg.seed, epoch)[position]], rank, world))
+        # The step's units on every process, summed once: each micro-batch's loss is its summed
+        # terms over them, times W because DDP averages the W processes' gradients.
+        units = sum((loss_units(loss_fn, batch) for batch, real in shares if real), Units())
+        totals = Units(*_all_sum([units.tokens, units.examples], accelerator))
+        denominators = totals.scaled(1.0 / world)
+        step_loss, metric_sums = 0.0, {}
+        for micro, (batch, real) in enumerate(shares):
             # Skip the gradient all-reduce on all but the last micro-batch of an accumulation.
             sync = nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
-                    loss, metrics = loss_fn(model, batch.to(accelerator.device))
+                    loss, metrics = step_normalised_loss(loss_fn, model, batch.to(accelerator.device), denominators)
+                if not real:  # a stand-in for an empty share: its backward only joins the all-reduce
+                    loss = loss * 0.0
                 # backward outside autocast (as torch.amp advises): under it, every backward matmul
                 # re-casts its operands, which cost bf16 runs on CPU ~10% of their time in copies
-                accelerator.backward(loss / accum)
-            step_loss += _scalar(loss) / accum
+                accelerator.backward(loss)
+            step_loss += _scalar(loss)
+            weight = len(batch) if real else 0  # a stand-in's metrics keep the keys alike on every process
             for key, value in metrics.items():
-                step_metrics[key] = step_metrics.get(key, 0.0) + _scalar(value) / accum
+                metric_sums[key] = metric_sums.get(key, 0.0) + _scalar(value) * weight
         grad_norm = None  # JSON-friendly "not measured"
         if cfg.max_grad_norm is not None:
             grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
@@ -265,19 +321,20 @@ def train(
             release_free_heap()
         step += 1
 
-        summed = torch.tensor([step_loss, step_tokens, step_examples], dtype=torch.float64, device=accelerator.device)
-        if world > 1:
-            summed = accelerator.reduce(summed, reduction="sum")
-        tokens_seen += float(summed[1])
-        examples_seen += float(summed[2])
+        keys = sorted(metric_sums)
+        step_tokens = sum(batch.num_tokens for batch, real in shares if real)
+        summed = _all_sum([step_loss, step_tokens] + [metric_sums[k] for k in keys], accelerator)
+        tokens_seen += summed[1]
+        examples_seen += totals.examples
         elapsed = time.perf_counter() - start
         row = {
             "step": step,
-            "train_loss": float(summed[0]) / world,
+            "train_loss": summed[0] / world,  # each process's share is (its sums) * W / (the step's totals)
             "learning_rate": scheduler.get_last_lr()[0],
             "grad_norm": grad_norm,
             "tokens_per_second": tokens_seen / max(elapsed, 1e-9),
-            **{f"train_{k}": v for k, v in step_metrics.items()},  # this process's share
+            # example-weighted means over the step's micro-batches and processes
+            **{f"train_{k}": summed[2 + i] / totals.examples for i, k in enumerate(keys)},
         }
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
             final_metrics = evaluate(model, val_batches, loss_fn, accelerator)

@@ -12,27 +12,35 @@ from matplotlib.figure import Figure
 from prefalign.core.evaluation import comparison, evaluate, generation, plots, report, scoring, statistics
 from prefalign.core.evaluation import rewardbench as rewardbench_format
 from prefalign.core.schema import MESSAGES_DTYPE, with_prompt_messages
+from prefalign.core.evaluation.config import EvaluationConfig, RewardBenchConfig
 
 logger = logging.getLogger(__name__)
 
+
+def _config(params: dict[str, Any]) -> EvaluationConfig:
+    """``params:evaluation`` parsed and checked by the same rules as the check before the run."""
+    return EvaluationConfig.from_params(params)
+
+
 def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
     """The evaluated pairs: the configured splits, capped per source (seeded) to bound the cost."""
-    splits = params["splits"]
+    config = _config(params)
+    splits = config.splits
     chosen = validated_pairs.filter(pl.col("split").is_in(splits))
     if chosen.is_empty():
         raise ValueError(
             f"validated_pairs has no rows in splits {splits} (it has {validated_pairs['split'].unique().to_list()}); "
             "set evaluation.splits"
         )
-    cap = params.get("max_pairs_per_source")
+    cap = config.max_pairs_per_source
     if cap:
-        chosen = chosen.filter(pl.int_range(pl.len()).shuffle(seed=params.get("seed", 0)).over("source") < cap)
+        chosen = chosen.filter(pl.int_range(pl.len()).shuffle(seed=config.seed).over("source") < cap)
     return chosen.sort("pair_id")
 
 
 def select_heldout_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
     """The held-out sources' pairs (split `heldout`), capped per source like the test pairs; may be empty."""
-    splits = params.get("heldout_splits") or []
+    splits = _config(params).heldout_splits
     chosen = validated_pairs.filter(pl.col("split").is_in(splits))
     if chosen.is_empty():
         logger.warning("no held-out pairs (splits %s): set feedback.split.heldout_sources to evaluate on sources "
@@ -43,17 +51,19 @@ def select_heldout_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) 
 
 def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
     """A RewardBench v1 or v2 table as scorable pair rows; capped per subset only when asked (seeded)."""
-    return rewardbench_format.prepare_rows(rewardbench, params.get("max_rows_per_subset"), params.get("seed", 0))
+    config = RewardBenchConfig.from_params(params)
+    return rewardbench_format.prepare_rows(rewardbench, config.max_rows_per_subset, config.seed)
 
 
 def select_test_triples(triples: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
     """The cyclic triples of the evaluated splits, held-out ones included (never trained on either)."""
-    splits = [*params["splits"], *(params.get("heldout_splits") or [])]
+    config = _config(params)
+    splits = [*config.splits, *config.heldout_splits]
     return triples.filter(pl.col("split").is_in(splits)) if triples.height else triples
 
 
 def _bootstrap(params: dict[str, Any]) -> statistics.BootstrapConfig:
-    return statistics.BootstrapConfig.from_params(params.get("bootstrap"))
+    return _config(params).bootstrap
 
 
 def _scored_metrics(scorer: scoring.PairScorer, tables: dict[str, pl.DataFrame], rewardbench_rows: pl.DataFrame,
@@ -62,6 +72,7 @@ def _scored_metrics(scorer: scoring.PairScorer, tables: dict[str, pl.DataFrame],
 
     `audit(pairs) -> (identical mask, truncation stats)` marks pairs that are token-identical
     after the model's truncation: they are reported apart, not scored."""
+    config = _config(params)
     metrics: dict[str, Any] = {"_scores": {}, "truncation": {}}
     for set_name, pairs in tables.items():
         if pairs.is_empty():
@@ -71,13 +82,15 @@ def _scored_metrics(scorer: scoring.PairScorer, tables: dict[str, pl.DataFrame],
             identical, stats = audit(pairs)
             scored = scored.with_columns(pl.Series("identical_after_truncation", identical))
             metrics["truncation"][set_name] = stats
-        metrics[set_name] = evaluate.evaluate_pair_scores(scored, params["n_bins"], _bootstrap(params))
+        metrics[set_name] = evaluate.evaluate_pair_scores(scored, config.n_bins, config.bootstrap)
         metrics["_scores"][set_name] = evaluate.pair_score_record(scored)
     if rewardbench_rows.height:
-        rb_params = params["rewardbench"]
+        rb_config = config.rewardbench
+        scored_rows = scoring.score_pairs(rewardbench_rows, scorer)
         metrics["rewardbench"] = rewardbench_format.score(
-            scoring.score_pairs(rewardbench_rows, scorer), rb_params["sections"], rb_params.get("subset_weights"),
-            rb_params.get("max_rows_per_subset"))
+            scored_rows, rb_config.sections, rb_config.subset_weights, rb_config.max_rows_per_subset,
+            config.bootstrap, config.n_bins)
+        metrics["_rewardbench_scores"] = rewardbench_format.score_rows(scored_rows)
         if audit is not None and "response_index" not in rewardbench_rows.columns:
             metrics["truncation"]["rewardbench"] = audit(rewardbench_rows)[1]
     if triples.height:
@@ -133,7 +146,7 @@ def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any],
         [test_pairs, heldout_pairs.select(test_pairs.columns)])
     prompts = (with_prompt_messages(pairs).filter(pl.col("source") == "synthetic_scalar")
                .select("prompt", pl.col("prompt_messages").cast(MESSAGES_DTYPE)).unique()
-               .sort("prompt").head(params["generation"]["max_prompts"]))
+               .sort("prompt").head(_config(params).generation.max_prompts))
     if prompts.is_empty():
         logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "
                        "(enable feedback.sources.synthetic_scalar)")
@@ -147,7 +160,7 @@ def reference_samples(reference: Any, prompts: pl.DataFrame, params: dict[str, A
         return pl.DataFrame(schema={"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE, "sample_index": pl.Int64,
                                     "response": pl.String, "length": pl.Float64, "finished": pl.Boolean,
                                     "prompt_token_ids": pl.List(pl.Int64), "token_ids": pl.List(pl.Int64)})
-    return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), params["generation"]["sampling"],
+    return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), _config(params).generation.sampling,
                                          data_params["max_length"], data_params["max_prompt_length"],
                                          prompts["prompt_messages"].to_list())
 
@@ -163,19 +176,20 @@ def make_policy_metrics(name: str):
         pairs = reference_logps.select("prompt", "prompt_messages", "first", "second")
         args = _logprob_args(data_params)
         policy_logps = scoring.pair_logprob_table(bundle.model, bundle.tokenizer, pairs, **args)
-        beta = float((bundle.metadata or {}).get("beta", params["implicit_reward_beta"]))
+        config = _config(params)
+        beta = float((bundle.metadata or {}).get("beta", config.implicit_reward_beta))
         scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
         metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows, triples,
                                   params, _audit(bundle.tokenizer, args["max_length"], args["max_prompt_length"]))
         metrics["training_curve"] = _curve_records(training_curve)
         if reference_samples.height:
             prompts = reference_samples.select("prompt", "prompt_messages").unique(maintain_order=True)
-            samples = generation.sample_for_prompts(bundle, prompts["prompt"].to_list(), params["generation"]["sampling"],
+            samples = generation.sample_for_prompts(bundle, prompts["prompt"].to_list(), config.generation.sampling,
                                                     data_params["max_length"], data_params["max_prompt_length"],
                                                     prompts["prompt_messages"].to_list())
             judge = scoring.scalar_truth_scorer(judge_params["weights"], judge_params.get("temperature", 1.0))
             judged = generation.judge_against_reference(samples, reference_samples, judge)
-            sampling = params["generation"]["sampling"]
+            sampling = config.generation.sampling
             if sampling.get("temperature", 1.0) != 1.0 or sampling.get("top_p", 1.0) != 1.0:
                 # the samples then come from a tempered / truncated pi, not pi: the mean log-ratio is biased
                 logger.warning("%s: evaluation.generation.sampling has temperature=%s top_p=%s; the KL estimate "
@@ -223,41 +237,47 @@ def ground_truth_metrics(test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame, 
     for set_name, pairs in (("pairs", test_pairs), ("heldout", heldout_pairs)):
         scored = scoring.score_by_source(pairs, {"synthetic_scalar": scalar, "synthetic_cyclic": cyclic})
         if scored.height:
-            metrics[set_name] = evaluate.evaluate_pair_scores(scored, params["n_bins"], _bootstrap(params))
+            metrics[set_name] = evaluate.evaluate_pair_scores(scored, _config(params).n_bins, _bootstrap(params))
     if triples.height:
         metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, cyclic))
     return metrics
 
 
 def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
-                    params: dict[str, Any], **models: dict[str, Any]) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
+                    params: dict[str, Any], **models: dict[str, Any]
+                    ) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """All models side by side with the length baselines, paired tests and the verdict: the run's
-    metrics JSON, the comparison table (one row per evaluated set and model), the data summary."""
-    order = params.get("model_order") or list(models)  # default: the pipeline's (registry) order
+    metrics JSON, the comparison table (one row per evaluated set and model), the data summary, and
+    every model's per-row scores of the RewardBench-format file (model + rewardbench.score_rows)."""
+    config = _config(params)
+    order = config.model_order or list(models)  # default: the pipeline's (registry) order
     ordered = {name: models[name] for name in order if name in models}
     ordered.update({name: m for name, m in models.items() if name not in ordered})
     tables = {"pairs": test_pairs, "heldout": heldout_pairs}
-    bootstrap = _bootstrap(params)
+    bootstrap = config.bootstrap
     ordered.update(comparison.baseline_metrics(tables, bootstrap))
     kinds = {"reward models": [n for n, m in ordered.items() if m.get("kind") == "reward model"],
              "policies": [n for n, m in ordered.items() if str(m.get("kind", "")).startswith("policy")]}
     groups = [names + list(comparison.BASELINES) for names in kinds.values() if names]
-    tests = comparison.paired_tests(ordered, tables, groups, bootstrap, params["n_bins"])
+    tests = comparison.paired_tests(ordered, tables, groups, bootstrap, config.n_bins)
+    rewardbench_scores = [metrics.pop("_rewardbench_scores").with_columns(pl.lit(name).alias("model"))
+                          for name, metrics in ordered.items() if metrics.get("_rewardbench_scores") is not None]
     for metrics in ordered.values():
         metrics.pop("_scores", None)  # per-pair logits: used above, too bulky for the JSON
     data = evaluate.data_summary(validated_pairs)
     table = comparison.comparison_table(ordered)
     metrics = {
         "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "evaluated_splits": ",".join(params["splits"]), "evaluated_pairs": test_pairs.height,
+                "evaluated_splits": ",".join(config.splits), "evaluated_pairs": test_pairs.height,
                 "heldout_pairs": heldout_pairs.height,
                 "heldout_sources": ", ".join(f"{source} {n}" for source, n in heldout_pairs.group_by("source").len()
                                              .sort(["len", "source"], descending=[True, False]).iter_rows()),
                 "bootstrap": f"{bootstrap.resamples} prompt resamples, seed {bootstrap.seed}, "
-                             f"{bootstrap.level:.0%} percentile intervals"},
+                             f"{bootstrap.label} percentile intervals"},
+        "interval_level": bootstrap.level,
         "data": data.to_dicts(),
         "models": ordered,
-        "uninformative": comparison.uninformative_rows(tables, bootstrap, params["n_bins"]),
+        "uninformative": comparison.uninformative_rows(tables, bootstrap, config.n_bins),
         "paired_tests": tests,
         "verdict": comparison.verdict(ordered, tests, kinds),
         "generation_verdict": comparison.generation_verdict(ordered, kinds["policies"]),
@@ -265,7 +285,9 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
     }
     logger.info("evaluation verdict:\n%s", "\n".join(f"  [{comparison.SETS[v['set']]}] {v['statement']}"
                                                      for v in metrics["verdict"]))
-    return metrics, table, data
+    scores = (pl.concat(rewardbench_scores, how="diagonal_relaxed").select("model", pl.exclude("model"))
+              if rewardbench_scores else pl.DataFrame(schema={"model": pl.String, "row": pl.Int64, "logit": pl.Float64}))
+    return metrics, table, data, scores
 
 
 def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
@@ -291,7 +313,7 @@ def write_report(metrics: dict[str, Any], data: pl.DataFrame, figures: dict[str,
     """Markdown report saved with its plots (links plots/<name>.png work in its version folder),
     a self-contained HTML report, and the latest plots as PNG files."""
     images = {name: plots.figure_png_base64(fig) for name, fig in figures.items()}
-    location = params["report_location"]
+    location = _config(params).report_location
     pngs = {f"{name}.png": fig for name, fig in figures.items()}
     markdown = report.render_markdown(data, metrics, list(figures), "plots")
     html = report.render_html(data, metrics, images)

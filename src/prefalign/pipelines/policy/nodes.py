@@ -17,7 +17,8 @@ from prefalign.core.models.backbone import prepare_for_training
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
-from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, reference_logprobs, train_gpo
+from prefalign.core.policy.training import (PolicyDataConfig, apply_cpu_threads, reference_logprobs,
+                                            scoring_batch_size_of, train_gpo, work_dir_of)
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded
@@ -31,10 +32,9 @@ def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str
     # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
     # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
     # the versioned catalog dataset.
-    if "work_dir" not in objective:
-        raise ValueError(f"{spec.params_key} needs work_dir (where an interrupted run resumes from)")
-    name = Path(objective["work_dir"]).name
-    return resumable_run_dir(objective["work_dir"], name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
+    work_dir = work_dir_of(objective, spec.params_key)
+    name = Path(work_dir).name
+    return resumable_run_dir(work_dir, name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
 
 
 def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
@@ -77,8 +77,10 @@ def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
 
     def compute(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
                 objective: dict[str, Any]) -> pl.DataFrame:
-        apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
-        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
+        training = TrainConfig.from_dict(objective.get("training"))
+        apply_cpu_threads(training)
+        # the training's layout and compute precision: the reference equals the policy it starts
+        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")), training)
 
     return named_node_function(compute, f"{spec.namespace}_reference_logprobs")
 
@@ -127,7 +129,7 @@ def on_policy_node(spec: ObjectiveSpec) -> Callable:
         work_dir = _work_dir(spec, defaults, objective, validated_pairs, reference)
         run = train_gpo(
             _with_lora(reference, defaults),
-            preference_table_fn(preference_model, objective.get("scoring_batch_size", 16)),
+            preference_table_fn(preference_model, scoring_batch_size_of(objective, spec.params_key)),
             validated_pairs,
             gpo,
             PolicyDataConfig.from_dict(defaults.get("data")),

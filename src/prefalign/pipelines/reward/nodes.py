@@ -15,7 +15,7 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.pipelines import named_node_function
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
-from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs
+from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs
 from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 
@@ -26,7 +26,7 @@ def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
     """The three node functions of the reward objective ``spec`` (select pairs, fit tokenizer, train)."""
 
     def params_of(defaults: dict[str, Any], objective: dict[str, Any]) -> RewardParams:
-        return spec.parse(deep_merge(defaults, objective))
+        return spec.parse(objective, defaults=defaults)
 
     def select_training_pairs(
         validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
