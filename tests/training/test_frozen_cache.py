@@ -132,3 +132,26 @@ def test_cached_rewards_equal_on_smollm2_real_weights():
     batch = make_packed_pair_batches(tokenized, 4, tok.pad_token_id, seed=None, share_prompt=True)[0]
     with torch.no_grad():
         torch.testing.assert_close(cached(batch.sequences).rewards, plain(batch.sequences).rewards, atol=1e-4, rtol=0)
+
+
+def test_checkpoint_records_frozen_layers_and_scores_through_the_cache(tokenizer, tokenized, tmp_path):
+    from prefalign.core.models.checkpoint import ModelBundle, load_bundle, save_bundle
+    from prefalign.core.reward.scoring import pair_logits
+
+    plain, cached = reward_pair(tokenizer)
+    save_bundle(ModelBundle(cached, tokenizer, {"objective": "bt"}), tmp_path / "bt")
+    loaded = load_bundle(tmp_path / "bt")
+    assert loaded.metadata["frozen_layers"] == 3
+    cache = frozen_cache.frozen_cache_of(loaded.model.backbone)
+    assert cache is not None and cache is frozen_cache.frozen_cache_of(cached.backbone)  # same frozen weights, one cache
+    prompts, chosen, rejected = ["why is the sky blue"] * 3, ["because light scatters", "no idea", "blue"], ["it is not", "green", "hmm"]
+    for _ in range(2):
+        torch.testing.assert_close(torch.from_numpy(pair_logits(loaded.model, tokenizer, prompts, chosen, rejected)),
+                                   torch.from_numpy(pair_logits(plain, tokenizer, prompts, chosen, rejected)), atol=1e-5, rtol=0)
+    assert cache.hits > 0
+    # the loaded model's lower layers are trainable again: a training forward never reads the cache
+    hits = cache.hits
+    batch = make_packed_pair_batches(tokenized, 6, tokenizer.pad_token_id, seed=0, share_prompt=True)[0]
+    loaded.model.train()(batch.sequences).rewards.sum().backward()
+    assert cache.hits == hits
+    assert frozen_cache.frozen_prefix_layers(plain) == 3 and frozen_cache.frozen_prefix_layers(loaded.model) == 0

@@ -94,7 +94,32 @@ def fingerprint(stack: torch.nn.Module, num_layers: int) -> str:
     return digest.hexdigest()
 
 
-def enable_frozen_cache(model: torch.nn.Module, num_layers: int, max_gigabytes: float = 4.0) -> FrozenLayerCache:
+def _lower_parameters(stack: torch.nn.Module, num_layers: int) -> list[tuple[str, torch.nn.Parameter]]:
+    return list(stack.get_input_embeddings().named_parameters()) + [
+        (f"layers.{i}.{name}", p) for i, layer in enumerate(stack.layers[:num_layers]) for name, p in layer.named_parameters()
+    ]
+
+
+def frozen_prefix_layers(model: torch.nn.Module) -> int:
+    """How many of ``model``'s lowest layers (with its input embeddings) have no trainable parameter:
+    the ``frozen_layers`` a checkpoint records, so scoring can read those layers from the cache. 0 for
+    models without a decoder stack or with trainable embeddings."""
+    try:
+        stack = decoder_stack(model)
+    except ValueError:
+        return 0
+    if any(p.requires_grad for p in stack.get_input_embeddings().parameters()):
+        return 0
+    count = 0
+    for layer in stack.layers:
+        if any(p.requires_grad for p in layer.parameters()):
+            break
+        count += 1
+    return count if count < len(stack.layers) else 0  # nothing trained: no frozen "prefix" to speak of
+
+
+def enable_frozen_cache(model: torch.nn.Module, num_layers: int, max_gigabytes: float = 4.0,
+                        require_frozen: bool = True) -> FrozenLayerCache:
     """Attach the (shared) cache of ``model``'s lowest ``num_layers`` layers; returns it.
 
     Args:
@@ -102,19 +127,20 @@ def enable_frozen_cache(model: torch.nn.Module, num_layers: int, max_gigabytes: 
             lowest ``num_layers`` layers are frozen (``backbone.freeze_lower_layers``).
         num_layers: N >= 1.
         max_gigabytes: the cache's size limit.
+        require_frozen: False for a model that only scores (a loaded checkpoint): its lower layers
+            need not be marked frozen, the cache is keyed by their weights, and a forward that could
+            change them (gradients on, lower layers trainable) runs uncached.
 
     Raises:
-        ValueError: N < 1, or a parameter of the embeddings or of layers 0..N-1 still trains (LoRA
-            adapters there, for example): the cache would hold stale activations.
+        ValueError: N < 1, or (``require_frozen``) a parameter of the embeddings or of layers 0..N-1
+            still trains (LoRA adapters there, for example): the cache would hold stale activations.
     """
     if num_layers < 1:
         raise ValueError(f"model.cache_frozen_layers needs model.freeze_layers >= 1 (got {num_layers})")
     stack = decoder_stack(model)
-    lower = list(stack.get_input_embeddings().named_parameters()) + [
-        (f"layers.{i}.{name}", p) for i, layer in enumerate(stack.layers[:num_layers]) for name, p in layer.named_parameters()
-    ]
+    lower = _lower_parameters(stack, num_layers)
     training = [name for name, p in lower if p.requires_grad]
-    if training:
+    if training and require_frozen:
         raise ValueError(
             f"model.cache_frozen_layers: the lowest {num_layers} layers must be frozen, but {training[:3]} train "
             "(LoRA on those layers?); restrict the adapters to the upper layers (model.lora.layers_to_transform) "
@@ -223,6 +249,10 @@ def forward_from_cache(model: torch.nn.Module, packed, inputs: dict, cache: Froz
     """
     stack = decoder_stack(model)
     n = cache.num_layers
+    if torch.is_grad_enabled() and any(p.requires_grad for _, p in _lower_parameters(stack, n)):
+        # these layers may change (a scoring-only cache on a model now being trained): never cached
+        packed.plan.calls = 0
+        return model(**inputs, **kwargs)
     lower = cached_lower_hidden(cache, stack, packed, inputs)
     upper_inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
     plan = inputs.get("packed_segments")
