@@ -43,12 +43,15 @@ class EnvironmentObjectivesHooks:
     def after_context_created(self, context) -> None:
         from kedro.framework.project import PACKAGE_NAME, pipelines
 
-        from prefalign.pipelines import declare_objectives
+        from prefalign.pipelines import declare_judge, declare_objectives
 
+        params = context.config_loader["parameters"]
+        judge = ((params.get("evaluation") or {}).get("generation") or {}).get("judge")
         try:
-            changed = declare_objectives(context.config_loader["parameters"].get("objectives"))
+            changed = declare_objectives(params.get("objectives"))
         except ValueError as error:
             raise InvalidParameters(f"invalid parameters, nothing was run: {error}") from None
+        changed = declare_judge(judge) or changed
         if changed and PACKAGE_NAME:
             pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # registered again, with the declared objectives
 

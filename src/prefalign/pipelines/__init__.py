@@ -13,6 +13,7 @@ from prefalign.core.objectives.registry import ObjectiveSpec, objectives
 
 FAMILIES = ("reward", "policy")
 _declared: dict[str, tuple[str, ...] | None] = {family: None for family in FAMILIES}
+_judge: list[str | None] = [None]  # evaluation.generation.judge: the win-rate judge's namespace, or None (r*)
 
 
 def named_node_function(func: Callable, name: str) -> Callable:
@@ -52,6 +53,22 @@ def declare_objectives(declaration: dict[str, Any] | None) -> bool:
     changed = new != _declared
     _declared.update(new)
     return changed
+
+
+def declare_judge(judge: str | None) -> bool:
+    """Set the win-rate judge the evaluation pipeline wires in (``evaluation.generation.judge``).
+
+    Returns:
+        True when it changed (the pipelines must be built again).
+    """
+    changed = judge != _judge[0]
+    _judge[0] = judge
+    return changed
+
+
+def win_rate_judge() -> str | None:
+    """The reward model namespace that judges policy samples, or None for the synthetic r*."""
+    return _judge[0]
 
 
 def declared_objectives(family: str, **filters: Any) -> list[ObjectiveSpec]:

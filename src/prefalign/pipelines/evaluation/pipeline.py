@@ -11,7 +11,7 @@ from importlib.util import find_spec
 from kedro.pipeline import Pipeline, node, pipeline
 
 from prefalign.core.objectives.registry import reference_policy
-from prefalign.pipelines import declared_objectives
+from prefalign.pipelines import declared_objectives, win_rate_judge
 from prefalign.pipelines.evaluation import nodes
 
 REFERENCE_POLICY = reference_policy().namespace
@@ -59,12 +59,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                                            "params:policy.defaults.data"],
                  "evaluation_reference_samples", name="reference_samples"),
         ]
+        # win rates against SFT: judged by a reward model (evaluation.generation.judge), else by r*
+        judge = f"{win_rate_judge()}.model" if win_rate_judge() else "params:feedback.sources.synthetic_scalar"
         for name in policies:
             models.append(node(nodes.make_policy_metrics(name),
                                [f"{name}.model", reference, "evaluation_reference_logprobs",
                                 "evaluation_reference_samples", f"{name}.training_curve", *SHARED,
-                                "params:feedback.sources.synthetic_scalar", "params:evaluation",
-                                "params:policy.defaults.data"],
+                                judge, "params:evaluation", "params:policy.defaults.data"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     report = pipeline([
