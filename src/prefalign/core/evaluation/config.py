@@ -107,6 +107,9 @@ class EvaluationConfig:
     heldout_splits: list[str] = field(default_factory=lambda: ["heldout"])
     max_pairs_per_source: int | None = None
     sources: list[str] | None = None  # the sources of the in-distribution test pairs (null = every source)
+    # policies' implicit rewards cost a vocabulary projection per response token: a smaller seeded cap
+    # per source (and per RewardBench subset) for them; null = the same pairs as the reward models
+    policy_max_pairs_per_source: int | None = None
     seed: int = 0
     n_bins: int = 10
     bootstrap: Any = field(default_factory=dict)  # -> BootstrapConfig
@@ -144,6 +147,7 @@ class EvaluationConfig:
                 raise ParameterError(f"evaluation.{key}={splits!r} must be a list of {', '.join(ALL_SPLITS)}"
                                      + (" (non-empty)" if key == "splits" else ""))
         _count_or_null(config.max_pairs_per_source, "evaluation.max_pairs_per_source")
+        _count_or_null(config.policy_max_pairs_per_source, "evaluation.policy_max_pairs_per_source")
         if config.sources is not None and (isinstance(config.sources, str) or not config.sources):
             raise ParameterError(f"evaluation.sources={config.sources!r} must be a non-empty list of sources, or null for all")
         _seed(config.seed, "evaluation.seed")

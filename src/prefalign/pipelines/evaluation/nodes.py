@@ -49,7 +49,7 @@ def select_heldout_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) 
         logger.warning("no held-out pairs (splits %s): set feedback.split.heldout_sources to evaluate on sources "
                        "no model was trained on", splits)
         return chosen
-    return select_test_pairs(chosen, {**params, "splits": splits})
+    return select_test_pairs(chosen, {**params, "splits": splits, "sources": None})  # every held-out source
 
 
 def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
@@ -139,11 +139,31 @@ def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
             "batch_size": data_params.get("eval_batch_size", 16)}
 
 
+def _policy_tables(params: dict[str, Any], *tables: pl.DataFrame) -> list[pl.DataFrame]:
+    """The evaluated tables (test, held-out, RewardBench rows, triples) cut to
+    ``evaluation.policy_max_pairs_per_source`` rows per source (per subset for RewardBench rows, in
+    all for triples), seeded: the pairs every policy and the reference are scored on."""
+    config = _config(params)
+    cap = config.policy_max_pairs_per_source
+    if cap is None:
+        return list(tables)
+    out = []
+    for table in tables:
+        if not table.height or "response_index" in table.columns:  # RewardBench v2 rows score whole prompts: kept
+            out.append(table)
+            continue
+        group = next((c for c in ("source", "subset") if c in table.columns), None)
+        rank = pl.int_range(pl.len()).shuffle(seed=config.seed)
+        out.append(table.filter((rank.over(group) if group else rank) < cap))
+    return out
+
+
 def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
-                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
-    """log pi_ref of both sides of every evaluated pair (rendered and truncated as in training),
-    computed ONCE for all policies."""
-    pairs = scoring.pairs_to_score(test_pairs, heldout_pairs, rewardbench_rows, triples)
+                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, data_params: dict[str, Any],
+                       params: dict[str, Any]) -> pl.DataFrame:
+    """log pi_ref of both sides of every pair the policies are evaluated on (rendered and truncated as
+    in training), computed ONCE for all policies."""
+    pairs = scoring.pairs_to_score(*_policy_tables(params, test_pairs, heldout_pairs, rewardbench_rows, triples))
     return scoring.pair_logprob_table(reference.model, reference.tokenizer, pairs, **_logprob_args(data_params))
 
 
@@ -191,6 +211,8 @@ def make_policy_metrics(name: str):
         config = _config(params)
         beta = float((bundle.metadata or {}).get("beta", config.implicit_reward_beta))
         scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
+        test_pairs, heldout_pairs, rewardbench_rows, triples = _policy_tables(params, test_pairs, heldout_pairs,
+                                                                              rewardbench_rows, triples)
         metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows, triples,
                                   params, _audit(bundle.tokenizer, args["max_length"], args["max_prompt_length"]))
         metrics["training_curve"] = _curve_records(training_curve)

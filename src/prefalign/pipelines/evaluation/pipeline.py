@@ -51,7 +51,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     if _present("policy") and policies:
         reference = f"{REFERENCE_POLICY}.model"
         models += [
-            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data"],
+            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data", "params:evaluation"],
                  "evaluation_reference_logprobs", name="reference_logprobs"),
             node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation", "evaluation_heldout_pairs"],
                  "evaluation_generation_prompts", name="generation_prompts"),
