@@ -31,6 +31,31 @@ class InvalidParameters(click.ClickException):
         super().__init__(message)
 
 
+class EnvironmentObjectivesHooks:
+    """Builds the pipelines for the objectives the run environment declares (``objectives`` parameter).
+
+    Runs when the context is created, before Kedro first registers the pipelines for the run, so an
+    environment that lists ``objectives: {reward: [bt, mmpo, gpm]}`` has no node of any other reward
+    objective: `kedro run --env <env>` trains and evaluates exactly those (pipelines/__init__.py).
+    """
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context) -> None:
+        from kedro.framework.project import PACKAGE_NAME, pipelines
+
+        from prefalign.pipelines import declare_judge, declare_objectives
+
+        params = context.config_loader["parameters"]
+        judge = ((params.get("evaluation") or {}).get("generation") or {}).get("judge")
+        try:
+            changed = declare_objectives(params.get("objectives"))
+        except ValueError as error:
+            raise InvalidParameters(f"invalid parameters, nothing was run: {error}") from None
+        changed = declare_judge(judge) or changed
+        if changed and PACKAGE_NAME:
+            pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # registered again, with the declared objectives
+
+
 class ParameterCheckHooks:
     """Checks every parameter of every selected pipeline before any node runs (so before any
     dataset version is written)."""

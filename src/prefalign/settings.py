@@ -20,9 +20,9 @@ from prefalign.console import rich_logging_in_terminal
 # Rich log output in a terminal; plain unwrapped lines when redirected (conf/logging.yml).
 rich_logging_in_terminal()
 
-from prefalign.hooks import MlflowTrackingHooks, ParameterCheckHooks, RunSummaryHooks, VizStatsHooks
+from prefalign.hooks import EnvironmentObjectivesHooks, MlflowTrackingHooks, ParameterCheckHooks, RunSummaryHooks, VizStatsHooks
 
-HOOKS = (ParameterCheckHooks(), RunSummaryHooks(), VizStatsHooks(), MlflowTrackingHooks())
+HOOKS = (EnvironmentObjectivesHooks(), ParameterCheckHooks(), RunSummaryHooks(), VizStatsHooks(), MlflowTrackingHooks())
 
 
 

@@ -80,7 +80,7 @@ def test_policy_node_on_tiny_models_identical_policy_is_a_tie_with_zero_kl(model
               "generation": {"max_prompts": 2, "sampling": {"samples_per_prompt": 2, "max_new_tokens": 4}}}
     data = {"max_length": 128, "max_prompt_length": 64, "eval_batch_size": 8}
     ref_bundle = ModelBundle(reference, tokenizer, {"objective": "sft"})
-    ref_logps = nodes.reference_logprobs(ref_bundle, test_pairs, heldout, rb, triples, data)
+    ref_logps = nodes.reference_logprobs(ref_bundle, test_pairs, heldout, rb, triples, data, params)
     prompts = nodes.generation_prompts(test_pairs, params)
     ref_samples = nodes.reference_samples(ref_bundle, prompts, params, data)
     curve = pl.DataFrame({"step": [1, 2], "loss": [0.7, 0.6]})
@@ -96,3 +96,38 @@ def test_policy_node_on_tiny_models_identical_policy_is_a_tie_with_zero_kl(model
                 test_pairs, heldout, rb, triples, {"weights": config.weights}, params, data)
     assert set(other) >= {"pairs", "heldout", "rewardbench", "cyclic", "generation"}
     assert 0.0 <= other["generation"]["win_rate_low"] <= other["generation"]["win_rate_high"] <= 1.0
+
+
+def test_policy_win_rates_judged_by_a_reward_model_on_capped_pairs(models):
+    """evaluation.generation.judge: a reward checkpoint judges policy vs reference samples (named in the
+    metrics); evaluation.policy_max_pairs_per_source: every policy and the reference are scored on the
+    same seeded subset, at most that many pairs per source."""
+    from prefalign.core.models.backbone import build_backbone
+    from prefalign.core.models.checkpoint import ModelBundle
+    from prefalign.core.reward.model import RewardModel
+    from prefalign.pipelines.evaluation import nodes
+
+    pairs, tokenizer, policy, reference = models
+    test_pairs = pairs.head(8).with_columns(source=pl.Series(["a", "b"] * 4))
+    empty = pairs.head(0)
+    rb = pairs.head(0).select("prompt", "chosen", "rejected").with_columns(subset=pl.lit("x"))
+    params = {"n_bins": 10, "implicit_reward_beta": 0.1, "policy_max_pairs_per_source": 2, "bootstrap": {"resamples": 20},
+              "rewardbench": {"sections": {}},
+              "generation": {"judge": "reward_bt", "prompt_sources": ["a"], "max_prompts": 2,
+                             "sampling": {"samples_per_prompt": 2, "max_new_tokens": 4}}}
+    data = {"max_length": 128, "max_prompt_length": 64, "eval_batch_size": 8}
+    ref_bundle = ModelBundle(reference, tokenizer, {"objective": "sft"})
+    ref_logps = nodes.reference_logprobs(ref_bundle, test_pairs, empty, rb, pl.DataFrame(), data, params)
+    assert ref_logps.height == 4  # 2 per source
+    prompts = nodes.generation_prompts(test_pairs, params)
+    assert set(prompts["prompt"]) <= set(test_pairs.filter(pl.col("source") == "a")["prompt"])
+    ref_samples = nodes.reference_samples(ref_bundle, prompts, params, data)
+    judge = ModelBundle(RewardModel(build_backbone({"hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                                     "intermediate_size": 64}, tokenizer), {"head": "scalar"}).eval(),
+                        tokenizer, {"objective": "bt", "checkpoint": "data/06_models/cpu_chat/reward_bt/model/V/model"})
+    out = nodes.make_policy_metrics("policy_x")(ModelBundle(policy, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps,
+                                               ref_samples, pl.DataFrame({"step": [1], "loss": [0.5]}), test_pairs, empty,
+                                               rb, pl.DataFrame(), judge, params, data)
+    assert out["pairs"]["pairs"] == 4  # 2 of each source, the same pairs the reference was scored on
+    assert out["generation"]["judge"].startswith("reward model reward_bt (data/06_models/cpu_chat/reward_bt/model/V/model)")
+    assert 0.0 <= out["generation"]["win_rate"] <= 1.0

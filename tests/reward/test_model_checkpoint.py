@@ -27,7 +27,8 @@ def test_versioned_causal_lm_round_trip_and_versions(tmp_path: Path):
     assert isinstance(bundle.model, type(lm)) and not bundle.model.training
     assert torch.allclose(bundle.model(ids).logits, lm(ids).logits, atol=1e-6)
     assert bundle.tokenizer("great kind")["input_ids"] == tok("great kind")["input_ids"]
-    assert bundle.metadata == {"objective": "sft"}
+    # the metadata as saved, plus which checkpoint (environment folder and version) was loaded
+    assert bundle.metadata == {"objective": "sft", "checkpoint": str(saved_dir)}
     # plain transformers can read it too
     assert isinstance(AutoModelForCausalLM.from_pretrained(saved_dir), type(lm))
 

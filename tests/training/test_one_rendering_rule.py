@@ -90,9 +90,25 @@ class Seen:
     def _real(ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[int, ...]]:
         return [tuple(ids[r][mask[r].bool()].tolist()) for r in range(ids.shape[0])]
 
+    @staticmethod
+    def _packed(ids: torch.Tensor, plan) -> list[tuple[int, ...]]:
+        """The sequences of a packed batch: a shared segment [prompt, chosen, rejected] is two of them."""
+        rows = []
+        for row, start, prompt_end, chosen_end, end in plan.segments:
+            line = ids[row].tolist()
+            rows.append(tuple(line[start:chosen_end]))
+            if end > chosen_end:
+                rows.append(tuple(line[start:prompt_end] + line[chosen_end:end]))
+        return rows
+
     def _hook(self, module, args, kwargs):
-        if not self._in_generate:
-            self.rows += self._real(kwargs["input_ids"] if "input_ids" in kwargs else args[0], kwargs["attention_mask"])
+        if self._in_generate:
+            return
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        if kwargs.get("packed_segments") is not None:  # packed / prompt-shared scoring (the training layout)
+            self.rows += self._packed(ids, kwargs["packed_segments"])
+        else:
+            self.rows += self._real(ids, kwargs["attention_mask"])
 
     def take(self) -> list[tuple[int, ...]]:
         rows, self.rows = sorted(self.rows), []

@@ -98,7 +98,10 @@ class ModelCheckpointDataset(AbstractVersionedDataset[ModelBundle, ModelBundle])
         path = Path(self._get_load_path())
         if not (path / MARKER_FILE).exists():
             raise DatasetError(f"no model checkpoint at '{path}' ({MARKER_FILE} missing); run the pipeline that saves it")
-        return load_bundle(path, device=self._load_args["device"])
+        bundle = load_bundle(path, device=self._load_args["device"])
+        # which checkpoint of which environment this is (the report names it): the loaded version's folder
+        bundle.metadata = {**(bundle.metadata or {}), "checkpoint": str(path)}
+        return bundle
 
     def save(self, data: ModelBundle) -> None:
         if not isinstance(data, ModelBundle):

@@ -68,6 +68,11 @@ class GenerationConfig:
 
     max_prompts: int = 24
     sampling: dict = field(default_factory=dict)  # core/policy/generation.py SamplingConfig keys
+    # who judges policy vs SFT samples: null = the synthetic lab's hidden reward r* (prompts of
+    # synthetic_scalar); or a reward model's namespace (e.g. reward_bt) that none of the policies
+    # trained against, on prompts of `prompt_sources` that neither the policies nor the judge trained on
+    judge: str | None = None
+    prompt_sources: list | None = None  # null: synthetic_scalar
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, where: str = "evaluation.generation") -> "GenerationConfig":
@@ -81,6 +86,11 @@ class GenerationConfig:
         config = dataclass_from_params(cls, dict(params or {}), where)
         if config.max_prompts < 1:
             raise ParameterError(f"{where}.max_prompts={config.max_prompts!r} must be an integer >= 1")
+        if config.judge is not None and not str(config.judge).startswith("reward_"):
+            raise ParameterError(f"{where}.judge={config.judge!r} must be null (the synthetic r*) or a reward model's "
+                                 "namespace such as reward_bt")
+        if config.prompt_sources is not None and (isinstance(config.prompt_sources, str) or not config.prompt_sources):
+            raise ParameterError(f"{where}.prompt_sources={config.prompt_sources!r} must be a non-empty list of sources, or null")
         SamplingConfig.from_dict(config.sampling)
         return config
 
@@ -96,6 +106,10 @@ class EvaluationConfig:
     splits: list[str] = field(default_factory=lambda: ["test"])
     heldout_splits: list[str] = field(default_factory=lambda: ["heldout"])
     max_pairs_per_source: int | None = None
+    sources: list[str] | None = None  # the sources of the in-distribution test pairs (null = every source)
+    # policies' implicit rewards cost a vocabulary projection per response token: a smaller seeded cap
+    # per source (and per RewardBench subset) for them; null = the same pairs as the reward models
+    policy_max_pairs_per_source: int | None = None
     seed: int = 0
     n_bins: int = 10
     bootstrap: Any = field(default_factory=dict)  # -> BootstrapConfig
@@ -133,6 +147,9 @@ class EvaluationConfig:
                 raise ParameterError(f"evaluation.{key}={splits!r} must be a list of {', '.join(ALL_SPLITS)}"
                                      + (" (non-empty)" if key == "splits" else ""))
         _count_or_null(config.max_pairs_per_source, "evaluation.max_pairs_per_source")
+        _count_or_null(config.policy_max_pairs_per_source, "evaluation.policy_max_pairs_per_source")
+        if config.sources is not None and (isinstance(config.sources, str) or not config.sources):
+            raise ParameterError(f"evaluation.sources={config.sources!r} must be a non-empty list of sources, or null for all")
         _seed(config.seed, "evaluation.seed")
         try:
             check_n_bins(config.n_bins)

@@ -121,10 +121,13 @@ def pair_logprob_table(model, tokenizer, pairs: pl.DataFrame, max_length: int = 
 
     The pairs are tokenised by training's rule (``tokenize_pairs``: the chat template with the
     ``prompt_messages`` turns, pair-consistent truncation) and scored by training's reference pass
-    (core/policy/reference.score_pair_batches), so a policy is scored on the sequences it was trained on.
+    (core/policy/reference.score_pair_batches) in the training's layout (packed and prompt-shared for a
+    causal LM with sdpa, ``packing.packable``), so a policy is scored on the sequences it was trained
+    on, and a checkpoint with frozen lower layers reads them from the frozen-layer cache.
     """
     from prefalign.core.policy.reference import score_pair_batches
     from prefalign.core.training.batching import make_pair_batches, tokenize_pairs
+    from prefalign.core.training.packing import make_packed_pair_batches, packable
 
     if pairs.height == 0:
         return pairs.with_columns(pl.lit(None, dtype=pl.Float64).alias("logp_first"),
@@ -132,7 +135,10 @@ def pair_logprob_table(model, tokenizer, pairs: pl.DataFrame, max_length: int = 
     tokenized = tokenize_pairs(tokenizer, pairs["prompt"].to_list(), pairs["first"].to_list(), pairs["second"].to_list(),
                                max_length=max_length, max_prompt_length=max_prompt_length,
                                prompt_messages=prompt_messages_of(pairs))
-    index, first, second = score_pair_batches(model, make_pair_batches(tokenized, batch_size, tokenizer.pad_token_id, seed=None))
+    can_pack, can_share = packable(model)  # a causal LM scores in its packed, prompt-shared training layout
+    batches = (make_packed_pair_batches(tokenized, batch_size, tokenizer.pad_token_id, seed=None, share_prompt=can_share)
+               if can_pack else make_pair_batches(tokenized, batch_size, tokenizer.pad_token_id, seed=None))
+    index, first, second = score_pair_batches(model, batches)
     order = torch.argsort(index)
     return pairs.with_columns(pl.Series("logp_first", first[order].double().numpy()),
                               pl.Series("logp_second", second[order].double().numpy()))

@@ -21,7 +21,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from prefalign.core.models.lora import LoraSettings, adapt_for_training
+from prefalign.core.models.lora import LoraSettings, adapt_for_training, is_adapted
+from prefalign.core.training.frozen_cache import enable_frozen_cache
 from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
 from prefalign.core.models.params import dataclass_from_params
 
@@ -52,6 +53,8 @@ class ModelConfig:
     attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
     lora: dict[str, Any] | None = None  # LoraSettings keys (core/models/lora.py); null = full fine-tune
     freeze_layers: int = 0  # > 0: the input embeddings and the lowest N transformer layers are not trained
+    cache_frozen_layers: bool = False  # true: the frozen layers run once per packed segment, later steps read their output (core/training/frozen_cache.py)
+    cache_max_gigabytes: float = 4.0  # the frozen-layer cache's size limit
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
@@ -60,6 +63,10 @@ class ModelConfig:
             raise ValueError(f"model.dtype={cfg.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
         if cfg.freeze_layers < 0:
             raise ValueError(f"model.freeze_layers={cfg.freeze_layers} must be >= 0")
+        if cfg.cache_frozen_layers and cfg.freeze_layers < 1:
+            raise ValueError("model.cache_frozen_layers: true needs model.freeze_layers >= 1 (the layers whose output is cached)")
+        if cfg.cache_max_gigabytes <= 0:
+            raise ValueError(f"model.cache_max_gigabytes={cfg.cache_max_gigabytes} must be > 0")
         if cfg.name_or_path is None and cfg.hidden_size % cfg.num_heads:
             raise ValueError(
                 f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}"
@@ -136,13 +143,38 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
         check_tokenizer_fits(tokenizer, rows, getattr(tokenizer, "name_or_path", None) or None, cfg.name_or_path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.freeze_layers:
-        freeze_lower_layers(model, cfg.freeze_layers)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    # Adapters (model.lora) are put on by lora.adapt_for_training, as for loaded starting policies.
-    return adapt_for_training(model, cfg.to_dict(), causal_lm=auto_class is AutoModelForCausalLM, seed=cfg.seed)
+    return prepare_for_training(model, cfg, causal_lm=auto_class is AutoModelForCausalLM)
+
+
+def prepare_for_training(model: torch.nn.Module, cfg: ModelConfig | dict[str, Any] | None, causal_lm: bool = True) -> torch.nn.Module:
+    """The one place a model (freshly built, or a loaded starting policy such as the SFT model DPO
+    starts from) gets the training-time settings of ``model``: frozen lower layers, LoRA adapters,
+    the frozen-layer cache.
+
+    Args:
+        model: an ``AutoModel`` (reward backbone) or ``AutoModelForCausalLM`` (policy), maybe peft-wrapped.
+        cfg: the ``model`` parameters (ModelConfig or its dict; None = full fine-tune, nothing changed).
+        causal_lm: True for a policy, False for a reward backbone (LoRA's task type).
+
+    Returns:
+        ``model`` (or its peft wrapper, with ``model.lora``), ready for the training loop.
+
+    Raises:
+        ValueError: a bad key (``ModelConfig.from_dict``), ``freeze_layers`` not below the number of
+            layers, or a cache over layers that still train (``frozen_cache.enable_frozen_cache``).
+    """
+    if cfg is None:
+        return model
+    cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
+    if cfg.freeze_layers:
+        freeze_lower_layers(model.get_base_model() if is_adapted(model) else model, cfg.freeze_layers)
+    model = adapt_for_training(model, cfg.to_dict(), causal_lm=causal_lm, seed=cfg.seed)
+    if cfg.cache_frozen_layers:
+        enable_frozen_cache(model, cfg.freeze_layers, cfg.cache_max_gigabytes)
+    return model
 
 
 def build_backbone(cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

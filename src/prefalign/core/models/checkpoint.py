@@ -27,6 +27,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, save_adapted
+from prefalign.core.training.frozen_cache import enable_frozen_cache, frozen_prefix_layers
 
 MARKER_FILE = "prefalign_checkpoint.json"
 # kind -> "module:Class" with a from_pretrained(path) classmethod; imported lazily (reward model lives in core/reward).
@@ -64,7 +65,11 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
     else:
         bundle.model.save_pretrained(directory)
     save_tokenizer(bundle.tokenizer, directory)
-    marker = {"kind": kind, "format_version": 1, "metadata": bundle.metadata or {}, "lora_adapter": is_adapter_dir(directory)}
+    metadata = {k: v for k, v in (bundle.metadata or {}).items() if k != "checkpoint"}  # the path is the loader's to say
+    frozen = frozen_prefix_layers(bundle.model)
+    if frozen:  # trained with these layers frozen: scoring reads them through the frozen-layer cache
+        metadata["frozen_layers"] = frozen
+    marker = {"kind": kind, "format_version": 1, "metadata": metadata, "lora_adapter": is_adapter_dir(directory)}
     (directory / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
     return directory
 
@@ -86,7 +91,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
         tokenizer.chat_template = before
 
 
-def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+def load_bundle(directory: str | Path, device: str | torch.device = "cpu", frozen_cache: bool = True) -> ModelBundle:
     directory = Path(directory)
     marker_path = directory / MARKER_FILE
     if not marker_path.exists():
@@ -104,5 +109,10 @@ def load_bundle(directory: str | Path, device: str | torch.device = "cpu") -> Mo
     else:
         model = loader.from_pretrained(directory).to(device)
     model.eval()
+    metadata = marker.get("metadata") or {}
+    if frozen_cache and metadata.get("frozen_layers"):
+        # its lowest layers are the weights it was trained on top of (often shared by several
+        # checkpoints of one run): scoring computes them once per packed segment (frozen_cache.py)
+        enable_frozen_cache(model, int(metadata["frozen_layers"]), require_frozen=False)
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    return ModelBundle(model=model, tokenizer=tokenizer, metadata=marker.get("metadata") or {})
+    return ModelBundle(model=model, tokenizer=tokenizer, metadata=metadata)

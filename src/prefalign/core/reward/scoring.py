@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from prefalign.core.models.checkpoint import load_bundle
 from prefalign.core.reward.heads import RewardOutput
 from prefalign.core.reward.model import RewardModel
+from prefalign.core.training.packing import pack_pairs, packable
 from prefalign.core.training.batching import (
     Messages,
     TokenizedSequence,
@@ -114,8 +115,40 @@ def _group_scores(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt
     if k == 0 or any(len(g) != k for g in groups):
         raise ValueError(f"every prompt needs the same number of responses (>= 1); got {sorted({len(g) for g in groups})}")
     tokenized = _tokenize(model, tokenizer, prompts, groups, prompt_messages)
+    if k == 2 and packable(model)[1]:  # pairs on a causal decoder: the training layout, one pass over each prompt
+        return _forward_packed_pairs(model, tokenizer, tokenized, batch_size), tokenized
     seqs = [tokenized[p][m] for m in range(k) for p in range(len(prompts))]
     return _forward_sequences(model, tokenizer, seqs, batch_size), tokenized
+
+
+@torch.no_grad()
+def _forward_packed_pairs(model: RewardModel, tokenizer: PreTrainedTokenizerBase,
+                          pairs: Sequence[Sequence[TokenizedSequence]], batch_size: int) -> RewardOutput:
+    """The outputs of P pairs (rows m * P + p, as ``_forward_sequences``) from packed, prompt-shared
+    batches: the layout the model trained in (core/training/packing.py), equal to the padded forward
+    within float error (tests/training/test_packed_real_weights.py), with the prompt computed once
+    per pair, and read through the model's frozen-layer cache when it has one (frozen_cache.py)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n = len(pairs)
+    rewards = v = gate = None
+    for index in length_grouped_batches([len(a) + len(b) for a, b in pairs], batch_size, seed=None):
+        rows = torch.as_tensor(list(index) + [n + i for i in index])  # chosen side first, as pack_pairs orders them
+        packed = pack_pairs([pairs[i][0] for i in index], [pairs[i][1] for i in index], share_prompt=True,
+                            pad_token_id=tokenizer.pad_token_id)
+        out = model(packed.to(device))
+        if out.rewards is not None:
+            rewards = torch.zeros(2 * n, dtype=torch.float64) if rewards is None else rewards
+            rewards[rows] = out.rewards.double().cpu()
+        else:
+            if v is None:
+                v = torch.zeros((2 * n, out.embeddings.shape[1]), dtype=torch.float64)
+                gate = torch.zeros((2 * n, out.gate.shape[1]), dtype=torch.float64)
+            v[rows] = out.embeddings.double().cpu()
+            gate[rows] = out.gate.double().cpu()
+    model.train(was_training)
+    return RewardOutput(rewards=rewards, embeddings=v, gate=gate, tau=model.head_config.tau)
 
 
 def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from prefalign.core.models.backbone import is_bidirectional_encoder
-from prefalign.core.training import segment_attention
+from prefalign.core.training import frozen_cache, segment_attention
 from prefalign.core.training.batching import (
     TokenizedPairs,
     TokenizedSequence,
@@ -308,6 +308,9 @@ def packed_forward(model: torch.nn.Module, packed: PackedSequences, **kwargs):
             attend across packed sequences without a word).
     """
     inputs = model_inputs(model, packed)
+    cache = frozen_cache.frozen_cache_of(model)
+    if cache is not None:  # model.cache_frozen_layers: only the layers above the frozen ones run
+        return frozen_cache.forward_from_cache(model, packed, inputs, cache, **kwargs)
     packed.plan.calls = 0
     out = model(**inputs, **kwargs)
     if "packed_segments" in inputs:

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from prefalign.core.evaluation import comparison, evaluate, generation, plots, report, scoring, statistics
 from prefalign.core.evaluation import rewardbench as rewardbench_format
+from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.schema import MESSAGES_DTYPE, with_prompt_messages
 from prefalign.core.evaluation.config import EvaluationConfig, RewardBenchConfig
 
@@ -27,10 +28,12 @@ def select_test_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) -> 
     config = _config(params)
     splits = config.splits
     chosen = validated_pairs.filter(pl.col("split").is_in(splits))
+    if config.sources is not None:
+        chosen = chosen.filter(pl.col("source").is_in(config.sources))
     if chosen.is_empty():
         raise ValueError(
-            f"validated_pairs has no rows in splits {splits} (it has {validated_pairs['split'].unique().to_list()}); "
-            "set evaluation.splits"
+            f"validated_pairs has no rows in splits {splits}{'' if config.sources is None else f' of sources {config.sources}'} "
+            f"(it has splits {validated_pairs['split'].unique().to_list()}); set evaluation.splits / evaluation.sources"
         )
     cap = config.max_pairs_per_source
     if cap:
@@ -46,7 +49,7 @@ def select_heldout_pairs(validated_pairs: pl.DataFrame, params: dict[str, Any]) 
         logger.warning("no held-out pairs (splits %s): set feedback.split.heldout_sources to evaluate on sources "
                        "no model was trained on", splits)
         return chosen
-    return select_test_pairs(chosen, {**params, "splits": splits})
+    return select_test_pairs(chosen, {**params, "splits": splits, "sources": None})  # every held-out source
 
 
 def prepare_rewardbench(rewardbench: pl.DataFrame, params: dict[str, Any]) -> pl.DataFrame:
@@ -102,18 +105,24 @@ def _audit(tokenizer, max_length: int, max_prompt_length: int):
     return lambda pairs: scoring.truncation_audit(tokenizer, pairs, max_length, max_prompt_length)
 
 
+def _reward_model_scorer(bundle: Any) -> scoring.PairScorer:
+    """A reward checkpoint as a PairScorer (its pair_logits, with each row's chat turns)."""
+    from prefalign.core.reward.scoring import pair_logits
+
+    def scorer(prompts, first, second, prompt_messages=None):
+        return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second),
+                           prompt_messages=prompt_messages)
+
+    return scorer
+
+
 def make_reward_model_metrics(name: str):
     """Node factory: a reward checkpoint (BT, MMPO or GPM: the reward branch's pair_logits) -> metrics."""
 
     def reward_model_metrics(bundle: Any, training_curve: list[dict[str, Any]], test_pairs: pl.DataFrame,
                              heldout_pairs: pl.DataFrame, rewardbench_rows: pl.DataFrame, triples: pl.DataFrame,
                              params: dict[str, Any]) -> dict[str, Any]:
-        from prefalign.core.reward.scoring import pair_logits
-
-        def scorer(prompts, first, second, prompt_messages=None):
-            return pair_logits(bundle.model, bundle.tokenizer, list(prompts), list(first), list(second),
-                               prompt_messages=prompt_messages)
-
+        scorer = _reward_model_scorer(bundle)
         head = bundle.model.head_config
         metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows,
                                   triples, params, _audit(bundle.tokenizer, head.max_length, head.max_prompt_length))
@@ -130,26 +139,49 @@ def _logprob_args(data_params: dict[str, Any]) -> dict[str, int]:
             "batch_size": data_params.get("eval_batch_size", 16)}
 
 
+def _policy_tables(params: dict[str, Any], *tables: pl.DataFrame) -> list[pl.DataFrame]:
+    """The evaluated tables (test, held-out, RewardBench rows, triples) cut to
+    ``evaluation.policy_max_pairs_per_source`` rows per source (per subset for RewardBench rows, in
+    all for triples), seeded: the pairs every policy and the reference are scored on."""
+    config = _config(params)
+    cap = config.policy_max_pairs_per_source
+    if cap is None:
+        return list(tables)
+    out = []
+    for table in tables:
+        if not table.height or "response_index" in table.columns:  # RewardBench v2 rows score whole prompts: kept
+            out.append(table)
+            continue
+        group = next((c for c in ("source", "subset") if c in table.columns), None)
+        rank = pl.int_range(pl.len()).shuffle(seed=config.seed)
+        out.append(table.filter((rank.over(group) if group else rank) < cap))
+    return out
+
+
 def reference_logprobs(reference: Any, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
-                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, data_params: dict[str, Any]) -> pl.DataFrame:
-    """log pi_ref of both sides of every evaluated pair (rendered and truncated as in training),
-    computed ONCE for all policies."""
-    pairs = scoring.pairs_to_score(test_pairs, heldout_pairs, rewardbench_rows, triples)
+                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, data_params: dict[str, Any],
+                       params: dict[str, Any]) -> pl.DataFrame:
+    """log pi_ref of both sides of every pair the policies are evaluated on (rendered and truncated as
+    in training), computed ONCE for all policies."""
+    pairs = scoring.pairs_to_score(*_policy_tables(params, test_pairs, heldout_pairs, rewardbench_rows, triples))
     return scoring.pair_logprob_table(reference.model, reference.tokenizer, pairs, **_logprob_args(data_params))
 
 
 def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any],
                        heldout_pairs: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Prompts no policy trained on that the judge can read: synthetic_scalar's test (or held-out)
-    prompts (its r* is the judge), with their turns (``prompt_messages``: what the policy reads)."""
+    """Prompts no policy trained on that the judge can read, with their turns (``prompt_messages``:
+    what the policy reads): the test (or held-out) prompts of ``evaluation.generation.prompt_sources``
+    (default synthetic_scalar, whose r* is the judge)."""
+    generation_config = _config(params).generation
+    sources = list(generation_config.prompt_sources or ["synthetic_scalar"])
     pairs = test_pairs if heldout_pairs is None or heldout_pairs.is_empty() else pl.concat(
         [test_pairs, heldout_pairs.select(test_pairs.columns)])
-    prompts = (with_prompt_messages(pairs).filter(pl.col("source") == "synthetic_scalar")
+    prompts = (with_prompt_messages(pairs).filter(pl.col("source").is_in(sources))
                .select("prompt", pl.col("prompt_messages").cast(MESSAGES_DTYPE)).unique()
-               .sort("prompt").head(_config(params).generation.max_prompts))
+               .sort("prompt").head(generation_config.max_prompts))
     if prompts.is_empty():
-        logger.warning("no synthetic_scalar prompts among the evaluated pairs: win rates are not measured "
-                       "(enable feedback.sources.synthetic_scalar)")
+        logger.warning("no %s prompts among the evaluated pairs: win rates are not measured "
+                       "(enable those sources, or set evaluation.generation.prompt_sources)", sources)
     return prompts
 
 
@@ -170,7 +202,7 @@ def make_policy_metrics(name: str):
 
     def policy_metrics(bundle: Any, reference: Any, reference_logps: pl.DataFrame, reference_samples: pl.DataFrame,
                        training_curve: pl.DataFrame, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
-                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, judge_params: dict[str, Any],
+                       rewardbench_rows: pl.DataFrame, triples: pl.DataFrame, judge: Any,
                        params: dict[str, Any],
                        data_params: dict[str, Any]) -> dict[str, Any]:
         pairs = reference_logps.select("prompt", "prompt_messages", "first", "second")
@@ -179,6 +211,8 @@ def make_policy_metrics(name: str):
         config = _config(params)
         beta = float((bundle.metadata or {}).get("beta", config.implicit_reward_beta))
         scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
+        test_pairs, heldout_pairs, rewardbench_rows, triples = _policy_tables(params, test_pairs, heldout_pairs,
+                                                                              rewardbench_rows, triples)
         metrics = _scored_metrics(scorer, {"pairs": test_pairs, "heldout": heldout_pairs}, rewardbench_rows, triples,
                                   params, _audit(bundle.tokenizer, args["max_length"], args["max_prompt_length"]))
         metrics["training_curve"] = _curve_records(training_curve)
@@ -187,8 +221,13 @@ def make_policy_metrics(name: str):
             samples = generation.sample_for_prompts(bundle, prompts["prompt"].to_list(), config.generation.sampling,
                                                     data_params["max_length"], data_params["max_prompt_length"],
                                                     prompts["prompt_messages"].to_list())
-            judge = scoring.scalar_truth_scorer(judge_params["weights"], judge_params.get("temperature", 1.0))
-            judged = generation.judge_against_reference(samples, reference_samples, judge)
+            if isinstance(judge, ModelBundle):  # a reward model none of the policies trained against
+                judge_scorer = _reward_model_scorer(judge)
+                judge_name = f"reward model {config.generation.judge} ({(judge.metadata or {}).get('checkpoint', 'loaded')})"
+            else:  # the synthetic lab's parameters: its hidden reward r*
+                judge_scorer = scoring.scalar_truth_scorer(judge["weights"], judge.get("temperature", 1.0))
+                judge_name = "synthetic ground truth r*"
+            judged = generation.judge_against_reference(samples, reference_samples, judge_scorer)
             sampling = config.generation.sampling
             if sampling.get("temperature", 1.0) != 1.0 or sampling.get("top_p", 1.0) != 1.0:
                 # the samples then come from a tempered / truncated pi, not pi: the mean log-ratio is biased
@@ -196,7 +235,7 @@ def make_policy_metrics(name: str):
                                "assumes samples from pi itself (set both to 1.0)", name,
                                sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
             judged = generation.with_kl_terms(judged, bundle, reference, args["batch_size"])
-            metrics["generation"] = {"judge": "synthetic ground truth r*", **evaluate.evaluate_generations(judged)}
+            metrics["generation"] = {"judge": judge_name, **evaluate.evaluate_generations(judged)}
         described = _describe_bundle(bundle)
         if "beta" not in (bundle.metadata or {}):  # the metadata, when it has beta, already names it
             described = f"beta={beta}; " + described
@@ -219,8 +258,11 @@ def _curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[di
 
 
 def _describe_bundle(bundle: Any) -> str:
-    metadata = getattr(bundle, "metadata", None) or {}
-    return ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
+    """The checkpoint's metadata in a line; the checkpoint path (environment folder and version) in full."""
+    metadata = dict(getattr(bundle, "metadata", None) or {})
+    checkpoint = metadata.pop("checkpoint", None)
+    described = ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
+    return f"{described}; checkpoint {checkpoint}" if checkpoint else described
 
 
 def ground_truth_metrics(test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame, triples: pl.DataFrame,

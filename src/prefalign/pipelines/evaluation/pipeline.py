@@ -10,13 +10,11 @@ from importlib.util import find_spec
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from prefalign.core.objectives.registry import objectives, reference_policy
+from prefalign.core.objectives.registry import reference_policy
+from prefalign.pipelines import declared_objectives, win_rate_judge
 from prefalign.pipelines.evaluation import nodes
 
-# Every registered objective is evaluated (core/objectives/registry.py), in registration order.
-REWARD_MODELS = [spec.namespace for spec in objectives(evaluation="reward_model")]
 REFERENCE_POLICY = reference_policy().namespace
-POLICIES = [spec.namespace for spec in objectives(evaluation="implicit_reward")]
 SHARED = ["evaluation_test_pairs", "evaluation_heldout_pairs", "evaluation_rewardbench_rows", "evaluation_test_triples"]
 
 
@@ -41,16 +39,19 @@ def create_pipeline(**kwargs) -> Pipeline:
               "params:feedback.sources.synthetic_cyclic", "params:evaluation"],
              "evaluation_ground_truth_metrics", name="ground_truth_metrics"),
     ])
+    # Every objective the run environment declares is evaluated (pipelines/__init__.py), in registration order.
+    reward_models = [spec.namespace for spec in declared_objectives("reward", evaluation="reward_model")]
+    policies = [spec.namespace for spec in declared_objectives("policy", evaluation="implicit_reward")]
     models = []
     if _present("reward"):
-        for name in REWARD_MODELS:
+        for name in reward_models:
             models.append(node(nodes.make_reward_model_metrics(name), [f"{name}.model", f"{name}.training_curve", *SHARED, "params:evaluation"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
-    if _present("policy"):
+    if _present("policy") and policies:
         reference = f"{REFERENCE_POLICY}.model"
         models += [
-            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data"],
+            node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data", "params:evaluation"],
                  "evaluation_reference_logprobs", name="reference_logprobs"),
             node(nodes.generation_prompts, ["evaluation_test_pairs", "params:evaluation", "evaluation_heldout_pairs"],
                  "evaluation_generation_prompts", name="generation_prompts"),
@@ -58,12 +59,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                                            "params:policy.defaults.data"],
                  "evaluation_reference_samples", name="reference_samples"),
         ]
-        for name in POLICIES:
+        # win rates against SFT: judged by a reward model (evaluation.generation.judge), else by r*
+        judge = f"{win_rate_judge()}.model" if win_rate_judge() else "params:feedback.sources.synthetic_scalar"
+        for name in policies:
             models.append(node(nodes.make_policy_metrics(name),
                                [f"{name}.model", reference, "evaluation_reference_logprobs",
                                 "evaluation_reference_samples", f"{name}.training_curve", *SHARED,
-                                "params:feedback.sources.synthetic_scalar", "params:evaluation",
-                                "params:policy.defaults.data"],
+                                judge, "params:evaluation", "params:policy.defaults.data"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     report = pipeline([

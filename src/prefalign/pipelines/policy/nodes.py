@@ -13,7 +13,7 @@ import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.pipelines import named_node_function
-from prefalign.core.models.lora import adapt_for_training
+from prefalign.core.models.backbone import prepare_for_training
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
@@ -49,8 +49,9 @@ def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any],
 
 
 def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
-    """With `model.lora` set, a starting policy without adapters gets fresh ones (core/models/lora.py)."""
-    model = adapt_for_training(start.model, defaults.get("model"), causal_lm=True, seed=(defaults.get("model") or {}).get("seed", 0))
+    """The starting policy with the `model` training settings: frozen lower layers, fresh LoRA
+    adapters when it has none, the frozen-layer cache (core/models/backbone.py prepare_for_training)."""
+    model = prepare_for_training(start.model, defaults.get("model"), causal_lm=True)
     return start if model is start.model else replace(start, model=model)
 
 

@@ -9,7 +9,8 @@ objective uses.
 
 from kedro.pipeline import Node, Pipeline
 
-from prefalign.core.objectives.registry import ObjectiveSpec, objectives, reference_policy
+from prefalign.core.objectives.registry import ObjectiveSpec, reference_policy
+from prefalign.pipelines import declared_objectives
 from prefalign.pipelines.policy import nodes
 
 PARAMS = ["params:defaults", "params:objective"]
@@ -49,9 +50,10 @@ def on_policy_pipeline(spec: ObjectiveSpec, reference: str) -> Pipeline:
 def create_pipeline(**kwargs) -> Pipeline:
     ref_spec = reference_policy()
     reference = f"{ref_spec.namespace}.model"
-    pipe = reference_pipeline(ref_spec)
-    for spec in objectives(family="policy", trainer="pairwise"):
+    declared = declared_objectives("policy")
+    pipe = reference_pipeline(ref_spec) if ref_spec in declared else Pipeline([])
+    for spec in declared_objectives("policy", trainer="pairwise"):
         pipe += pairwise_pipeline(spec, reference)
-    for spec in objectives(family="policy", trainer="on_policy"):
+    for spec in declared_objectives("policy", trainer="on_policy"):
         pipe += on_policy_pipeline(spec, reference)
     return pipe

@@ -6,7 +6,8 @@ Run one objective with ``kedro run --pipelines reward --namespaces <namespace>``
 
 from kedro.pipeline import Node, Pipeline
 
-from prefalign.core.objectives.registry import ObjectiveSpec, objectives
+from prefalign.core.objectives.registry import ObjectiveSpec
+from prefalign.pipelines import declared_objectives
 from prefalign.pipelines.reward.nodes import reward_nodes
 
 
@@ -34,7 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 parameters={"params:reward.defaults": "params:reward.defaults",
                             "params:reward.objective": f"params:{spec.params_key}"},
             )
-            for spec in objectives(family="reward")
+            for spec in declared_objectives("reward")
         ),
         Pipeline([]),
     )
