@@ -183,6 +183,14 @@ class RawTablesDataset(AbstractDataset[None, Callable[..., list[RawRecord]]]):
         self._filepath = PurePosixPath(filepath)
         self.metadata = metadata
 
+    @property
+    def folder(self) -> str:
+        """The tables folder (``<raw_data_dir>/tables``)."""
+        return str(self._filepath)
+
+    def _exists(self) -> bool:
+        return True  # the loader works without the folder: it is read only for a configured table
+
     def load(self) -> Callable[..., list[RawRecord]]:
         def read(table: str, file_format: str | None = None, glob: str | None = None) -> list[RawRecord]:
             return RawRecordsDataset(filepath=str(self._filepath / table), glob=glob, file_format=file_format).load()()
