@@ -78,7 +78,7 @@ def check_validation(params: Mapping[str, Any]) -> None:
 
     with _under("validation"):  # the allowed sources come from feedback.sources (never a hand-kept copy)
         sources = (params.get("feedback") or {}).get("sources") or {}
-        parse_validation_config(_block(params, "validation"), list(sources))
+        parse_validation_config(_block(params, "validation"), dict(sources))
 
 
 def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:
