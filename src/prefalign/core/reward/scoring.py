@@ -161,8 +161,11 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
 
     Pairs are truncated as in training (both sides see the same prompt tokens, methods.md s6); a pair
     whose sides are token-identical after truncation gets logit exactly 0 (no preference; strict
-    accuracy counts it wrong, so callers that exclude such pairs find them at 0).
+    accuracy counts it wrong, so callers that exclude such pairs find them at 0). No pairs give an
+    empty array (the forward pass, and a GPM's gate, are never computed).
     """
+    if len(prompts) == len(chosen) == len(rejected) == 0:
+        return np.zeros(0, dtype=np.float32)
     n = len(prompts)
     if not (len(chosen) == len(rejected) == n):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {n}, {len(chosen)}, {len(rejected)}")
