@@ -170,7 +170,9 @@ def _written_path(catalog, name: str) -> str | None:
 class VizStatsHooks:
     """Rows, columns and file size of every polars table a run loads or saves, added to the
     ``.viz/stats.json`` that kedro-viz's own hook writes (it counts pandas frames only, so the
-    preview panel showed "N/A rows" for every table here). A no-op without kedro-viz."""
+    preview panel showed "N/A rows" for every table here). Written also without kedro-viz
+    installed: a run made before ``pip install -e ".[viz]"`` (the README's order) still leaves
+    the stats that ``kedro viz run`` shows later."""
 
     def __init__(self) -> None:
         self._stats: dict[str, dict[str, int]] = {}
@@ -194,13 +196,15 @@ class VizStatsHooks:
 
     @hook_impl(trylast=True)  # after kedro-viz's after_pipeline_run has written its stats.json
     def after_pipeline_run(self, run_params: dict[str, Any], catalog) -> None:
-        try:
-            from kedro_viz.constants import VIZ_METADATA_ARGS
-        except ImportError:
-            return
-        path = Path(run_params.get("project_path") or ".") / VIZ_METADATA_ARGS["path"] / "stats.json"
         if not self._stats:
             return
+        try:
+            from kedro_viz.constants import VIZ_METADATA_ARGS
+
+            folder = VIZ_METADATA_ARGS["path"]
+        except ImportError:
+            folder = VIZ_FOLDER
+        path = Path(run_params.get("project_path") or ".") / folder / "stats.json"
         stats = json.loads(path.read_text()) if path.is_file() else {}
         for name, counts in self._stats.items():
             entry = stats.setdefault(name, {})
@@ -210,6 +214,9 @@ class VizStatsHooks:
                 entry["file_size"] = Path(written).stat().st_size
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stats))
+
+
+VIZ_FOLDER = ".viz"  # kedro_viz.constants.VIZ_METADATA_ARGS["path"] (kedro-viz 10-12)
 
 
 _METRIC_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
