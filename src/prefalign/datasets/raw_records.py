@@ -53,6 +53,10 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
         record is a JSON list, expected an object
     """
 
+    # load() hands the node a reader; the files are read only if the node calls it (an enabled
+    # source), so the pre-run input check (pipelines/input_checks.py) does not require them.
+    loaded_on_demand = True
+
     def __init__(self, *, filepath: str, glob: str | None = None, file_format: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         """Creates a new ``RawRecordsDataset``.

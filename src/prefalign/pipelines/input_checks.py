@@ -18,15 +18,18 @@ from kedro.pipeline import Pipeline
 
 
 def _checkable(catalog: Any, name: str) -> bool:
-    """Whether the catalog knows ``name`` and its dataset can say if it exists (datasets that do
-    not implement ``_exists`` would answer False and are left to Kedro)."""
+    """Whether the catalog knows ``name`` and its dataset can say if it exists. Left out: datasets
+    that do not implement ``_exists`` (they would answer False) and datasets read on demand
+    (``loaded_on_demand``: the raw records, whose node reads them only when its source is enabled,
+    so a disabled source's files may be absent)."""
     try:
         if name not in catalog:
             return False
         dataset = catalog.get(name)
     except Exception:
         return False
-    return dataset is not None and type(dataset)._exists is not AbstractDataset._exists
+    return (dataset is not None and type(dataset)._exists is not AbstractDataset._exists
+            and not getattr(dataset, "loaded_on_demand", False))
 
 
 def missing_inputs(pipeline: Pipeline, catalog: Any) -> list[str]:
