@@ -57,7 +57,7 @@ def test_a_table_error_stops_the_run_before_any_node(project: Path):
     assert str(raised.value) == ("invalid parameters, nothing was run: feedback.sources.my_prefs.table='my_prefs.cvs': "
                                  f"no such file or folder under {project / 'data/01_raw/tables'} (did you mean 'my_prefs.csv'?)")
     with pytest.raises(InvalidParameters, match=r"^invalid parameters, nothing was run: feedback.sources.my_prefs: "
-                                                 r"feedback.sources.my_prefs: a score_gap preference_table needs "
+                                                 r"a score_gap preference_table needs "
                                                  r"columns.score_chosen and columns.score_rejected, or columns.margin$"):
         _run(project, ["feedback"], _my_table(signal="score_gap", gamma=0.5))
     assert _files(project / "data") == before  # no dataset version was written

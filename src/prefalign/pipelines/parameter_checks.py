@@ -25,6 +25,8 @@ def _under(where: str) -> Iterator[None]:
         yield
     except (ValueError, TypeError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        if message.startswith(where.split(" ")[0]):  # the message names its key already
+            raise ParameterError(message) from error
         raise ParameterError(f"{where}: {message}") from error
 
 
