@@ -37,12 +37,15 @@ class ParameterCheckHooks:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        # The next seconds (12 s of a `--env ci` run on a shared 2-core CPU) go to importing torch, transformers and Great
-        # Expectations for the pipelines: say so, instead of a silent pause after start-up.
-        logger.info("loading the pipelines: importing torch, transformers and Great Expectations...")
+        # Start-up lines before the slow steps (loading the pipelines, then the checks below, import
+        # torch, transformers and Great Expectations: 12 s of silence in a `--env ci --pipelines
+        # feedback` run on a shared 2-core CPU), instead of a pause that looks like a hang.
+        logger.info("loading the pipelines...")
 
     @hook_impl(tryfirst=True)  # before other plugins' before_pipeline_run (e.g. kedro-mlflow starting a run)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        logger.info("checking the parameters and inputs of %s (importing torch first)...",
+                    ", ".join(run_params.get("pipeline_names") or ["__default__"]))
         # Imported here, not at module level: settings.py imports this module for every kedro
         # command (even `kedro --help`), and the checks import torch and Great Expectations.
         from prefalign.core.models.params import ParameterError
