@@ -3,9 +3,10 @@
 Run after `kedro run --env cpu_pretrained --pipelines reward` (which trains on the sources listed
 in conf/cpu_pretrained/parameters_reward.yml, leaving out hh_rlhf and the pandalm sources):
 
-    python benchmarks/cpu_pretrained_heldout.py [--sources hh_rlhf pandalm_human] [--splits train val test]
+    python benchmarks/cpu_pretrained_heldout.py [--sources hh_rlhf pandalm_human] [--splits heldout]
 
-For every held-out pair (all splits by default: none of these sources was seen in training; ties
+For every held-out pair (every split by default: none of these sources was seen in training; with
+the shipped feedback.split.heldout_sources all their prompts are in split `heldout`; ties
 p_chosen = 0.5 left out because they have no right answer) it prints pair accuracy (strict:
 a tie in the model's logit counts as wrong, methods.md s5) with a 95% percentile bootstrap
 interval over pairs, next to the pick-the-longer-answer baseline (characters) on the same pairs,
@@ -23,6 +24,7 @@ import polars as pl
 
 from prefalign.core.models.checkpoint import load_bundle
 from prefalign.core.reward.scoring import pair_logits
+from prefalign.core.schema import ALL_SPLITS
 
 MODELS = ("bt", "mmpo", "gpm")
 
@@ -45,7 +47,8 @@ def bootstrap_accuracy(correct: np.ndarray, n_boot: int = 2000, seed: int = 0) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", nargs="+", default=["hh_rlhf", "pandalm_human"])
-    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    parser.add_argument("--splits", nargs="+", default=list(ALL_SPLITS), choices=ALL_SPLITS,
+                        help="splits of validated_pairs to score (default: all; the held-out sources sit in `heldout`)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--max-pairs", type=int, default=None, help="cap (by pair_id) for a quick look")
     args = parser.parse_args()
@@ -56,6 +59,10 @@ def main() -> None:
     if args.max_pairs:
         held = held.head(args.max_pairs)
     print(f"held-out pairs: {held.height} ({dict(held.group_by('source').len().iter_rows())}), splits {args.splits}")
+    if held.height == 0:
+        present = dict(pairs.filter(pl.col("source").is_in(args.sources)).group_by("split").len().iter_rows())
+        raise SystemExit(f"no pair of sources {args.sources} in splits {args.splits} (their pairs by split: {present or 'none'}); "
+                         "choose --sources / --splits accordingly")
     longer = (held["chosen"].str.len_chars() > held["rejected"].str.len_chars()).to_numpy().astype(float)
     acc, lo, hi = bootstrap_accuracy(longer)
     print(f"{'pick the longer answer':>24}: accuracy {acc:.3f} [{lo:.3f}, {hi:.3f}]")

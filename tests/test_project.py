@@ -30,10 +30,16 @@ def test_kedro_finds_every_pipeline():
 
     configure_project("prefalign")
     names = {"feedback", "validation", "reward", "policy", "evaluation"}
-    assert set(pipelines) == names | {"__default__"}
+    assert set(pipelines) == names | {"__default__", "evaluation_reward"}
     for name in names:
         assert len(pipelines[name].nodes) > 0, name
     assert set(pipelines["__default__"].nodes) == set().union(*(pipelines[n].nodes for n in names))
+    # the reward models' evaluation alone: evaluation's nodes by name, none of a policy, not in __default__
+    reward_only = {n.name for n in pipelines["evaluation_reward"].nodes}
+    assert reward_only < {n.name for n in pipelines["evaluation"].nodes}
+    assert {"evaluate_reward_bt", "collect_metrics", "write_report"} <= reward_only
+    assert not any("policy" in name or "reference" in name for name in reward_only)
+    assert not any(i.startswith("policy_") for i in pipelines["evaluation_reward"].inputs())
 
 
 def test_every_registered_objective_is_trained_evaluated_and_configured():

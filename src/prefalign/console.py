@@ -12,8 +12,29 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import TextIO
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Warnings a run cannot act on, dropped from the log: mlflow (imported by kedro-mlflow) warns about
+# type hints of its own pyfunc model class, in colour codes, and installs a filter of its own that
+# would override a warnings.filterwarnings ignore.
+NOISE = ("Add type hints to the `predict` method",)
+
+
+class PlainText(logging.Filter):
+    """Strips ANSI colour codes (``\\x1b[33m``) from a record's message, which a file or a CI log
+    would show as escape characters, and drops the known noise warnings (``NOISE``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(noise in message for noise in NOISE):
+            return False
+        plain = _ANSI.sub("", message)
+        if plain != message:
+            record.msg, record.args = plain, None
+        return True
 
 
 def is_terminal(stream: TextIO | None) -> bool:
@@ -27,6 +48,7 @@ def rich_logging_in_terminal(logger: logging.Logger | None = None) -> int:
     """Replace each plain console handler of ``logger`` (default: the root logger) that writes to
     a terminal by kedro's ``RichHandler`` (same level); leave file and pipe output plain.
 
+    A plain handler (not a terminal) gets the ``PlainText`` filter: no colour codes, no noise.
     Also: warnings go to logging in both cases, and the Hugging Face progress bars (carriage-return
     updates such as "Writing model shards") are turned off when stderr is not a terminal.
 
@@ -43,7 +65,11 @@ def rich_logging_in_terminal(logger: logging.Logger | None = None) -> int:
     logger = logger or logging.getLogger()
     replaced = 0
     for handler in list(logger.handlers):
-        if type(handler) is not logging.StreamHandler or not is_terminal(handler.stream):
+        if type(handler) is logging.StreamHandler and not is_terminal(handler.stream):
+            if not any(isinstance(f, PlainText) for f in handler.filters):
+                handler.addFilter(PlainText())
+            continue
+        if type(handler) is not logging.StreamHandler:
             continue
         from kedro.logging import RichHandler
 

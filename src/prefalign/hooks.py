@@ -57,22 +57,55 @@ class EnvironmentObjectivesHooks:
 
 
 class ParameterCheckHooks:
-    """Checks every parameter of every selected pipeline before any node runs (so before any
-    dataset version is written)."""
+    """Before any node runs (so before any dataset version is written): every parameter of every
+    selected pipeline, the user tables against their folder, and every input the run will load."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        # Start-up lines before the slow steps (loading the pipelines, then the checks below, import
+        # torch, transformers and Great Expectations: 12 s of silence in a `--env ci --pipelines
+        # feedback` run on a shared 2-core CPU), instead of a pause that looks like a hang.
+        logger.info("loading the pipelines...")
 
     @hook_impl(tryfirst=True)  # before other plugins' before_pipeline_run (e.g. kedro-mlflow starting a run)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        logger.info("checking the parameters and inputs of %s (importing torch first)...",
+                    ", ".join(run_params.get("pipeline_names") or ["__default__"]))
         # Imported here, not at module level: settings.py imports this module for every kedro
         # command (even `kedro --help`), and the checks import torch and Great Expectations.
         from prefalign.core.models.params import ParameterError
-        from prefalign.pipelines.parameter_checks import check_pipeline_parameters
+        from prefalign.pipelines.parameter_checks import check_pipeline_parameters, check_user_tables
 
         params = catalog.load("parameters")
         try:
             checked = check_pipeline_parameters(params, run_params.get("pipeline_names"))
+            unread = check_user_tables(params, _tables_folder(catalog)) if "feedback" in checked else []
         except ParameterError as error:
             raise InvalidParameters(f"invalid parameters, nothing was run: {error}") from None
         logger.info("parameters of %s checked", ", ".join(checked) or "no known pipeline")
+        if unread:
+            logger.warning(
+                "%d file(s) in %s are read by no source: %s. Add a `parser: preference_table` block naming each "
+                "under feedback.sources (README, \"Bring your own preference table\"); a block in conf/local is "
+                "not loaded when another environment is named (--env %s)",
+                len(unread), _tables_folder(catalog), ", ".join(unread), run_params.get("env") or "local")
+        if not run_params.get("only_missing_outputs"):  # then Kedro skips nodes whose outputs exist: inputs differ
+            _check_inputs(pipeline, catalog, run_params)
+
+
+def _tables_folder(catalog) -> str:
+    """The user-tables folder as the catalog resolved it (``--params raw_data_dir`` applied)."""
+    dataset = _dataset(catalog, "raw_tables")
+    return str(getattr(dataset, "folder", None) or "data/01_raw/tables")
+
+
+def _check_inputs(pipeline, catalog, run_params: dict[str, Any]) -> None:
+    from prefalign.pipeline_registry import all_pipelines
+    from prefalign.pipelines.input_checks import missing_inputs, missing_inputs_message
+
+    missing = missing_inputs(pipeline, catalog)
+    if missing:
+        raise InvalidParameters(missing_inputs_message(pipeline, missing, all_pipelines(), catalog, run_params))
 
 
 def _describe(value: Any) -> str:
@@ -89,6 +122,12 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _clear_progress_label() -> None:
+    from prefalign.core.training.progress import set_label
+
+    set_label(None)
+
+
 class RunSummaryHooks:
     """Logs, for every node, what went in and out and how long it took."""
 
@@ -98,7 +137,10 @@ class RunSummaryHooks:
 
     @hook_impl
     def before_node_run(self, node, inputs: dict[str, Any]) -> None:
+        from prefalign.core.training.progress import set_label
+
         self._started[node.name] = time.perf_counter()
+        set_label(node.namespace or node.name)  # progress lines name the model: "reward_bt train 484/600 ..."
 
     @hook_impl
     def after_node_run(self, node, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
@@ -106,6 +148,11 @@ class RunSummaryHooks:
         ins = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items() if not k.startswith("params:"))
         outs = ", ".join(f"{k}={_describe(v)}" for k, v in outputs.items())
         logger.info("node %s took %.1fs | in: %s | out: %s", node.name, took, ins or "-", outs or "-")
+        _clear_progress_label()
+
+    @hook_impl
+    def on_node_error(self, node) -> None:
+        _clear_progress_label()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
@@ -151,7 +198,9 @@ def _written_path(catalog, name: str) -> str | None:
 class VizStatsHooks:
     """Rows, columns and file size of every polars table a run loads or saves, added to the
     ``.viz/stats.json`` that kedro-viz's own hook writes (it counts pandas frames only, so the
-    preview panel showed "N/A rows" for every table here). A no-op without kedro-viz."""
+    preview panel showed "N/A rows" for every table here). Written also without kedro-viz
+    installed: a run made before ``pip install -e ".[viz]"`` (the README's order) still leaves
+    the stats that ``kedro viz run`` shows later."""
 
     def __init__(self) -> None:
         self._stats: dict[str, dict[str, int]] = {}
@@ -175,13 +224,15 @@ class VizStatsHooks:
 
     @hook_impl(trylast=True)  # after kedro-viz's after_pipeline_run has written its stats.json
     def after_pipeline_run(self, run_params: dict[str, Any], catalog) -> None:
-        try:
-            from kedro_viz.constants import VIZ_METADATA_ARGS
-        except ImportError:
-            return
-        path = Path(run_params.get("project_path") or ".") / VIZ_METADATA_ARGS["path"] / "stats.json"
         if not self._stats:
             return
+        try:
+            from kedro_viz.constants import VIZ_METADATA_ARGS
+
+            folder = VIZ_METADATA_ARGS["path"]
+        except ImportError:
+            folder = VIZ_FOLDER
+        path = Path(run_params.get("project_path") or ".") / folder / "stats.json"
         stats = json.loads(path.read_text()) if path.is_file() else {}
         for name, counts in self._stats.items():
             entry = stats.setdefault(name, {})
@@ -191,6 +242,9 @@ class VizStatsHooks:
                 entry["file_size"] = Path(written).stat().st_size
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stats))
+
+
+VIZ_FOLDER = ".viz"  # kedro_viz.constants.VIZ_METADATA_ARGS["path"] (kedro-viz 10-12)
 
 
 _METRIC_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -210,6 +264,24 @@ def flat_metrics(values: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def final_metrics(values: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The finite numbers among the TOP-LEVEL keys of a metrics dict, as ``<prefix>.<key>``; nested
+    dicts (per-split details, truncation counts) are left out."""
+    return flat_metrics({key: value for key, value in values.items() if not isinstance(value, dict)}, prefix)
+
+
+def comparison_metrics(table: Any, prefix: str = "evaluation") -> dict[str, float]:
+    """Each finite number of the comparison table (one row per evaluated set and model) as
+    ``<prefix>.<set>.<model>.<column>``; interval bounds (columns ending ``_low`` / ``_high``) are
+    left out: they are in the table artifact."""
+    out: dict[str, float] = {}
+    for row in table.to_dicts():
+        values = {column: value for column, value in row.items()
+                  if column not in ("set", "model") and not column.endswith(("_low", "_high"))}
+        out.update(flat_metrics(values, f"{prefix}.{row.get('set')}.{row.get('model')}"))
+    return out
+
+
 def curve_rows(curve: Any) -> list[dict[str, Any]]:
     """A training curve as row dicts, whether a node returned a polars frame or a list of dicts."""
     if hasattr(curve, "to_dicts"):
@@ -219,12 +291,18 @@ def curve_rows(curve: Any) -> list[dict[str, Any]]:
 
 class MlflowTrackingHooks:
     """With kedro-mlflow installed (``pip install -e ".[mlflow]"``), kedro-mlflow opens one MLflow
-    run per ``kedro run`` and logs every node's parameters; this hook adds what the nodes produce:
+    run per ``kedro run`` and logs every node's parameters; this hook adds what a person compares
+    between runs, and nothing else (every nested key of every metrics JSON was 8,150 metrics per
+    ci run, which made the MLflow UI unusable):
 
     * ``<namespace>.training_curve``: every numeric column as a metric series over ``step``
       (``reward_bt.curve.train_loss``, ``policy_dpo.curve.val_loss``, ...);
-    * ``<namespace>.metrics`` and ``evaluation_metrics``: every number as a final metric;
-    * ``evaluation_comparison``: the table as a JSON artifact;
+    * ``<namespace>.metrics``: the training node's final numbers, its top-level keys only
+      (``reward_bt.val_accuracy``, ``policy_dpo.val_implicit_accuracy``; the nested details stay in
+      the versioned metrics JSON);
+    * ``evaluation_comparison``: each value of the comparison table as a final metric
+      ``evaluation.<set>.<model>.<column>`` (interval bounds left out), and the table itself as
+      the artifacts ``evaluation_comparison.json`` and ``evaluation_comparison.csv``;
     * every saved ``*.model`` checkpoint: a tag ``catalog.<dataset>`` with its versioned path
       (the weights stay in the catalog, not copied into MLflow).
 
@@ -257,11 +335,12 @@ class MlflowTrackingHooks:
         for name, value in outputs.items():
             if name.endswith(".training_curve"):
                 self._log_curve(mlflow, name.rsplit(".", 1)[0], value)
-            elif name.endswith("metrics") and isinstance(value, dict):
-                prefix = name.rsplit(".", 1)[0] if "." in name else name
-                mlflow.log_metrics(flat_metrics(value, prefix))
+            elif name.endswith(".metrics") and isinstance(value, dict):
+                mlflow.log_metrics(final_metrics(value, name.rsplit(".", 1)[0]))
             elif name == "evaluation_comparison" and hasattr(value, "to_dicts"):
-                mlflow.log_dict(value.to_dicts(), "evaluation_comparison.json")  # its numbers: evaluation_metrics
+                mlflow.log_metrics(comparison_metrics(value))
+                mlflow.log_dict(value.to_dicts(), "evaluation_comparison.json")
+                mlflow.log_text(value.write_csv(), "evaluation_comparison.csv")
 
     @staticmethod
     def _log_curve(mlflow: Any, prefix: str, curve: Any) -> None:

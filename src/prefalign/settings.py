@@ -17,7 +17,8 @@ from kedro.config import OmegaConfigLoader
 
 from prefalign.console import rich_logging_in_terminal
 
-# Rich log output in a terminal; plain unwrapped lines when redirected (conf/logging.yml).
+# Rich log output in a terminal; plain unwrapped lines when redirected (conf/logging.yml), without
+# colour codes and without mlflow's warning about its own classes (console.PlainText).
 rich_logging_in_terminal()
 
 from prefalign.hooks import EnvironmentObjectivesHooks, MlflowTrackingHooks, ParameterCheckHooks, RunSummaryHooks, VizStatsHooks

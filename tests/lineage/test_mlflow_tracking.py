@@ -7,13 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from prefalign.hooks import MlflowTrackingHooks, curve_rows, flat_metrics
+from prefalign.hooks import MlflowTrackingHooks, comparison_metrics, curve_rows, final_metrics, flat_metrics
 
 
 def test_flat_metrics_keeps_finite_numbers_only():
     assert flat_metrics({"val": {"accuracy": 0.5, "n": 3, "ok": True, "nan": float("nan")}, "name": "x"}, "reward_bt") == \
         {"reward_bt.val.accuracy": 0.5, "reward_bt.val.n": 3.0}
     assert curve_rows([{"step": 1}]) == [{"step": 1}]
+
+
+def test_only_what_a_person_compares_becomes_a_metric():
+    """Final numbers of a training node (top level only) and the comparison table's values, without
+    interval bounds; 8,150 metrics per ci run before (issue 23 item 13)."""
+    import polars as pl
+
+    assert final_metrics({"val_accuracy": 0.75, "steps": 8, "truncation": {"sequences": 40}, "objective": "bt"},
+                         "reward_bt") == {"reward_bt.val_accuracy": 0.75, "reward_bt.steps": 8.0}
+    table = pl.DataFrame({"set": ["pairs", "heldout"], "model": ["reward_bt", "reward_bt"], "kind": ["reward model"] * 2,
+                          "accuracy": [0.6, 0.55], "accuracy_low": [0.5, 0.4], "accuracy_high": [0.7, 0.7],
+                          "rb_Chat Hard": [0.5, None]})
+    assert comparison_metrics(table) == {"evaluation.pairs.reward_bt.accuracy": 0.6, "evaluation.pairs.reward_bt.rb_Chat Hard": 0.5,
+                                         "evaluation.heldout.reward_bt.accuracy": 0.55}
 
 
 def test_without_mlflow_the_hook_does_nothing(monkeypatch):
@@ -63,15 +77,20 @@ def test_evaluation_and_policy_outputs_are_logged(tmp_path: Path):
     with mlflow.start_run(experiment_id=experiment) as run:
         hooks.after_node_run(node=None, outputs={
             "policy_dpo.training_curve": pl.DataFrame({"step": [1, 2], "train_loss": [0.7, 0.6], "val_loss": [None, 0.65]}),
+            "policy_dpo.metrics": {"val_implicit_accuracy": 0.7, "policy": {"val": {"implicit_accuracy": 0.7}}},
             "evaluation_metrics": {"reward_bt": {"accuracy": 0.6, "rewardbench": {"Chat Hard": 0.5}}},
-            "evaluation_comparison": pl.DataFrame({"model": ["reward_bt"], "accuracy": [0.6]}),
+            "evaluation_reward_bt_metrics": {"pairs": {"accuracy": 0.6}},
+            "evaluation_comparison": pl.DataFrame({"set": ["pairs"], "model": ["reward_bt"], "accuracy": [0.6],
+                                                   "accuracy_low": [0.5]}),
         })
     client = MlflowClient(tracking_uri=uri)
     data = client.get_run(run.info.run_id).data
-    assert data.metrics["evaluation_metrics.reward_bt.accuracy"] == 0.6
-    assert data.metrics["evaluation_metrics.reward_bt.rewardbench.Chat Hard"] == 0.5
+    assert sorted(data.metrics) == ["evaluation.pairs.reward_bt.accuracy", "policy_dpo.curve.train_loss",
+                                    "policy_dpo.curve.val_loss", "policy_dpo.val_implicit_accuracy"]
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "policy_dpo.curve.train_loss")] == [(1, 0.7), (2, 0.6)]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "policy_dpo.curve.val_loss")] == [2]
     artifact = Path(client.download_artifacts(run.info.run_id, "evaluation_comparison.json", str(tmp_path)))
     assert artifact.read_text().count("reward_bt") == 1
+    table = Path(client.download_artifacts(run.info.run_id, "evaluation_comparison.csv", str(tmp_path)))
+    assert table.read_text().splitlines() == ["set,model,accuracy,accuracy_low", "pairs,reward_bt,0.6,0.5"]
     mlflow.set_tracking_uri("")

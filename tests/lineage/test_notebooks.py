@@ -67,3 +67,23 @@ def test_notebooks_run_top_to_bottom_on_ci(trained_project: Path, monkeypatch: p
     for name, count in WITH_PLOTS.items():
         images = sum("image/png" in output.get("data", {}) for cell in books[name].cells for output in cell.get("outputs", []))
         assert images >= count, f"{name}: {images} plot image(s), expected at least {count}"
+
+
+def test_readme_docs_and_notebooks_launch_jupyter_the_same_way():
+    """One spelling of the launch command everywhere (issue 23 item 12): `kedro jupyter lab --env ci`
+    (Kedro's own option, which sets KEDRO_ENV for the kernel), not `KEDRO_ENV=ci kedro jupyter lab`."""
+    texts = {path.name: path.read_text() for path in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")), *NOTEBOOKS]}
+    spellings = {match for text in texts.values() for match in re.findall(r"(?:KEDRO_ENV=\w+ )?kedro jupyter lab(?: --env \w+)?", text)}
+    assert spellings <= {"kedro jupyter lab", "kedro jupyter lab --env ci"}, spellings
+    assert "kedro jupyter lab --env ci" in texts["README.md"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_loads_each_dataset_once_and_uses_no_deprecated_matplotlib_argument(path: Path):
+    """Notebook 03 loaded each metrics file once per key (24 load lines): a `catalog.load(...)` inside
+    a comprehension whose loop variable the dataset name does not use loads the same dataset again
+    and again. And `boxplot(vert=...)` is deprecated in matplotlib 3.11, removed in 3.13."""
+    source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
+    for argument, variable in re.findall(r"catalog\.load\(([^()]*)\)[^\n\[\]{}]*? for (\w+) in ", source):
+        assert variable in argument, f"{path.name}: catalog.load({argument}) repeated for every {variable}"
+    assert "vert=" not in source, f"{path.name}: boxplot(vert=...)"

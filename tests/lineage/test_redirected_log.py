@@ -12,7 +12,8 @@ from pathlib import Path
 from .project_copy import subprocess_env
 
 NOISE = ["register_new_resolver", "characters, which is not recommended", "Removed shared tensor",
-         "--pipeline` is deprecated", "is deprecated and will be removed"]
+         "--pipeline` is deprecated", "is deprecated and will be removed", "Add type hints to the `predict` method",
+         "Loading data from", "Saving data to", "\x1b[", "is relative"]
 
 
 def test_a_redirected_run_logs_plain_lines(trained_project: Path, tmp_path: Path):
@@ -36,8 +37,13 @@ def test_a_redirected_run_logs_plain_lines(trained_project: Path, tmp_path: Path
     assert not padded, f"wrapped or padded lines (rich layout): {padded[:5]}"
     for noise in NOISE:
         assert noise not in text, f"noise in the log: {noise!r}"
-    assert any(re.search(r"train 8/8 \(100%\) loss=\d", line) for line in lines), "no final progress line of reward_bt"
-    assert any(re.search(r"train 20/20 \(100%\) loss=\d", line) for line in lines), "no final progress line of policy_sft"
+    assert any(re.search(r"reward_bt train 8/8 \(100%\) loss=\d", line) for line in lines), "no final progress line of reward_bt"
+    assert any(re.search(r"policy_sft train 20/20 \(100%\) loss=\d", line) for line in lines), "no final progress line of policy_sft"
+    assert any(line.endswith("Completed node: reward_bt.train_reward_model") for line in lines)  # node lines stay
+    # start-up lines before the slow imports, then the check's result
+    starts = [i for i, line in enumerate(lines) if line.endswith(("loading the pipelines...", "(importing torch first)..."))
+              or re.search(r"prefalign: parameters of (reward, policy|policy, reward) checked$", line)]
+    assert len(starts) == 3 and starts == sorted(starts) and starts[0] < 10, [lines[i] for i in starts]
     # The report paths printed at the end are whole paths (not broken across lines).
     start = next(i for i, line in enumerate(lines) if line.endswith("reports of this run:"))
     reported = [line.split(": ", 1)[1] for line in lines[start + 1:] if line.startswith("  ")]

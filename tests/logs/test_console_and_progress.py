@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
 from prefalign.console import rich_logging_in_terminal
 from prefalign.core.training.loop import drop_tied_weights, save_checkpoint
-from prefalign.core.training.progress import Progress, format_progress, rounded
+from prefalign.core.training.progress import Progress, format_progress, labelled, rounded
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Terminal(io.StringIO):
@@ -58,6 +63,56 @@ def test_progress_off_a_terminal_logs_rounded_lines_without_carriage_returns(cap
     assert lines and all("\r" not in line for line in lines)
     assert lines[-1].startswith("train 4/4 (100%) loss=0.6931 tok_s=1235 elapsed")
     assert len(lines) == 3  # steps 2 and 3 (30 s apart), then the final line; not one per step
+
+
+def test_progress_names_the_model_it_trains(caplog):
+    """`reward_bt train 8/8 (100%) ...`: the run's hook labels each node's progress with its namespace."""
+    from kedro.pipeline import Node
+
+    from prefalign.hooks import RunSummaryHooks
+
+    caplog.set_level(logging.INFO, logger="prefalign.core.training.progress")
+    hooks, node = RunSummaryHooks(), Node(lambda x: x, "a", "b", name="train_model", namespace="reward_bt")
+    hooks.before_node_run(node, {"a": 1})
+    bar = Progress(total=1, terminal=False)
+    bar.update(1, loss=0.25)
+    hooks.after_node_run(node, {"a": 1}, {"b": 1})
+    after = Progress(total=1, terminal=False)  # outside a node: no label
+    for progress in (bar, after):
+        progress.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "prefalign.core.training.progress"]
+    assert [line.split(" elapsed")[0] for line in lines] == ["reward_bt train 1/1 (100%) loss=0.25"]
+    with labelled("policy_dpo"):
+        inside = Progress(total=2, terminal=False)
+    assert inside.desc == "policy_dpo train" and after.desc == "train"
+
+
+def test_the_logging_config_keeps_node_lines_and_drops_dataset_lines():
+    """conf/logging.yml: Kedro's per-dataset "Loading data from" / "Saving data to" (INFO, one per
+    dataset and node, about half of a run's lines) are shown only when kedro.io.data_catalog is
+    set to DEBUG; the node lines and the prefalign summary stay; no colour codes in a file."""
+    script = """
+import logging, logging.config, sys, warnings, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+logging.config.dictConfig(config)
+from prefalign.console import rich_logging_in_terminal
+rich_logging_in_terminal()
+from kedro.io import DataCatalog, MemoryDataset
+catalog = DataCatalog({"pairs": MemoryDataset()})
+catalog.save("pairs", 1); catalog.load("pairs")
+logging.getLogger("kedro.runner.sequential_runner").info("Completed 1 out of 1 tasks")
+logging.getLogger("prefalign").info("node build_pairs took 0.2s")
+warnings.warn("\x1b[33mcoloured\x1b[0m warning")
+logging.getLogger("kedro.io.data_catalog").setLevel(logging.DEBUG)
+catalog.load("pairs")
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(REPO_ROOT / "conf" / "logging.yml")], capture_output=True,
+                            text=True, timeout=120, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT / "src"), "PATH": ""})
+    lines = [line.split(": ", 1)[1] for line in result.stdout.splitlines() if ": " in line]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert lines == ["Completed 1 out of 1 tasks", "node build_pairs took 0.2s",
+                     lines[2], "Loading data from pairs (MemoryDataset)..."], result.stdout
+    assert lines[2].endswith("UserWarning: coloured warning") and "\x1b" not in result.stdout
 
 
 def test_format_progress_and_rounded():

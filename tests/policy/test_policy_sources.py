@@ -29,7 +29,14 @@ def test_a_source_without_rows_is_a_clear_error():
         split_pairs(_pairs(), "train", None, ["synthetic_scalar", "hh_rlhf"])
 
 
-@pytest.mark.parametrize("bad", ["synthetic_scalar", []])
+@pytest.mark.parametrize("bad", ["", " ", []])
 def test_sources_must_be_a_non_empty_list(bad):
-    with pytest.raises(ValueError, match=r"must be a non-empty list|wrong type \(str\); it must be list\[str\] or null"):
+    with pytest.raises(ValueError, match=r"must be a non-empty list|is not a list of source names"):
         PolicyDataConfig.from_dict({"sources": bad})
+
+
+def test_sources_may_be_one_string_of_names():
+    """`--params "policy.defaults.data.sources=synthetic_scalar my_prefs"`: Kedro splits --params at
+    commas, so a list of several names is written as one string with spaces (issue 23 item 7)."""
+    assert PolicyDataConfig.from_dict({"sources": "synthetic_scalar  my_prefs"}).sources == ["synthetic_scalar", "my_prefs"]
+    assert PolicyDataConfig.from_dict({"sources": "synthetic_scalar"}).sources == ["synthetic_scalar"]

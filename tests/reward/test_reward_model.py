@@ -41,6 +41,23 @@ def test_params_fail_before_training_naming_the_key():
         RewardParams.from_dict({"training": {"steps": 3}})
 
 
+@pytest.mark.parametrize("head", ["scalar", "gpm"])
+def test_no_pairs_score_to_an_empty_array(pairs, head):
+    """Empty input (a selection of 0 pairs) is an empty result, not a TypeError from a GPM gate left
+    None (issue 23 item 9c)."""
+    from prefalign.core.models.backbone import build_backbone
+    from prefalign.core.reward.model import RewardModel
+
+    params = RewardParams.from_dict(deep_merge(BASE, {"head": {"head": head, "gpm_k": 2}}))
+    tokenizer = fit_tokenizer(pairs, params)
+    model = RewardModel(build_backbone(params.model, tokenizer), params.head_config())
+    z = pair_logits(model, tokenizer, [], [], [])
+    assert isinstance(z, np.ndarray) and z.shape == (0,)
+    assert pair_logits(model, tokenizer, ["Hi?"], ["Hello."], ["Go."]).shape == (1,)
+    with pytest.raises(ValueError, match="lengths differ"):
+        pair_logits(model, tokenizer, [], ["Hello."], [])
+
+
 def test_ties_dropped_for_bt_kept_for_mmpo(pairs):
     ties = int((pairs.filter(pairs["split"] == "train")["p_chosen"] == 0.5).sum())
     assert ties > 0

@@ -28,3 +28,18 @@ def test_environment_parameters_are_valid(env, objective):
         assert params.model["name_or_path"] and params.training["mixed_precision"] == "bf16"
     if env == "ci":
         assert params.training["max_steps"] <= 10 and params.model["hidden_size"] <= 32
+
+
+def test_several_sources_pass_through_kedro_params_as_one_string():
+    """`kedro run --params "reward.defaults.sources=ultrafeedback my_prefs"` (issue 23 item 7): parsed by
+    Kedro's own --params parser, the value is one string; the config turns it into the list. The
+    list syntax with a comma (`sources=[a,b]`) is split by Kedro itself and never arrives."""
+    import click
+    from kedro.framework.cli.utils import _split_params
+
+    runtime = _split_params(None, None, "reward.defaults.sources=ultrafeedback my_prefs,reward.defaults.max_length=64")
+    defaults = deep_merge(reward_block("base")["defaults"], runtime["reward"]["defaults"])
+    params = registry.get("reward_bt").parse(defaults)
+    assert params.sources == ["ultrafeedback", "my_prefs"] and params.max_length == 64
+    with pytest.raises(click.exceptions.UsageError, match="must contain a key and a value"):
+        _split_params(click.Context(click.Command("run")), click.Option(["--params"]), "reward.defaults.sources=[ultrafeedback,my_prefs]")

@@ -36,3 +36,24 @@ def test_a_new_feedback_source_is_allowed_and_an_unknown_one_quarantined():
 def test_the_placeholder_without_sources_names_the_problem():
     with pytest.raises(ValueError, match="value_set is 'feedback_sources', but the feedback.sources parameters were not given"):
         parse_validation_config(_shipped_validation_params())
+
+
+def _shipped_sources() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_feedback.yml").read_text())["feedback"]["sources"]
+
+
+def test_row_bounds_follow_the_enabled_sources():
+    """Your own table alone (every shipped source `enabled: false`, issue 23 item 8b): the shipped
+    row bounds (at least one row of each of the 10 real sources) do not stop the run; a source that
+    is enabled and yields nothing still does."""
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_validation.yml").read_text())["validation"]
+    shipped = _shipped_sources()
+    assert sum(1 for bound in params["source_row_bounds"].values() if bound["min"] >= 1) == 10
+    mine = pl.DataFrame([good_pair(i, "my_prefs") for i in range(20)], schema=PAIRS_SCHEMA)
+    alone = {name: {**body, "enabled": False} for name, body in shipped.items()} | {"my_prefs": {"parser": "preference_table"}}
+    _, results = check_pairs(mine, params, alone)
+    assert results["passed"], results["failures"]
+    assert not [e for e in results["expectations"] if e["name"].startswith("row_count[")]
+    # one shipped source switched back on: its bound is checked again (0 rows < min 1)
+    _, results = check_pairs(mine, params, alone | {"hh_rlhf": shipped["hh_rlhf"]})
+    assert [f.split(" ")[0] for f in results["failures"]] == ["row_count[hh_rlhf]"]

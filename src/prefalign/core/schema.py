@@ -6,6 +6,8 @@ Every feedback source ends in this polars schema (architecture.md, "The one cont
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from typing import Callable
 
 import polars as pl
@@ -39,6 +41,29 @@ SIGNALS = ("score_gap", "judge_prob", "votes", "binary", "ground_truth")
 SPLITS = ("train", "val", "test")  # drawn by ratio (core/feedback/pairs.py assign_split)
 HELDOUT = "heldout"  # every prompt of a held-out source (feedback.split.heldout_sources); never trained on
 ALL_SPLITS = (*SPLITS, HELDOUT)
+
+
+def source_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """A list of source names as a parameter may write it: a YAML list, or ONE string of names
+    separated by spaces (``"ultrafeedback my_prefs"``), which ``kedro run --params`` can pass (it
+    splits its argument at every comma, so ``sources=[a,b]`` never arrives whole); None stays None.
+
+    Args:
+        value: a list/tuple of names, a string of names, or None.
+
+    Returns:
+        The names in order, or None.
+
+    Raises:
+        ValueError: an empty string, or a list with a non-string or an empty name.
+    """
+    if value is None:
+        return None
+    names = re.split(r"[\s,]+", value.strip()) if isinstance(value, str) else list(value)
+    if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+        raise ValueError(f"{value!r} is not a list of source names: write a YAML list, or one string of names "
+                         "separated by spaces (--params \"reward.defaults.sources=ultrafeedback my_prefs\")")
+    return [n.strip() for n in names]
 
 
 def stable_hash(*parts: str) -> str:

@@ -10,6 +10,8 @@ from kedro_datasets._typing import HTMLPreview
 from kedro_datasets.text import TextDataset
 from markdown_it import MarkdownIt
 
+from prefalign.datasets.previews import viz_safe_html
+
 
 class MarkdownDataset(TextDataset):
     """Loads and saves a Markdown report as a ``str``, exactly like ``text.TextDataset``; in addition
@@ -32,10 +34,11 @@ class MarkdownDataset(TextDataset):
     """
 
     def preview(self, max_chars: int = 200_000) -> HTMLPreview:
-        """The report rendered to HTML; longer reports are cut at ``max_chars`` of Markdown first."""
+        """The report rendered to HTML; longer reports are cut at ``max_chars`` of Markdown first.
+        Underscores and asterisks are protected from kedro-viz's own Markdown pass (viz_safe_html)."""
         text = self.load()[:max_chars]
         # markdown-it-py ships with rich (a Kedro dependency); CommonMark plus GitHub-style tables.
-        return HTMLPreview(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
+        return HTMLPreview(viz_safe_html(MarkdownIt("commonmark", {"html": False}).enable("table").render(text)))
 
 
 class MarkdownReportWithPlotsDataset(MarkdownDataset):

@@ -4,10 +4,12 @@ preview hands numpy arrays of dicts to the JSON export and the preview is lost."
 
 from __future__ import annotations
 
-import json
-
 from kedro_datasets._typing import TablePreview
 from kedro_datasets.polars import EagerPolarsDataset
+
+from prefalign.datasets.previews import table_preview
+
+PREVIEW_CELL_CHARS = 120  # a whole prompt in a cell made one row taller than kedro-viz's panel: only the header showed
 
 
 class PairsTableDataset(EagerPolarsDataset):
@@ -24,12 +26,10 @@ class PairsTableDataset(EagerPolarsDataset):
     """
 
     def preview(self, nrows: int = 5) -> TablePreview:
-        """The first ``nrows`` rows as {index, columns, data}, nested values as JSON text."""
+        """The first ``nrows`` rows as {index, columns, data}: nested values as JSON text, texts cut
+        to ``PREVIEW_CELL_CHARS``, NaN as null."""
         data = self._copy().load().limit(nrows if type(nrows) is int else 5)
-        nested = {name for name, dtype in data.schema.items() if dtype.is_nested()}
-        rows = [[json.dumps(row[c], ensure_ascii=False) if c in nested else row[c] for c in data.columns]
-                for row in data.to_dicts()]
-        return TablePreview({"index": list(range(len(rows))), "columns": data.columns, "data": rows})
+        return TablePreview(table_preview(data, PREVIEW_CELL_CHARS, nested_as_json=True))
 
 
 __all__ = ["PairsTableDataset"]

@@ -53,6 +53,10 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
         record is a JSON list, expected an object
     """
 
+    # load() hands the node a reader; the files are read only if the node calls it (an enabled
+    # source), so the pre-run input check (pipelines/input_checks.py) does not require them.
+    loaded_on_demand = True
+
     def __init__(self, *, filepath: str, glob: str | None = None, file_format: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         """Creates a new ``RawRecordsDataset``.
@@ -182,6 +186,14 @@ class RawTablesDataset(AbstractDataset[None, Callable[..., list[RawRecord]]]):
     def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
         self._filepath = PurePosixPath(filepath)
         self.metadata = metadata
+
+    @property
+    def folder(self) -> str:
+        """The tables folder (``<raw_data_dir>/tables``)."""
+        return str(self._filepath)
+
+    def _exists(self) -> bool:
+        return True  # the loader works without the folder: it is read only for a configured table
 
     def load(self) -> Callable[..., list[RawRecord]]:
         def read(table: str, file_format: str | None = None, glob: str | None = None) -> list[RawRecord]:

@@ -25,6 +25,8 @@ def _under(where: str) -> Iterator[None]:
         yield
     except (ValueError, TypeError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        if message.startswith(where.split(" ")[0]):  # the message names its key already
+            raise ParameterError(message) from error
         raise ParameterError(f"{where}: {message}") from error
 
 
@@ -55,13 +57,30 @@ def check_feedback(params: Mapping[str, Any]) -> None:
                 SyntheticConfig.from_params(dict(body))
 
 
+def check_user_tables(params: Mapping[str, Any], folder: str) -> list[str]:
+    """The ``preference_table`` sources against the user-tables folder (core/feedback/tables.py).
+
+    Returns:
+        The files under ``folder`` that no source reads (for a warning).
+
+    Raises:
+        ParameterError: an enabled table block whose ``table`` names nothing there, naming the key.
+    """
+    from prefalign.core.feedback.tables import check_user_tables as check
+
+    try:
+        return check((params.get("feedback") or {}).get("sources"), folder)
+    except ValueError as error:
+        raise ParameterError(str(error)) from None
+
+
 def check_validation(params: Mapping[str, Any]) -> None:
     """The Great Expectations suite, the quarantine thresholds and the row bounds."""
     from prefalign.core.validation.config import parse_validation_config
 
     with _under("validation"):  # the allowed sources come from feedback.sources (never a hand-kept copy)
         sources = (params.get("feedback") or {}).get("sources") or {}
-        parse_validation_config(_block(params, "validation"), list(sources))
+        parse_validation_config(_block(params, "validation"), dict(sources))
 
 
 def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:
@@ -133,6 +152,10 @@ PIPELINE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
 }
 
 
+# registered pipelines that read another pipeline's parameters (pipeline_registry.py)
+SAME_PARAMETERS = {"evaluation_reward": "evaluation"}
+
+
 def check_pipeline_parameters(params: Mapping[str, Any], pipeline_names: list[str] | None) -> list[str]:
     """Run the check of every selected pipeline (all of them for ``__default__`` or None).
 
@@ -149,7 +172,8 @@ def check_pipeline_parameters(params: Mapping[str, Any], pipeline_names: list[st
     names = list(pipeline_names or ["__default__"])
     if "__default__" in names:
         names = list(PIPELINE_CHECKS)
-    checked = [name for name in names if name in PIPELINE_CHECKS]
+    names = [SAME_PARAMETERS.get(name, name) for name in names]
+    checked = [name for i, name in enumerate(names) if name in PIPELINE_CHECKS and name not in names[:i]]
     for name in checked:
         PIPELINE_CHECKS[name](params)
     return checked

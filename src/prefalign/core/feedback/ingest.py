@@ -20,7 +20,7 @@ import polars as pl
 
 from prefalign.core.feedback.conflicts import TOTAL_KEY
 from prefalign.core.feedback.pairs import REQUIRED_PAIR_ROW_COLUMNS, to_pair_rows, within_group_pairs
-from prefalign.core.feedback.parsers import REJECTED_SCHEMA, SAME_TEXT_REASON, get_parser
+from prefalign.core.feedback.parsers import REJECTED_SCHEMA, SAME_TEXT_REASON, check_table_params, get_parser
 from prefalign.core.feedback.records import RawFileError, RawRecord
 from prefalign.core.schema import FEEDBACK_KINDS
 from prefalign.core.text import canonical_memo
@@ -51,6 +51,11 @@ def check_source_params(source: str, params: dict[str, Any]) -> None:
     cap = params.get("max_pairs_per_prompt")
     if cap is not None and not (isinstance(cap, int) and cap >= 1):
         raise ValueError(f"{key}.max_pairs_per_prompt={cap!r} must be an integer >= 1, or null for all pairs")
+    if params["parser"] == "preference_table":  # its column mapping fits its signal (a score_gap table names its scores)
+        try:
+            check_table_params(params)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from None
 
 
 def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[str, Any],

@@ -34,6 +34,7 @@ from prefalign.core.schema import (
     conform_to_pairs_schema,
     pair_id_of,
     prompt_id_of,
+    source_names,
     stable_hash,
     with_prompt_messages,
 )
@@ -125,15 +126,17 @@ def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> 
     return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
 
 
-def hold_out_sources(pairs: pl.DataFrame, heldout_sources: list[str] | tuple[str, ...]) -> pl.DataFrame:
+def hold_out_sources(pairs: pl.DataFrame, heldout_sources: str | list[str] | tuple[str, ...] | None) -> pl.DataFrame:
     """Move every prompt of a held-out source to split ``heldout``, whatever source its rows come from.
 
     Sources can share prompts (PandaLM's human and AI-judge sources label the same pairs), so the
     unit held out is the prompt: a prompt that any held-out source has is in no train, val or test
     split of any source, and a held-out source is evaluated on prompts no model was trained on.
+    ``heldout_sources`` may be one string of names separated by spaces (``core.schema.source_names``).
     """
     if not heldout_sources:
         return pairs
+    heldout_sources = source_names(heldout_sources)
     prompts = pairs.filter(pl.col("source").is_in(list(heldout_sources)))["prompt_id"].unique()
     return pairs.with_columns(
         pl.when(pl.col("prompt_id").is_in(prompts.implode())).then(pl.lit(HELDOUT)).otherwise(pl.col("split")).alias("split"))

@@ -32,6 +32,7 @@ from prefalign.core.policy.objectives import (
     sft_loss_fn,
 )
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
+from prefalign.core.schema import source_names
 from prefalign.core.training.batching import (
     TokenizedPairs,
     padding_fraction,
@@ -64,12 +65,14 @@ class PolicyDataConfig:
     eval_batch_size: int = 16
     max_train_pairs: int | None = None  # a deterministic subset (by pair_id) for CPU budgets
     max_val_pairs: int | None = None
-    # Train only on these `source` values (None: every source). The embedded default picks
-    # synthetic_scalar: template text a tiny CPU model can learn, judged by the lab's r*.
+    # Train only on these `source` values (None: every source; a list, or one string "a b"). The
+    # embedded default picks synthetic_scalar: template text a tiny CPU model can learn, judged by the lab's r*.
     sources: list[str] | None = None
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
+        if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
+            params = {**params, "sources": source_names(params["sources"])}
         cfg = dataclass_from_params(cls, params, "data")
         if cfg.sources is not None and (isinstance(cfg.sources, str) or not cfg.sources):
             raise ValueError(

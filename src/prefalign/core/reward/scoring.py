@@ -258,6 +258,8 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
     Args:
         prompts, chosen, rejected: [B] texts; prompt_messages: [B] chat turns per pair, or None.
     """
+    if len(prompts) == len(chosen) == len(rejected) == 0:
+        return np.zeros(0, dtype=np.float32)
     n = len(prompts)
     if not (len(chosen) == len(rejected) == n):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {n}, {len(chosen)}, {len(rejected)}")

@@ -22,6 +22,7 @@ from prefalign.core.models.lora import trainable_parameters
 from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, check_tokenizer_fits, tokenizer_params_for_model
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
+from prefalign.core.schema import source_names
 from prefalign.core.training.batching import TokenizedPairs, tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
@@ -57,7 +58,7 @@ class RewardParams:
     eval_batch_size: int = 32
     max_train_pairs: int | None = None
     max_val_pairs: int | None = None
-    sources: list[str] | None = None  # train/val only on these sources (null = all); held-out sources stay for testing
+    sources: list[str] | None = None  # train/val only on these sources (null = all; a list, or one string "a b"); held-out sources stay for testing
     source_weights: dict = field(default_factory=dict)  # source -> integer repeat factor of its train pairs (1 = as is)
     train_accuracy_pairs: int = 256  # train pairs re-scored at the end (accuracy on train pairs)
     num_processes: int = 1  # > 1: run the same entry point under `accelerate launch`
@@ -75,6 +76,8 @@ class RewardParams:
             ValueError: an unknown key (named, with the allowed ones), a bad head/tokenizer/model/
                 training value, or num_processes < 1 or > batch_size.
         """
+        if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
+            params = {**params, "sources": source_names(params["sources"])}
         p = dataclass_from_params(cls, params, "reward")
         check_num_processes(p.num_processes, p.batch_size, "reward num_processes")
         weight_sources(pl.DataFrame({"source": []}, schema={"source": pl.String}), p.source_weights)  # checks the weights

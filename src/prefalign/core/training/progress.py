@@ -10,9 +10,31 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, TextIO
 
 log = logging.getLogger(__name__)
+
+# What is being trained (a Kedro node's namespace, e.g. ``reward_bt``), set by the run's hook
+# (prefalign.hooks.RunSummaryHooks) around each node, so progress lines say which model they are
+# about: ``reward_bt train 484/600 (81%) ...``. Unset (a notebook, a test): no prefix.
+_LABEL: ContextVar[str | None] = ContextVar("prefalign_progress_label", default=None)
+
+
+def set_label(label: str | None) -> None:
+    """Name what the following progress lines are about (None: no name)."""
+    _LABEL.set(label or None)
+
+
+@contextmanager
+def labelled(label: str | None) -> Iterator[None]:
+    """Progress created inside the block is prefixed with ``label``."""
+    token = _LABEL.set(label or None)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
 
 
 def is_terminal(stream: TextIO | None = None) -> bool:
@@ -59,7 +81,8 @@ class Progress:
     Args:
         total: number of steps.
         initial: steps already done (a resumed run).
-        desc: the label.
+        desc: what progresses (``train``); prefixed by the label of ``labelled``/``set_label`` when one
+            is set (``reward_bt train``).
         enabled: False shows nothing (e.g. non-main processes).
         every_seconds: the interval of log lines when not in a terminal.
         terminal: force bar (True) or lines (False); None asks ``is_terminal()``.
@@ -67,6 +90,8 @@ class Progress:
 
     def __init__(self, total: int, initial: int = 0, desc: str = "train", enabled: bool = True,
                  every_seconds: float = 30.0, terminal: bool | None = None) -> None:
+        label = _LABEL.get()
+        desc = f"{label} {desc}" if label else desc
         self.total, self.step, self.desc, self.enabled = total, initial, desc, enabled
         self._initial, self._every = initial, every_seconds
         self._start = self._last = time.perf_counter()

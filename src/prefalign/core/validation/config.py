@@ -54,7 +54,8 @@ def _bound(value: Any, key: str) -> int | None:
 FEEDBACK_SOURCES = "feedback_sources"  # a value_set that stands for the configured feedback sources
 
 
-def parse_validation_config(params: Mapping[str, Any], feedback_sources: Sequence[str] | None = None) -> ValidationConfig:
+def parse_validation_config(params: Mapping[str, Any],
+                            feedback_sources: Mapping[str, Any] | Sequence[str] | None = None) -> ValidationConfig:
     """Turn the `validation:` parameter block into a checked ValidationConfig.
 
     `expectations` is a mapping name -> {type, kwargs}; a name set to null is dropped, which is
@@ -62,9 +63,12 @@ def parse_validation_config(params: Mapping[str, Any], feedback_sources: Sequenc
 
     Args:
         params: the `validation:` block.
-        feedback_sources: the source names configured under feedback.sources; a kwarg
-            ``value_set: feedback_sources`` becomes this list (so the allowed sources are never a
-            hand-kept copy).
+        feedback_sources: the sources configured under feedback.sources: their names, or the
+            ``feedback.sources`` mapping itself (name -> block). A kwarg ``value_set:
+            feedback_sources`` becomes the list of names (so the allowed sources are never a
+            hand-kept copy). Given the mapping, the row bounds follow it: a source whose block says
+            ``enabled: false`` yields no rows by design, so its ``source_row_bounds`` entry is
+            dropped (training on your own table alone passes validation).
 
     Raises:
         ValueError: a malformed key (named), or ``value_set: feedback_sources`` without sources.
@@ -93,9 +97,12 @@ def parse_validation_config(params: Mapping[str, Any], feedback_sources: Sequenc
             kwargs["value_set"] = list(feedback_sources)
         specs.append(ExpectationSpec(name=str(name), type=str(body["type"]), kwargs=kwargs))
 
+    disabled = {str(name) for name, block in feedback_sources.items()
+                if isinstance(block, Mapping) and block.get("enabled", True) is False} \
+        if isinstance(feedback_sources, Mapping) else set()
     bounds: dict[str, tuple[int | None, int | None]] = {}
     for source, body in (params.get("source_row_bounds") or {}).items():
-        if body is None:
+        if body is None or str(source) in disabled:
             continue
         if not isinstance(body, Mapping):
             raise ValueError(f"validation.source_row_bounds.{source} must be {{min: int, max: int|null}}, got {body!r}")

@@ -1,7 +1,9 @@
 """Wiring only: score every model, collect the metrics side by side, plot, write the report.
 
 Models are evaluated when the pipeline that trains them is part of the project (the reward and
-policy packages): their checkpoints `<namespace>.model` are then in the catalog.
+policy packages): their checkpoints `<namespace>.model` are then in the catalog. The package
+`evaluation_reward` registers this pipeline without the policies, for an environment that trains
+only reward models (`kedro run --env cpu_pretrained --pipelines evaluation_reward`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ def _present(package: str) -> bool:
     return find_spec(f"prefalign.pipelines.{package}") is not None
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(include_policies: bool | None = None, **kwargs) -> Pipeline:
+    """The evaluation pipeline; ``include_policies=False`` leaves the policies out (None: in when
+    the policy package is present). Node and dataset names are the same either way."""
+    include_policies = _present("policy") if include_policies is None else include_policies
     rows = ["ground_truth"]
     prepare = pipeline([
         node(nodes.select_test_pairs, ["validated_pairs", "params:evaluation"], "evaluation_test_pairs",
@@ -48,7 +53,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             models.append(node(nodes.make_reward_model_metrics(name), [f"{name}.model", f"{name}.training_curve", *SHARED, "params:evaluation"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
-    if _present("policy") and policies:
+    if include_policies and policies:
         reference = f"{REFERENCE_POLICY}.model"
         models += [
             node(nodes.reference_logprobs, [reference, *SHARED, "params:policy.defaults.data", "params:evaluation"],

@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS
-from prefalign.core.schema import HELDOUT, with_prompt_messages
+from prefalign.core.schema import HELDOUT, source_names, with_prompt_messages
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 
 
@@ -32,7 +32,7 @@ def synthetic_cyclic_triples(source_params: dict[str, Any], split_params: dict[s
                                     "cycle": pl.String, "split": pl.String})
     params = {**source_params, "split": {k: v for k, v in split_params.items() if k != "heldout_sources"}}
     triples = generate_cyclic(SyntheticConfig.from_params(params))
-    if "synthetic_cyclic" in (split_params.get("heldout_sources") or []):
+    if "synthetic_cyclic" in (source_names(split_params.get("heldout_sources")) or []):
         triples = triples.with_columns(split=pl.lit(HELDOUT))  # the pairs table holds these prompts out too
     return triples
 

@@ -23,8 +23,9 @@ class ValidationError(RuntimeError):
 
 def check_pairs(pairs: pl.DataFrame, params: dict[str, Any], feedback_sources: dict[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Run the configured contract: pairs with their failed expectations, and the results JSON.
-    The allowed sources are the ones configured under feedback.sources."""
-    return validate_pairs(pairs, parse_validation_config(params, list(feedback_sources or {})))
+    The allowed sources are the ones configured under feedback.sources; the row bounds of the
+    disabled ones are not checked."""
+    return validate_pairs(pairs, parse_validation_config(params, dict(feedback_sources or {})))
 
 
 def quarantine_pairs(checked_pairs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
