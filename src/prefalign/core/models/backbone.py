@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from prefalign.core.models.lm_head import DEFAULT_CHUNK_TOKENS, check_chunk_tokens, set_logprob_chunk_tokens
 from prefalign.core.models.lora import LoraSettings, adapt_for_training
 from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
 from prefalign.core.models.params import dataclass_from_params
@@ -45,6 +46,9 @@ class ModelConfig:
     attn_implementation: str | None = None  # e.g. "sdpa", "eager", "flash_attention_2"
     lora: dict[str, Any] | None = None  # LoraSettings keys (core/models/lora.py); null = full fine-tune
     freeze_layers: int = 0  # > 0: the input embeddings and the lowest N transformer layers are not trained
+    # causal LMs: response positions per LM-head chunk when log-probs are computed (core/models/lm_head.py);
+    # no [tokens x vocabulary] logits are held whole; null = all positions at once
+    logprob_chunk_tokens: int | None = DEFAULT_CHUNK_TOKENS
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
@@ -57,6 +61,7 @@ class ModelConfig:
             raise ValueError(
                 f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}"
             )
+        check_chunk_tokens(cfg.logprob_chunk_tokens)
         cfg.lora_settings()  # a bad lora key fails here, before any training
         return cfg
 
@@ -134,6 +139,8 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+    if auto_class is AutoModelForCausalLM:
+        set_logprob_chunk_tokens(model, cfg.logprob_chunk_tokens)
     # Adapters (model.lora) are put on by lora.adapt_for_training, as for loaded starting policies.
     return adapt_for_training(model, cfg.to_dict(), causal_lm=auto_class is AutoModelForCausalLM, seed=cfg.seed)
 

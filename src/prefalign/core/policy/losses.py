@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from prefalign.core.objectives.soft_label import check_pair_vectors, soft_label_logistic_loss
-from prefalign.core.policy.logprobs import token_logprobs
+from prefalign.core.policy.logprobs import masked_sequence_logprobs
 
 
 def _targets(p: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -25,6 +25,23 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch
         logits: (B, T, V) next-token logits; input_ids: (B, T); response_mask: (B, T), 1 on response tokens.
 
     Returns:
+        Scalar mean NLL per response token (nats): :func:`sft_loss_from_logprobs` of the rows' sums.
+
+    Raises:
+        ValueError: when the batch has no response token (every response empty or truncated away).
+
+    Source: docs/methods.md s4.1.
+    """
+    return sft_loss_from_logprobs(masked_sequence_logprobs(logits, input_ids, response_mask), response_mask[:, 1:].sum(dim=-1))
+
+
+def sft_loss_from_logprobs(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """The SFT loss from per-sequence sums: -sum_b log pi(y_b|x_b) / sum_b |y_b|.
+
+    Args:
+        logps: (B,) summed response-token log-probs (nats); n_tokens: (B,) response token counts.
+
+    Returns:
         Scalar mean NLL per response token (nats).
 
     Raises:
@@ -32,11 +49,10 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch
 
     Source: docs/methods.md s4.1.
     """
-    target_mask = response_mask[:, 1:].float()
-    n_tokens = target_mask.sum()
-    if n_tokens == 0:
+    total = n_tokens.sum()
+    if total == 0:
         raise ValueError("SFT batch has no response tokens: every response was empty or truncated away")
-    return -(token_logprobs(logits, input_ids) * target_mask).sum() / n_tokens
+    return -logps.sum() / total.to(logps.dtype)
 
 
 def implicit_reward_margin(

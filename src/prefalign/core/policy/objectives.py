@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
-from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts
-from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, ipo_loss, sft_loss
+from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts, sequence_logprobs
+from prefalign.core.policy.losses import dpo_loss, implicit_reward_margin, ipo_loss, sft_loss_from_logprobs
 from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
 
 LossFn = Callable[[torch.nn.Module, object], tuple[torch.Tensor, dict[str, float]]]
@@ -231,8 +231,8 @@ def sft_loss_fn(model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, 
     Source: docs/methods.md s4.1.
     """
     seqs = batch.sequences
-    logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask).logits
-    loss = sft_loss(logits, seqs.input_ids, seqs.response_mask)
+    logps = sequence_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)  # no [tokens x vocab] logits
+    loss = sft_loss_from_logprobs(logps, response_token_counts(seqs))
     return loss, {"perplexity": float(torch.exp(loss.detach()).item())}
 
 

@@ -13,6 +13,8 @@ import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.pipelines import named_node_function
+from prefalign.core.models import ModelConfig
+from prefalign.core.models.lm_head import set_logprob_chunk_tokens
 from prefalign.core.models.lora import adapt_for_training
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
@@ -49,9 +51,15 @@ def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any],
 
 
 def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
-    """With `model.lora` set, a starting policy without adapters gets fresh ones (core/models/lora.py)."""
+    """With `model.lora` set, a starting policy without adapters gets fresh ones (core/models/lora.py);
+    its log-prob chunk size is this run's `model.logprob_chunk_tokens` (core/models/lm_head.py)."""
     model = adapt_for_training(start.model, defaults.get("model"), causal_lm=True, seed=(defaults.get("model") or {}).get("seed", 0))
+    _set_chunk_tokens(model, defaults)
     return start if model is start.model else replace(start, model=model)
+
+
+def _set_chunk_tokens(model, defaults: dict[str, Any]) -> None:
+    set_logprob_chunk_tokens(model, ModelConfig.from_dict(defaults.get("model")).logprob_chunk_tokens)
 
 
 def sft_node(spec: ObjectiveSpec) -> Callable:
@@ -77,6 +85,7 @@ def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
     def compute(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
                 objective: dict[str, Any]) -> pl.DataFrame:
         apply_cpu_threads(TrainConfig.from_dict(objective.get("training")))
+        _set_chunk_tokens(reference.model, defaults)
         return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")))
 
     return named_node_function(compute, f"{spec.namespace}_reference_logprobs")
