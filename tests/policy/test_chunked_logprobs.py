@@ -196,12 +196,18 @@ def test_bf16_autocast_matches_the_unfused_autocast_path():
         assert (got[1][name] - expected[1][name]).abs().max().item() <= 0.02 * scale, name
 
 
-def test_logit_transforms_take_the_plain_path():
-    """A model that scales or caps logits after the head (Gemma's soft-capping) must not be fused."""
+def test_logit_transforms_and_sharded_weights_take_the_plain_path():
+    """A model that scales or caps logits after the head (Gemma's soft-capping) must not be fused,
+    nor one whose weights FSDP shards (the head's weight is whole only inside its forward)."""
+    from torch.distributed.fsdp import FSDPModule
+
     model = tiny_llama(tied=True)
     assert _fusable_parts(model) is not None
     model.config.final_logit_softcapping = 30.0
     assert _fusable_parts(model) is None
+    sharded = tiny_llama(tied=True)
+    sharded.__class__ = type("FSDPLlamaForCausalLM", (FSDPModule, LlamaForCausalLM), {})  # what fully_shard makes of it
+    assert _fusable_parts(sharded) is None
 
 
 def test_chunk_size_is_a_model_option_saved_with_the_checkpoint(tmp_path):

@@ -50,10 +50,25 @@ def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if is_adapted(model) else model
 
 
+def _sharded(model: torch.nn.Module, lm: torch.nn.Module) -> bool:
+    """Whether FSDP (1 or 2) manages the parameters: the head's weight is then only whole inside its module's forward."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    chain = [model]
+    while hasattr(chain[-1], "module") and isinstance(chain[-1].module, torch.nn.Module):
+        chain.append(chain[-1].module)
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in (*chain, lm))
+
+
 def _fusable_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder, LM head) when logits are ``head(decoder(...).last_hidden_state)`` and the forward
-    takes a boolean ``logits_to_keep``; None otherwise (the plain path then runs)."""
+    """(decoder, LM head) when logits are ``head(decoder(...).last_hidden_state)``, the forward
+    takes a boolean ``logits_to_keep`` and FSDP does not shard the weights; None otherwise (the
+    plain path then runs)."""
     lm = _causal_lm(model)
+    if _sharded(model, lm):
+        return None
     get_head, get_decoder = getattr(lm, "get_output_embeddings", None), getattr(lm, "get_decoder", None)
     if get_head is None or get_decoder is None or not _accepts_logits_to_keep(lm):
         return None
