@@ -3,8 +3,8 @@
 - ``real_pairs``: train pairs from data/01_raw through the project's own feedback code
   (UltraFeedback single-turn + Anthropic HH multi-turn dialogues: the real length mix, long
   prompts included), or from a saved JSONL of {"prompt", "chosen", "rejected"} rows.
-- ``pretruncate``: every pair cut ONCE by our truncation rule and decoded back to text, so both
-  trainers get the same texts and neither needs to truncate (TRL would drop or cut otherwise).
+- ``pretruncate``: every pair tokenised and cut ONCE by our rule; both trainers get these token ids
+  (TRL as pre-tokenised datasets), so neither truncates or renders prompts itself.
 - ``run_sides``: each side in a fresh interpreter (its own peak RSS), results as JSON lines.
 - ``RssSampler``: the process RSS over time by phase (where the peak happens).
 """
@@ -30,14 +30,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SOURCES = ("ultrafeedback", "hh_rlhf")
 
 
+SMOLLM2 = ROOT / "data/06_models/pretrained/SmolLM2-135M-Instruct"
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=str(SMOLLM2) if (SMOLLM2 / "config.json").exists() else "none",
+                        help="a pretrained model directory (its tokenizer and weights on both sides; default: the fetched "
+                             "SmolLM2-135M-Instruct when present); 'none': a random-init Llama of --layers/--hidden/... "
+                             "with a BPE of --vocab trained on the pairs")
+    parser.add_argument("--lora", type=int, default=0,
+                        help="LoRA rank on both sides (alpha 2r, no dropout, every linear layer of the backbone); 0: full fine-tune")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--intermediate", type=int, default=688)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=2048, help="BPE vocabulary trained on the pairs")
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per sequence (default: 1024 with --model, prompts and responses up to 512 each as in the "
+                             "shipped data; 512 for the model from config)")
+    parser.add_argument("--max-prompt-length", type=int, default=None, help="default: half of --max-length")
     parser.add_argument("--n-pairs", type=int, default=320)
     parser.add_argument("--pairs", default=None, help="JSONL of prompt/chosen/rejected (default: data/01_raw via the feedback code)")
     parser.add_argument("--threads", type=int, default=1)
@@ -58,9 +69,41 @@ def trl_speed_args(a: argparse.Namespace) -> dict:
     return {"bf16": a.precision == "bf16", "gradient_checkpointing": a.trl_gradient_checkpointing}
 
 
+def resolve_model_args(a: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on --model: lengths, and the shape read from the directory's config."""
+    a.model = None if a.model in (None, "", "none") else a.model
+    if a.max_length is None:
+        a.max_length = 1024 if a.model else 512
+    if a.max_prompt_length is None:
+        a.max_prompt_length = a.max_length // 2
+    if a.model:
+        config = json.loads((Path(a.model) / "config.json").read_text())
+        a.layers, a.hidden, a.heads = config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"]
+        a.intermediate, a.vocab = config["intermediate_size"], config["vocab_size"]
+    return a
+
+
 def model_dict(a: argparse.Namespace) -> dict:
+    """Our ModelConfig: the pretrained directory, or the random-init Llama of the shape options."""
+    lora = {"lora": lora_settings(a)} if a.lora else {}
+    if a.model:
+        return {"name_or_path": a.model, "dtype": "float32", "seed": 0, "attn_implementation": "sdpa", **lora}
     return {"hidden_size": a.hidden, "num_layers": a.layers, "num_heads": a.heads, "intermediate_size": a.intermediate,
-            "max_position_embeddings": max(512, a.max_length), "seed": 0, "attn_implementation": "sdpa"}
+            "max_position_embeddings": max(512, a.max_length), "seed": 0, "attn_implementation": "sdpa", **lora}
+
+
+def lora_settings(a: argparse.Namespace) -> dict:
+    """Our model.lora keys for --lora r (core/models/lora.py), the same numbers as TRL's ``trl_peft_config``."""
+    return {"r": a.lora, "alpha": 2 * a.lora, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+def trl_peft_config(a: argparse.Namespace, task_type: str):
+    """peft LoraConfig for TRL's ``peft_config`` with --lora r (None for a full fine-tune)."""
+    if not a.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=a.lora, lora_alpha=2 * a.lora, lora_dropout=0.0, target_modules="all-linear", task_type=task_type)
 
 
 def real_pairs(n: int, path: str | None = None) -> list[dict]:
@@ -88,40 +131,49 @@ def real_pairs(n: int, path: str | None = None) -> list[dict]:
     return frame.select("prompt", "chosen", "rejected").to_dicts()
 
 
-def pretruncate(pairs: list[dict], vocab: int, max_length: int, max_prompt_length: int):
-    """(tokenizer, texts cut by our rule and decoded, pairs longer than max_length before the cut)."""
+def pretruncate(pairs: list[dict], vocab: int, max_length: int, max_prompt_length: int, model: str | None = None):
+    """(tokenizer, the pairs tokenised ONCE by our rule as ``TokenizedPairs``, sequences our rule cut).
+
+    The tokenizer is ``model``'s when given (its chat template, if any, renders the prompts), else a
+    BPE of ``vocab`` ids trained on the pairs. Both sides train on exactly these token ids: ours
+    directly, TRL through datasets of ids (``trl_reward_rows``, ``trl_dpo_rows``), so neither
+    truncates nor renders anything itself and a chat template cannot make the sides differ."""
     from prefalign.core.models import build_tokenizer
     from prefalign.core.training.batching import tokenize_pairs
 
     x, w, l = ([p[k] for p in pairs] for k in ("prompt", "chosen", "rejected"))
-    tok = build_tokenizer({"vocab_size": vocab}, x + w + l)
+    tok = build_tokenizer({"name_or_path": model} if model else {"vocab_size": vocab}, x + w + l)
     cut = tokenize_pairs(tok, x, w, l, max_length=max_length, max_prompt_length=max_prompt_length)
-    over = cut.truncation.truncated_prompts + cut.truncation.truncated_responses
+    return tok, cut, cut.truncation.truncated_prompts + cut.truncation.truncated_responses
 
-    def text(seq):
-        end = len(seq.input_ids) - (seq.input_ids[-1] == tok.eos_token_id)
-        return tok.decode(seq.input_ids[1 : seq.prompt_length]), tok.decode(seq.input_ids[seq.prompt_length : end])
 
+def trl_reward_rows(tp) -> list[dict]:
+    """TRL RewardTrainer's pre-tokenised format (it then skips its own tokenisation): our full sequences."""
+    return [{"chosen_ids": c.input_ids, "rejected_ids": r.input_ids} for c, r in zip(tp.chosen, tp.rejected)]
+
+
+def trl_dpo_rows(tp) -> list[dict]:
+    """TRL DPOTrainer's tokenised format (prompt_ids, chosen_ids, rejected_ids) of our sequences: the
+    prompt is the pair's common prompt (pair-consistent truncation gives both sides the same one)."""
     rows = []
-    for c, r in zip(cut.chosen, cut.rejected):
-        prompt, chosen = text(c)
-        _, rejected = text(r)
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return tok, rows, over
+    for c, r in zip(tp.chosen, tp.rejected):
+        p = 0
+        while p < min(c.prompt_length, r.prompt_length) and c.input_ids[p] == r.input_ids[p]:
+            p += 1
+        rows.append({"prompt_ids": c.input_ids[:p], "chosen_ids": c.input_ids[p:], "rejected_ids": r.input_ids[p:]})
+    return rows
 
 
-def our_batches(tok, rows: list[dict], batch: int, steps: int) -> tuple[list[list[int]], int]:
+def our_batches(tok, tp, batch: int, steps: int) -> tuple[list[list[int]], int]:
     """(the pair indices of each of our first ``steps`` batches, the real tokens in them).
 
     Batches are length-grouped (seed 0) in the training loop's epoch order; TRL is fed the same
-    ones (``feed_batches``). Real tokens count each pair as its two full sequences ([bos] prompt
-    response [eos], both sides): the common unit for both trainers, whatever layout computes them.
+    ones (``feed_batches``). Real tokens count each pair as its two full sequences (prompt and
+    response, both sides): the common unit for both trainers, whatever layout computes them.
     """
-    from prefalign.core.training.batching import make_pair_batches, tokenize_pairs
+    from prefalign.core.training.batching import make_pair_batches
     from prefalign.core.training.loop import epoch_order
 
-    x, w, l = ([r[k] for r in rows] for k in ("prompt", "chosen", "rejected"))
-    tp = tokenize_pairs(tok, x, w, l, max_length=10**7, max_prompt_length=10**7 - 2)
     batches = make_pair_batches(tp, batch, tok.pad_token_id, seed=0)
     order = [[int(i) for i in batches[epoch_order(len(batches), 0, k // len(batches))[k % len(batches)]].pair_index] for k in range(steps)]
     return order, sum(len(tp.chosen[i]) + len(tp.rejected[i]) for b in order for i in b)
@@ -244,8 +296,10 @@ def ratio_line(ours: dict, trl: dict, label: str = "", per: str = "s") -> str:
 
 
 def print_header(a: argparse.Namespace, kind: str, trl: str) -> None:
-    print(f"model: Llama-style {kind} {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
-          f"BPE vocab {a.vocab}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
+    origin = f"{Path(a.model).name} ({a.model}), its weights and tokenizer" if a.model else "Llama-style, random init, BPE"
+    tuning = f"LoRA r={a.lora} (alpha {2 * a.lora}, all linear layers)" if a.lora else "full fine-tune"
+    print(f"model: {kind} {origin}: {a.layers} layers x {a.hidden} hidden, intermediate {a.intermediate}, {a.heads} heads, "
+          f"vocab {a.vocab}; {tuning}; batch {a.batch} pairs, {a.steps} steps, {a.threads} thread(s) per side", flush=True)
     print(f"data: up to {a.n_pairs} real train, non-tie pairs ({a.pairs or 'data/01_raw: UltraFeedback + HH-RLHF via the feedback code'}), "
           f"pre-truncated to {a.max_length} tokens per sequence (prompt >= {a.max_prompt_length})")
     print(f"TRL: {trl}, bf16={a.precision == 'bf16'}, gradient_checkpointing={a.trl_gradient_checkpointing}; "

@@ -1,6 +1,7 @@
 """Our DPO vs TRL's DPOTrainer: same causal LM, same real pairs, same batch and steps.
 
-    python benchmarks/dpo_vs_trl.py                        # 4 x 256 (intermediate 688), 160 real pairs
+    python benchmarks/dpo_vs_trl.py                        # SmolLM2-135M-Instruct if fetched, else 4 x 256; 160 real pairs
+    python benchmarks/dpo_vs_trl.py --model none           # the 4 x 256 Llama (intermediate 688) from config, BPE of 2048
     python benchmarks/dpo_vs_trl.py --layers 2 --hidden 64 --intermediate 256 --steps 10
 
 Each side in a fresh interpreter (its own peak RSS), single-threaded by default. Both start from
@@ -8,6 +9,12 @@ the same seeded LlamaForCausalLM and get the same pre-truncated texts (benchmark
 Sigmoid DPO, beta 0.1, AdamW, constant learning rate. Both sides compute the reference
 log-probs once before training; their time is reported apart ("reference pass s") and the ratio
 lines are on the training steps alone, plus one line with the reference pass included.
+
+Both sides train on the same token ids (common.pretruncate: tokenised and cut once by our rule,
+with --model's tokenizer and chat template, or a BPE for the model from config); TRL gets them as
+prompt_ids / chosen_ids / rejected_ids and its own tokenisation is skipped. --model DIR uses a
+pretrained causal LM (default: the fetched SmolLM2-135M-Instruct when present), --lora R adapters
+on both sides (TRL: peft_config; its reference is the base with adapters off).
 
 TRL 1.16's DPOConfig: precompute_ref_log_probs is used (TRL's best on CPU: the reference forward
 leaves the training step). TRL runs it inside DPOTrainer's constructor, so it is timed there by
@@ -33,22 +40,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RssSampler, add_model_args, add_rates, add_run_args, feed_batches, load_line, model_dict, our_batches, pretruncate,
-    print_header, print_ratios, print_table, real_pairs, run_sides, trl_speed_args,
+    print_header, print_ratios, print_table, real_pairs, resolve_model_args, run_sides, trl_dpo_rows, trl_peft_config, trl_speed_args,
 )
 
 BETA, LR = 0.1, 1e-4
 
 
-def base_model(tok, a):
+def base_model(tok, a, lora: bool = True):
+    """Both sides' seeded starting policy; ours with its LoRA adapters when --lora (TRL puts on its own)."""
     from prefalign.core.models import build_causal_lm
 
-    return build_causal_lm(model_dict(a), tok)
+    return build_causal_lm({**model_dict(a), **({} if lora else {"lora": None})}, tok)
 
 
-def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
+def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
     from prefalign.core.policy.objectives import DPOConfig, dpo_objective, make_pairwise_loss_fn
     from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
-    from prefalign.core.training import TrainConfig, tokenize_pairs, train
+    from prefalign.core.training import TrainConfig, train
     from prefalign.core.training.packing import pair_batches
 
     cfg = TrainConfig.from_dict({
@@ -57,8 +65,6 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
         "packing": layout == "packed", "share_prompt": layout == "shared", "mixed_precision": "bf16" if a.precision == "bf16" else "no",
         "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None, "cpu_malloc_trim": a.malloc_trim,
     })
-    tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
-                        max_length=10**7, max_prompt_length=10**7 - 2)
     model = base_model(tok, a)
     ids = [str(i) for i in range(len(tp))]
     rss.phase("train")
@@ -75,11 +81,11 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
             "losses": [h["train_loss"] for h in result.history]}
 
 
-def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
+def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    model = base_model(tok, a)
+    model = base_model(tok, a, lora=False)
     args = DPOConfig(
         output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR,
         lr_scheduler_type="constant", beta=BETA, loss_type=["sigmoid"], max_length=None, report_to=[], logging_steps=1,
@@ -98,12 +104,18 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
             timed["cpu_seconds"] = timed.get("cpu_seconds", 0.0) + time.process_time() - c
 
     DPOTrainer._precompute_ref_logps = timed_precompute
+    # our token ids, already in TRL's tokenised format (common.trl_dpo_rows): TRL 1.16's DPOTrainer has no
+    # "already tokenised" check, so its tokenisation (which would re-render prompts) is skipped here
+    DPOTrainer._prepare_dataset = lambda self, dataset, *args_, **kwargs_: dataset
     rss.phase("reference")
-    # an explicit reference copy: without one TRL re-loads the model by its (empty) hub name
-    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
-    if len(trainer.train_dataset) != len(rows):
-        raise SystemExit(f"TRL kept {len(trainer.train_dataset)} of {len(rows)} pairs: the batches cannot be matched")
-    feed_batches(trainer, our_batches(tok, rows, a.batch, a.steps)[0])  # the same batches as ours, same order
+    # an explicit reference copy: without one TRL re-loads the model by its (empty) hub name; with LoRA the
+    # reference is the base model with its adapters switched off (TRL refuses both a ref_model and a peft_config)
+    peft = trl_peft_config(a, "CAUSAL_LM")
+    trainer = DPOTrainer(model=model, ref_model=None if peft else copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(trl_dpo_rows(tp)),
+                         processing_class=tok, peft_config=peft)
+    if len(trainer.train_dataset) != len(tp):
+        raise SystemExit(f"TRL kept {len(trainer.train_dataset)} of {len(tp)} pairs: the batches cannot be matched")
+    feed_batches(trainer, our_batches(tok, tp, a.batch, a.steps)[0])  # the same batches as ours, same order
     rss.phase("train")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
@@ -118,12 +130,12 @@ def child(side: str, a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     rss = RssSampler()
     rss.phase("data")
-    tok, rows, over = pretruncate(real_pairs(a.n_pairs, a.pairs), a.vocab, a.max_length, a.max_prompt_length)
+    tok, tp, over = pretruncate(real_pairs(a.n_pairs, a.pairs), a.vocab, a.max_length, a.max_prompt_length, a.model)
     rss.phase("setup")
     with tempfile.TemporaryDirectory() as tmp:
-        res = run_trl(tok, rows, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, rows, a, Path(tmp), rss)
-    pairs, real_tokens = a.steps * a.batch, our_batches(tok, rows, a.batch, a.steps)[1]  # both sides train these batches
-    add_rates(res, pairs, real_tokens, len(rows), over, rss)
+        res = run_trl(tok, tp, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, tp, a, Path(tmp), rss)
+    pairs, real_tokens = a.steps * a.batch, our_batches(tok, tp, a.batch, a.steps)[1]  # both sides train these batches
+    add_rates(res, pairs, real_tokens, len(tp), over, rss)
     with_ref = res["seconds"] + res["reference_seconds"]
     res.update(pairs_per_s_with_reference=pairs / with_ref, tokens_per_s_with_reference=real_tokens / with_ref)
     print("RESULT " + json.dumps(res))
@@ -134,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     add_model_args(parser)
     parser.set_defaults(n_pairs=160)
     add_run_args(parser, steps=20, batch=8)
-    a = parser.parse_args(argv)
+    a = resolve_model_args(parser.parse_args(argv))
     if a.child:
         child(a.child, a)
         return

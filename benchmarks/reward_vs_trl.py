@@ -1,12 +1,15 @@
 """Our reward training vs TRL's RewardTrainer: same model, same real pairs, same batch and steps.
 
-    python benchmarks/reward_vs_trl.py                       # 4 x 256 (intermediate 688), 320 real pairs
+    python benchmarks/reward_vs_trl.py                       # SmolLM2-135M-Instruct if fetched, else 4 x 256; 320 real pairs
+    python benchmarks/reward_vs_trl.py --model none          # the 4 x 256 Llama (intermediate 688) from config, BPE of 2048
     python benchmarks/reward_vs_trl.py --layers 2 --hidden 64 --intermediate 256 --steps 10
 
 Each side runs in a fresh interpreter (its own peak RSS), single-threaded by default (the CPU is
-shared). Both start from the same initial weights (TRL's LlamaForSequenceClassification, seeded;
-ours copies them) and get the same pre-truncated texts (benchmarks/common.py), so only the
-batching, layout and loop differ. Ours runs in each layout of ``--layouts`` (padded = length-grouped
+shared). Both start from the same initial weights (TRL's sequence classifier: --model's weights or
+a seeded Llama from config, its score head seeded; ours copies them) and train on the same token
+ids (benchmarks/common.py pretruncate; TRL gets chosen_ids / rejected_ids and skips its own
+tokenisation), so only the batching, layout and loop differ. --lora R puts adapters on both
+sides (TRL: peft_config, task SEQ_CLS). Ours runs in each layout of ``--layouts`` (padded = length-grouped
 rows with padding; packed = training.packing; shared = training.share_prompt); the LAST line is
 ``ratio pairs_per_s=.. tokens_per_s=.. peak_rss=..`` (ours / TRL) for the first layout listed.
 
@@ -31,33 +34,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RssSampler, add_model_args, add_rates, add_run_args, feed_batches, load_line, measured_matmul_peak, model_dict, our_batches,
-    pretruncate, print_header, print_ratios, print_table, real_pairs, run_sides, trl_speed_args,
+    pretruncate, print_header, print_ratios, print_table, real_pairs, resolve_model_args, run_sides, trl_peft_config, trl_reward_rows, trl_speed_args,
 )
 
 LR, WARMUP = 1e-3, 3
 
 
 def trl_model(tok, model: dict):
-    """LlamaForSequenceClassification (1 label) of the same config, seeded: both sides' initial weights."""
+    """A sequence classifier (1 label) of the same backbone, its score head seeded: both sides' initial weights.
+    ``model`` is our ModelConfig dict: a pretrained directory (``name_or_path``) or the small Llama's shape."""
     import torch
-    from transformers import LlamaForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, LlamaForSequenceClassification
 
     from prefalign.core.models.backbone import ModelConfig, small_architecture
 
+    torch.manual_seed(0)
+    if model.get("name_or_path"):
+        classifier = AutoModelForSequenceClassification.from_pretrained(
+            model["name_or_path"], num_labels=1, dtype=torch.float32, attn_implementation="sdpa")
+        classifier.config.pad_token_id = tok.pad_token_id
+        return classifier
     config = small_architecture(ModelConfig.from_dict(model), tok)
     config.num_labels = 1
     config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
     return LlamaForSequenceClassification(config)
 
 
-def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
+def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
     import torch
 
     from prefalign.core.models import build_backbone
     from prefalign.core.reward.model import RewardModel
     from prefalign.core.reward.objective import make_reward_loss_fn
-    from prefalign.core.training import TrainConfig, tokenize_pairs, train
+    from prefalign.core.training import TrainConfig, train
     from prefalign.core.training.loop import epoch_order
     from prefalign.core.training.packing import any_padding_fraction, pair_batches
 
@@ -68,12 +77,14 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
         "mixed_precision": "bf16" if a.precision == "bf16" else "no",
         "cpu_malloc_mmap_threshold": a.mmap_threshold if a.mmap_threshold >= 0 else None, "cpu_malloc_trim": a.malloc_trim,
     })
-    tp = tokenize_pairs(tok, [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
-                        max_length=10**7, max_prompt_length=10**7 - 2)
     batches = pair_batches(tp, a.batch, tok.pad_token_id, 0, cfg)
-    model = RewardModel(build_backbone(model_dict(a), tok), {"head": "scalar"})
+    model = RewardModel(build_backbone({**model_dict(a), "lora": None}, tok), {"head": "scalar"})
     twin = trl_model(tok, model_dict(a))  # TRL's exact initial weights, so only batching and loop differ
     model.backbone.load_state_dict(twin.model.state_dict())
+    if a.lora:  # adapters after the copy, seeded as ours always are (TRL's peft draws its own A matrices)
+        from prefalign.core.models.lora import adapt_for_training
+
+        model.backbone = adapt_for_training(model.backbone, model_dict(a), causal_lm=False, seed=0)
     with torch.no_grad():
         model.head.score.weight.copy_(twin.score.weight)
         if model.head.score.bias is not None:  # the head is bias-free now (exports as transformers score layer)
@@ -88,7 +99,7 @@ def run_ours(layout: str, tok, rows, a, out: Path, rss: RssSampler) -> dict:
             "losses": [h["train_loss"] for h in result.history], "backbone": result.model.backbone}
 
 
-def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
+def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
@@ -99,9 +110,10 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
         eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, max_length=None, seed=0,
         disable_dropout=True, **trl_speed_args(a),
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(trl_reward_rows(tp)), processing_class=tok,
+                            peft_config=trl_peft_config(a, "SEQ_CLS"))
     # the same length-grouped batches as ours, in the same order, through TRL's own dataset and collator
-    loader = feed_batches(trainer, our_batches(tok, rows, a.batch, a.steps)[0])
+    loader = feed_batches(trainer, our_batches(tok, tp, a.batch, a.steps)[0])
     real = total = 0
     for b in loader:  # what TRL computes: its collator pads each batch to its longest
         mask = b["attention_mask"]
@@ -111,7 +123,7 @@ def run_trl(tok, rows, a, out: Path, rss: RssSampler) -> dict:
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": 1 - real / max(1, total),
-            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "backbone": model.model}
+            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "backbone": model.model if hasattr(model, "model") else model}
 
 
 def child(side: str, a: argparse.Namespace) -> None:
@@ -120,17 +132,18 @@ def child(side: str, a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     rss = RssSampler()
     rss.phase("data")
-    tok, rows, over = pretruncate(real_pairs(a.n_pairs, a.pairs), a.vocab, a.max_length, a.max_prompt_length)
+    tok, tp, over = pretruncate(real_pairs(a.n_pairs, a.pairs), a.vocab, a.max_length, a.max_prompt_length, a.model)
     rss.phase("matmul_peak")
     peak = measured_matmul_peak()
     rss.phase("setup")
     with tempfile.TemporaryDirectory() as tmp:
-        res = run_trl(tok, rows, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, rows, a, Path(tmp), rss)
+        res = run_trl(tok, tp, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, tp, a, Path(tmp), rss)
     backbone = res.pop("backbone")
-    pairs, real_tokens = a.steps * a.batch, our_batches(tok, rows, a.batch, a.steps)[1]  # both sides train these batches
-    add_rates(res, pairs, real_tokens, len(rows), over, rss)
+    pairs, real_tokens = a.steps * a.batch, our_batches(tok, tp, a.batch, a.steps)[1]  # both sides train these batches
+    add_rates(res, pairs, real_tokens, len(tp), over, rss)
     n_non_emb = sum(p.numel() for p in backbone.parameters()) - backbone.get_input_embeddings().weight.numel()
-    flops = real_tokens * (6 * n_non_emb + 6 * a.layers * real_tokens / (2 * pairs) * a.hidden)  # Kaplan et al. 2020 style
+    per_param = 4 if a.lora else 6  # frozen weights (LoRA): forward and input gradients, no weight gradients
+    flops = real_tokens * (per_param * n_non_emb + 6 * a.layers * real_tokens / (2 * pairs) * a.hidden)  # Kaplan et al. 2020 style
     res.update(mfu=flops / res["seconds"] / peak, matmul_peak_gflops=peak / 1e9)
     print("RESULT " + json.dumps(res))
 
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(parser)
     add_run_args(parser, steps=30, batch=16)
-    a = parser.parse_args(argv)
+    a = resolve_model_args(parser.parse_args(argv))
     if a.child:
         child(a.child, a)
         return

@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from prefalign.core.models.lm_head import DEFAULT_CHUNK_TOKENS, check_chunk_tokens, set_logprob_chunk_tokens
 from prefalign.core.models.lora import LoraSettings, adapt_for_training, is_adapted
 from prefalign.core.training.frozen_cache import enable_frozen_cache
 from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
@@ -55,6 +56,9 @@ class ModelConfig:
     freeze_layers: int = 0  # > 0: the input embeddings and the lowest N transformer layers are not trained
     cache_frozen_layers: bool = False  # true: the frozen layers run once per packed segment, later steps read their output (core/training/frozen_cache.py)
     cache_max_gigabytes: float = 4.0  # the frozen-layer cache's size limit
+    # causal LMs: response positions per LM-head chunk when log-probs are computed (core/models/lm_head.py);
+    # no [tokens x vocabulary] logits are held whole; null = all positions at once
+    logprob_chunk_tokens: int | None = DEFAULT_CHUNK_TOKENS
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
@@ -71,6 +75,7 @@ class ModelConfig:
             raise ValueError(
                 f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}"
             )
+        check_chunk_tokens(cfg.logprob_chunk_tokens)
         cfg.lora_settings()  # a bad lora key fails here, before any training
         return cfg
 
@@ -146,6 +151,8 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+    if auto_class is AutoModelForCausalLM:
+        set_logprob_chunk_tokens(model, cfg.logprob_chunk_tokens)
     return prepare_for_training(model, cfg, causal_lm=auto_class is AutoModelForCausalLM)
 
 

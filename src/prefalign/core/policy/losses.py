@@ -55,6 +55,28 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch
                   "SFT has no response tokens to average over: every response was empty or truncated away")
 
 
+def sft_loss_from_logprobs(logps: torch.Tensor, n_tokens: torch.Tensor | float) -> torch.Tensor:
+    """The SFT loss from per-sequence sums: -sum_b log pi(y_b|x_b) / n_tokens.
+
+    Args:
+        logps: (B,) summed response-token log-probs (nats, e.g. from the chunked LM head: no
+            [tokens x vocabulary] logits); n_tokens: (B,) response token counts (their sum is the
+            divisor: this batch's token mean), or the whole optimizer step's token count (a number,
+            as the loop passes it: core/training/normalisation.py).
+
+    Returns:
+        Scalar NLL per response token (nats).
+
+    Raises:
+        ValueError: when there is no response token to divide by (every response empty or truncated away).
+
+    Source: docs/methods.md s4.1.
+    """
+    total = float(n_tokens.sum()) if isinstance(n_tokens, torch.Tensor) else n_tokens
+    return divide(-logps.sum(), total,
+                  "SFT has no response tokens to average over: every response was empty or truncated away")
+
+
 def implicit_reward_margin(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,

@@ -15,13 +15,13 @@ from typing import Any, Callable, Iterable
 import torch
 
 from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
-from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts
+from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts, sequence_logprobs
 from prefalign.core.policy.losses import (
     dpo_loss,
     implicit_accuracy,
     implicit_reward_margin,
     ipo_loss,
-    sft_loss,
+    sft_loss_from_logprobs,
     sft_target_tokens,
 )
 from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
@@ -276,8 +276,8 @@ def _sft_forward(model: torch.nn.Module, batch, denominators: Units) -> tuple[to
     Source: docs/methods.md s4.1.
     """
     seqs = batch.sequences
-    logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask).logits
-    loss = sft_loss(logits, seqs.input_ids, seqs.response_mask, denominators.tokens)
+    logps = sequence_logprobs(model, seqs.input_ids, seqs.attention_mask, seqs.response_mask)  # no [tokens x vocab] logits
+    loss = sft_loss_from_logprobs(logps, denominators.tokens)
     own = sft_target_tokens(seqs.response_mask)
     perplexity = float(torch.exp(loss.detach() * denominators.tokens / own).item()) if own else float("nan")
     return loss, {"perplexity": perplexity}

@@ -3,7 +3,7 @@
 Input: already-tokenised sequences (``TokenizedSequence``: ids and a prompt length), the output of
 whatever tokenisation ``batching.py`` does. Output: ``PackedPairBatch``, a drop-in for
 ``PairBatch`` in the training loop (``len``, ``num_tokens``, ``to``, ``shard``), read by
-``RewardModel.forward`` and by ``packed_sequence_logprobs`` (policies, reference log-probs).
+``RewardModel.forward`` and by ``policy.logprobs.packed_sequence_logprobs`` (policies, reference log-probs).
 
 Two layouts (docs/performance.md):
 
@@ -41,7 +41,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from prefalign.core.models.backbone import is_bidirectional_encoder
 from prefalign.core.training import frozen_cache, segment_attention
@@ -346,35 +345,6 @@ def _class_accepts_logits_to_keep(model_class: type) -> bool:
         return "logits_to_keep" in inspect.signature(model_class.forward).parameters
     except (TypeError, ValueError):
         return False
-
-
-def packed_sequence_logprobs(model: torch.nn.Module, packed: PackedSequences) -> torch.Tensor:
-    """Sum of response-token log-probs per sequence, [N], from ONE forward pass of a causal LM.
-
-    Only the positions that predict a response token go through the LM head (``logits_to_keep``
-    as a boolean [R, W] mask, flattened row-major), so prompt positions never cost a vocabulary
-    projection. ``model`` may be wrapped (DDP): it is called through its own ``__call__``.
-    Same quantity as ``policy.logprobs.masked_sequence_logprobs`` on the unpacked batch
-    (methods.md s4: log pi(y|x) = sum over response tokens).
-    """
-    r, w = packed.input_ids.shape
-    keep = torch.zeros(r, w, dtype=torch.bool, device=packed.input_ids.device)
-    keep[packed.target_row, packed.target_source] = True
-    flat_rank = keep.flatten().cumsum(0) - 1  # index of each kept slot in the flattened logits
-    if _accepts_logits_to_keep(model):
-        logits = packed_forward(model, packed, logits_to_keep=keep).logits
-    else:
-        logits = packed_forward(model, packed).logits[keep]
-    pick = flat_rank[packed.target_row * w + packed.target_source]
-    logp = -F.cross_entropy(logits[pick].float(), packed.target_ids, reduction="none")
-    return torch.zeros(packed.num_sequences, dtype=logp.dtype, device=logp.device).index_add(0, packed.target_sequence, logp)
-
-
-def packed_pair_logprobs(model: torch.nn.Module, packed: PackedSequences) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log pi(chosen) [B], log pi(rejected) [B]) from one forward pass over a packed pair batch."""
-    logps = packed_sequence_logprobs(model, packed)
-    b = packed.num_sequences // 2
-    return logps[:b], logps[b:]
 
 
 @dataclass

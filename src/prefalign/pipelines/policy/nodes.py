@@ -13,7 +13,9 @@ import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.pipelines import named_node_function
+from prefalign.core.models import ModelConfig
 from prefalign.core.models.backbone import prepare_for_training
+from prefalign.core.models.lm_head import set_logprob_chunk_tokens
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
@@ -52,7 +54,12 @@ def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
     """The starting policy with the `model` training settings: frozen lower layers, fresh LoRA
     adapters when it has none, the frozen-layer cache (core/models/backbone.py prepare_for_training)."""
     model = prepare_for_training(start.model, defaults.get("model"), causal_lm=True)
+    _set_chunk_tokens(model, defaults)
     return start if model is start.model else replace(start, model=model)
+
+
+def _set_chunk_tokens(model, defaults: dict[str, Any]) -> None:
+    set_logprob_chunk_tokens(model, ModelConfig.from_dict(defaults.get("model")).logprob_chunk_tokens)
 
 
 def sft_node(spec: ObjectiveSpec) -> Callable:
@@ -79,6 +86,7 @@ def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
                 objective: dict[str, Any]) -> pl.DataFrame:
         training = TrainConfig.from_dict(objective.get("training"))
         apply_cpu_threads(training)
+        _set_chunk_tokens(reference.model, defaults)
         # the training's layout and compute precision: the reference equals the policy it starts
         return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")), training)
 
