@@ -17,7 +17,8 @@ from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.reward.training import RewardParams
 from prefalign.core.training import frozen_cache
 from prefalign.core.training.batching import tokenize_pairs
-from prefalign.core.training.packing import make_packed_pair_batches, packed_sequence_logprobs
+from prefalign.core.policy.logprobs import packed_sequence_logprobs
+from prefalign.core.training.packing import make_packed_pair_batches
 from tests.reward.helpers import toy_pairs, toy_tokenizer
 
 MODEL = {"hidden_size": 32, "num_layers": 4, "num_heads": 4, "intermediate_size": 64, "max_position_embeddings": 256,
@@ -78,10 +79,19 @@ def test_cached_policy_logprobs_equal_the_full_forward(tokenizer, tokenized):
     plain = build_causal_lm(MODEL, tokenizer)
     cached = prepare_for_training(copy.deepcopy(plain), {**MODEL, "cache_frozen_layers": True}, causal_lm=True)
     for batch in make_packed_pair_batches(tokenized, 8, tokenizer.pad_token_id, seed=None, share_prompt=True):
-        for _ in range(2):
-            a = packed_sequence_logprobs(plain, batch.sequences)
+        for _ in range(2):  # the first batch also runs the check against the full forward
+            plain.zero_grad()
+            cached.zero_grad()
+            a = packed_sequence_logprobs(plain, batch.sequences)  # chunked LM head (its own decoder hook)
             b = packed_sequence_logprobs(cached, batch.sequences)
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-6)
+            a.sum().backward()
+            b.sum().backward()
+            grads = {n: p.grad for n, p in cached.named_parameters() if p.grad is not None}
+            assert grads, "no gradient reached the upper layers"
+            for name, param in plain.named_parameters():
+                if name in grads:
+                    torch.testing.assert_close(grads[name], param.grad, atol=1e-5, rtol=1e-4)
 
 
 def test_models_with_the_same_frozen_weights_share_one_cache(tokenizer, tokenized):

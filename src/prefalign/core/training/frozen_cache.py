@@ -232,6 +232,34 @@ def cached_lower_hidden(cache: FrozenLayerCache, stack: torch.nn.Module, packed,
     return hidden.masked_fill(tail.to(hidden.device)[..., None], 0.0)
 
 
+@contextmanager
+def _other_hooks_silenced(stack: torch.nn.Module) -> Iterator[None]:
+    """Run ``stack`` without the forward hooks others put on it (e.g. the chunked log-prob path's
+    capture of the final hidden states, policy/logprobs.py): the lower-layer pass and the check
+    against the full forward must not look like the model's forward to them."""
+    saved = dict(stack._forward_hooks)
+    stack._forward_hooks.clear()
+    try:
+        yield
+    finally:
+        stack._forward_hooks.update(saved)
+
+
+def _stack_output(stack: torch.nn.Module, run) -> tuple[object, torch.Tensor]:
+    """(``run()``'s result, the decoder stack's last hidden state [R, W, H] in that call)."""
+    seen: list[torch.Tensor] = []
+
+    def keep(_module, _args, output):
+        seen.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = stack.register_forward_hook(keep)
+    try:
+        result = run()
+    finally:
+        handle.remove()
+    return result, seen[-1]
+
+
 def forward_from_cache(model: torch.nn.Module, packed, inputs: dict, cache: FrozenLayerCache, **kwargs):
     """``model``'s output for the packed batch, running only layers N.. on the cached activations.
 
@@ -242,10 +270,14 @@ def forward_from_cache(model: torch.nn.Module, packed, inputs: dict, cache: Froz
 
     Returns:
         The model's own output object (``last_hidden_state`` or ``logits``), as the full forward's.
+        The decoder stack runs once with the hooks others registered on it (the upper layers, the
+        call whose output is the model's); the lower-layer pass and the first-batch check run
+        without them.
 
     Raises:
-        RuntimeError: on the first batch, when the output differs from the uncached forward by more
-            than ``VERIFY_TOLERANCE`` (the architecture's ``inputs_embeds`` path is not the plain one).
+        RuntimeError: on the first batch, when the final hidden states differ from the uncached
+            forward's by more than ``VERIFY_TOLERANCE`` (the architecture's ``inputs_embeds`` path is
+            not the plain one).
     """
     stack = decoder_stack(model)
     n = cache.num_layers
@@ -253,19 +285,22 @@ def forward_from_cache(model: torch.nn.Module, packed, inputs: dict, cache: Froz
         # these layers may change (a scoring-only cache on a model now being trained): never cached
         packed.plan.calls = 0
         return model(**inputs, **kwargs)
-    lower = cached_lower_hidden(cache, stack, packed, inputs)
+    reference = None
+    if not cache.verified:
+        with torch.no_grad(), _other_hooks_silenced(stack):
+            _, reference = _stack_output(stack, lambda: model(**inputs, **kwargs))
+    with _other_hooks_silenced(stack):
+        lower = cached_lower_hidden(cache, stack, packed, inputs)
     upper_inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
     plan = inputs.get("packed_segments")
     if plan is not None:
         plan.calls = 0
     with layers_cut_to(stack, slice(n, None)):
-        out = model(inputs_embeds=lower, **upper_inputs, **kwargs)
+        out, hidden = _stack_output(stack, lambda: model(inputs_embeds=lower, **upper_inputs, **kwargs))
     if plan is not None and plan.calls < len(stack.layers) - n:
         raise RuntimeError(f"only {plan.calls} of {len(stack.layers) - n} upper layers attended per packed segment")
-    if not cache.verified:
-        with torch.no_grad():
-            reference = model(**inputs, **kwargs)
-        diff = float((out[0].detach().float() - reference[0].float()).abs().max()) if out[0].numel() else 0.0
+    if reference is not None:
+        diff = float((hidden.detach().float() - reference.float()).abs().max()) if hidden.numel() else 0.0
         if diff > VERIFY_TOLERANCE:
             raise RuntimeError(
                 f"model.cache_frozen_layers: the cached forward of {type(stack).__name__} differs from the full forward by "
