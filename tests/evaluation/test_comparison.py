@@ -42,12 +42,12 @@ def test_a_clearly_better_model_is_named_with_a_significant_lead():
     first = next(v for v in verdict if v["metric"] == "accuracy")
     assert first["best"] == "good" and "vs runner-up bad" in first["statement"] and ": significant" in first["statement"]
     nll = next(v for v in verdict if v["metric"] == "nll_p_chosen" and v["best"] == "good")
-    assert "; better than the uninformative p = 0.5" in nll["statement"]
+    assert "; beats p = 0.5 (0.693) (interval clears it)" in nll["statement"] and nll["outcome"] == "better"
     bad_nll = next(t for t in tests if t["metric"] == "nll_p_chosen")
     assert bad_nll["significant"]
     # half the pairs have the chosen one longer: pick-the-longer is right on exactly those
     assert models["baseline_longer"]["pairs"]["accuracy"] == 0.5
-    assert "good better than bad on accuracy" in " ".join(comparison.significant_differences(tests, "pairs"))
+    assert accuracy["significant_holm"] and accuracy["family_size"] == 3 + 3 * 2  # 3 model pairs, 3 models x 2 baselines
 
 
 def _gen(win: float, lc: float) -> dict:
