@@ -127,7 +127,7 @@ def accuracy_forest(models: Mapping[str, Mapping[str, Any]], sets: Mapping[str, 
     """
     panels = [(s, label) for s, label in sets.items()
               if any((models.get(n, {}).get(s) or {}).get("intervals", {}).get("accuracy") for n in names)]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.0 * max(len(panels), 1), 0.45 * len(names) + 1.6),
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.0 * max(len(panels), 1), 0.45 * len(names) + 2.0),
                              squeeze=False, sharey=True)
     for ax, (set_name, label) in zip(axes[0], panels):
         for row, name in enumerate(names):
@@ -150,7 +150,7 @@ def accuracy_forest(models: Mapping[str, Mapping[str, Any]], sets: Mapping[str, 
         ax.set_title(label, fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_xlabel("accuracy ↑ (non-tie pairs)", fontsize=8)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)  # off the rows
         ax.tick_params(labelsize=7)
     axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0][0].invert_yaxis()

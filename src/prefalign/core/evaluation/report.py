@@ -85,6 +85,14 @@ def _ci(estimate: Mapping[str, float] | None) -> str:
     return format_estimate(estimate, missing="")
 
 
+def _constant_or_ci(estimate: Mapping[str, Any] | None) -> str:
+    """A cell for the p = 0.5 predictor: its value alone where it is the same on every resample
+    (NLL ln 2, symmetric ECE 0), else "value [low, high]"."""
+    if estimate and estimate.get("low") is not None and estimate["high"] - estimate["low"] < 1e-12:
+        return f"{estimate['value']:.3f}"
+    return _ci(estimate)
+
+
 def _kind_of(name: str, metrics: Mapping[str, Any]) -> str:
     kind = str(metrics.get("kind", ""))
     if kind == "reward model":
@@ -118,8 +126,9 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
     if uninformative and rows:
         rows.append({"model": "p = 0.5 (uninformative)", "pairs": str(uninformative.get("pairs", "")), "ties": "",
                      f"accuracy ↑ [{level} CI]": "",
-                     "ECE ↓": _ci(uninformative.get("ece")), "Brier ↓": _ci(uninformative.get("brier")),
-                     "NLL ↓ (nats)": _ci(uninformative.get("nll")), "prefers longer": "",
+                     "ECE ↓": _constant_or_ci(uninformative.get("ece")),
+                     "Brier ↓": _constant_or_ci(uninformative.get("brier")),
+                     "NLL ↓ (nats)": _constant_or_ci(uninformative.get("nll")), "prefers longer": "",
                      "acc. chosen longer ↑": "", "acc. chosen shorter ↑": ""})
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
@@ -242,12 +251,12 @@ def _verdict_table(rows: Sequence[Mapping[str, Any]], level: str) -> pl.DataFram
             runner = v["runner_up"]
             if test and "p_holm" in test:
                 runner += f": Holm {format_p(test['p_holm'])}" + (" (significant)" if test["significant_holm"] else "")
-        baseline = v["baseline"]
-        if v.get("baseline_estimate"):
-            baseline += " " + format_estimate(v["baseline_estimate"])
-        interval = "95% Wilson" if v["metric"] == "win_rate" else f"{level} CI"
+        baseline, estimate = v["baseline"], v.get("baseline_estimate")
+        if estimate:
+            baseline += " " + _constant_or_ci(estimate)
+        wilson = " (95% Wilson)" if v["metric"] == "win_rate" else ""
         out.append({"metric": _METRIC_LABELS.get(v["metric"], v["metric"]),
-                    "top model [interval]": f"{v['best']} {format_estimate(v['estimate'])} ({interval})",
+                    f"top model [{level} CI]": f"{v['best']} {format_estimate(v['estimate'])}{wilson}",
                     "baseline": baseline, "verdict": _OUTCOMES[v["outcome"]], "runner-up": runner})
     return pl.DataFrame(out) if out else pl.DataFrame()
 
@@ -403,11 +412,14 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
     matrices = []
     for set_name, label in SETS.items():
         for kind, names in kinds.items():
+            grid = []
             for metric in PAIR_METRICS:
                 shown = [*names, "baseline_longer"] if metric == "accuracy" else list(names)
                 matrix = _test_matrix(tests, set_name, shown, metric)
                 if matrix.height:
-                    matrices += [("p", f"{kind.capitalize()}, {_METRIC_LABELS[metric]}, {label}:"), ("table", matrix)]
+                    grid.append((_METRIC_LABELS[metric], matrix))
+            if grid:
+                matrices += [("h3", f"{kind.capitalize()} on the {label}"), ("grid", grid)]
     if matrices:
         blocks += [("h2", "Paired tests (Holm-corrected)"),
                    ("p", "Each cell: the row model against the column model on the pairs both scored, paired "
@@ -435,6 +447,8 @@ def render_markdown(data: pl.DataFrame, metrics: Mapping[str, Any], plot_names: 
             out.append(f"{content}\n")
         elif kind == "table":
             out.append(markdown_table(content) + "\n")
+        elif kind == "grid":  # captioned tables, one after the other (side by side in HTML)
+            out += [f"{caption}:\n\n{markdown_table(table)}\n" for caption, table in content]
         elif kind == "list":
             out.append("\n".join(f"- {item}" for item in content) + "\n")
     out.append("\n## Plots\n")
@@ -446,7 +460,9 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12
           "table{border-collapse:collapse;font-size:12px;margin-bottom:8px}"
           "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
           "td:first-child,th:first-child{text-align:left}.scroll{overflow-x:auto}"
-          "h2{border-bottom:1px solid #ddd;margin-top:28px}li{margin:3px 0}img{max-width:100%}")
+          "h2{border-bottom:1px solid #ddd;margin-top:28px}li{margin:3px 0}img{max-width:100%}"
+          ".grid{display:flex;flex-wrap:wrap;gap:4px 24px}.grid figure{margin:0}"
+          "figcaption{font-size:12px;font-weight:bold;margin:2px 0}")
 
 
 def render_html(data: pl.DataFrame, metrics: Mapping[str, Any], images: Mapping[str, str]) -> str:
@@ -458,6 +474,10 @@ def render_html(data: pl.DataFrame, metrics: Mapping[str, Any], images: Mapping[
             parts.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
         elif kind == "table":
             parts.append(_html_table(content))
+        elif kind == "grid":
+            parts.append("<div class='grid'>" + "".join(
+                f"<figure><figcaption>{html.escape(caption)}</figcaption>{_html_table(table)}</figure>"
+                for caption, table in content) + "</div>")
         elif kind == "list":
             parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in content) + "</ul>")
     parts.append("<h2>Plots</h2>")
