@@ -42,12 +42,12 @@ def test_a_clearly_better_model_is_named_with_a_significant_lead():
     first = next(v for v in verdict if v["metric"] == "accuracy")
     assert first["best"] == "good" and "vs runner-up bad" in first["statement"] and ": significant" in first["statement"]
     nll = next(v for v in verdict if v["metric"] == "nll_p_chosen" and v["best"] == "good")
-    assert "; better than the uninformative p = 0.5" in nll["statement"]
+    assert "; beats p = 0.5 (0.693) (interval clears it)" in nll["statement"] and nll["outcome"] == "better"
     bad_nll = next(t for t in tests if t["metric"] == "nll_p_chosen")
     assert bad_nll["significant"]
     # half the pairs have the chosen one longer: pick-the-longer is right on exactly those
     assert models["baseline_longer"]["pairs"]["accuracy"] == 0.5
-    assert "good better than bad on accuracy" in " ".join(comparison.significant_differences(tests, "pairs"))
+    assert accuracy["significant_holm"] and accuracy["family_size"] == 3 + 3 * 2  # 3 model pairs, 3 models x 2 baselines
 
 
 def _gen(win: float, lc: float) -> dict:
@@ -98,4 +98,5 @@ def test_report_p05_row_names_the_pairs_it_was_computed_on():
     uninformative = comparison.uninformative_rows({"pairs": table}, BOOT, 10)["pairs"]
     frame = report._pair_table(models, "pairs", ["good"], uninformative)
     assert frame["pairs"].to_list() == ["50", "60"]
-    assert frame["Brier ↓"][1] == comparison.format_estimate(uninformative["brier"], missing="")
+    # every target is 0.9: p = 0.5's Brier is (0.5 - 0.9)^2 = 0.16 on every resample, shown as a value
+    assert frame["Brier ↓"][1] == "0.160" and frame["NLL ↓ (nats)"][1] == "0.693"

@@ -50,7 +50,8 @@ def test_a_calibrated_oracle_scores_one_and_first_listed_on_ties_does_not_beat_i
     assert result["accuracy"] == 1.0  # was 6/12: every tie counted wrong
     assert cheat["accuracy"] <= result["accuracy"]  # was 1.0 > 0.5
     assert (result["pairs"], result["label_ties"], result["accuracy_pairs"]) == (12, 6, 6)
-    assert result["intervals"]["accuracy"] == {"value": 1.0, "low": 1.0, "high": 1.0, "level": 0.95}
+    # 12 pairs of 6 prompts: too few prompts for an interval (it was the zero-width [1.000, 1.000])
+    assert result["intervals"]["accuracy"] == {"value": 1.0, "low": None, "high": None, "level": 0.95, "prompts": 6}
     # calibration keeps the ties: the oracle's NLL is the mean binary entropy of p over all 12 pairs
     p = np.array(P_CHOSEN)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -75,7 +76,7 @@ def test_a_source_whose_pairs_are_all_ties_has_no_accuracy_and_the_report_says_s
     models = {"m": {"kind": "reward model", "heldout": result}}
     cells = report._by_source_table(models, "heldout", ["m"]).row(0, named=True)
     assert cells["all_ties ↑"] == "no accuracy: all 4 pairs are ties"
-    assert cells["mixed ↑"].endswith("(n=8, 2 ties set aside)")
+    assert cells["mixed ↑"].endswith("(n=8, 2 ties set aside; n<10 prompts: no interval)")
 
 
 def test_length_bias_accuracies_leave_ties_out():
@@ -118,7 +119,7 @@ def test_the_report_says_how_many_ties_were_set_aside():
     metrics = {"models": models, "interval_level": 0.95}
     text = report.render_markdown(pl.DataFrame({"pairs": [12]}), metrics, [])
     assert "6 of the 12 pairs are label ties" in text
-    assert "| m | 12 | 6 | 1.000 [1.000, 1.000] |" in text
+    assert "| m | 12 | 6 | 1.000 (n<10 prompts: no interval) |" in text
 
 
 # ---------------------------------------------------------------------------------------------

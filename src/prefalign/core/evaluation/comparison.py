@@ -49,7 +49,7 @@ def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstrap
             weights = st.prompt_resample_weights(table["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
             ties = m.label_ties(table["p_chosen"])
             accuracy = st.bootstrap_estimate(st.weighted_mean((logits > 0).astype(float), ~ties), weights,
-                                             bootstrap.level)
+                                             bootstrap.level, st.count_prompts(table["prompt_id"]))
             metrics[set_name] = {"pairs": table.height, "label_ties": int(ties.sum()),
                                  "accuracy_pairs": int((~ties).sum()),
                                  "accuracy": accuracy["value"] if accuracy else None,
@@ -67,10 +67,14 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
     McNemar are over the non-tie pairs (label ties, p_chosen = 1/2, set aside and counted in
     `ties_set_aside`); ECE, Brier and NLL over all the pairs both scored.
 
+    Each group's tests of one metric on one set are one family: their p-values are Holm-adjusted
+    together (holm_family).
+
     Returns:
         rows {set, a, b, metric, pairs, ties_set_aside, difference, low, high, level, p_value,
-        significant, mcnemar_p, mcnemar_method}; significant = the paired-bootstrap interval at
-        `bootstrap.level` excludes 0.
+        significant, mcnemar_p, mcnemar_method, family_size, p_holm, significant_holm,
+        mcnemar_p_holm}; significant = the paired-bootstrap interval at `bootstrap.level` excludes 0
+        (unadjusted); significant_holm = p_holm < 1 - level.
     """
     rows: list[dict[str, Any]] = []
     for set_name, table in tables.items():
@@ -78,6 +82,7 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
             continue
         target = table.select("pair_id", "p_chosen")
         for group in groups:
+            start = len(rows)
             present = [n for n in group if set_name in (models.get(n, {}).get("_scores") or {})]
             for a, b in combinations(present, 2):
                 if models[a].get("kind") == "baseline" and models[b].get("kind") == "baseline":
@@ -109,7 +114,30 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
                         test = st.mcnemar_test(la[~ties] > 0, lb[~ties] > 0, bootstrap.exact_mcnemar_below)
                         row.update(mcnemar_p=test["p_value"], mcnemar_method=test["method"])
                     rows.append(row)
+            for metric in PAIR_METRICS:
+                holm_family([r for r in rows[start:] if r["metric"] == metric], bootstrap.level)
     return rows
+
+
+def holm_family(rows: Sequence[dict[str, Any]], level: float = 0.95) -> None:
+    """Holm-adjust one family of paired tests in place (statistics.holm_adjust, Holm 1979).
+
+    Adds family_size (m), p_holm (the adjusted bootstrap p-value; a bootstrap p of 0 is first
+    raised to its bound 1/B, so p_holm is an upper bound there), significant_holm (p_holm < 1 -
+    level) and, for accuracy, mcnemar_p_holm (McNemar's p-values adjusted the same way).
+
+    Args:
+        rows: the tests of one metric among one group of models on one set (paired_tests rows).
+        level: the intervals' coverage; the family-wise error rate is 1 - level.
+    """
+    if not rows:
+        return
+    raw = [max(r["p_value"], 1.0 / r["resamples"]) if r.get("resamples") else r["p_value"] for r in rows]
+    for row, adjusted in zip(rows, st.holm_adjust(raw)):
+        row.update(family_size=len(rows), p_holm=float(adjusted), significant_holm=bool(adjusted < 1.0 - level))
+    if all(r.get("mcnemar_p") is not None for r in rows):
+        for row, adjusted in zip(rows, st.holm_adjust([r["mcnemar_p"] for r in rows])):
+            row["mcnemar_p_holm"] = float(adjusted)
 
 
 def _dig(tree: Any, path: Sequence[str]) -> Any:
@@ -190,12 +218,17 @@ def uninformative_rows(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstr
             continue
         weights = st.prompt_resample_weights(table["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
         rows[set_name] = {"pairs": table.height,
-                          **st.uninformative_metrics(table["p_chosen"].to_numpy(), weights, n_bins, bootstrap.level)}
+                          **st.uninformative_metrics(table["p_chosen"].to_numpy(), weights, n_bins, bootstrap.level,
+                                                     st.count_prompts(table["prompt_id"]))}
     return rows
 
 
+NO_INTERVAL = f"n<{st.MIN_INTERVAL_PROMPTS} prompts: no interval"
+
+
 def format_estimate(estimate: Mapping[str, float] | None, missing: str = "n/a") -> str:
-    """An interval estimate as "value [low, high]" to 3 decimals; `missing` when there is none.
+    """An interval estimate as "value [low, high]" to 3 decimals; `missing` when there is none;
+    "value (n<10 prompts: no interval)" when it was computed from too few prompts to have one.
 
     Args:
         estimate: {value, low, high} (statistics.bootstrap_estimate) or None.
@@ -203,6 +236,8 @@ def format_estimate(estimate: Mapping[str, float] | None, missing: str = "n/a") 
     """
     if not estimate or estimate.get("value") is None:
         return missing
+    if estimate.get("low") is None or estimate.get("high") is None:
+        return f"{estimate['value']:.3f} ({NO_INTERVAL})"
     return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
 
 
@@ -214,9 +249,12 @@ def _find(tests: Sequence[Mapping[str, Any]], set_name: str, metric: str, a: str
 
 
 def format_p(p_value: float, resamples: int | None = None) -> str:
-    """A bootstrap p-value of 0 means 'below 1/B', never 0."""
+    """A p-value to 3 decimals: "p<0.001" below that (never "p=0.000"); a bootstrap p-value of 0
+    (`resamples` = B given) means 'below 1/B': "p<1/B"."""
     if resamples and p_value < 1.0 / resamples:
         return f"p<{1.0 / resamples:.3g}"
+    if p_value < 0.001:
+        return "p<0.001"
     return f"p={p_value:.3f}"
 
 
@@ -224,31 +262,88 @@ def _difference_words(row: Mapping[str, Any] | None, sign: int, higher_better: b
     if row is None:
         return "no paired test (different pairs)"
     diff, low, high = sign * row["difference"], *sorted((sign * row["low"], sign * row["high"]))
-    words = "significant" if row["significant"] else "not significant"
-    text = (f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}], paired bootstrap "
-            f"{format_p(row['p_value'], row.get('resamples'))}")
-    if row.get("mcnemar_p") is not None:
-        text += f", McNemar p={row['mcnemar_p']:.3f}"
+    significant = row.get("significant_holm", row["significant"])
+    words = "significant" if significant else "not significant"
+    text = f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}], paired bootstrap "
+    if "p_holm" in row:
+        text += f"Holm-adjusted {format_p(row['p_holm'])} (of {row['family_size']} tests)"
+    else:
+        text += format_p(row["p_value"], row.get("resamples"))
+    mcnemar = row.get("mcnemar_p_holm", row.get("mcnemar_p"))
+    if mcnemar is not None:
+        text += f", McNemar{' Holm-adjusted' if 'mcnemar_p_holm' in row else ''} {format_p(mcnemar)}"
     return f"{text}: {words}"
 
 
-def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str, Any]],
-            kinds: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
-    """Per set, kind and metric: the best model with its interval, and in words whether its lead over
-    the runner-up, over pick-the-longer (accuracy) and over p = 0.5 (NLL) is significant.
+CHANCE_ACCURACY = 0.5  # a coin flip's accuracy on the non-tie pairs
 
-    Args:
-        kinds: label -> model names compared together (e.g. "reward models" -> [reward_bt, ...]).
+
+def against_baseline(estimate: Mapping[str, Any] | None, baseline: float, higher_better: bool) -> str:
+    """Whether an estimate's interval clears a baseline's value.
 
     Returns:
-        rows {set, kind, metric, best, estimate, statement}.
+        "better" (the whole interval on the better side of `baseline`), "worse" (the whole interval
+        on the worse side), "no better" (the interval includes it) or "no interval" (the estimate
+        was computed from fewer than statistics.MIN_INTERVAL_PROMPTS prompts, or there is none).
+    """
+    if not estimate or estimate.get("low") is None or estimate.get("high") is None:
+        return "no interval"
+    low, high = estimate["low"], estimate["high"]
+    if (low > baseline) if higher_better else (high < baseline):
+        return "better"
+    if (high < baseline) if higher_better else (low > baseline):
+        return "worse"
+    return "no better"
+
+
+def _baseline_of(models: Mapping[str, Mapping[str, Any]], uninformative: Mapping[str, Any] | None, set_name: str,
+                 metric: str) -> tuple[str, float | None, Mapping[str, Any] | None]:
+    """(label, value the best model must clear, estimate shown) of a metric's baseline on a set:
+    accuracy: the higher of pick-the-longer and chance 0.5; ECE / Brier / NLL: the uninformative p = 0.5
+    on the set's pairs (NLL ln 2 even without the row)."""
+    if metric == "accuracy":
+        longer = _dig(models, ["baseline_longer", set_name, "intervals", "accuracy"])
+        if longer is None or longer["value"] < CHANCE_ACCURACY:
+            shown = "chance 0.500" + (f" (pick-the-longer {longer['value']:.3f})" if longer else "")
+            return shown, CHANCE_ACCURACY, None
+        return "pick-the-longer", float(longer["value"]), longer
+    estimate = (uninformative or {}).get(_STATISTICS[metric])
+    if estimate is None and metric == "nll_p_chosen":
+        return "p = 0.5", LN2, {"value": LN2, "low": LN2, "high": LN2}
+    if estimate is None:
+        return "p = 0.5", None, None
+    return "p = 0.5", float(estimate["value"]), estimate
+
+
+def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str, Any]],
+            kinds: Mapping[str, Sequence[str]],
+            uninformative: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per set, kind and metric: the top model with its interval, whether that interval clears the
+    metric's baseline (accuracy: pick-the-longer, or chance 0.5 where that is higher; ECE, Brier, NLL:
+    the uninformative p = 0.5 on the same set), and its lead over the runner-up (Holm-adjusted paired
+    test). A top model that does not clear its baseline is not called best: "no <kind> beats ...".
+    Policies also get a win-rate row (95% Wilson interval against 0.5, a tie with the SFT reference)
+    on the first set.
+
+    Args:
+        models: name -> metrics (per set: intervals of PAIR_METRICS).
+        tests: paired_tests rows (with p_holm).
+        kinds: label -> model names compared together (e.g. "reward models" -> [reward_bt, ...]).
+        uninformative: set -> uninformative_rows' row (ece, brier, nll estimates); None: NLL against ln 2 only.
+
+    Returns:
+        rows {set, kind, metric, label, higher_better, best, estimate, runner_up, runner_up_test,
+        baseline, baseline_value, baseline_estimate, outcome ("better" | "no better" | "worse" |
+        "no interval" | "no baseline": no p = 0.5 row was given), statement}.
     """
     rows = []
+    first_set = next(iter(SETS))
     for set_name in SETS:
         for kind, names in kinds.items():
             candidates = [n for n in names if _dig(models.get(n, {}), [set_name, "intervals", "accuracy"])]
             if not candidates:
                 continue
+            singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
             for metric, (label, higher_better) in PAIR_METRICS.items():
                 scored = [(n, models[n][set_name]["intervals"][metric]) for n in candidates
                           if _dig(models[n], [set_name, "intervals", metric])]
@@ -257,28 +352,57 @@ def verdict(models: Mapping[str, Mapping[str, Any]], tests: Sequence[Mapping[str
                 scored.sort(key=lambda item: item[1]["value"], reverse=higher_better)
                 best, estimate = scored[0]
                 arrow = "↑" if higher_better else "↓"
-                singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
                 tied = [n for n, e in scored[1:] if e["value"] == estimate["value"]]
-                parts = [f"best {singular} by {label} {arrow}: {best} {format_estimate(estimate)}"
-                         + (f" (tied with {', '.join(tied)})" if tied else "")]
+                baseline, value, baseline_estimate = _baseline_of(models, (uninformative or {}).get(set_name),
+                                                                  set_name, metric)
+                outcome = against_baseline(estimate, value, higher_better) if value is not None else "no baseline"
+                top = f"{best} {format_estimate(estimate)}" + (f" (tied with {', '.join(tied)})" if tied else "")
+                against = baseline if value is None or baseline.startswith("chance") else f"{baseline} ({value:.3f})"
+                if outcome == "no baseline":
+                    parts = [f"top {singular} by {label} {arrow}: {top} (no {baseline} row to compare with)"]
+                elif outcome == "better":
+                    parts = [f"best {singular} by {label} {arrow}: {top}; beats {against} (interval clears it)"]
+                else:
+                    why = {"worse": "WORSE (interval on the wrong side)", "no better": "interval includes it",
+                           "no interval": NO_INTERVAL}[outcome]
+                    parts = [f"no {singular} beats {against} by {label} {arrow}: the top one, {top}: {why}"]
+                runner_up, test = None, None
                 if len(scored) > 1:
-                    second = scored[1][0]
-                    row, sign = _find(tests, set_name, metric, best, second)
-                    parts.append(f"vs runner-up {second}: {_difference_words(row, sign, higher_better)}")
+                    runner_up = scored[1][0]
+                    test, sign = _find(tests, set_name, metric, best, runner_up)
+                    parts.append(f"vs runner-up {runner_up}: {_difference_words(test, sign, higher_better)}")
                 if metric == "accuracy":
                     row, sign = _find(tests, set_name, metric, best, "baseline_longer")
                     if row is not None:
                         parts.append(f"vs pick-the-longer: {_difference_words(row, sign, True)}")
-                if metric == "nll_p_chosen":
-                    if estimate["high"] < LN2:
-                        parts.append("better than the uninformative p = 0.5 (interval below ln 2 = 0.693)")
-                    elif estimate["low"] > LN2:
-                        parts.append("WORSE than the uninformative p = 0.5 (interval above ln 2 = 0.693)")
-                    else:
-                        parts.append("no better than the uninformative p = 0.5 (interval includes ln 2 = 0.693)")
-                rows.append({"set": set_name, "kind": kind, "metric": metric, "best": best,
-                             "estimate": estimate, "statement": "; ".join(parts) + "."})
+                rows.append({"set": set_name, "kind": kind, "metric": metric, "label": label,
+                             "higher_better": higher_better, "best": best, "estimate": estimate,
+                             "runner_up": runner_up, "runner_up_test": test, "baseline": baseline,
+                             "baseline_value": value, "baseline_estimate": baseline_estimate, "outcome": outcome,
+                             "statement": "; ".join(parts) + "."})
+            if kind == "policies" and set_name == first_set:
+                rows += _win_rate_verdict(models, names, set_name, kind)
     return rows
+
+
+def _win_rate_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[str], set_name: str,
+                      kind: str) -> list[dict[str, Any]]:
+    """The policies' win rate vs SFT as a verdict row: the top policy's Wilson interval against 0.5."""
+    judged = [(n, models[n]["generation"]) for n in names if _dig(models.get(n, {}), ["generation", "win_rate"]) is not None]
+    if not judged:
+        return []
+    best, gen = max(judged, key=lambda item: item[1]["win_rate"])
+    estimate = {"value": gen["win_rate"], "low": gen["win_rate_low"], "high": gen["win_rate_high"]}
+    outcome = against_baseline(estimate, 0.5, True)
+    top = f"{best} {format_estimate(estimate)} (95% Wilson, {gen.get('prompts', '?')} comparisons)"
+    statement = (f"best policy by win rate vs SFT ↑: {top}; beats a tie with SFT 0.500 (interval clears it)."
+                 if outcome == "better" else
+                 f"no policy beats a tie with SFT 0.500 by win rate ↑: the top one, {top}: "
+                 + ("WORSE (interval below 0.5)." if outcome == "worse" else "interval includes it."))
+    return [{"set": set_name, "kind": kind, "metric": "win_rate", "label": "win rate vs SFT", "higher_better": True,
+             "best": best, "estimate": estimate, "runner_up": None, "runner_up_test": None,
+             "baseline": "tie with SFT", "baseline_value": 0.5, "baseline_estimate": None, "outcome": outcome,
+             "statement": statement}]
 
 
 def generation_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
@@ -303,18 +427,3 @@ def generation_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[
     elif best_lc != best and not tied:
         lc_line += f" (not {best}: length explains part of its raw win rate)"
     return [line, lc_line]
-
-
-def significant_differences(tests: Sequence[Mapping[str, Any]], set_name: str) -> list[str]:
-    """In words, every significant paired difference between two models (not baselines) on a set."""
-    lines = []
-    for row in tests:
-        if row["set"] != set_name or not row["significant"] or "baseline" in row["a"] + row["b"]:
-            continue
-        label, higher_better = PAIR_METRICS[row["metric"]]
-        a_better = (row["difference"] > 0) == higher_better
-        better, worse = (row["a"], row["b"]) if a_better else (row["b"], row["a"])
-        lines.append(f"{better} better than {worse} on {label} {'↑' if higher_better else '↓'} ({row['a']} − {row['b']} = "
-                     f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}], "
-                     f"{format_p(row['p_value'], row.get('resamples'))})")
-    return lines

@@ -38,8 +38,9 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
         pairs (scored), label_ties (pairs whose label is a tie, p_chosen = 1/2: set aside from
         accuracy, its interval, the length-bias accuracies and the paired tests; kept in ECE /
         Brier / NLL), accuracy_pairs (the non-tie pairs accuracy is over), accuracy (None when every
-        pair is a tie), accuracy_by_source_split, intervals ({value, low, high, level} per metric:
-        accuracy, ece / brier / nll against p_chosen and, where known, true_p), reliability bins,
+        pair is a tie), accuracy_by_source_split, intervals ({value, low, high, level, prompts} per
+        metric: accuracy, ece / brier / nll against p_chosen and, where known, true_p; low = high =
+        None from fewer than statistics.MIN_INTERVAL_PROMPTS prompts), reliability bins,
         length_bias, by_source (per source: pairs, label_ties, target, accuracy, intervals).
 
     Raises:
@@ -58,7 +59,8 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
     logits, p_chosen = scored["logit"].to_numpy(), scored["p_chosen"].to_numpy()
     ties = m.label_ties(p_chosen)
     weights = st.prompt_resample_weights(scored["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
-    intervals = st.pair_metric_intervals(logits, p_chosen, weights, n_bins, bootstrap.level, ties)
+    intervals = st.pair_metric_intervals(logits, p_chosen, weights, n_bins, bootstrap.level, ties,
+                                         st.count_prompts(scored["prompt_id"]))
     result: dict[str, Any] = {
         "pairs": scored.height,
         "label_ties": int(ties.sum()),
@@ -79,14 +81,16 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
         result["reliability_true_p"] = _rows(m.reliability_bins(truth_logits, true_p, n_bins))
         truth_weights = st.prompt_resample_weights(with_truth["prompt_id"].to_list(), bootstrap.resamples,
                                                    bootstrap.seed)
-        truth = st.pair_metric_intervals(truth_logits, true_p, truth_weights, n_bins, bootstrap.level)
+        truth = st.pair_metric_intervals(truth_logits, true_p, truth_weights, n_bins, bootstrap.level,
+                                         prompts=st.count_prompts(with_truth["prompt_id"]))
         result["intervals"].update({f"{name}_true_p": truth[name] for name in ("ece", "brier", "nll")})
     for (source,), group in scored.group_by(["source"], maintain_order=True):
         target = "true_p" if group["true_p"].null_count() == 0 else "p_chosen"
         group_ties = m.label_ties(group["p_chosen"])
         group_weights = st.prompt_resample_weights(group["prompt_id"].to_list(), bootstrap.resamples, bootstrap.seed)
         group_intervals = st.pair_metric_intervals(group["logit"].to_numpy(), group[target].to_numpy(), group_weights,
-                                                   n_bins, bootstrap.level, group_ties)
+                                                   n_bins, bootstrap.level, group_ties,
+                                                   st.count_prompts(group["prompt_id"]))
         result["by_source"][source] = {
             "pairs": group.height, "label_ties": int(group_ties.sum()), "target": target,
             "accuracy": group_intervals["accuracy"]["value"] if group_intervals["accuracy"] else None,

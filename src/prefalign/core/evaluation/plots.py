@@ -88,16 +88,74 @@ def win_rate_bars(models: Mapping[str, Mapping[str, Any]]) -> Figure:
 
 def training_curves(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
     """Loss against step, one small panel per model (objective), each on its own y scale: the
-    objectives' losses differ by orders of magnitude, so one shared axis hides most of them."""
+    objectives' losses differ by orders of magnitude, so one shared axis hides most of them.
+
+    Records with an `iteration` key (GPO: its steps restart at 1 each iteration) are drawn as one
+    line per iteration, with a legend; joined into one line they would jump back to step 1.
+    """
     drawn = [(name, records) for name, records in curves.items() if records]
     fig, axes = _grid(len(drawn), columns=4, size=(3.0, 2.4))
     for ax, (name, records) in zip(axes, drawn):
-        ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:orange", linewidth=1)
+        iterations = sorted({r["iteration"] for r in records if r.get("iteration") is not None})
+        if iterations:
+            for iteration in iterations:
+                line = [r for r in records if r.get("iteration") == iteration]
+                ax.plot([r["step"] for r in line], [r["loss"] for r in line], linewidth=1,
+                        label=f"iteration {iteration}")
+            ax.legend(fontsize=6)
+        else:
+            ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:orange", linewidth=1)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("training loss", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle("Training curves (each panel its own loss scale)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_forest(models: Mapping[str, Mapping[str, Any]], sets: Mapping[str, str],
+                    names: Sequence[str]) -> Figure:
+    """Forest plot: each model's accuracy with its interval, one panel per evaluated set, against
+    pick-the-longer (dashed line, its interval shaded) and chance 0.5 (dotted line).
+
+    Args:
+        models: name -> metrics (per set: intervals.accuracy {value, low, high}; baseline_longer too).
+        sets: set name -> label (panel title), e.g. comparison.SETS.
+        names: the models drawn, top to bottom (baselines are lines, not rows). A model whose
+            interval was not computed (fewer than 10 prompts) is a hollow dot without a bar.
+    """
+    panels = [(s, label) for s, label in sets.items()
+              if any((models.get(n, {}).get(s) or {}).get("intervals", {}).get("accuracy") for n in names)]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.0 * max(len(panels), 1), 0.45 * len(names) + 2.0),
+                             squeeze=False, sharey=True)
+    for ax, (set_name, label) in zip(axes[0], panels):
+        for row, name in enumerate(names):
+            estimate = ((models.get(name, {}).get(set_name) or {}).get("intervals") or {}).get("accuracy")
+            if not estimate:
+                continue
+            if estimate.get("low") is None:
+                ax.plot(estimate["value"], row, "o", markerfacecolor="white", color="tab:blue")
+                continue
+            ax.errorbar(estimate["value"], row, xerr=[[estimate["value"] - estimate["low"]],
+                                                       [estimate["high"] - estimate["value"]]],
+                        fmt="o", color="tab:blue", capsize=3)
+        longer = ((models.get("baseline_longer", {}).get(set_name) or {}).get("intervals") or {}).get("accuracy")
+        if longer:
+            ax.axvline(longer["value"], color="tab:red", linestyle="--", linewidth=1,
+                       label=f"pick-the-longer {longer['value']:.3f}")
+            if longer.get("low") is not None:
+                ax.axvspan(longer["low"], longer["high"], color="tab:red", alpha=0.1)
+        ax.axvline(0.5, color="grey", linestyle=":", linewidth=1, label="chance 0.5")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("accuracy ↑ (non-tie pairs)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)  # off the rows
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.suptitle("Accuracy with its interval per model (bars: bootstrap over prompts) against the baselines",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -12,8 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import polars as pl
 
-from prefalign.core.evaluation.comparison import (BASELINES, SETS, _dig, format_estimate, format_p,
-                                                  significant_differences)
+from prefalign.core.evaluation.comparison import (BASELINES, NO_INTERVAL, PAIR_METRICS, SETS, _dig,
+                                                  format_estimate, format_p)
 
 def explanations(level: str = "95%") -> list[str]:
     """The report's definitions, with the intervals' coverage as they were computed (e.g. "95%")."""
@@ -37,8 +37,16 @@ def explanations(level: str = "95%") -> list[str]:
         "win rate ↑ [95% Wilson]: policy vs the SFT reference under the held-out judge; LC win rate ↑: the same "
         "at equal length (logistic regression on the normalised length difference); mean length in characters; "
         "KL ↓ (nats): KL(policy || reference) on the policy's own samples (lower = closer to the reference).",
-        f"significant: the {level} paired-bootstrap interval of the difference (same resampled prompts for both "
-        "models) excludes 0; McNemar's test on the discordant non-tie pairs is given beside it for accuracy.",
+        f"paired tests: paired bootstrap of each difference (same resampled prompts for both models; a p-value "
+        f"of 0 counts as 1/B), Holm-adjusted within each family (one set, one model kind with its baselines, one "
+        f"metric); significant = adjusted p < {1 - float(level.rstrip('%')) / 100:.2f}. McNemar's test on the "
+        "discordant non-tie pairs is in the metrics JSON for accuracy, Holm-adjusted the same way.",
+        "verdict: 'beats the baseline' = the top model's interval lies wholly on the better side of the baseline "
+        "(accuracy: pick-the-longer, or chance 0.5 where pick-the-longer is below it; ECE, Brier, NLL: the "
+        "uninformative p = 0.5 on the same pairs; win rate: 0.5, a tie with SFT). The p = 0.5 predictor's "
+        "symmetric ECE is 0, so no model beats it on ECE: ECE ranks calibration, not skill.",
+        f"intervals from fewer than 10 prompts are not computed ('{NO_INTERVAL}'): a bootstrap over a handful of "
+        "prompts has a meaningless, often zero, width.",
     ]
 
 
@@ -77,6 +85,14 @@ def _ci(estimate: Mapping[str, float] | None) -> str:
     return format_estimate(estimate, missing="")
 
 
+def _constant_or_ci(estimate: Mapping[str, Any] | None) -> str:
+    """A cell for the p = 0.5 predictor: its value alone where it is the same on every resample
+    (NLL ln 2, symmetric ECE 0), else "value [low, high]"."""
+    if estimate and estimate.get("low") is not None and estimate["high"] - estimate["low"] < 1e-12:
+        return f"{estimate['value']:.3f}"
+    return _ci(estimate)
+
+
 def _kind_of(name: str, metrics: Mapping[str, Any]) -> str:
     kind = str(metrics.get("kind", ""))
     if kind == "reward model":
@@ -110,8 +126,9 @@ def _pair_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: S
     if uninformative and rows:
         rows.append({"model": "p = 0.5 (uninformative)", "pairs": str(uninformative.get("pairs", "")), "ties": "",
                      f"accuracy ↑ [{level} CI]": "",
-                     "ECE ↓": _ci(uninformative.get("ece")), "Brier ↓": _ci(uninformative.get("brier")),
-                     "NLL ↓ (nats)": _ci(uninformative.get("nll")), "prefers longer": "",
+                     "ECE ↓": _constant_or_ci(uninformative.get("ece")),
+                     "Brier ↓": _constant_or_ci(uninformative.get("brier")),
+                     "NLL ↓ (nats)": _constant_or_ci(uninformative.get("nll")), "prefers longer": "",
                      "acc. chosen longer ↑": "", "acc. chosen shorter ↑": ""})
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
@@ -122,7 +139,10 @@ def _source_cell(entry: Mapping[str, Any]) -> str:
     estimate = _dig(entry, ["intervals", "accuracy"])
     if not estimate:
         return f"no accuracy: all {pairs} pairs are ties"
-    return _ci(estimate) + f" (n={pairs}" + (f", {ties} ties set aside)" if ties else ")")
+    counts = f"n={pairs}" + (f", {ties} ties set aside" if ties else "")
+    if estimate.get("low") is None:
+        return f"{estimate['value']:.3f} ({counts}; {NO_INTERVAL})"
+    return f"{_ci(estimate)} ({counts})"
 
 
 def _by_source_table(models: Mapping[str, Mapping[str, Any]], set_name: str, names: Sequence[str]) -> pl.DataFrame:
@@ -185,53 +205,124 @@ def _truncation_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
-def _tests_table(tests: Sequence[Mapping[str, Any]], level: str = "95%") -> pl.DataFrame:
-    shown = [t for t in tests if t["metric"] == "accuracy" and "baseline_shorter" not in (t["a"], t["b"])]
-    rows = [{"set": SETS.get(t["set"], t["set"]), "a − b": f"{t['a']} − {t['b']}",
-             "pairs (ties set aside)": f"{t['pairs']} ({t.get('ties_set_aside', 0)})",
-             f"accuracy difference [{level} CI]": f"{t['difference']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]",
-             "bootstrap p": format_p(t["p_value"], t.get("resamples")).removeprefix("p=").removeprefix("p"),
-             "McNemar p": "" if t.get("mcnemar_p") is None else f"{t['mcnemar_p']:.3f} ({t['mcnemar_method']})",
-             "significant": "yes" if t["significant"] else "no"} for t in shown]
+_METRIC_LABELS = {"accuracy": "accuracy ↑", "ece_p_chosen": "ECE ↓", "brier_p_chosen": "Brier ↓",
+                  "nll_p_chosen": "NLL ↓ (nats)", "win_rate": "win rate vs SFT ↑"}
+_OUTCOMES = {"better": "beats the baseline", "no better": "no model beats the baseline",
+             "worse": "no model beats the baseline (the top one is worse)",
+             "no interval": f"no claim ({NO_INTERVAL})", "no baseline": "no baseline row"}
+
+
+def _test_matrix(tests: Sequence[Mapping[str, Any]], set_name: str, names: Sequence[str], metric: str) -> pl.DataFrame:
+    """Models x models: the Holm-adjusted p of the paired test of row vs column, marked ▲ (row
+    significantly better) or ▼ (row significantly worse); blank where the two were not tested."""
+    labels = {"baseline_longer": "pick-the-longer", "baseline_shorter": "pick-the-shorter"}
+    higher_better = PAIR_METRICS[metric][1]
+    found = {}
+    for t in tests:
+        if t["set"] == set_name and t["metric"] == metric and "p_holm" in t:
+            found[(t["a"], t["b"])] = (t, 1)
+            found[(t["b"], t["a"])] = (t, -1)
+    shown = [n for n in names if any((n, other) in found for other in names)]
+    rows = []
+    for a in shown:
+        row = {"model": labels.get(a, a)}
+        for b in shown:
+            cell = "—" if a == b else ""
+            if (a, b) in found:
+                t, sign = found[(a, b)]
+                p_text = format_p(t["p_holm"]).removeprefix("p=").removeprefix("p")
+                if t["significant_holm"]:
+                    better = (sign * t["difference"] > 0) == higher_better
+                    cell = ("▲ " if better else "▼ ") + p_text
+                else:
+                    cell = p_text
+            row[labels.get(b, b)] = cell
+        rows.append(row)
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
+def _verdict_table(rows: Sequence[Mapping[str, Any]], level: str) -> pl.DataFrame:
+    """One set, one kind: per metric the top model with its interval, the baseline, the verdict, the runner-up."""
+    out = []
+    for v in rows:
+        test = v.get("runner_up_test")
+        runner = ""
+        if v.get("runner_up"):
+            runner = v["runner_up"]
+            if test and "p_holm" in test:
+                runner += f": Holm {format_p(test['p_holm'])}" + (" (significant)" if test["significant_holm"] else "")
+        baseline, estimate = v["baseline"], v.get("baseline_estimate")
+        if estimate:
+            baseline += " " + _constant_or_ci(estimate)
+        wilson = " (95% Wilson)" if v["metric"] == "win_rate" else ""
+        out.append({"metric": _METRIC_LABELS.get(v["metric"], v["metric"]),
+                    f"top model [{level} CI]": f"{v['best']} {format_estimate(v['estimate'])}{wilson}",
+                    "baseline": baseline, "verdict": _OUTCOMES[v["outcome"]], "runner-up": runner})
+    return pl.DataFrame(out) if out else pl.DataFrame()
+
+
+def _rewardbench_line(models: Mapping[str, Any], names: Sequence[str], kind: str, level: str) -> str | None:
+    """The top model on the RewardBench-format file, flagged CHANCE LEVEL where a v1 score's interval includes 0.5."""
+    scored = [(n, _dig(models, [n, "rewardbench", "overall"])) for n in names]
+    scored = [(n, v) for n, v in scored if v is not None]
+    if not scored:
+        return None
+    best, value = max(scored, key=lambda item: item[1])
+    capped = _dig(models, [best, "rewardbench", "capped_rows_per_subset"])
+    singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
+    estimate = _dig(models, [best, "rewardbench", "intervals", "overall"])
+    line = (f"top {singular} on the RewardBench-format file ↑: {best} {_ci(estimate) or f'{value:.3f}'} "
+            f"({level} interval over prompts; "
+            + (f"CAPPED at {capped} rows per subset, not comparable with published numbers)" if capped
+               else "all rows, published weighting)"))
+    chance = 0.5 if _dig(models, [best, "rewardbench", "format"]) in ("v1", None) else None
+    if (chance is not None and estimate and estimate.get("low") is not None
+            and estimate["low"] <= chance <= estimate["high"]):
+        line += f": CHANCE LEVEL (its interval includes {chance})"
+    return line
+
+
 def _verdict_blocks(metrics: Mapping[str, Any], kinds: Mapping[str, Sequence[str]]) -> list[tuple[str, Any]]:
+    """The verdict: one compact table per evaluated set and model kind, then a few lines."""
     models = metrics.get("models", {})
-    blocks: list[tuple[str, Any]] = [("h2", "Verdict")]
-    verdict = metrics.get("verdict") or []
+    level = _level(metrics)
+    blocks: list[tuple[str, Any]] = [("h2", "Verdict"), ("p", (
+        "Per evaluated set and model kind: the top model per metric with its interval, against the baseline it "
+        "must beat (accuracy: pick-the-longer, or chance 0.5 where that is higher; ECE, Brier, NLL: the "
+        "uninformative p = 0.5; win rate: a tie with SFT). 'beats the baseline' = its interval clears the "
+        "baseline's value. Runner-up: the Holm-adjusted paired test of the top two."))]
+    verdict = [v for v in metrics.get("verdict") or [] if "outcome" in v]
     for set_name, label in SETS.items():
-        lines = [v["statement"] for v in verdict if v["set"] == set_name]
-        if not lines:
+        if not any(v["set"] == set_name for v in verdict):
             continue
-        blocks.append(("h3", f"On the {label}"))
+        for kind in kinds:
+            rows = [v for v in verdict if v["set"] == set_name and v["kind"] == kind]
+            if not rows:
+                continue
+            blocks += [("h3", f"{kind.capitalize()} on the {label}"), ("table", _verdict_table(rows, level))]
+            unbeaten = [_METRIC_LABELS.get(v["metric"], v["metric"]) for v in rows if v["outcome"] != "better"]
+            if len(unbeaten) == len(rows):
+                blocks.append(("p", f"No model beats the baseline on any metric ({kind}, {label})."))
+            elif unbeaten:
+                blocks.append(("p", f"No model beats the baseline on: {', '.join(unbeaten)}."))
         baseline = _dig(models, ["baseline_longer", set_name, "accuracy"])
         biases = [(n, _dig(models, [n, set_name, "length_bias", "prefers_longer_rate"])) for n in models
                   if n not in BASELINES]
         biases = [(n, b) for n, b in biases if b is not None and _kind_of(n, models[n]) in kinds]
         if biases and baseline is not None:
             low, high = min(b for _, b in biases), max(b for _, b in biases)
-            lines.append(f"Length: the models prefer the longer response in {low:.0%}-{high:.0%} of pairs of "
-                         f"unequal length; pick-the-longer alone scores accuracy {baseline:.3f}.")
-        blocks.append(("list", lines))
+            blocks.append(("p", f"Length ({label}): the models prefer the longer response in {low:.0%}-{high:.0%} of "
+                                f"pairs of unequal length; pick-the-longer alone scores accuracy {baseline:.3f}."))
     extra = []
     for kind, names in kinds.items():
-        scored = [(n, _dig(models, [n, "rewardbench", "overall"])) for n in names]
-        scored = [(n, v) for n, v in scored if v is not None]
-        if scored:
-            best, value = max(scored, key=lambda item: item[1])
-            capped = _dig(models, [best, "rewardbench", "capped_rows_per_subset"])
-            singular = {"policies": "policy", "reward models": "reward model"}.get(kind, kind)
-            estimate = _dig(models, [best, "rewardbench", "intervals", "overall"])
-            extra.append(f"best {singular} on the RewardBench-format file ↑: {best} "
-                         f"{_ci(estimate) or f'{value:.3f}'} ({_level(metrics)} interval over prompts; "
-                         + (f"CAPPED at {capped} rows per subset, not comparable with published numbers)" if capped
-                            else "all rows, published weighting)"))
+        line = _rewardbench_line(models, names, kind, level)
+        if line:
+            extra.append(line)
         cyc = [(n, _dig(models, [n, "cyclic", "consistency"])) for n in names]
         cyc = [(n, v) for n, v in cyc if v is not None]
         if cyc and kind == "reward models":
             best, value = max(cyc, key=lambda item: item[1])
-            extra.append(f"best reward model on cyclic triples ↑: {best} {value:.3f} (a scalar model's ceiling is 0.667)")
+            extra.append(f"top reward model on cyclic triples ↑: {best} {value:.3f} (a scalar model's ceiling is 0.667)")
     extra += metrics.get("generation_verdict") or []
     if extra:
         blocks += [("h3", "Benchmarks and generation"), ("list", extra)]
@@ -317,19 +408,26 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
                          "max_length / max_prompt_length. Pairs whose two sides are the same tokens after the cut "
                          "are reported here and left out of the scores (a model cannot tell them apart)."),
                    ("table", truncation)]
-    tests = _tests_table(metrics.get("paired_tests") or [], level)
-    if tests.height:
-        blocks += [("h2", "Paired tests"),
-                   ("p", "Accuracy, every two models of a kind and each model against pick-the-longer, on the pairs "
-                         "both scored. Every test (every metric, pick-the-shorter too) is in the metrics JSON "
-                         "(paired_tests)."),
-                   ("table", tests)]
-        for set_name, label in SETS.items():
-            words = significant_differences(metrics.get("paired_tests") or [], set_name)
-            blocks += [("p", f"Significant differences between models on the {label}"
-                             + (":" if words else ": none."))]
-            if words:
-                blocks.append(("list", words))
+    tests = metrics.get("paired_tests") or []
+    matrices = []
+    for set_name, label in SETS.items():
+        for kind, names in kinds.items():
+            grid = []
+            for metric in PAIR_METRICS:
+                shown = [*names, "baseline_longer"] if metric == "accuracy" else list(names)
+                matrix = _test_matrix(tests, set_name, shown, metric)
+                if matrix.height:
+                    grid.append((_METRIC_LABELS[metric], matrix))
+            if grid:
+                matrices += [("h3", f"{kind.capitalize()} on the {label}"), ("grid", grid)]
+    if matrices:
+        blocks += [("h2", "Paired tests (Holm-corrected)"),
+                   ("p", "Each cell: the row model against the column model on the pairs both scored, paired "
+                         "bootstrap p-value Holm-adjusted within the matrix's family (the tests of one set, kind "
+                         "and metric; pick-the-shorter's tests included). ▲ row significantly better, ▼ row "
+                         "significantly worse, a bare number: not significant. Differences, intervals, raw and "
+                         "McNemar p-values: the metrics JSON (paired_tests)."),
+                   *matrices]
     blocks += [("h2", "Definitions"), ("list", explanations(level))]
     return blocks
 
@@ -349,6 +447,8 @@ def render_markdown(data: pl.DataFrame, metrics: Mapping[str, Any], plot_names: 
             out.append(f"{content}\n")
         elif kind == "table":
             out.append(markdown_table(content) + "\n")
+        elif kind == "grid":  # captioned tables, one after the other (side by side in HTML)
+            out += [f"{caption}:\n\n{markdown_table(table)}\n" for caption, table in content]
         elif kind == "list":
             out.append("\n".join(f"- {item}" for item in content) + "\n")
     out.append("\n## Plots\n")
@@ -360,7 +460,9 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12
           "table{border-collapse:collapse;font-size:12px;margin-bottom:8px}"
           "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
           "td:first-child,th:first-child{text-align:left}.scroll{overflow-x:auto}"
-          "h2{border-bottom:1px solid #ddd;margin-top:28px}li{margin:3px 0}img{max-width:100%}")
+          "h2{border-bottom:1px solid #ddd;margin-top:28px}li{margin:3px 0}img{max-width:100%}"
+          ".grid{display:flex;flex-wrap:wrap;gap:4px 24px}.grid figure{margin:0}"
+          "figcaption{font-size:12px;font-weight:bold;margin:2px 0}")
 
 
 def render_html(data: pl.DataFrame, metrics: Mapping[str, Any], images: Mapping[str, str]) -> str:
@@ -372,6 +474,10 @@ def render_html(data: pl.DataFrame, metrics: Mapping[str, Any], images: Mapping[
             parts.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
         elif kind == "table":
             parts.append(_html_table(content))
+        elif kind == "grid":
+            parts.append("<div class='grid'>" + "".join(
+                f"<figure><figcaption>{html.escape(caption)}</figcaption>{_html_table(table)}</figure>"
+                for caption, table in content) + "</div>")
         elif kind == "list":
             parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in content) + "</ul>")
     parts.append("<h2>Plots</h2>")

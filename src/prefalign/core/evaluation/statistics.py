@@ -28,6 +28,9 @@ from prefalign.core.evaluation.metrics import (WeightedStatistic, calibration_bi
 from prefalign.core.models.params import dataclass_from_params
 
 LN2 = math.log(2.0)
+# An interval resampled from fewer prompts than this is not reported: with a handful of clusters the
+# percentile bootstrap gives near-zero widths (e.g. 1.000 [1.000, 1.000] from 6 pairs of 2 prompts).
+MIN_INTERVAL_PROMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -147,15 +150,65 @@ def weighted_ece(logits: np.ndarray, target: np.ndarray, n_bins: int = 10) -> We
     return statistic
 
 
-def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level: float = 0.95) -> dict[str, Any] | None:
+def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level: float = 0.95,
+                       prompts: int | None = None) -> dict[str, Any] | None:
     """{value, low, high, level}: the statistic on the table itself and its percentile interval at
     `level` (0.95 = 95%); None when the statistic has no value on the table (e.g. the accuracy of
-    pairs that are all label ties)."""
+    pairs that are all label ties).
+
+    Args:
+        statistic: weights [B, n] -> values [B] (a weighted statistic of this module).
+        weights: [B, n] prompt-resample weights (prompt_resample_weights).
+        level: the interval's coverage.
+        prompts: the number of distinct prompts (clusters) behind the weights, when known: it is
+            recorded as `prompts`, and below MIN_INTERVAL_PROMPTS the interval is not computed
+            (low = high = None): a cluster bootstrap over a handful of prompts has no meaningful width.
+    """
     value = float(statistic(np.ones((1, weights.shape[1])))[0])
     if not math.isfinite(value):
         return None
-    low, high = percentile_interval(statistic(weights), level)
-    return {"value": value, "low": low, "high": high, "level": float(level)}
+    estimate: dict[str, Any] = {"value": value, "low": None, "high": None, "level": float(level)}
+    if prompts is not None:
+        estimate["prompts"] = int(prompts)
+        if prompts < MIN_INTERVAL_PROMPTS:
+            return estimate
+    estimate["low"], estimate["high"] = percentile_interval(statistic(weights), level)
+    return estimate
+
+
+def count_prompts(prompt_ids: Sequence[Any]) -> int:
+    """Distinct prompts (compared as text, like prompt_resample_weights): the clusters of the bootstrap."""
+    return len({str(p) for p in prompt_ids})
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of m p-values of one family of tests (Holm 1979).
+
+    Sort ascending, p_(1) <= ... <= p_(m); the adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)),
+    returned in the input's order. Rejecting where the adjusted p < alpha controls the family-wise
+    error rate at alpha under any dependence between the tests.
+
+    Args:
+        p_values: [m] p-values in [0, 1] (any order); m = 0 gives an empty array.
+
+    Returns:
+        float64 [m], adjusted p-values, each >= its raw p-value and <= 1.
+
+    Raises:
+        ValueError: a p-value outside [0, 1] or NaN (names it).
+    """
+    p = np.asarray(list(p_values), dtype=np.float64)
+    bad = p[~((p >= 0) & (p <= 1))]
+    if bad.size:
+        raise ValueError(f"p-values must lie in [0, 1]: got {bad[0]!r}; pass the tests' p_value fields")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):  # rank = j - 1
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def paired_difference(statistic_a: WeightedStatistic, statistic_b: WeightedStatistic, weights: np.ndarray,
@@ -234,7 +287,8 @@ def pair_metric_statistics(logits: np.ndarray, target: np.ndarray, n_bins: int,
 
 
 def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.ndarray, n_bins: int,
-                          level: float = 0.95, ties: np.ndarray | None = None) -> dict[str, dict[str, Any] | None]:
+                          level: float = 0.95, ties: np.ndarray | None = None,
+                          prompts: int | None = None) -> dict[str, dict[str, Any] | None]:
     """accuracy, ECE, Brier and NLL of one model on one table, each {value, low, high, level}.
 
     Args:
@@ -242,11 +296,13 @@ def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.nd
         weights: [B, n] prompt-resample weights (prompt_resample_weights).
         level: the interval's coverage (0.95 = 95%).
         ties: [n] label ties, set aside from accuracy only (pair_metric_statistics).
+        prompts: distinct prompts behind the weights (count_prompts); fewer than MIN_INTERVAL_PROMPTS
+            leave every interval out (bootstrap_estimate).
 
     Returns:
-        {name: {value, low, high, level}}; accuracy is None when every pair is a label tie.
+        {name: {value, low, high, level[, prompts]}}; accuracy is None when every pair is a label tie.
     """
-    return {name: bootstrap_estimate(statistic, weights, level)
+    return {name: bootstrap_estimate(statistic, weights, level, prompts)
             for name, statistic in pair_metric_statistics(logits, target, n_bins, ties).items()}
 
 
@@ -299,8 +355,9 @@ def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths
     }
 
 
-def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, level: float = 0.95) -> dict[str, Any]:
+def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, level: float = 0.95,
+                          prompts: int | None = None) -> dict[str, Any]:
     """The p = 0.5 predictor (logit 0) on the same pairs: NLL = ln 2 always, the symmetric ECE 0 always
     (both orientations of every pair fall in the middle bin), Brier mean (1/2 - t)^2 depends on the targets."""
     statistics = pair_metric_statistics(np.zeros(np.asarray(target).shape), target, n_bins)
-    return {name: bootstrap_estimate(statistics[name], weights, level) for name in ("ece", "brier", "nll")}
+    return {name: bootstrap_estimate(statistics[name], weights, level, prompts) for name in ("ece", "brier", "nll")}

@@ -246,7 +246,8 @@ def make_policy_metrics(name: str):
 
 
 def _curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[dict[str, float]]:
-    """Training loss by step, for the training-curves plot (rows without a train loss are skipped)."""
+    """Training loss by step (and by iteration where the curve has one, e.g. GPO's, whose steps
+    restart each iteration), for the training-curves plot (rows without a train loss are skipped)."""
     if curve is None:
         return []
     if not isinstance(curve, pl.DataFrame):
@@ -254,7 +255,8 @@ def _curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[di
     loss = next((c for c in ("loss", "train_loss") if c in curve.columns), None)
     if loss is None or "step" not in curve.columns:
         return []
-    return curve.select("step", pl.col(loss).alias("loss")).drop_nulls().to_dicts()
+    keys = ["iteration", "step"] if "iteration" in curve.columns else ["step"]
+    return curve.select(*keys, pl.col(loss).alias("loss")).drop_nulls().to_dicts()
 
 
 def _describe_bundle(bundle: Any) -> str:
@@ -305,6 +307,7 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
         metrics.pop("_scores", None)  # per-pair logits: used above, too bulky for the JSON
     data = evaluate.data_summary(validated_pairs)
     table = comparison.comparison_table(ordered)
+    uninformative = comparison.uninformative_rows(tables, bootstrap, config.n_bins)
     metrics = {
         "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "evaluated_splits": ",".join(config.splits), "evaluated_pairs": test_pairs.height,
@@ -316,9 +319,9 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
         "interval_level": bootstrap.level,
         "data": data.to_dicts(),
         "models": ordered,
-        "uninformative": comparison.uninformative_rows(tables, bootstrap, config.n_bins),
+        "uninformative": uninformative,
         "paired_tests": tests,
-        "verdict": comparison.verdict(ordered, tests, kinds),
+        "verdict": comparison.verdict(ordered, tests, kinds, uninformative),
         "generation_verdict": comparison.generation_verdict(ordered, kinds["policies"]),
         "comparison": table.to_dicts(),
     }
@@ -330,10 +333,14 @@ def collect_metrics(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, hel
 
 
 def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
-    """Reliability diagrams, margin histograms per source, win-rate bars (when policies were judged)."""
+    """Accuracy forest plot, reliability diagrams, margin histograms per source, win-rate bars (when
+    policies were judged), training curves."""
     models = metrics["models"]
+    ranked = [n for n, m in models.items() if m.get("kind") not in ("baseline", "ground truth")]
     figures = {"margins_per_source": plots.margin_histograms(validated_pairs),
                "reliability_p_chosen": plots.reliability_diagram(models, "p_chosen")}
+    if ranked:
+        figures = {"accuracy_forest": plots.accuracy_forest(models, comparison.SETS, ranked), **figures}
     if any((m.get("pairs") or {}).get("reliability_true_p") for m in models.values()):
         figures["reliability_true_p"] = plots.reliability_diagram(models, "true_p")
     if any((m.get("heldout") or {}).get("reliability_p_chosen") for m in models.values()):
