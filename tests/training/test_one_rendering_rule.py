@@ -195,7 +195,7 @@ def test_every_policy_log_prob_entry_point_sees_the_training_ids(setup, lengths)
     assert seen.take() == expected, "policy training's reference pass"
 
     data_params = {"max_length": max_length, "max_prompt_length": max_prompt_length, "eval_batch_size": 3}
-    table = nodes.reference_logprobs(bundle, frame, frame.clear(), pl.DataFrame(), pl.DataFrame(), data_params)
+    table = nodes.reference_logprobs(bundle, frame, frame.clear(), pl.DataFrame(), pl.DataFrame(), data_params, {})
     assert seen.take() == expected, "evaluation's log-prob table"
     assert table.height == frame.height
 
