@@ -182,6 +182,8 @@ def _lower_hidden(stack: torch.nn.Module, inputs: dict, num_layers: int) -> torc
 
     handle = stack.layers[num_layers - 1].register_forward_hook(keep_output)
     plan = inputs.get("packed_segments")
+    if plan is not None:
+        plan.calls = 0
     try:
         with torch.no_grad(), layers_cut_to(stack, slice(0, num_layers)):
             was_training = stack.training
