@@ -78,3 +78,7 @@ def test_one_gpo_iteration_end_to_end(sft_run, tiny_pairs, tmp_path):
     assert list(run.iteration_bundles) == ["iteration_1"]
     assert run.metrics["iterations"][0]["responses"] == 9
     assert run.training_curve.height == 2
+    # where the iteration's time went, each part measured (issue 24 item 4)
+    timing = run.metrics["iterations"][0]
+    assert all(timing[k] > 0 for k in ("sampling_seconds", "scoring_seconds", "logprob_seconds", "training_seconds"))
+    assert timing["sampled_tokens_per_second"] == pytest.approx(gens["n_tokens"].sum() / timing["sampling_seconds"])

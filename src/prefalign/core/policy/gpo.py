@@ -18,6 +18,7 @@ divided by its temperature tau, for BT the reward difference, so both baselines 
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional, Sequence
 
 import polars as pl
@@ -109,6 +110,7 @@ def sample_and_score(
     preference_table: PreferenceTableFn,
     sampling: SamplingConfig,
     prompt_messages: Sequence[Messages] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> pl.DataFrame:
     """Steps 1-3 of an iteration: one row per sampled response with its score s_i.
 
@@ -117,11 +119,16 @@ def sample_and_score(
             (``core.training.batching.prompt_token_ids`` with the same ``prompt_messages``);
         preference_table, sampling: the scorer and the sampling settings;
         prompt_messages: [P] chat turns (None: one user turn per prompt).
+        timings: when given, receives ``sampling_seconds`` and ``scoring_seconds`` (wall time).
     """
     if len(prompt_ids) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(prompt_ids)} encoded prompts")
+    start = time.perf_counter()
     generations = sample_responses(policy, tokenizer, prompt_ids, sampling)
+    sampled = time.perf_counter()
     scored, _ = score_generations(prompts, generations, preference_table, sampling.samples_per_prompt, prompt_messages)
+    if timings is not None:
+        timings.update(sampling_seconds=sampled - start, scoring_seconds=time.perf_counter() - sampled)
     return scored
 
 

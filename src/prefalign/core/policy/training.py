@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -419,23 +420,30 @@ def train_gpo(
 
     curves, generations, iteration_bundles, per_iteration = [], [], {}, []
     for iteration in range(1, gpo.iterations + 1):
+        timings: dict[str, float] = {}  # where an iteration's time goes: sampling, scoring, log-prob passes, training
         scored = sample_and_score(
             policy, tokenizer, prompts, prompt_ids, preference_table, replace(sampling, seed=sampling.seed + iteration),
-            messages,
+            messages, timings,
         )
+        started = time.perf_counter()
         seqs = tokenize_sequences(tokenizer, scored["prompt"].to_list(), scored["response"].to_list(), data.max_length,
                                   data.max_prompt_length, prompt_messages=prompt_messages_of(scored))
         eval_batches = make_row_batches(seqs, data.eval_batch_size, tokenizer.pad_token_id, seed=None)
         old = rows_logprobs(policy, eval_batches, len(seqs), training.mixed_precision)  # pi_t, fixed for this iteration
+        timings["logprob_seconds"] = time.perf_counter() - started
         scores = scored["score"].to_list()
         train_batches = make_row_batches(
             seqs, data.batch_size, tokenizer.pad_token_id, seed=training.seed + iteration,
             targets={"old_logp": old.tolist(), "score": scores},
         )
+        started = time.perf_counter()
         result = train(policy, train_batches, [], loss_fn, replace(training, seed=training.seed + iteration), Path(work_dir) / f"iteration_{iteration}")
+        timings["training_seconds"] = time.perf_counter() - started
         discard_checkpoints(Path(work_dir) / f"iteration_{iteration}")
         policy = result.model
+        started = time.perf_counter()
         new = rows_logprobs(policy, eval_batches, len(seqs), training.mixed_precision)
+        timings["logprob_seconds"] += time.perf_counter() - started
         score_t = torch.tensor(scores, dtype=torch.float32)
         log_ratio = new - old
         per_iteration.append({
@@ -448,6 +456,8 @@ def train_gpo(
             # did the policy move toward better-scored samples? corr(log pi_{t+1}/pi_t, s_i)
             "score_logratio_correlation": float(torch.corrcoef(torch.stack([log_ratio, score_t]))[0, 1]),
             "tokens_per_second": result.tokens_per_second,
+            **timings,
+            "sampled_tokens_per_second": float(scored["n_tokens"].sum()) / max(timings["sampling_seconds"], 1e-9),
         })
         curves.append(curve_frame(result.history).with_columns(pl.lit(iteration).alias("iteration")))
         generations.append(scored.with_columns(
