@@ -151,15 +151,13 @@ def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTr
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    if auto_class is AutoModelForCausalLM:
-        set_logprob_chunk_tokens(model, cfg.logprob_chunk_tokens)
     return prepare_for_training(model, cfg, causal_lm=auto_class is AutoModelForCausalLM)
 
 
 def prepare_for_training(model: torch.nn.Module, cfg: ModelConfig | dict[str, Any] | None, causal_lm: bool = True) -> torch.nn.Module:
     """The one place a model (freshly built, or a loaded starting policy such as the SFT model DPO
     starts from) gets the training-time settings of ``model``: frozen lower layers, LoRA adapters,
-    the frozen-layer cache.
+    the log-prob chunk size (causal LMs), the frozen-layer cache.
 
     Args:
         model: an ``AutoModel`` (reward backbone) or ``AutoModelForCausalLM`` (policy), maybe peft-wrapped.
@@ -179,6 +177,8 @@ def prepare_for_training(model: torch.nn.Module, cfg: ModelConfig | dict[str, An
     if cfg.freeze_layers:
         freeze_lower_layers(model.get_base_model() if is_adapted(model) else model, cfg.freeze_layers)
     model = adapt_for_training(model, cfg.to_dict(), causal_lm=causal_lm, seed=cfg.seed)
+    if causal_lm:  # response log-probs through the LM head in chunks of this many positions (lm_head.py)
+        set_logprob_chunk_tokens(model, cfg.logprob_chunk_tokens)
     if cfg.cache_frozen_layers:
         enable_frozen_cache(model, cfg.freeze_layers, cfg.cache_max_gigabytes)
     return model

@@ -52,9 +52,9 @@ def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any],
 
 def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
     """The starting policy with the `model` training settings: frozen lower layers, fresh LoRA
-    adapters when it has none, the frozen-layer cache (core/models/backbone.py prepare_for_training)."""
+    adapters when it has none, the log-prob chunk size, the frozen-layer cache
+    (core/models/backbone.py prepare_for_training)."""
     model = prepare_for_training(start.model, defaults.get("model"), causal_lm=True)
-    _set_chunk_tokens(model, defaults)
     return start if model is start.model else replace(start, model=model)
 
 
