@@ -156,6 +156,8 @@ def enable_frozen_cache(model: torch.nn.Module, num_layers: int, max_gigabytes: 
 
 def frozen_cache_of(model: torch.nn.Module) -> FrozenLayerCache | None:
     """The cache attached to ``model``'s decoder stack, or None."""
+    if not _CACHES:  # every packed forward asks: without any cache in this process, no module walk
+        return None
     try:
         return getattr(decoder_stack(model), CACHE_ATTRIBUTE, None)
     except ValueError:
