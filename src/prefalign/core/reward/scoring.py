@@ -49,21 +49,30 @@ def _forward_sequences(model: RewardModel, tokenizer: PreTrainedTokenizerBase, s
         empty = torch.zeros(0, dtype=torch.float64)
         return (RewardOutput(embeddings=empty.view(0, 1).expand(0, 2 * k), gate=empty.view(0, 1).expand(0, k), tau=model.head_config.tau)
                 if model.is_gpm else RewardOutput(rewards=empty, tau=model.head_config.tau))
+    batches = ((index, collate_sequences([seqs[i] for i in index], tokenizer.pad_token_id))
+               for index in length_grouped_batches([len(s) for s in seqs], batch_size, seed=None))
+    return _gather_outputs(model, len(seqs), batches)
+
+
+@torch.no_grad()
+def _gather_outputs(model: RewardModel, n: int, batches) -> RewardOutput:
+    """Run ``model`` (eval mode) on each ``(rows, model input)`` of ``batches`` and put the outputs
+    at those rows: rewards [n], or GPM embeddings [n, 2k] and gate [n, k], float64 on CPU."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     rewards = v = gate = None
-    for index in length_grouped_batches([len(s) for s in seqs], batch_size, seed=None):
-        out = model(collate_sequences([seqs[i] for i in index], tokenizer.pad_token_id).to(device))
+    for rows, inputs in batches:
+        out = model(inputs.to(device))
         if out.rewards is not None:
-            rewards = torch.zeros(len(seqs), dtype=torch.float64) if rewards is None else rewards
-            rewards[index] = out.rewards.double().cpu()
+            rewards = torch.zeros(n, dtype=torch.float64) if rewards is None else rewards
+            rewards[rows] = out.rewards.double().cpu()
         else:
             if v is None:
-                v = torch.zeros((len(seqs), out.embeddings.shape[1]), dtype=torch.float64)
-                gate = torch.zeros((len(seqs), out.gate.shape[1]), dtype=torch.float64)
-            v[index] = out.embeddings.double().cpu()
-            gate[index] = out.gate.double().cpu()
+                v = torch.zeros((n, out.embeddings.shape[1]), dtype=torch.float64)
+                gate = torch.zeros((n, out.gate.shape[1]), dtype=torch.float64)
+            v[rows] = out.embeddings.double().cpu()
+            gate[rows] = out.gate.double().cpu()
     model.train(was_training)
     return RewardOutput(rewards=rewards, embeddings=v, gate=gate, tau=model.head_config.tau)
 
@@ -128,27 +137,15 @@ def _forward_packed_pairs(model: RewardModel, tokenizer: PreTrainedTokenizerBase
     batches: the layout the model trained in (core/training/packing.py), equal to the padded forward
     within float error (tests/training/test_packed_real_weights.py), with the prompt computed once
     per pair, and read through the model's frozen-layer cache when it has one (frozen_cache.py)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     n = len(pairs)
-    rewards = v = gate = None
-    for index in length_grouped_batches([len(a) + len(b) for a, b in pairs], batch_size, seed=None):
-        rows = torch.as_tensor(list(index) + [n + i for i in index])  # chosen side first, as pack_pairs orders them
-        packed = pack_pairs([pairs[i][0] for i in index], [pairs[i][1] for i in index], share_prompt=True,
-                            pad_token_id=tokenizer.pad_token_id)
-        out = model(packed.to(device))
-        if out.rewards is not None:
-            rewards = torch.zeros(2 * n, dtype=torch.float64) if rewards is None else rewards
-            rewards[rows] = out.rewards.double().cpu()
-        else:
-            if v is None:
-                v = torch.zeros((2 * n, out.embeddings.shape[1]), dtype=torch.float64)
-                gate = torch.zeros((2 * n, out.gate.shape[1]), dtype=torch.float64)
-            v[rows] = out.embeddings.double().cpu()
-            gate[rows] = out.gate.double().cpu()
-    model.train(was_training)
-    return RewardOutput(rewards=rewards, embeddings=v, gate=gate, tau=model.head_config.tau)
+
+    def packed(index):  # chosen side first, as pack_pairs orders the sequences
+        rows = torch.as_tensor(list(index) + [n + i for i in index])
+        return rows, pack_pairs([pairs[i][0] for i in index], [pairs[i][1] for i in index], share_prompt=True,
+                                pad_token_id=tokenizer.pad_token_id)
+
+    return _gather_outputs(model, 2 * n, (packed(index) for index in
+                                          length_grouped_batches([len(a) + len(b) for a, b in pairs], batch_size, seed=None)))
 
 
 def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
