@@ -42,7 +42,7 @@ def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstrap
         bootstrap: resamples, seed and level of the prompt-clustered intervals.
 
     Returns:
-        {"longer" | "shorter" baseline name: {"kind": "baseline", "description", "_scores": {set: pair_id,
+        {"baseline_longer" | "baseline_shorter": {"kind": "baseline", "description", "_scores": {set: pair_id,
         prompt_id, logit lists}, set: {"pairs", "label_ties", "accuracy_pairs", "accuracy", "intervals"}}}.
     """
     baselines: dict[str, dict[str, Any]] = {}

@@ -272,7 +272,8 @@ def cached_lower_hidden(cache: FrozenLayerCache, stack: torch.nn.Module, packed,
         inputs: ``packing.model_inputs(model, packed)`` (used when a segment is missing).
 
     Returns:
-        Hidden states [R, W, H] after layer N-1, on ``packed.input_ids``'s device, zeros outside segments.
+        Hidden states [R, W, H] after layer N-1 (in the model's dtype), on the model's device, zeros
+        outside segments.
 
     Raises:
         RuntimeError: (on a miss) fewer than N layers ran the packed-segment attention.

@@ -185,7 +185,7 @@ class TrainConfig:
             step: optimizer steps taken so far (0-based; what ``LambdaLR`` passes).
 
         Returns:
-            The factor (dimensionless, in (0, 1]); the learning rate is ``learning_rate * factor``.
+            The factor (dimensionless, in [0, 1]); the learning rate is ``learning_rate * factor``.
         """
         if step < self.warmup_steps:
             return (step + 1) / (self.warmup_steps + 1)
@@ -296,7 +296,8 @@ def evaluate(model: torch.nn.Module, batches: Sequence[Batch], loss_fn: LossFn, 
         accelerator: the run's Accelerator (device and all-reduce).
 
     Returns:
-        ``{"val_loss": loss in nats, "val_<metric>": example-weighted mean, ...}``, the same on every
+        ``{"val_loss": the step-normalised loss over all batches (the objective's unit: nats for the
+        log-likelihood losses), "val_<metric>": example-weighted mean, ...}``, the same on every
         process; ``{}`` when ``batches`` is empty.
     """
     if not batches:
@@ -340,7 +341,7 @@ def train(
         train_batches: the global training batches; epochs cycle through them in a seeded order.
         val_batches: the global validation batches (evaluated every ``eval_every`` steps and at the end).
         loss_fn: a StepLoss (core/training/normalisation.py) or a plain ``loss_fn(model, batch) ->
-            (mean over the batch's examples, metrics)``; losses in nats.
+            (mean over the batch's examples, metrics)``.
         config: a TrainConfig or the ``training`` parameter block.
         output_dir: the run directory; checkpoints go to ``output_dir/checkpoints``.
         accelerator: the Accelerator to use; None = ``make_accelerator(config.mixed_precision)``.
