@@ -71,6 +71,12 @@ def stable_hash(*parts: str) -> str:
 
     Parts are joined with a separator that cannot appear in UTF-8 text, so
     ("ab", "c") and ("a", "bc") hash differently.
+
+    Args:
+        *parts: the texts to hash, in order (encoded as UTF-8, lone surrogates kept).
+
+    Returns:
+        24 lowercase hex characters (BLAKE2b with a 12-byte digest).
     """
     h = hashlib.blake2b(digest_size=12)
     for part in parts:
@@ -81,12 +87,28 @@ def stable_hash(*parts: str) -> str:
 
 def prompt_id_of(prompt: str) -> str:
     """Stable hash of the prompt's canonical form (core/text.py), so prompts that are the same
-    to a reader share one id and one split (docs/methods.md s8)."""
+    to a reader share one id and one split (docs/methods.md s8).
+
+    Args:
+        prompt: the prompt text as stored (flattened chat).
+
+    Returns:
+        24 hex characters: ``stable_hash("prompt", canonical_text(prompt))``.
+    """
     return stable_hash("prompt", canonical_text(prompt))
 
 
 def pair_id_of(prompt: str, chosen: str, rejected: str) -> str:
-    """Stable hash of the canonical (prompt, chosen, rejected); the orientation is part of the id."""
+    """Stable hash of the canonical (prompt, chosen, rejected); the orientation is part of the id.
+
+    Args:
+        prompt: the prompt text.
+        chosen: the preferred response.
+        rejected: the other response.
+
+    Returns:
+        24 hex characters; swapping chosen and rejected gives a different id (docs/methods.md s8.1).
+    """
     return stable_hash("pair", canonical_text(prompt), canonical_text(chosen), canonical_text(rejected))
 
 
@@ -108,13 +130,27 @@ def comparison_id_of(prompt: str, response_a: str, response_b: str,
 
 
 def user_turn(prompt: str) -> list[dict[str, str]]:
-    """The prompt as one user turn: prompt_messages of a single-turn source."""
+    """The prompt as one user turn: prompt_messages of a single-turn source.
+
+    Args:
+        prompt: the prompt text.
+
+    Returns:
+        ``[{"role": "user", "content": prompt}]``.
+    """
     return [{"role": "user", "content": prompt}]
 
 
 def messages_problem(messages: list[dict[str, str]] | None) -> str | None:
     """Why ``messages`` is not a valid prompt_messages value, or None when it is: a non-empty list
-    of {role, content} turns, roles in system/user/assistant, content text, the last a user turn."""
+    of {role, content} turns, roles in system/user/assistant, content text, the last a user turn.
+
+    Args:
+        messages: a prompt_messages value (a list of turn dicts), or None.
+
+    Returns:
+        A sentence naming the first problem found, or None when the value is valid.
+    """
     if not messages:
         return "prompt_messages is empty (expected at least one user turn)"
     for i, turn in enumerate(messages):
@@ -129,12 +165,24 @@ def messages_problem(messages: list[dict[str, str]] | None) -> str | None:
 
 
 def empty_pairs() -> pl.DataFrame:
+    """An empty pairs table.
+
+    Returns:
+        A DataFrame with zero rows and the columns and dtypes of ``PAIRS_SCHEMA``.
+    """
     return pl.DataFrame(schema=PAIRS_SCHEMA)
 
 
 def with_prompt_messages(frame: pl.DataFrame) -> pl.DataFrame:
     """Add ``prompt_messages`` as one user turn holding ``prompt`` where the frame lacks the column
-    (single-turn and generated sources, e.g. synthetic); a frame that has it is returned as is."""
+    (single-turn and generated sources, e.g. synthetic); a frame that has it is returned as is.
+
+    Args:
+        frame: a table with a ``prompt`` column (a frame without one is returned unchanged).
+
+    Returns:
+        The frame with a ``prompt_messages`` column of dtype ``MESSAGES_DTYPE``.
+    """
     if "prompt_messages" in frame.columns or "prompt" not in frame.columns:
         return frame
     turn = pl.struct(role=pl.lit("user", dtype=pl.String), content=pl.col("prompt").cast(pl.String))
@@ -143,7 +191,18 @@ def with_prompt_messages(frame: pl.DataFrame) -> pl.DataFrame:
 
 def conform_to_pairs_schema(frame: pl.DataFrame) -> pl.DataFrame:
     """Select and cast the contract's columns, in order; a missing column is an error, except
-    ``prompt_messages``, which defaults to one user turn holding ``prompt``."""
+    ``prompt_messages``, which defaults to one user turn holding ``prompt``.
+
+    Args:
+        frame: a table holding at least the ``PAIR_COLUMNS`` (``prompt_messages`` optional);
+            extra columns are dropped.
+
+    Returns:
+        The frame with exactly ``PAIR_COLUMNS``, in order, cast to ``PAIRS_SCHEMA``.
+
+    Raises:
+        ValueError: a contract column other than ``prompt_messages`` is missing (the message lists them).
+    """
     frame = with_prompt_messages(frame)
     missing = [c for c in PAIR_COLUMNS if c not in frame.columns]
     if missing:

@@ -72,7 +72,7 @@ def canonical_memo() -> Iterator[dict[str, str]]:
     each distinct text once: one source's ingest (parsing, within-prompt pairs, orientation) and the
     pairs table (conflicts, pair_id, prompt_id) would otherwise canonicalise a text up to four times.
 
-    Returns (yields):
+    Yields:
         The memo, text -> canonical form. A block inside another shares the outer memo; the memo is
         dropped when the outermost block ends (it holds every distinct text seen, so scope it to one table).
     """
@@ -88,12 +88,27 @@ def canonical_memo() -> Iterator[dict[str, str]]:
 
 
 def has_visible_content(text: str) -> bool:
-    """True when ``text`` has at least one character that is not whitespace or invisible."""
+    """True when ``text`` has at least one character that is not whitespace or invisible.
+
+    Args:
+        text: any Python string.
+
+    Returns:
+        False when the canonical form (docs/methods.md s8.1) is empty, True otherwise.
+    """
     return canonical_text(text) != ""
 
 
 def same_to_a_reader(a: str, b: str) -> bool:
-    """True when the two texts have the same canonical form (section 8)."""
+    """True when the two texts have the same canonical form (docs/methods.md s8.1).
+
+    Args:
+        a: one text.
+        b: the other text.
+
+    Returns:
+        ``canonical_text(a) == canonical_text(b)``.
+    """
     return canonical_text(a) == canonical_text(b)
 
 
@@ -101,7 +116,16 @@ def canonical_expr(column: str | pl.Expr) -> pl.Expr:
     """``canonical_text`` as a vectorised polars expression (the same three steps, run in Rust),
     for whole columns: validation compares millions of texts with it. Matches ``canonical_text``
     on every text except ones holding ASCII information separators (U+001C-U+001F), which Python
-    counts as whitespace and Rust's regex does not (validation quarantines such control characters anyway)."""
+    counts as whitespace and Rust's regex does not (validation quarantines such control characters anyway).
+
+    Args:
+        column: a column name, or an expression giving a string column.
+
+    Returns:
+        A polars string expression: the canonical form of each value (null stays null).
+
+    Source: docs/methods.md s8.1.
+    """
     expr = pl.col(column) if isinstance(column, str) else column
     return (expr.str.normalize("NFC").str.replace_all(r"\p{Cf}", "").str.normalize("NFC")
             .str.replace_all(r"\s+", " ").str.strip_chars())

@@ -18,7 +18,11 @@ TIE_P = 0.5
 
 
 def is_tie() -> pl.Expr:
-    """p_chosen == 0.5 (p below 0.5 never reaches here: the pairs contract keeps p in [0.5, 1])."""
+    """p_chosen == 0.5 (p below 0.5 never reaches here: the pairs contract keeps p in [0.5, 1]).
+
+    Returns:
+        A boolean polars expression over the ``p_chosen`` column, true for ties (docs/methods.md s8.3).
+    """
     return pl.col("p_chosen") <= TIE_P
 
 

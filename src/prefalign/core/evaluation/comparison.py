@@ -36,6 +36,14 @@ def baseline_metrics(tables: Mapping[str, pl.DataFrame], bootstrap: st.Bootstrap
 
     A length judge is a ranking, not a probability, so it gets no calibration numbers. Its accuracy
     is over the non-tie pairs, like every model's (label ties, p_chosen = 1/2, have no right side).
+
+    Args:
+        tables: set name -> evaluated pairs (chosen, rejected, prompt_id, pair_id, p_chosen); empty sets skipped.
+        bootstrap: resamples, seed and level of the prompt-clustered intervals.
+
+    Returns:
+        {"baseline_longer" | "baseline_shorter": {"kind": "baseline", "description", "_scores": {set: pair_id,
+        prompt_id, logit lists}, set: {"pairs", "label_ties", "accuracy_pairs", "accuracy", "intervals"}}}.
     """
     baselines: dict[str, dict[str, Any]] = {}
     for name, prefer in BASELINES.items():
@@ -75,6 +83,15 @@ def paired_tests(models: Mapping[str, Mapping[str, Any]], tables: Mapping[str, p
         significant, mcnemar_p, mcnemar_method, family_size, p_holm, significant_holm,
         mcnemar_p_holm}; significant = the paired-bootstrap interval at `bootstrap.level` excludes 0
         (unadjusted); significant_holm = p_holm < 1 - level.
+
+    Source: docs/methods.md s9.3.
+
+    Args:
+        models: model name -> its metrics, with ``_scores`` {set: {pair_id, prompt_id, logit}} and ``kind``.
+        tables: set name -> the evaluated pairs (pair_id, p_chosen).
+        groups: lists of model names compared among themselves.
+        bootstrap: resamples, seed, level and the exact-McNemar threshold.
+        n_bins: equal-width bins of the ECE.
     """
     rows: list[dict[str, Any]] = []
     for set_name, table in tables.items():
@@ -164,7 +181,14 @@ MODEL_COLUMNS = [
 
 def comparison_table(models: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:
     """One row per (set, model): pair metrics with interval bounds, length bias, truncation, and
-    the model-level numbers (RewardBench, cycles, generation) repeated on each of its rows."""
+    the model-level numbers (RewardBench, cycles, generation) repeated on each of its rows.
+
+    Args:
+        models: model name -> its metrics (per set: pairs, label_ties, intervals, length_bias, ...).
+
+    Returns:
+        A polars table, one row per (set, model); columns that are null on every row are dropped.
+    """
     sections = sorted({s for m in models.values() for s in (_dig(m, ["rewardbench", "sections"]) or {})})
     rows = []
     for set_name in SETS:
@@ -233,6 +257,9 @@ def format_estimate(estimate: Mapping[str, float] | None, missing: str = "n/a") 
     Args:
         estimate: {value, low, high} (statistics.bootstrap_estimate) or None.
         missing: the text for a missing estimate ("n/a" in sentences, "" in table cells).
+
+    Returns:
+        The text.
     """
     if not estimate or estimate.get("value") is None:
         return missing
@@ -250,7 +277,15 @@ def _find(tests: Sequence[Mapping[str, Any]], set_name: str, metric: str, a: str
 
 def format_p(p_value: float, resamples: int | None = None) -> str:
     """A p-value to 3 decimals: "p<0.001" below that (never "p=0.000"); a bootstrap p-value of 0
-    (`resamples` = B given) means 'below 1/B': "p<1/B"."""
+    (`resamples` = B given) means 'below 1/B': "p<1/B".
+
+    Args:
+        p_value: a p-value in [0, 1].
+        resamples: B, when the p-value is a bootstrap one; None otherwise.
+
+    Returns:
+        e.g. "p=0.034", "p<0.001" or "p<0.001" for B = 1000 and p = 0.
+    """
     if resamples and p_value < 1.0 / resamples:
         return f"p<{1.0 / resamples:.3g}"
     if p_value < 0.001:
@@ -285,6 +320,11 @@ def against_baseline(estimate: Mapping[str, Any] | None, baseline: float, higher
         "better" (the whole interval on the better side of `baseline`), "worse" (the whole interval
         on the worse side), "no better" (the interval includes it) or "no interval" (the estimate
         was computed from fewer than statistics.MIN_INTERVAL_PROMPTS prompts, or there is none).
+
+    Args:
+        estimate: {value, low, high} or None.
+        baseline: the baseline's value, in the metric's units.
+        higher_better: True for accuracy-like metrics, False for ECE, Brier, NLL.
     """
     if not estimate or estimate.get("low") is None or estimate.get("high") is None:
         return "no interval"
@@ -406,7 +446,16 @@ def _win_rate_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[s
 
 
 def generation_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
-    """The best policy by raw and by length-controlled win rate against the SFT reference, in words."""
+    """The best policy by raw and by length-controlled win rate against the SFT reference, in words.
+
+    Args:
+        models: model name -> its metrics; a policy has ``generation`` with win_rate, its Wilson bounds,
+            lc_win_rate and prompts.
+        names: the policies to compare.
+
+    Returns:
+        Two sentences (raw and length-controlled win rate), or [] when no policy was judged.
+    """
     judged = [(n, models[n]["generation"]) for n in names if _dig(models.get(n, {}), ["generation", "win_rate"]) is not None]
     if not judged:
         return []

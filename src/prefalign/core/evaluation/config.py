@@ -48,6 +48,13 @@ class RewardBenchConfig:
         Raises:
             ParameterError: an unknown key, a wrong type, a cap < 1, a negative seed, a weight that is
                 not a number > 0, or a section that is not a list of subset names.
+
+        Args:
+            params: the block; None = defaults.
+            where: the block's name in error messages.
+
+        Returns:
+            The checked configuration.
         """
         config = dataclass_from_params(cls, dict(params or {}), where)
         _count_or_null(config.max_rows_per_subset, f"{where}.max_rows_per_subset")
@@ -80,6 +87,13 @@ class GenerationConfig:
 
         Raises:
             ParameterError / ValueError: an unknown key, a wrong type, max_prompts < 1, a bad sampling value.
+
+        Args:
+            params: the block; None = defaults.
+            where: the block's name in error messages.
+
+        Returns:
+            The checked configuration.
         """
         from prefalign.core.policy.generation import SamplingConfig
 

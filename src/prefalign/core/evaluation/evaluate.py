@@ -100,13 +100,28 @@ def evaluate_pair_scores(scored: pl.DataFrame, n_bins: int = 10,
 
 def pair_score_record(scored: pl.DataFrame) -> dict[str, list]:
     """The per-pair numbers paired tests need (pair_id, prompt_id, logit), scored pairs only (the
-    tests read each pair's label, and so its ties, from the evaluated table by pair_id)."""
+    tests read each pair's label, and so its ties, from the evaluated table by pair_id).
+
+    Args:
+        scored: scored pairs with pair_id, prompt_id, logit (and optionally identical_after_truncation).
+
+    Returns:
+        {"pair_id": [...], "prompt_id": [...], "logit": [...]} over the scored pairs.
+    """
     if "identical_after_truncation" in scored.columns:
         scored = scored.filter(~pl.col("identical_after_truncation"))
     return {c: scored[c].to_list() for c in ("pair_id", "prompt_id", "logit")}
 
 
 def evaluate_triples(scored: pl.DataFrame) -> dict[str, Any]:
+    """Cyclic consistency of one model on the triples (docs/methods.md s5, "Cyclic consistency").
+
+    Args:
+        scored: one row per triple with logit_ab, logit_bc, logit_ca.
+
+    Returns:
+        {"consistency", "all_three_right", "triples"} (metrics.cyclic_consistency).
+    """
     return m.cyclic_consistency(scored["logit_ab"], scored["logit_bc"], scored["logit_ca"])
 
 
@@ -116,6 +131,16 @@ def evaluate_generations(generations: pl.DataFrame) -> dict[str, Any]:
     `generations` has one row per prompt: judge_p (the judge's P(policy beats reference)),
     policy_length, reference_length, and optionally policy_logp / reference_logp: the
     sequence log-probs of the policy's sample under the policy and under the reference.
+
+    Args:
+        generations: the table described above.
+
+    Returns:
+        ``metrics.win_rates``' keys plus mean_length and reference_mean_length (in the lengths' unit,
+        characters here) and, with the log-prob columns, kl and kl_se (nats).
+
+    Raises:
+        ValueError: no row, or a NaN judge_p / length (``metrics.win_rates``).
     """
     result = m.win_rates(generations["judge_p"], generations["policy_length"], generations["reference_length"])
     result["mean_length"] = float(generations["policy_length"].mean())
@@ -126,7 +151,15 @@ def evaluate_generations(generations: pl.DataFrame) -> dict[str, Any]:
 
 
 def data_summary(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Pairs per source, feedback kind and split: the 'data' part of a run's story."""
+    """Pairs per source, feedback kind and split: the 'data' part of a run's story.
+
+    Args:
+        pairs: a pairs table (source, feedback, signal, split, margin, p_chosen).
+
+    Returns:
+        One row per (source, feedback, signal): pairs, a count per split (train, val, test, heldout),
+        mean_margin (the source's unit) and mean_p_chosen; sorted by source.
+    """
     return (
         pairs.group_by(["source", "feedback", "signal"]).agg(
             pl.len().alias("pairs"),

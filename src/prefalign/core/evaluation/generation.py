@@ -26,7 +26,19 @@ def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, 
     the ``prompt_messages`` turns when the tokenizer has one).
 
     Args:
-        prompts: [P] flattened prompts; prompt_messages: [P] chat turns, or None (one user turn each).
+        bundle: the policy's ModelBundle (model and tokenizer).
+        prompts: [P] flattened prompts.
+        sampling: ``SamplingConfig`` keys (core/policy/generation.py): samples per prompt, temperature, ...
+        max_length: the training rule's sequence cap in tokens (prompt + response).
+        max_prompt_length: the training rule's prompt cap in tokens.
+        prompt_messages: [P] chat turns, or None (one user turn each).
+
+    Returns:
+        A polars table with columns prompt, prompt_messages, sample_index, response, length
+        (characters, float), finished (bool: ended in EOS), prompt_token_ids, token_ids.
+
+    Raises:
+        ValueError: a bad sampling value (``SamplingConfig.from_dict``).
     """
     from prefalign.core.policy.generation import SamplingConfig, sample_responses
     from prefalign.core.training.batching import conversation_of, prompt_token_ids
@@ -48,7 +60,17 @@ def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, 
 def judge_against_reference(policy_samples: pl.DataFrame, reference_samples: pl.DataFrame,
                             judge: PairScorer) -> pl.DataFrame:
     """Sample i of the policy vs sample i of the reference on each prompt (text and turns, as
-    ``sample_for_prompts`` gives them): the judge's P(policy wins)."""
+    ``sample_for_prompts`` gives them): the judge's P(policy wins).
+
+    Args:
+        policy_samples: ``sample_for_prompts`` of the policy.
+        reference_samples: ``sample_for_prompts`` of the reference (SFT), same prompts and sample indices.
+        judge: a PairScorer; its logit is of P(first response beats second).
+
+    Returns:
+        One row per joined (prompt, sample_index): the policy sample's columns, judge_p in [0, 1],
+        policy_length and reference_length (characters).
+    """
     both = policy_samples.join(reference_samples, on=["prompt", "prompt_messages", "sample_index"], suffix="_reference")
     logits = judge(both["prompt"].to_list(), both["response"].to_list(), both["response_reference"].to_list(),
                    prompt_messages_of(both))
@@ -70,6 +92,18 @@ def with_kl_terms(judged: pl.DataFrame, policy: Any, reference: Any, batch_size:
     included only where it was drawn), so the mean log-ratio is the Monte-Carlo estimate of
     KL(pi || pi_ref) of docs/methods.md s5. Every policy here starts from the SFT checkpoint and keeps
     its tokenizer; a reference with another vocabulary cannot score our ids and is refused.
+
+    Args:
+        judged: ``judge_against_reference``'s table (needs prompt_token_ids and token_ids).
+        policy: the policy's ModelBundle.
+        reference: the reference's ModelBundle.
+        batch_size: sequences per forward pass.
+
+    Returns:
+        ``judged`` with policy_logp and reference_logp (sequence log-probs of the sampled response, nats).
+
+    Raises:
+        ValueError: the two tokenizers' vocabularies differ.
     """
     from prefalign.core.policy.generation import sampled_sequence_logprobs
 

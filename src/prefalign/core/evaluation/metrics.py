@@ -33,6 +33,14 @@ def _as_array(values: Any, name: str) -> np.ndarray:
 
 
 def sigmoid(x: Any) -> np.ndarray:
+    """The logistic function 1 / (1 + e^-x), computed without overflow for large |x|.
+
+    Args:
+        x: a number or array of logits.
+
+    Returns:
+        float64 array of the same shape, values in [0, 1].
+    """
     x = np.asarray(x, dtype=np.float64)
     return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
 
@@ -45,6 +53,12 @@ def check_n_bins(n_bins: Any) -> int:
 
     Raises:
         ValueError: naming the value and the allowed range.
+
+    Args:
+        n_bins: the requested number of bins (a bool is refused).
+
+    Returns:
+        ``n_bins`` as a Python int.
     """
     low, high = N_BINS_RANGE
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or not low <= n_bins <= high:
@@ -74,7 +88,17 @@ def label_ties(p_chosen: Any) -> np.ndarray:
 # Pair accuracy (s5 "Pair accuracy")
 # ---------------------------------------------------------------------------------------------
 def pair_correct(logits: Any) -> np.ndarray:
-    """1.0 where the model strictly prefers chosen (logit > 0); a predicted tie (0) counts wrong."""
+    """1.0 where the model strictly prefers chosen (logit > 0); a predicted tie (0) counts wrong.
+
+    Args:
+        logits: [n] logit of P(chosen > rejected) (docs/methods.md s5, "Pair accuracy").
+
+    Returns:
+        float64 [n] of 1.0 / 0.0.
+
+    Raises:
+        ValueError: a NaN logit.
+    """
     return (_as_array(logits, "logits") > 0).astype(np.float64)
 
 
@@ -104,6 +128,10 @@ def accuracy_by(scored: pl.DataFrame, by: Sequence[str] = ("source", "split")) -
     Returns:
         One row per group: the group keys, accuracy (over the group's non-tie pairs; null when
         all of them are ties), pairs (all), ties (label ties set aside).
+
+    Args:
+        scored: a table with ``logit``, the ``by`` columns and optionally ``p_chosen``.
+        by: the grouping columns.
     """
     tie = pl.col("p_chosen") <= TIE_P if "p_chosen" in scored.columns else pl.lit(False)
     return (
@@ -139,7 +167,15 @@ def per_pair_nll(logits: Any, target: Any) -> np.ndarray:
 
 
 def per_pair_squared_error(logits: Any, target: Any) -> np.ndarray:
-    """(sigmoid(x) - t)^2 per pair: the Brier score's terms."""
+    """(sigmoid(x) - t)^2 per pair: the Brier score's terms.
+
+    Args:
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
+
+    Returns:
+        float64 [n], squared probability error; its mean is the Brier score (docs/methods.md s5).
+    """
     return (sigmoid(_as_array(logits, "logits")) - _as_array(target, "target")) ** 2
 
 
@@ -160,11 +196,15 @@ def calibration_bin_gaps(logits: Any, target: Any, n_bins: int = 10) -> np.ndarr
     pair is flipped; on a file whose targets are all 1 it is not 1 - mean p.
 
     Args:
-        logits: [n] logit of P(chosen > rejected); target: [n] soft target.
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
         n_bins: 10-15 equal-width bins (check_n_bins).
 
     Returns:
         float64 [n, n_bins].
+
+    Raises:
+        ValueError: ``n_bins`` outside 10-15, a NaN in either input, or logits and target of different lengths.
     """
     n_bins = check_n_bins(n_bins)
     p, t = sigmoid(_as_array(logits, "logits")), _as_array(target, "target")
@@ -184,10 +224,12 @@ def calibration_report(logits: Any, target: Any, n_bins: int = 10) -> dict[str, 
     (statistics.pair_metric_statistics): there is one implementation of each.
 
     Args:
-        logits: [n] logit of P(chosen > rejected); target: [n] soft target in [0, 1]; n_bins: 10-15.
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
+        n_bins: 10-15 equal-width bins.
 
     Returns:
-        {"ece", "brier", "nll", "pairs"}.
+        {"ece", "brier", "nll", "pairs"}: ECE and Brier in probability units, NLL in nats per pair.
     """
     from prefalign.core.evaluation.statistics import pair_metric_statistics  # statistics imports this module
 
@@ -200,10 +242,18 @@ def calibration_report(logits: Any, target: Any, n_bins: int = 10) -> dict[str, 
 def reliability_bins(logits: Any, target: Any, n_bins: int = 10) -> pl.DataFrame:
     """Equal-width bins over [0, 1] of the predicted P, each pair in both orientations (as the ECE).
 
+    Args:
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
+        n_bins: 10-15 equal-width bins.
+
     Returns:
         One row per bin (empty bins included, with count 0): lower, upper, count (oriented
         predictions: 2 per pair), mean_predicted, mean_target. A prediction of exactly 1.0 falls in
         the last bin. The diagram is symmetric about (1/2, 1/2) by construction.
+
+    Raises:
+        ValueError: ``n_bins`` outside 10-15, a NaN in either input, or inputs of different lengths.
     """
     n_bins = check_n_bins(n_bins)
     p, t = sigmoid(_as_array(logits, "logits")), _as_array(target, "target")
@@ -245,8 +295,10 @@ def rewardbench_section_statistics(subsets: Sequence[str], correct: Any, section
     the mean of the sections present. With every weight 1 these are the published numbers.
 
     Args:
-        subsets: [n] subset of each row (one row per prompt); correct: [n] 1.0 where logit > 0.
-        sections: section -> its subsets; subset_weights: subset -> fixed weight.
+        subsets: [n] subset of each row (one row per prompt).
+        correct: [n] 1.0 where logit > 0, else 0.0.
+        sections: section -> its subsets.
+        subset_weights: subset -> fixed weight (replaces its prompt count); None = counts only.
 
     Returns:
         {section: statistic} for each section with rows in the file, and "overall".
@@ -300,6 +352,15 @@ def rewardbench_scores(scored: pl.DataFrame, sections: Mapping[str, Sequence[str
 
     Raises:
         ValueError: a column is missing, or no subset of the file is in any section.
+
+    Args:
+        scored: one row per prompt with ``subset`` and ``logit`` (chosen minus rejected score).
+        sections: section -> its subsets (``evaluation.rewardbench.sections``).
+        subset_weights: subset -> fixed weight replacing its prompt count (e.g. math-prm: 984).
+
+    Returns:
+        {"format": "v1", "subsets": {subset: {accuracy, prompts, weight}}, "sections": {section: score},
+        "overall": mean of the section scores, "unmapped_subsets": [...]}; scores are accuracies in [0, 1].
     """
     for column in ("subset", "logit"):
         if column not in scored.columns:
@@ -332,6 +393,12 @@ def best_of_n_credit(scores: Sequence[float]) -> float:
 
     1 when it is strictly above every incorrect answer, 1/k when it ties k-1 of them at the top,
     0 when any incorrect answer scores higher (Malik et al. 2025, arXiv:2506.01937).
+
+    Args:
+        scores: the prompt's scores, the correct answer's first, then the incorrect answers'.
+
+    Returns:
+        The credit in [0, 1].
     """
     correct, others = float(scores[0]), np.asarray(scores[1:], dtype=np.float64)
     if others.size and others.max() > correct:
@@ -373,6 +440,9 @@ def ties_statistics(rows: Sequence[tuple[str, Sequence[float], int]]) -> dict[st
 
     Raises:
         ValueError: an id that is not "ref:<n>" / "tied:<n>", or a prompt without correct or incorrect answers.
+
+    Args:
+        rows: (id, scores, num_correct) per prompt; scores lists the num_correct correct answers first.
     """
     kinds, numbers, stats = [], [], []
     for row_id, scores, num_correct in rows:
@@ -412,6 +482,12 @@ def ties_score(rows: Sequence[tuple[str, Sequence[float], int]]) -> dict[str, fl
     Returns:
         {score, ref_accuracy, tied_accuracy, correctness_preferred, correctness_preferred_hard,
         margin_score, prompts}.
+
+    Args:
+        rows: (id, scores, num_correct) per prompt, as ``ties_statistics`` takes them.
+
+    Raises:
+        ValueError: a bad id or a prompt without correct or incorrect answers (``ties_statistics``).
     """
     rows = list(rows)
     ones = np.ones((1, len(rows)))
@@ -431,6 +507,10 @@ def rewardbench2_statistics(rows: pl.DataFrame, ties_subset: str = "Ties") -> di
 
     Raises:
         ValueError: a non-Ties row with other than one correct answer, or a bad Ties id.
+
+    Args:
+        rows: one row per prompt: id, subset, num_correct, scores.
+        ties_subset: the name of the Ties subset (scored by ``ties_statistics``).
     """
     subsets = rows["subset"].to_list()
     statistics: dict[str, WeightedStatistic] = {}
@@ -465,6 +545,14 @@ def rewardbench2_scores(rows: pl.DataFrame, ties_subset: str = "Ties") -> dict[s
 
     Raises:
         ValueError: a non-Ties row with other than one correct answer, or a bad Ties id; no rows.
+
+    Args:
+        rows: one row per prompt: id, subset, num_correct, scores.
+        ties_subset: the name of the Ties subset.
+
+    Returns:
+        {"format": "v2", "subsets": {subset: {accuracy, prompts[, ties]}}, "sections": {subset: accuracy},
+        "overall": mean of the subset scores, "unmapped_subsets": []}; scores in [0, 1].
     """
     if rows.is_empty():
         raise ValueError("the RewardBench 2 file has no rows")
@@ -487,6 +575,15 @@ def cyclic_consistency(logit_ab: Any, logit_bc: Any, logit_ca: Any) -> dict[str,
     """Fraction of the three pairs of A > B > C > A predicted right, averaged over triples.
 
     A scalar model orders A, B, C on a line, so it gets at most 2 of 3 right on any triple.
+
+    Args:
+        logit_ab: [n] logit of P(A beats B) per triple.
+        logit_bc: [n] logit of P(B beats C).
+        logit_ca: [n] logit of P(C beats A).
+
+    Returns:
+        {"consistency": mean share of right pairs, "all_three_right": share of triples with 3 of 3,
+        "triples": n} (docs/methods.md s5, "Cyclic consistency").
     """
     right = np.stack([pair_correct(logit_ab), pair_correct(logit_bc), pair_correct(logit_ca)], axis=1)
     per_triple = right.mean(axis=1)
@@ -498,7 +595,19 @@ def cyclic_consistency(logit_ab: Any, logit_bc: Any, logit_ca: Any) -> dict[str,
 # Win rates (s5 "Win rate")
 # ---------------------------------------------------------------------------------------------
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a proportion (soft successes allowed: ties count 0.5)."""
+    """Wilson score interval for a proportion (soft successes allowed: ties count 0.5).
+
+    Args:
+        successes: the (soft) count of successes, 0 <= successes <= n.
+        n: the number of trials.
+        z: the normal quantile (1.96 = 95%).
+
+    Returns:
+        (low, high), clipped to [0, 1] (Wilson 1927).
+
+    Raises:
+        ValueError: ``n`` <= 0.
+    """
     if n <= 0:
         raise ValueError("wilson_interval needs n > 0")
     phat = successes / n
@@ -514,6 +623,16 @@ def fit_logistic_regression(features: np.ndarray, targets: np.ndarray, l2: float
 
     A tiny L2 penalty keeps the Hessian invertible when the data are separable or a feature
     is constant; it does not move a well-posed solution measurably.
+
+    Args:
+        features: [n, k] design matrix (include a column of ones for an intercept).
+        targets: [n] targets in [0, 1].
+        l2: the ridge penalty on every coefficient (intercept included).
+        max_iter: Newton steps at most.
+        tol: stop when every coefficient moves less than this.
+
+    Returns:
+        float64 [k], the coefficients (log-odds per unit of each feature).
     """
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64)
@@ -537,6 +656,21 @@ def win_rates(judge_p: Any, policy_lengths: Any, reference_lengths: Any, z: floa
         logit P(policy wins) = theta * 1 + phi * d,   d = (len_policy - len_ref) / std(len_policy - len_ref)
     where the constant 1 is the policy indicator (every row compares the policy with the
     reference, in that order), then predict at d = 0: LC win rate = sigmoid(theta).
+
+    Source: Dubois et al. 2024, Length-Controlled AlpacaEval (arXiv:2404.04475), docs/methods.md s5.
+
+    Args:
+        judge_p: [n] the judge's P(policy beats reference) per prompt.
+        policy_lengths: [n] policy response lengths (any unit, the same for both).
+        reference_lengths: [n] reference response lengths.
+        z: the normal quantile of the Wilson interval on the raw win rate.
+
+    Returns:
+        {"win_rate", "win_rate_low", "win_rate_high", "lc_win_rate", "length_coefficient" (phi, log-odds
+        per standard deviation of the length difference), "prompts"}.
+
+    Raises:
+        ValueError: no prompt, or a NaN in any input.
     """
     judge = _as_array(judge_p, "judge_p")
     diff = _as_array(policy_lengths, "policy_lengths") - _as_array(reference_lengths, "reference_lengths")
@@ -559,6 +693,14 @@ def kl_to_reference(policy_logprobs: Any, reference_logprobs: Any) -> dict[str, 
 
     Inputs are sequence log-probabilities (summed over response tokens) of the SAME samples
     drawn from the policy. Returns the estimate and its standard error.
+
+    Args:
+        policy_logprobs: [n] log pi(y|x) of n samples, nats.
+        reference_logprobs: [n] log pi_ref(y|x) of the same samples, nats.
+
+    Returns:
+        {"kl": mean log-ratio in nats per sample, "kl_se": its standard error (NaN with one sample)}
+        (docs/methods.md s5).
     """
     ratio = _as_array(policy_logprobs, "policy_logprobs") - _as_array(reference_logprobs, "reference_logprobs")
     se = float(ratio.std(ddof=1) / math.sqrt(ratio.size)) if ratio.size > 1 else float("nan")

@@ -24,7 +24,18 @@ def _grid(count: int, columns: int = 3, size: tuple[float, float] = (3.2, 3.0)):
 def reliability_diagram(models: Mapping[str, Mapping[str, Any]], target: str = "true_p", set_name: str = "pairs",
                         set_label: str = "in-distribution test split") -> Figure:
     """Mean predicted vs mean target per bin, one small panel per model (dot size = pairs in the bin);
-    the diagonal is perfect calibration. One panel each keeps every curve readable."""
+    the diagonal is perfect calibration. One panel each keeps every curve readable.
+
+    Args:
+        models: model name -> metrics; a model is drawn when ``metrics[set_name]`` has
+            ``reliability_<target>`` bins (and ``intervals.ece_<target>``).
+        target: ``true_p`` or ``p_chosen``.
+        set_name: which evaluated set to draw.
+        set_label: the set's words in the title.
+
+    Returns:
+        A matplotlib Figure (the caller closes it).
+    """
     drawn = [(name, m[set_name]) for name, m in models.items() if (m.get(set_name) or {}).get(f"reliability_{target}")]
     fig, axes = _grid(len(drawn))
     for ax, (name, metrics) in zip(axes, drawn):
@@ -49,7 +60,15 @@ def reliability_diagram(models: Mapping[str, Mapping[str, Any]], target: str = "
 
 
 def margin_histograms(pairs: pl.DataFrame, bins: int = 20) -> Figure:
-    """Histogram of the margin per source (binary sources, with null margins, are listed as such)."""
+    """Histogram of the margin per source (binary sources, with null margins, are listed as such).
+
+    Args:
+        pairs: a pairs table (source, margin).
+        bins: histogram bins per source.
+
+    Returns:
+        A matplotlib Figure, one row per source.
+    """
     sources = sorted(pairs["source"].unique().to_list())
     fig, axes = plt.subplots(len(sources), 1, figsize=(6, 1.6 * max(len(sources), 1)), squeeze=False)
     for ax, source in zip(axes[:, 0], sources):
@@ -66,7 +85,15 @@ def margin_histograms(pairs: pl.DataFrame, bins: int = 20) -> Figure:
 
 
 def win_rate_bars(models: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Raw win rate with its interval, and the length-controlled win rate, per policy."""
+    """Raw win rate with its interval, and the length-controlled win rate, per policy.
+
+    Args:
+        models: model name -> metrics; policies with ``generation`` (win_rate, win_rate_low,
+            win_rate_high, lc_win_rate) are drawn.
+
+    Returns:
+        A matplotlib Figure.
+    """
     names = [n for n, metrics in models.items() if metrics.get("generation")]
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(names)), 3.5))
     raw = [models[n]["generation"]["win_rate"] for n in names]
@@ -92,6 +119,12 @@ def training_curves(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> Figu
 
     Records with an `iteration` key (GPO: its steps restart at 1 each iteration) are drawn as one
     line per iteration, with a legend; joined into one line they would jump back to step 1.
+
+    Args:
+        curves: model name -> history records, each with ``step`` and ``loss`` (nats) and optionally ``iteration``.
+
+    Returns:
+        A matplotlib Figure.
     """
     drawn = [(name, records) for name, records in curves.items() if records]
     fig, axes = _grid(len(drawn), columns=4, size=(3.0, 2.4))
@@ -124,6 +157,9 @@ def accuracy_forest(models: Mapping[str, Mapping[str, Any]], sets: Mapping[str, 
         sets: set name -> label (panel title), e.g. comparison.SETS.
         names: the models drawn, top to bottom (baselines are lines, not rows). A model whose
             interval was not computed (fewer than 10 prompts) is a hollow dot without a bar.
+
+    Returns:
+        A matplotlib Figure, one panel per set with any drawn accuracy.
     """
     panels = [(s, label) for s, label in sets.items()
               if any((models.get(n, {}).get(s) or {}).get("intervals", {}).get("accuracy") for n in names)]
@@ -161,7 +197,14 @@ def accuracy_forest(models: Mapping[str, Mapping[str, Any]], sets: Mapping[str, 
 
 
 def figure_png_base64(fig: Figure) -> str:
-    """PNG bytes of a figure, base64-encoded, for a self-contained HTML report."""
+    """PNG bytes of a figure, base64-encoded, for a self-contained HTML report.
+
+    Args:
+        fig: a matplotlib Figure (rendered at 100 dpi).
+
+    Returns:
+        ASCII base64 text of the PNG.
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

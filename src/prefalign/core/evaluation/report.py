@@ -16,7 +16,14 @@ from prefalign.core.evaluation.comparison import (BASELINES, NO_INTERVAL, PAIR_M
                                                   format_estimate, format_p)
 
 def explanations(level: str = "95%") -> list[str]:
-    """The report's definitions, with the intervals' coverage as they were computed (e.g. "95%")."""
+    """The report's definitions, with the intervals' coverage as they were computed (e.g. "95%").
+
+    Args:
+        level: the intervals' coverage label, e.g. "95%".
+
+    Returns:
+        One sentence per definition (metrics, baselines, tests, verdict), in report order.
+    """
     return [
         f"accuracy ↑: share of the pairs with a preference (label ties, p_chosen = 1/2, set aside and counted "
         f"under 'ties') where the model strictly prefers the chosen response (a predicted 0 is wrong); "
@@ -67,6 +74,14 @@ def _format(value: Any) -> str:
 
 
 def markdown_table(frame: pl.DataFrame) -> str:
+    """A polars table as a Markdown pipe table (floats to 3 decimals, None and NaN as empty cells).
+
+    Args:
+        frame: the table.
+
+    Returns:
+        The Markdown text, header and rule included, without a trailing newline.
+    """
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(_format(v) for v in row) + " |" for row in frame.iter_rows()]
@@ -434,7 +449,17 @@ def _story(data: pl.DataFrame, metrics: Mapping[str, Any]) -> list[tuple[str, An
 
 def render_markdown(data: pl.DataFrame, metrics: Mapping[str, Any], plot_names: list[str],
                     plot_folder: str = "plots") -> str:
-    """The report as Markdown; images link to `<plot_folder>/<name>.png`, relative to the report's own folder."""
+    """The report as Markdown; images link to `<plot_folder>/<name>.png`, relative to the report's own folder.
+
+    Args:
+        data: the data summary table (``evaluate.data_summary``).
+        metrics: the run's metrics (per model, tests, verdict, interval_level, ...).
+        plot_names: the plots to link, in order.
+        plot_folder: their folder, relative to the report.
+
+    Returns:
+        The Markdown document.
+    """
     out = []
     for kind, content in _story(data, metrics):
         if kind == "h1":
@@ -466,7 +491,16 @@ _STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12
 
 
 def render_html(data: pl.DataFrame, metrics: Mapping[str, Any], images: Mapping[str, str]) -> str:
-    """A self-contained page: the plots are embedded as base64 PNG, so the file can be mailed."""
+    """A self-contained page: the plots are embedded as base64 PNG, so the file can be mailed.
+
+    Args:
+        data: the data summary table (``evaluate.data_summary``).
+        metrics: the run's metrics.
+        images: plot name -> base64 PNG (``plots.figure_png_base64``).
+
+    Returns:
+        The HTML document.
+    """
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>prefalign run report</title>",
              f"<style>{_STYLE}</style></head><body>"]
     for kind, content in _story(data, metrics):

@@ -28,7 +28,14 @@ V2_PAIR_COLUMNS = ("prompt", "chosen", "rejected", "subset", "id", "num_correct"
 
 
 def is_v2(table: pl.DataFrame) -> bool:
-    """A v2 file holds lists of answers in `chosen`."""
+    """A v2 file holds lists of answers in `chosen`.
+
+    Args:
+        table: a RewardBench-format table.
+
+    Returns:
+        True when it has a ``chosen`` column of list dtype (RewardBench 2), else False (v1).
+    """
     return "chosen" in table.columns and isinstance(table.schema["chosen"], pl.List)
 
 
@@ -46,6 +53,12 @@ def prepare_rows(table: pl.DataFrame, max_rows_per_subset: int | None = None, se
 
     Raises:
         ValueError: a required column is missing (names the columns and the layout).
+
+    Args:
+        table: the loaded file (v1: prompt, chosen, rejected, subset as strings; v2: chosen and rejected
+            as lists, plus id and optionally num_correct).
+        max_rows_per_subset: keep at most this many rows per subset, drawn at random; None or 0 = all.
+        seed: the draw's seed.
     """
     missing = [c for c in V1_COLUMNS if c not in table.columns]
     if missing:
@@ -72,7 +85,15 @@ def prepare_rows(table: pl.DataFrame, max_rows_per_subset: int | None = None, se
 
 
 def v2_score_table(scored: pl.DataFrame) -> pl.DataFrame:
-    """Scored v2 pair rows -> one row per prompt: id, subset, num_correct, prompt, scores (answer 0 scores 0)."""
+    """Scored v2 pair rows -> one row per prompt: id, subset, num_correct, prompt, scores (answer 0 scores 0).
+
+    Args:
+        scored: ``prepare_rows``' v2 rows with ``logit`` (answer response_index over answer 0).
+
+    Returns:
+        One row per (id, subset, num_correct) with prompt and scores (list of float: 0.0 for answer 0,
+        then the logits in response_index order).
+    """
     return (scored.group_by("id", "subset", "num_correct", maintain_order=True)
             .agg(pl.col("prompt").first(), pl.col("logit").sort_by("response_index").alias("_rest"))
             .with_columns(pl.concat_list(pl.lit(0.0), "_rest").alias("scores")).drop("_rest"))
@@ -85,6 +106,9 @@ def score_rows(scored: pl.DataFrame) -> pl.DataFrame:
         v1: row (position in the prepared file), subset, prompt, logit, correct (logit > 0: the chosen
         answer, always listed first, wins). v2: row, id, subset, num_correct, response_index, prompt,
         logit (answer i's score relative to answer 0 of the same prompt).
+
+    Args:
+        scored: ``prepare_rows``' rows plus ``logit``.
     """
     numbered = scored.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("row"))
     if "response_index" in scored.columns:

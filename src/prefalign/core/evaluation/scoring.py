@@ -32,14 +32,36 @@ def _checked(logits: np.ndarray, expected: int, what: str) -> np.ndarray:
 
 def score_pairs(pairs: pl.DataFrame, scorer: PairScorer) -> pl.DataFrame:
     """The rows plus `logit` = logit P(chosen > rejected) (pairs table or RewardBench rows); the
-    scorer gets the rows' `prompt_messages` (None where the table has no such column)."""
+    scorer gets the rows' `prompt_messages` (None where the table has no such column).
+
+    Args:
+        pairs: rows with prompt, chosen, rejected (and optionally prompt_messages).
+        scorer: a PairScorer.
+
+    Returns:
+        ``pairs`` with a float64 ``logit`` column.
+
+    Raises:
+        ValueError: the scorer returned other than one logit per row.
+    """
     logits = scorer(pairs["prompt"].to_list(), pairs["chosen"].to_list(), pairs["rejected"].to_list(),
                     prompt_messages_of(pairs))
     return pairs.with_columns(pl.Series("logit", _checked(logits, pairs.height, "pairs")))
 
 
 def score_triples(triples: pl.DataFrame, scorer: PairScorer) -> pl.DataFrame:
-    """logit_ab, logit_bc, logit_ca for each A > B > C > A triple (three pairs per triple, one call)."""
+    """logit_ab, logit_bc, logit_ca for each A > B > C > A triple (three pairs per triple, one call).
+
+    Args:
+        triples: rows with prompt, response_a, response_b, response_c (and optionally prompt_messages).
+        scorer: a PairScorer.
+
+    Returns:
+        ``triples`` with float64 logit_ab, logit_bc, logit_ca (logit of P(a beats b), etc.).
+
+    Raises:
+        ValueError: the scorer returned other than 3 logits per triple.
+    """
     prompts = triples["prompt"].to_list() * 3
     first = triples["response_a"].to_list() + triples["response_b"].to_list() + triples["response_c"].to_list()
     second = triples["response_b"].to_list() + triples["response_c"].to_list() + triples["response_a"].to_list()
@@ -55,6 +77,13 @@ def scalar_truth_scorer(weights: Mapping[str, float], temperature: float = 1.0) 
 
     r* reads any text (core/synthetic/generator.py), so this also judges a policy's generations;
     text it does not recognise scores 0.
+
+    Args:
+        weights: the hidden reward's attribute weights (SyntheticConfig.weights).
+        temperature: divides the reward gap (the lab's true_p = sigmoid(gap / temperature)).
+
+    Returns:
+        A PairScorer (prompt_messages ignored: r* reads the flattened text).
     """
     def scorer(prompts: Sequence[str], first: Sequence[str], second: Sequence[str], prompt_messages=None) -> np.ndarray:
         return np.array([(hidden_reward(p, x, weights) - hidden_reward(p, y, weights)) / temperature
@@ -64,7 +93,14 @@ def scalar_truth_scorer(weights: Mapping[str, float], temperature: float = 1.0) 
 
 
 def cyclic_truth_scorer(strength: float) -> PairScorer:
-    """synthetic_cyclic's truth: strength * (majority of helpfulness, correctness, concision)."""
+    """synthetic_cyclic's truth: strength * (majority of helpfulness, correctness, concision).
+
+    Args:
+        strength: the logit magnitude of a decided pair (SyntheticConfig.cyclic_strength).
+
+    Returns:
+        A PairScorer giving +strength, -strength or 0 per pair.
+    """
     def levels(prompt: str, text: str) -> tuple[int, int, int]:
         a = response_attributes(prompt, text)
         return a["helpfulness"], a["correctness"], -a["verbosity"]
@@ -77,7 +113,19 @@ def cyclic_truth_scorer(strength: float) -> PairScorer:
 
 
 def score_by_source(pairs: pl.DataFrame, scorers: Mapping[str, PairScorer]) -> pl.DataFrame:
-    """Score each source with its own scorer; sources without one are dropped (and so not evaluated)."""
+    """Score each source with its own scorer; sources without one are dropped (and so not evaluated).
+
+    Args:
+        pairs: a pairs table (needs source and the ``score_pairs`` columns).
+        scorers: source name -> its PairScorer.
+
+    Returns:
+        The scored rows of the sources with a scorer, in ``scorers`` order, with ``logit``; an empty
+        table with a null ``logit`` column when none is scored.
+
+    Raises:
+        ValueError: a scorer returned other than one logit per row.
+    """
     parts = [score_pairs(pairs.filter(pl.col("source") == source), scorer) for source, scorer in scorers.items()]
     parts = [p for p in parts if p.height]
     if not parts:
@@ -98,6 +146,12 @@ def pairs_to_score(*tables: pl.DataFrame) -> pl.DataFrame:
     A policy's implicit reward of a pair is taken on the pair's own sequences, rendered and truncated
     as in training (both sides share the prompt ids), so the log-probs are per PAIR, not per response.
     Rows without ``prompt_messages`` get one user turn holding the prompt.
+
+    Args:
+        *tables: pairs tables, RewardBench rows or triples tables (empty ones are skipped).
+
+    Returns:
+        Distinct rows of prompt, prompt_messages, first, second (PAIRS_TO_SCORE_SCHEMA), first-seen order.
     """
     parts = []
     for table in tables:
@@ -124,6 +178,17 @@ def pair_logprob_table(model, tokenizer, pairs: pl.DataFrame, max_length: int = 
     (core/policy/reference.score_pair_batches) in the training's layout (packed and prompt-shared for a
     causal LM with sdpa, ``packing.packable``), so a policy is scored on the sequences it was trained
     on, and a checkpoint with frozen lower layers reads them from the frozen-layer cache.
+
+    Args:
+        model: a causal LM (the policy or the reference).
+        tokenizer: its tokenizer.
+        pairs: ``pairs_to_score``'s table.
+        max_length: sequence cap in tokens (prompt + response), as in training.
+        max_prompt_length: prompt cap in tokens, as in training.
+        batch_size: pairs per forward batch.
+
+    Returns:
+        ``pairs`` with float64 logp_first and logp_second (nats); null columns for an empty table.
     """
     from prefalign.core.policy.reference import score_pair_batches
     from prefalign.core.training.batching import make_pair_batches, tokenize_pairs
@@ -147,7 +212,18 @@ def pair_logprob_table(model, tokenizer, pairs: pl.DataFrame, max_length: int = 
 def implicit_reward_scorer(policy_logps: pl.DataFrame, reference_logps: pl.DataFrame, beta: float) -> PairScorer:
     """logit = beta * [(log pi - log pi_ref)(first) - (log pi - log pi_ref)(second)] from two
     ``pair_logprob_table``s of the same pairs (a pair asked for in the other orientation is negated:
-    pair truncation is symmetric)."""
+    pair truncation is symmetric).
+
+    Source: DPO's implicit reward (Rafailov et al. 2023, arXiv:2305.18290), docs/methods.md s5.
+
+    Args:
+        policy_logps: ``pair_logprob_table`` under the policy.
+        reference_logps: ``pair_logprob_table`` of the same pairs under the reference.
+        beta: the objective's beta (dimensionless; logits in nats times beta).
+
+    Returns:
+        A PairScorer; it raises ValueError for a pair in neither orientation of the tables.
+    """
     def ratios(table: pl.DataFrame) -> dict:
         return {(p, conversation_key(p, m), a, b): (la, lb)
                 for p, m, a, b, la, lb in table.select("prompt", "prompt_messages", "first", "second", "logp_first",
@@ -186,6 +262,12 @@ def truncation_audit(tokenizer, pairs: pl.DataFrame, max_length: int, max_prompt
         identical: bool [n_pairs], True where chosen and rejected are token-identical once truncated.
         stats: sequences (2 per pair), sequences_truncated, tokens_removed (total), mean_tokens_removed
         and max_tokens_removed (over the cut sequences), pairs_identical_after_truncation.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        pairs: rows with prompt, chosen, rejected (and optionally prompt_messages).
+        max_length: the model's sequence cap in tokens.
+        max_prompt_length: the model's prompt cap in tokens.
     """
     from prefalign.core.training.batching import tokenize_pair_frame
 

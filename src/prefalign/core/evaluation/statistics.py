@@ -46,9 +46,15 @@ class BootstrapConfig:
     def from_params(cls, params: dict[str, Any] | None) -> "BootstrapConfig":
         """The ``evaluation.bootstrap`` block, checked (the one rule: the pre-run check calls this too).
 
+        Args:
+            params: the block; None = defaults (1000 resamples, seed 0, 95%).
+
+        Returns:
+            The checked configuration.
+
         Raises:
-            ParameterError: an unknown key, a wrong type, resamples < 10, level outside (0.5, 1),
-                a negative seed or exact_mcnemar_below < 1.
+            ParameterError: an unknown key or a wrong type.
+            ValueError: resamples < 10, level outside (0.5, 1), a negative seed or exact_mcnemar_below < 1.
         """
         config = dataclass_from_params(cls, params, "evaluation.bootstrap")
         if config.resamples < 10:
@@ -111,7 +117,15 @@ def _cached_resample_weights(prompt_ids: tuple[str, ...], resamples: int, seed: 
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The (1 - level)/2 and (1 + level)/2 quantiles of the bootstrap values (percentile method)."""
+    """The (1 - level)/2 and (1 + level)/2 quantiles of the bootstrap values (percentile method).
+
+    Args:
+        values: [B] bootstrap values of one statistic (non-finite ones are dropped).
+        level: the coverage (0.95 = 95%).
+
+    Returns:
+        (low, high) in the statistic's units; (NaN, NaN) when no value is finite.
+    """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -126,7 +140,15 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
 # ---------------------------------------------------------------------------------------------
 def weighted_mean(values: np.ndarray, include: np.ndarray | None = None) -> WeightedStatistic:
     """sum_i w_i m_i x_i / sum_i w_i m_i: accuracy (x = correct, m = not a label tie), Brier (x = (p - t)^2),
-    NLL (x = log-loss). m = 1 everywhere when `include` is None; NaN where no included pair has weight."""
+    NLL (x = log-loss). m = 1 everywhere when `include` is None; NaN where no included pair has weight.
+
+    Args:
+        values: [n] per-pair values x.
+        include: [n] 0/1 (or bool) mask m; None = every pair.
+
+    Returns:
+        A statistic mapping weights [B, n] to [B] values (in x's units).
+    """
     x = np.asarray(values, dtype=np.float64)
     m = np.ones(x.shape) if include is None else np.asarray(include, dtype=np.float64)
     mx = m * x
@@ -140,7 +162,19 @@ def weighted_mean(values: np.ndarray, include: np.ndarray | None = None) -> Weig
 
 def weighted_ece(logits: np.ndarray, target: np.ndarray, n_bins: int = 10) -> WeightedStatistic:
     """Symmetric ECE with weights: sum_b |sum_i w_i gap_ib| / sum_i w_i, gap = metrics.calibration_bin_gaps
-    (each pair in both orientations, equal-width bins); with every weight 1 it is the plain ECE."""
+    (each pair in both orientations, equal-width bins); with every weight 1 it is the plain ECE.
+
+    Args:
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
+        n_bins: 10-15 equal-width bins.
+
+    Returns:
+        A statistic mapping weights [B, n] to [B] ECE values (probability units, in [0, 1]).
+
+    Raises:
+        ValueError: ``n_bins`` outside 10-15, NaN inputs or inputs of different lengths (calibration_bin_gaps).
+    """
     gap = calibration_bin_gaps(logits, target, n_bins)  # (n, bins)
 
     def statistic(weights: np.ndarray) -> np.ndarray:
@@ -163,6 +197,10 @@ def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level:
         prompts: the number of distinct prompts (clusters) behind the weights, when known: it is
             recorded as `prompts`, and below MIN_INTERVAL_PROMPTS the interval is not computed
             (low = high = None): a cluster bootstrap over a handful of prompts has no meaningful width.
+
+    Returns:
+        {"value", "low", "high", "level"[, "prompts"]} in the statistic's units; low and high are None
+        below MIN_INTERVAL_PROMPTS prompts; None when the statistic is not finite on the table.
     """
     value = float(statistic(np.ones((1, weights.shape[1])))[0])
     if not math.isfinite(value):
@@ -177,7 +215,14 @@ def bootstrap_estimate(statistic: WeightedStatistic, weights: np.ndarray, level:
 
 
 def count_prompts(prompt_ids: Sequence[Any]) -> int:
-    """Distinct prompts (compared as text, like prompt_resample_weights): the clusters of the bootstrap."""
+    """Distinct prompts (compared as text, like prompt_resample_weights): the clusters of the bootstrap.
+
+    Args:
+        prompt_ids: one prompt id per pair.
+
+    Returns:
+        The number of distinct ``str(id)`` values.
+    """
     return len({str(p) for p in prompt_ids})
 
 
@@ -218,6 +263,14 @@ def paired_difference(statistic_a: WeightedStatistic, statistic_b: WeightedStati
     Returns:
         difference (on the table), low, high (percentile interval), p_value: the two-sided
         bootstrap p-value 2 * min(P*(d <= 0), P*(d >= 0)), capped at 1.
+
+    Source: docs/methods.md s9.3 (paired comparisons on shared resamples).
+
+    Args:
+        statistic_a: model A's weighted statistic (weights [B, n] -> [B]).
+        statistic_b: model B's, on the same n pairs.
+        weights: [B, n] prompt-resample weights shared by both.
+        level: the interval's coverage.
     """
     ones = np.ones((1, weights.shape[1]))
     difference = float(statistic_a(ones)[0] - statistic_b(ones)[0])
@@ -239,6 +292,14 @@ def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool], exact_bel
     Returns:
         {"only_a": b, "only_b": c, "method": "exact" | "chi2" | "none", "p_value"}; p = 1 when
         there is no discordant pair.
+
+    Args:
+        correct_a: [n] whether model A gets each pair right.
+        correct_b: [n] whether model B gets the same pairs right.
+        exact_below: the exact binomial test is used below this many discordant pairs.
+
+    Raises:
+        ValueError: the two inputs have different shapes.
     """
     a, b_ = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b_.shape:
@@ -292,8 +353,10 @@ def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.nd
     """accuracy, ECE, Brier and NLL of one model on one table, each {value, low, high, level}.
 
     Args:
-        logits: [n] logit of P(chosen > rejected); target: [n] soft target in [0, 1].
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
         weights: [B, n] prompt-resample weights (prompt_resample_weights).
+        n_bins: equal-width bins of the ECE (10-15).
         level: the interval's coverage (0.95 = 95%).
         ties: [n] label ties, set aside from accuracy only (pair_metric_statistics).
         prompts: distinct prompts behind the weights (count_prompts); fewer than MIN_INTERVAL_PROMPTS
@@ -301,6 +364,7 @@ def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.nd
 
     Returns:
         {name: {value, low, high, level[, prompts]}}; accuracy is None when every pair is a label tie.
+        ECE and Brier in probability units, NLL in nats per pair.
     """
     return {name: bootstrap_estimate(statistic, weights, level, prompts)
             for name, statistic in pair_metric_statistics(logits, target, n_bins, ties).items()}
@@ -310,7 +374,21 @@ def pair_metric_intervals(logits: np.ndarray, target: np.ndarray, weights: np.nd
 # Length bias
 # ---------------------------------------------------------------------------------------------
 def length_baseline_logits(chosen_lengths: np.ndarray, rejected_lengths: np.ndarray, prefer: str) -> np.ndarray:
-    """A judge that picks the longer (or shorter) response: logit +1 / -1, 0 on equal lengths (wrong)."""
+    """A judge that picks the longer (or shorter) response: logit +1 / -1, 0 on equal lengths (wrong).
+
+    Source: docs/methods.md s9.4.
+
+    Args:
+        chosen_lengths: [n] chosen response lengths (any one unit).
+        rejected_lengths: [n] rejected response lengths.
+        prefer: ``longer`` or ``shorter``.
+
+    Returns:
+        float64 [n] of +1, -1 or 0.
+
+    Raises:
+        ValueError: ``prefer`` is neither ``longer`` nor ``shorter``.
+    """
     sign = np.sign(np.asarray(chosen_lengths, dtype=np.float64) - np.asarray(rejected_lengths, dtype=np.float64))
     if prefer == "longer":
         return sign
@@ -332,6 +410,19 @@ def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths
     - chosen_longer_rate: share of the non-tie ones where the LABEL prefers the longer one (what
       pick-the-longer scores). A label tie (`ties`) has no preferred side, so it is in neither
       accuracy nor this rate.
+
+    Source: docs/methods.md s9.4.
+
+    Args:
+        logits: [n] the model's logit of P(chosen > rejected).
+        chosen_lengths: [n] chosen response lengths.
+        rejected_lengths: [n] rejected response lengths, same unit.
+        ties: [n] bool label ties; None = none.
+
+    Returns:
+        {"pairs_unequal_length", "pairs_chosen_longer", "pairs_chosen_shorter" (counts),
+        "accuracy_chosen_longer", "accuracy_chosen_shorter", "prefers_longer_rate",
+        "chosen_longer_rate" (shares in [0, 1] or None)}.
     """
     x = np.asarray(logits, dtype=np.float64)
     diff = np.asarray(chosen_lengths, dtype=np.float64) - np.asarray(rejected_lengths, dtype=np.float64)
@@ -358,6 +449,17 @@ def length_bias(logits: np.ndarray, chosen_lengths: np.ndarray, rejected_lengths
 def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, level: float = 0.95,
                           prompts: int | None = None) -> dict[str, Any]:
     """The p = 0.5 predictor (logit 0) on the same pairs: NLL = ln 2 always, the symmetric ECE 0 always
-    (both orientations of every pair fall in the middle bin), Brier mean (1/2 - t)^2 depends on the targets."""
+    (both orientations of every pair fall in the middle bin), Brier mean (1/2 - t)^2 depends on the targets.
+
+    Args:
+        target: [n] soft targets in [0, 1].
+        weights: [B, n] prompt-resample weights.
+        n_bins: 10-15 equal-width bins.
+        level: the interval's coverage.
+        prompts: distinct prompts behind the weights (intervals left out below MIN_INTERVAL_PROMPTS).
+
+    Returns:
+        {"ece", "brier", "nll"}: each {value, low, high, level[, prompts]} (``bootstrap_estimate``).
+    """
     statistics = pair_metric_statistics(np.zeros(np.asarray(target).shape), target, n_bins)
     return {name: bootstrap_estimate(statistics[name], weights, level, prompts) for name in ("ece", "brier", "nll")}

@@ -28,7 +28,14 @@ from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fi
 from prefalign.core.models.params import dataclass_from_params
 
 def is_bidirectional_encoder(config: PretrainedConfig) -> bool:
-    """BERT/MiniLM/DeBERTa/RoBERTa-family backbones (masked-LM architectures not set up as decoders)."""
+    """BERT/MiniLM/DeBERTa/RoBERTa-family backbones (masked-LM architectures not set up as decoders).
+
+    Args:
+        config: a transformers model config.
+
+    Returns:
+        True when ``config.model_type`` has a masked-LM architecture and ``is_decoder`` is not set.
+    """
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
@@ -62,6 +69,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "ModelConfig":
+        """The ``model`` parameter block, checked by type and by value before any model is built.
+
+        Args:
+            params: the block; None = all defaults (a small Llama-style model from config).
+
+        Returns:
+            The checked configuration.
+
+        Raises:
+            ParameterError: an unknown key or a value of the wrong type (here or in the ``lora`` block).
+            ValueError: ``dtype`` not in TORCH_DTYPES, ``freeze_layers`` < 0, ``cache_frozen_layers`` without
+                ``freeze_layers`` >= 1, ``cache_max_gigabytes`` <= 0, ``hidden_size`` not divisible by
+                ``num_heads`` (model from config), or a bad ``logprob_chunk_tokens`` or ``lora`` value.
+        """
         cfg = dataclass_from_params(cls, params, "model")
         if cfg.dtype not in TORCH_DTYPES:
             raise ValueError(f"model.dtype={cfg.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
@@ -80,14 +101,32 @@ class ModelConfig:
         return cfg
 
     def lora_settings(self) -> LoraSettings | None:
+        """The checked LoRA settings of the ``lora`` block.
+
+        Returns:
+            A LoraSettings, or None when ``lora`` is null (full fine-tune).
+        """
         return LoraSettings.from_dict(self.lora)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain dict.
+
+        Returns:
+            ``dataclasses.asdict(self)``: every field, ``lora`` as its dict.
+        """
         return asdict(self)
 
 
 def small_architecture(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    """A Llama-style config sized by ``cfg`` with the tokenizer's vocabulary and special ids."""
+    """A Llama-style config sized by ``cfg`` with the tokenizer's vocabulary and special ids.
+
+    Args:
+        cfg: the sizes (hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings).
+        tokenizer: its ``len`` is the vocabulary; its pad/bos/eos ids go into the config.
+
+    Returns:
+        A LlamaConfig with tied input/output embeddings and one key/value head per query head.
+    """
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -104,7 +143,17 @@ def small_architecture(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> 
 
 
 def transformer_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """The model's stack of transformer layers (the ModuleList with ``num_hidden_layers`` entries)."""
+    """The model's stack of transformer layers (the ModuleList with ``num_hidden_layers`` entries).
+
+    Args:
+        model: a transformers model (its ``config.num_hidden_layers`` says how many layers to look for).
+
+    Returns:
+        The first ModuleList (in ``model.modules()`` order) with ``num_hidden_layers`` entries.
+
+    Raises:
+        ValueError: no such list (the message says to set model.freeze_layers to 0).
+    """
     n = model.config.num_hidden_layers
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
@@ -118,6 +167,11 @@ def freeze_lower_layers(model: PreTrainedModel, n: int) -> None:
 
     Raises:
         ValueError: ``n`` is not below the number of layers (nothing would be trained).
+
+    Args:
+        model: a transformers model (not peft-wrapped: pass ``get_base_model()``); changed in place.
+        n: the number of lowest transformer layers frozen, with the input embeddings (every parameter
+            whose name contains "embed").
     """
     layers = transformer_layers(model)
     if n >= len(layers):
@@ -185,10 +239,38 @@ def prepare_for_training(model: torch.nn.Module, cfg: ModelConfig | dict[str, An
 
 
 def build_backbone(cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """An ``AutoModel`` returning hidden states (reward models put their head on top)."""
+    """An ``AutoModel`` returning hidden states (reward models put their head on top).
+
+    Args:
+        cfg: the ``model`` parameters (ModelConfig or its dict).
+        tokenizer: the tokenizer the data are encoded with (sizes a model from config; checked
+            against a pretrained model's embedding table).
+
+    Returns:
+        The model (peft-wrapped with ``lora``), prepared by ``prepare_for_training``.
+
+    Raises:
+        ParameterError: a bad ``model`` key or type (``ModelConfig.from_dict``).
+        ValueError: a bad ``model`` value, a tokenizer that does not fit the pretrained embedding table,
+            or a bad ``freeze_layers`` / cache setting (``prepare_for_training``).
+        FileNotFoundError: a local ``name_or_path`` that does not exist.
+    """
     return _build(AutoModel, cfg, tokenizer)
 
 
 def build_causal_lm(cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """An ``AutoModelForCausalLM`` (policies: SFT, DPO, MMPO, IPO, GPO)."""
+    """An ``AutoModelForCausalLM`` (policies: SFT, DPO, MMPO, IPO, GPO).
+
+    Args:
+        cfg: the ``model`` parameters (ModelConfig or its dict).
+        tokenizer: the tokenizer the data are encoded with.
+
+    Returns:
+        The causal LM (peft-wrapped with ``lora``), its log-prob chunk size set, prepared by ``prepare_for_training``.
+
+    Raises:
+        ParameterError: a bad ``model`` key or type.
+        ValueError: a bad ``model`` value, a tokenizer that does not fit, or a bad ``freeze_layers`` / cache setting.
+        FileNotFoundError: a local ``name_or_path`` that does not exist.
+    """
     return _build(AutoModelForCausalLM, cfg, tokenizer)

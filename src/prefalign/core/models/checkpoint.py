@@ -48,6 +48,15 @@ class ModelBundle:
 
 
 def checkpoint_kind(model: torch.nn.Module) -> str:
+    """Which loader a saved model needs.
+
+    Args:
+        model: the model to save.
+
+    Returns:
+        Its ``checkpoint_kind`` attribute when set (reward models), else ``causal_lm`` for a model with
+        ``generate`` and ``lm_head``, else ``backbone``.
+    """
     kind = getattr(model, "checkpoint_kind", None)
     if kind:
         return kind
@@ -55,6 +64,19 @@ def checkpoint_kind(model: torch.nn.Module) -> str:
 
 
 def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    """Save a model and its tokenizer as one checkpoint directory (layout in the module docstring).
+
+    Args:
+        bundle: the model, its tokenizer, and JSON-able metadata (a ``checkpoint`` key is dropped);
+            ``frozen_layers`` is added when the model's lowest layers did not train.
+        directory: where to write (created if absent).
+
+    Returns:
+        ``directory`` as a Path.
+
+    Raises:
+        ValueError: the model's kind has no loader in LOADERS.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     kind = checkpoint_kind(bundle.model)
@@ -79,7 +101,12 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
     trained in (``core.training.batching.layout_chat_template``: a chat model's own template, or the
     ``[bos] prompt response [eos]`` template for tokenizers without one), so that plain
     ``tokenizer.apply_chat_template(conversation)`` gives the ids prefalign trained on. The tokenizer
-    object itself is left as it was."""
+    object itself is left as it was.
+
+    Args:
+        tokenizer: the tokenizer the model was trained with.
+        directory: the checkpoint directory.
+    """
     from prefalign.core.training.batching import layout_chat_template
 
     template, before = layout_chat_template(tokenizer), getattr(tokenizer, "chat_template", None)
@@ -92,6 +119,21 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
 
 
 def load_bundle(directory: str | Path, device: str | torch.device = "cpu", frozen_cache: bool = True) -> ModelBundle:
+    """Load a checkpoint written by ``save_bundle`` (weights only from safetensors; the loader class from LOADERS).
+
+    Args:
+        directory: the checkpoint directory.
+        device: where the model goes; it is put in eval mode.
+        frozen_cache: attach the frozen-layer cache when the checkpoint records ``frozen_layers``.
+
+    Returns:
+        A ModelBundle with the model, its tokenizer and the saved metadata.
+
+    Raises:
+        FileNotFoundError: no ``prefalign_checkpoint.json`` in ``directory`` (or a LoRA base that no
+            longer exists, from ``load_adapted``).
+        ValueError: the recorded kind is not in LOADERS.
+    """
     directory = Path(directory)
     marker_path = directory / MARKER_FILE
     if not marker_path.exists():

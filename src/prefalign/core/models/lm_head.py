@@ -39,7 +39,14 @@ FROM_MODEL = object()  # default of the ``chunk_tokens`` arguments in policy/log
 
 
 def check_chunk_tokens(chunk_tokens: int | None) -> None:
-    """Raises ValueError unless ``chunk_tokens`` is None or an integer >= 1."""
+    """Raises ValueError unless ``chunk_tokens`` is None or an integer >= 1.
+
+    Args:
+        chunk_tokens: positions per LM-head chunk (``model.logprob_chunk_tokens``), or None.
+
+    Raises:
+        ValueError: a bool, a non-integer, or an integer < 1.
+    """
     if chunk_tokens is not None and (isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1):
         raise ValueError(
             f"model.logprob_chunk_tokens={chunk_tokens!r} must be an integer >= 1 (positions per LM-head chunk) "
@@ -58,6 +65,10 @@ def set_logprob_chunk_tokens(model: torch.nn.Module, chunk_tokens: int | None) -
 
     Raises:
         ValueError: ``chunk_tokens`` neither None nor an integer >= 1.
+
+    Args:
+        model: the causal LM (DDP/FSDP-wrapped is fine); a model without a config is left alone.
+        chunk_tokens: positions per chunk, or None (unchunked).
     """
     check_chunk_tokens(chunk_tokens)
     config = _config_of(model)
@@ -66,7 +77,14 @@ def set_logprob_chunk_tokens(model: torch.nn.Module, chunk_tokens: int | None) -
 
 
 def logprob_chunk_tokens(model: torch.nn.Module) -> int | None:
-    """The model's chunk size: the stored setting, else :data:`DEFAULT_CHUNK_TOKENS`; None = unchunked."""
+    """The model's chunk size: the stored setting, else :data:`DEFAULT_CHUNK_TOKENS`; None = unchunked.
+
+    Args:
+        model: the causal LM (possibly wrapped).
+
+    Returns:
+        Positions per chunk (an int >= 1) or None.
+    """
     return getattr(_config_of(model), CONFIG_ATTRIBUTE, DEFAULT_CHUNK_TOKENS)
 
 
@@ -133,7 +151,14 @@ def _module_target_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets
 
 
 def is_plain_linear(head: torch.nn.Module) -> bool:
-    """A bias-free ``nn.Linear`` itself (not a subclass or wrapper such as peft's LoRA layers): the fused path's case."""
+    """A bias-free ``nn.Linear`` itself (not a subclass or wrapper such as peft's LoRA layers): the fused path's case.
+
+    Args:
+        head: the LM head module.
+
+    Returns:
+        True only for an exact ``torch.nn.Linear`` with ``bias=None``.
+    """
     return type(head) is torch.nn.Linear and head.bias is None
 
 

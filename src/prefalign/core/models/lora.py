@@ -53,7 +53,19 @@ class LoraSettings:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "LoraSettings | None":
-        """None (or an absent key) means full fine-tuning; bad values raise naming the key."""
+        """None (or an absent key) means full fine-tuning; bad values raise naming the key.
+
+        Args:
+            params: the ``model.lora`` block, or None.
+
+        Returns:
+            The checked settings, or None (full fine-tune).
+
+        Raises:
+            ParameterError: an unknown key or a value of the wrong type.
+            ValueError: ``r`` < 1, ``alpha`` <= 0, ``dropout`` outside [0, 1), or ``target_modules``
+                neither a string nor a non-empty list of strings.
+        """
         if params is None:
             return None
         cfg = dataclass_from_params(cls, params, "model.lora")
@@ -97,6 +109,14 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings, causal_lm: bool) 
 
 
 def is_adapted(model: torch.nn.Module) -> bool:
+    """Whether ``model`` carries peft adapters.
+
+    Args:
+        model: any module.
+
+    Returns:
+        True for a ``peft.PeftModel``.
+    """
     return isinstance(model, PeftModel)
 
 
@@ -104,12 +124,25 @@ def merged_copy(model: PeftModel) -> PreTrainedModel:
     """A plain model with W + (alpha / r) B A folded in; ``model`` itself keeps its adapters.
 
     Costs one extra copy of the weights in memory for the moment of the merge.
+
+    Args:
+        model: the adapted model (left unchanged).
+
+    Returns:
+        The merged base model class (e.g. ``LlamaForCausalLM``), without LoRA layers.
     """
     return copy.deepcopy(model).merge_and_unload()
 
 
 def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(parameters that receive gradients, all parameters)."""
+    """(parameters that receive gradients, all parameters).
+
+    Args:
+        model: any module.
+
+    Returns:
+        (parameters with ``requires_grad``, all parameters), as element counts.
+    """
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
@@ -126,7 +159,12 @@ def _base_reference(model: PeftModel) -> str | None:
 
 
 def save_adapted(model: PeftModel, directory: str | Path) -> None:
-    """Write the adapter layout of the module docstring (merged instead when ``merge_on_save``)."""
+    """Write the adapter layout of the module docstring (merged instead when ``merge_on_save``).
+
+    Args:
+        model: the adapted model (``prefalign_merge_on_save`` says whether to merge).
+        directory: where to write (created by ``save_pretrained`` if absent).
+    """
     directory = Path(directory)
     if getattr(model, "prefalign_merge_on_save", False):
         merged_copy(model).save_pretrained(directory)
@@ -140,6 +178,14 @@ def save_adapted(model: PeftModel, directory: str | Path) -> None:
 
 
 def is_adapter_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds an unmerged LoRA checkpoint written by ``save_adapted``.
+
+    Args:
+        directory: a checkpoint directory.
+
+    Returns:
+        True when its ``prefalign_lora.json`` exists.
+    """
     return (Path(directory) / LORA_FILE).exists()
 
 
@@ -152,6 +198,9 @@ def load_adapted(directory: str | Path, auto_class: type, is_trainable: bool = T
         is_trainable: keep the adapter trainable (a LoRA SFT policy is trained further by DPO).
     Raises:
         FileNotFoundError: naming the base when it is a local path that no longer exists.
+
+    Returns:
+        The PeftModel (base + adapter), with ``prefalign_merge_on_save`` restored from the file.
     """
     directory = Path(directory)
     meta = json.loads((directory / LORA_FILE).read_text())

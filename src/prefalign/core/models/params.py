@@ -39,6 +39,13 @@ def value_matches(value: Any, hint: Any) -> bool:
     ints are accepted for floats (YAML writes ``1`` for 1.0); bools are not accepted for numbers
     (``true`` for a step count is a mistake); lists are accepted for tuples (YAML has no tuples).
     Annotations this function does not know are accepted: it only rejects what it understands.
+
+    Args:
+        value: the parameter value.
+        hint: a type annotation (resolved, not a string): builtins, unions, Literal, list/tuple/dict, Any.
+
+    Returns:
+        False only when the value clearly does not fit the annotation.
     """
     if hint is Any or hint is object:
         return True

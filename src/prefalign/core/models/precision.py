@@ -37,7 +37,14 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_mixed_precision(setting: str) -> str:
-    """``training.mixed_precision`` with ``auto`` resolved: bf16 on a CUDA device with bf16 support, else no."""
+    """``training.mixed_precision`` with ``auto`` resolved: bf16 on a CUDA device with bf16 support, else no.
+
+    Args:
+        setting: auto | no | bf16 | fp16 (anything but ``auto`` is returned as is).
+
+    Returns:
+        ``no``, ``bf16`` or ``fp16`` (or ``setting`` unchanged when it is not ``auto``).
+    """
     if setting != "auto":
         return setting
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -47,7 +54,8 @@ def compute_precision(device: torch.device | str, mixed_precision: str = "no") -
     """The autocast context the training forward runs under, for passes outside the loop.
 
     Args:
-        device: where the model runs; mixed_precision: ``training.mixed_precision`` (auto | no | bf16 | fp16).
+        device: where the model runs.
+        mixed_precision: ``training.mixed_precision`` (auto | no | bf16 | fp16).
 
     Returns:
         ``torch.autocast`` of the resolved dtype on ``device``'s type, or a no-op context for ``no``.
@@ -81,7 +89,8 @@ def half_ulp(value: float, dtype: torch.dtype) -> float:
     """Half the spacing of ``dtype`` numbers at ``value``: the smallest change of ``value`` that survives rounding.
 
     Args:
-        value: a magnitude > 0; dtype: a floating dtype (bf16: 8 significant bits, eps 2^-7).
+        value: a magnitude > 0.
+        dtype: a floating dtype (bf16: 8 significant bits, eps 2^-7).
 
     Returns:
         2^floor(log2 value) * eps(dtype) / 2.
@@ -90,7 +99,14 @@ def half_ulp(value: float, dtype: torch.dtype) -> float:
 
 
 def median_abs_weight(params: list[torch.Tensor]) -> float:
-    """The median |w| over ``params`` (an evenly spaced sample of at most MEDIAN_SAMPLE values, read as fp32)."""
+    """The median |w| over ``params`` (an evenly spaced sample of about MEDIAN_SAMPLE values, read as fp32).
+
+    Args:
+        params: weight tensors of any shapes (flattened and concatenated).
+
+    Returns:
+        The median absolute value, in the weights' own units.
+    """
     flat = torch.cat([p.detach().reshape(-1) for p in params])
     step = max(1, flat.numel() // MEDIAN_SAMPLE)
     return float(flat[::step].float().abs().median())
@@ -103,7 +119,8 @@ def warn_if_updates_round_away(model: torch.nn.Module, learning_rate: float) -> 
     half a ULP of the median trainable |w| in the weights' dtype, most updates round to nothing.
 
     Args:
-        model: the model about to be trained; learning_rate: the peak learning rate (warmup is smaller still).
+        model: the model about to be trained.
+        learning_rate: the peak learning rate (warmup is smaller still).
 
     Returns:
         The warning text, or None when every trainable weight is fp32 or the rate is representable.

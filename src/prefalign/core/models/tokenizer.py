@@ -30,6 +30,18 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TokenizerConfig":
+        """The ``tokenizer`` parameter block, checked.
+
+        Args:
+            params: the block; None = defaults (a byte-level BPE of 512 tokens trained on the data).
+
+        Returns:
+            The checked configuration.
+
+        Raises:
+            ParameterError: an unknown key or a value of the wrong type.
+            ValueError: ``vocab_size`` < 260 for a BPE trained here.
+        """
         cfg = dataclass_from_params(cls, params, "tokenizer")
         if cfg.name_or_path is None and cfg.vocab_size < 260:
             raise ValueError(
@@ -40,12 +52,26 @@ class TokenizerConfig:
 
 
 def is_local_path(name_or_path: str) -> bool:
-    """A string that looks like a filesystem path (not a hub id like ``org/model``)."""
+    """A string that looks like a filesystem path (not a hub id like ``org/model``).
+
+    Args:
+        name_or_path: a hub id or a path.
+
+    Returns:
+        True when it starts with "/", "./", "../" or "~", or exists on disk.
+    """
     return name_or_path.startswith(("/", "./", "../", "~")) or Path(name_or_path).exists()
 
 
 def check_local_path(name_or_path: str) -> None:
-    """Raise naming the path when a local model/tokenizer directory does not exist."""
+    """Raise naming the path when a local model/tokenizer directory does not exist.
+
+    Args:
+        name_or_path: a hub id or a path (hub ids pass unchecked).
+
+    Raises:
+        FileNotFoundError: it looks like a local path and does not exist.
+    """
     if is_local_path(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise FileNotFoundError(
             f"model path '{name_or_path}' does not exist; give an existing directory written by "
@@ -54,7 +80,16 @@ def check_local_path(name_or_path: str) -> None:
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``texts`` (every byte is representable, so nothing maps to UNK)."""
+    """Train a byte-level BPE on ``texts`` (every byte is representable, so nothing maps to UNK).
+
+    Args:
+        texts: the training texts.
+        vocab_size: the vocabulary size, special tokens included.
+        min_frequency: the least count of a pair to be merged.
+
+    Returns:
+        A PreTrainedTokenizerFast with pad ``<|pad|>`` (id 0), bos ``<|bos|>`` and eos ``<|eos|>``.
+    """
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -78,6 +113,10 @@ def tokenizer_params_for_model(tokenizer_params: dict[str, Any] | None, model_pa
 
     Returns:
         The tokenizer parameters to build from (a new dict; the inputs are not changed).
+
+    Args:
+        tokenizer_params: the ``tokenizer`` block (None = empty).
+        model_params: the ``model`` block (None = empty).
     """
     tokenizer_params = dict(tokenizer_params or {})
     model_path = (model_params or {}).get("name_or_path")
@@ -111,7 +150,20 @@ def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, vocab_size: int, to
 
 
 def build_tokenizer(config: TokenizerConfig | dict[str, Any] | None, texts: Iterable[str] | None = None) -> PreTrainedTokenizerBase:
-    """Load ``config.name_or_path`` or train a BPE on ``texts``; always returns one with a pad token."""
+    """Load ``config.name_or_path`` or train a BPE on ``texts``; always returns one with a pad token.
+
+    Args:
+        config: the ``tokenizer`` parameters (TokenizerConfig, its dict, or None = defaults).
+        texts: training texts, needed when ``name_or_path`` is null.
+
+    Returns:
+        The tokenizer; a loaded one without a pad token gets its eos token as pad.
+
+    Raises:
+        ValueError: ``name_or_path`` is null and no ``texts`` were given, or a bad value (``from_dict``).
+        ParameterError: a bad key or type (``from_dict``).
+        FileNotFoundError: a local ``name_or_path`` that does not exist.
+    """
     cfg = config if isinstance(config, TokenizerConfig) else TokenizerConfig.from_dict(config)
     if cfg.name_or_path is None:
         if texts is None:

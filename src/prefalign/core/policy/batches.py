@@ -34,9 +34,18 @@ class RowBatch:
 
     @property
     def num_tokens(self) -> int:
+        """The rows' real (non-padding) tokens."""
         return self.sequences.num_tokens
 
     def to(self, device: torch.device | str) -> "RowBatch":
+        """The batch with its sequences, targets and row index on ``device``.
+
+        Args:
+            device: a torch device or its name.
+
+        Returns:
+            A new RowBatch.
+        """
         return RowBatch(
             self.sequences.to(device),
             {k: v.to(device) for k, v in self.targets.items()},
@@ -44,6 +53,15 @@ class RowBatch:
         )
 
     def shard(self, rank: int, world_size: int) -> "RowBatch":
+        """Process ``rank``'s share: rows rank, rank + W, ... (as ``PairBatch.shard``).
+
+        Args:
+            rank: this process's index.
+            world_size: W, the number of processes.
+
+        Returns:
+            A RowBatch of those rows, with their targets and row indices.
+        """
         rows = torch.arange(rank, len(self), world_size)
         return RowBatch(
             self.sequences.rows(rows),
@@ -59,7 +77,21 @@ def make_row_batches(
     seed: int | None = 0,
     targets: dict[str, Sequence[float]] | None = None,
 ) -> list[RowBatch]:
-    """Length-grouped RowBatches (seed None: sorted by length, for evaluation passes)."""
+    """Length-grouped RowBatches (seed None: sorted by length, for evaluation passes).
+
+    Args:
+        sequences: the tokenised sequences (N of them).
+        batch_size: rows per batch.
+        pad_token_id: the id written into padding.
+        seed: the length-grouped shuffle's seed; None = sorted by length, deterministic.
+        targets: name -> N float values (e.g. GPO's log pi_t(y|x) in nats and s_i), cast to float32.
+
+    Returns:
+        The batches; each row's ``row_index`` is its position in ``sequences``.
+
+    Raises:
+        ValueError: a target with other than N values.
+    """
     targets = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in (targets or {}).items()}
     for name, values in targets.items():
         if values.shape[0] != len(sequences):

@@ -47,6 +47,19 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "SamplingConfig":
+        """The ``sampling`` parameter block, checked.
+
+        Args:
+            params: the block; None = defaults.
+
+        Returns:
+            The checked configuration.
+
+        Raises:
+            ParameterError: an unknown key or a value of the wrong type.
+            ValueError: samples_per_prompt < 2, temperature <= 0, top_p outside (0, 1], or
+                max_new_tokens / batch_size < 1.
+        """
         cfg = dataclass_from_params(cls, params, "sampling")
         if cfg.samples_per_prompt < 2:
             raise ValueError(f"sampling.samples_per_prompt={cfg.samples_per_prompt}: GPO compares responses, use K >= 2")
@@ -60,7 +73,15 @@ class SamplingConfig:
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) with every row right-aligned."""
+    """(input_ids, attention_mask) with every row right-aligned.
+
+    Args:
+        rows: token-id lists (an empty row is all padding).
+        pad_id: the id written into padding.
+
+    Returns:
+        (input_ids [N, W] long, attention_mask [N, W] long), W = the longest row.
+    """
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -83,6 +104,18 @@ def sample_responses(
     Rows are generated in batches of similar prompt length (less left padding). Each batch runs
     under its own seed (config.seed + batch number) inside a forked RNG, so results do not depend
     on what ran before and the caller's RNG state is untouched.
+
+    Args:
+        model: the causal LM (left in its train/eval mode afterwards).
+        tokenizer: its tokenizer (pad and eos ids; decodes the responses).
+        prompt_token_ids: [P] encoded prompts, each at least one token.
+        config: K, temperature, top_p (top_k off), max_new_tokens, batch_size, seed.
+
+    Returns:
+        A GENERATIONS_SCHEMA table with P * K rows, sorted by (prompt_index, sample_index).
+
+    Raises:
+        ValueError: a prompt of zero tokens.
     """
     if any(len(p) == 0 for p in prompt_token_ids):
         raise ValueError("a prompt encoded to zero tokens; the encoding rule must add at least BOS")
@@ -141,6 +174,19 @@ def sampled_sequence_logprobs(
     reference gives the per-sample log-ratio whose mean is the Monte-Carlo KL(pi || pi_ref)
     (docs/methods.md s5 "KL"): unbiased, and non-negative in expectation, when the samples were drawn
     from pi itself (temperature 1, top_p 1).
+
+    Args:
+        model: the policy or the reference (left in its train/eval mode afterwards).
+        prompt_token_ids: the encoded prompts the samples answer.
+        samples: ``sample_responses``' table (needs prompt_index and token_ids).
+        pad_token_id: the id written into padding.
+        batch_size: sequences per forward pass.
+
+    Returns:
+        [len(samples)] float64 log pi(y|x) on CPU, nats.
+
+    Raises:
+        ValueError: ``samples`` lacks prompt_index or token_ids.
     """
     missing = {"prompt_index", "token_ids"} - set(samples.columns)
     if missing:

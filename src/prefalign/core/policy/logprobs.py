@@ -25,6 +25,13 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     """log p(input_ids[:, t] | input_ids[:, :t]) for t = 1..T-1, shape (B, T-1).
 
     cross_entropy on the flattened logits avoids materialising a (B, T, V) log-softmax copy.
+
+    Args:
+        logits: [B, T, V] next-token logits.
+        input_ids: [B, T] token ids.
+
+    Returns:
+        [B, T-1] fp32 log-probs (nats); entry t-1 is the log-prob of token t.
     """
     targets = input_ids[:, 1:]
     shifted = logits[:, :-1, :]
@@ -37,7 +44,16 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
 def masked_sequence_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Sum of response-token log-probs per row, shape (B,)."""
+    """Sum of response-token log-probs per row, shape (B,).
+
+    Args:
+        logits: [B, T, V] next-token logits.
+        input_ids: [B, T] token ids.
+        response_mask: [B, T], 1 on response tokens (prompt and padding 0).
+
+    Returns:
+        [B] fp32, log pi(y|x) summed over the response tokens, nats (docs/methods.md s4).
+    """
     target_mask = response_mask[:, 1:].float()
     return (token_logprobs(logits, input_ids) * target_mask).sum(dim=-1)
 
@@ -101,8 +117,10 @@ def target_logprobs(
     [R, W] mask, transformers >= 5; older versions: all positions).
 
     Args:
-        model: the causal LM (may be wrapped by DDP/FSDP or peft); forward(**kwargs) calls it on
-            the batch through its own ``__call__``, adding ``kwargs``; shape: (R, W) of its input ids.
+        model: the causal LM (may be wrapped by DDP/FSDP or peft).
+        forward: ``forward(**kwargs)`` calls the model on the batch through its own ``__call__``,
+            adding ``kwargs`` (``logits_to_keep``).
+        shape: (R, W) of the batch's input ids.
         target_row, target_source: [M] (row, column) of the position whose logits predict target i.
         target_ids: [M] token ids.
         chunk_tokens: positions per LM-head chunk; default: the model's setting
@@ -157,6 +175,16 @@ def sequence_logprobs(
 
     The same quantity as :func:`masked_sequence_logprobs` on the model's logits, computed by
     :func:`target_logprobs` (only response positions reach the LM head, in chunks).
+
+    Args:
+        model: the causal LM (possibly wrapped).
+        input_ids: [B, T] token ids (prompt, response, right padding).
+        attention_mask: [B, T], 1 on real tokens.
+        response_mask: [B, T], 1 on response tokens.
+        chunk_tokens: positions per LM-head chunk; default: the model's setting; None = unchunked.
+
+    Returns:
+        [B] fp32 log pi(y|x), nats.
     """
     rows, cols = response_mask[:, 1:].nonzero(as_tuple=True)  # target t = cols + 1, predicted at cols
     logp = target_logprobs(
@@ -169,14 +197,31 @@ def sequence_logprobs(
 def packed_sequence_logprobs(model: torch.nn.Module, packed: PackedSequences, chunk_tokens: int | None | object = FROM_MODEL) -> torch.Tensor:
     """Sum of response-token log-probs per sequence, [N] fp32, from ONE forward pass over a packed
     batch (core/training/packing.py). Same quantity as :func:`masked_sequence_logprobs` on the
-    unpacked batch (methods.md s4: log pi(y|x) = sum over response tokens)."""
+    unpacked batch (methods.md s4: log pi(y|x) = sum over response tokens).
+
+    Args:
+        model: the causal LM (possibly wrapped).
+        packed: the packed batch (N sequences).
+        chunk_tokens: positions per LM-head chunk; default: the model's setting; None = unchunked.
+
+    Returns:
+        [N] fp32 log pi(y|x) per sequence, nats, in the packed batch's sequence order.
+    """
     logp = target_logprobs(model, lambda **kw: packed_forward(model, packed, **kw), tuple(packed.input_ids.shape),
                            packed.target_row, packed.target_source, packed.target_ids, chunk_tokens)
     return torch.zeros(packed.num_sequences, dtype=logp.dtype, device=logp.device).index_add(0, packed.target_sequence, logp)
 
 
 def packed_pair_logprobs(model: torch.nn.Module, packed: PackedSequences) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log pi(chosen) [B], log pi(rejected) [B]) from one forward pass over a packed pair batch."""
+    """(log pi(chosen) [B], log pi(rejected) [B]) from one forward pass over a packed pair batch.
+
+    Args:
+        model: the causal LM (possibly wrapped).
+        packed: a packed pair batch (2B sequences: B chosen, then B rejected).
+
+    Returns:
+        (chosen [B], rejected [B]) fp32 log-probs, nats.
+    """
     logps = packed_sequence_logprobs(model, packed)
     b = packed.num_sequences // 2
     return logps[:b], logps[b:]
@@ -192,6 +237,18 @@ def pair_logprobs(
 
     The batch holds 2B rows: rows 0..B-1 are prompt + chosen, rows B..2B-1 the same prompts +
     rejected (the layout of the pair batches in core/training/batching.py).
+
+    Args:
+        model: the causal LM (possibly wrapped).
+        input_ids: [2B, T] token ids.
+        attention_mask: [2B, T], 1 on real tokens.
+        response_mask: [2B, T], 1 on response tokens.
+
+    Returns:
+        (chosen [B], rejected [B]) fp32 log pi(y|x), nats.
+
+    Raises:
+        ValueError: an odd number of rows.
     """
     if input_ids.size(0) % 2:
         raise ValueError(
@@ -204,7 +261,18 @@ def pair_logprobs(
 
 def batch_pair_logprobs(model: torch.nn.Module, sequences) -> tuple[torch.Tensor, torch.Tensor]:
     """``pair_logprobs`` of a pair batch's sequences: padded (``SequenceBatch``) or packed
-    (``PackedSequences``, core/training/packing.py). Returns (chosen [B], rejected [B])."""
+    (``PackedSequences``, core/training/packing.py).
+
+    Args:
+        model: the causal LM (possibly wrapped).
+        sequences: a pair batch's ``SequenceBatch`` (2B rows) or ``PackedSequences`` (2B sequences).
+
+    Returns:
+        (chosen [B], rejected [B]) fp32 log pi(y|x), nats.
+
+    Raises:
+        ValueError: a padded batch with an odd number of rows.
+    """
     if isinstance(sequences, PackedSequences):
         return packed_pair_logprobs(model, sequences)
     return pair_logprobs(model, sequences.input_ids, sequences.attention_mask, sequences.response_mask)
@@ -213,7 +281,14 @@ def batch_pair_logprobs(model: torch.nn.Module, sequences) -> tuple[torch.Tensor
 def response_token_counts(sequences) -> torch.Tensor:
     """Response tokens whose log-probs ``batch_pair_logprobs`` sums, per sequence: [2B] (chosen rows
     first), for padded (``SequenceBatch``: response_mask[:, 1:]) or packed (``PackedSequences``:
-    one target per scored token) batches. SimPO and ORPO normalise by it (docs/methods.md s4.4, s4.5)."""
+    one target per scored token) batches. SimPO and ORPO normalise by it (docs/methods.md s4.4, s4.5).
+
+    Args:
+        sequences: a pair batch's ``SequenceBatch`` or ``PackedSequences``.
+
+    Returns:
+        [2B] long counts of response tokens per sequence.
+    """
     if isinstance(sequences, PackedSequences):
         return torch.bincount(sequences.target_sequence, minlength=sequences.num_sequences)
     return sequences.response_mask[:, 1:].sum(dim=-1)

@@ -32,6 +32,15 @@ def score_pair_batches(model: torch.nn.Module, batches: Iterable, mixed_precisio
 
     ``mixed_precision``: the training's setting (auto | no | bf16 | fp16); the pass runs under the
     same autocast as the training forward, so a reference equals the policy it starts (core/models/precision.py).
+
+    Args:
+        model: the causal LM (left in its train/eval mode afterwards).
+        batches: PairBatches or PackedPairBatches.
+        mixed_precision: see above.
+
+    Returns:
+        (pair_index [N] long, chosen log-probs [N] float32, rejected log-probs [N] float32), N = the
+        pairs of all batches in batch order; log-probs summed over response tokens, nats.
     """
     was_training = model.training
     model.eval()
@@ -54,6 +63,15 @@ def compute_reference_logprobs(model: torch.nn.Module, batches: Iterable, pair_i
 
     `pair_ids[i]` names the pair at tokenised index i (each batch's `pair_index`); `mixed_precision`
     is the policy training's setting (the pass runs under the same autocast).
+
+    Args:
+        model: the reference policy.
+        batches: pair batches (padded or packed).
+        pair_ids: pair_id per tokenised index.
+        mixed_precision: the policy training's ``training.mixed_precision``.
+
+    Returns:
+        A table pair_id, ref_chosen_logp, ref_rejected_logp (float64, nats), sorted by pair_id.
     """
     index, chosen, rejected = score_pair_batches(model, batches, mixed_precision)
     import polars as pl
@@ -77,7 +95,18 @@ class ReferenceLogprobs:
 
     @classmethod
     def from_table(cls, table: "pl.DataFrame", pair_ids: Sequence[str]) -> "ReferenceLogprobs":
-        """Align `table` (pair_id -> log-probs) with `pair_ids`; a missing pair is an error."""
+        """Align `table` (pair_id -> log-probs) with `pair_ids`; a missing pair is an error.
+
+        Args:
+            table: ``compute_reference_logprobs``' table (first row kept per pair_id).
+            pair_ids: pair_id per tokenised index.
+
+        Returns:
+            ReferenceLogprobs with chosen and rejected float32 tensors of shape [len(pair_ids)].
+
+        Raises:
+            ValueError: a pair of ``pair_ids`` has no row (or a null log-prob) in ``table``.
+        """
         import polars as pl
 
         lookup = pl.DataFrame({"pair_id": list(pair_ids)}, schema={"pair_id": pl.String}).join(
@@ -95,5 +124,13 @@ class ReferenceLogprobs:
         )
 
     def lookup(self, pair_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference log-probs of a batch's pairs.
+
+        Args:
+            pair_index: [B] long, each pair's tokenised index (``PairBatch.pair_index``), on any device.
+
+        Returns:
+            (chosen [B], rejected [B]) float32 log-probs in nats, on ``pair_index``'s device.
+        """
         index = pair_index.cpu()
         return self.chosen[index].to(pair_index.device), self.rejected[index].to(pair_index.device)

@@ -34,7 +34,14 @@ def _ids(value) -> set[int]:
 
 
 def sequence_classifier_class(config: PretrainedConfig) -> type[PreTrainedModel] | None:
-    """transformers' ``*ForSequenceClassification`` class for this backbone config, if any."""
+    """transformers' ``*ForSequenceClassification`` class for this backbone config, if any.
+
+    Args:
+        config: the backbone's transformers config.
+
+    Returns:
+        The class registered for ``type(config)`` in transformers' sequence-classification mapping, or None.
+    """
     try:
         return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
     except KeyError:
@@ -48,6 +55,13 @@ def check_exportable(config: PretrainedConfig, head: torch.nn.Module) -> type[Pr
         ValueError: naming the architecture (no sequence-classification class, or one whose
             pooling / classifier differ from prefalign's last-token linear head), or a head with a
             bias (checkpoints from before the bias-free head).
+
+    Args:
+        config: the backbone's config.
+        head: the reward model's scalar head (a bias-free linear layer is exportable).
+
+    Returns:
+        The ``*ForSequenceClassification`` class to save as.
     """
     cls = sequence_classifier_class(config)
     if cls is None or not issubclass(cls, GenericForSequenceClassification):

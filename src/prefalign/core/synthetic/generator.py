@@ -177,6 +177,20 @@ class SyntheticConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None, seed: int | None = None) -> SyntheticConfig:
+        """The configuration from a ``feedback.sources.synthetic_*`` parameter block.
+
+        Args:
+            params: the source's block; the feedback pipeline's keys ``enabled``, ``feedback`` and
+                ``signal`` are ignored, every other key must be a field of this class. None = defaults.
+            seed: the run's seed, used when the block gives no ``seed`` of its own.
+
+        Returns:
+            The configuration.
+
+        Raises:
+            ValueError: a key that is not a field, or ``weights`` lacking one of helpfulness,
+                correctness, verbosity, tone.
+        """
         params = dict(params or {})
         for key in ("enabled", "feedback", "signal"):  # the feedback pipeline's keys for every source
             params.pop(key, None)
@@ -205,7 +219,19 @@ def _topic_of_prompt(prompt: str) -> dict[str, Any] | None:
 
 def compose_response(topic: dict[str, Any], rng: random.Random, helpfulness: int, correctness: int,
                      verbosity: int, tone: int) -> str:
-    """Assemble a response with exactly the given attribute levels (sentence order shuffled a bit)."""
+    """Assemble a response with exactly the given attribute levels (sentence order shuffled a bit).
+
+    Args:
+        topic: one entry of the topic table (its ``tips``, ``correct``, ``wrong`` and ``vague`` sentences).
+        rng: the seeded generator (consumed: the call advances it).
+        helpfulness: number of distinct tips, 0..3.
+        correctness: +1 correct fact, -1 wrong fact, 0 a vague sentence or nothing.
+        verbosity: number of filler sentences, 0..3.
+        tone: +1 friendly closing, -1 dismissive closing, 0 none.
+
+    Returns:
+        The response text; ``response_attributes`` reads the same levels back from it.
+    """
     body: list[str] = rng.sample(topic["tips"], helpfulness)
     fact = {1: topic["correct"], -1: topic["wrong"], 0: topic["vague"] if rng.random() < 0.5 else None}[correctness]
     if fact is not None:
@@ -220,6 +246,14 @@ def response_attributes(prompt: str, response: str) -> dict[str, int]:
     """Read the attributes back from any text (a policy's generation included).
 
     Unknown sentences count for nothing, so gibberish scores 0 on every attribute.
+
+    Args:
+        prompt: the prompt (its question picks the topic; an unknown prompt has no tips or fact).
+        response: any response text.
+
+    Returns:
+        ``{"helpfulness": 0..4, "correctness": -1..1, "verbosity": 0..4, "tone": -1..1}`` (the generator
+        itself uses at most 3 tips and 3 fillers; other text may hold all 4 of each).
     """
     topic = _topic_of_prompt(prompt)
     tips = topic["tips"] if topic else []
@@ -237,7 +271,19 @@ def response_attributes(prompt: str, response: str) -> dict[str, int]:
 
 
 def hidden_reward(prompt: str, response: str, weights: dict[str, float]) -> float:
-    """r*(x, y): the hidden scalar reward (module docstring), computed from the text."""
+    """r*(x, y): the hidden scalar reward (module docstring), computed from the text.
+
+    r*(y) = w_help * helpfulness + w_correct * correctness - w_verbose * verbosity + w_tone * tone
+    (docs/methods.md s1 "ground_truth", s5).
+
+    Args:
+        prompt: the prompt.
+        response: the response text (any text, a policy's generation included).
+        weights: ``{"helpfulness", "correctness", "verbosity", "tone"}`` -> weight (reward units per level).
+
+    Returns:
+        r*(x, y), in the synthetic reward's units (the margin unit of synthetic pairs).
+    """
     a = response_attributes(prompt, response)
     return (weights["helpfulness"] * a["helpfulness"] + weights["correctness"] * a["correctness"]
             - weights["verbosity"] * a["verbosity"] + weights["tone"] * a["tone"])
@@ -253,7 +299,15 @@ def _make_prompt(rng: random.Random, index: int) -> tuple[str, dict[str, Any]]:
 
 
 def with_split(frame: pl.DataFrame, split: dict[str, Any]) -> pl.DataFrame:
-    """Add `split` by the feedback pipeline's rule (a stable hash of prompt_id)."""
+    """Add `split` by the feedback pipeline's rule (a stable hash of prompt_id).
+
+    Args:
+        frame: a table with a ``prompt_id`` column.
+        split: ``{"ratios": {split: fraction}, "salt": str}`` (core/feedback/pairs.py ``assign_split``).
+
+    Returns:
+        The frame with a ``split`` column (train / val / test).
+    """
     return frame.with_columns(split=assign_split(frame["prompt_id"], split["ratios"], str(split.get("salt", ""))))
 
 
@@ -267,7 +321,19 @@ def _pairs_frame(rows: list[dict[str, Any]], config: SyntheticConfig) -> pl.Data
 # (a) synthetic_scalar
 # ---------------------------------------------------------------------------------------------
 def generate_scalar(config: SyntheticConfig) -> pl.DataFrame:
-    """Pairs in the pairs schema (source synthetic_scalar) with graded margins and true_p."""
+    """Pairs in the pairs schema (source synthetic_scalar) with graded margins and true_p.
+
+    Each prompt gets ``responses_per_prompt`` responses with random attribute levels; up to
+    ``max_pairs_per_prompt`` pairs whose reward gap is at least ``min_margin`` are kept, oriented so
+    chosen has the higher r*; margin = r*_w - r*_l and p_chosen = true_p = sigmoid(margin / temperature)
+    (docs/methods.md s1, "ground_truth").
+
+    Args:
+        config: sizes, weights, temperature, split rule and seed.
+
+    Returns:
+        A pairs table (``PAIRS_SCHEMA``), signal ``ground_truth``, one row per distinct pair_id.
+    """
     rng = random.Random(f"synthetic_scalar:{config.seed}")
     rows: list[dict[str, Any]] = []
     for i in range(config.n_prompts):
@@ -317,13 +383,32 @@ _DECIDED_BY = {("A", "B"): "helpfulness+correctness", ("B", "C"): "helpfulness+c
 
 
 def majority_winner(levels_a: tuple[int, int, int], levels_b: tuple[int, int, int]) -> int:
-    """+1 if a wins on more attributes than b, -1 if b does, 0 on a tie (the cyclic rule)."""
+    """+1 if a wins on more attributes than b, -1 if b does, 0 on a tie (the cyclic rule).
+
+    Args:
+        levels_a: a's (helpfulness, correctness, concision) levels.
+        levels_b: b's levels, same order.
+
+    Returns:
+        +1, -1 or 0.
+    """
     votes = sum((x > y) - (x < y) for x, y in zip(levels_a, levels_b))
     return (votes > 0) - (votes < 0)
 
 
 def generate_cyclic(config: SyntheticConfig) -> pl.DataFrame:
-    """The triples table: one row per triple, response_a > response_b > response_c > response_a."""
+    """The triples table: one row per triple, response_a > response_b > response_c > response_a.
+
+    Args:
+        config: ``n_triples``, split rule and seed.
+
+    Returns:
+        One row per triple: triple_id, prompt_id, prompt, response_a, response_b, response_c, cycle, split.
+
+    Raises:
+        AssertionError: two of a triple's responses came out identical (an invariant; cannot happen
+            with the fixed distinct attribute levels).
+    """
     rng = random.Random(f"synthetic_cyclic:{config.seed}")
     rows = []
     for i in range(config.n_triples):
@@ -349,6 +434,13 @@ def cyclic_pairs(triples: pl.DataFrame, config: SyntheticConfig) -> pl.DataFrame
 
     Each pair is won by one attribute vote of three; margin = cyclic_strength and
     true_p = sigmoid(cyclic_strength) express how sure the (majority) rater is.
+
+    Args:
+        triples: the table from ``generate_cyclic``.
+        config: ``cyclic_strength`` and the split rule.
+
+    Returns:
+        A pairs table (``PAIRS_SCHEMA``), three rows per triple (a>b, b>c, c>a), signal ``ground_truth``.
     """
     true_p = _sigmoid(config.cyclic_strength)
     rows = []

@@ -61,11 +61,27 @@ class FrozenLayerCache:
         return self  # a copied model (GPO's per-iteration snapshots) has the same frozen weights: share, never copy GBs
 
     def stats(self) -> dict[str, float]:
-        """Segments held, their size in MB, and the hit/miss counts of segment look-ups."""
+        """Segments held, their size in MB, and the hit/miss counts of segment look-ups.
+
+        Returns:
+            ``{"segments": count, "megabytes": MiB held (2**20 bytes), "hits": count, "misses": count}``.
+        """
         return {"segments": len(self.store), "megabytes": self.bytes / 2**20, "hits": self.hits, "misses": self.misses}
 
     @staticmethod
     def segment_key(ids: torch.Tensor, start: int, prompt_end: int, chosen_end: int, end: int) -> bytes:
+        """The cache key of one packed segment: its token ids and its layout relative to its start.
+
+        Args:
+            ids: the segment's token ids, shape [end - start], on CPU.
+            start: the segment's first column in its packed row.
+            prompt_end: the column where its prompt ends (its chosen response starts).
+            chosen_end: the column where its chosen response ends.
+            end: one past its last column.
+
+        Returns:
+            A 20-byte BLAKE2b digest.
+        """
         layout = f"{prompt_end - start},{chosen_end - start},{end - start}".encode()
         return hashlib.blake2b(ids.numpy().tobytes() + b"|" + layout, digest_size=20).digest()
 
@@ -75,6 +91,13 @@ def decoder_stack(model: torch.nn.Module) -> torch.nn.Module:
 
     Raises:
         ValueError: no module of ``model`` holds a ``layers`` list of ``num_hidden_layers`` entries.
+
+    Args:
+        model: a transformers model (bare, causal LM, with a head, or peft-wrapped).
+
+    Returns:
+        The first submodule (in ``model.modules()`` order) with a ``layers`` ModuleList of
+        ``config.num_hidden_layers`` entries.
     """
     for module in model.modules():
         layers = getattr(module, "layers", None)
@@ -86,7 +109,15 @@ def decoder_stack(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def fingerprint(stack: torch.nn.Module, num_layers: int) -> str:
-    """A hash of the frozen tensors (input embeddings and layers 0..N-1): equal weights, equal caches."""
+    """A hash of the frozen tensors (input embeddings and layers 0..N-1): equal weights, equal caches.
+
+    Args:
+        stack: the decoder stack (``decoder_stack(model)``).
+        num_layers: N, the frozen layers.
+
+    Returns:
+        40 hex characters (BLAKE2b of the fp32 bytes of the embedding and layer 0..N-1 parameters).
+    """
     digest = hashlib.blake2b(digest_size=20)
     tensors = list(stack.get_input_embeddings().parameters()) + [p for layer in stack.layers[:num_layers] for p in layer.parameters()]
     for tensor in tensors:
@@ -103,7 +134,15 @@ def _lower_parameters(stack: torch.nn.Module, num_layers: int) -> list[tuple[str
 def frozen_prefix_layers(model: torch.nn.Module) -> int:
     """How many of ``model``'s lowest layers (with its input embeddings) have no trainable parameter:
     the ``frozen_layers`` a checkpoint records, so scoring can read those layers from the cache. 0 for
-    models without a decoder stack or with trainable embeddings."""
+    models without a decoder stack or with trainable embeddings.
+
+    Args:
+        model: a transformers model (possibly with a head or peft-wrapped).
+
+    Returns:
+        N >= 1 frozen lowest layers, or 0 (no decoder stack, trainable embeddings, layer 0 trainable,
+        or no layer trainable at all).
+    """
     try:
         stack = decoder_stack(model)
     except ValueError:
@@ -134,6 +173,9 @@ def enable_frozen_cache(model: torch.nn.Module, num_layers: int, max_gigabytes: 
     Raises:
         ValueError: N < 1, or (``require_frozen``) a parameter of the embeddings or of layers 0..N-1
             still trains (LoRA adapters there, for example): the cache would hold stale activations.
+
+    Returns:
+        The FrozenLayerCache, shared with every model of this process whose frozen tensors hash alike.
     """
     if num_layers < 1:
         raise ValueError(f"model.cache_frozen_layers needs model.freeze_layers >= 1 (got {num_layers})")
@@ -155,7 +197,14 @@ def enable_frozen_cache(model: torch.nn.Module, num_layers: int, max_gigabytes: 
 
 
 def frozen_cache_of(model: torch.nn.Module) -> FrozenLayerCache | None:
-    """The cache attached to ``model``'s decoder stack, or None."""
+    """The cache attached to ``model``'s decoder stack, or None.
+
+    Args:
+        model: a transformers model (possibly wrapped).
+
+    Returns:
+        Its FrozenLayerCache, or None (no cache in this process, no decoder stack, or none attached).
+    """
     if not _CACHES:  # every packed forward asks: without any cache in this process, no module walk
         return None
     try:
@@ -166,7 +215,15 @@ def frozen_cache_of(model: torch.nn.Module) -> FrozenLayerCache | None:
 
 @contextmanager
 def layers_cut_to(stack: torch.nn.Module, keep: slice) -> Iterator[None]:
-    """Run ``stack`` with only ``stack.layers[keep]`` (the weights are the same modules)."""
+    """Run ``stack`` with only ``stack.layers[keep]`` (the weights are the same modules).
+
+    Args:
+        stack: the decoder stack.
+        keep: which layers to keep, e.g. ``slice(0, N)`` (lower) or ``slice(N, None)`` (upper).
+
+    Yields:
+        Nothing; the full layer list is restored when the block ends, also on an error.
+    """
     full = stack.layers
     stack.layers = torch.nn.ModuleList(list(full)[keep])
     try:
@@ -207,6 +264,19 @@ def cached_lower_hidden(cache: FrozenLayerCache, stack: torch.nn.Module, packed,
 
     A batch with any missing segment is computed whole (one forward of the lower layers) and its
     segments are stored while the cache has room. Row tails (padding) are zeros: never attended to.
+
+    Args:
+        cache: the stack's cache (updated: hits, misses, new segments).
+        stack: the decoder stack.
+        packed: a ``PackedSequences`` with ``input_ids`` [R, W] and its ``plan.segments``.
+        inputs: ``packing.model_inputs(model, packed)`` (used when a segment is missing).
+
+    Returns:
+        Hidden states [R, W, H] after layer N-1 (in the model's dtype), on the model's device, zeros
+        outside segments.
+
+    Raises:
+        RuntimeError: (on a miss) fewer than N layers ran the packed-segment attention.
     """
     ids = packed.input_ids.cpu()
     keys = [(FrozenLayerCache.segment_key(ids[row, start:end], start, prompt_end, chosen_end, end), row, start, end)
@@ -269,8 +339,10 @@ def forward_from_cache(model: torch.nn.Module, packed, inputs: dict, cache: Froz
 
     Args:
         model: the model as ``packing.packed_forward`` received it (possibly wrapped).
-        packed: a ``PackedSequences``; inputs: ``packing.model_inputs(model, packed)``.
-        cache: the stack's ``FrozenLayerCache``; kwargs: passed on (e.g. ``logits_to_keep``).
+        packed: a ``PackedSequences`` (R rows of width W).
+        inputs: ``packing.model_inputs(model, packed)``.
+        cache: the stack's ``FrozenLayerCache``.
+        **kwargs: passed on to the model call (e.g. ``logits_to_keep``).
 
     Returns:
         The model's own output object (``last_hidden_state`` or ``logits``), as the full forward's.

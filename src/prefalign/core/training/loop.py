@@ -55,10 +55,33 @@ STATE_FILE = "trainer_state.json"
 
 
 class Batch(Protocol):
+    """What the loop needs of a batch: ``num_tokens`` (real, non-padding tokens), ``len()`` (examples)."""
+
     num_tokens: int
 
-    def to(self, device: torch.device | str) -> "Batch": ...
-    def shard(self, rank: int, world_size: int) -> "Batch": ...
+    def to(self, device: torch.device | str) -> "Batch":
+        """The batch with every tensor moved to ``device``.
+
+        Args:
+            device: a torch device or its name ("cpu", "cuda:0").
+
+        Returns:
+            A batch of the same type (may be ``self`` when nothing moves).
+        """
+        ...
+
+    def shard(self, rank: int, world_size: int) -> "Batch":
+        """Process ``rank``'s share of this global batch.
+
+        Args:
+            rank: the process index, 0 <= rank < world_size.
+            world_size: the number of processes.
+
+        Returns:
+            A batch with this process's examples (about len(self) / world_size of them).
+        """
+        ...
+
     def __len__(self) -> int: ...
 
 
@@ -106,11 +129,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "TrainConfig":
+        """The ``training`` parameter block, checked by type (``dataclass_from_params``) and by value (``validate``).
+
+        Args:
+            params: the block; None = all defaults.
+
+        Returns:
+            The checked configuration.
+
+        Raises:
+            ParameterError: an unknown key or a value of the wrong type.
+            ValueError: a value outside its allowed range (see ``validate``).
+        """
         cfg = dataclass_from_params(cls, params, "training")
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
+        """Check every value's range, before any work starts.
+
+        Raises:
+            ValueError: the first invalid setting, naming the key, its value and what it must be (e.g.
+                ``lr_schedule`` not in LR_SCHEDULES, ``warmup_steps`` outside [0, max_steps]).
+        """
         checks = [
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
             ("mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {MIXED_PRECISION}"),
@@ -134,7 +175,18 @@ class TrainConfig:
                 raise ValueError(f"training.{key}={getattr(self, key)!r} is invalid; it must be {allowed}")
 
     def lr_factor(self, step: int) -> float:
-        """Multiplier of the learning rate after ``step`` optimizer steps: linear warmup, then decay."""
+        """Multiplier of the learning rate after ``step`` optimizer steps: linear warmup, then decay.
+
+        Warmup: (step + 1) / (warmup_steps + 1). After it, with progress
+        t = (step - warmup_steps) / max(1, max_steps - warmup_steps): ``constant`` 1, ``linear``
+        min_lr_ratio + (1 - min_lr_ratio) (1 - t), ``cosine`` min_lr_ratio + (1 - min_lr_ratio) (1 + cos(pi t)) / 2.
+
+        Args:
+            step: optimizer steps taken so far (0-based; what ``LambdaLR`` passes).
+
+        Returns:
+            The factor (dimensionless, in [0, 1]); the learning rate is ``learning_rate * factor``.
+        """
         if step < self.warmup_steps:
             return (step + 1) / (self.warmup_steps + 1)
         if self.lr_schedule == "constant":
@@ -157,7 +209,15 @@ class TrainResult:
 
 
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
-    """An Accelerator; re-creatable in one process (tests, notebooks) with another precision."""
+    """An Accelerator; re-creatable in one process (tests, notebooks) with another precision.
+
+    Args:
+        mixed_precision: ``auto`` | ``no`` | ``bf16`` | ``fp16`` (``auto`` resolved by
+            core/models/precision.py ``resolve_mixed_precision``).
+
+    Returns:
+        A fresh Accelerator (CPU/gloo when CUDA is absent); the process group is kept.
+    """
     if AcceleratorState._shared_state:  # keep the process group (PartialState), reset the rest
         AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True without CUDA: under `accelerate launch` that selects MULTI_CPU (gloo) instead of silently
@@ -166,11 +226,28 @@ def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
 
 
 def epoch_order(num_batches: int, seed: int, epoch: int) -> np.ndarray:
+    """The batch order of one epoch: a permutation seeded by (seed, epoch), so a resumed run sees the same batches.
+
+    Args:
+        num_batches: the number of global batches per epoch.
+        seed: the run's seed.
+        epoch: the epoch index (0-based).
+
+    Returns:
+        An int64 array of shape [num_batches], a permutation of 0..num_batches-1.
+    """
     return np.random.default_rng([seed, epoch]).permutation(num_batches)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest COMPLETE checkpoint (its state file is written last), or None."""
+    """The newest COMPLETE checkpoint (its state file is written last), or None.
+
+    Args:
+        output_dir: the run directory (checkpoints live in ``output_dir/checkpoints/step_XXXXXXXX``).
+
+    Returns:
+        The path of the highest-step checkpoint holding ``trainer_state.json``, or None when there is none.
+    """
     root = Path(output_dir) / "checkpoints"
     done = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).exists())
     return done[-1] if done else None
@@ -186,6 +263,14 @@ def local_share(batch: Batch, rank: int, world: int) -> tuple[Batch, bool]:
     A short last batch may hold fewer examples than processes; a process whose share is empty gets
     the batch's first example as a stand-in (False), whose loss the caller weighs 0: under DDP every
     process must run the forward and backward passes of every micro-batch for the gradient all-reduce.
+
+    Args:
+        batch: a global batch.
+        rank: this process's index.
+        world: the number of processes.
+
+    Returns:
+        (this process's share, True) when ``rank < len(batch)``, else (a one-example stand-in, False).
     """
     if rank < len(batch):
         return batch.shard(rank, world), True
@@ -202,7 +287,19 @@ def _all_sum(values: list[float], accelerator: Accelerator) -> list[float]:
 
 def evaluate(model: torch.nn.Module, batches: Sequence[Batch], loss_fn: LossFn, accelerator: Accelerator) -> dict[str, float]:
     """The loss over all of ``batches`` (token-level terms over all their tokens, example-level terms
-    over all their examples, on every process) and the example-weighted mean of each metric."""
+    over all their examples, on every process) and the example-weighted mean of each metric.
+
+    Args:
+        model: the model (left in the train/eval mode it came in).
+        batches: the global validation batches.
+        loss_fn: a StepLoss or a plain ``loss_fn(model, batch) -> (mean loss, metrics)``.
+        accelerator: the run's Accelerator (device and all-reduce).
+
+    Returns:
+        ``{"val_loss": the step-normalised loss over all batches (the objective's unit: nats for the
+        log-likelihood losses), "val_<metric>": example-weighted mean, ...}``, the same on every
+        process; ``{}`` when ``batches`` is empty.
+    """
     if not batches:
         return {}
     was_training = model.training
@@ -236,7 +333,28 @@ def train(
     output_dir: str | Path,
     accelerator: Accelerator | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``loss_fn``; resume from ``output_dir/checkpoints`` when one is there."""
+    """Train ``model`` on ``loss_fn``; resume from ``output_dir/checkpoints`` when one is there.
+
+    Args:
+        model: the model to train (updated in place; dropout disabled and trainable weights cast to
+            fp32 as the config says).
+        train_batches: the global training batches; epochs cycle through them in a seeded order.
+        val_batches: the global validation batches (evaluated every ``eval_every`` steps and at the end).
+        loss_fn: a StepLoss (core/training/normalisation.py) or a plain ``loss_fn(model, batch) ->
+            (mean over the batch's examples, metrics)``.
+        config: a TrainConfig or the ``training`` parameter block.
+        output_dir: the run directory; checkpoints go to ``output_dir/checkpoints``.
+        accelerator: the Accelerator to use; None = ``make_accelerator(config.mixed_precision)``.
+
+    Returns:
+        A TrainResult: the unwrapped model, one history row per optimizer step (train_loss,
+        learning_rate, grad_norm, tokens_per_second, train_/val_ metrics), the last validation metrics,
+        the step count, the step resumed from and throughput (tokens/s and examples/s, all processes).
+
+    Raises:
+        ValueError: ``train_batches`` is empty.
+        ParameterError: ``config`` is a dict with an unknown key or a wrong type (``TrainConfig.from_dict``).
+    """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     if not train_batches:
         raise ValueError("no training batches: the train split is empty after filtering")
@@ -368,6 +486,11 @@ def drop_tied_weights(models: list[torch.nn.Module], weights: list[dict[str, Any
     with a warning per save ("Removed shared tensor ..."). Loading re-ties them (``load_state``
     loads non-strictly into the tied model), so leaving them out here is the same checkpoint,
     without the warning. Only keys that share storage with an earlier key are dropped.
+
+    Args:
+        models: the models accelerate is saving (unused; the hook's signature).
+        weights: their state dicts; tied duplicates are deleted from them in place.
+        output_dir: the checkpoint directory (unused; the hook's signature).
     """
     for state in weights:
         seen: set[tuple[Any, int, tuple[int, ...]]] = set()
@@ -383,7 +506,18 @@ def drop_tied_weights(models: list[torch.nn.Module], weights: list[dict[str, Any
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int) -> Path:
-    """Model, optimizer, scheduler and RNG via accelerate; the step/history file last (marks it complete)."""
+    """Model, optimizer, scheduler and RNG via accelerate; the step/history file last (marks it complete).
+
+    Args:
+        accelerator: the run's Accelerator (saves model, optimizer, registered scheduler and RNG).
+        output_dir: the run directory.
+        step: the optimizer steps taken (names the folder ``step_XXXXXXXX``).
+        history: the history rows so far (written to ``trainer_state.json``).
+        keep: how many complete checkpoints to keep (older ones are deleted by the main process).
+
+    Returns:
+        The checkpoint folder.
+    """
     path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:

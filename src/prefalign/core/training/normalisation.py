@@ -41,7 +41,14 @@ class Units:
         return Units(self.tokens + other.tokens, self.examples + other.examples)
 
     def scaled(self, factor: float) -> "Units":
-        """Both counts times ``factor`` (the loop divides by the process count: DDP averages gradients)."""
+        """Both counts times ``factor`` (the loop divides by the process count: DDP averages gradients).
+
+        Args:
+            factor: the multiplier (1 / W with W processes).
+
+        Returns:
+            A new Units with ``tokens * factor`` and ``examples * factor``.
+        """
         return Units(self.tokens * factor, self.examples * factor)
 
 
@@ -63,7 +70,14 @@ class StepLoss:
     count_tokens: Callable[[Any], int] | None = None
 
     def units(self, batch: Any) -> Units:
-        """The batch's :class:`Units` (tokens from ``count_tokens``, examples = ``len(batch)``)."""
+        """The batch's :class:`Units` (tokens from ``count_tokens``, examples = ``len(batch)``).
+
+        Args:
+            batch: a pair or sequence batch (``len(batch)`` = its examples).
+
+        Returns:
+            Units(tokens, examples) of this batch; tokens 0 when ``count_tokens`` is None.
+        """
         tokens = float(self.count_tokens(batch)) if self.count_tokens is not None else 0.0
         return Units(tokens, float(len(batch)))
 
@@ -73,7 +87,15 @@ class StepLoss:
 
 def loss_units(loss_fn: Callable, batch: Any) -> Units:
     """``loss_fn.units(batch)`` for a :class:`StepLoss`; a plain ``loss_fn(model, batch)`` returns the
-    mean over its batch's examples, so its units are the examples alone."""
+    mean over its batch's examples, so its units are the examples alone.
+
+    Args:
+        loss_fn: a StepLoss (anything with ``units``) or a plain loss function.
+        batch: the batch it will be called on.
+
+    Returns:
+        The batch's Units (tokens 0 for a plain loss function).
+    """
     units = getattr(loss_fn, "units", None)
     return units(batch) if units is not None else Units(0.0, float(len(batch)))
 
@@ -101,6 +123,14 @@ def divide(total: torch.Tensor, denominator: float, empty_message: str) -> torch
 
     Raises:
         ValueError: ``empty_message``, when ``denominator`` is 0 (nothing to average over).
+
+    Args:
+        total: a summed loss term (a 0-d tensor, nats).
+        denominator: the count to average over (tokens or examples of the step).
+        empty_message: the error to raise when there is nothing to average over.
+
+    Returns:
+        ``total / denominator``, same shape and dtype as ``total``.
     """
     if denominator == 0:
         raise ValueError(empty_message)

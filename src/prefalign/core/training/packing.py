@@ -83,10 +83,12 @@ class PackedSequences:
 
     @property
     def num_sequences(self) -> int:
+        """N, the number of packed sequences (2B for B pairs)."""
         return int(self.last_index.shape[0])
 
     @property
     def shares_prompts(self) -> bool:
+        """Whether any segment is a prompt-shared [prompt, chosen, rejected] one."""
         return any(prompt_end < end for _, _, prompt_end, _, end in self.plan.segments)
 
     @property
@@ -111,9 +113,18 @@ class PackedSequences:
 
     @property
     def padding_fraction(self) -> float:
+        """Share of the R * W slots that are row-tail padding (0 with one row)."""
         return 1.0 - self.computed_tokens / max(1, self.input_ids.numel())
 
     def to(self, device: torch.device | str) -> "PackedSequences":
+        """The same packed sequences with every tensor on ``device``.
+
+        Args:
+            device: a torch device or its name.
+
+        Returns:
+            A new PackedSequences (the plan is shared, not copied).
+        """
         return PackedSequences(**{
             f.name: (getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name))
             for f in fields(self)
@@ -137,7 +148,15 @@ def _first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[in
 
 
 def shared_prompt_length(chosen: TokenizedSequence, rejected: TokenizedSequence) -> int:
-    """The prompt length both sides share, or 0 when their prompt tokens differ (no sharing)."""
+    """The prompt length both sides share, or 0 when their prompt tokens differ (no sharing).
+
+    Args:
+        chosen: the chosen sequence (ids and prompt length).
+        rejected: the rejected sequence.
+
+    Returns:
+        The prompt length in tokens when both prompt lengths and prompt token ids agree, else 0.
+    """
     p = chosen.prompt_length
     if p != rejected.prompt_length or chosen.input_ids[:p] != rejected.input_ids[:p]:
         return 0
@@ -248,7 +267,15 @@ def pack_pairs(
 
 
 def attention_mask_4d(packed: PackedSequences) -> torch.Tensor:
-    """Boolean [R, 1, W, W] mask, True where query q may attend to key k (the module doc's rule)."""
+    """Boolean [R, 1, W, W] mask, True where query q may attend to key k (the module doc's rule).
+
+    Args:
+        packed: the packed batch (R rows of width W).
+
+    Returns:
+        A bool tensor [R, 1, W, W] on ``packed.input_ids``'s device. Reference form of the rule (tests);
+        the forward pass never builds it.
+    """
     seg, br = packed.segment_ids, packed.branch_ids
     w = seg.shape[1]
     causal = torch.ones(w, w, dtype=torch.bool, device=seg.device).tril()
@@ -275,6 +302,14 @@ def model_inputs(model: torch.nn.Module, packed: PackedSequences) -> dict[str, o
     Raises:
         ValueError: prompt sharing with a flash-attention kernel, or any other kernel (eager,
             flex): set model.attn_implementation to sdpa.
+
+    Args:
+        model: the model (DDP/FSDP-wrapped is fine); its config's ``_attn_implementation`` picks the kernel.
+        packed: the packed batch.
+
+    Returns:
+        ``{"input_ids": [R, W], "position_ids": [R, W], "attention_mask": None or [R, 1, 1, 1] bool,
+        "packed_segments": SegmentPlan (sdpa only)}``.
     """
     config = getattr(_unwrap(model), "config", None)
     impl = str(getattr(config, "_attn_implementation", None) or "sdpa")
@@ -305,6 +340,14 @@ def packed_forward(model: torch.nn.Module, packed: PackedSequences, **kwargs):
         RuntimeError: when fewer attention layers than the model's ``num_hidden_layers`` read the
             segment plan (a model whose attention bypasses transformers' interface would otherwise
             attend across packed sequences without a word).
+
+    Args:
+        model: the model (possibly wrapped); runs from the frozen-layer cache when one is attached.
+        packed: the packed batch.
+        **kwargs: passed on to the model (e.g. ``logits_to_keep``).
+
+    Returns:
+        The model's own output object (``last_hidden_state`` [R, W, H] or ``logits`` [R, W, V]).
     """
     inputs = model_inputs(model, packed)
     cache = frozen_cache.frozen_cache_of(model)
@@ -325,7 +368,15 @@ def packed_forward(model: torch.nn.Module, packed: PackedSequences, **kwargs):
 
 
 def packed_hidden_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """hidden [R, W, H], index [N, 2] (row, column) -> [N, H]."""
+    """hidden [R, W, H], index [N, 2] (row, column) -> [N, H].
+
+    Args:
+        hidden: [R, W, H] hidden states (or logits) of a packed batch.
+        index: [N, 2] long, (row, column) per sequence, e.g. ``last_index``.
+
+    Returns:
+        [N, H]: row i is ``hidden[index[i, 0], index[i, 1]]``.
+    """
     return hidden[index[:, 0], index[:, 1]]
 
 
@@ -374,14 +425,31 @@ class PackedPairBatch:
 
     @property
     def num_tokens(self) -> int:
+        """The pairs' own tokens (as unpacked; a shared prompt counts once per sequence)."""
         return self.sequences.num_tokens
 
     def to(self, device: torch.device | str) -> "PackedPairBatch":
+        """The batch with its tensors (targets and packed sequences) on ``device``.
+
+        Args:
+            device: a torch device or its name.
+
+        Returns:
+            A new PackedPairBatch sharing the tokenised sequences.
+        """
         return PackedPairBatch(self.chosen, self.rejected, self.p_chosen.to(device), self.margin.to(device), self.pair_index.to(device),
                                self.share_prompt, self.row_tokens, self.pad_token_id, self.sequences.to(device))
 
     def shard(self, rank: int, world_size: int) -> "PackedPairBatch":
-        """This process's share (pairs rank, rank+W, ...), re-packed; as ``PairBatch.shard``."""
+        """This process's share (pairs rank, rank+W, ...), re-packed; as ``PairBatch.shard``.
+
+        Args:
+            rank: this process's index.
+            world_size: the number of processes (1 returns ``self``).
+
+        Returns:
+            A PackedPairBatch with pairs rank, rank + W, ... packed anew.
+        """
         if world_size == 1:
             return self
         keep = list(range(rank, len(self), world_size))
@@ -429,12 +497,31 @@ class PackedPairBatches(Sequence[PackedPairBatch]):
 
 def make_packed_pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0,
                              share_prompt: bool = False, row_tokens: int | None = None) -> PackedPairBatches:
-    """Packed counterpart of ``batching.make_pair_batches`` (same pairs per batch)."""
+    """Packed counterpart of ``batching.make_pair_batches`` (same pairs per batch).
+
+    Args:
+        tokenized: the tokenised pairs.
+        batch_size: pairs per batch.
+        pad_token_id: the id written into row tails.
+        seed: the length-grouped shuffle's seed; None = sorted by length (evaluation).
+        share_prompt: one segment per pair whose prompt tokens agree.
+        row_tokens: row capacity in tokens; None = one row per batch.
+
+    Returns:
+        A lazy ``PackedPairBatches`` (each batch is packed on first access and kept).
+    """
     return PackedPairBatches(tokenized, batch_size, pad_token_id, seed, share_prompt, row_tokens)
 
 
 def packed_padding_fraction(batches: Sequence[PackedPairBatch]) -> float:
-    """Share of computed slots that are row-tail padding, over all batches."""
+    """Share of computed slots that are row-tail padding, over all batches.
+
+    Args:
+        batches: packed pair batches.
+
+    Returns:
+        1 - computed tokens / (R * W slots), summed over the batches; 0 for no batches.
+    """
     slots = computed = 0
     for batch in batches:
         slots += batch.sequences.input_ids.numel()
@@ -453,6 +540,9 @@ def packable(model: torch.nn.Module) -> tuple[bool, bool]:
 
     Returns:
         (packing possible, prompt sharing possible).
+
+    Args:
+        model: a reward model or causal LM (possibly DDP-wrapped or with a peft backbone).
     """
     model = _unwrap(model)
     if getattr(model, "bidirectional", False) or getattr(getattr(model, "head_config", None), "pooling", "last") != "last":
@@ -475,7 +565,9 @@ def resolve_layout(training, model: torch.nn.Module):
     naming the switch).
 
     Args:
-        training: a ``TrainConfig``; model: the model the batches are for (reward model or causal LM).
+        training: a ``TrainConfig``.
+        model: the model the batches are for (reward model or causal LM; DDP-wrapped is fine).
+
     Returns:
         A ``TrainConfig`` whose two switches are booleans.
     """
@@ -489,11 +581,17 @@ def pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, 
     """Pair batches in the layout ``training`` asks for (``training.packing`` / ``training.share_prompt``).
 
     Args:
+        tokenized: the tokenised pairs (chosen and rejected sequences, p_chosen, margin).
+        batch_size: pairs per batch.
+        pad_token_id: the id written into padding (padded layout) or row tails (packed).
+        seed: the length-grouped shuffle's seed; None = sorted by length, deterministic (evaluation).
         training: a ``TrainConfig`` with both switches resolved (``resolve_layout``), or None: padded
             ``PairBatch``es.
+
     Returns:
         ``PackedPairBatches`` when either switch is on, else ``make_pair_batches``' list. Both
         hold the same pairs per batch, so a run's batches do not depend on the switch.
+
     Raises:
         ValueError: a switch is still ``auto`` (the layout depends on the model: resolve it first).
     """
@@ -506,7 +604,14 @@ def pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, 
 
 
 def any_padding_fraction(batches: Sequence) -> float:
-    """Padding share of padded (``PairBatch``) or packed (``PackedPairBatch``) batches."""
+    """Padding share of padded (``PairBatch``) or packed (``PackedPairBatch``) batches.
+
+    Args:
+        batches: a sequence of ``PairBatch`` / ``SequenceBatch``, or of ``PackedPairBatch``.
+
+    Returns:
+        The share of computed token slots that are padding (a fraction in [0, 1)).
+    """
     if len(batches) and isinstance(batches[0], PackedPairBatch):
         return packed_padding_fraction(batches)
     return padding_fraction(batches)

@@ -23,13 +23,24 @@ _LABEL: ContextVar[str | None] = ContextVar("prefalign_progress_label", default=
 
 
 def set_label(label: str | None) -> None:
-    """Name what the following progress lines are about (None: no name)."""
+    """Name what the following progress lines are about (None: no name).
+
+    Args:
+        label: the name (a node's namespace, e.g. ``reward_bt``); None or "" clears it.
+    """
     _LABEL.set(label or None)
 
 
 @contextmanager
 def labelled(label: str | None) -> Iterator[None]:
-    """Progress created inside the block is prefixed with ``label``."""
+    """Progress created inside the block is prefixed with ``label``.
+
+    Args:
+        label: the prefix (None or "": none).
+
+    Yields:
+        Nothing; the label is restored when the block ends.
+    """
     token = _LABEL.set(label or None)
     try:
         yield
@@ -38,7 +49,14 @@ def labelled(label: str | None) -> Iterator[None]:
 
 
 def is_terminal(stream: TextIO | None = None) -> bool:
-    """Whether ``stream`` (default: stderr, where tqdm writes) is an interactive terminal."""
+    """Whether ``stream`` (default: stderr, where tqdm writes) is an interactive terminal.
+
+    Args:
+        stream: the stream to test; None = ``sys.stderr``.
+
+    Returns:
+        True for an interactive terminal; False otherwise, or when the stream is closed or has no ``isatty``.
+    """
     stream = sys.stderr if stream is None else stream
     try:
         return bool(stream.isatty())
@@ -47,7 +65,15 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 
 
 def rounded(value: Any, digits: int = 4) -> Any:
-    """``value`` rounded to ``digits`` decimals when it is a float (for log lines); else unchanged."""
+    """``value`` rounded to ``digits`` decimals when it is a float (for log lines); else unchanged.
+
+    Args:
+        value: any value.
+        digits: decimals kept for floats.
+
+    Returns:
+        ``round(value, digits)`` for a float, the value itself otherwise.
+    """
     return round(value, digits) if isinstance(value, float) else value
 
 
@@ -62,10 +88,14 @@ def format_progress(desc: str, step: int, total: int, elapsed: float, steps_done
 
     Args:
         desc: what is progressing (``train``).
-        step: steps done so far, out of ``total``.
+        step: steps done so far.
+        total: the number of steps of the whole run.
         elapsed: seconds since this run (not a resumed one) started.
         steps_done: steps done in those seconds (for the ETA; excludes resumed steps).
         values: numbers shown with 4 significant digits.
+
+    Returns:
+        The line; the ETA is left out before the first step of this run and once ``step == total``.
     """
     parts = [f"{desc} {step}/{total} ({100 * step / max(total, 1):.0f}%)"]
     parts += [f"{key}={value:.4g}" for key, value in values.items() if value is not None]
@@ -103,7 +133,12 @@ class Progress:
             self._bar = tqdm(total=total, initial=initial, desc=desc)
 
     def update(self, steps: int = 1, **values: float) -> None:
-        """``steps`` more done; ``values`` (loss, tokens/s, ...) shown next to the count."""
+        """``steps`` more done; ``values`` (loss, tokens/s, ...) shown next to the count.
+
+        Args:
+            steps: steps completed since the last call.
+            **values: numbers to show (None values are left out); replaces the previous ones.
+        """
         self.step += steps
         self._values = values
         if not self.enabled:

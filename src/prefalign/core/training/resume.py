@@ -28,7 +28,19 @@ def resumable_run_dir(
     start_model: torch.nn.Module | None = None,
 ) -> Path:
     """``base/<name>_<fingerprint>`` of ``params`` (JSON-able), the frames' pair_id and p_chosen
-    columns, and a cheap checksum of the starting weights."""
+    columns, and a cheap checksum of the starting weights.
+
+    Args:
+        base: the folder holding resumable runs.
+        name: the run's name prefix (e.g. the objective).
+        params: the run's parameters (JSON-serialisable; other values are hashed by ``str``).
+        pair_frames: the training/validation pairs tables (each needs ``pair_id`` and ``p_chosen``).
+        start_model: the model training starts from; the first 64 KiB of its first four state-dict
+            tensors enter the fingerprint. None = weights not fingerprinted.
+
+    Returns:
+        ``base/<name>_<16 hex characters>`` (not created here).
+    """
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for frame in pair_frames:
@@ -41,5 +53,9 @@ def resumable_run_dir(
 
 
 def discard_checkpoints(run_dir: str | Path) -> None:
-    """The run is complete and its model is in the catalog: drop its resumable checkpoints."""
+    """The run is complete and its model is in the catalog: drop its resumable checkpoints.
+
+    Args:
+        run_dir: the run's folder (its ``checkpoints`` subfolder is removed; a missing one is fine).
+    """
     shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)

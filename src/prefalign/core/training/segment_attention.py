@@ -83,11 +83,19 @@ def segment_attention_forward(
     """Attention per packed segment, with transformers' attention-function signature.
 
     Args:
-        query: [R, Hq, W, D]; key, value: [R, Hkv, W, D] (Hq a multiple of Hkv: grouped-query).
+        module: the attention layer calling (its ``training`` flag switches dropout).
+        query: [R, Hq, W, D] (R packed rows of width W, Hq heads of dimension D).
+        key: [R, Hkv, W, D] (Hq a multiple of Hkv: grouped-query attention).
+        value: [R, Hkv, W, D].
         attention_mask: ignored (the plan says everything).
-        packed_segments: the batch's ``SegmentPlan``.
+        dropout: attention-dropout probability, applied only when ``module.training``.
+        scaling: the softmax scale; None = 1 / sqrt(D) (SDPA's default).
+        packed_segments: the batch's ``SegmentPlan`` (segments per row; ``calls`` is incremented).
+        **kwargs: the rest of transformers' call; ``softcap`` and ``sliding_window`` are checked.
+
     Returns:
         ([R, W, Hq, D] attention output, None); columns outside every segment (row tails) are 0.
+
     Raises:
         ValueError: without a plan, for a soft-capped layer, or a segment longer than a sliding window.
     """
