@@ -4,7 +4,9 @@ The reward, policy and evaluation pipelines are generated from this list, so a r
 objective is always trained and evaluated, and an objective's name appears here and in its
 parameters block (``reward.<name>`` / ``policy.<name>``), nowhere else in the code. Adding an
 objective = a loss (core/policy/objectives.py or core/reward/losses.py), an entry below, and a
-parameters block.
+parameters block. Each entry carries its loss factory and its trainer's run function, and
+core/objectives/train.train_objective calls ``spec.train(spec, ...)``: the registry dispatches
+every objective, in one process or under `accelerate launch` (core/training/launch.py).
 
 Framework-free: no Kedro import.
 """
@@ -18,13 +20,21 @@ from typing import Any, Callable
 from prefalign.core.models.params import ParameterError, dataclass_from_params
 from prefalign.core.policy import objectives as policy
 from prefalign.core.policy.gpo import make_gpo_loss_fn
-from prefalign.core.policy.training import GPOConfig
+from prefalign.core.policy.training import (GPOConfig, run_on_policy_objective, run_pairwise_objective,
+                                            run_sft_objective)
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams, deep_merge, with_head_type
+from prefalign.core.reward.training import RewardParams, deep_merge, run_reward_objective, with_head_type
 
 FAMILIES = ("reward", "policy")
 MODEL_KINDS = ("scalar_head", "gpm_head", "causal_lm")
-TRAINERS = ("reward", "supervised", "pairwise", "on_policy")
+# trainer -> its run function, ``run(spec, args, frames, bundles, tokenizers) -> TrainingRun``: the
+# pipeline template (pipelines/*/pipeline.py) and the core entry point of every entry with that trainer
+TRAINERS: dict[str, Callable[..., Any]] = {
+    "reward": run_reward_objective,
+    "supervised": run_sft_objective,
+    "pairwise": run_pairwise_objective,
+    "on_policy": run_on_policy_objective,
+}
 DATA = ("pairs", "chosen_responses", "on_policy_samples")
 EVALUATION = ("reward_model", "implicit_reward", "reference")
 
@@ -41,8 +51,10 @@ class ObjectiveSpec:
         trainer: the pipeline template and core entry point: ``reward`` (reward model on pairs),
             ``supervised`` (SFT), ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
         config: the dataclass the objective's parameters parse into.
-        loss: the loss factory: reward ``make_reward_loss_fn(config)``; pairwise
+        loss: the loss factory the trainer calls: reward ``make_reward_loss_fn(config)``; pairwise
             ``objective(PairLogprobs, config)``; supervised a ready ``loss_fn``; on_policy ``factory(beta)``.
+        train: the run function, ``train(spec, args, frames, bundles, tokenizers) -> TrainingRun``;
+            None (the default) = the trainer's (``TRAINERS[trainer]``).
         needs_reference: a reference log-prob table (the SFT policy's) is computed once and used by the loss.
         data: ``pairs`` (soft targets used when the config's ``soft_targets`` is true),
             ``chosen_responses`` (SFT) or ``on_policy_samples`` (GPO).
@@ -74,12 +86,15 @@ class ObjectiveSpec:
     defining: dict[str, Any] = field(default_factory=dict)
     preference_model: str | None = None
     config_key: str | None = None
+    train: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
-        for attr, allowed in (("family", FAMILIES), ("model_kind", MODEL_KINDS), ("trainer", TRAINERS),
+        for attr, allowed in (("family", FAMILIES), ("model_kind", MODEL_KINDS), ("trainer", tuple(TRAINERS)),
                               ("data", DATA), ("evaluation", EVALUATION)):
             if getattr(self, attr) not in allowed:
                 raise ValueError(f"objective {self.name!r}: {attr}={getattr(self, attr)!r} is not one of {allowed}")
+        if self.train is None:
+            object.__setattr__(self, "train", TRAINERS[self.trainer])
 
     @property
     def namespace(self) -> str:
