@@ -159,6 +159,68 @@ def ipo_objective(logps: PairLogprobs, config: IPOConfig, denominators: Units | 
 
 
 @dataclass(frozen=True)
+class HingeConfig:
+    """SLiC's hinge loss on the implicit reward margin (TRL ``loss_type="hinge"``); docs/methods.md s4.7.
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
+
+    beta: float = 0.1  # 1 / beta is the margin h must reach (nats)
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when beta <= 0."""
+        _check_beta(self.beta)
+
+
+def expected_over_label(loss: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
+    """p loss(z) + (1 - p) loss(-z): a hard-label loss of the logit z, in expectation over the label
+    drawn as "y_w wins" with probability p (None: p = 1, the hard loss itself).
+
+    Args:
+        loss: elementwise hard-label loss of z; z: (B,); p: (B,) soft targets in [0, 1], or None.
+
+    Returns:
+        (B,) losses; p = 1 gives ``loss(z)`` exactly (the other term is multiplied by 0).
+
+    Source: docs/methods.md s4.3 (the same construction as IPO's soft form), s4.7.
+    """
+    if p is None:
+        return loss(z)
+    return p * loss(z) + (1.0 - p) * loss(-z)
+
+
+def _soft(logps: PairLogprobs, config: Any, like: torch.Tensor) -> torch.Tensor | None:
+    """The pairs' soft targets when the config's ``soft_targets`` is on, else None (hard labels)."""
+    return logps.p_chosen.to(like.dtype) if getattr(config, "soft_targets", False) else None
+
+
+def hinge_objective(logps: PairLogprobs, config: HingeConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Hinge (SLiC-HF / RSO) on one batch: max(0, 1 - beta h) per pair; with soft targets its
+    expectation over the label, p max(0, 1 - beta h) + (1 - p) max(0, 1 + beta h).
+
+    Args:
+        logps: the batch's log-probs, with the reference's; config: beta, soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
+
+    Returns:
+        (loss per pair, dimensionless (beta h; 0 once beta h >= 1 under a hard label), metrics as
+        :func:`dpo_objective`).
+
+    Raises:
+        ValueError: when the reference log-probs are missing.
+
+    Source: docs/methods.md s4.7 (Zhao et al. 2305.10425 SLiC-HF; Liu et al. 2309.06657 RSO; TRL ``hinge``).
+    """
+    d = denominators or logps.units()
+    h = logps.margin()
+    z = config.beta * h
+    loss = expected_over_label(lambda x: torch.relu(1.0 - x), z, _soft(logps, config, z))
+    return loss.sum() / d.examples, _margin_metrics(logps, h, config.beta)
+
+
+@dataclass(frozen=True)
 class SimPOConfig:
     """SimPO: reference-free, length-normalised; docs/methods.md s4.4 (arXiv 2405.14734).
 
