@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -54,3 +56,33 @@ def test_hinge_soft_targets_hand_case():
     # 0.75 * 0.25 + 0.25 * 1.75 = 0.625; 0.5 * 1.5 + 0.5 * 0.5 = 1.0; 1 * 0 + 0 * 3 = 0
     loss, _ = spec.loss(logps, spec.parse({"beta": 0.5, "soft_targets": True}))
     assert loss.item() == pytest.approx((0.625 + 1.0 + 0.0) / 3, rel=1e-12)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_robust_dpo_hand_case():
+    spec = get("policy_robust_dpo")
+    config = spec.parse({"beta": 0.5, "label_smoothing": 0.1})
+    # z = 0.5 h = 0.75, -0.5, 2; -log sigma(z) = softplus(-z), log sigma(-z) = -softplus(z);
+    # L(z) = (0.9 softplus(-z) - 0.1 softplus(z)) / 0.8
+    by_hand = [(0.9 * softplus(-z) - 0.1 * softplus(z)) / 0.8 for z in (0.75, -0.5, 2.0)]
+    assert by_hand[2] < 0  # the unbiased estimate goes negative on a well-ranked pair
+    loss, _ = spec.loss(pairs(), config)
+    assert loss.item() == pytest.approx(sum(by_hand) / 3, rel=1e-12)
+    # soft targets: p L(z) + (1 - p) L(-z)
+    logps = pairs()
+    logps.p_chosen = t(0.75, 0.5, 1.0)
+    soft = [p * (0.9 * softplus(-z) - 0.1 * softplus(z)) / 0.8 + (1 - p) * (0.9 * softplus(z) - 0.1 * softplus(-z)) / 0.8
+            for p, z in ((0.75, 0.75), (0.5, -0.5), (1.0, 2.0))]
+    assert spec.loss(logps, spec.parse({"beta": 0.5, "label_smoothing": 0.1, "soft_targets": True}))[0].item() == \
+        pytest.approx(sum(soft) / 3, rel=1e-12)
+
+
+def test_robust_dpo_with_no_flips_is_dpo_and_eps_is_checked():
+    robust, dpo = get("policy_robust_dpo"), get("policy_dpo")
+    assert robust.loss(pairs(), robust.parse({"beta": 0.5}))[0].item() == \
+        pytest.approx(dpo.loss(pairs(), dpo.parse({"beta": 0.5}))[0].item(), rel=1e-12)
+    with pytest.raises(ValueError, match=r"label_smoothing=0.5 must be in \[0, 0.5\)"):
+        robust.parse({"label_smoothing": 0.5})

@@ -196,6 +196,8 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("hinge", "policy", "causal_lm", "pairwise", policy.HingeConfig, policy.hinge_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("robust_dpo", "policy", "causal_lm", "pairwise", policy.RobustDPOConfig, policy.robust_dpo_objective,
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("gpo", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
                   config_key="gpo", preference_model="reward_gpm"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
 from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts, sequence_logprobs
@@ -218,6 +219,58 @@ def hinge_objective(logps: PairLogprobs, config: HingeConfig, denominators: Unit
     z = config.beta * h
     loss = expected_over_label(lambda x: torch.relu(1.0 - x), z, _soft(logps, config, z))
     return loss.sum() / d.examples, _margin_metrics(logps, h, config.beta)
+
+
+@dataclass(frozen=True)
+class RobustDPOConfig:
+    """Robust DPO (rDPO, TRL ``loss_type="robust"``): DPO de-biased for labels flipped with probability eps;
+    docs/methods.md s4.8.
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
+
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # eps, the assumed probability that a label is flipped; 0 <= eps < 0.5
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when beta <= 0 or eps is outside [0, 0.5) (the loss divides by 1 - 2 eps)."""
+        _check_beta(self.beta)
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"objective.label_smoothing={self.label_smoothing} must be in [0, 0.5): robust DPO divides "
+                             "by 1 - 2 eps (eps = the probability that a label is flipped)")
+
+
+def robust_dpo_objective(logps: PairLogprobs, config: RobustDPOConfig, denominators: Units | None = None
+                         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Robust DPO on one batch: [(1 - eps)(-log sigma(beta h)) + eps log sigma(-beta h)] / (1 - 2 eps)
+    per pair; with soft targets its expectation over the label (p on h, 1 - p on -h).
+
+    The unbiased estimate of the clean-label DPO loss when each label is flipped with probability
+    eps; it can be negative (pairs the policy already ranks with a large margin). eps = 0 is DPO.
+
+    Args:
+        logps: the batch's log-probs, with the reference's; config: beta, label_smoothing (eps), soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
+
+    Returns:
+        (loss per pair in nats, metrics as :func:`dpo_objective`).
+
+    Raises:
+        ValueError: when the reference log-probs are missing.
+
+    Source: docs/methods.md s4.8 (Chowdhury et al. 2024, "Provably Robust DPO", eq. 7; TRL ``robust``).
+    """
+    d = denominators or logps.units()
+    h = logps.margin()
+    eps = config.label_smoothing
+
+    def robust(z: torch.Tensor) -> torch.Tensor:
+        return ((1.0 - eps) * -F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1.0 - 2.0 * eps)
+
+    z = config.beta * h
+    return expected_over_label(robust, z, _soft(logps, config, z)).sum() / d.examples, _margin_metrics(logps, h, config.beta)
 
 
 @dataclass(frozen=True)
