@@ -59,3 +59,44 @@ def test_pair_logits_scalar_and_gpm():
     v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     gpm = RewardOutput(embeddings=v, gate=torch.ones(2, 1), tau=0.1)
     assert gpm.pair_logits(1).item() == pytest.approx(1.0 / 0.1)
+
+
+def test_a_head_registered_here_runs_through_the_model_and_scoring_unchanged():
+    """The model and the scoring API ask the head (``reads_prompt``, ``scalar_reward``, ``outputs``),
+    never its name: a head registered in this test trains, scores and refuses exports as its
+    interface says, with no change to model.py or scoring.py."""
+    from prefalign.core.models import build_backbone
+    from prefalign.core.reward.heads import HEADS, ScalarHead, register_head
+    from prefalign.core.reward.model import HeadConfig, RewardModel
+    from prefalign.core.reward.scoring import pair_logits, response_rewards
+    from tests.reward.helpers import TINY_MODEL, toy_pairs, toy_tokenizer
+
+    @register_head
+    class PromptMinusResponse(ScalarHead):
+        """r = w . (h(x, y) - h(x)): reads the prompt, one reward per response."""
+
+        name = "test_prompt_minus_response"
+        reads_prompt = True
+
+        def outputs(self, pooled, prompt_pooled, tau):
+            return RewardOutput(rewards=self(pooled - prompt_pooled), tau=tau)
+
+    try:
+        prompts, chosen, rejected = toy_pairs(4)
+        tok = toy_tokenizer()
+        backbone = build_backbone({**TINY_MODEL, "seed": 0}, tok)
+        model = RewardModel(backbone, HeadConfig.from_dict({"head": "test_prompt_minus_response"}))
+        assert model.has_scalar_reward and isinstance(model.head, PromptMinusResponse)
+        rewards = response_rewards(model, tok, prompts, chosen)
+        # by hand: the same backbone's pooled states, through the head's own map
+        from prefalign.core.training.batching import collate_sequences, tokenize_groups
+        seqs = [g[0] for g in tokenize_groups(tok, prompts, [[c] for c in chosen], 256, 128)]
+        batch = collate_sequences(seqs, tok.pad_token_id)
+        with torch.no_grad():
+            hidden = model.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            expected = model.head(gather_rows(hidden, batch.last_index) - gather_rows(hidden, batch.last_prompt_index))
+        assert rewards == pytest.approx(expected.double().numpy(), abs=1e-5)
+        logits = pair_logits(model, tok, prompts, chosen, rejected)
+        assert logits == pytest.approx(rewards - response_rewards(model, tok, prompts, rejected), abs=1e-5)
+    finally:
+        HEADS.pop("test_prompt_minus_response")

@@ -22,11 +22,13 @@ from prefalign.core.policy import objectives as policy
 from prefalign.core.policy.gpo import make_gpo_loss_fn
 from prefalign.core.policy.training import (GPOConfig, run_on_policy_objective, run_pairwise_objective,
                                             run_sft_objective)
+from prefalign.core.reward.heads import HEADS
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.reward.training import RewardParams, deep_merge, run_reward_objective, with_head_type
 
 FAMILIES = ("reward", "policy")
-MODEL_KINDS = ("scalar_head", "gpm_head", "causal_lm")
+# reward models: ``<head>_head`` for every head registered in core/reward/heads.py; policies: causal_lm
+MODEL_KINDS = (*(f"{head}_head" for head in HEADS), "causal_lm")
 # trainer -> its run function, ``run(spec, args, frames, bundles, tokenizers) -> TrainingRun``: the
 # pipeline template (pipelines/*/pipeline.py) and the core entry point of every entry with that trainer
 TRAINERS: dict[str, Callable[..., Any]] = {
@@ -47,7 +49,8 @@ class ObjectiveSpec:
         name: the parameters key (``reward.<name>`` / ``policy.<name>``); the Kedro namespace and
             dataset prefix is ``<family>_<name>``.
         family: ``reward`` or ``policy``.
-        model_kind: ``scalar_head`` (reward model, scalar head) | ``gpm_head`` (reward model, GPM head) | ``causal_lm`` (policy).
+        model_kind: ``<head>_head`` (a reward model with the head registered as ``<head>`` in
+            core/reward/heads.py: ``scalar_head``, ``gpm_head``, ...) | ``causal_lm`` (policy).
         trainer: the pipeline template and core entry point: ``reward`` (reward model on pairs),
             ``supervised`` (SFT), ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
         config: the dataclass the objective's parameters parse into.
@@ -108,8 +111,8 @@ class ObjectiveSpec:
 
     @property
     def head_type(self) -> str | None:
-        """The reward head (``scalar`` / ``gpm``), None for policies."""
-        return {"scalar_head": "scalar", "gpm_head": "gpm"}.get(self.model_kind)
+        """The reward head's registered name (``scalar``, ``gpm``, ...), None for policies."""
+        return self.model_kind.removesuffix("_head") if self.model_kind.endswith("_head") else None
 
     @property
     def block_key(self) -> str:

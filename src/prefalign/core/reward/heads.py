@@ -1,7 +1,13 @@
-"""Reward heads on top of a backbone's hidden states.
+"""Reward heads on top of a backbone's hidden states, behind one interface (``RewardHead``).
 
-Both heads read a POOLED hidden state h (``pool``; docs/methods.md s6): the last real token for
-decoders, the first token ([CLS]) or the masked mean for encoders.
+Every head reads a POOLED hidden state h (``pool``; docs/methods.md s6): the last real token for
+decoders, the first token ([CLS]) or the masked mean for encoders; a head that also reads the
+prompt (``reads_prompt``) gets the prompt's pooled state h(x).
+
+Adding a head: a ``RewardHead`` subclass here, registered with ``@register_head`` (its ``name`` is
+``head_config.head``), and a registry entry of model kind ``<name>_head``
+(core/objectives/registry.py) with its parameters block. The model, scoring, GPO and the registry
+ask the head (``reads_prompt``, ``scalar_reward``, ``outputs``), never its name.
 
 - ``ScalarHead``: r(x, y) = w . h(x, y), no bias (as transformers' ``score`` layer of
   ``*ForSequenceClassification``, so the head exports exactly; a bias cancels in r_w - r_l anyway).
@@ -12,7 +18,8 @@ decoders, the first token ([CLS]) or the masked mean for encoders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +54,97 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, last_index: 
     raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
 
 
-class ScalarHead(torch.nn.Module):
+class RewardHead(torch.nn.Module):
+    """The interface of a reward head: what the model, scoring and GPO ask of it.
+
+    Class attributes:
+        name: ``head_config.head`` of the models that use it (the registry's model kind is ``<name>_head``).
+        scalar_reward: it gives one reward per response (``RewardOutput.rewards``): ``response_rewards``
+            works, and the model can export as ``AutoModelForSequenceClassification``.
+        reads_prompt: ``outputs`` needs the prompt's pooled state (the model computes it only then).
+    """
+
+    name: ClassVar[str]
+    scalar_reward: ClassVar[bool] = False
+    reads_prompt: ClassVar[bool] = False
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Reject a head config this head cannot be built from, before any training.
+
+        Args:
+            config: a core/reward/model.py HeadConfig.
+
+        Raises:
+            ValueError: naming the bad key (none by default).
+        """
+
+    @classmethod
+    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "RewardHead":
+        """The head on a backbone of ``hidden_size`` (H) with the settings of ``config`` (a HeadConfig).
+
+        ``bias``: scalar heads only, to read checkpoints written before the head became bias-free.
+        """
+        raise NotImplementedError
+
+    def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
+        """The per-sequence outputs of N sequences.
+
+        Args:
+            pooled: [N, H] pooled (prompt, response) states; prompt_pooled: [N, H] the prompt's
+                pooled states when ``reads_prompt``, else None; tau: the head config's temperature.
+
+        Returns:
+            A RewardOutput with this head's fields set.
+        """
+        raise NotImplementedError
+
+    def empty_output(self, tau: float) -> "RewardOutput":
+        """The outputs of zero sequences (float64, this head's fields with N = 0)."""
+        raise NotImplementedError
+
+
+HEADS: dict[str, type[RewardHead]] = {}
+
+
+def register_head(cls: type[RewardHead]) -> type[RewardHead]:
+    """Class decorator: make ``cls`` the head of ``head_config.head == cls.name``.
+
+    Raises:
+        ValueError: another head already has that name.
+    """
+    if cls.name in HEADS:
+        raise ValueError(f"reward head {cls.name!r} is registered twice ({HEADS[cls.name].__name__}, {cls.__name__})")
+    HEADS[cls.name] = cls
+    return cls
+
+
+@register_head
+class ScalarHead(RewardHead):
+    """r(x, y) = w . h(x, y): one reward per response (docs/methods.md s2)."""
+
+    name = "scalar"
+    scalar_reward = True
+
     def __init__(self, hidden_size: int, bias: bool = False):
         super().__init__()
         # bias=True only to read checkpoints written before the head became bias-free
         self.score = torch.nn.Linear(hidden_size, 1, bias=bias)
 
+    @classmethod
+    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "ScalarHead":
+        return cls(hidden_size, bias=bias)
+
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """Rewards [N] from pooled states [N, H]."""
         return self.score(pooled.to(self.score.weight.dtype)).squeeze(-1)
+
+    def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
+        """RewardOutput(rewards [N])."""
+        return RewardOutput(rewards=self(pooled), tau=tau)
+
+    def empty_output(self, tau: float) -> "RewardOutput":
+        return RewardOutput(rewards=torch.zeros(0, dtype=torch.float64), tau=tau)
 
 
 def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -70,7 +159,13 @@ def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch
     return (gate * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])).sum(-1)
 
 
-class GPMHead(torch.nn.Module):
+@register_head
+class GPMHead(RewardHead):
+    """GPM (docs/methods.md s3): unit embeddings v [N, 2k] and a prompt gate lambda [N, k]."""
+
+    name = "gpm"
+    reads_prompt = True
+
     def __init__(self, hidden_size: int, k: int):
         super().__init__()
         if k < 1:
@@ -79,12 +174,31 @@ class GPMHead(torch.nn.Module):
         self.embed = torch.nn.Linear(hidden_size, 2 * k, bias=False)
         self.gate = torch.nn.Linear(hidden_size, k)
 
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Raises ValueError when ``gpm_k`` < 1 (what ``__init__`` would reject after the tokenizer is trained)."""
+        if config.gpm_k < 1:
+            raise ValueError(f"head.gpm_k={config.gpm_k} must be >= 1 (the embedding has 2k dimensions)")
+
+    @classmethod
+    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "GPMHead":
+        return cls(hidden_size, config.gpm_k)
+
     def forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(v [N, 2k] unit vectors from the (prompt, response) state [N, H], gate [N, k] from the prompt's state [N, H])."""
         dtype = self.embed.weight.dtype
         v = F.normalize(self.embed(pooled.to(dtype)), dim=-1)
         gate = torch.softmax(self.gate(prompt_pooled.to(dtype)), dim=-1)
         return v, gate
+
+    def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
+        """RewardOutput(embeddings [N, 2k], gate [N, k], tau)."""
+        v, gate = self(pooled, prompt_pooled)
+        return RewardOutput(embeddings=v, gate=gate, tau=tau)
+
+    def empty_output(self, tau: float) -> "RewardOutput":
+        return RewardOutput(embeddings=torch.zeros(0, 2 * self.k, dtype=torch.float64),
+                            gate=torch.zeros(0, self.k, dtype=torch.float64), tau=tau)
 
 
 @dataclass
@@ -100,6 +214,12 @@ class RewardOutput:
     embeddings: torch.Tensor | None = None  # [N, 2k] (GPM)
     gate: torch.Tensor | None = None  # [N, k] (GPM)
     tau: float = 1.0
+
+    def per_row(self) -> dict[str, torch.Tensor]:
+        """The per-sequence tensors that are set (``rewards``, or ``embeddings`` and ``gate``), by field name;
+        each has the N sequences along dimension 0."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "tau" and getattr(self, f.name) is not None}
 
     def preference_scores(self, num_groups: int) -> torch.Tensor:
         """Rows ``m * P + p`` are member m of group p (a ``PairBatch``: chosen rows, then rejected rows,

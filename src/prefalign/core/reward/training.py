@@ -95,7 +95,7 @@ def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
 
     Args:
         params: a reward parameters dict (``defaults`` merged with the objective's block).
-        head_type: ``scalar`` or ``gpm``.
+        head_type: a registered head's name (``scalar``, ``gpm``, ...: core/reward/heads.py HEADS).
 
     Returns:
         A new dict; ``params`` is not changed.
