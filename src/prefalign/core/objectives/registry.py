@@ -183,6 +183,9 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
     # on the product's own path, beside BT.
     ObjectiveSpec("gpm_synthetic", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
+    # GPM with a prompt-independent gate (docs/methods.md s3.1): does the prompt gate earn its keep?
+    ObjectiveSpec("gpm_fixed_gate", "reward", "gpm_fixed_gate_head", "reward", RewardParams, make_reward_loss_fn,
+                  needs_reference=False, data="pairs", evaluation="reward_model"),
     # policies (docs/methods.md s4)
     ObjectiveSpec("sft", "policy", "causal_lm", "supervised", None, policy.sft_loss_fn,
                   needs_reference=False, data="chosen_responses", evaluation="reference"),

@@ -201,6 +201,35 @@ class GPMHead(RewardHead):
                             gate=torch.zeros(0, self.k, dtype=torch.float64), tau=tau)
 
 
+@register_head
+class FixedGateGPMHead(RewardHead):
+    """GPM with a prompt-independent gate: lambda = softmax(g), one learned k-vector, instead of
+    s3's softmax(G h(x) + g). The same embeddings and score s = <R v_i, v_j>; it reads no prompt
+    state, so it packs like a scalar head. docs/methods.md s3.1 (an ablation of the prompt gate)."""
+
+    name = "gpm_fixed_gate"
+    check_config = GPMHead.check_config  # gpm_k >= 1
+    empty_output = GPMHead.empty_output
+
+    def __init__(self, hidden_size: int, k: int):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"gpm_k={k} must be >= 1 (the embedding has 2k dimensions)")
+        self.k = k
+        self.embed = torch.nn.Linear(hidden_size, 2 * k, bias=False)
+        self.gate_logits = torch.nn.Parameter(torch.zeros(k))  # lambda = 1/k per block at the start
+
+    @classmethod
+    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "FixedGateGPMHead":
+        return cls(hidden_size, config.gpm_k)
+
+    def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
+        """RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] = softmax(g) on every row, tau)."""
+        v = F.normalize(self.embed(pooled.to(self.embed.weight.dtype)), dim=-1)
+        gate = torch.softmax(self.gate_logits, dim=-1).expand(v.shape[0], self.k)
+        return RewardOutput(embeddings=v, gate=gate, tau=tau)
+
+
 @dataclass
 class RewardOutput:
     """Per-sequence outputs; ``preference_scores`` / ``pair_logits`` assemble the preference tables.
