@@ -141,6 +141,9 @@ class ObjectiveSpec:
             params: the objective's own block (``reward.<name>`` / ``policy.<name>.<config_key>``).
             defaults: the family's shared block (``reward.defaults``), or None.
 
+        Returns:
+            The entry's config (an instance of ``config``; None for SFT, which has none).
+
         Raises:
             ParameterError: the own block contradicts a defining setting (naming the key and the fix).
             ValueError: an unknown key (named, with the allowed ones) or a bad value, before training.
@@ -163,6 +166,12 @@ class ObjectiveSpec:
 
     def drops_ties(self, config: Any) -> bool:
         """THE tie flag: a hard-label pairwise objective drops p = 0.5 pairs; soft targets keep them.
+
+        Args:
+            config: the entry's parsed config (``parse``), or None.
+
+        Returns:
+            True when this objective on this config leaves ties out.
 
         Source: docs/methods.md s1 ("Ties").
         """

@@ -24,6 +24,10 @@ from prefalign.core.policy.gpo import PreferenceTableFn
 def preference_table_fn(preference_model: ModelBundle, batch_size: int = 32) -> PreferenceTableFn:
     """A PreferenceTableFn over a reward-pipeline checkpoint (GPM or scalar head).
 
+    Args:
+        preference_model: a reward-pipeline ModelBundle (RewardModel and its tokenizer);
+        batch_size: sequences per forward when scoring.
+
     Returns:
         ``table(prompts [P], groups [P][K], prompt_messages [P] | None) -> [P, K, K]`` float64 log-odds.
 

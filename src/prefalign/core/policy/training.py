@@ -74,6 +74,17 @@ class PolicyDataConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
+        """Parse ``policy.defaults.data``.
+
+        Args:
+            params: PolicyDataConfig keys, or None (all defaults).
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: an unknown key, a bad ``sources``, or a size < 1.
+        """
         if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
             params = {**params, "sources": source_names(params["sources"])}
         cfg = dataclass_from_params(cls, params, "data")
@@ -105,6 +116,17 @@ class GPOConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "GPOConfig":
+        """Parse ``policy.<name>.gpo``.
+
+        Args:
+            params: GPOConfig keys, or None (all defaults).
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: an unknown key, iterations < 1, beta <= 0, max_prompts < 1, or a bad sampling config.
+        """
         cfg = dataclass_from_params(cls, params, "on-policy (GPO) config")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
@@ -121,6 +143,9 @@ def work_dir_of(block: dict[str, Any], where: str) -> str:
     Args:
         block: the objective's parameters block; where: its name in messages (``policy.dpo``).
 
+    Returns:
+        The folder (text).
+
     Raises:
         ValueError: missing, or not a non-empty text.
     """
@@ -134,6 +159,12 @@ def work_dir_of(block: dict[str, Any], where: str) -> str:
 def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
     """``policy.<name>.scoring_batch_size`` of an on-policy objective: prompts per preference-model call (default 16).
 
+    Args:
+        block: the objective's parameters block; where: its name in messages.
+
+    Returns:
+        The batch size.
+
     Raises:
         ValueError: not an integer >= 1.
     """
@@ -144,8 +175,15 @@ def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
 
 
 def apply_cpu_threads(training: TrainConfig) -> None:
-    """The loop sets torch's CPU threads when training starts; the passes before it (reference
-    log-probs, sampling) should run under the same setting."""
+    """Set torch's CPU threads to ``training.cpu_threads`` now (the loop sets them when training
+    starts; the passes before it, reference log-probs and sampling, should run under the same setting).
+
+    Args:
+        training: the objective's TrainConfig (``cpu_threads`` None: leave torch's setting).
+
+    Returns:
+        None.
+    """
     if training.cpu_threads is not None:
         torch.set_num_threads(training.cpu_threads)
 

@@ -26,7 +26,16 @@ import torch.nn.functional as F
 
 
 def gather_rows(hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """hidden_states [N, T, H], index [N] -> [N, H] (the hidden state at position index[n] of row n)."""
+    """The hidden state at position ``index[n]`` of each row n.
+
+    Args:
+        hidden_states: [N, T, H]; index: [N] int positions in [0, T).
+
+    Returns:
+        [N, H].
+
+    Source: docs/methods.md s6 (pooling).
+    """
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
 
 
@@ -81,9 +90,17 @@ class RewardHead(torch.nn.Module):
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "RewardHead":
-        """The head on a backbone of ``hidden_size`` (H) with the settings of ``config`` (a HeadConfig).
+        """The head on a backbone of ``hidden_size`` (H) with the settings of ``config``.
 
-        ``bias``: scalar heads only, to read checkpoints written before the head became bias-free.
+        Args:
+            hidden_size: H, the backbone's hidden size; config: a HeadConfig (``gpm_k``, ``tau``, ...);
+            bias: scalar heads only, to read checkpoints written before the head became bias-free.
+
+        Returns:
+            The head module (untrained).
+
+        Raises:
+            ValueError: a setting the head cannot use (e.g. ``gpm_k`` < 1).
         """
         raise NotImplementedError
 
@@ -100,7 +117,14 @@ class RewardHead(torch.nn.Module):
         raise NotImplementedError
 
     def empty_output(self, tau: float) -> "RewardOutput":
-        """The outputs of zero sequences (float64, this head's fields with N = 0)."""
+        """The outputs of zero sequences.
+
+        Args:
+            tau: the head config's temperature.
+
+        Returns:
+            A RewardOutput with this head's fields as float64 tensors with N = 0.
+        """
         raise NotImplementedError
 
 
@@ -109,6 +133,12 @@ HEADS: dict[str, type[RewardHead]] = {}
 
 def register_head(cls: type[RewardHead]) -> type[RewardHead]:
     """Class decorator: make ``cls`` the head of ``head_config.head == cls.name``.
+
+    Args:
+        cls: a RewardHead subclass with a ``name``.
+
+    Returns:
+        ``cls`` unchanged (now in ``HEADS``).
 
     Raises:
         ValueError: another head already has that name.
@@ -133,24 +163,42 @@ class ScalarHead(RewardHead):
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "ScalarHead":
+        """See :meth:`RewardHead.build` (``config`` is not read: the scalar head has no settings)."""
         return cls(hidden_size, bias=bias)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Rewards [N] from pooled states [N, H]."""
+        """Rewards r = w . h.
+
+        Args:
+            pooled: [N, H] pooled states.
+
+        Returns:
+            [N] rewards (logit units: r_w - r_l is the logit of P(w > l)).
+        """
         return self.score(pooled.to(self.score.weight.dtype)).squeeze(-1)
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """RewardOutput(rewards [N])."""
+        """See :meth:`RewardHead.outputs`: RewardOutput(rewards [N]); ``prompt_pooled`` is not read."""
         return RewardOutput(rewards=self(pooled), tau=tau)
 
     def empty_output(self, tau: float) -> "RewardOutput":
+        """See :meth:`RewardHead.empty_output`: rewards [0]."""
         return RewardOutput(rewards=torch.zeros(0, dtype=torch.float64), tau=tau)
 
 
 def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """s(y_i > y_j | x) = <R v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]) (docs/methods.md s3).
+    """s(y_i > y_j | x) = <R v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]).
 
-    v_i, v_j: [N, 2k]; gate (lambda): [N, k]. Returns [N]. Antisymmetric in (i, j) by construction.
+    Args:
+        v_i, v_j: [N, 2k] embeddings (unit vectors); gate: [N, k] lambda (>= 0, summing to 1).
+
+    Returns:
+        [N] scores (logit units times tau); antisymmetric in (i, j) by construction.
+
+    Raises:
+        ValueError: shapes that are not [N, 2k], [N, 2k], [N, k].
+
+    Source: docs/methods.md s3.
     """
     if v_i.shape != v_j.shape or v_i.shape[-1] != 2 * gate.shape[-1] or v_i.shape[0] != gate.shape[0]:
         raise ValueError(f"need v_i, v_j [N, 2k] and gate [N, k]; got {tuple(v_i.shape)}, {tuple(v_j.shape)}, {tuple(gate.shape)}")
@@ -176,27 +224,45 @@ class GPMHead(RewardHead):
 
     @classmethod
     def check_config(cls, config: Any) -> None:
-        """Raises ValueError when ``gpm_k`` < 1 (what ``__init__`` would reject after the tokenizer is trained)."""
+        """See :meth:`RewardHead.check_config`.
+
+        Args:
+            config: a HeadConfig.
+
+        Raises:
+            ValueError: ``gpm_k`` < 1 (what ``__init__`` would reject after the tokenizer is trained).
+        """
         if config.gpm_k < 1:
             raise ValueError(f"head.gpm_k={config.gpm_k} must be >= 1 (the embedding has 2k dimensions)")
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "GPMHead":
+        """See :meth:`RewardHead.build` (reads ``config.gpm_k``)."""
         return cls(hidden_size, config.gpm_k)
 
     def forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(v [N, 2k] unit vectors from the (prompt, response) state [N, H], gate [N, k] from the prompt's state [N, H])."""
+        """Embeddings and gate.
+
+        Args:
+            pooled: [N, H] (prompt, response) states; prompt_pooled: [N, H] the prompts' states.
+
+        Returns:
+            (v [N, 2k] unit vectors, gate [N, k] softmax weights).
+
+        Source: docs/methods.md s3.
+        """
         dtype = self.embed.weight.dtype
         v = F.normalize(self.embed(pooled.to(dtype)), dim=-1)
         gate = torch.softmax(self.gate(prompt_pooled.to(dtype)), dim=-1)
         return v, gate
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """RewardOutput(embeddings [N, 2k], gate [N, k], tau)."""
+        """See :meth:`RewardHead.outputs`: RewardOutput(embeddings [N, 2k], gate [N, k], tau)."""
         v, gate = self(pooled, prompt_pooled)
         return RewardOutput(embeddings=v, gate=gate, tau=tau)
 
     def empty_output(self, tau: float) -> "RewardOutput":
+        """See :meth:`RewardHead.empty_output`: embeddings [0, 2k], gate [0, k]."""
         return RewardOutput(embeddings=torch.zeros(0, 2 * self.k, dtype=torch.float64),
                             gate=torch.zeros(0, self.k, dtype=torch.float64), tau=tau)
 
@@ -221,10 +287,12 @@ class FixedGateGPMHead(RewardHead):
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "FixedGateGPMHead":
+        """See :meth:`RewardHead.build` (reads ``config.gpm_k``)."""
         return cls(hidden_size, config.gpm_k)
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] = softmax(g) on every row, tau)."""
+        """See :meth:`RewardHead.outputs`: RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] =
+        softmax(g) on every row, tau); ``prompt_pooled`` is not read."""
         v = F.normalize(self.embed(pooled.to(self.embed.weight.dtype)), dim=-1)
         gate = torch.softmax(self.gate_logits, dim=-1).expand(v.shape[0], self.k)
         return RewardOutput(embeddings=v, gate=gate, tau=tau)
@@ -245,8 +313,12 @@ class RewardOutput:
     tau: float = 1.0
 
     def per_row(self) -> dict[str, torch.Tensor]:
-        """The per-sequence tensors that are set (``rewards``, or ``embeddings`` and ``gate``), by field name;
-        each has the N sequences along dimension 0."""
+        """The per-sequence tensors that are set.
+
+        Returns:
+            {field name: tensor} of ``rewards`` [N], or ``embeddings`` [N, 2k] and ``gate`` [N, k]: the
+            N sequences along dimension 0.
+        """
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name != "tau" and getattr(self, f.name) is not None}
 
@@ -259,8 +331,16 @@ class RewardOutput:
         prompt alone, so the rows agree up to float rounding, and the mean is symmetric in the members,
         so S = -S^T holds bit for bit.
 
+        Args:
+            num_groups: P, the number of prompts (groups); K = N / P members each.
+
+        Returns:
+            [P, K, K] scores (for GPM in units of tau times a logit).
+
         Raises:
             ValueError: when the rows do not split into ``num_groups`` groups of equal size.
+
+        Source: docs/methods.md s3.
         """
         n = (self.rewards if self.rewards is not None else self.embeddings).shape[0]
         if num_groups < 1 or n % num_groups:
@@ -278,11 +358,32 @@ class RewardOutput:
         return gpm_score(v_i, v_j, g).view(p, k, k)
 
     def preference_logits(self, num_groups: int) -> torch.Tensor:
-        """[P, K, K] logits of P(y_i > y_j | x): ``preference_scores`` (scalar), or divided by tau (GPM)."""
+        """Logits of P(y_i > y_j | x).
+
+        Args:
+            num_groups: P (as ``preference_scores``).
+
+        Returns:
+            [P, K, K]: ``preference_scores`` (scalar), or divided by tau (GPM).
+
+        Raises:
+            ValueError: as ``preference_scores``.
+        """
         s = self.preference_scores(num_groups)
         return s if self.rewards is not None else s / self.tau
 
     def pair_logits(self, num_pairs: int) -> torch.Tensor:
-        """Rows 0..B-1 chosen, B..2B-1 rejected -> z [B]: r_w - r_l, or s(w > l) / tau for GPM
-        (``preference_logits`` of groups of two, entry [0, 1])."""
+        """The logit z of P(chosen > rejected) per pair.
+
+        Args:
+            num_pairs: B; rows 0..B-1 are the chosen responses, B..2B-1 the rejected ones.
+
+        Returns:
+            z [B]: r_w - r_l, or s(w > l) / tau for GPM (``preference_logits`` of groups of two, entry [0, 1]).
+
+        Raises:
+            ValueError: the rows do not split into B pairs.
+
+        Source: docs/methods.md s2, s3.
+        """
         return self.preference_logits(num_pairs)[:, 0, 1]

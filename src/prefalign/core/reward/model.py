@@ -43,6 +43,18 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "HeadConfig":
+        """Parse and check a head block.
+
+        Args:
+            params: HeadConfig keys (``head``, ``gpm_k``, ``tau``, ``pooling``, the lengths), or None.
+
+        Returns:
+            The HeadConfig.
+
+        Raises:
+            ValueError: an unknown key, a head that is not registered (core/reward/heads.py HEADS),
+                tau <= 0, a setting the head rejects (``check_config``), or an unknown pooling.
+        """
         cfg = dataclass_from_params(cls, params, "head")
         if cfg.head not in HEADS:
             raise ValueError(f"head={cfg.head!r} is not one of {tuple(HEADS)} (the heads registered in core/reward/heads.py)")
@@ -55,7 +67,16 @@ class HeadConfig:
 
 
 def default_pooling(config: PretrainedConfig) -> str:
-    """``first`` ([CLS], what sequence-classification heads of encoders read) for encoders, else ``last``."""
+    """The pooling of ``pooling: auto``.
+
+    Args:
+        config: the backbone's transformers config.
+
+    Returns:
+        ``first`` ([CLS], what sequence-classification heads of encoders read) for encoders, else ``last``.
+
+    Source: docs/methods.md s6.
+    """
     return "first" if is_bidirectional_encoder(config) else "last"
 
 
@@ -88,6 +109,20 @@ class RewardModel(torch.nn.Module):
         return self.head.scalar_reward
 
     def forward(self, sequences: SequenceBatch | PackedSequences) -> RewardOutput:
+        """The head's outputs for N sequences.
+
+        Args:
+            sequences: a padded SequenceBatch ([N, T] ids and mask, last_index and last_prompt_index
+                [N]) or PackedSequences (padding-free rows, core/training/packing.py).
+
+        Returns:
+            The head's RewardOutput (``rewards`` [N], or GPM ``embeddings`` [N, 2k] and ``gate`` [N, k]).
+
+        Raises:
+            ValueError: packed input to a model that is not a causal decoder read at its last token.
+
+        Source: docs/methods.md s3, s6.
+        """
         pooling = self.head_config.pooling
         if isinstance(sequences, PackedSequences):  # padding-free rows (core/training/packing.py)
             if pooling != "last" or self.bidirectional:
@@ -127,6 +162,12 @@ class RewardModel(torch.nn.Module):
         - LoRA backbone: peft adapter + ``head.safetensors`` (the head is trained fully and saved
           whole), or, with ``model.lora.merge_on_save``, the merged model in one of the above;
         - always ``head_config.json`` (head type, GPM k and tau, the truncation lengths).
+
+        Args:
+            directory: the folder to write (created).
+
+        Returns:
+            None.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -145,7 +186,8 @@ class RewardModel(torch.nn.Module):
 
     @property
     def exportable(self) -> bool:
-        """True when ``export_sequence_classifier`` can reproduce the rewards exactly."""
+        """True when ``export_sequence_classifier`` can reproduce the rewards exactly (a scalar
+        reward, pooling ``last``, an architecture whose transformers class pools the same way)."""
         if self.head_config.pooling != "last":  # transformers' seq-cls decoders read the last real token
             return False
         try:
@@ -166,6 +208,12 @@ class RewardModel(torch.nn.Module):
         rule). With ``tokenizer`` (the one the model was trained with) the directory also holds it,
         carrying the chat template of the training layout (``save_tokenizer``), so
         ``tokenizer.apply_chat_template(prompt turns + [assistant response])`` gives those ids.
+
+        Args:
+            directory: the folder to write; tokenizer: the model's tokenizer, saved beside it, or None.
+
+        Returns:
+            The directory written.
 
         Raises:
             ValueError: a head without a scalar reward (GPM), or a backbone whose transformers class pools
@@ -195,7 +243,17 @@ class RewardModel(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "RewardModel":
-        """Load any layout ``save_pretrained`` writes (LoRA adapters stay unmerged and trainable)."""
+        """Load any layout ``save_pretrained`` writes (LoRA adapters stay unmerged and trainable).
+
+        Args:
+            directory: a folder written by ``save_pretrained``.
+
+        Returns:
+            The RewardModel (train mode, as torch builds it).
+
+        Raises:
+            FileNotFoundError: no ``head_config.json`` there. ValueError: a head that is not registered.
+        """
         directory = Path(directory)
         head_config = HeadConfig.from_dict(json.loads((directory / HEAD_CONFIG_FILE).read_text()))
         if not (directory / HEAD_WEIGHTS_FILE).exists():  # standard sequence-classification directory

@@ -89,7 +89,17 @@ def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pro
     reward: use ``pair_logits`` / ``preference_logits``.
 
     Args:
-        prompts, responses: [N] texts; prompt_messages: [N] chat turns per row, or None.
+        model, tokenizer: a trained reward model with a scalar head, and its tokenizer;
+        prompts, responses: [N] texts; batch_size: sequences per forward; prompt_messages: [N] chat
+            turns per row, or None.
+
+    Returns:
+        [N] float64 rewards (logit units: r_w - r_l is the logit of P(w > l)).
+
+    Raises:
+        ValueError: the model's head has no scalar reward (GPM), or prompts and responses differ in length.
+
+    Source: docs/methods.md s2.
     """
     if not model.has_scalar_reward:
         raise ValueError(f"response_rewards needs a scalar reward model; this one has a {model.head_config.head!r} head "
@@ -99,7 +109,20 @@ def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pro
 
 def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str],
                         batch_size: int = 32, prompt_messages: Sequence[Messages | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """GPM (v [N, 2k], gate [N, k]), each (prompt, response) truncated on its own."""
+    """GPM embeddings and gates, each (prompt, response) truncated on its own.
+
+    Args:
+        model, tokenizer: a trained GPM-style reward model and its tokenizer; prompts, responses: [N]
+            texts; batch_size: sequences per forward; prompt_messages: [N] chat turns per row, or None.
+
+    Returns:
+        (v [N, 2k], gate [N, k]) float64 arrays.
+
+    Raises:
+        ValueError: a scalar reward model, or prompts and responses differ in length.
+
+    Source: docs/methods.md s3.
+    """
     if model.has_scalar_reward:
         raise ValueError("response_embeddings needs a GPM model; this is a scalar reward model: use response_rewards")
     out = _per_response(model, tokenizer, prompts, responses, batch_size, prompt_messages)
@@ -152,10 +175,17 @@ def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pr
     mean gate). Antisymmetric with a zero diagonal.
 
     Args:
-        prompts: [P] flattened prompts; groups: [P][K] responses; prompt_messages: [P] turns or None.
+        model, tokenizer: a trained reward model (any head) and its tokenizer;
+        prompts: [P] flattened prompts; groups: [P][K] responses; prompt_messages: [P] turns or None;
+        batch_size: sequences per forward.
+
+    Returns:
+        [P, K, K] float64 logits.
 
     Raises:
         ValueError: groups of different sizes, or lengths that do not match.
+
+    Source: docs/methods.md s3, s6.
     """
     out, _ = _group_scores(model, tokenizer, prompts, groups, prompt_messages, batch_size)
     return out.preference_logits(len(prompts))
@@ -163,7 +193,20 @@ def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pr
 
 def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str],
                       batch_size: int = 32, prompt_messages: Messages | None = None) -> np.ndarray:
-    """[K, K] logits: entry (i, j) is the logit of P(y_i > y_j | x); ``preference_logits`` of one prompt."""
+    """One prompt's table of preference logits (``preference_logits`` of one prompt).
+
+    Args:
+        model, tokenizer: a trained reward model and its tokenizer; prompt: the text; responses: K
+            texts; batch_size: sequences per forward; prompt_messages: the prompt's chat turns, or None.
+
+    Returns:
+        [K, K] float64: entry (i, j) is the logit of P(y_i > y_j | x); antisymmetric, zero diagonal.
+
+    Raises:
+        ValueError: no responses.
+
+    Source: docs/methods.md s3.
+    """
     messages = None if prompt_messages is None else [prompt_messages]
     return preference_logits(model, tokenizer, [prompt], [list(responses)], messages, batch_size)[0].numpy()
 
@@ -208,7 +251,17 @@ class PreferenceModel:
         return out.preference_scores(1)[0]
 
     def probabilities(self, prompt: str, responses: Sequence[str], prompt_messages: Messages | None = None) -> torch.Tensor:
-        """[K, K] P(y_i > y_j | x): sigmoid(S / tau) for GPM, sigmoid(r_i - r_j) for scalar models."""
+        """P(y_i > y_j | x) for K responses to one prompt.
+
+        Args:
+            prompt, responses, prompt_messages: as :meth:`score`.
+
+        Returns:
+            [K, K] float64: sigmoid(S / tau) for GPM, sigmoid(r_i - r_j) for scalar models.
+
+        Raises:
+            ValueError: no responses.
+        """
         if len(responses) == 0:
             raise ValueError("probabilities needs at least one response to the prompt; got an empty list")
         messages = None if prompt_messages is None else [prompt_messages]
@@ -249,7 +302,17 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
     pairs find them at 0).
 
     Args:
-        prompts, chosen, rejected: [B] texts; prompt_messages: [B] chat turns per pair, or None.
+        model, tokenizer: a trained reward model (any head) and its tokenizer;
+        prompts, chosen, rejected: [B] texts; batch_size: sequences per forward;
+        prompt_messages: [B] chat turns per pair, or None.
+
+    Returns:
+        [B] logits (float64; float32 zeros when B = 0).
+
+    Raises:
+        ValueError: the three lists differ in length.
+
+    Source: docs/methods.md s2, s3, s6.
     """
     if len(prompts) == len(chosen) == len(rejected) == 0:
         return np.zeros(0, dtype=np.float32)

@@ -73,6 +73,12 @@ class RewardParams:
     def from_dict(cls, params: dict[str, Any]) -> "RewardParams":
         """Parse and check every sub-config now, before any training.
 
+        Args:
+            params: ``reward.defaults`` deep-merged with ``reward.<name>``, head type set by the registry.
+
+        Returns:
+            The RewardParams.
+
         Raises:
             ValueError: an unknown key (named, with the allowed ones), a bad head/tokenizer/model/
                 training value, or num_processes < 1 or > batch_size.
@@ -87,6 +93,14 @@ class RewardParams:
         return p
 
     def head_config(self) -> HeadConfig:
+        """The HeadConfig of ``head`` with this objective's truncation lengths.
+
+        Returns:
+            The parsed HeadConfig.
+
+        Raises:
+            ValueError: a bad head setting (HeadConfig.from_dict).
+        """
         return HeadConfig.from_dict({**self.head, "max_length": self.max_length, "max_prompt_length": self.max_prompt_length})
 
 

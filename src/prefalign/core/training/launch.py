@@ -55,7 +55,12 @@ def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
 
 
 def free_port() -> int:
-    # Several trainings may share a machine: never assume accelerate's default port is free.
+    """A TCP port free on 127.0.0.1 now (several trainings may share a machine: never assume
+    accelerate's default port is free).
+
+    Returns:
+        The port number.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -63,6 +68,13 @@ def free_port() -> int:
 
 def accelerate_command(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None) -> list[str]:
     """The ``accelerate launch`` command line.
+
+    Args:
+        module: the module the processes run (``-m``); work_dir: its one argument;
+        num_processes: the process count; accelerate_config: a config file, or None for torchrun + gloo/NCCL defaults.
+
+    Returns:
+        The argv list.
 
     Raises:
         FileNotFoundError: ``accelerate_config`` names a file that does not exist.
@@ -81,7 +93,14 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
 
 
 def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None, what: str) -> None:
-    """Start ``module`` in ``num_processes`` processes.
+    """Start ``module`` in ``num_processes`` processes and wait for them.
+
+    Args:
+        module, work_dir, num_processes, accelerate_config: as :func:`accelerate_command`;
+        what: the run's name in the error message.
+
+    Returns:
+        None.
 
     Raises:
         RuntimeError: the children exited non-zero (the message carries their stderr's tail).
@@ -148,6 +167,12 @@ def run_in_subprocesses(
 def entry_point(entry: str):
     """The function ``module:function`` names (imported now).
 
+    Args:
+        entry: e.g. ``prefalign.core.objectives.train:train_objective``.
+
+    Returns:
+        The function.
+
     Raises:
         ValueError: ``entry`` is not ``module:function``.
     """
@@ -158,6 +183,18 @@ def entry_point(entry: str):
 
 
 def main(work_dir: str) -> None:
+    """One process of a multi-process run: read the inputs, call the entry point, and (main process
+    only) write the TrainingRun to ``work_dir/result``.
+
+    Args:
+        work_dir: the exchange folder :func:`run_in_subprocesses` wrote.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: a malformed entry point; whatever the entry point raises.
+    """
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
