@@ -18,9 +18,9 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives import registry
 from prefalign.core.training.launch import run_in_subprocesses
 from prefalign.core.training.resume import discard_checkpoints
+from prefalign.core.training.run import TrainingRun
 
 ENTRY = f"{__name__}:train_objective"  # what every process of a multi-process run calls
-from prefalign.core.training.run import TrainingRun
 
 
 def train_objective(
