@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefalign.core.evaluation import metrics as m
+from prefalign.core.evaluation import metrics as m, statistics as st
 
 
 def test_pair_accuracy_counts_a_predicted_tie_as_wrong():
@@ -32,11 +32,11 @@ def test_ece_brier_nll_by_hand():
     # bin 0: (0.05, 0), (0.05, 0), (0.05, 1) -> |0.15 - 1| = 0.85;  bin 1: (0.15, 1) -> 0.85;
     # bin 8: (0.85, 0) -> 0.85;  bin 9: (0.95, 0), (0.95, 1), (0.95, 1) -> |2.85 - 2| = 0.85
     # ECE = 4 x 0.85 / 8 (the one-orientation ECE was 0.45)
-    report = m.calibration_report(_logit(predicted), target, 10)
+    report = st.calibration_report(_logit(predicted), target, 10)
     assert report["ece"] == pytest.approx(3.4 / 8)
     assert report["brier"] == pytest.approx((0.0025 + 0.7225 + 0.0025 + 0.9025) / 4)
     # soft target: -ln 0.8 and -(0.7 ln 0.5 + 0.3 ln 0.5) = ln 2
-    assert m.calibration_report(_logit([0.8, 0.5]), [1.0, 0.7])["nll"] == pytest.approx(
+    assert st.calibration_report(_logit([0.8, 0.5]), [1.0, 0.7])["nll"] == pytest.approx(
         (-math.log(0.8) + math.log(2)) / 2)
 
 
@@ -53,12 +53,12 @@ def test_reliability_bins_reject_bad_inputs_clearly():
     with pytest.raises(ValueError, match="align"):
         m.reliability_bins([0.5, 0.6], [0.5], n_bins=10)
     with pytest.raises(ValueError, match="NaN"):
-        m.calibration_report([float("nan")], [0.5])
+        st.calibration_report([float("nan")], [0.5])
 
 
 def test_a_perfectly_calibrated_model_has_zero_ece():
     logits = np.array([0.0, 1.0, 2.0])
-    report = m.calibration_report(logits, m.sigmoid(logits))
+    report = st.calibration_report(logits, m.sigmoid(logits))
     assert report["ece"] == pytest.approx(0.0) and report["brier"] == pytest.approx(0.0)
 
 

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefalign.core.evaluation import metrics as m
+from prefalign.core.evaluation import metrics as m, statistics as st
 from prefalign.core.reward.heads import GPMHead, RewardOutput, ScalarHead, gather_rows
 from prefalign.core.objectives import registry
 from prefalign.core.training.loop import TrainConfig
@@ -137,7 +137,7 @@ def test_mmpo_reward_model_is_better_calibrated_than_bt_at_equal_data_and_steps(
         torch.manual_seed(0)
         model = train(TinyRewardModel(texts, "scalar"), train_pairs, f"reward_{objective}", 200, tmp_path / objective)
         z = logits_of(model, held_out["prompt"], held_out["chosen"], held_out["rejected"])
-        results[objective] = {"ece": m.calibration_report(z, held_out["true_p"])["ece"],
+        results[objective] = {"ece": st.calibration_report(z, held_out["true_p"])["ece"],
                               "accuracy": m.pair_accuracy(z)}
     n = held_out.height
     noise = 2 * np.sqrt(0.25 / n)  # two standard errors of an accuracy near 0.5 (the widest case)

@@ -140,7 +140,7 @@ def test_nll_of_confident_mistakes_is_not_capped(logits, target, expected):
     assert independent == pytest.approx(expected, abs=5e-5)
     weights = st.prompt_resample_weights([f"n{i}" for i in range(x.size)], 20, 0)
     assert st.pair_metric_intervals(x, t, weights, 10)["nll"]["value"] == pytest.approx(independent, rel=1e-12)
-    assert m.calibration_report(x, t)["nll"] == pytest.approx(independent, rel=1e-12)
+    assert st.calibration_report(x, t)["nll"] == pytest.approx(independent, rel=1e-12)
 
 
 def test_nll_is_finite_and_exact_far_out():
@@ -156,7 +156,7 @@ def test_ece_does_not_change_when_pairs_are_listed_the_other_way_round():
     x, t = rng.normal(0, 2, 300), rng.uniform(0, 1, 300)
     flip = rng.uniform(size=300) < 0.5
     x2, t2 = np.where(flip, -x, x), np.where(flip, 1 - t, t)
-    assert m.calibration_report(x2, t2)["ece"] == pytest.approx(m.calibration_report(x, t)["ece"], abs=1e-12)
+    assert st.calibration_report(x2, t2)["ece"] == pytest.approx(st.calibration_report(x, t)["ece"], abs=1e-12)
     bins, flipped_bins = m.reliability_bins(x, t), m.reliability_bins(x2, t2)
     assert bins["count"].to_list() == flipped_bins["count"].to_list()
 
@@ -165,17 +165,17 @@ def test_ece_on_a_chosen_first_file_is_not_one_minus_mean_p():
     # a model at chance on a file whose targets are all 1 (the correct answer always listed first)
     rng = np.random.default_rng(0)
     chance = rng.normal(0, 1, 400)
-    report_ = m.calibration_report(chance, np.ones(400))
+    report_ = st.calibration_report(chance, np.ones(400))
     assert abs(report_["ece"] - (1 - m.sigmoid(chance).mean())) > 0.25  # one-orientation ECE: 0.50
     # what is left is the over-confidence: p is spread around 1/2 while the truth (either orientation) is 1/2
     assert report_["ece"] == pytest.approx(np.abs(m.sigmoid(chance) - 0.5).mean(), abs=0.03)
-    assert m.calibration_report(np.zeros(400), np.ones(400))["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert st.calibration_report(np.zeros(400), np.ones(400))["ece"] == pytest.approx(0.0, abs=1e-12)
     # an over-confident model at chance: p = 0.99 or 0.01 at random, right on a share r of the pairs.
     # Bin 9 holds (0.99, 1) for each right pair and (0.99, 0) for each wrong one: |0.99 - r|, and
     # bin 0 mirrors it, so ECE = 0.99 - r (about 0.49)
     wild = np.where(rng.uniform(size=400) < 0.5, _logit(0.99), -_logit(0.99))
     right = float((wild > 0).mean())
-    assert m.calibration_report(wild, np.ones(400))["ece"] == pytest.approx(0.99 - right, abs=1e-9)
+    assert st.calibration_report(wild, np.ones(400))["ece"] == pytest.approx(0.99 - right, abs=1e-9)
 
 
 def _v1_rows() -> pl.DataFrame:
@@ -197,7 +197,7 @@ def test_rewardbench_sections_get_intervals_over_prompts_and_a_symmetric_ece():
         assert estimate["value"] == pytest.approx(value) and estimate["low"] < value < estimate["high"]
         assert estimate["level"] == 0.95
     x = scored["logit"].to_numpy()
-    assert result["calibration"]["ece"]["value"] == pytest.approx(m.calibration_report(x, np.ones(15))["ece"])
+    assert result["calibration"]["ece"]["value"] == pytest.approx(st.calibration_report(x, np.ones(15))["ece"])
     assert result["calibration"]["nll"]["value"] == pytest.approx(np.mean(np.logaddexp(0, -x)))
     # the rows of one prompt move together: the same prompt text in two subsets is one cluster
     rows = rb.score_rows(scored)

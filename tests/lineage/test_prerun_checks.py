@@ -93,8 +93,11 @@ def test_missing_inputs_are_named_before_the_first_node(reward_only_project: Pat
     before = _files(reward_only_project / "data")
     with pytest.raises(InvalidParameters) as raised:
         _run(reward_only_project, ["evaluation"])
-    policies = sorted(f"policy_{name}.{dataset}" for name in ("sft", "dpo", "mmpo", "ipo", "simpo", "orpo", "gpo", "gpo_bt")
-                      for dataset in ("model", "training_curve") if (name, dataset) != ("sft", "training_curve"))
+    from prefalign.core.objectives.registry import objectives
+
+    # every registered policy (sft, dpo, mmpo, ipo, simpo, orpo, ..., gpo, gpo_bt): the evaluation reads them all
+    policies = sorted(f"policy_{spec.name}.{dataset}" for spec in objectives("policy")
+                      for dataset in ("model", "training_curve") if (spec.name, dataset) != ("sft", "training_curve"))
     assert str(raised.value) == (
         f"missing inputs, nothing was run: {', '.join(policies)} (no saved version or file). "
         "Make them with `kedro run --env ci --pipelines policy`. "

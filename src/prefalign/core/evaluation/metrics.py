@@ -217,28 +217,6 @@ def calibration_bin_gaps(logits: Any, target: Any, n_bins: int = 10) -> np.ndarr
     return gaps
 
 
-def calibration_report(logits: Any, target: Any, n_bins: int = 10) -> dict[str, float]:
-    """Symmetric ECE, Brier and NLL (nats) of logits against soft targets, on every pair given.
-
-    The value at weights 1 of the same weighted statistics the intervals and paired tests use
-    (statistics.pair_metric_statistics): there is one implementation of each.
-
-    Args:
-        logits: [n] logit of P(chosen > rejected).
-        target: [n] soft target in [0, 1].
-        n_bins: 10-15 equal-width bins.
-
-    Returns:
-        {"ece", "brier", "nll", "pairs"}: ECE and Brier in probability units, NLL in nats per pair.
-    """
-    from prefalign.core.evaluation.statistics import pair_metric_statistics  # statistics imports this module
-
-    x = _as_array(logits, "logits")
-    statistics = pair_metric_statistics(x, _as_array(target, "target"), n_bins)
-    ones = np.ones((1, x.size))
-    return {**{name: float(statistics[name](ones)[0]) for name in ("ece", "brier", "nll")}, "pairs": int(x.size)}
-
-
 def reliability_bins(logits: Any, target: Any, n_bins: int = 10) -> pl.DataFrame:
     """Equal-width bins over [0, 1] of the predicted P, each pair in both orientations (as the ECE).
 

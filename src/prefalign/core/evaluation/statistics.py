@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
-from prefalign.core.evaluation.metrics import (WeightedStatistic, calibration_bin_gaps, per_pair_nll,
+from prefalign.core.evaluation.metrics import (WeightedStatistic, _as_array, calibration_bin_gaps, per_pair_nll,
                                                per_pair_squared_error)
 from prefalign.core.models.params import dataclass_from_params
 
@@ -463,3 +463,24 @@ def uninformative_metrics(target: np.ndarray, weights: np.ndarray, n_bins: int, 
     """
     statistics = pair_metric_statistics(np.zeros(np.asarray(target).shape), target, n_bins)
     return {name: bootstrap_estimate(statistics[name], weights, level, prompts) for name in ("ece", "brier", "nll")}
+
+
+def calibration_report(logits: Any, target: Any, n_bins: int = 10) -> dict[str, float]:
+    """Symmetric ECE, Brier and NLL (nats) of logits against soft targets, on every pair given.
+
+    The value at weights 1 of the same weighted statistics the intervals and paired tests use
+    (pair_metric_statistics): there is one implementation of each. (Here, beside them, so that
+    metrics.py, which they build on, does not import this module back.)
+
+    Args:
+        logits: [n] logit of P(chosen > rejected).
+        target: [n] soft target in [0, 1].
+        n_bins: 10-15 equal-width bins.
+
+    Returns:
+        {"ece", "brier", "nll", "pairs"}: ECE and Brier in probability units, NLL in nats per pair.
+    """
+    x = _as_array(logits, "logits")
+    statistics = pair_metric_statistics(x, _as_array(target, "target"), n_bins)
+    ones = np.ones((1, x.size))
+    return {**{name: float(statistics[name](ones)[0]) for name in ("ece", "brier", "nll")}, "pairs": int(x.size)}

@@ -4,7 +4,9 @@ The reward, policy and evaluation pipelines are generated from this list, so a r
 objective is always trained and evaluated, and an objective's name appears here and in its
 parameters block (``reward.<name>`` / ``policy.<name>``), nowhere else in the code. Adding an
 objective = a loss (core/policy/objectives.py or core/reward/losses.py), an entry below, and a
-parameters block.
+parameters block. Each entry carries its loss factory and its trainer's run function, and
+core/objectives/train.train_objective calls ``spec.train(spec, ...)``: the registry dispatches
+every objective, in one process or under `accelerate launch` (core/training/launch.py).
 
 Framework-free: no Kedro import.
 """
@@ -18,13 +20,23 @@ from typing import Any, Callable
 from prefalign.core.models.params import ParameterError, dataclass_from_params
 from prefalign.core.policy import objectives as policy
 from prefalign.core.policy.gpo import make_gpo_loss_fn
-from prefalign.core.policy.training import GPOConfig
+from prefalign.core.policy.training import (GPOConfig, run_on_policy_objective, run_pairwise_objective,
+                                            run_sft_objective)
+from prefalign.core.reward.heads import HEADS
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams, deep_merge, with_head_type
+from prefalign.core.reward.training import RewardParams, deep_merge, run_reward_objective, with_head_type
 
 FAMILIES = ("reward", "policy")
-MODEL_KINDS = ("scalar_head", "gpm_head", "causal_lm")
-TRAINERS = ("reward", "supervised", "pairwise", "on_policy")
+# reward models: ``<head>_head`` for every head registered in core/reward/heads.py; policies: causal_lm
+MODEL_KINDS = (*(f"{head}_head" for head in HEADS), "causal_lm")
+# trainer -> its run function, ``run(spec, args, frames, bundles, tokenizers) -> TrainingRun``: the
+# pipeline template (pipelines/*/pipeline.py) and the core entry point of every entry with that trainer
+TRAINERS: dict[str, Callable[..., Any]] = {
+    "reward": run_reward_objective,
+    "supervised": run_sft_objective,
+    "pairwise": run_pairwise_objective,
+    "on_policy": run_on_policy_objective,
+}
 DATA = ("pairs", "chosen_responses", "on_policy_samples")
 EVALUATION = ("reward_model", "implicit_reward", "reference")
 
@@ -37,12 +49,15 @@ class ObjectiveSpec:
         name: the parameters key (``reward.<name>`` / ``policy.<name>``); the Kedro namespace and
             dataset prefix is ``<family>_<name>``.
         family: ``reward`` or ``policy``.
-        model_kind: ``scalar_head`` (reward model, scalar head) | ``gpm_head`` (reward model, GPM head) | ``causal_lm`` (policy).
+        model_kind: ``<head>_head`` (a reward model with the head registered as ``<head>`` in
+            core/reward/heads.py: ``scalar_head``, ``gpm_head``, ...) | ``causal_lm`` (policy).
         trainer: the pipeline template and core entry point: ``reward`` (reward model on pairs),
             ``supervised`` (SFT), ``pairwise`` (a policy on pairs), ``on_policy`` (iterative sampling, GPO).
         config: the dataclass the objective's parameters parse into.
-        loss: the loss factory: reward ``make_reward_loss_fn(config)``; pairwise
+        loss: the loss factory the trainer calls: reward ``make_reward_loss_fn(config)``; pairwise
             ``objective(PairLogprobs, config)``; supervised a ready ``loss_fn``; on_policy ``factory(beta)``.
+        train: the run function, ``train(spec, args, frames, bundles, tokenizers) -> TrainingRun``;
+            None (the default) = the trainer's (``TRAINERS[trainer]``).
         needs_reference: a reference log-prob table (the SFT policy's) is computed once and used by the loss.
         data: ``pairs`` (soft targets used when the config's ``soft_targets`` is true),
             ``chosen_responses`` (SFT) or ``on_policy_samples`` (GPO).
@@ -74,12 +89,15 @@ class ObjectiveSpec:
     defining: dict[str, Any] = field(default_factory=dict)
     preference_model: str | None = None
     config_key: str | None = None
+    train: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
-        for attr, allowed in (("family", FAMILIES), ("model_kind", MODEL_KINDS), ("trainer", TRAINERS),
+        for attr, allowed in (("family", FAMILIES), ("model_kind", MODEL_KINDS), ("trainer", tuple(TRAINERS)),
                               ("data", DATA), ("evaluation", EVALUATION)):
             if getattr(self, attr) not in allowed:
                 raise ValueError(f"objective {self.name!r}: {attr}={getattr(self, attr)!r} is not one of {allowed}")
+        if self.train is None:
+            object.__setattr__(self, "train", TRAINERS[self.trainer])
 
     @property
     def namespace(self) -> str:
@@ -93,8 +111,8 @@ class ObjectiveSpec:
 
     @property
     def head_type(self) -> str | None:
-        """The reward head (``scalar`` / ``gpm``), None for policies."""
-        return {"scalar_head": "scalar", "gpm_head": "gpm"}.get(self.model_kind)
+        """The reward head's registered name (``scalar``, ``gpm``, ...), None for policies."""
+        return self.model_kind.removesuffix("_head") if self.model_kind.endswith("_head") else None
 
     @property
     def block_key(self) -> str:
@@ -123,6 +141,9 @@ class ObjectiveSpec:
             params: the objective's own block (``reward.<name>`` / ``policy.<name>.<config_key>``).
             defaults: the family's shared block (``reward.defaults``), or None.
 
+        Returns:
+            The entry's config (an instance of ``config``; None for SFT, which has none).
+
         Raises:
             ParameterError: the own block contradicts a defining setting (naming the key and the fix).
             ValueError: an unknown key (named, with the allowed ones) or a bad value, before training.
@@ -146,6 +167,12 @@ class ObjectiveSpec:
     def drops_ties(self, config: Any) -> bool:
         """THE tie flag: a hard-label pairwise objective drops p = 0.5 pairs; soft targets keep them.
 
+        Args:
+            config: the entry's parsed config (``parse``), or None.
+
+        Returns:
+            True when this objective on this config leaves ties out.
+
         Source: docs/methods.md s1 ("Ties").
         """
         return self.data == "pairs" and not bool(getattr(config, "soft_targets", False))
@@ -165,6 +192,9 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
     # on the product's own path, beside BT.
     ObjectiveSpec("gpm_synthetic", "reward", "gpm_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model"),
+    # GPM with a prompt-independent gate (docs/methods.md s3.1): does the prompt gate earn its keep?
+    ObjectiveSpec("gpm_fixed_gate", "reward", "gpm_fixed_gate_head", "reward", RewardParams, make_reward_loss_fn,
+                  needs_reference=False, data="pairs", evaluation="reward_model"),
     # policies (docs/methods.md s4)
     ObjectiveSpec("sft", "policy", "causal_lm", "supervised", None, policy.sft_loss_fn,
                   needs_reference=False, data="chosen_responses", evaluation="reference"),
@@ -179,6 +209,10 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("orpo", "policy", "causal_lm", "pairwise", policy.ORPOConfig, policy.orpo_objective,
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("hinge", "policy", "causal_lm", "pairwise", policy.HingeConfig, policy.hinge_objective,
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
+    ObjectiveSpec("robust_dpo", "policy", "causal_lm", "pairwise", policy.RobustDPOConfig, policy.robust_dpo_objective,
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("gpo", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
                   config_key="gpo", preference_model="reward_gpm"),

@@ -1,9 +1,10 @@
 """The one training entry point of every registered objective, in one process or under `accelerate launch`.
 
-``train_objective`` dispatches on the registry entry's trainer; ``launch`` runs it in-process, or,
-with ``num_processes > 1``, starts ``accelerate launch -m prefalign.core.training.launch`` whose
-processes call ``train_objective`` again (one protocol for reward and policy: inputs written to a
-work directory, the main process's TrainingRun read back), so Kedro runs once.
+``train_objective`` calls the registry entry's run function (``spec.train``, which calls the entry's
+loss factory); ``launch`` runs it in-process, or, with ``num_processes > 1``, starts ``accelerate
+launch -m prefalign.core.training.launch`` whose processes call ``train_objective`` again (one
+protocol for reward, SFT, pairwise and on-policy objectives: inputs written to a work directory,
+the main process's TrainingRun read back), so Kedro runs once.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives import registry
-from prefalign.core.policy.training import PolicyDataConfig, train_preference, train_sft
-from prefalign.core.reward.training import train_reward_model
 from prefalign.core.training.launch import run_in_subprocesses
-from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.run import TrainingRun
+
+ENTRY = f"{__name__}:train_objective"  # what every process of a multi-process run calls
 
 
 def train_objective(
@@ -35,30 +35,22 @@ def train_objective(
     Args:
         namespace: a registered namespace (``<family>_<name>``, core/objectives/registry.py).
         args: JSON-able arguments: reward ``{params, output_dir}``; supervised ``{tokenizer, model, data,
-            training, output_dir}``; pairwise ``{config, data, training, output_dir}``.
+            training, output_dir}``; pairwise ``{config, data, training, output_dir}``; on-policy
+            ``{config, data, training, output_dir, scoring_batch_size, preference_model_name}``.
         frames: reward ``{train, val}``; policy ``{pairs}`` (+ ``reference_logprobs`` when needed).
-        bundles: pairwise ``{reference}`` (the SFT policy).
+        bundles: pairwise ``{reference}`` (the SFT policy); on-policy ``{reference, preference}``.
         tokenizers: reward ``{tokenizer}``.
 
     Returns:
-        The objective's TrainingRun.
+        The objective's TrainingRun (the run function's: core/reward/training.py run_reward_objective,
+        core/policy/training.py run_sft_objective / run_pairwise_objective / run_on_policy_objective).
 
     Raises:
-        KeyError: an unregistered namespace. ValueError: an on-policy objective (it runs in one
-            process, by its own node) or a bad config.
+        KeyError: an unregistered namespace, or a missing frame / bundle / argument.
+        ValueError: a bad config (the entry's ``parse``).
     """
     spec = registry.get(namespace)
-    bundles, tokenizers = bundles or {}, tokenizers or {}
-    if spec.trainer == "reward":
-        return train_reward_model(frames["train"], frames["val"], tokenizers["tokenizer"], spec.parse(args["params"]),
-                                  args["output_dir"], spec.name)
-    data, training = PolicyDataConfig.from_dict(args["data"]), TrainConfig.from_dict(args["training"])
-    if spec.trainer == "supervised":
-        return train_sft(frames["pairs"], args["tokenizer"], args["model"], data, training, args["output_dir"], spec.name)
-    if spec.trainer == "pairwise":
-        return train_preference(bundles["reference"], frames["pairs"], frames.get("reference_logprobs"), spec,
-                                spec.parse(args["config"]), data, training, args["output_dir"])
-    raise ValueError(f"{namespace}: trainer {spec.trainer!r} has no launcher entry (on-policy objectives run in one process)")
+    return spec.train(spec, args, frames, bundles or {}, tokenizers or {})
 
 
 def launch(
@@ -93,7 +85,7 @@ def launch(
     elif work_dir is None:
         raise ValueError("multi-process training needs a work_dir for its inputs and result")
     else:
-        run = run_in_subprocesses(namespace, args, frames, bundles or {}, tokenizers or {}, work_dir,
+        run = run_in_subprocesses(ENTRY, namespace, args, frames, bundles or {}, tokenizers or {}, work_dir,
                                   num_processes, accelerate_config)
     # the model goes to the catalog now; a re-run with the same inputs trains again (core/training/resume.py)
     discard_checkpoints(args["output_dir"])

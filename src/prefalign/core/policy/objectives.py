@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 
 from prefalign.core.objectives.soft_label import pair_targets, soft_label_logistic_loss
 from prefalign.core.policy.logprobs import batch_pair_logprobs, response_token_counts, sequence_logprobs
@@ -156,6 +157,120 @@ def ipo_objective(logps: PairLogprobs, config: IPOConfig, denominators: Units | 
     h = logps.margin()
     loss = ipo_loss(h, config.beta, logps.p_chosen.to(h.dtype) if config.soft_targets else None, d.examples)
     return loss, _margin_metrics(logps, h, config.beta)
+
+
+@dataclass(frozen=True)
+class HingeConfig:
+    """SLiC's hinge loss on the implicit reward margin (TRL ``loss_type="hinge"``); docs/methods.md s4.7.
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
+
+    beta: float = 0.1  # 1 / beta is the margin h must reach (nats)
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when beta <= 0."""
+        _check_beta(self.beta)
+
+
+def expected_over_label(loss: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
+    """p loss(z) + (1 - p) loss(-z): a hard-label loss of the logit z, in expectation over the label
+    drawn as "y_w wins" with probability p (None: p = 1, the hard loss itself).
+
+    Args:
+        loss: elementwise hard-label loss of z; z: (B,); p: (B,) soft targets in [0, 1], or None.
+
+    Returns:
+        (B,) losses; p = 1 gives ``loss(z)`` exactly (the other term is multiplied by 0).
+
+    Source: docs/methods.md s4.3 (the same construction as IPO's soft form), s4.7.
+    """
+    if p is None:
+        return loss(z)
+    return p * loss(z) + (1.0 - p) * loss(-z)
+
+
+def _soft(logps: PairLogprobs, config: Any, like: torch.Tensor) -> torch.Tensor | None:
+    """The pairs' soft targets when the config's ``soft_targets`` is on, else None (hard labels)."""
+    return logps.p_chosen.to(like.dtype) if getattr(config, "soft_targets", False) else None
+
+
+def hinge_objective(logps: PairLogprobs, config: HingeConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Hinge (SLiC-HF / RSO) on one batch: max(0, 1 - beta h) per pair; with soft targets its
+    expectation over the label, p max(0, 1 - beta h) + (1 - p) max(0, 1 + beta h).
+
+    Args:
+        logps: the batch's log-probs, with the reference's; config: beta, soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
+
+    Returns:
+        (loss per pair, dimensionless (beta h; 0 once beta h >= 1 under a hard label), metrics as
+        :func:`dpo_objective`).
+
+    Raises:
+        ValueError: when the reference log-probs are missing.
+
+    Source: docs/methods.md s4.7 (Zhao et al. 2305.10425 SLiC-HF; Liu et al. 2309.06657 RSO; TRL ``hinge``).
+    """
+    d = denominators or logps.units()
+    h = logps.margin()
+    z = config.beta * h
+    loss = expected_over_label(lambda x: torch.relu(1.0 - x), z, _soft(logps, config, z))
+    return loss.sum() / d.examples, _margin_metrics(logps, h, config.beta)
+
+
+@dataclass(frozen=True)
+class RobustDPOConfig:
+    """Robust DPO (rDPO, TRL ``loss_type="robust"``): DPO de-biased for labels flipped with probability eps;
+    docs/methods.md s4.8.
+
+    Raises:
+        ValueError: from ``validate()`` (called by the registry's ``parse``), naming the bad key.
+    """
+
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # eps, the assumed probability that a label is flipped; 0 <= eps < 0.5
+    soft_targets: bool = False
+
+    def validate(self) -> None:
+        """Raises ValueError when beta <= 0 or eps is outside [0, 0.5) (the loss divides by 1 - 2 eps)."""
+        _check_beta(self.beta)
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"objective.label_smoothing={self.label_smoothing} must be in [0, 0.5): robust DPO divides "
+                             "by 1 - 2 eps (eps = the probability that a label is flipped)")
+
+
+def robust_dpo_objective(logps: PairLogprobs, config: RobustDPOConfig, denominators: Units | None = None
+                         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Robust DPO on one batch: [(1 - eps)(-log sigma(beta h)) + eps log sigma(-beta h)] / (1 - 2 eps)
+    per pair; with soft targets its expectation over the label (p on h, 1 - p on -h).
+
+    The unbiased estimate of the clean-label DPO loss when each label is flipped with probability
+    eps; it can be negative (pairs the policy already ranks with a large margin). eps = 0 is DPO.
+
+    Args:
+        logps: the batch's log-probs, with the reference's; config: beta, label_smoothing (eps), soft_targets.
+        denominators: the step's units (the loop's); None = this batch's (the batch mean).
+
+    Returns:
+        (loss per pair in nats, metrics as :func:`dpo_objective`).
+
+    Raises:
+        ValueError: when the reference log-probs are missing.
+
+    Source: docs/methods.md s4.8 (Chowdhury et al. 2024, "Provably Robust DPO", eq. 7; TRL ``robust``).
+    """
+    d = denominators or logps.units()
+    h = logps.margin()
+    eps = config.label_smoothing
+
+    def robust(z: torch.Tensor) -> torch.Tensor:
+        return ((1.0 - eps) * -F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1.0 - 2.0 * eps)
+
+    z = config.beta * h
+    return expected_over_label(robust, z, _soft(logps, config, z)).sum() / d.examples, _margin_metrics(logps, h, config.beta)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ from prefalign.core.policy.gpo import PreferenceTableFn
 def preference_table_fn(preference_model: ModelBundle, batch_size: int = 32) -> PreferenceTableFn:
     """A PreferenceTableFn over a reward-pipeline checkpoint (GPM or scalar head).
 
+    Args:
+        preference_model: a reward-pipeline ModelBundle (RewardModel and its tokenizer);
+        batch_size: sequences per forward when scoring.
+
     Returns:
         ``table(prompts [P], groups [P][K], prompt_messages [P] | None) -> [P, K, K]`` float64 log-odds.
 
@@ -31,10 +35,11 @@ def preference_table_fn(preference_model: ModelBundle, batch_size: int = 32) -> 
         ValueError: the checkpoint is not a reward-pipeline model.
     """
     # Imported here so the policy package loads even where the reward package is absent.
+    from prefalign.core.reward.model import RewardModel
     from prefalign.core.reward.scoring import preference_logits
 
     model, tokenizer = preference_model.model, preference_model.tokenizer
-    if not hasattr(model, "is_gpm"):
+    if not isinstance(model, RewardModel):
         raise ValueError(
             f"the GPO preference model must be a reward-pipeline RewardModel (a reward_<name>.model checkpoint), "
             f"got {type(model).__name__}"

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import polars as pl
 import torch
@@ -32,6 +32,7 @@ from prefalign.core.policy.objectives import (
     reference_metrics,
     sft_loss_fn,
 )
+from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
 from prefalign.core.schema import source_names
 from prefalign.core.training.batching import (
@@ -46,6 +47,7 @@ from prefalign.core.ties import leave_out_ties
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.resume import discard_checkpoints
 from prefalign.core.training.loop import TrainConfig, train
+from prefalign.core.training.normalisation import StepLoss
 from prefalign.core.training.run import TrainingRun, curve_frame
 
 
@@ -72,6 +74,17 @@ class PolicyDataConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
+        """Parse ``policy.defaults.data``.
+
+        Args:
+            params: PolicyDataConfig keys, or None (all defaults).
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: an unknown key, a bad ``sources``, or a size < 1.
+        """
         if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
             params = {**params, "sources": source_names(params["sources"])}
         cfg = dataclass_from_params(cls, params, "data")
@@ -103,6 +116,17 @@ class GPOConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "GPOConfig":
+        """Parse ``policy.<name>.gpo``.
+
+        Args:
+            params: GPOConfig keys, or None (all defaults).
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: an unknown key, iterations < 1, beta <= 0, max_prompts < 1, or a bad sampling config.
+        """
         cfg = dataclass_from_params(cls, params, "on-policy (GPO) config")
         if cfg.iterations < 1:
             raise ValueError(f"gpo.iterations={cfg.iterations} must be >= 1")
@@ -119,6 +143,9 @@ def work_dir_of(block: dict[str, Any], where: str) -> str:
     Args:
         block: the objective's parameters block; where: its name in messages (``policy.dpo``).
 
+    Returns:
+        The folder (text).
+
     Raises:
         ValueError: missing, or not a non-empty text.
     """
@@ -132,6 +159,12 @@ def work_dir_of(block: dict[str, Any], where: str) -> str:
 def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
     """``policy.<name>.scoring_batch_size`` of an on-policy objective: prompts per preference-model call (default 16).
 
+    Args:
+        block: the objective's parameters block; where: its name in messages.
+
+    Returns:
+        The batch size.
+
     Raises:
         ValueError: not an integer >= 1.
     """
@@ -142,8 +175,15 @@ def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
 
 
 def apply_cpu_threads(training: TrainConfig) -> None:
-    """The loop sets torch's CPU threads when training starts; the passes before it (reference
-    log-probs, sampling) should run under the same setting."""
+    """Set torch's CPU threads to ``training.cpu_threads`` now (the loop sets them when training
+    starts; the passes before it, reference log-probs and sampling, should run under the same setting).
+
+    Args:
+        training: the objective's TrainConfig (``cpu_threads`` None: leave torch's setting).
+
+    Returns:
+        None.
+    """
     if training.cpu_threads is not None:
         torch.set_num_threads(training.cpu_threads)
 
@@ -204,6 +244,7 @@ def train_sft(
     training: TrainConfig,
     work_dir: str | Path,
     name: str,
+    loss_fn: StepLoss = sft_loss_fn,
 ) -> TrainingRun:
     """SFT on prompt + chosen with the loss on response tokens only; a tokenizer is trained (or
     loaded) on the training texts and saved with the model, which is the reference of every other
@@ -213,6 +254,8 @@ def train_sft(
         pairs: validated pairs (train and val splits used); tokenizer_params / model_params:
             TokenizerConfig / ModelConfig dicts; data, training: selection and loop settings;
         work_dir: resumable loop checkpoints; name: the registry name (metrics, metadata).
+        loss_fn: the loop's loss on RowBatches of prompt + chosen: the registry entry's ``loss``
+            (default :data:`sft_loss_fn`, response-token NLL).
 
     Returns:
         TrainingRun (model in eval mode on CPU, per-step curve, metrics incl. val_loss).
@@ -233,7 +276,7 @@ def train_sft(
 
     train_batches = make_row_batches(sequences(train_frame), data.batch_size, tokenizer.pad_token_id, seed=training.seed)
     val_batches = make_row_batches(sequences(val_frame), data.eval_batch_size, tokenizer.pad_token_id, seed=None)
-    result = train(model, train_batches, val_batches, sft_loss_fn, training, work_dir)
+    result = train(model, train_batches, val_batches, loss_fn, training, work_dir)
     metrics = {
         "objective": name,
         "train_pairs": train_frame.height,
@@ -387,14 +430,21 @@ def train_gpo(
     work_dir: str | Path,
     preference_model_name: str,
     name: str,
+    loss_factory: Callable[[float], StepLoss] = make_gpo_loss_fn,
 ) -> TrainingRun:
     """T GPO iterations from the reference (SFT) policy; every iteration's policy and texts are kept.
+
+    Under several processes (``launch``) every process samples and scores the same responses (the
+    same weights and sampling seeds) and trains on its share of each batch (DDP), so the run equals
+    the one-process run (tests/policy/test_multiprocess.py).
 
     Args:
         reference: the SFT policy (trained in place); preference_table: (prompts, groups of K
             responses) -> (P, K, K) log-odds; pairs: training prompts come from the train split;
         gpo, data, training: settings; work_dir: loop checkpoints per iteration;
         preference_model_name, name: recorded in metrics and metadata.
+        loss_factory: ``beta -> StepLoss`` on RowBatches with ``old_logp`` and ``score`` targets: the
+            registry entry's ``loss`` (default :func:`make_gpo_loss_fn`, the s4.6 square loss).
 
     Returns:
         TrainingRun with generations (every sample, its score and log-probs) and iteration_bundles.
@@ -414,7 +464,7 @@ def train_gpo(
     messages = prompt_messages_of(prompts_frame)
     tokenizer, policy = reference.tokenizer, reference.model
     sampling = SamplingConfig.from_dict(gpo.sampling)
-    loss_fn = make_gpo_loss_fn(gpo.beta)
+    loss_fn = loss_factory(gpo.beta)
     # the prompts as every other policy pass renders them (the chat template's turns when there is one)
     prompt_ids = prompt_token_ids(tokenizer, prompts, data.max_length, data.max_prompt_length, messages)
 
@@ -480,3 +530,73 @@ def train_gpo(
     }
     final = ModelBundle(policy.cpu().eval(), tokenizer, {"objective": name, "iterations": gpo.iterations, "preference_model": preference_model_name})
     return TrainingRun(final, pl.concat(curves, how="diagonal_relaxed"), metrics, pl.concat(generations).select(columns), iteration_bundles)
+
+
+# The registry's trainers (``ObjectiveSpec.train``): one signature, (spec, args, frames, bundles,
+# tokenizers) -> TrainingRun, called by core/objectives/train.train_objective in every process. Each
+# calls its entry's ``loss`` factory; ``args`` is JSON-able (it crosses to `accelerate launch`).
+def run_sft_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl.DataFrame],
+                      bundles: dict[str, ModelBundle], tokenizers: dict[str, Any]) -> TrainingRun:
+    """The supervised trainer (SFT, the reference policy).
+
+    Args:
+        spec: the registry entry (``loss``: a ready StepLoss, ``name``).
+        args: ``{tokenizer, model, data, training, output_dir}`` (TokenizerConfig, ModelConfig,
+            PolicyDataConfig, TrainConfig dicts); frames: ``{pairs}``; bundles, tokenizers: unused.
+
+    Returns:
+        :func:`train_sft`'s TrainingRun.
+
+    Raises:
+        ValueError: a bad config, or no train pairs.
+
+    Source: docs/methods.md s4.1.
+    """
+    return train_sft(frames["pairs"], args["tokenizer"], args["model"], PolicyDataConfig.from_dict(args["data"]),
+                     TrainConfig.from_dict(args["training"]), args["output_dir"], spec.name, spec.loss)
+
+
+def run_pairwise_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl.DataFrame],
+                           bundles: dict[str, ModelBundle], tokenizers: dict[str, Any]) -> TrainingRun:
+    """The pairwise trainer (DPO, MMPO, IPO, SimPO, ORPO, ...): ``spec.loss`` is the objective on PairLogprobs.
+
+    Args:
+        spec: the registry entry; args: ``{config (the objective's block), data, training, output_dir}``;
+        frames: ``{pairs}`` and ``reference_logprobs`` when ``spec.needs_reference``;
+        bundles: ``{reference}`` (the SFT policy, trained in place); tokenizers: unused.
+
+    Returns:
+        :func:`train_preference`'s TrainingRun.
+
+    Raises:
+        ValueError: a bad config, no train pairs, or a missing reference table.
+
+    Source: docs/methods.md s4.
+    """
+    return train_preference(bundles["reference"], frames["pairs"], frames.get("reference_logprobs"), spec,
+                            spec.parse(args["config"]), PolicyDataConfig.from_dict(args["data"]),
+                            TrainConfig.from_dict(args["training"]), args["output_dir"])
+
+
+def run_on_policy_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl.DataFrame],
+                            bundles: dict[str, ModelBundle], tokenizers: dict[str, Any]) -> TrainingRun:
+    """The on-policy trainer (GPO): samples scored by the preference model, ``spec.loss(beta)`` per iteration.
+
+    Args:
+        spec: the registry entry; args: ``{config (GPOConfig dict), data, training, output_dir,
+            scoring_batch_size, preference_model_name}``; frames: ``{pairs}``;
+        bundles: ``{reference (the SFT policy, trained in place), preference (a reward-pipeline model)}``;
+        tokenizers: unused.
+
+    Returns:
+        :func:`train_gpo`'s TrainingRun (with generations and iteration bundles).
+
+    Raises:
+        ValueError: a bad config, no training prompts, or a preference model that is not a reward model.
+
+    Source: docs/methods.md s4.6.
+    """
+    return train_gpo(bundles["reference"], preference_table_fn(bundles["preference"], args["scoring_batch_size"]),
+                     frames["pairs"], spec.parse(args["config"]), PolicyDataConfig.from_dict(args["data"]),
+                     TrainConfig.from_dict(args["training"]), args["output_dir"], args["preference_model_name"],
+                     spec.name, spec.loss)

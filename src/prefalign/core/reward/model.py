@@ -1,4 +1,5 @@
-"""``RewardModel``: a backbone (optionally with LoRA adapters) and a scalar or GPM head.
+"""``RewardModel``: a backbone (optionally with LoRA adapters) and a reward head (core/reward/heads.py:
+scalar, GPM, or any head registered there; the model asks the head, never its name).
 
 Saved as a ``save_pretrained`` directory; a scalar model on a decoder backbone IS a standard
 ``AutoModelForSequenceClassification`` directory (num_labels=1). Layouts: docs/reward.md.
@@ -19,12 +20,12 @@ from prefalign.core.models.backbone import is_bidirectional_encoder
 from prefalign.core.models.checkpoint import save_tokenizer
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, merged_copy, save_adapted
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
-from prefalign.core.reward.heads import POOLINGS, GPMHead, RewardOutput, ScalarHead, gather_rows, pool
+from prefalign.core.reward.heads import HEADS, POOLINGS, RewardOutput, gather_rows, pool
 from prefalign.core.training.batching import SequenceBatch
 from prefalign.core.training.packing import PackedSequences, packed_forward, packed_hidden_rows
 from prefalign.core.models.params import dataclass_from_params
 
-HEAD_TYPES = ("scalar", "gpm")
+HEAD_TYPES = tuple(HEADS)  # the registered heads' names (core/reward/heads.py)
 HEAD_CONFIG_FILE = "head_config.json"
 HEAD_WEIGHTS_FILE = "head.safetensors"
 
@@ -33,7 +34,7 @@ HEAD_WEIGHTS_FILE = "head.safetensors"
 class HeadConfig:
     """The head, and the truncation the model was trained with (scoring reuses it)."""
 
-    head: str = "scalar"  # scalar | gpm
+    head: str = "scalar"  # a registered head (HEAD_TYPES): scalar | gpm | ...
     gpm_k: int = 2  # GPM: number of 2x2 blocks; embedding dimension 2k
     tau: float = 0.1  # GPM: P(i > j) = sigmoid(s / tau)
     pooling: str = "auto"  # auto | last | first | mean (methods.md s6); auto: last for decoders, first for encoders
@@ -42,20 +43,40 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "HeadConfig":
+        """Parse and check a head block.
+
+        Args:
+            params: HeadConfig keys (``head``, ``gpm_k``, ``tau``, ``pooling``, the lengths), or None.
+
+        Returns:
+            The HeadConfig.
+
+        Raises:
+            ValueError: an unknown key, a head that is not registered (core/reward/heads.py HEADS),
+                tau <= 0, a setting the head rejects (``check_config``), or an unknown pooling.
+        """
         cfg = dataclass_from_params(cls, params, "head")
-        if cfg.head not in HEAD_TYPES:
-            raise ValueError(f"head={cfg.head!r} is not one of {HEAD_TYPES}")
+        if cfg.head not in HEADS:
+            raise ValueError(f"head={cfg.head!r} is not one of {tuple(HEADS)} (the heads registered in core/reward/heads.py)")
         if cfg.tau <= 0:
             raise ValueError(f"tau={cfg.tau} must be > 0")
-        if cfg.head == "gpm" and cfg.gpm_k < 1:  # what GPMHead would reject after the tokenizer is trained
-            raise ValueError(f"head.gpm_k={cfg.gpm_k} must be >= 1 (the embedding has 2k dimensions)")
+        HEADS[cfg.head].check_config(cfg)  # what the head would reject after the tokenizer is trained
         if cfg.pooling not in ("auto", *POOLINGS):
             raise ValueError(f"head.pooling={cfg.pooling!r} is not one of {('auto', *POOLINGS)}")
         return cfg
 
 
 def default_pooling(config: PretrainedConfig) -> str:
-    """``first`` ([CLS], what sequence-classification heads of encoders read) for encoders, else ``last``."""
+    """The pooling of ``pooling: auto``.
+
+    Args:
+        config: the backbone's transformers config.
+
+    Returns:
+        ``first`` ([CLS], what sequence-classification heads of encoders read) for encoders, else ``last``.
+
+    Source: docs/methods.md s6.
+    """
     return "first" if is_bidirectional_encoder(config) else "last"
 
 
@@ -80,13 +101,28 @@ class RewardModel(torch.nn.Module):
         self.backbone = backbone
         hidden = (backbone.get_base_model() if is_adapted(backbone) else backbone).config.hidden_size
         cfg = self.head_config
-        self.head = ScalarHead(hidden, bias=head_bias) if cfg.head == "scalar" else GPMHead(hidden, cfg.gpm_k)
+        self.head = HEADS[cfg.head].build(hidden, cfg, bias=head_bias)
 
     @property
-    def is_gpm(self) -> bool:
-        return self.head_config.head == "gpm"
+    def has_scalar_reward(self) -> bool:
+        """The head gives one reward per response (response_rewards, sequence-classification export)."""
+        return self.head.scalar_reward
 
     def forward(self, sequences: SequenceBatch | PackedSequences) -> RewardOutput:
+        """The head's outputs for N sequences.
+
+        Args:
+            sequences: a padded SequenceBatch ([N, T] ids and mask, last_index and last_prompt_index
+                [N]) or PackedSequences (padding-free rows, core/training/packing.py).
+
+        Returns:
+            The head's RewardOutput (``rewards`` [N], or GPM ``embeddings`` [N, 2k] and ``gate`` [N, k]).
+
+        Raises:
+            ValueError: packed input to a model that is not a causal decoder read at its last token.
+
+        Source: docs/methods.md s3, s6.
+        """
         pooling = self.head_config.pooling
         if isinstance(sequences, PackedSequences):  # padding-free rows (core/training/packing.py)
             if pooling != "last" or self.bidirectional:
@@ -98,15 +134,12 @@ class RewardModel(torch.nn.Module):
                 )
             hidden = packed_forward(self.backbone, sequences).last_hidden_state
             pooled = packed_hidden_rows(hidden, sequences.last_index)
-            prompt_pooled = packed_hidden_rows(hidden, sequences.last_prompt_index)
-            if not self.is_gpm:
-                return RewardOutput(rewards=self.head(pooled), tau=self.head_config.tau)
-            v, gate = self.head(pooled, prompt_pooled)
-            return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
+            prompt_pooled = packed_hidden_rows(hidden, sequences.last_prompt_index) if self.head.reads_prompt else None
+            return self.head.outputs(pooled, prompt_pooled, self.head_config.tau)
         hidden = self.backbone(input_ids=sequences.input_ids, attention_mask=sequences.attention_mask).last_hidden_state
         pooled = pool(hidden, sequences.attention_mask, sequences.last_index, pooling)
-        if not self.is_gpm:
-            return RewardOutput(rewards=self.head(pooled), tau=self.head_config.tau)
+        if not self.head.reads_prompt:
+            return self.head.outputs(pooled, None, self.head_config.tau)
         if self.bidirectional:
             # Prompt-only forward: positions 0..last_prompt_index of each row, nothing of the response.
             width = int(sequences.last_prompt_index.max()) + 1
@@ -116,8 +149,7 @@ class RewardModel(torch.nn.Module):
             prompt_pooled = pool(prompt_hidden, mask, sequences.last_prompt_index, pooling)
         else:
             prompt_pooled = gather_rows(hidden, sequences.last_prompt_index)  # causal: sees the prompt only
-        v, gate = self.head(pooled, prompt_pooled)
-        return RewardOutput(embeddings=v, gate=gate, tau=self.head_config.tau)
+        return self.head.outputs(pooled, prompt_pooled, self.head_config.tau)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the model as a directory (layouts in docs/reward.md, "Checkpoint layout").
@@ -130,6 +162,12 @@ class RewardModel(torch.nn.Module):
         - LoRA backbone: peft adapter + ``head.safetensors`` (the head is trained fully and saved
           whole), or, with ``model.lora.merge_on_save``, the merged model in one of the above;
         - always ``head_config.json`` (head type, GPM k and tau, the truncation lengths).
+
+        Args:
+            directory: the folder to write (created).
+
+        Returns:
+            None.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -139,7 +177,7 @@ class RewardModel(torch.nn.Module):
         if is_adapted(backbone):
             save_adapted(backbone, directory)
             self._save_head(directory)
-        elif not self.is_gpm and self.exportable:
+        elif self.has_scalar_reward and self.exportable:
             save_sequence_classifier(backbone, self.head, directory)
         else:
             backbone.save_pretrained(directory)
@@ -148,14 +186,15 @@ class RewardModel(torch.nn.Module):
 
     @property
     def exportable(self) -> bool:
-        """True when ``export_sequence_classifier`` can reproduce the rewards exactly."""
+        """True when ``export_sequence_classifier`` can reproduce the rewards exactly (a scalar
+        reward, pooling ``last``, an architecture whose transformers class pools the same way)."""
         if self.head_config.pooling != "last":  # transformers' seq-cls decoders read the last real token
             return False
         try:
             check_exportable(self._base_config, self.head)
         except ValueError:
             return False
-        return not self.is_gpm
+        return self.has_scalar_reward
 
     @property
     def _base_config(self):
@@ -170,13 +209,20 @@ class RewardModel(torch.nn.Module):
         carrying the chat template of the training layout (``save_tokenizer``), so
         ``tokenizer.apply_chat_template(prompt turns + [assistant response])`` gives those ids.
 
+        Args:
+            directory: the folder to write; tokenizer: the model's tokenizer, saved beside it, or None.
+
+        Returns:
+            The directory written.
+
         Raises:
-            ValueError: GPM heads (no scalar reward), or a backbone whose transformers class pools
+            ValueError: a head without a scalar reward (GPM), or a backbone whose transformers class pools
                 differently (named, e.g. BertForSequenceClassification); see ``check_exportable``.
         """
-        if self.is_gpm:
+        if not self.has_scalar_reward:
             raise ValueError(
-                "a GPM has no scalar reward to export as AutoModelForSequenceClassification; load it with "
+                f"a {self.head_config.head.upper()} has no scalar reward to export as AutoModelForSequenceClassification "
+                f"(head.head={self.head_config.head!r}); load it with "
                 "prefalign.core.reward.scoring.load_preference_model(path) (layout in docs/reward.md)"
             )
         check_exportable(self._base_config, self.head)  # the architecture first: names the class
@@ -197,7 +243,17 @@ class RewardModel(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "RewardModel":
-        """Load any layout ``save_pretrained`` writes (LoRA adapters stay unmerged and trainable)."""
+        """Load any layout ``save_pretrained`` writes (LoRA adapters stay unmerged and trainable).
+
+        Args:
+            directory: a folder written by ``save_pretrained``.
+
+        Returns:
+            The RewardModel (train mode, as torch builds it).
+
+        Raises:
+            FileNotFoundError: no ``head_config.json`` there. ValueError: a head that is not registered.
+        """
         directory = Path(directory)
         head_config = HeadConfig.from_dict(json.loads((directory / HEAD_CONFIG_FILE).read_text()))
         if not (directory / HEAD_WEIGHTS_FILE).exists():  # standard sequence-classification directory

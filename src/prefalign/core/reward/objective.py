@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
@@ -10,15 +10,13 @@ from prefalign.core.reward.losses import centering_penalty, reward_pair_loss
 from prefalign.core.training.batching import PairBatch
 from prefalign.core.training.normalisation import StepLoss, Units
 
-if TYPE_CHECKING:
-    from prefalign.core.reward.training import RewardParams
 
-
-def make_reward_loss_fn(params: "RewardParams") -> StepLoss:
+def make_reward_loss_fn(params: Any) -> StepLoss:
     """The loop's loss for a reward objective: the s2 logistic loss on z, plus optional centering.
 
     Args:
-        params: the objective's parsed parameters (``soft_targets``, ``margin_offset``, ``centering``).
+        params: the objective's parsed parameters, a core/reward/training.RewardParams (read:
+            ``soft_targets``, ``margin_offset``, ``centering``; not imported here, as training.py imports this module).
 
     Returns:
         A :class:`StepLoss`, ``loss_fn(model, batch[, denominators]) -> (loss per pair, metrics)``:

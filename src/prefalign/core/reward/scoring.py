@@ -45,10 +45,7 @@ def _forward_sequences(model: RewardModel, tokenizer: PreTrainedTokenizerBase, s
     """One no-grad forward per tokenised sequence, in length-grouped batches; the outputs in input
     order as float64 (rewards [N], or GPM embeddings [N, 2k] and gate [N, k])."""
     if not seqs:
-        k = model.head_config.gpm_k
-        empty = torch.zeros(0, dtype=torch.float64)
-        return (RewardOutput(embeddings=empty.view(0, 1).expand(0, 2 * k), gate=empty.view(0, 1).expand(0, k), tau=model.head_config.tau)
-                if model.is_gpm else RewardOutput(rewards=empty, tau=model.head_config.tau))
+        return model.head.empty_output(model.head_config.tau)
     batches = ((index, collate_sequences([seqs[i] for i in index], tokenizer.pad_token_id))
                for index in length_grouped_batches([len(s) for s in seqs], batch_size, seed=None))
     return _gather_outputs(model, len(seqs), batches)
@@ -57,24 +54,19 @@ def _forward_sequences(model: RewardModel, tokenizer: PreTrainedTokenizerBase, s
 @torch.no_grad()
 def _gather_outputs(model: RewardModel, n: int, batches) -> RewardOutput:
     """Run ``model`` (eval mode) on each ``(rows, model input)`` of ``batches`` and put the outputs
-    at those rows: rewards [n], or GPM embeddings [n, 2k] and gate [n, k], float64 on CPU."""
+    at those rows: each per-sequence field the head sets (rewards [n], or GPM embeddings [n, 2k] and
+    gate [n, k]), float64 on CPU."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    rewards = v = gate = None
+    gathered: dict[str, torch.Tensor] = {}
     for rows, inputs in batches:
-        out = model(inputs.to(device))
-        if out.rewards is not None:
-            rewards = torch.zeros(n, dtype=torch.float64) if rewards is None else rewards
-            rewards[rows] = out.rewards.double().cpu()
-        else:
-            if v is None:
-                v = torch.zeros((n, out.embeddings.shape[1]), dtype=torch.float64)
-                gate = torch.zeros((n, out.gate.shape[1]), dtype=torch.float64)
-            v[rows] = out.embeddings.double().cpu()
-            gate[rows] = out.gate.double().cpu()
+        for name, value in model(inputs.to(device)).per_row().items():
+            if name not in gathered:
+                gathered[name] = torch.zeros((n, *value.shape[1:]), dtype=torch.float64)
+            gathered[name][rows] = value.double().cpu()
     model.train(was_training)
-    return RewardOutput(rewards=rewards, embeddings=v, gate=gate, tau=model.head_config.tau)
+    return RewardOutput(**gathered, tau=model.head_config.tau)
 
 
 def _tokenize(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
@@ -97,17 +89,41 @@ def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pro
     reward: use ``pair_logits`` / ``preference_logits``.
 
     Args:
-        prompts, responses: [N] texts; prompt_messages: [N] chat turns per row, or None.
+        model, tokenizer: a trained reward model with a scalar head, and its tokenizer;
+        prompts, responses: [N] texts; batch_size: sequences per forward; prompt_messages: [N] chat
+            turns per row, or None.
+
+    Returns:
+        [N] float64 rewards (logit units: r_w - r_l is the logit of P(w > l)).
+
+    Raises:
+        ValueError: the model's head has no scalar reward (GPM), or prompts and responses differ in length.
+
+    Source: docs/methods.md s2.
     """
-    if model.is_gpm:
-        raise ValueError("response_rewards needs a scalar reward model; this is a GPM: use response_embeddings or preference_matrix")
+    if not model.has_scalar_reward:
+        raise ValueError(f"response_rewards needs a scalar reward model; this one has a {model.head_config.head!r} head "
+                         "(a GPM): use response_embeddings or preference_matrix")
     return _per_response(model, tokenizer, prompts, responses, batch_size, prompt_messages).rewards.numpy()
 
 
 def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str],
                         batch_size: int = 32, prompt_messages: Sequence[Messages | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """GPM (v [N, 2k], gate [N, k]), each (prompt, response) truncated on its own."""
-    if not model.is_gpm:
+    """GPM embeddings and gates, each (prompt, response) truncated on its own.
+
+    Args:
+        model, tokenizer: a trained GPM-style reward model and its tokenizer; prompts, responses: [N]
+            texts; batch_size: sequences per forward; prompt_messages: [N] chat turns per row, or None.
+
+    Returns:
+        (v [N, 2k], gate [N, k]) float64 arrays.
+
+    Raises:
+        ValueError: a scalar reward model, or prompts and responses differ in length.
+
+    Source: docs/methods.md s3.
+    """
+    if model.has_scalar_reward:
         raise ValueError("response_embeddings needs a GPM model; this is a scalar reward model: use response_rewards")
     out = _per_response(model, tokenizer, prompts, responses, batch_size, prompt_messages)
     return out.embeddings.numpy(), out.gate.numpy()
@@ -159,10 +175,17 @@ def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pr
     mean gate). Antisymmetric with a zero diagonal.
 
     Args:
-        prompts: [P] flattened prompts; groups: [P][K] responses; prompt_messages: [P] turns or None.
+        model, tokenizer: a trained reward model (any head) and its tokenizer;
+        prompts: [P] flattened prompts; groups: [P][K] responses; prompt_messages: [P] turns or None;
+        batch_size: sequences per forward.
+
+    Returns:
+        [P, K, K] float64 logits.
 
     Raises:
         ValueError: groups of different sizes, or lengths that do not match.
+
+    Source: docs/methods.md s3, s6.
     """
     out, _ = _group_scores(model, tokenizer, prompts, groups, prompt_messages, batch_size)
     return out.preference_logits(len(prompts))
@@ -170,7 +193,20 @@ def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pr
 
 def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompt: str, responses: Sequence[str],
                       batch_size: int = 32, prompt_messages: Messages | None = None) -> np.ndarray:
-    """[K, K] logits: entry (i, j) is the logit of P(y_i > y_j | x); ``preference_logits`` of one prompt."""
+    """One prompt's table of preference logits (``preference_logits`` of one prompt).
+
+    Args:
+        model, tokenizer: a trained reward model and its tokenizer; prompt: the text; responses: K
+            texts; batch_size: sequences per forward; prompt_messages: the prompt's chat turns, or None.
+
+    Returns:
+        [K, K] float64: entry (i, j) is the logit of P(y_i > y_j | x); antisymmetric, zero diagonal.
+
+    Raises:
+        ValueError: no responses.
+
+    Source: docs/methods.md s3.
+    """
     messages = None if prompt_messages is None else [prompt_messages]
     return preference_logits(model, tokenizer, [prompt], [list(responses)], messages, batch_size)[0].numpy()
 
@@ -215,9 +251,22 @@ class PreferenceModel:
         return out.preference_scores(1)[0]
 
     def probabilities(self, prompt: str, responses: Sequence[str], prompt_messages: Messages | None = None) -> torch.Tensor:
-        """[K, K] P(y_i > y_j | x): sigmoid(S / tau) for GPM, sigmoid(r_i - r_j) for scalar models."""
-        s = self.score(prompt, responses, prompt_messages)
-        return torch.sigmoid(s / self.tau if self.model.is_gpm else s)
+        """P(y_i > y_j | x) for K responses to one prompt.
+
+        Args:
+            prompt, responses, prompt_messages: as :meth:`score`.
+
+        Returns:
+            [K, K] float64: sigmoid(S / tau) for GPM, sigmoid(r_i - r_j) for scalar models.
+
+        Raises:
+            ValueError: no responses.
+        """
+        if len(responses) == 0:
+            raise ValueError("probabilities needs at least one response to the prompt; got an empty list")
+        messages = None if prompt_messages is None else [prompt_messages]
+        out, _ = _group_scores(self.model, self.tokenizer, [prompt], [list(responses)], messages, self.batch_size)
+        return torch.sigmoid(out.preference_logits(1)[0])  # the head's logits: S / tau (GPM), S (scalar)
 
 
 def load_preference_model(path: str | Path, device: str | torch.device = "cpu", batch_size: int = 32) -> PreferenceModel:
@@ -253,7 +302,17 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
     pairs find them at 0).
 
     Args:
-        prompts, chosen, rejected: [B] texts; prompt_messages: [B] chat turns per pair, or None.
+        model, tokenizer: a trained reward model (any head) and its tokenizer;
+        prompts, chosen, rejected: [B] texts; batch_size: sequences per forward;
+        prompt_messages: [B] chat turns per pair, or None.
+
+    Returns:
+        [B] logits (float64; float32 zeros when B = 0).
+
+    Raises:
+        ValueError: the three lists differ in length.
+
+    Source: docs/methods.md s2, s3, s6.
     """
     if len(prompts) == len(chosen) == len(rejected) == 0:
         return np.zeros(0, dtype=np.float32)

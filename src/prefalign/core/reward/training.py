@@ -10,7 +10,7 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,7 @@ from prefalign.core.training.batching import TokenizedPairs, tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
+from prefalign.core.training.normalisation import StepLoss
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.ties import leave_out_ties
@@ -72,6 +73,12 @@ class RewardParams:
     def from_dict(cls, params: dict[str, Any]) -> "RewardParams":
         """Parse and check every sub-config now, before any training.
 
+        Args:
+            params: ``reward.defaults`` deep-merged with ``reward.<name>``, head type set by the registry.
+
+        Returns:
+            The RewardParams.
+
         Raises:
             ValueError: an unknown key (named, with the allowed ones), a bad head/tokenizer/model/
                 training value, or num_processes < 1 or > batch_size.
@@ -86,6 +93,14 @@ class RewardParams:
         return p
 
     def head_config(self) -> HeadConfig:
+        """The HeadConfig of ``head`` with this objective's truncation lengths.
+
+        Returns:
+            The parsed HeadConfig.
+
+        Raises:
+            ValueError: a bad head setting (HeadConfig.from_dict).
+        """
         return HeadConfig.from_dict({**self.head, "max_length": self.max_length, "max_prompt_length": self.max_prompt_length})
 
 
@@ -94,7 +109,7 @@ def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
 
     Args:
         params: a reward parameters dict (``defaults`` merged with the objective's block).
-        head_type: ``scalar`` or ``gpm``.
+        head_type: a registered head's name (``scalar``, ``gpm``, ...: core/reward/heads.py HEADS).
 
     Returns:
         A new dict; ``params`` is not changed.
@@ -246,6 +261,7 @@ def train_reward_model(
     params: RewardParams,
     output_dir: str | Path,
     objective: str,
+    loss_factory: Callable[["RewardParams"], StepLoss] = make_reward_loss_fn,
 ) -> TrainingRun:
     """Tokenise, batch, build backbone + head, train with the shared loop, report metrics.
 
@@ -255,6 +271,8 @@ def train_reward_model(
         params: the objective's parameters (head type already set by the registry).
         output_dir: resumable loop checkpoints; a run finds and resumes its newest one.
         objective: the registry name, recorded in the metrics and the checkpoint metadata.
+        loss_factory: ``params -> StepLoss``, the registry entry's ``loss`` (default: the s2 logistic
+            loss of :func:`make_reward_loss_fn`).
 
     Returns:
         The TrainingRun (model in eval mode, per-step curve, metrics incl. val/train accuracy).
@@ -285,7 +303,7 @@ def train_reward_model(
     training = resolve_layout(TrainConfig.from_dict(params.training), model)
     train_batches = pair_batches(train_tok, params.batch_size, tokenizer.pad_token_id, training.seed, training)
     val_batches = pair_batches(val_tok, params.eval_batch_size, tokenizer.pad_token_id, None, training) if len(val_tok) else []
-    loss_fn = make_reward_loss_fn(params)
+    loss_fn = loss_factory(params)
     accelerator = make_accelerator(training.mixed_precision)
     result = train(model, train_batches, val_batches, loss_fn, training, output_dir, accelerator)
 
@@ -322,3 +340,24 @@ def train_reward_model(
     result.model.eval()
     bundle = ModelBundle(result.model, tokenizer, {"objective": objective, "head": cfg.head, "steps": result.steps})
     return TrainingRun(bundle, curve_frame(result.history), metrics)
+
+
+def run_reward_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl.DataFrame],
+                         bundles: dict[str, ModelBundle], tokenizers: dict[str, Any]) -> TrainingRun:
+    """The registry's trainer of a reward objective (``ObjectiveSpec.train``; every process runs it).
+
+    Args:
+        spec: the registry entry (its ``parse``, ``loss`` factory and ``name``).
+        args: ``{params: the reward.<name> block merged with defaults (JSON-able), output_dir}``.
+        frames: ``{train, val}`` selected pairs; bundles: unused; tokenizers: ``{tokenizer}``.
+
+    Returns:
+        :func:`train_reward_model`'s TrainingRun.
+
+    Raises:
+        KeyError: a missing frame or tokenizer; ValueError: a bad parameter (``spec.parse``).
+
+    Source: docs/methods.md s2, s3.
+    """
+    return train_reward_model(frames["train"], frames["val"], tokenizers["tokenizer"], spec.parse(args["params"]),
+                              args["output_dir"], spec.name, spec.loss)

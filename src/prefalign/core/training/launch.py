@@ -3,12 +3,18 @@
 The parent (a Kedro node) writes the inputs (JSON args, parquet frames, model bundles,
 tokenizers) to ``work_dir``, starts ``accelerate launch -m prefalign.core.training.launch
 <work_dir>`` and reads the main process's TrainingRun back, so Kedro runs once and the catalog
-stores the outputs. Every process calls ``core.objectives.train.train_objective`` and trains on
-its share of each global batch (DDP; gloo on CPU, NCCL on GPU); only the main process writes.
+stores the outputs. Every process calls the entry point the caller names (``module:function``,
+``core.objectives.train.train_objective`` for every registered objective) and trains on its share
+of each global batch (DDP; gloo on CPU, NCCL on GPU); only the main process writes.
+
+This module is infrastructure: it imports no objective, loss or registry (the entry point is named
+in the inputs and imported by name in the child processes), so the layers point down only
+(tests/test_import_layers.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -49,7 +55,12 @@ def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
 
 
 def free_port() -> int:
-    # Several trainings may share a machine: never assume accelerate's default port is free.
+    """A TCP port free on 127.0.0.1 now (several trainings may share a machine: never assume
+    accelerate's default port is free).
+
+    Returns:
+        The port number.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -57,6 +68,13 @@ def free_port() -> int:
 
 def accelerate_command(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None) -> list[str]:
     """The ``accelerate launch`` command line.
+
+    Args:
+        module: the module the processes run (``-m``); work_dir: its one argument;
+        num_processes: the process count; accelerate_config: a config file, or None for torchrun + gloo/NCCL defaults.
+
+    Returns:
+        The argv list.
 
     Raises:
         FileNotFoundError: ``accelerate_config`` names a file that does not exist.
@@ -75,7 +93,14 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
 
 
 def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None, what: str) -> None:
-    """Start ``module`` in ``num_processes`` processes.
+    """Start ``module`` in ``num_processes`` processes and wait for them.
+
+    Args:
+        module, work_dir, num_processes, accelerate_config: as :func:`accelerate_command`;
+        what: the run's name in the error message.
+
+    Returns:
+        None.
 
     Raises:
         RuntimeError: the children exited non-zero (the message carries their stderr's tail).
@@ -90,6 +115,7 @@ def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accel
 
 
 def run_in_subprocesses(
+    entry: str,
     namespace: str,
     args: dict[str, Any],
     frames: dict[str, pl.DataFrame],
@@ -99,14 +125,17 @@ def run_in_subprocesses(
     num_processes: int,
     accelerate_config: str | None = None,
 ) -> TrainingRun:
-    """Run ``train_objective(namespace, ...)`` in ``num_processes`` processes.
+    """Run ``entry(namespace, args, frames, bundles, tokenizers)`` in ``num_processes`` processes.
 
     Args:
-        namespace, args, frames, bundles, tokenizers: as core/objectives/train.train_objective.
+        entry: ``module:function`` of the training entry point every process calls
+            (``prefalign.core.objectives.train:train_objective``); it returns a TrainingRun.
+        namespace, args, frames, bundles, tokenizers: its arguments (core/objectives/train.train_objective).
         work_dir: exchange folder (inputs/, result/); num_processes: > 1; accelerate_config: or None.
 
     Returns:
-        The main process's TrainingRun (metrics carry ``num_processes``).
+        The main process's TrainingRun (metrics carry ``num_processes``), with its ``generations``
+        table and ``iteration_bundles`` when the run has them (on-policy objectives).
 
     Raises:
         RuntimeError: the children failed (their stderr's tail in the message).
@@ -121,21 +150,53 @@ def run_in_subprocesses(
         save_bundle(bundle, inputs / f"bundle_{name}")
     for name, tokenizer in tokenizers.items():
         tokenizer.save_pretrained(inputs / f"tokenizer_{name}")
-    manifest = {"namespace": namespace, "args": args, "frames": sorted(frames), "bundles": sorted(bundles),
+    manifest = {"entry": entry, "namespace": namespace, "args": args, "frames": sorted(frames), "bundles": sorted(bundles),
                 "tokenizers": sorted(tokenizers)}
     (inputs / "spec.json").write_text(json.dumps(manifest, default=str))
     run_accelerate_module("prefalign.core.training.launch", work, num_processes, accelerate_config, f"{namespace} training")
     result = work / "result"
     bundle = load_bundle(result / "model")
     bundle.model.train(False)
-    return TrainingRun(bundle, pl.read_parquet(result / "training_curve.parquet"), json.loads((result / "metrics.json").read_text()))
+    generations = result / "generations.parquet"
+    iterations = json.loads((result / "iteration_bundles.json").read_text())
+    return TrainingRun(bundle, pl.read_parquet(result / "training_curve.parquet"), json.loads((result / "metrics.json").read_text()),
+                       pl.read_parquet(generations) if generations.exists() else None,
+                       {name: load_bundle(result / "iteration_bundles" / name) for name in iterations})
+
+
+def entry_point(entry: str):
+    """The function ``module:function`` names (imported now).
+
+    Args:
+        entry: e.g. ``prefalign.core.objectives.train:train_objective``.
+
+    Returns:
+        The function.
+
+    Raises:
+        ValueError: ``entry`` is not ``module:function``.
+    """
+    module, _, function = entry.partition(":")
+    if not module or not function:
+        raise ValueError(f"entry point {entry!r} must be 'module:function', e.g. prefalign.core.objectives.train:train_objective")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(work_dir: str) -> None:
+    """One process of a multi-process run: read the inputs, call the entry point, and (main process
+    only) write the TrainingRun to ``work_dir/result``.
+
+    Args:
+        work_dir: the exchange folder :func:`run_in_subprocesses` wrote.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: a malformed entry point; whatever the entry point raises.
+    """
     from accelerate import PartialState
     from transformers import AutoTokenizer
-
-    from prefalign.core.objectives.train import train_objective  # the registry imports this module's callers
 
     work = Path(work_dir)
     inputs = work / "inputs"
@@ -143,12 +204,17 @@ def main(work_dir: str) -> None:
     frames = {name: pl.read_parquet(inputs / f"frame_{name}.parquet") for name in manifest["frames"]}
     bundles = {name: load_bundle(inputs / f"bundle_{name}") for name in manifest["bundles"]}
     tokenizers = {name: AutoTokenizer.from_pretrained(inputs / f"tokenizer_{name}") for name in manifest["tokenizers"]}
-    run = train_objective(manifest["namespace"], manifest["args"], frames, bundles, tokenizers)
+    run = entry_point(manifest["entry"])(manifest["namespace"], manifest["args"], frames, bundles, tokenizers)
     state = PartialState()
     if state.is_main_process:  # only the main process writes
         result = work / "result"
         save_bundle(run.bundle, result / "model")
         run.training_curve.write_parquet(result / "training_curve.parquet")
+        if run.generations is not None:
+            run.generations.write_parquet(result / "generations.parquet")
+        for name, iteration in run.iteration_bundles.items():
+            save_bundle(iteration, result / "iteration_bundles" / name)
+        (result / "iteration_bundles.json").write_text(json.dumps(list(run.iteration_bundles)))  # in their order
         (result / "metrics.json").write_text(json.dumps({**run.metrics, "num_processes": state.num_processes}))
     state.wait_for_everyone()
 

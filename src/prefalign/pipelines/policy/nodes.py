@@ -18,9 +18,8 @@ from prefalign.core.models.backbone import prepare_for_training
 from prefalign.core.models.lm_head import set_logprob_chunk_tokens
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
-from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import (PolicyDataConfig, apply_cpu_threads, reference_logprobs,
-                                            scoring_batch_size_of, train_gpo, work_dir_of)
+                                            scoring_batch_size_of, work_dir_of)
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded
@@ -132,20 +131,15 @@ def on_policy_node(spec: ObjectiveSpec) -> Callable:
               defaults: dict[str, Any], objective: dict[str, Any]
               ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
         gpo = spec.parse(objective.get(spec.config_key))
+        data = PolicyDataConfig.from_dict(defaults.get("data"))
         training = TrainConfig.from_dict(objective.get("training"))
         apply_cpu_threads(training)
-        work_dir = _work_dir(spec, defaults, objective, validated_pairs, reference)
-        run = train_gpo(
-            _with_lora(reference, defaults),
-            preference_table_fn(preference_model, scoring_batch_size_of(objective, spec.params_key)),
-            validated_pairs,
-            gpo,
-            PolicyDataConfig.from_dict(defaults.get("data")),
-            training,
-            work_dir,
-            preference_model_name=f"{spec.preference_model}.model",
-            name=spec.name,
-        )
+        args = {"config": asdict(gpo), "data": asdict(data), "training": asdict(training),
+                "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference)),
+                "scoring_batch_size": scoring_batch_size_of(objective, spec.params_key),
+                "preference_model_name": f"{spec.preference_model}.model"}
+        run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data,
+                      {"reference": _with_lora(reference, defaults), "preference": preference_model})
         return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
 
     return named_node_function(train, f"{spec.namespace}_train")
