@@ -158,7 +158,7 @@ def test_every_reward_scoring_entry_point_sees_the_training_ids(setup, lengths):
 
     params = {"n_bins": 10, "bootstrap": {"resamples": 10}}
     empty_rb = pl.DataFrame(schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String, "subset": pl.String})
-    metrics = nodes.make_reward_model_metrics("reward_x")(bundle, [], frame, frame.clear(), empty_rb, pl.DataFrame(), params)
+    metrics = nodes.evaluate_reward_model(bundle, [], frame, frame.clear(), empty_rb, pl.DataFrame(), params)
     assert seen.take() == expected, "the evaluation pipeline's reward scorer"
     # the truncation audit counts what was cut from exactly these sequences
     full = tokenize_pair_frame(tok, frame, 1 << 20, max_prompt_length)

@@ -1,4 +1,6 @@
-"""The project's pipelines; node functions built per registry entry are named with ``named_node_function``.
+"""The project's pipelines. Node functions are module-level functions of pipelines/<name>/nodes.py,
+named as the nodes kedro-viz shows; a node built per registry entry gets its entry bound with
+``for_entry`` (``functools.partial``), keeping the function's name.
 
 Which registered objectives get pipelines is the run environment's choice: its parameters may declare
 ``objectives: {reward: [...], policy: [...]}`` (absent or null = every registered objective of that
@@ -7,6 +9,7 @@ the pipelines are registered, so `kedro run --env cpu_chat` trains and evaluates
 objectives that environment lists.
 """
 
+from functools import partial
 from typing import Any, Callable
 
 from prefalign.core.objectives.registry import ObjectiveSpec, objectives
@@ -16,10 +19,22 @@ _declared: dict[str, tuple[str, ...] | None] = {family: None for family in FAMIL
 _judge: list[str | None] = [None]  # evaluation.generation.judge: the win-rate judge's namespace, or None (r*)
 
 
-def named_node_function(func: Callable, name: str) -> Callable:
-    """``func`` renamed, so that a node built per registry entry shows its objective in logs and kedro-viz."""
-    func.__name__ = func.__qualname__ = name
-    return func
+def for_entry(func: Callable, **bound: Any) -> Callable:
+    """``func`` with keyword arguments bound (``namespace=`` of an objective, ``source=`` of a feedback
+    source), under ``func``'s own name: Kedro's logs and kedro-viz then name the ``def`` that runs,
+    so ``grep "def <name>"`` finds it.
+
+    Args:
+        func: a module-level node function whose bound arguments are keyword-only.
+        **bound: the arguments to bind.
+
+    Returns:
+        A ``functools.partial`` with ``__name__``, ``__qualname__``, ``__module__`` and ``__doc__`` of ``func``.
+    """
+    node_function = partial(func, **bound)
+    for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+        setattr(node_function, attribute, getattr(func, attribute))
+    return node_function
 
 
 def declare_objectives(declaration: dict[str, Any] | None) -> bool:

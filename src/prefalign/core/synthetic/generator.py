@@ -34,6 +34,11 @@ import polars as pl
 from prefalign.core.feedback.pairs import assign_split
 from prefalign.core.schema import conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
 
+# The lab's source names: the one place they are written. The feedback pipeline generates a source
+# of each name (feedback.sources.<name> holds its parameters); the evaluation scores each with its truth.
+SCALAR_SOURCE = "synthetic_scalar"  # a hidden scalar reward r* over the text: graded margins, true_p
+CYCLIC_SOURCE = "synthetic_cyclic"  # A > B > C > A triples decided by a majority of three attributes
+
 # (topic, question forms, tips, correct fact, wrong fact, vague fact)
 _TOPICS: list[dict[str, Any]] = [
     {
@@ -268,7 +273,7 @@ def _pairs_frame(rows: list[dict[str, Any]], config: SyntheticConfig) -> pl.Data
 # ---------------------------------------------------------------------------------------------
 def generate_scalar(config: SyntheticConfig) -> pl.DataFrame:
     """Pairs in the pairs schema (source synthetic_scalar) with graded margins and true_p."""
-    rng = random.Random(f"synthetic_scalar:{config.seed}")
+    rng = random.Random(f"{SCALAR_SOURCE}:{config.seed}")
     rows: list[dict[str, Any]] = []
     for i in range(config.n_prompts):
         prompt, topic = _make_prompt(rng, i)
@@ -288,7 +293,7 @@ def generate_scalar(config: SyntheticConfig) -> pl.DataFrame:
                 continue
             (chosen, r_w), (rejected, r_l) = sorted([(text_a, r_a), (text_b, r_b)], key=lambda t: -t[1])
             true_p = _sigmoid((r_w - r_l) / config.temperature)
-            rows.append(_row(prompt, chosen, rejected, r_w - r_l, true_p, "synthetic_scalar"))
+            rows.append(_row(prompt, chosen, rejected, r_w - r_l, true_p, SCALAR_SOURCE))
             kept += 1
     return _pairs_frame(rows, config)
 
@@ -324,7 +329,7 @@ def majority_winner(levels_a: tuple[int, int, int], levels_b: tuple[int, int, in
 
 def generate_cyclic(config: SyntheticConfig) -> pl.DataFrame:
     """The triples table: one row per triple, response_a > response_b > response_c > response_a."""
-    rng = random.Random(f"synthetic_cyclic:{config.seed}")
+    rng = random.Random(f"{CYCLIC_SOURCE}:{config.seed}")
     rows = []
     for i in range(config.n_triples):
         prompt, topic = _make_prompt(rng, i)
@@ -355,5 +360,5 @@ def cyclic_pairs(triples: pl.DataFrame, config: SyntheticConfig) -> pl.DataFrame
     for t in triples.iter_rows(named=True):
         for win, lose in (("a", "b"), ("b", "c"), ("c", "a")):
             rows.append(_row(t["prompt"], t[f"response_{win}"], t[f"response_{lose}"], config.cyclic_strength,
-                             true_p, "synthetic_cyclic"))
+                             true_p, CYCLIC_SOURCE))
     return _pairs_frame(rows, config)
