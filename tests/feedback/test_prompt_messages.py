@@ -68,7 +68,7 @@ def test_messages_problem_names_what_is_wrong(messages, problem):
 def test_pairs_dataset_preview_is_json_with_nested_columns(tmp_path):
     import json
 
-    from prefalign.datasets.pairs_table import PairsTableDataset
+    from prefalign.datasets.polars_table import PolarsTableDataset as PairsTableDataset
 
     frame = pl.DataFrame({"prompt": ["Q?"], "prompt_messages": [[{"role": "user", "content": "Q?"}]]},
                          schema={"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE})
