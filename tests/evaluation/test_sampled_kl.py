@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from prefalign.core.evaluation.generation import with_kl_terms
+from prefalign.core.evaluation.win_rate import with_kl_terms
 from prefalign.core.evaluation.metrics import kl_to_reference
 from prefalign.core.policy.generation import SamplingConfig, sample_responses, sampled_sequence_logprobs
 

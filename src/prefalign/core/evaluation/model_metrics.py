@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
-from prefalign.core.evaluation import evaluate, generation, scoring
+from prefalign.core.evaluation import evaluate, scoring, win_rate
 from prefalign.core.evaluation import rewardbench as rewardbench_format
 from prefalign.core.evaluation.config import EvaluationConfig
 from prefalign.core.evaluation.evaluated_pairs import policy_subsets
@@ -141,22 +141,22 @@ def generation_metrics(name: str, policy: ModelBundle, reference: ModelBundle, r
 
     Args:
         name: the policy's namespace (for the log).
-        reference_samples: ``generation.sample_for_prompts`` of the reference (non-empty).
+        reference_samples: ``win_rate.sample_for_prompts`` of the reference (non-empty).
         data_params: ``policy.defaults.data`` (max_length, max_prompt_length, eval_batch_size).
     """
     prompts = reference_samples.select("prompt", "prompt_messages").unique(maintain_order=True)
     sampling = config.generation.sampling
-    samples = generation.sample_for_prompts(policy, prompts["prompt"].to_list(), sampling,
-                                            data_params["max_length"], data_params["max_prompt_length"],
-                                            prompts["prompt_messages"].to_list())
+    samples = win_rate.sample_for_prompts(policy, prompts["prompt"].to_list(), sampling,
+                                          data_params["max_length"], data_params["max_prompt_length"],
+                                          prompts["prompt_messages"].to_list())
     judge_scorer, judge_name = win_rate_judge(judge, config)
-    judged = generation.judge_against_reference(samples, reference_samples, judge_scorer)
+    judged = win_rate.judge_against_reference(samples, reference_samples, judge_scorer)
     if sampling.get("temperature", 1.0) != 1.0 or sampling.get("top_p", 1.0) != 1.0:
         # the samples then come from a tempered / truncated pi, not pi: the mean log-ratio is biased
         log.warning("%s: evaluation.generation.sampling has temperature=%s top_p=%s; the KL estimate "
                     "assumes samples from pi itself (set both to 1.0)", name,
                     sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
-    judged = generation.with_kl_terms(judged, policy, reference, logprob_args(data_params)["batch_size"])
+    judged = win_rate.with_kl_terms(judged, policy, reference, logprob_args(data_params)["batch_size"])
     return {"judge": judge_name, **evaluate.evaluate_generations(judged)}
 
 

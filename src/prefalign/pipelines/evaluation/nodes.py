@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
-from prefalign.core.evaluation import comparison, evaluated_pairs, generation, model_metrics, plots, report, scoring
+from prefalign.core.evaluation import comparison, evaluated_pairs, model_metrics, plots, report, scoring, win_rate
 from prefalign.core.evaluation import rewardbench as rewardbench_format
 from prefalign.core.evaluation.config import EvaluationConfig, RewardBenchConfig
 from prefalign.core.models.checkpoint import ModelBundle
@@ -88,9 +88,9 @@ def reference_samples(reference: ModelBundle, prompts: pl.DataFrame, params: dic
     """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
     if prompts.is_empty():
         return pl.DataFrame(schema=REFERENCE_SAMPLES_SCHEMA)
-    return generation.sample_for_prompts(reference, prompts["prompt"].to_list(), _config(params).generation.sampling,
-                                         data_params["max_length"], data_params["max_prompt_length"],
-                                         prompts["prompt_messages"].to_list())
+    return win_rate.sample_for_prompts(reference, prompts["prompt"].to_list(), _config(params).generation.sampling,
+                                       data_params["max_length"], data_params["max_prompt_length"],
+                                       prompts["prompt_messages"].to_list())
 
 
 def evaluate_policy(bundle: ModelBundle, reference: ModelBundle, reference_logps: pl.DataFrame,
