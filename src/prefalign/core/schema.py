@@ -1,6 +1,6 @@
 """The pairs table: the one contract between ingestion and everything downstream.
 
-Every feedback source ends in this polars schema (architecture.md, "The one contract").
+Every feedback source ends in this polars schema (docs/architecture.md, "The one contract").
 """
 
 from __future__ import annotations
