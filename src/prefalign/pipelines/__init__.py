@@ -1,6 +1,6 @@
 """The project's pipelines. Node functions are module-level functions of pipelines/<name>/nodes.py,
 named as the nodes kedro-viz shows; a node built per registry entry gets its entry bound with
-``for_entry`` (``functools.partial``), keeping the function's name.
+``for_entry`` (a copy of the function with keyword-only defaults), keeping its name and code.
 
 Which registered objectives get pipelines is the run environment's choice: its parameters may declare
 ``objectives: {reward: [...], policy: [...]}`` (absent or null = every registered objective of that
@@ -9,7 +9,7 @@ the pipelines are registered, so `kedro run --env cpu_chat` trains and evaluates
 objectives that environment lists.
 """
 
-from functools import partial
+from types import FunctionType
 from typing import Any, Callable
 
 from prefalign.core.objectives.registry import ObjectiveSpec, objectives
@@ -20,19 +20,32 @@ _judge: list[str | None] = [None]  # evaluation.generation.judge: the win-rate j
 
 
 def for_entry(func: Callable, **bound: Any) -> Callable:
-    """``func`` with keyword arguments bound (``namespace=`` of an objective, ``source=`` of a feedback
-    source), under ``func``'s own name: Kedro's logs and kedro-viz then name the ``def`` that runs,
-    so ``grep "def <name>"`` finds it.
+    """``func`` with keyword-only arguments bound (``namespace=`` of an objective, ``source=`` of a
+    feedback source): a copy of the function whose keyword-only defaults are ``bound``.
+
+    The copy runs the same code under the same name, so Kedro's log, kedro-viz's node name, code panel
+    and file all show the module-level ``def`` (``grep "def <name>"`` finds it). A ``functools.partial``
+    would bind the same values, but kedro-viz shows neither the code nor the file of a partial.
 
     Args:
-        func: a module-level node function whose bound arguments are keyword-only.
-        **bound: the arguments to bind.
+        func: a module-level node function.
+        **bound: values for some of its keyword-only parameters.
 
     Returns:
-        A ``functools.partial`` with ``__name__``, ``__qualname__``, ``__module__`` and ``__doc__`` of ``func``.
+        A function of the same code, name, module and docstring, with those parameters defaulted.
+
+    Raises:
+        TypeError: a name in ``bound`` that is not a keyword-only parameter of ``func``.
     """
-    node_function = partial(func, **bound)
-    for attribute in ("__name__", "__qualname__", "__module__", "__doc__"):
+    keyword_only = func.__code__.co_varnames[func.__code__.co_argcount:
+                                             func.__code__.co_argcount + func.__code__.co_kwonlyargcount]
+    unknown = sorted(set(bound) - set(keyword_only))
+    if unknown:
+        raise TypeError(f"{func.__name__} has no keyword-only parameters {unknown} to bind "
+                        f"(it has {list(keyword_only)}); declare them after `*` in its def")
+    node_function = FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__, func.__closure__)
+    node_function.__kwdefaults__ = {**(func.__kwdefaults__ or {}), **bound}
+    for attribute in ("__qualname__", "__module__", "__doc__", "__annotations__"):
         setattr(node_function, attribute, getattr(func, attribute))
     return node_function
 
