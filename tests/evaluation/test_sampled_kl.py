@@ -112,3 +112,10 @@ def test_kl_refuses_a_reference_with_another_vocabulary():
     with pytest.raises(ValueError, match="share a tokenizer"):
         with_kl_terms(samples, SimpleNamespace(model=_tiny_lm(0), tokenizer=TOKENIZER),
                       SimpleNamespace(model=_tiny_lm(1), tokenizer=other))
+
+
+def test_no_prompt_samples_nothing_and_keeps_the_columns():
+    from prefalign.core.evaluation.win_rate import SAMPLES_SCHEMA, sample_for_prompts
+
+    empty = sample_for_prompts(None, [], {}, 64, 32)  # no model is touched
+    assert empty.height == 0 and empty.schema == SAMPLES_SCHEMA

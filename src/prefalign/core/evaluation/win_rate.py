@@ -18,6 +18,11 @@ from prefalign.core.schema import MESSAGES_DTYPE
 from prefalign.core.training.batching import prompt_messages_of
 
 
+SAMPLES_SCHEMA = {"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE, "sample_index": pl.Int64,
+                  "response": pl.String, "length": pl.Float64, "finished": pl.Boolean,
+                  "prompt_token_ids": pl.List(pl.Int64), "token_ids": pl.List(pl.Int64)}
+
+
 def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, Any], max_length: int,
                        max_prompt_length: int, prompt_messages: Sequence[Any] | None = None) -> pl.DataFrame:
     """One row per (prompt, sample_index): the prompt (text and turns), the sampled response text, its
@@ -27,7 +32,12 @@ def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, 
 
     Args:
         prompts: [P] flattened prompts; prompt_messages: [P] chat turns, or None (one user turn each).
+
+    Returns:
+        The samples (``SAMPLES_SCHEMA``); no rows when there is no prompt (nothing is sampled).
     """
+    if not prompts:
+        return pl.DataFrame(schema=SAMPLES_SCHEMA)
     from prefalign.core.policy.generation import SamplingConfig, sample_responses
     from prefalign.core.training.batching import conversation_of, prompt_token_ids
 

@@ -17,14 +17,8 @@ from prefalign.core.evaluation import comparison, evaluated_pairs, model_metrics
 from prefalign.core.evaluation import rewardbench as rewardbench_format
 from prefalign.core.evaluation.config import EvaluationConfig, RewardBenchConfig
 from prefalign.core.models.checkpoint import ModelBundle
-from prefalign.core.schema import MESSAGES_DTYPE
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_SAMPLES_SCHEMA = {"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE, "sample_index": pl.Int64,
-                            "response": pl.String, "length": pl.Float64, "finished": pl.Boolean,
-                            "prompt_token_ids": pl.List(pl.Int64), "token_ids": pl.List(pl.Int64)}
-
 
 def _config(params: dict[str, Any]) -> EvaluationConfig:
     """``params:evaluation`` parsed and checked by the same rules as the check before the run."""
@@ -85,9 +79,8 @@ def generation_prompts(test_pairs: pl.DataFrame, params: dict[str, Any],
 
 def reference_samples(reference: ModelBundle, prompts: pl.DataFrame, params: dict[str, Any],
                       data_params: dict[str, Any]) -> pl.DataFrame:
-    """The SFT reference's responses to the held-out prompts, sampled once for every policy."""
-    if prompts.is_empty():
-        return pl.DataFrame(schema=REFERENCE_SAMPLES_SCHEMA)
+    """The SFT reference's responses to the held-out prompts, sampled once for every policy (none
+    when there is no prompt)."""
     return win_rate.sample_for_prompts(reference, prompts["prompt"].to_list(), _config(params).generation.sampling,
                                        data_params["max_length"], data_params["max_prompt_length"],
                                        prompts["prompt_messages"].to_list())
