@@ -1,4 +1,4 @@
-"""The project skeleton: Kedro finds it, and the pairs contract is what architecture.md says."""
+"""The project skeleton: Kedro finds it, and the pairs contract is what docs/architecture.md says."""
 
 from pathlib import Path
 

@@ -1,5 +1,7 @@
 """Policies as implicit rewards: beta * (log pi - log pi_ref) summed over response tokens."""
 
+from functools import partial
+
 import numpy as np
 import polars as pl
 import pytest
@@ -84,7 +86,7 @@ def test_policy_node_on_tiny_models_identical_policy_is_a_tie_with_zero_kl(model
     prompts = nodes.generation_prompts(test_pairs, params)
     ref_samples = nodes.reference_samples(ref_bundle, prompts, params, data)
     curve = pl.DataFrame({"step": [1, 2], "loss": [0.7, 0.6]})
-    run = nodes.make_policy_metrics("policy_same")
+    run = partial(nodes.evaluate_policy, namespace="policy_same")
     same = run(ModelBundle(reference, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps, ref_samples, curve,
                test_pairs, heldout, rb, triples, {"weights": config.weights}, params, data)
     assert same["pairs"]["accuracy"] == 0.0  # every implicit-reward gap is exactly 0: a tie, wrong
@@ -125,9 +127,9 @@ def test_policy_win_rates_judged_by_a_reward_model_on_capped_pairs(models):
     judge = ModelBundle(RewardModel(build_backbone({"hidden_size": 32, "num_layers": 1, "num_heads": 2,
                                                      "intermediate_size": 64}, tokenizer), {"head": "scalar"}).eval(),
                         tokenizer, {"objective": "bt", "checkpoint": "data/06_models/cpu_chat/reward_bt/model/V/model"})
-    out = nodes.make_policy_metrics("policy_x")(ModelBundle(policy, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps,
-                                               ref_samples, pl.DataFrame({"step": [1], "loss": [0.5]}), test_pairs, empty,
-                                               rb, pl.DataFrame(), judge, params, data)
+    out = nodes.evaluate_policy(ModelBundle(policy, tokenizer, {"beta": 0.1}), ref_bundle, ref_logps,
+                                ref_samples, pl.DataFrame({"step": [1], "loss": [0.5]}), test_pairs, empty,
+                                rb, pl.DataFrame(), judge, params, data, namespace="policy_x")
     assert out["pairs"]["pairs"] == 4  # 2 of each source, the same pairs the reference was scored on
     assert out["generation"]["judge"].startswith("reward model reward_bt (data/06_models/cpu_chat/reward_bt/model/V/model)")
     assert 0.0 <= out["generation"]["win_rate"] <= 1.0

@@ -13,6 +13,7 @@ CONFIG = SyntheticConfig(n_prompts=16, n_triples=6)
 PARAMS = {"splits": ["train", "val", "test"], "max_pairs_per_source": 20, "seed": 0, "n_bins": 10,
           "bootstrap": {"resamples": 100},
           "report_location": {"markdown": "r.md", "html": "r.html", "plots": "plots", "metrics": "m.json"}}
+SOURCES = {"synthetic_scalar": {"weights": CONFIG.weights}, "synthetic_cyclic": {"cyclic_strength": 4.0}}  # feedback.sources
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,7 @@ def lab():
 
 def test_ground_truth_is_perfect_and_a_scalar_judge_is_not_on_cycles(lab):
     pairs, triples = lab
-    truth = nodes.ground_truth_metrics(pairs, pairs.clear(), triples, {"weights": CONFIG.weights},
-                                       {"cyclic_strength": 4.0}, PARAMS)
+    truth = nodes.ground_truth_metrics(pairs, pairs.clear(), triples, SOURCES, PARAMS)
     assert truth["pairs"]["accuracy"] == 1.0 and "heldout" not in truth
     assert truth["pairs"]["intervals"]["ece_true_p"]["value"] == pytest.approx(0.0, abs=1e-12)
     assert truth["cyclic"]["consistency"] == 1.0
@@ -49,8 +49,7 @@ def test_rewardbench_file_without_subset_column_fails_clearly():
 def test_report_tells_the_story_and_metrics_are_json(lab):
     pairs, triples = lab
     test, heldout = pairs.filter(pl.col("source") == "synthetic_scalar"), pairs.filter(pl.col("source") != "synthetic_scalar")
-    truth = nodes.ground_truth_metrics(test, heldout, triples, {"weights": CONFIG.weights}, {"cyclic_strength": 4.0},
-                                       PARAMS)
+    truth = nodes.ground_truth_metrics(test, heldout, triples, SOURCES, PARAMS)
     sharp, flat = ({"kind": "reward model", "description": name} for name in ("sharp", "flat"))
     for model, scale in ((sharp, 10.0), (flat, 0.1)):
         for set_name, table in (("pairs", test), ("heldout", heldout)):

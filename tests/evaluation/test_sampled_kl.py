@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from prefalign.core.evaluation.generation import with_kl_terms
+from prefalign.core.evaluation.win_rate import with_kl_terms
 from prefalign.core.evaluation.metrics import kl_to_reference
 from prefalign.core.policy.generation import SamplingConfig, sample_responses, sampled_sequence_logprobs
 
@@ -112,3 +112,10 @@ def test_kl_refuses_a_reference_with_another_vocabulary():
     with pytest.raises(ValueError, match="share a tokenizer"):
         with_kl_terms(samples, SimpleNamespace(model=_tiny_lm(0), tokenizer=TOKENIZER),
                       SimpleNamespace(model=_tiny_lm(1), tokenizer=other))
+
+
+def test_no_prompt_samples_nothing_and_keeps_the_columns():
+    from prefalign.core.evaluation.win_rate import SAMPLES_SCHEMA, sample_for_prompts
+
+    empty = sample_for_prompts(None, [], {}, 64, 32)  # no model is touched
+    assert empty.height == 0 and empty.schema == SAMPLES_SCHEMA

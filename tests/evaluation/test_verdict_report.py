@@ -147,7 +147,7 @@ def test_gpo_curves_are_one_line_per_iteration():
 
 
 def test_curve_records_keep_the_iteration():
-    from prefalign.pipelines.evaluation.nodes import _curve_records
+    from prefalign.core.evaluation.model_metrics import curve_records as _curve_records
 
     curve = pl.DataFrame({"iteration": [0, 0, 1, 1], "step": [1, 2, 1, 2], "train_loss": [0.7, 0.6, 0.5, 0.4]})
     assert _curve_records(curve)[2] == {"iteration": 1, "step": 1, "loss": 0.5}

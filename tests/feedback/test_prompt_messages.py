@@ -8,7 +8,7 @@ import pytest
 
 from prefalign.core.feedback.ingest import ingest_source
 from prefalign.core.feedback.parsers import RecordError, hh_prompt_messages
-from prefalign.core.schema import MESSAGES_DTYPE, PAIRS_SCHEMA, conform_to_pairs_schema, messages_problem
+from prefalign.core.schema import MESSAGES_DTYPE, PAIRS_SCHEMA, conform_to_pairs_schema, prompt_messages_problem
 from prefalign.pipelines.feedback.synthetic import synthetic_scalar_rows
 from tests.feedback.helpers import records
 
@@ -61,6 +61,10 @@ def test_conform_fills_a_missing_column_with_one_user_turn():
     ([{"role": "user", "content": None}], "has no text content"),
 ])
 def test_messages_problem_names_what_is_wrong(messages, problem):
+    def messages_problem(value):  # the schema's one rule, on one row
+        frame = pl.DataFrame({"prompt_messages": [value]}, schema={"prompt_messages": MESSAGES_DTYPE})
+        return frame.select(prompt_messages_problem()).item()
+
     assert problem in messages_problem(messages)
     assert messages_problem([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) is None
 
@@ -68,7 +72,7 @@ def test_messages_problem_names_what_is_wrong(messages, problem):
 def test_pairs_dataset_preview_is_json_with_nested_columns(tmp_path):
     import json
 
-    from prefalign.datasets.pairs_table import PairsTableDataset
+    from prefalign.datasets.polars_table import PolarsTableDataset as PairsTableDataset
 
     frame = pl.DataFrame({"prompt": ["Q?"], "prompt_messages": [[{"role": "user", "content": "Q?"}]]},
                          schema={"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE})

@@ -61,7 +61,7 @@ def test_a_pairs_preview_has_short_cells(tmp_path: Path):
     """A whole prompt per cell made the first row taller than kedro-viz's panel, which then showed
     the header alone (issue 23 item 11): cells are cut to 120 characters, nested columns are JSON text."""
     from prefalign.core.schema import PAIRS_SCHEMA
-    from prefalign.datasets.pairs_table import PairsTableDataset
+    from prefalign.datasets.polars_table import PolarsTableDataset as PairsTableDataset
 
     long = "Explain " + "why " * 300
     rows = [{"pair_id": f"p{i}", "prompt_id": "q", "prompt": long, "prompt_messages": [{"role": "user", "content": long}],

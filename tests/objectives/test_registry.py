@@ -116,7 +116,7 @@ def test_defaults_still_reach_every_key_an_objective_does_not_define():
 
 def test_the_parameter_check_and_the_nodes_agree_on_precedence():
     from prefalign.pipelines.parameter_checks import check_reward
-    from prefalign.pipelines.reward.nodes import reward_nodes
+    from prefalign.pipelines.reward.nodes import select_training_pairs
 
     params = {"reward": {"defaults": {"soft_targets": False}, "mmpo": {}}}
     check_reward(params)  # defaults may say false: MMPO's definition wins, no error
@@ -127,6 +127,5 @@ def test_the_parameter_check_and_the_nodes_agree_on_precedence():
     from tests.policy.conftest import make_pairs
 
     pairs = make_pairs(8).with_columns(p_chosen=pl.lit(0.5))
-    select = reward_nodes(registry.get("reward_mmpo"))["select_training_pairs"]
-    train, _, counts = select(pairs, {"soft_targets": False}, {})
+    train, _, counts = select_training_pairs(pairs, {"soft_targets": False}, {}, namespace="reward_mmpo")
     assert train.height == pairs.filter(pl.col("split") == "train").height and "train_ties_dropped" not in counts

@@ -115,10 +115,10 @@ def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_pat
 
 
 def test_empty_train_split_fails_naming_the_counts(pairs):
-    from prefalign.pipelines.reward.nodes import reward_nodes
+    from prefalign.pipelines.reward.nodes import select_training_pairs
 
     only_val = pairs.filter(pairs["split"] == "val")
     with pytest.raises(ValueError, match=r"no train pairs left for reward_bt \(\{'train_rows': 0"):
-        reward_nodes(registry.get("reward_bt"))["select_training_pairs"](only_val, BASE, {})
-    train, val, counts = reward_nodes(registry.get("reward_mmpo"))["select_training_pairs"](pairs, BASE, {})
+        select_training_pairs(only_val, BASE, {}, namespace="reward_bt")
+    train, val, counts = select_training_pairs(pairs, BASE, {}, namespace="reward_mmpo")
     assert train.height + val.height == pairs.height  # mmpo keeps every row, ties included

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefalign.core.evaluation import generation, scoring
+from prefalign.core.evaluation import scoring, win_rate
 from prefalign.core.feedback.parsers import flatten_messages
 from prefalign.core.models import build_backbone, build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
@@ -158,7 +158,7 @@ def test_every_reward_scoring_entry_point_sees_the_training_ids(setup, lengths):
 
     params = {"n_bins": 10, "bootstrap": {"resamples": 10}}
     empty_rb = pl.DataFrame(schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String, "subset": pl.String})
-    metrics = nodes.make_reward_model_metrics("reward_x")(bundle, [], frame, frame.clear(), empty_rb, pl.DataFrame(), params)
+    metrics = nodes.evaluate_reward_model(bundle, [], frame, frame.clear(), empty_rb, pl.DataFrame(), params)
     assert seen.take() == expected, "the evaluation pipeline's reward scorer"
     # the truncation audit counts what was cut from exactly these sequences
     full = tokenize_pair_frame(tok, frame, 1 << 20, max_prompt_length)
@@ -209,8 +209,8 @@ def test_generation_and_gpo_read_the_prompt_as_training_does(setup, tmp_path):
     seen = Seen(policy, generate_of=policy)
     sampling = {"samples_per_prompt": 2, "max_new_tokens": 3, "batch_size": 8}
 
-    samples = generation.sample_for_prompts(ModelBundle(policy, tok, {}), frame["prompt"].to_list(), sampling,
-                                            max_length, max_prompt_length, frame["prompt_messages"].to_list())
+    samples = win_rate.sample_for_prompts(ModelBundle(policy, tok, {}), frame["prompt"].to_list(), sampling,
+                                          max_length, max_prompt_length, frame["prompt_messages"].to_list())
     assert sorted(set(seen.generated)) == prompt_ids, "evaluation's generation prompts"
     assert samples["prompt_messages"].to_list()[:1] == frame["prompt_messages"].to_list()[:1]
     seen.generated.clear()

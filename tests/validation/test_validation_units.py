@@ -134,3 +134,32 @@ def test_gx_frame_uses_the_dtypes_gx_vectorises():
     converted = to_gx_pandas(frame)
     assert [str(t) for t in converted.dtypes] == ["int64", "float64", "category"]
     assert converted["s"].tolist() == ["a", "b"]
+
+
+def test_the_validation_check_and_the_schema_rule_flag_the_same_prompt_messages():
+    """One rule for chat turns (core/schema.py prompt_messages_problem): the validation's derived column
+    is True exactly where the rule names no problem, null where the value is null."""
+    from prefalign.core.schema import MESSAGES_DTYPE, prompt_messages_problem, prompt_messages_valid
+    from prefalign.core.validation.checks import check_frame
+
+    values = [
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],  # valid
+        [],  # empty
+        [{"role": "bot", "content": "a"}],  # unknown role
+        [{"role": "user", "content": "a"}, {"role": "user", "content": None}],  # turn 1 has no text
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],  # ends with the assistant
+        None,
+    ]
+    frame = pl.DataFrame({"prompt_messages": values}, schema={"prompt_messages": MESSAGES_DTYPE})
+    assert check_frame(frame, ["prompt_messages_valid"], r"\x00")["prompt_messages_valid"].to_list() == \
+        [True, False, False, False, False, None]
+    problems = frame.select(prompt_messages_problem()).to_series()
+    assert frame.select(prompt_messages_valid()).to_series().to_list() == [True, False, False, False, False, None]
+    assert problems.to_list() == [
+        None,
+        "prompt_messages is empty (expected at least one user turn)",
+        "prompt_messages[0] has role 'bot', expected one of ['system', 'user', 'assistant']",
+        "prompt_messages[1] has no text content",
+        "prompt_messages ends with a 'assistant' turn; the last turn of a prompt must be 'user'",
+        "prompt_messages is empty (expected at least one user turn)",
+    ]

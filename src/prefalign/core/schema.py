@@ -1,6 +1,6 @@
 """The pairs table: the one contract between ingestion and everything downstream.
 
-Every feedback source ends in this polars schema (architecture.md, "The one contract").
+Every feedback source ends in this polars schema (docs/architecture.md, "The one contract").
 """
 
 from __future__ import annotations
@@ -141,36 +141,51 @@ def user_turn(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
 
-def messages_problem(messages: list[dict[str, str]] | None) -> str | None:
-    """Why ``messages`` is not a valid prompt_messages value, or None when it is: a non-empty list
-    of {role, content} turns, roles in system/user/assistant, content text, the last a user turn.
+def _turn_checks(column: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(the turns, per turn whether its role or content is bad, the last turn's role)."""
+    turns = pl.col(column)
+    role, content = pl.element().struct.field("role"), pl.element().struct.field("content")
+    bad_turns = turns.list.eval(~role.is_in(list(MESSAGE_ROLES)).fill_null(False) | content.is_null())
+    return turns, bad_turns, turns.list.last().struct.field("role")
+
+
+def prompt_messages_valid(column: str = "prompt_messages") -> pl.Expr:
+    """``prompt_messages_problem(column).is_null()`` where the value is not null, without formatting the
+    messages (the validation's per-row check): True for a valid value, False for an invalid one, null for null."""
+    turns, bad_turns, last_role = _turn_checks(column)
+    valid = (turns.list.len() > 0) & ~bad_turns.list.any() & (last_role == "user").fill_null(False)
+    return pl.when(turns.is_not_null()).then(valid)
+
+
+def prompt_messages_problem(column: str = "prompt_messages") -> pl.Expr:
+    """The one rule for a prompt's chat turns, as a polars expression: why a row's value is not a valid
+    ``prompt_messages``, or null when it is. Valid = a non-empty list of {role, content} turns, roles
+    in system/user/assistant, content text, the last a user turn. The validation pipeline quarantines
+    the rows it flags (core/validation/checks.py, derived column ``prompt_messages_valid``).
 
     Args:
-        messages: a prompt_messages value (a list of turn dicts), or None.
+        column: the column holding the turns (``MESSAGES_DTYPE``).
 
     Returns:
-        A sentence naming the first problem found, or None when the value is valid.
+        A String expression: e.g. "prompt_messages[0] has role 'bot', expected one of [...]",
+        "prompt_messages[1] has no text content", "prompt_messages ends with a 'assistant' turn; ...",
+        "prompt_messages is empty ..." (also for a null value); null for a valid value.
     """
-    if not messages:
-        return "prompt_messages is empty (expected at least one user turn)"
-    for i, turn in enumerate(messages):
-        if not isinstance(turn, dict) or turn.get("role") not in MESSAGE_ROLES:
-            role = turn.get("role") if isinstance(turn, dict) else turn
-            return f"prompt_messages[{i}] has role {role!r}, expected one of {list(MESSAGE_ROLES)}"
-        if not isinstance(turn.get("content"), str):
-            return f"prompt_messages[{i}] has no text content"
-    if messages[-1]["role"] != "user":
-        return f"prompt_messages ends with a {messages[-1]['role']!r} turn; the last turn of a prompt must be 'user'"
-    return None
-
-
-def empty_pairs() -> pl.DataFrame:
-    """An empty pairs table.
-
-    Returns:
-        A DataFrame with zero rows and the columns and dtypes of ``PAIRS_SCHEMA``.
-    """
-    return pl.DataFrame(schema=PAIRS_SCHEMA)
+    turns, bad_turns, last_role = _turn_checks(column)
+    first_bad = bad_turns.list.arg_max()  # the first bad turn, where there is one
+    bad_role = turns.list.get(first_bad, null_on_oob=True).struct.field("role")
+    quoted = pl.when(bad_role.is_null()).then(pl.lit("None")).otherwise(pl.format("'{}'", bad_role))
+    return (
+        pl.when(turns.is_null() | (turns.list.len() == 0))
+        .then(pl.lit("prompt_messages is empty (expected at least one user turn)"))
+        .when(bad_turns.list.any() & ~bad_role.is_in(list(MESSAGE_ROLES)).fill_null(False))
+        .then(pl.format(f"prompt_messages[{{}}] has role {{}}, expected one of {list(MESSAGE_ROLES)}", first_bad, quoted))
+        .when(bad_turns.list.any())
+        .then(pl.format("prompt_messages[{}] has no text content", first_bad))
+        .when(last_role != "user")
+        .then(pl.format("prompt_messages ends with a '{}' turn; the last turn of a prompt must be 'user'", last_role))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
 
 
 def with_prompt_messages(frame: pl.DataFrame) -> pl.DataFrame:

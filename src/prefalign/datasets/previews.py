@@ -18,6 +18,9 @@ from typing import Any
 import polars as pl
 
 MAX_CELL_CHARS = 300  # a long response is cut in the preview table, never in the data
+# in a table dataset's preview a whole prompt per cell made one row taller than kedro-viz's panel:
+# only the header showed, so its cells are cut shorter
+TABLE_CELL_CHARS = 120
 MAX_LIST_ITEMS = 20
 
 
@@ -45,12 +48,19 @@ def json_safe(value: Any, max_chars: int = MAX_CELL_CHARS) -> Any:
     return json_safe(str(value), max_chars)
 
 
-def table_preview(frame: pl.DataFrame, max_chars: int = MAX_CELL_CHARS, nested_as_json: bool = False) -> dict[str, Any]:
+def _holds_struct(dtype: pl.DataType) -> bool:
+    """A struct, or a (nested) list of structs: e.g. ``prompt_messages``, a list of {role, content}."""
+    while isinstance(dtype, (pl.List, pl.Array)):
+        dtype = dtype.inner
+    return isinstance(dtype, pl.Struct)
+
+
+def table_preview(frame: pl.DataFrame, max_chars: int = MAX_CELL_CHARS) -> dict[str, Any]:
     """A polars frame in the ``{"index", "columns", "data"}`` layout of kedro-viz's TablePreview;
-    every text cut to ``max_chars``; nested cells (lists, structs) as JSON text with
-    ``nested_as_json``, else as (capped) lists."""
-    nested = {name for name, dtype in frame.schema.items() if dtype.is_nested()} if nested_as_json else set()
-    rows = [[json.dumps(row[c], ensure_ascii=False, default=str) if c in nested and row[c] is not None else row[c]
+    every text cut to ``max_chars``; cells holding structs (``prompt_messages``) as JSON text, lists
+    of plain values (``token_ids``) as capped lists, NaN as null."""
+    as_json = {name for name, dtype in frame.schema.items() if _holds_struct(dtype)}
+    rows = [[json.dumps(row[c], ensure_ascii=False, default=str) if c in as_json and row[c] is not None else row[c]
              for c in frame.columns] for row in frame.to_dicts()]
     return {
         "index": list(range(frame.height)),

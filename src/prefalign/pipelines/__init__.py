@@ -1,4 +1,6 @@
-"""The project's pipelines; node functions built per registry entry are named with ``named_node_function``.
+"""The project's pipelines. Node functions are module-level functions of pipelines/<name>/nodes.py,
+named as the nodes kedro-viz shows; a node built per registry entry gets its entry bound with
+``for_entry`` (a copy of the function with keyword-only defaults), keeping its name and code.
 
 Which registered objectives get pipelines is the run environment's choice: its parameters may declare
 ``objectives: {reward: [...], policy: [...]}`` (absent or null = every registered objective of that
@@ -7,6 +9,7 @@ the pipelines are registered, so `kedro run --env cpu_chat` trains and evaluates
 objectives that environment lists.
 """
 
+from types import FunctionType
 from typing import Any, Callable
 
 from prefalign.core.objectives.registry import ObjectiveSpec, objectives
@@ -16,10 +19,35 @@ _declared: dict[str, tuple[str, ...] | None] = {family: None for family in FAMIL
 _judge: list[str | None] = [None]  # evaluation.generation.judge: the win-rate judge's namespace, or None (r*)
 
 
-def named_node_function(func: Callable, name: str) -> Callable:
-    """``func`` renamed, so that a node built per registry entry shows its objective in logs and kedro-viz."""
-    func.__name__ = func.__qualname__ = name
-    return func
+def for_entry(func: Callable, **bound: Any) -> Callable:
+    """``func`` with keyword-only arguments bound (``namespace=`` of an objective, ``source=`` of a
+    feedback source): a copy of the function whose keyword-only defaults are ``bound``.
+
+    The copy runs the same code under the same name, so Kedro's log, kedro-viz's node name, code panel
+    and file all show the module-level ``def`` (``grep "def <name>"`` finds it). A ``functools.partial``
+    would bind the same values, but kedro-viz shows neither the code nor the file of a partial.
+
+    Args:
+        func: a module-level node function.
+        **bound: values for some of its keyword-only parameters.
+
+    Returns:
+        A function of the same code, name, module and docstring, with those parameters defaulted.
+
+    Raises:
+        TypeError: a name in ``bound`` that is not a keyword-only parameter of ``func``.
+    """
+    keyword_only = func.__code__.co_varnames[func.__code__.co_argcount:
+                                             func.__code__.co_argcount + func.__code__.co_kwonlyargcount]
+    unknown = sorted(set(bound) - set(keyword_only))
+    if unknown:
+        raise TypeError(f"{func.__name__} has no keyword-only parameters {unknown} to bind "
+                        f"(it has {list(keyword_only)}); declare them after `*` in its def")
+    node_function = FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__, func.__closure__)
+    node_function.__kwdefaults__ = {**(func.__kwdefaults__ or {}), **bound}
+    for attribute in ("__qualname__", "__module__", "__doc__", "__annotations__"):
+        setattr(node_function, attribute, getattr(func, attribute))
+    return node_function
 
 
 def declare_objectives(declaration: dict[str, Any] | None) -> bool:

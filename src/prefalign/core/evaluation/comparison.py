@@ -8,14 +8,20 @@ written) holds the per-pair logits the paired tests need.
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
+from prefalign.core.evaluation import evaluate
 from prefalign.core.evaluation import metrics as m
 from prefalign.core.evaluation import statistics as st
+from prefalign.core.evaluation.config import EvaluationConfig
+
+log = logging.getLogger(__name__)
 
 LN2 = st.LN2
 SETS = {"pairs": "in-distribution test split", "heldout": "held-out sources"}
@@ -476,3 +482,60 @@ def generation_verdict(models: Mapping[str, Mapping[str, Any]], names: Sequence[
     elif best_lc != best and not tied:
         lc_line += f" (not {best}: length explains part of its raw win rate)"
     return [line, lc_line]
+
+
+def compare_models(validated_pairs: pl.DataFrame, test_pairs: pl.DataFrame, heldout_pairs: pl.DataFrame,
+                   config: EvaluationConfig, models: Mapping[str, dict[str, Any]]
+                   ) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """All models side by side with the length baselines, paired tests and the verdict.
+
+    Args:
+        validated_pairs: the pairs table (for the data summary).
+        test_pairs, heldout_pairs: the evaluated sets ``pairs`` and ``heldout``.
+        config: the ``evaluation`` block (``model_order``, ``bootstrap``, ``n_bins``, ``splits``).
+        models: name -> that model's metrics (core/evaluation/model_metrics.py), in pipeline order;
+            their ``_scores`` and ``_rewardbench_scores`` are consumed (popped).
+
+    Returns:
+        (the run's metrics JSON, the comparison table with one row per evaluated set and model, the
+        data summary, every model's per-row scores of the RewardBench-format file: ``model`` +
+        rewardbench.score_rows).
+    """
+    order = config.model_order or list(models)  # default: the pipeline's (registry) order
+    ordered = {name: models[name] for name in order if name in models}
+    ordered.update({name: metrics for name, metrics in models.items() if name not in ordered})
+    tables = {"pairs": test_pairs, "heldout": heldout_pairs}
+    bootstrap = config.bootstrap
+    ordered.update(baseline_metrics(tables, bootstrap))
+    kinds = {"reward models": [n for n, metrics in ordered.items() if metrics.get("kind") == "reward model"],
+             "policies": [n for n, metrics in ordered.items() if str(metrics.get("kind", "")).startswith("policy")]}
+    groups = [names + list(BASELINES) for names in kinds.values() if names]
+    tests = paired_tests(ordered, tables, groups, bootstrap, config.n_bins)
+    rewardbench_scores = [metrics.pop("_rewardbench_scores").with_columns(pl.lit(name).alias("model"))
+                          for name, metrics in ordered.items() if metrics.get("_rewardbench_scores") is not None]
+    for metrics in ordered.values():
+        metrics.pop("_scores", None)  # per-pair logits: used above, too bulky for the JSON
+    data = evaluate.data_summary(validated_pairs)
+    table = comparison_table(ordered)
+    uninformative = uninformative_rows(tables, bootstrap, config.n_bins)
+    result = {
+        "run": {"evaluated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "evaluated_splits": ",".join(config.splits), "evaluated_pairs": test_pairs.height,
+                "heldout_pairs": heldout_pairs.height,
+                "heldout_sources": ", ".join(f"{source} {n}" for source, n in heldout_pairs.group_by("source").len()
+                                             .sort(["len", "source"], descending=[True, False]).iter_rows()),
+                "bootstrap": f"{bootstrap.resamples} prompt resamples, seed {bootstrap.seed}, "
+                             f"{bootstrap.label} percentile intervals"},
+        "interval_level": bootstrap.level,
+        "data": data.to_dicts(),
+        "models": ordered,
+        "uninformative": uninformative,
+        "paired_tests": tests,
+        "verdict": verdict(ordered, tests, kinds, uninformative),
+        "generation_verdict": generation_verdict(ordered, kinds["policies"]),
+        "comparison": table.to_dicts(),
+    }
+    log.info("evaluation verdict:\n%s", "\n".join(f"  [{SETS[v['set']]}] {v['statement']}" for v in result["verdict"]))
+    scores = (pl.concat(rewardbench_scores, how="diagonal_relaxed").select("model", pl.exclude("model"))
+              if rewardbench_scores else pl.DataFrame(schema={"model": pl.String, "row": pl.Int64, "logit": pl.Float64}))
+    return result, table, data, scores

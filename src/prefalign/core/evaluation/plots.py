@@ -208,3 +208,27 @@ def figure_png_base64(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def report_figures(metrics: Mapping[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
+    """The report's figures from the run's metrics (core/evaluation/comparison.py ``compare_models``):
+    accuracy forest plot (when a model is ranked), reliability diagrams, margin histograms per source,
+    win-rate bars (when policies were judged), training curves (when a model has one)."""
+    from prefalign.core.evaluation.comparison import SETS
+
+    models = metrics["models"]
+    ranked = [n for n, m in models.items() if m.get("kind") not in ("baseline", "ground truth")]
+    figures = {"margins_per_source": margin_histograms(validated_pairs),
+               "reliability_p_chosen": reliability_diagram(models, "p_chosen")}
+    if ranked:
+        figures = {"accuracy_forest": accuracy_forest(models, SETS, ranked), **figures}
+    if any((m.get("pairs") or {}).get("reliability_true_p") for m in models.values()):
+        figures["reliability_true_p"] = reliability_diagram(models, "true_p")
+    if any((m.get("heldout") or {}).get("reliability_p_chosen") for m in models.values()):
+        figures["reliability_heldout_p_chosen"] = reliability_diagram(models, "p_chosen", "heldout", "held-out sources")
+    if any(m.get("generation") for m in models.values()):
+        figures["win_rates"] = win_rate_bars(models)
+    curves = {name: m["training_curve"] for name, m in models.items() if m.get("training_curve")}
+    if curves:
+        figures["training_curves"] = training_curves(curves)
+    return figures

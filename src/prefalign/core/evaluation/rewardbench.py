@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from prefalign.core.evaluation import statistics as st
+from prefalign.core.pair_selection import cap_rows
 from prefalign.core.evaluation.metrics import (pair_correct, rewardbench2_scores, rewardbench2_statistics,
                                                rewardbench_scores, rewardbench_section_statistics)
 
@@ -42,7 +43,7 @@ def is_v2(table: pl.DataFrame) -> bool:
 def _cap(table: pl.DataFrame, cap: int | None, seed: int) -> pl.DataFrame:
     if not cap:
         return table
-    return table.filter(pl.int_range(pl.len()).shuffle(seed=seed).over("subset") < int(cap))
+    return cap_rows(table, int(cap), per="subset", seed=seed)
 
 
 def prepare_rows(table: pl.DataFrame, max_rows_per_subset: int | None = None, seed: int = 0) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""From normalised feedback to the pairs table (architecture.md, "The one contract").
+"""From normalised feedback to the pairs table (docs/architecture.md, "The one contract").
 
 Steps, each a pure function on polars frames:
 

@@ -198,20 +198,6 @@ def gpo_scores_from_matrix(preference_scores: torch.Tensor) -> torch.Tensor:
     return preference_scores.mean(dim=-1)
 
 
-def gpo_scores_from_rewards(rewards: torch.Tensor) -> torch.Tensor:
-    """BT baseline: s(y_i > y_k) = r_i - r_k, so s_i = r_i - mean_k r_k (SPPO-like).
-
-    Args:
-        rewards: (..., K) scalar rewards of K responses to one prompt.
-
-    Returns:
-        (..., K) centred rewards.
-
-    Source: docs/methods.md s4.6.
-    """
-    return rewards - rewards.mean(dim=-1, keepdim=True)
-
-
 def gpo_loss(
     policy_logps: torch.Tensor, old_policy_logps: torch.Tensor, scores: torch.Tensor, beta: float,
     denominator: float | None = None,

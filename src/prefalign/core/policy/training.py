@@ -43,6 +43,7 @@ from prefalign.core.training.batching import (
     tokenize_pair_frame,
     tokenize_sequences,
 )
+from prefalign.core.pair_selection import cap_rows, rows_of
 from prefalign.core.ties import leave_out_ties
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.resume import discard_checkpoints
@@ -209,9 +210,8 @@ def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Seq
                 f"{sorted(pairs['source'].unique().to_list())}); enable them in feedback.sources or change "
                 "policy.defaults.data.sources"
             )
-        pairs = pairs.filter(pl.col("source").is_in(list(sources)))
-    frame = pairs.filter(pl.col("split") == split).unique("pair_id", keep="first").sort("pair_id")
-    return frame if limit is None else frame.head(limit)
+    frame = rows_of(pairs, split, sources).unique("pair_id", keep="first")
+    return cap_rows(frame, limit).sort("pair_id")  # the smallest pair_ids (core/pair_selection.py)
 
 
 def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> TokenizedPairs:

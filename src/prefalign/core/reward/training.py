@@ -30,6 +30,7 @@ from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator
 from prefalign.core.training.normalisation import StepLoss
 from prefalign.core.training.run import TrainingRun, curve_frame
 from prefalign.core.models.params import dataclass_from_params
+from prefalign.core.pair_selection import cap_rows, rows_of
 from prefalign.core.ties import leave_out_ties
 
 
@@ -152,13 +153,13 @@ def select_pairs(
         pairs: the validated pairs table.
         split: ``train`` or ``val``.
         params: the objective's parameters.
-        max_pairs: cap; the pairs with the smallest pair_id hash are kept (deterministic, unbiased).
+        max_pairs: cap; the pairs with the smallest pair_id hash are kept (core/pair_selection.py ``cap_rows``).
         drop_ties: the registry's ``drops_ties`` of this objective (hard labels drop p = 0.5, docs/methods.md s1).
 
     Returns:
         (selected rows, counts of rows seen / dropped / used).
     """
-    frame = pairs.filter(pl.col("split") == split)
+    frame = rows_of(pairs, split, params.sources)
     if params.sources is not None:
         present = set(pairs["source"].unique().to_list())
         missing = sorted(set(params.sources) - present)
@@ -170,7 +171,6 @@ def select_pairs(
         if missing:  # e.g. a source disabled in this environment: train on the others, and say so
             log.warning("reward sources %s have no rows in validated_pairs; training on %s", missing,
                         sorted(set(params.sources) & present))
-        frame = frame.filter(pl.col("source").is_in(list(params.sources)))
     counts = {f"{split}_rows": frame.height}
     if drop_ties:
         frame, counts[f"{split}_ties_dropped"] = leave_out_ties(frame, True)
@@ -180,8 +180,7 @@ def select_pairs(
     if params.margin_offset:
         counts[f"{split}_null_margin_dropped"] = frame.filter(pl.col("margin").is_null()).height
         frame = frame.filter(pl.col("margin").is_not_null())
-    if max_pairs is not None and frame.height > max_pairs:
-        frame = frame.sort("pair_id").head(max_pairs)
+    frame = cap_rows(frame, max_pairs)  # the smallest pair_ids (core/pair_selection.py)
     counts[f"{split}_pairs_used"] = frame.height
     return frame, counts
 

@@ -6,6 +6,8 @@ pair decided by a majority of three attributes (a Condorcet cycle), which no sca
 """
 
 from prefalign.core.synthetic.generator import (
+    CYCLIC_SOURCE,
+    SCALAR_SOURCE,
     SyntheticConfig,
     cyclic_pairs,
     generate_cyclic,
@@ -15,6 +17,8 @@ from prefalign.core.synthetic.generator import (
 )
 
 __all__ = [
+    "CYCLIC_SOURCE",
+    "SCALAR_SOURCE",
     "SyntheticConfig",
     "cyclic_pairs",
     "generate_cyclic",

@@ -34,6 +34,11 @@ import polars as pl
 from prefalign.core.feedback.pairs import assign_split
 from prefalign.core.schema import conform_to_pairs_schema, pair_id_of, prompt_id_of, stable_hash
 
+# The lab's source names: the one place they are written. The feedback pipeline generates a source
+# of each name (feedback.sources.<name> holds its parameters); the evaluation scores each with its truth.
+SCALAR_SOURCE = "synthetic_scalar"  # a hidden scalar reward r* over the text: graded margins, true_p
+CYCLIC_SOURCE = "synthetic_cyclic"  # A > B > C > A triples decided by a majority of three attributes
+
 # (topic, question forms, tips, correct fact, wrong fact, vague fact)
 _TOPICS: list[dict[str, Any]] = [
     {
@@ -334,7 +339,7 @@ def generate_scalar(config: SyntheticConfig) -> pl.DataFrame:
     Returns:
         A pairs table (``PAIRS_SCHEMA``), signal ``ground_truth``, one row per distinct pair_id.
     """
-    rng = random.Random(f"synthetic_scalar:{config.seed}")
+    rng = random.Random(f"{SCALAR_SOURCE}:{config.seed}")
     rows: list[dict[str, Any]] = []
     for i in range(config.n_prompts):
         prompt, topic = _make_prompt(rng, i)
@@ -354,7 +359,7 @@ def generate_scalar(config: SyntheticConfig) -> pl.DataFrame:
                 continue
             (chosen, r_w), (rejected, r_l) = sorted([(text_a, r_a), (text_b, r_b)], key=lambda t: -t[1])
             true_p = _sigmoid((r_w - r_l) / config.temperature)
-            rows.append(_row(prompt, chosen, rejected, r_w - r_l, true_p, "synthetic_scalar"))
+            rows.append(_row(prompt, chosen, rejected, r_w - r_l, true_p, SCALAR_SOURCE))
             kept += 1
     return _pairs_frame(rows, config)
 
@@ -409,7 +414,7 @@ def generate_cyclic(config: SyntheticConfig) -> pl.DataFrame:
         AssertionError: two of a triple's responses came out identical (an invariant; cannot happen
             with the fixed distinct attribute levels).
     """
-    rng = random.Random(f"synthetic_cyclic:{config.seed}")
+    rng = random.Random(f"{CYCLIC_SOURCE}:{config.seed}")
     rows = []
     for i in range(config.n_triples):
         prompt, topic = _make_prompt(rng, i)
@@ -447,5 +452,5 @@ def cyclic_pairs(triples: pl.DataFrame, config: SyntheticConfig) -> pl.DataFrame
     for t in triples.iter_rows(named=True):
         for win, lose in (("a", "b"), ("b", "c"), ("c", "a")):
             rows.append(_row(t["prompt"], t[f"response_{win}"], t[f"response_{lose}"], config.cyclic_strength,
-                             true_p, "synthetic_cyclic"))
+                             true_p, CYCLIC_SOURCE))
     return _pairs_frame(rows, config)

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from prefalign.core.schema import ALL_SPLITS, MESSAGE_ROLES, PAIRS_SCHEMA
+from prefalign.core.schema import ALL_SPLITS, PAIRS_SCHEMA, prompt_messages_valid
 from prefalign.core.text import canonical_expr
 
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
@@ -94,17 +94,10 @@ def _chosen_equals_rejected(frame: pl.DataFrame, _: str) -> pl.Series:
 
 
 def _prompt_messages_valid(frame: pl.DataFrame, _: str) -> pl.Series:
-    """True when prompt_messages is a non-empty list of turns with roles in system/user/assistant,
-    text content, and a user turn last (core/schema.py messages_problem); null where it is null."""
-    turns = pl.col("prompt_messages")
-    role, content = pl.element().struct.field("role"), pl.element().struct.field("content")
-    valid = (
-        (turns.list.len() > 0)
-        & turns.list.eval(role.is_in(list(MESSAGE_ROLES)).fill_null(False)).list.all()
-        & turns.list.eval(content.is_not_null()).list.all()
-        & (turns.list.last().struct.field("role") == "user").fill_null(False)
-    )
-    return frame.select(pl.when(turns.is_not_null()).then(valid).alias("x")).to_series()
+    """True when prompt_messages passes the schema's rule (core/schema.py ``prompt_messages_valid``:
+    a non-empty list of turns with roles in system/user/assistant, text content, a user turn last);
+    null where it is null."""
+    return frame.select(prompt_messages_valid().alias("x")).to_series()
 
 
 def _derived_column_builders(control_pattern: str) -> dict[str, Callable[[pl.DataFrame, str], pl.Series]]:

@@ -13,7 +13,8 @@ from importlib.util import find_spec
 from kedro.pipeline import Pipeline, node, pipeline
 
 from prefalign.core.objectives.registry import reference_policy
-from prefalign.pipelines import declared_objectives, win_rate_judge
+from prefalign.core.synthetic import CYCLIC_SOURCE, SCALAR_SOURCE
+from prefalign.pipelines import declared_objectives, for_entry, win_rate_judge
 from prefalign.pipelines.evaluation import nodes
 
 REFERENCE_POLICY = reference_policy().namespace
@@ -34,14 +35,13 @@ def create_pipeline(include_policies: bool | None = None, **kwargs) -> Pipeline:
              name="select_test_pairs"),
         node(nodes.select_heldout_pairs, ["validated_pairs", "params:evaluation"], "evaluation_heldout_pairs",
              name="select_heldout_pairs"),
-        node(nodes.select_test_triples, ["synthetic_cyclic_triples", "params:evaluation"], "evaluation_test_triples",
+        node(nodes.select_test_triples, [f"{CYCLIC_SOURCE}_triples", "params:evaluation"], "evaluation_test_triples",
              name="select_test_triples"),
         node(nodes.prepare_rewardbench, ["rewardbench_file", "params:evaluation.rewardbench"],
              "evaluation_rewardbench_rows", name="prepare_rewardbench"),
         node(nodes.ground_truth_metrics,
              ["evaluation_test_pairs", "evaluation_heldout_pairs", "evaluation_test_triples",
-              "params:feedback.sources.synthetic_scalar",
-              "params:feedback.sources.synthetic_cyclic", "params:evaluation"],
+              "params:feedback.sources", "params:evaluation"],
              "evaluation_ground_truth_metrics", name="ground_truth_metrics"),
     ])
     # Every objective the run environment declares is evaluated (pipelines/__init__.py), in registration order.
@@ -50,7 +50,8 @@ def create_pipeline(include_policies: bool | None = None, **kwargs) -> Pipeline:
     models = []
     if _present("reward"):
         for name in reward_models:
-            models.append(node(nodes.make_reward_model_metrics(name), [f"{name}.model", f"{name}.training_curve", *SHARED, "params:evaluation"],
+            models.append(node(nodes.evaluate_reward_model,
+                               [f"{name}.model", f"{name}.training_curve", *SHARED, "params:evaluation"],
                                f"evaluation_{name}_metrics", name=f"evaluate_{name}"))
             rows.append(name)
     if include_policies and policies:
@@ -65,9 +66,9 @@ def create_pipeline(include_policies: bool | None = None, **kwargs) -> Pipeline:
                  "evaluation_reference_samples", name="reference_samples"),
         ]
         # win rates against SFT: judged by a reward model (evaluation.generation.judge), else by r*
-        judge = f"{win_rate_judge()}.model" if win_rate_judge() else "params:feedback.sources.synthetic_scalar"
+        judge = f"{win_rate_judge()}.model" if win_rate_judge() else f"params:feedback.sources.{SCALAR_SOURCE}"
         for name in policies:
-            models.append(node(nodes.make_policy_metrics(name),
+            models.append(node(for_entry(nodes.evaluate_policy, namespace=name),
                                [f"{name}.model", reference, "evaluation_reference_logprobs",
                                 "evaluation_reference_samples", f"{name}.training_curve", *SHARED,
                                 judge, "params:evaluation", "params:policy.defaults.data"],

@@ -23,31 +23,24 @@ def _disabled(source: str) -> SourceOutputs:
     return pl.DataFrame(schema=PAIR_ROW_COLUMNS), pl.DataFrame(schema=REJECTED_SCHEMA), {"source": source, "enabled": False}
 
 
-def make_ingest_node(source: str) -> Callable[..., SourceOutputs]:
-    """The node of one raw source: its parameters and its raw loaders (role -> lazy loader)."""
-
-    def ingest(source_params: dict[str, Any], max_rejected_fraction: float | None,
-               **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
-        if not source_params.get("enabled", True):
-            return _disabled(source)  # the raw files are never read
-        return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params, max_rejected_fraction)
-
-    ingest.__name__ = f"ingest_{source}"
-    return ingest
+def ingest_raw_source(source_params: dict[str, Any], max_rejected_fraction: float | None, *, source: str,
+                      **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
+    """Node ``ingest_<source>`` of one raw source: its parameters and its raw loaders (role -> lazy
+    loader; a disabled source never reads its files). ``source`` is bound in pipeline.py."""
+    if not source_params.get("enabled", True):
+        return _disabled(source)  # the raw files are never read
+    return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params, max_rejected_fraction)
 
 
-def make_generated_node(source: str, generate: Callable[[dict[str, Any]], pl.DataFrame]) -> Callable[[dict[str, Any]], SourceOutputs]:
-    """The node of a source generated from parameters (no raw file), e.g. synthetic pairs:
-    ``generate(source_params)`` returns pair rows (PAIR_ROW_COLUMNS)."""
-
-    def generated(source_params: dict[str, Any]) -> SourceOutputs:
-        if not source_params.get("enabled", True):
-            return _disabled(source)
-        rows = generate(source_params).with_columns(source=pl.lit(source))
-        return rows, pl.DataFrame(schema=REJECTED_SCHEMA), generated_source_stats(source, rows, source_params)
-
-    generated.__name__ = f"generate_{source}"
-    return generated
+def generate_source(source_params: dict[str, Any], *, source: str,
+                    generate: Callable[[dict[str, Any]], pl.DataFrame]) -> SourceOutputs:
+    """Node ``generate_<source>`` of a source generated from parameters (no raw file), e.g. synthetic
+    pairs: ``generate(source_params)`` returns pair rows (PAIR_ROW_COLUMNS). ``source`` and
+    ``generate`` are bound in pipeline.py."""
+    if not source_params.get("enabled", True):
+        return _disabled(source)
+    rows = generate(source_params).with_columns(source=pl.lit(source))
+    return rows, pl.DataFrame(schema=REJECTED_SCHEMA), generated_source_stats(source, rows, source_params)
 
 
 def ingest_tables(sources: dict[str, dict[str, Any]], max_rejected_fraction: float | None,

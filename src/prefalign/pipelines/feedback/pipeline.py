@@ -12,13 +12,15 @@ from typing import Any, Callable
 import polars as pl
 from kedro.pipeline import Node, Pipeline
 
+from prefalign.core.synthetic import CYCLIC_SOURCE
+from prefalign.pipelines import for_entry
 from prefalign.pipelines.feedback import synthetic
 from prefalign.pipelines.feedback.nodes import (
     build_pairs,
     collect_rejected,
+    generate_source,
+    ingest_raw_source,
     ingest_tables,
-    make_generated_node,
-    make_ingest_node,
     summarise_feedback,
 )
 
@@ -38,7 +40,7 @@ RAW_SOURCES: dict[str, dict[str, str]] = {
 
 # source -> function(source_params) -> pair rows (prompt, chosen, rejected, margin, p_chosen,
 # source, feedback, signal, true_p). The extension point for sources without a raw file, e.g.
-# {"synthetic_scalar": generate_scalar_pairs}; its parameters go under feedback.sources.<name>.
+# {"my_generated_source": make_rows}; its parameters go under feedback.sources.<name>.
 GENERATED_SOURCES: dict[str, Callable[[dict[str, Any]], pl.DataFrame]] = dict(synthetic.GENERATED)
 
 
@@ -48,7 +50,7 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
     sources = list(RAW_SOURCES) + list(generated_sources)
     for source, roles in RAW_SOURCES.items():
         nodes.append(Node(
-            make_ingest_node(source),
+            for_entry(ingest_raw_source, source=source),
             inputs={"source_params": f"params:feedback.sources.{source}",
                     "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file", **roles},
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
@@ -56,15 +58,15 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
         ))
     for source, generate in generated_sources.items():
         nodes.append(Node(
-            make_generated_node(source, generate),
+            for_entry(generate_source, source=source, generate=generate),
             inputs=f"params:feedback.sources.{source}",
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
             name=f"generate_{source}",
         ))
-    if "synthetic_cyclic" in generated_sources:  # the cycles themselves, for evaluation
+    if CYCLIC_SOURCE in generated_sources:  # the cycles themselves, for evaluation
         nodes.append(Node(synthetic.synthetic_cyclic_triples,
-                          inputs=["params:feedback.sources.synthetic_cyclic", "params:feedback.split"],
-                          outputs="synthetic_cyclic_triples", name="synthetic_cyclic_triples"))
+                          inputs=[f"params:feedback.sources.{CYCLIC_SOURCE}", "params:feedback.split"],
+                          outputs=f"{CYCLIC_SOURCE}_triples", name=f"{CYCLIC_SOURCE}_triples"))
     # user tables: every feedback.sources entry with parser preference_table and a `table` path
     nodes.append(Node(ingest_tables, inputs=["params:feedback.sources", "params:feedback.max_rejected_fraction_per_file", "raw_tables"],
                       outputs=["pair_rows_tables", "rejected_tables", "stats_tables"], name="ingest_tables"))

@@ -12,7 +12,8 @@ import polars as pl
 
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS
 from prefalign.core.schema import HELDOUT, source_names, with_prompt_messages
-from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
+from prefalign.core.synthetic import (CYCLIC_SOURCE, SCALAR_SOURCE, SyntheticConfig, cyclic_pairs, generate_cyclic,
+                                      generate_scalar)
 
 
 def synthetic_scalar_rows(source_params: dict[str, Any]) -> pl.DataFrame:
@@ -32,9 +33,9 @@ def synthetic_cyclic_triples(source_params: dict[str, Any], split_params: dict[s
                                     "cycle": pl.String, "split": pl.String})
     params = {**source_params, "split": {k: v for k, v in split_params.items() if k != "heldout_sources"}}
     triples = generate_cyclic(SyntheticConfig.from_params(params))
-    if "synthetic_cyclic" in (source_names(split_params.get("heldout_sources")) or []):
+    if CYCLIC_SOURCE in (source_names(split_params.get("heldout_sources")) or []):
         triples = triples.with_columns(split=pl.lit(HELDOUT))  # the pairs table holds these prompts out too
     return triples
 
 
-GENERATED = {"synthetic_scalar": synthetic_scalar_rows, "synthetic_cyclic": synthetic_cyclic_rows}
+GENERATED = {SCALAR_SOURCE: synthetic_scalar_rows, CYCLIC_SOURCE: synthetic_cyclic_rows}

@@ -1,5 +1,8 @@
-"""Policy nodes, one set per registered policy objective: unpack parameters, call core, return
-what the catalog saves."""
+"""Policy nodes: unpack parameters, call core, return what the catalog saves.
+
+One function per node kind, serving every registered policy objective of that trainer: pipeline.py
+binds the objective's ``namespace`` (``pipelines.for_entry``), and the function reads its registry entry.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,19 @@ import logging
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
 from prefalign.core.models.checkpoint import ModelBundle
-from prefalign.pipelines import named_node_function
 from prefalign.core.models import ModelConfig
 from prefalign.core.models.backbone import prepare_for_training
 from prefalign.core.models.lm_head import set_logprob_chunk_tokens
+from prefalign.core.objectives import registry
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
-from prefalign.core.policy.training import (PolicyDataConfig, apply_cpu_threads, reference_logprobs,
-                                            scoring_batch_size_of, work_dir_of)
+from prefalign.core.policy import training as policy_training
+from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, scoring_batch_size_of, work_dir_of
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded
@@ -61,85 +64,69 @@ def _set_chunk_tokens(model, defaults: dict[str, Any]) -> None:
     set_logprob_chunk_tokens(model, ModelConfig.from_dict(defaults.get("model")).logprob_chunk_tokens)
 
 
-def sft_node(spec: ObjectiveSpec) -> Callable:
+def train_sft(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any], *,
+              namespace: str) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """Node of the reference objective: SFT on prompt + chosen (response-only loss)."""
-
-    def train(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
-              ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
-        data = PolicyDataConfig.from_dict(defaults.get("data"))
-        training = TrainConfig.from_dict(objective.get("training"))
-        apply_cpu_threads(training)
-        args = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
-                "training": asdict(training), "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs))}
-        run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data)
-        log.info("%s: val_loss=%s steps=%s", spec.namespace, rounded(run.metrics.get("val_loss")), run.metrics["steps"])
-        return run.bundle, run.training_curve, run.metrics
-
-    return named_node_function(train, f"{spec.namespace}_train")
+    spec = registry.get(namespace)
+    data = PolicyDataConfig.from_dict(defaults.get("data"))
+    training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
+    args = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
+            "training": asdict(training), "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs))}
+    run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data)
+    log.info("%s: val_loss=%s steps=%s", namespace, rounded(run.metrics.get("val_loss")), run.metrics["steps"])
+    return run.bundle, run.training_curve, run.metrics
 
 
-def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
-    """Node computing log pi_ref(chosen), log pi_ref(rejected) per pair_id, once per dataset."""
-
-    def compute(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
-                objective: dict[str, Any]) -> pl.DataFrame:
-        training = TrainConfig.from_dict(objective.get("training"))
-        apply_cpu_threads(training)
-        _set_chunk_tokens(reference.model, defaults)
-        # the training's layout and compute precision: the reference equals the policy it starts
-        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")), training)
-
-    return named_node_function(compute, f"{spec.namespace}_reference_logprobs")
+def reference_logprobs(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
+                       objective: dict[str, Any]) -> pl.DataFrame:
+    """log pi_ref(chosen), log pi_ref(rejected) per pair_id, once per dataset, under the objective's
+    training layout and compute precision (the reference equals the policy it starts)."""
+    training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
+    _set_chunk_tokens(reference.model, defaults)
+    return policy_training.reference_logprobs(reference, validated_pairs,
+                                              PolicyDataConfig.from_dict(defaults.get("data")), training)
 
 
-def pairwise_node(spec: ObjectiveSpec) -> Callable:
-    """Node training the pairwise objective ``spec`` from the reference policy.
+def train_policy(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
+                 objective: dict[str, Any], reference_logprobs: pl.DataFrame | None = None, *,
+                 namespace: str) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
+    """Node training the pairwise objective ``namespace`` from the reference policy.
 
-    Its inputs are (reference, validated_pairs, [reference_logprobs,] defaults, objective): the
-    reference table only when ``spec.needs_reference``.
+    ``reference_logprobs`` (the reference table) is an input only when the objective's registry entry
+    ``needs_reference``; reference-free objectives (SimPO, ORPO) get None.
     """
-
-    def run_it(reference: ModelBundle, validated_pairs: pl.DataFrame, table: pl.DataFrame | None,
-               defaults: dict[str, Any], objective: dict[str, Any]) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
-        config = spec.parse(objective.get(spec.config_key))
-        data = PolicyDataConfig.from_dict(defaults.get("data"))
-        training = TrainConfig.from_dict(objective.get("training"))
-        apply_cpu_threads(training)
-        args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
-                "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
-        frames = {"pairs": validated_pairs, **({"reference_logprobs": table} if table is not None else {})}
-        run = _launch(spec, defaults, args, frames, data, {"reference": _with_lora(reference, defaults)})
-        log.info("%s: policy ranking train=%s val=%s", spec.namespace,
-                 {k: rounded(v) for k, v in run.metrics["policy"]["train"].items()},
-                 {k: rounded(v) for k, v in run.metrics["policy"]["val"].items()})
-        return run.bundle, run.training_curve, run.metrics
-
-    if spec.needs_reference:
-        def train(reference, validated_pairs, reference_table, defaults, objective):
-            return run_it(reference, validated_pairs, reference_table, defaults, objective)
-    else:
-        def train(reference, validated_pairs, defaults, objective):
-            return run_it(reference, validated_pairs, None, defaults, objective)
-
-    return named_node_function(train, f"{spec.namespace}_train")
+    spec = registry.get(namespace)
+    config = spec.parse(objective.get(spec.config_key))
+    data = PolicyDataConfig.from_dict(defaults.get("data"))
+    training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
+    args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
+            "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
+    frames = {"pairs": validated_pairs, **({"reference_logprobs": reference_logprobs}
+                                           if reference_logprobs is not None else {})}
+    run = _launch(spec, defaults, args, frames, data, {"reference": _with_lora(reference, defaults)})
+    log.info("%s: policy ranking train=%s val=%s", namespace,
+             {k: rounded(v) for k, v in run.metrics["policy"]["train"].items()},
+             {k: rounded(v) for k, v in run.metrics["policy"]["val"].items()})
+    return run.bundle, run.training_curve, run.metrics
 
 
-def on_policy_node(spec: ObjectiveSpec) -> Callable:
-    """Node of an on-policy objective: iterative GPO scored by ``spec.preference_model``."""
-
-    def train(reference: ModelBundle, preference_model: ModelBundle, validated_pairs: pl.DataFrame,
-              defaults: dict[str, Any], objective: dict[str, Any]
+def train_gpo(reference: ModelBundle, preference_model: ModelBundle, validated_pairs: pl.DataFrame,
+              defaults: dict[str, Any], objective: dict[str, Any], *, namespace: str
               ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-        gpo = spec.parse(objective.get(spec.config_key))
-        data = PolicyDataConfig.from_dict(defaults.get("data"))
-        training = TrainConfig.from_dict(objective.get("training"))
-        apply_cpu_threads(training)
-        args = {"config": asdict(gpo), "data": asdict(data), "training": asdict(training),
-                "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference)),
-                "scoring_batch_size": scoring_batch_size_of(objective, spec.params_key),
-                "preference_model_name": f"{spec.preference_model}.model"}
-        run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data,
-                      {"reference": _with_lora(reference, defaults), "preference": preference_model})
-        return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics
-
-    return named_node_function(train, f"{spec.namespace}_train")
+    """Node of an on-policy objective: iterative GPO scored by the entry's ``preference_model``, run
+    through the registry's launcher (one process, or several under `accelerate launch`)."""
+    spec = registry.get(namespace)
+    gpo = spec.parse(objective.get(spec.config_key))
+    data = PolicyDataConfig.from_dict(defaults.get("data"))
+    training = TrainConfig.from_dict(objective.get("training"))
+    apply_cpu_threads(training)
+    args = {"config": asdict(gpo), "data": asdict(data), "training": asdict(training),
+            "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference)),
+            "scoring_batch_size": scoring_batch_size_of(objective, spec.params_key),
+            "preference_model_name": f"{spec.preference_model}.model"}
+    run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data,
+                  {"reference": _with_lora(reference, defaults), "preference": preference_model})
+    return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics

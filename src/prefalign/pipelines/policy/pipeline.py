@@ -10,7 +10,7 @@ objective uses.
 from kedro.pipeline import Node, Pipeline
 
 from prefalign.core.objectives.registry import ObjectiveSpec, reference_policy
-from prefalign.pipelines import declared_objectives
+from prefalign.pipelines import declared_objectives, for_entry
 from prefalign.pipelines.policy import nodes
 
 PARAMS = ["params:defaults", "params:objective"]
@@ -22,25 +22,26 @@ def _wrap(spec: ObjectiveSpec, node_list: list[Node], inputs) -> Pipeline:
 
 
 def reference_pipeline(spec: ObjectiveSpec) -> Pipeline:
-    return _wrap(spec, [Node(nodes.sft_node(spec), inputs=["validated_pairs", *PARAMS],
+    return _wrap(spec, [Node(for_entry(nodes.train_sft, namespace=spec.namespace), inputs=["validated_pairs", *PARAMS],
                              outputs=["model", "training_curve", "metrics"], name="train_sft")], {"validated_pairs"})
 
 
 def pairwise_pipeline(spec: ObjectiveSpec, reference: str) -> Pipeline:
     """Reference log-probs once (only when the objective needs them), then training."""
     steps = []
-    table = []
+    inputs = {"reference": reference, "validated_pairs": "validated_pairs", "defaults": PARAMS[0], "objective": PARAMS[1]}
     if spec.needs_reference:
-        steps.append(Node(nodes.reference_logprobs_node(spec), inputs=[reference, "validated_pairs", *PARAMS],
+        steps.append(Node(nodes.reference_logprobs, inputs=[reference, "validated_pairs", *PARAMS],
                           outputs="reference_logprobs", name="reference_logprobs"))
-        table = ["reference_logprobs"]
-    steps.append(Node(nodes.pairwise_node(spec), inputs=[reference, "validated_pairs", *table, *PARAMS],
+        inputs["reference_logprobs"] = "reference_logprobs"
+    steps.append(Node(for_entry(nodes.train_policy, namespace=spec.namespace), inputs=inputs,
                       outputs=["model", "training_curve", "metrics"], name="train_policy"))
     return _wrap(spec, steps, {"validated_pairs", reference})
 
 
 def on_policy_pipeline(spec: ObjectiveSpec, reference: str) -> Pipeline:
-    return _wrap(spec, [Node(nodes.on_policy_node(spec), inputs=[reference, "preference_model", "validated_pairs", *PARAMS],
+    return _wrap(spec, [Node(for_entry(nodes.train_gpo, namespace=spec.namespace),
+                             inputs=[reference, "preference_model", "validated_pairs", *PARAMS],
                              outputs=["model", "iteration_models", "generations", "training_curve", "metrics"],
                              name="train_gpo")],
                  {"validated_pairs": "validated_pairs", reference: reference,

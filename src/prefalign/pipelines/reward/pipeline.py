@@ -7,19 +7,20 @@ Run one objective with ``kedro run --pipelines reward --namespaces <namespace>``
 from kedro.pipeline import Node, Pipeline
 
 from prefalign.core.objectives.registry import ObjectiveSpec
-from prefalign.pipelines import declared_objectives
-from prefalign.pipelines.reward.nodes import reward_nodes
+from prefalign.pipelines import declared_objectives, for_entry
+from prefalign.pipelines.reward import nodes
 
 
 def template(spec: ObjectiveSpec) -> Pipeline:
-    fn = reward_nodes(spec)
     params = ["params:reward.defaults", "params:reward.objective"]
     return Pipeline(
         [
-            Node(fn["select_training_pairs"], inputs=["validated_pairs", *params],
+            Node(for_entry(nodes.select_training_pairs, namespace=spec.namespace), inputs=["validated_pairs", *params],
                  outputs=["train_pairs", "val_pairs", "selection"], name="select_training_pairs"),
-            Node(fn["train_tokenizer"], inputs=["train_pairs", *params], outputs="tokenizer", name="train_tokenizer"),
-            Node(fn["train_reward_model"], inputs=["train_pairs", "val_pairs", "tokenizer", "selection", *params],
+            Node(for_entry(nodes.train_tokenizer, namespace=spec.namespace), inputs=["train_pairs", *params],
+                 outputs="tokenizer", name="train_tokenizer"),
+            Node(for_entry(nodes.train_reward_model, namespace=spec.namespace),
+                 inputs=["train_pairs", "val_pairs", "tokenizer", "selection", *params],
                  outputs=["model", "training_curve", "metrics"], name="train_reward_model"),
         ]
     )

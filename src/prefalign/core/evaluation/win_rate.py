@@ -18,6 +18,11 @@ from prefalign.core.schema import MESSAGES_DTYPE
 from prefalign.core.training.batching import prompt_messages_of
 
 
+SAMPLES_SCHEMA = {"prompt": pl.String, "prompt_messages": MESSAGES_DTYPE, "sample_index": pl.Int64,
+                  "response": pl.String, "length": pl.Float64, "finished": pl.Boolean,
+                  "prompt_token_ids": pl.List(pl.Int64), "token_ids": pl.List(pl.Int64)}
+
+
 def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, Any], max_length: int,
                        max_prompt_length: int, prompt_messages: Sequence[Any] | None = None) -> pl.DataFrame:
     """One row per (prompt, sample_index): the prompt (text and turns), the sampled response text, its
@@ -35,11 +40,14 @@ def sample_for_prompts(bundle: Any, prompts: Sequence[str], sampling: dict[str, 
 
     Returns:
         A polars table with columns prompt, prompt_messages, sample_index, response, length
-        (characters, float), finished (bool: ended in EOS), prompt_token_ids, token_ids.
+        (characters, float), finished (bool: ended in EOS), prompt_token_ids, token_ids
+        (``SAMPLES_SCHEMA``); no rows when there is no prompt (nothing is sampled).
 
     Raises:
         ValueError: a bad sampling value (``SamplingConfig.from_dict``).
     """
+    if not prompts:
+        return pl.DataFrame(schema=SAMPLES_SCHEMA)
     from prefalign.core.policy.generation import SamplingConfig, sample_responses
     from prefalign.core.training.batching import conversation_of, prompt_token_ids
 
