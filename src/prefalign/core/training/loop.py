@@ -20,6 +20,12 @@ GLOBAL batch: with W processes each takes its 1/W share, so DDP's gradient mean 
 single-process gradient of the same batch. The batch order of epoch e is a permutation seeded
 by (seed, e), a function of the step alone, so a resumed run sees exactly the batches an
 uninterrupted run would have.
+
+Distribution: DDP through accelerate (``accelerator.prepare``), or FSDP2 when the launcher's
+accelerate config asks for it (conf/accelerate/fsdp.yaml): the loop then shards the model itself
+with ``fully_shard``, on CPU and GPU alike, writes sharded checkpoints with
+``torch.distributed.checkpoint`` and returns the gathered, unsharded model (core/training/sharding.py;
+docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from prefalign.core.models.precision import resolve_mixed_precision, use_fp32_ma
 from prefalign.core.training.normalisation import Units, loss_units, step_normalised_loss
 from prefalign.core.training.progress import Progress
 from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
+from prefalign.core.training.sharding import full_norm, load_sharded, save_sharded, shard_model, unsharded_model, use_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +243,23 @@ def train(
     output_dir: str | Path,
     accelerator: Accelerator | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``loss_fn``; resume from ``output_dir/checkpoints`` when one is there."""
+    """Train ``model`` on ``loss_fn``; resume from ``output_dir/checkpoints`` when one is there.
+
+    Args:
+        model: the unwrapped model; under FSDP2 it is sharded in place (do not reuse it afterwards:
+            use the returned ``TrainResult.model``).
+        train_batches, val_batches: GLOBAL batches (each process takes its share); loss_fn: a StepLoss
+            or plain loss function; config: TrainConfig or its dict; output_dir: checkpoints go to
+            ``output_dir/checkpoints``; accelerator: or None for ``make_accelerator(config.mixed_precision)``.
+
+    Returns:
+        TrainResult; ``model`` is a plain module with the full trained weights on every process
+        (DDP: the unwrapped model; FSDP2: gathered from the shards).
+
+    Raises:
+        ValueError: no training batches, a bad config, or fp16 under FSDP2 (use bf16).
+        FileNotFoundError: resuming an FSDP2 run from a checkpoint a DDP run wrote (or the reverse).
+    """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     if not train_batches:
         raise ValueError("no training batches: the train split is empty after filtering")
@@ -256,6 +279,12 @@ def train(
     else:
         warn_if_updates_round_away(model, cfg.learning_rate)
 
+    fsdp = use_fsdp2(accelerator.num_processes)
+    if fsdp and accelerator.mixed_precision == "fp16":
+        raise ValueError("training.mixed_precision='fp16' is not supported with FSDP2 (no gradient scaler on sharded "
+                         "gradients); use bf16")
+    # FSDP2: shard before the optimizer is built, so it holds the sharded parameters
+    skeleton = shard_model(model, accelerator.device) if fsdp else None
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -266,14 +295,18 @@ def train(
     )
     # Not passed to prepare(): accelerate would step it once per process per step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_save_state_pre_hook(drop_tied_weights)
+    if not fsdp:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(scheduler)
+        accelerator.register_save_state_pre_hook(drop_tied_weights)
 
     step, history = 0, []
     resume_from = latest_checkpoint(output_dir)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        if fsdp:
+            load_sharded(resume_from, model, optimizer, scheduler, accelerator.process_index)
+        else:
+            accelerator.load_state(str(resume_from))
         saved = json.loads((resume_from / STATE_FILE).read_text())
         step, history = saved["step"], saved["history"]
     resumed_from_step = step
@@ -298,7 +331,11 @@ def train(
         step_loss, metric_sums = 0.0, {}
         for micro, (batch, real) in enumerate(shares):
             # Skip the gradient all-reduce on all but the last micro-batch of an accumulation.
-            sync = nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            if fsdp:
+                model.set_requires_gradient_sync(micro == accum - 1)
+                sync = nullcontext()
+            else:
+                sync = nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
                     loss, metrics = step_normalised_loss(loss_fn, model, batch.to(accelerator.device), denominators)
@@ -312,7 +349,9 @@ def train(
             for key, value in metrics.items():
                 metric_sums[key] = metric_sums.get(key, 0.0) + _scalar(value) * weight
         grad_norm = None  # JSON-friendly "not measured"
-        if cfg.max_grad_norm is not None:
+        if cfg.max_grad_norm is not None and fsdp:  # the norm over all shards (a collective)
+            grad_norm = _scalar(full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)))
+        elif cfg.max_grad_norm is not None:
             grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -342,14 +381,15 @@ def train(
         history.append(row)
         bar.update(1, loss=row["train_loss"], tok_s=row["tokens_per_second"])
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            save_checkpoint(accelerator, output_dir, step, history, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, output_dir, step, history, cfg.keep_checkpoints,
+                            sharded=(model, optimizer, scheduler) if fsdp else None)
     bar.close()
     if not final_metrics and history:  # resumed at max_steps: report the last validation seen
         final_metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     elapsed = time.perf_counter() - start
     accelerator.wait_for_everyone()
     return TrainResult(
-        model=accelerator.unwrap_model(model),
+        model=unsharded_model(model, skeleton, accelerator.device) if fsdp else accelerator.unwrap_model(model),
         history=history,
         final_metrics=final_metrics,
         steps=step,
@@ -382,10 +422,26 @@ def drop_tied_weights(models: list[torch.nn.Module], weights: list[dict[str, Any
                 seen.add(key)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int) -> Path:
-    """Model, optimizer, scheduler and RNG via accelerate; the step/history file last (marks it complete)."""
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int,
+                    sharded: tuple[torch.nn.Module, torch.optim.Optimizer, Any] | None = None) -> Path:
+    """Model, optimizer, scheduler and RNG; the step/history file last (marks it complete).
+
+    Args:
+        accelerator: the run's; output_dir: the run's folder; step: optimizer steps done; history: the
+            curve so far; keep: complete checkpoints to keep (older ones are deleted).
+        sharded: (model, optimizer, scheduler) of an FSDP2 run: each process writes its shards with
+            torch.distributed.checkpoint (core/training/sharding.py); None: ``accelerator.save_state``.
+
+    Returns:
+        The checkpoint folder ``output_dir/checkpoints/step_<step:08d>``.
+    """
     path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
-    accelerator.save_state(str(path))
+    if sharded is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        save_sharded(path, *sharded, accelerator.process_index)
+    else:
+        accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()  # every process's files are written before the state file marks it complete
     if accelerator.is_main_process:
         (path / STATE_FILE).write_text(json.dumps({"step": step, "history": history}))
         complete = sorted(p for p in path.parent.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).exists())
