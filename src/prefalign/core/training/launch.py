@@ -188,7 +188,8 @@ def run_in_subprocesses(
             multi-node run (default: ``machines_from_env()``, one machine when unset).
 
     Returns:
-        The main process's TrainingRun (metrics carry ``num_processes``).
+        This machine's main process's TrainingRun (the same model on every machine; metrics carry
+        ``num_processes``, the world size).
 
     Raises:
         RuntimeError: the children failed (their stderr's tail in the message).
