@@ -23,7 +23,12 @@ import torch
 from prefalign.core.training import loop
 from tests.training.grad_split import setup
 
-OBJECTIVES = ["reward_bt", "reward_gpm", "dpo"]
+# name -> (objective, pairs per global micro-batch, accumulation steps); "dpo_accum": a step of 2
+# micro-batches of 1 pair, so process 1's share of each is empty (a stand-in weighted 0) and the
+# gradient sync is skipped on the first micro-batch (DDP no_sync / FSDP2 set_requires_gradient_sync)
+VARIANTS = {"reward_bt": ("reward_bt", 2, 1), "reward_gpm": ("reward_gpm", 2, 1), "dpo": ("dpo", 2, 1),
+            "dpo_accum": ("dpo", 1, 2)}
+OBJECTIVES = list(VARIANTS)
 # 4 pairs in global batches of 2 (one pair per process), 4 steps = 2 epochs; clipping at 0.5 is active
 CONFIG = loop.TrainConfig(max_steps=4, learning_rate=1e-2, lr_schedule="linear", warmup_steps=1, max_grad_norm=0.5,
                           eval_every=2, checkpoint_every=0, progress_bar=False, seed=3)
@@ -31,10 +36,11 @@ KILL_AFTER_STEP = 2
 
 
 def run_objective(objective: str, output_dir: str | Path, checkpoint_every: int = 0) -> dict:
-    """Train ``objective``; the per-step rows and the final weights (CPU, fp32)."""
-    model, batches, loss_fn = setup(objective, 4)
-    config = loop.TrainConfig(**{**CONFIG.__dict__, "checkpoint_every": checkpoint_every})
-    result = loop.train(copy.deepcopy(model), batches(2), batches(4), loss_fn, config, output_dir)
+    """Train the variant ``objective`` (VARIANTS); the per-step rows and the final weights (CPU, fp32)."""
+    name, batch_size, accum = VARIANTS[objective]
+    model, batches, loss_fn = setup(name, 4)
+    config = loop.TrainConfig(**{**CONFIG.__dict__, "checkpoint_every": checkpoint_every, "gradient_accumulation_steps": accum})
+    result = loop.train(copy.deepcopy(model), batches(batch_size), batches(4), loss_fn, config, output_dir)
     return {"history": result.history, "resumed_from_step": result.resumed_from_step,
             "weights": {k: v.detach().float().cpu().clone() for k, v in result.model.state_dict().items()}}
 

@@ -1,8 +1,9 @@
 """Distributed training on CPU (gloo) equals one process with the same global batch (docs/distributed.md).
 
 - 2-process DDP and 2-process FSDP2 (conf/accelerate/fsdp.yaml: the loop shards with ``fully_shard``)
-  for reward BT, reward GPM and DPO: every step's loss and grad norm (clipping active), the
-  validation losses and the final weights against one process;
+  for reward BT, reward GPM and DPO (and DPO with 2 accumulated micro-batches of 1 pair: process 1's
+  shares empty): every step's loss and grad norm (clipping active), the validation losses and the
+  final weights against one process;
 - FSDP2 sharded checkpoint, SIGKILL of process 1 after it, resume: the same curve and weights as
   the uninterrupted run;
 - two machines on this one: two launchers (machine_rank 0 and 1, rendezvous on 127.0.0.1), one

@@ -258,7 +258,8 @@ def train(
 
     Raises:
         ValueError: no training batches, a bad config, or fp16 under FSDP2 (use bf16).
-        FileNotFoundError: resuming an FSDP2 run from a checkpoint a DDP run wrote (or the reverse).
+        FileNotFoundError: an FSDP2 run finds a checkpoint a DDP run wrote in ``output_dir`` (the node's
+            run folders are named by the parameters, accelerate_config included, so this needs a hand-made folder).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     if not train_batches:
