@@ -246,18 +246,27 @@ def train(
     """Train ``model`` on ``loss_fn``; resume from ``output_dir/checkpoints`` when one is there.
 
     Args:
-        model: the unwrapped model; under FSDP2 it is sharded in place (do not reuse it afterwards:
-            use the returned ``TrainResult.model``).
-        train_batches, val_batches: GLOBAL batches (each process takes its share); loss_fn: a StepLoss
-            or plain loss function; config: TrainConfig or its dict; output_dir: checkpoints go to
-            ``output_dir/checkpoints``; accelerator: or None for ``make_accelerator(config.mixed_precision)``.
+        model: the model to train (updated in place; dropout disabled and trainable weights cast to
+            fp32 as the config says). Under FSDP2 it is sharded in place: use ``TrainResult.model``
+            afterwards, not this object.
+        train_batches: the global training batches; epochs cycle through them in a seeded order.
+        val_batches: the global validation batches (evaluated every ``eval_every`` steps and at the end).
+        loss_fn: a StepLoss (core/training/normalisation.py) or a plain ``loss_fn(model, batch) ->
+            (mean over the batch's examples, metrics)``.
+        config: a TrainConfig or the ``training`` parameter block.
+        output_dir: the run directory; checkpoints go to ``output_dir/checkpoints``.
+        accelerator: the Accelerator to use; None = ``make_accelerator(config.mixed_precision)``.
 
     Returns:
-        TrainResult; ``model`` is a plain module with the full trained weights on every process
-        (DDP: the unwrapped model; FSDP2: gathered from the shards).
+        A TrainResult: the unwrapped model, one history row per optimizer step (train_loss,
+        learning_rate, grad_norm, tokens_per_second, train_/val_ metrics), the last validation metrics,
+        the step count, the step resumed from and throughput (tokens/s and examples/s, all processes).
+        Under FSDP2 the model is a plain module with the full weights gathered from the shards, on
+        every process.
 
     Raises:
-        ValueError: no training batches, a bad config, or fp16 under FSDP2 (use bf16).
+        ValueError: ``train_batches`` is empty, or fp16 under FSDP2 (use bf16).
+        ParameterError: ``config`` is a dict with an unknown key or a wrong type (``TrainConfig.from_dict``).
         FileNotFoundError: an FSDP2 run finds a checkpoint a DDP run wrote in ``output_dir`` (the node's
             run folders are named by the parameters, accelerate_config included, so this needs a hand-made folder).
     """
@@ -425,16 +434,20 @@ def drop_tied_weights(models: list[torch.nn.Module], weights: list[dict[str, Any
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int,
                     sharded: tuple[torch.nn.Module, torch.optim.Optimizer, Any] | None = None) -> Path:
-    """Model, optimizer, scheduler and RNG; the step/history file last (marks it complete).
+    """Model, optimizer, scheduler and RNG via accelerate (or, under FSDP2, each process's shards via
+    torch.distributed.checkpoint); the step/history file last (marks it complete).
 
     Args:
-        accelerator: the run's; output_dir: the run's folder; step: optimizer steps done; history: the
-            curve so far; keep: complete checkpoints to keep (older ones are deleted).
-        sharded: (model, optimizer, scheduler) of an FSDP2 run: each process writes its shards with
-            torch.distributed.checkpoint (core/training/sharding.py); None: ``accelerator.save_state``.
+        accelerator: the run's Accelerator (saves model, optimizer, registered scheduler and RNG).
+        output_dir: the run directory.
+        step: the optimizer steps taken (names the folder ``step_XXXXXXXX``).
+        history: the history rows so far (written to ``trainer_state.json``).
+        keep: how many complete checkpoints to keep (older ones are deleted by the main process).
+        sharded: (model, optimizer, scheduler) of an FSDP2 run (core/training/sharding.py ``save_sharded``);
+            None = ``accelerator.save_state``.
 
     Returns:
-        The checkpoint folder ``output_dir/checkpoints/step_<step:08d>``.
+        The checkpoint folder.
     """
     path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
     if sharded is not None:

@@ -58,7 +58,11 @@ def fsdp2_requested() -> bool:
 
 
 def reshard_after_forward() -> bool:
-    """``fsdp_reshard_after_forward`` of the accelerate config (default true: ZeRO-3-like)."""
+    """``fsdp_reshard_after_forward`` of the accelerate config.
+
+    Returns:
+        True (the default: gathered layer weights freed after each forward, ZeRO-3-like) or False.
+    """
     return os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() == "true"
 
 
@@ -75,7 +79,15 @@ def use_fsdp2(num_processes: int) -> bool:
 
 
 def layer_classes(model: torch.nn.Module) -> set[str]:
-    """Class names of the transformer layers of every transformers model inside ``model`` (``_no_split_modules``)."""
+    """Class names of the transformer layers of every transformers model inside ``model``.
+
+    Args:
+        model: any module (a RewardModel's backbone or a causal LM, maybe peft-wrapped).
+
+    Returns:
+        The union of the ``_no_split_modules`` of its submodules (what accelerate's
+        TRANSFORMER_BASED_WRAP wraps); empty for a model without any.
+    """
     names: set[str] = set()
     for module in model.modules():
         names |= set(getattr(module, "_no_split_modules", None) or [])
@@ -128,7 +140,14 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def full_norm(value: torch.Tensor) -> torch.Tensor:
-    """A gradient norm returned by ``clip_grad_norm_`` over sharded parameters, as a plain tensor (collective)."""
+    """A gradient norm returned by ``clip_grad_norm_`` over sharded parameters, as a plain tensor.
+
+    Args:
+        value: the total norm (a DTensor over FSDP2 parameters, or a plain tensor).
+
+    Returns:
+        The full norm over all shards (a collective for a DTensor: every process calls it).
+    """
     return _full(value)
 
 
@@ -184,7 +203,10 @@ def save_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
 
     Args:
         path: the checkpoint folder (``<output_dir>/checkpoints/step_<n>``).
-        model, optimizer: the sharded model and its optimizer; scheduler: the LR scheduler; rank: this process.
+        model: the FSDP2-sharded model.
+        optimizer: its optimizer (state sharded like the parameters).
+        scheduler: the learning-rate scheduler (written by rank 0 only).
+        rank: this process's global rank (names its RNG file).
     """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -199,6 +221,13 @@ def save_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
 def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, rank: int) -> None:
     """Restore what ``save_sharded`` wrote (each process reads its own shards; a collective).
+
+    Args:
+        path: the checkpoint folder.
+        model: the sharded model, built and sharded as in the run that saved it.
+        optimizer: its optimizer.
+        scheduler: the learning-rate scheduler.
+        rank: this process's global rank (its RNG file; missing is allowed).
 
     Raises:
         FileNotFoundError: ``path`` holds no sharded checkpoint (e.g. one written by a DDP run:
