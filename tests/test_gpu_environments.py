@@ -185,3 +185,52 @@ def test_gpu_environments_load_a_local_model_directory_offline(env, tmp_path, mo
     policy = build_causal_lm(policy_model, policy_tokenizer)
     for model in (backbone, policy):  # the saved weights, in the environment's dtype
         assert torch.allclose(model.get_input_embeddings().weight.detach().float(), embeddings, atol=1e-2)
+
+
+def _gpu_commands(markdown: str) -> list[str]:
+    """The `kedro run --env gpu ...` commands of the fenced blocks, backslash continuations joined."""
+    commands, in_block, current = [], False, ""
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_block, current = not in_block, ""
+            continue
+        if not in_block:
+            continue
+        current += line.rstrip().rstrip("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            if "kedro run --env gpu" in current and "--params" in current:
+                commands.append(current)
+            current = ""
+    return commands
+
+
+def test_the_distributed_commands_to_copy_parse_with_the_gpu_environment():
+    """docs/distributed.md's and README's multi-GPU commands: their --params (parsed by Kedro's own
+    parser) merged over the `gpu` environment pass the project's parameter checks, the accelerate
+    configs they name exist, and the namespaces are registered."""
+    import re
+
+    from kedro.framework.cli.utils import _split_params
+
+    from prefalign.core.policy.training import PolicyDataConfig
+    from prefalign.core.training.launch import check_num_processes
+
+    root = CONF.parent
+    commands = _gpu_commands((root / "docs" / "distributed.md").read_text()) + _gpu_commands((root / "README.md").read_text())
+    assert len(commands) >= 5
+    namespaces = {spec.namespace for spec in registry.objectives()}
+    for command in commands:
+        raw = re.search(r'--params "([^"]+)"', command).group(1).replace("$GPUS", "16")
+        overrides = _split_params(None, None, raw)
+        params = deep_merge(parameters("gpu"), overrides)
+        for namespace in re.findall(r"--namespaces (\S+)", command):
+            assert set(namespace.split(",")) <= namespaces, command
+        family = next(iter(overrides))
+        defaults = params[family]["defaults"]
+        assert (root / defaults["accelerate_config"]).is_file(), command
+        if family == "reward":
+            for spec in registry.objectives("reward"):
+                spec.parse(deep_merge(defaults, params["reward"][spec.name]))  # checks num_processes vs batch_size
+        else:
+            data = PolicyDataConfig.from_dict(defaults["data"])
+            check_num_processes(defaults["num_processes"], data.batch_size, "policy.defaults.num_processes")
