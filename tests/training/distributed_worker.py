@@ -20,14 +20,17 @@ from pathlib import Path
 
 import torch
 
+from prefalign.core.models.backbone import prepare_for_training
 from prefalign.core.training import loop
 from tests.training.grad_split import setup
 
-# name -> (objective, pairs per global micro-batch, accumulation steps); "dpo_accum": a step of 2
+# name -> (objective, pairs per global micro-batch, accumulation steps); "dpo_lora": LoRA adapters
+# (r 4, all linear layers) on a frozen base, as the multi-GPU 8B setting; "dpo_accum": a step of 2
 # micro-batches of 1 pair, so process 1's share of each is empty (a stand-in weighted 0) and the
 # gradient sync is skipped on the first micro-batch (DDP no_sync / FSDP2 set_requires_gradient_sync)
 VARIANTS = {"reward_bt": ("reward_bt", 2, 1), "reward_gpm": ("reward_gpm", 2, 1), "dpo": ("dpo", 2, 1),
-            "dpo_accum": ("dpo", 1, 2)}
+            "dpo_lora": ("dpo", 2, 1), "dpo_accum": ("dpo", 1, 2)}
+LORA = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
 OBJECTIVES = list(VARIANTS)
 # 4 pairs in global batches of 2 (one pair per process), 4 steps = 2 epochs; clipping at 0.5 is active
 CONFIG = loop.TrainConfig(max_steps=4, learning_rate=1e-2, lr_schedule="linear", warmup_steps=1, max_grad_norm=0.5,
@@ -39,6 +42,8 @@ def run_objective(objective: str, output_dir: str | Path, checkpoint_every: int 
     """Train the variant ``objective`` (VARIANTS); the per-step rows and the final weights (CPU, fp32)."""
     name, batch_size, accum = VARIANTS[objective]
     model, batches, loss_fn = setup(name, 4)
+    if objective.endswith("_lora"):
+        model = prepare_for_training(model, {"lora": LORA})
     config = loop.TrainConfig(**{**CONFIG.__dict__, "checkpoint_every": checkpoint_every, "gradient_accumulation_steps": accum})
     result = loop.train(copy.deepcopy(model), batches(batch_size), batches(4), loss_fn, config, output_dir)
     return {"history": result.history, "resumed_from_step": result.resumed_from_step,

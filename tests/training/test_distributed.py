@@ -1,8 +1,8 @@
 """Distributed training on CPU (gloo) equals one process with the same global batch (docs/distributed.md).
 
 - 2-process DDP and 2-process FSDP2 (conf/accelerate/fsdp.yaml: the loop shards with ``fully_shard``)
-  for reward BT, reward GPM and DPO (and DPO with 2 accumulated micro-batches of 1 pair: process 1's
-  shares empty): every step's loss and grad norm (clipping active), the validation losses and the
+  for reward BT, reward GPM and DPO (DPO also with LoRA on a frozen base, and with 2 accumulated
+  micro-batches of 1 pair: process 1's shares empty): every step's loss and grad norm (clipping active), the validation losses and the
   final weights against one process;
 - FSDP2 sharded checkpoint, SIGKILL of process 1 after it, resume: the same curve and weights as
   the uninterrupted run;
