@@ -9,8 +9,11 @@ Three steps (scripts/gpu_check.sh runs them):
 ``run`` imports only torch, transformers, accelerate, numpy and prefalign.core.training (no polars,
 kedro or trl; TRL is run side by side only when importable). It prints: the measured bf16 matmul
 peak; per (task, layout): real tokens/s, pairs/s, MFU against that peak, peak GPU memory, padding
-fraction; the packed-vs-padded equality on the device; and an FSDP run (accelerate, 1 process)
-that checkpoints at step 3, reloads it in a new run and checks that steps 4-6 repeat.
+fraction; the packed-vs-padded equality on the device; an FSDP run (accelerate, 1 process)
+that checkpoints at step 3, reloads it in a new run and checks that steps 4-6 repeat; and, with
+2+ GPUs, the same run in 2 processes with FSDP2 (the loop's fully_shard path, sharded checkpoint;
+docs/distributed.md), compared step by step with the 1-process run (skipped with a message on
+fewer GPUs).
 """
 
 from __future__ import annotations
@@ -222,19 +225,46 @@ def fsdp_child(a) -> None:
         else:
             resumed_from = result.resumed_from_step
     if acc.is_main_process:
+        from prefalign.core.training.sharding import use_fsdp2
+
         diff = max(abs(x - y) for x, y in zip(losses["first"][3:], losses["resumed"][3:]))
-        print("FSDP " + json.dumps({"distributed_type": str(acc.distributed_type), "checkpoint": ckpt.name if ckpt else None,
-                                    "resumed_from_step": resumed_from, "max_loss_diff_steps_4_6": diff}))
+        print("FSDP " + json.dumps({"distributed_type": str(acc.distributed_type), "processes": acc.num_processes,
+                                    "fsdp2_fully_shard": use_fsdp2(acc.num_processes), "checkpoint": ckpt.name if ckpt else None,
+                                    "resumed_from_step": resumed_from, "max_loss_diff_steps_4_6": diff,
+                                    "losses": losses["first"]}))
 
 
-def fsdp_run(a) -> str:
-    """Launch ``fsdp_child`` with conf/accelerate/fsdp.yaml, 1 process (on the GPU only)."""
+def fsdp_run(a, num_processes: int = 1) -> str:
+    """Launch ``fsdp_child`` with conf/accelerate/fsdp.yaml in ``num_processes`` processes (on GPUs)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "conf/accelerate/fsdp.yaml"),
-               "--num_processes", "1", __file__, "fsdp-child", "--data", a.data, "--fsdp-dir", tmp]
+               "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
+               __file__, "fsdp-child", "--data", a.data, "--fsdp-dir", tmp, *(["--dry-run"] if a.dry_run else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     line = [x for x in proc.stdout.splitlines() if x.startswith("FSDP ")]
     return line[-1] if line else f"FSDP run failed (exit {proc.returncode}): {proc.stderr[-1500:]}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fsdp2_two_gpu_check(a, one_process_line: str, gpus: int) -> str:
+    """The FSDP run in 2 processes (the loop's FSDP2 path) against the 1-process line; skipped below 2 GPUs."""
+    if gpus < 2:
+        return f"FSDP2 2-GPU: skipped ({gpus} GPU{'s' if gpus != 1 else ''} here; needs 2)"
+    line = fsdp_run(a, 2)
+    if not line.startswith("FSDP {") or not one_process_line.startswith("FSDP {"):
+        return f"FSDP2 2-GPU: failed: {line}"
+    two, one = json.loads(line[5:]), json.loads(one_process_line[5:])
+    diff = max(abs(x - y) for x, y in zip(one["losses"], two["losses"]))
+    return "FSDP2 2-GPU " + json.dumps({**{k: two[k] for k in ("processes", "fsdp2_fully_shard", "checkpoint",
+                                                             "resumed_from_step", "max_loss_diff_steps_4_6")},
+                                        "max_loss_diff_vs_1_gpu_bf16": diff})
 
 
 def run(a) -> None:
@@ -271,12 +301,15 @@ def run(a) -> None:
               f"{r['peak_mem_gb']:>9.2f}{r['padding']:>9.3f}{r['tokens_per_s'] / base['tokens_per_s']:>9.2f}x")
     print(trl_side(tp, shape, a, device))
     if device.type == "cuda":
-        print(fsdp_run(a))
+        one = fsdp_run(a)
+        print(one, flush=True)
+        print(fsdp2_two_gpu_check(a, one, torch.cuda.device_count()))
     else:  # the same checkpoint/resume logic in this process, without FSDP (which needs the GPU run's launcher)
         print("FSDP: skipped on CPU (the GPU run launches it with conf/accelerate/fsdp.yaml, 1 process); without FSDP:")
         with tempfile.TemporaryDirectory() as tmp:
             a.fsdp_dir = tmp
             fsdp_child(a)
+        print(fsdp2_two_gpu_check(a, "", 0))
 
 
 def main(argv: list[str] | None = None) -> None:

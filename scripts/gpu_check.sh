@@ -4,7 +4,8 @@
 # checkpoint save + reload. About 4-6 minutes on one H100/H200.
 #
 #   scripts/gpu_check.sh export      # here, on the CPU side (polars): writes scripts/gpu_data/pairs.jsonl
-#   scripts/gpu_check.sh             # on the GPU machine (torch, transformers>=5, accelerate; no polars/kedro/trl)
+#   scripts/gpu_check.sh             # on the GPU machine (torch, transformers>=5, accelerate; no polars/kedro/trl);
+#                                    # with 2+ GPUs it adds the FSDP2 2-process check (docs/distributed.md)
 #   scripts/gpu_check.sh --dry-run   # any CPU, tiny sizes (< 1 minute)
 #
 # The device machine's transformers may be older than 5.x (packed log-probs use the boolean
@@ -22,4 +23,4 @@ if [[ ! -f scripts/gpu_data/pairs.jsonl && " $* " != *" --data "* ]]; then
   echo "scripts/gpu_data/pairs.jsonl is missing: run 'scripts/gpu_check.sh export' on the CPU side first" >&2
   exit 2
 fi
-exec timeout 480 "$PY" scripts/gpu_check.py run "$@"
+exec timeout 600 "$PY" scripts/gpu_check.py run "$@"

@@ -143,3 +143,94 @@ def test_one_step_at_5e_7_moves_the_weights_in_every_gpu_setting(env):
             assert moved / total > 0.99, (env, family, model_params.get("dtype"), moved / total)
     finally:
         torch.optim.AdamW.step = adamw_step
+
+
+@pytest.mark.parametrize("env", sorted(CHAT_MODELS))
+def test_gpu_environments_load_a_local_model_directory_offline(env, tmp_path, monkeypatch):
+    """With ``model.name_or_path`` set to a local directory (docs/distributed.md, "Offline"), the `gpu`
+    environments' reward and policy loading paths read it with the Hub switched off: no download is
+    attempted (the Hub id of the environment is not in any cache here, so a Hub lookup would fail)."""
+    import polars as pl
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from prefalign.core.models import build_backbone, build_causal_lm, build_tokenizer
+    from prefalign.core.models.tokenizer import tokenizer_params_for_model
+    from prefalign.core.reward.training import fit_tokenizer
+    from tests.reward.offline_tokenizers import chatml_tokenizer, llama3_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    tokenizer = chatml_tokenizer() if env == "gpu" else llama3_tokenizer()
+    shape = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 128}
+    config = Qwen2Config(**shape, tie_word_embeddings=True) if env == "gpu" else LlamaConfig(**shape)
+    torch.manual_seed(0)
+    saved = AutoModelForCausalLM.from_config(config)
+    local = tmp_path / "model"
+    saved.save_pretrained(local)
+    tokenizer.save_pretrained(local)
+    embeddings = saved.get_input_embeddings().weight.detach().float()
+
+    params = parameters(env)
+    reward_spec = registry.objectives("reward")[0]
+    reward = reward_spec.parse(deep_merge(params["reward"]["defaults"],
+                                          deep_merge(params["reward"][reward_spec.name], {"model": {"name_or_path": str(local)}})))
+    pairs = pl.DataFrame({"prompt": ["What is tea?"], "chosen": ["A drink."], "rejected": ["No."]})
+    reward_tokenizer = fit_tokenizer(pairs, reward)
+    assert reward_tokenizer.get_vocab() == tokenizer.get_vocab()
+    backbone = build_backbone(reward.model, reward_tokenizer)
+    policy_model = {**params["policy"]["defaults"]["model"], "name_or_path": str(local)}
+    policy_tokenizer = build_tokenizer(tokenizer_params_for_model(params["policy"]["defaults"]["tokenizer"], policy_model),
+                                       ["What is tea?"])
+    policy = build_causal_lm(policy_model, policy_tokenizer)
+    for model in (backbone, policy):  # the saved weights, in the environment's dtype
+        assert torch.allclose(model.get_input_embeddings().weight.detach().float(), embeddings, atol=1e-2)
+
+
+def _gpu_commands(markdown: str) -> list[str]:
+    """The `kedro run --env gpu ...` commands of the fenced blocks, backslash continuations joined."""
+    commands, in_block, current = [], False, ""
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_block, current = not in_block, ""
+            continue
+        if not in_block:
+            continue
+        current += line.rstrip().rstrip("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            if "kedro run --env gpu" in current and "--params" in current:
+                commands.append(current)
+            current = ""
+    return commands
+
+
+def test_the_distributed_commands_to_copy_parse_with_the_gpu_environment():
+    """docs/distributed.md's and README's multi-GPU commands: their --params (parsed by Kedro's own
+    parser) merged over the `gpu` environment pass the project's parameter checks, the accelerate
+    configs they name exist, and the namespaces are registered."""
+    import re
+
+    from kedro.framework.cli.utils import _split_params
+
+    from prefalign.core.policy.training import PolicyDataConfig
+    from prefalign.core.training.launch import check_num_processes
+
+    root = CONF.parent
+    commands = _gpu_commands((root / "docs" / "distributed.md").read_text()) + _gpu_commands((root / "README.md").read_text())
+    assert len(commands) >= 5
+    namespaces = {spec.namespace for spec in registry.objectives()}
+    for command in commands:
+        raw = re.search(r'--params "([^"]+)"', command).group(1).replace("$GPUS", "16")
+        overrides = _split_params(None, None, raw)
+        params = deep_merge(parameters("gpu"), overrides)
+        for namespace in re.findall(r"--namespaces (\S+)", command):
+            assert set(namespace.split(",")) <= namespaces, command
+        family = next(iter(overrides))
+        defaults = params[family]["defaults"]
+        assert (root / defaults["accelerate_config"]).is_file(), command
+        if family == "reward":
+            for spec in registry.objectives("reward"):
+                spec.parse(deep_merge(defaults, params["reward"][spec.name]))  # checks num_processes vs batch_size
+        else:
+            data = PolicyDataConfig.from_dict(defaults["data"])
+            check_num_processes(defaults["num_processes"], data.batch_size, "policy.defaults.num_processes")

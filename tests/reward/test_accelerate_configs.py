@@ -29,3 +29,17 @@ def test_config_parses_as_accelerate_cluster_config(name):
     for section in ("fsdp_config", "deepspeed_config"):
         unknown = set(raw.get(section, {})) - launch_flags
         assert not unknown, f"{path.name}: {section} keys unknown to accelerate launch: {sorted(unknown)}"
+
+
+def test_deepspeed_zero3_config_builds_accelerates_deepspeed_plugin():
+    """deepspeed is not installed here, so ZeRO-3 never runs (docs/distributed.md); the config's
+    deepspeed_config section at least builds accelerate's DeepSpeedPlugin into a ZeRO-3 config."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    raw = yaml.safe_load((CONFIG_DIR / "deepspeed_zero3.yaml").read_text())["deepspeed_config"]
+    plugin = DeepSpeedPlugin(**raw)
+    zero = plugin.deepspeed_config["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
+    assert plugin.deepspeed_config["gradient_clipping"] == 1.0 and plugin.deepspeed_config["gradient_accumulation_steps"] == 1
+    # no micro-batch size: accelerate's prepare() would need a dataloader to fill 'auto' (the loop passes none)
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == "auto"

@@ -32,6 +32,7 @@ def test_export_then_dry_run_prints_the_table(tmp_path, capsys):
     relative = [float(x) for x in re.findall(r"relative ([0-9.e+-]+)\)", out)]
     assert len(relative) == 2 and max(relative) < 1e-5  # packed and shared log-probs = padded ones
     assert "FSDP: skipped on CPU" in out
+    assert "FSDP2 2-GPU: skipped (0 GPUs here; needs 2)" in out  # the 2-process FSDP2 check needs 2 GPUs
     resume = json.loads("{" + out.split("FSDP {", 1)[1].splitlines()[0])
     assert resume["checkpoint"] == "step_00000003" and resume["resumed_from_step"] == 3
     assert resume["max_loss_diff_steps_4_6"] < 1e-6  # the resumed run repeats steps 4-6

@@ -5,11 +5,18 @@ tokenizers) to ``work_dir``, starts ``accelerate launch -m prefalign.core.traini
 <work_dir>`` and reads the main process's TrainingRun back, so Kedro runs once and the catalog
 stores the outputs. Every process calls the entry point the caller names (``module:function``,
 ``core.objectives.train.train_objective`` for every registered objective) and trains on its share
-of each global batch (DDP; gloo on CPU, NCCL on GPU); only the main process writes.
+of each global batch (DDP, or FSDP2 with conf/accelerate/fsdp.yaml; gloo on CPU, NCCL on GPU); the
+main process of each machine writes the result.
 
 This module is infrastructure: it imports no objective, loss or registry (the entry point is named
 in the inputs and imported by name in the child processes), so the layers point down only
 (tests/test_import_layers.py).
+
+Several machines: every machine runs the same Kedro command with the ``PREFALIGN_NUM_MACHINES``,
+``PREFALIGN_MACHINE_RANK``, ``PREFALIGN_MAIN_PROCESS_IP`` and ``PREFALIGN_MAIN_PROCESS_PORT``
+environment variables (``machines_from_env``); each node's training node writes its inputs to its
+own work directory and starts its share of the processes, which rendezvous with machine 0
+(docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import polars as pl
 
@@ -66,19 +74,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_command(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None) -> list[str]:
+ENV_NUM_MACHINES = "PREFALIGN_NUM_MACHINES"
+ENV_MACHINE_RANK = "PREFALIGN_MACHINE_RANK"
+ENV_MAIN_IP = "PREFALIGN_MAIN_PROCESS_IP"
+ENV_MAIN_PORT = "PREFALIGN_MAIN_PROCESS_PORT"
+
+
+@dataclass(frozen=True)
+class Machines:
+    """Where this machine stands in a multi-node launch (one machine: the defaults)."""
+
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None  # machine 0's address, reachable from every machine
+    main_process_port: int | None = None  # the same free port on every machine; None = pick one (one machine only)
+
+
+def machines_from_env(env: Mapping[str, str] | None = None) -> Machines:
+    """The multi-node settings from ``PREFALIGN_NUM_MACHINES``, ``PREFALIGN_MACHINE_RANK``,
+    ``PREFALIGN_MAIN_PROCESS_IP`` and ``PREFALIGN_MAIN_PROCESS_PORT`` (unset: one machine).
+
+    Args:
+        env: the environment (default ``os.environ``).
+
+    Returns:
+        Machines.
+
+    Raises:
+        ValueError: naming the variable, when a count or rank is not an integer, the rank is not in
+            [0, num_machines), or several machines lack the main process's address or port.
+    """
+    env = os.environ if env is None else env
+
+    def integer(key: str, default: int | None) -> int | None:
+        raw = env.get(key)
+        if raw in (None, ""):
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{key}={raw!r} must be an integer") from None
+
+    machines = Machines(integer(ENV_NUM_MACHINES, 1), integer(ENV_MACHINE_RANK, 0), env.get(ENV_MAIN_IP) or None,
+                        integer(ENV_MAIN_PORT, None))
+    if machines.num_machines < 1 or not 0 <= machines.machine_rank < machines.num_machines:
+        raise ValueError(f"{ENV_MACHINE_RANK}={machines.machine_rank} must be in [0, {ENV_NUM_MACHINES}="
+                         f"{machines.num_machines})")
+    if machines.num_machines > 1 and (machines.main_process_ip is None or machines.main_process_port is None):
+        raise ValueError(f"{ENV_NUM_MACHINES}={machines.num_machines}: set {ENV_MAIN_IP} (machine 0's address) and "
+                         f"{ENV_MAIN_PORT} (a free port there) to the same values on every machine")
+    return machines
+
+
+def accelerate_command(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None,
+                       args: Sequence[str] = (), machines: Machines | None = None) -> list[str]:
     """The ``accelerate launch`` command line.
 
     Args:
-        module: the module the processes run (``-m``); work_dir: its one argument;
-        num_processes: the process count; accelerate_config: a config file, or None for torchrun + gloo/NCCL defaults.
+        module: the module every process runs (``python -m``); work_dir: its first argument; args: more arguments.
+        num_processes: processes on ALL machines together (the world size; each machine starts
+            num_processes / num_machines); accelerate_config: a file in conf/accelerate/ or None.
+        machines: this machine's place in a multi-node run (default: ``machines_from_env()``).
 
     Returns:
         The argv list.
 
     Raises:
         FileNotFoundError: ``accelerate_config`` names a file that does not exist.
+        ValueError: ``num_processes`` is not a multiple of the number of machines.
     """
+    machines = machines_from_env() if machines is None else machines
+    if num_processes % machines.num_machines:
+        raise ValueError(f"num_processes={num_processes} must be a multiple of {ENV_NUM_MACHINES}={machines.num_machines} "
+                         "(it counts the processes of all machines together)")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         if not Path(accelerate_config).exists():
@@ -87,20 +155,22 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
     else:
         # --multi_gpu selects the torchrun launcher; without CUDA the loop's Accelerator is created
         # with cpu=True and runs MULTI_CPU over gloo.
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--num_processes", str(num_processes), "--main_process_port", str(free_port())]
-    return cmd + ["-m", module, str(work_dir)]
+        cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["--num_machines", str(machines.num_machines), "--num_processes", str(num_processes),
+            "--main_process_port", str(machines.main_process_port or free_port())]
+    if machines.num_machines > 1:
+        cmd += ["--machine_rank", str(machines.machine_rank), "--main_process_ip", machines.main_process_ip]
+    return cmd + ["-m", module, str(work_dir), *args]
 
 
-def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None, what: str) -> None:
-    """Start ``module`` in ``num_processes`` processes and wait for them.
+def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accelerate_config: str | None, what: str,
+                          args: Sequence[str] = (), machines: Machines | None = None) -> None:
+    """Start ``module`` in ``num_processes`` processes (on all machines, see ``accelerate_command``).
 
     Args:
-        module, work_dir, num_processes, accelerate_config: as :func:`accelerate_command`;
-        what: the run's name in the error message.
-
-    Returns:
-        None.
+        module: the module every process runs; work_dir: its first argument; num_processes: on all
+            machines together; accelerate_config: a conf/accelerate/ file or None; what: names the run
+            in the error message; args: more arguments of the module; machines: None = ``machines_from_env()``.
 
     Raises:
         RuntimeError: the children exited non-zero (the message carries their stderr's tail).
@@ -108,7 +178,7 @@ def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accel
     env = dict(os.environ)
     src = str(Path(prefalign.__file__).resolve().parents[1])  # the project may not be pip-installed
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    command = accelerate_command(module, work_dir, num_processes, accelerate_config)
+    command = accelerate_command(module, work_dir, num_processes, accelerate_config, args, machines)
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"multi-process {what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -124,6 +194,7 @@ def run_in_subprocesses(
     work_dir: str | Path,
     num_processes: int,
     accelerate_config: str | None = None,
+    machines: Machines | None = None,
 ) -> TrainingRun:
     """Run ``entry(namespace, args, frames, bundles, tokenizers)`` in ``num_processes`` processes.
 
@@ -131,11 +202,14 @@ def run_in_subprocesses(
         entry: ``module:function`` of the training entry point every process calls
             (``prefalign.core.objectives.train:train_objective``); it returns a TrainingRun.
         namespace, args, frames, bundles, tokenizers: its arguments (core/objectives/train.train_objective).
-        work_dir: exchange folder (inputs/, result/); num_processes: > 1; accelerate_config: or None.
+        work_dir: exchange folder (inputs/, result/), one per machine; num_processes: > 1, on all
+            machines together; accelerate_config: or None; machines: this machine's place in a
+            multi-node run (default: ``machines_from_env()``, one machine when unset).
 
     Returns:
-        The main process's TrainingRun (metrics carry ``num_processes``), with its ``generations``
-        table and ``iteration_bundles`` when the run has them (on-policy objectives).
+        This machine's main process's TrainingRun (the same model on every machine; metrics carry
+        ``num_processes``, the world size), with its ``generations`` table and ``iteration_bundles``
+        when the run has them (on-policy objectives).
 
     Raises:
         RuntimeError: the children failed (their stderr's tail in the message).
@@ -153,7 +227,8 @@ def run_in_subprocesses(
     manifest = {"entry": entry, "namespace": namespace, "args": args, "frames": sorted(frames), "bundles": sorted(bundles),
                 "tokenizers": sorted(tokenizers)}
     (inputs / "spec.json").write_text(json.dumps(manifest, default=str))
-    run_accelerate_module("prefalign.core.training.launch", work, num_processes, accelerate_config, f"{namespace} training")
+    run_accelerate_module("prefalign.core.training.launch", work, num_processes, accelerate_config, f"{namespace} training",
+                          machines=machines)
     result = work / "result"
     bundle = load_bundle(result / "model")
     bundle.model.train(False)
@@ -206,7 +281,13 @@ def main(work_dir: str) -> None:
     tokenizers = {name: AutoTokenizer.from_pretrained(inputs / f"tokenizer_{name}") for name in manifest["tokenizers"]}
     run = entry_point(manifest["entry"])(manifest["namespace"], manifest["args"], frames, bundles, tokenizers)
     state = PartialState()
-    if state.is_main_process:  # only the main process writes
+    write, num_processes = state.is_local_main_process, state.num_processes
+    state.wait_for_everyone()
+    # transformers' save_pretrained writes only on global rank 0 while a process group exists; every
+    # machine's main process writes its own copy of the (identical) trained model, so the group is
+    # closed first: training is over
+    state.destroy_process_group()
+    if write:  # one writer per machine: each machine's node reads its own work_dir
         result = work / "result"
         save_bundle(run.bundle, result / "model")
         run.training_curve.write_parquet(result / "training_curve.parquet")
@@ -215,8 +296,7 @@ def main(work_dir: str) -> None:
         for name, iteration in run.iteration_bundles.items():
             save_bundle(iteration, result / "iteration_bundles" / name)
         (result / "iteration_bundles.json").write_text(json.dumps(list(run.iteration_bundles)))  # in their order
-        (result / "metrics.json").write_text(json.dumps({**run.metrics, "num_processes": state.num_processes}))
-    state.wait_for_everyone()
+        (result / "metrics.json").write_text(json.dumps({**run.metrics, "num_processes": num_processes}))
 
 
 if __name__ == "__main__":

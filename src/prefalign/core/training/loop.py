@@ -20,6 +20,12 @@ GLOBAL batch: with W processes each takes its 1/W share, so DDP's gradient mean 
 single-process gradient of the same batch. The batch order of epoch e is a permutation seeded
 by (seed, e), a function of the step alone, so a resumed run sees exactly the batches an
 uninterrupted run would have.
+
+Distribution: DDP through accelerate (``accelerator.prepare``), or FSDP2 when the launcher's
+accelerate config asks for it (conf/accelerate/fsdp.yaml): the loop then shards the model itself
+with ``fully_shard``, on CPU and GPU alike, writes sharded checkpoints with
+``torch.distributed.checkpoint`` and returns the gathered, unsharded model (core/training/sharding.py;
+docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from prefalign.core.models.precision import resolve_mixed_precision, use_fp32_ma
 from prefalign.core.training.normalisation import Units, loss_units, step_normalised_loss
 from prefalign.core.training.progress import Progress
 from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
+from prefalign.core.training.sharding import full_norm, load_sharded, save_sharded, shard_model, unsharded_model, use_fsdp2
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +344,8 @@ def train(
 
     Args:
         model: the model to train (updated in place; dropout disabled and trainable weights cast to
-            fp32 as the config says).
+            fp32 as the config says). Under FSDP2 it is sharded in place: use ``TrainResult.model``
+            afterwards, not this object.
         train_batches: the global training batches; epochs cycle through them in a seeded order.
         val_batches: the global validation batches (evaluated every ``eval_every`` steps and at the end).
         loss_fn: a StepLoss (core/training/normalisation.py) or a plain ``loss_fn(model, batch) ->
@@ -350,10 +358,14 @@ def train(
         A TrainResult: the unwrapped model, one history row per optimizer step (train_loss,
         learning_rate, grad_norm, tokens_per_second, train_/val_ metrics), the last validation metrics,
         the step count, the step resumed from and throughput (tokens/s and examples/s, all processes).
+        Under FSDP2 the model is a plain module with the full weights gathered from the shards, on
+        every process.
 
     Raises:
-        ValueError: ``train_batches`` is empty.
+        ValueError: ``train_batches`` is empty, or fp16 under FSDP2 (use bf16).
         ParameterError: ``config`` is a dict with an unknown key or a wrong type (``TrainConfig.from_dict``).
+        FileNotFoundError: an FSDP2 run finds a checkpoint a DDP run wrote in ``output_dir`` (the node's
+            run folders are named by the parameters, accelerate_config included, so this needs a hand-made folder).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     if not train_batches:
@@ -374,6 +386,12 @@ def train(
     else:
         warn_if_updates_round_away(model, cfg.learning_rate)
 
+    fsdp = use_fsdp2(accelerator.num_processes)
+    if fsdp and accelerator.mixed_precision == "fp16":
+        raise ValueError("training.mixed_precision='fp16' is not supported with FSDP2 (no gradient scaler on sharded "
+                         "gradients); use bf16")
+    # FSDP2: shard before the optimizer is built, so it holds the sharded parameters
+    skeleton = shard_model(model, accelerator.device) if fsdp else None
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -384,14 +402,18 @@ def train(
     )
     # Not passed to prepare(): accelerate would step it once per process per step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_save_state_pre_hook(drop_tied_weights)
+    if not fsdp:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(scheduler)
+        accelerator.register_save_state_pre_hook(drop_tied_weights)
 
     step, history = 0, []
     resume_from = latest_checkpoint(output_dir)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        if fsdp:
+            load_sharded(resume_from, model, optimizer, scheduler, accelerator.process_index)
+        else:
+            accelerator.load_state(str(resume_from))
         saved = json.loads((resume_from / STATE_FILE).read_text())
         step, history = saved["step"], saved["history"]
     resumed_from_step = step
@@ -416,7 +438,11 @@ def train(
         step_loss, metric_sums = 0.0, {}
         for micro, (batch, real) in enumerate(shares):
             # Skip the gradient all-reduce on all but the last micro-batch of an accumulation.
-            sync = nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            if fsdp:
+                model.set_requires_gradient_sync(micro == accum - 1)
+                sync = nullcontext()
+            else:
+                sync = nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
                 with accelerator.autocast():
                     loss, metrics = step_normalised_loss(loss_fn, model, batch.to(accelerator.device), denominators)
@@ -430,7 +456,9 @@ def train(
             for key, value in metrics.items():
                 metric_sums[key] = metric_sums.get(key, 0.0) + _scalar(value) * weight
         grad_norm = None  # JSON-friendly "not measured"
-        if cfg.max_grad_norm is not None:
+        if cfg.max_grad_norm is not None and fsdp:  # the norm over all shards (a collective)
+            grad_norm = _scalar(full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)))
+        elif cfg.max_grad_norm is not None:
             grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -460,14 +488,15 @@ def train(
         history.append(row)
         bar.update(1, loss=row["train_loss"], tok_s=row["tokens_per_second"])
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            save_checkpoint(accelerator, output_dir, step, history, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, output_dir, step, history, cfg.keep_checkpoints,
+                            sharded=(model, optimizer, scheduler) if fsdp else None)
     bar.close()
     if not final_metrics and history:  # resumed at max_steps: report the last validation seen
         final_metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     elapsed = time.perf_counter() - start
     accelerator.wait_for_everyone()
     return TrainResult(
-        model=accelerator.unwrap_model(model),
+        model=unsharded_model(model, skeleton, accelerator.device) if fsdp else accelerator.unwrap_model(model),
         history=history,
         final_metrics=final_metrics,
         steps=step,
@@ -505,8 +534,10 @@ def drop_tied_weights(models: list[torch.nn.Module], weights: list[dict[str, Any
                 seen.add(key)
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int) -> Path:
-    """Model, optimizer, scheduler and RNG via accelerate; the step/history file last (marks it complete).
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, history: list[dict], keep: int,
+                    sharded: tuple[torch.nn.Module, torch.optim.Optimizer, Any] | None = None) -> Path:
+    """Model, optimizer, scheduler and RNG via accelerate (or, under FSDP2, each process's shards via
+    torch.distributed.checkpoint); the step/history file last (marks it complete).
 
     Args:
         accelerator: the run's Accelerator (saves model, optimizer, registered scheduler and RNG).
@@ -514,12 +545,19 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, histo
         step: the optimizer steps taken (names the folder ``step_XXXXXXXX``).
         history: the history rows so far (written to ``trainer_state.json``).
         keep: how many complete checkpoints to keep (older ones are deleted by the main process).
+        sharded: (model, optimizer, scheduler) of an FSDP2 run (core/training/sharding.py ``save_sharded``);
+            None = ``accelerator.save_state``.
 
     Returns:
         The checkpoint folder.
     """
     path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
-    accelerator.save_state(str(path))
+    if sharded is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        save_sharded(path, *sharded, accelerator.process_index)
+    else:
+        accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()  # every process's files are written before the state file marks it complete
     if accelerator.is_main_process:
         (path / STATE_FILE).write_text(json.dumps({"step": step, "history": history}))
         complete = sorted(p for p in path.parent.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).exists())
