@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prefalign.core.objectives.train import ENTRY
 from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model
 from prefalign.core.training.launch import Machines, free_port, run_accelerate_module, run_in_subprocesses
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame
@@ -128,7 +129,7 @@ def test_two_machines_with_one_process_each_equal_one_process(tmp_path):
     def machine(rank: int) -> None:
         try:
             runs[rank] = run_in_subprocesses(
-                "reward_bt", {**args, "output_dir": str(tmp_path / f"state_{rank}")}, {"train": train, "val": val}, {},
+                ENTRY, "reward_bt", {**args, "output_dir": str(tmp_path / f"state_{rank}")}, {"train": train, "val": val}, {},
                 {"tokenizer": tokenizer}, tmp_path / f"machine_{rank}", 2, machines=Machines(2, rank, "127.0.0.1", port))
         except Exception as error:  # noqa: BLE001 (re-raised below, in the test's thread)
             errors.append(error)
