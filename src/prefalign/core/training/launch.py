@@ -34,14 +34,17 @@ def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
     """The one check of a process count: every process needs at least one pair of each global batch.
 
     Args:
-        num_processes: the configured count; batch_size: pairs (or sequences) per global batch;
+        num_processes: the configured count.
+        batch_size: pairs (or sequences) per global batch.
         key: the parameter's name, for the message (e.g. ``policy.defaults.num_processes``).
 
     Returns:
         ``num_processes`` as an int.
 
     Raises:
-        ValueError: naming the key, when it is < 1 or > batch_size.
+        ValueError: naming the key, when it is a bool or not convertible by ``int()``, or < 1, or
+            > batch_size. (The TypeError raised inside for a bool is caught and becomes this
+            ValueError; no TypeError leaves the function.)
     """
     try:
         if isinstance(num_processes, bool):
@@ -70,8 +73,10 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
     """The ``accelerate launch`` command line.
 
     Args:
-        module: the module the processes run (``-m``); work_dir: its one argument;
-        num_processes: the process count; accelerate_config: a config file, or None for torchrun + gloo/NCCL defaults.
+        module: the module the processes run (``-m``).
+        work_dir: its one argument.
+        num_processes: the process count.
+        accelerate_config: a config file, or None for torchrun + gloo/NCCL defaults.
 
     Returns:
         The argv list.
@@ -131,7 +136,9 @@ def run_in_subprocesses(
         entry: ``module:function`` of the training entry point every process calls
             (``prefalign.core.objectives.train:train_objective``); it returns a TrainingRun.
         namespace, args, frames, bundles, tokenizers: its arguments (core/objectives/train.train_objective).
-        work_dir: exchange folder (inputs/, result/); num_processes: > 1; accelerate_config: or None.
+        work_dir: exchange folder (inputs/, result/).
+        num_processes: the process count (> 1).
+        accelerate_config: an accelerate config file, or None for the defaults (:func:`accelerate_command`).
 
     Returns:
         The main process's TrainingRun (metrics carry ``num_processes``), with its ``generations``
