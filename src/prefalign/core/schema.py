@@ -151,7 +151,14 @@ def _turn_checks(column: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
 
 def prompt_messages_valid(column: str = "prompt_messages") -> pl.Expr:
     """``prompt_messages_problem(column).is_null()`` where the value is not null, without formatting the
-    messages (the validation's per-row check): True for a valid value, False for an invalid one, null for null."""
+    messages (the validation's per-row check): True for a valid value, False for an invalid one, null for null.
+
+    Args:
+        column: the column holding the turns (``MESSAGES_DTYPE``).
+
+    Returns:
+        A Boolean expression: True / False / null per row as above.
+    """
     turns, bad_turns, last_role = _turn_checks(column)
     valid = (turns.list.len() > 0) & ~bad_turns.list.any() & (last_role == "user").fill_null(False)
     return pl.when(turns.is_not_null()).then(valid)

@@ -23,6 +23,13 @@ def select_test_pairs(validated_pairs: pl.DataFrame, config: EvaluationConfig) -
     """The evaluated pairs: rows of ``config.splits`` (and ``config.sources``), at most
     ``config.max_pairs_per_source`` per source (seeded), in pair_id order.
 
+    Args:
+        validated_pairs: the validated pairs table (``split``, ``source``, ``pair_id`` columns).
+        config: the ``evaluation`` block (splits, sources, max_pairs_per_source, seed).
+
+    Returns:
+        The chosen rows, columns unchanged, sorted by ``pair_id``.
+
     Raises:
         ValueError: no row is left, naming the splits (and sources) asked for and the splits present.
     """
@@ -38,7 +45,15 @@ def select_test_pairs(validated_pairs: pl.DataFrame, config: EvaluationConfig) -
 
 def select_heldout_pairs(validated_pairs: pl.DataFrame, config: EvaluationConfig) -> pl.DataFrame:
     """The held-out sources' pairs (``config.heldout_splits``, every source), capped per source like
-    the test pairs; empty (with a warning) when no source is held out."""
+    the test pairs; empty (with a warning) when no source is held out.
+
+    Args:
+        validated_pairs: the validated pairs table (``split``, ``source``, ``pair_id`` columns).
+        config: the ``evaluation`` block (heldout_splits, max_pairs_per_source, seed).
+
+    Returns:
+        The held-out rows, columns unchanged, sorted by ``pair_id`` (no rows when none is held out).
+    """
     chosen = rows_of(validated_pairs, config.heldout_splits)
     if chosen.is_empty():
         log.warning("no held-out pairs (splits %s): set feedback.split.heldout_sources to evaluate on sources "
@@ -48,7 +63,16 @@ def select_heldout_pairs(validated_pairs: pl.DataFrame, config: EvaluationConfig
 
 
 def select_test_triples(triples: pl.DataFrame, config: EvaluationConfig) -> pl.DataFrame:
-    """The cyclic triples of the evaluated splits, held-out ones included (never trained on either)."""
+    """The cyclic triples of the evaluated splits, held-out ones included (never trained on either).
+
+    Args:
+        triples: the cyclic triples table (a ``split`` column when non-empty).
+        config: the ``evaluation`` block (splits, heldout_splits).
+
+    Returns:
+        The triples of ``config.splits`` and ``config.heldout_splits``, in table order; ``triples``
+        itself when it is empty.
+    """
     return rows_of(triples, [*config.splits, *config.heldout_splits]) if triples.height else triples
 
 
@@ -56,7 +80,15 @@ def policy_subsets(config: EvaluationConfig, *tables: pl.DataFrame) -> list[pl.D
     """The evaluated tables (test, held-out, RewardBench rows, triples) cut to
     ``config.policy_max_pairs_per_source`` rows per source (per subset for RewardBench rows, in all
     for triples), seeded: the pairs every policy and the reference are scored on. RewardBench v2
-    rows (a ``response_index`` column) score whole prompts and are kept whole."""
+    rows (a ``response_index`` column) score whole prompts and are kept whole.
+
+    Args:
+        config: the ``evaluation`` block (policy_max_pairs_per_source; None keeps every row; seed).
+        *tables: the tables to cut, in any number; empty ones pass through.
+
+    Returns:
+        One table per input, in the same order, columns unchanged.
+    """
     cap = config.policy_max_pairs_per_source
     if cap is None:
         return list(tables)
@@ -75,7 +107,16 @@ def generation_prompts(test_pairs: pl.DataFrame, config: EvaluationConfig,
     """Prompts no policy trained on that the judge can read, with their turns (``prompt_messages``:
     what the policy reads): the test (or held-out) prompts of ``evaluation.generation.prompt_sources``
     (null: the synthetic lab's scalar source, whose r* is the default judge), sorted, at most
-    ``max_prompts``. Empty, with a warning, when none of those sources is evaluated."""
+    ``max_prompts``. Empty, with a warning, when none of those sources is evaluated.
+
+    Args:
+        test_pairs: the evaluated test pairs (``select_test_pairs``).
+        config: the ``evaluation`` block (``generation.prompt_sources``, ``generation.max_prompts``).
+        heldout_pairs: the held-out pairs, added to the test pairs when non-empty; None: test pairs only.
+
+    Returns:
+        Distinct rows of ``prompt`` (String) and ``prompt_messages`` (``MESSAGES_DTYPE``), sorted by prompt.
+    """
     sources = list(config.generation.prompt_sources or [SCALAR_SOURCE])
     pairs = test_pairs if heldout_pairs is None or heldout_pairs.is_empty() else pl.concat(
         [test_pairs, heldout_pairs.select(test_pairs.columns)])

@@ -70,12 +70,30 @@ def scored_metrics(scorer: scoring.PairScorer, tables: Mapping[str, pl.DataFrame
 
 
 def truncation_audit(tokenizer: Any, max_length: int, max_prompt_length: int) -> Audit:
-    """The audit of a model that reads at most ``max_length`` tokens, ``max_prompt_length`` of them prompt."""
+    """The audit of a model that reads at most ``max_length`` tokens, ``max_prompt_length`` of them prompt.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        max_length: the model's sequence cap (tokens).
+        max_prompt_length: the model's prompt cap (tokens).
+
+    Returns:
+        ``pairs -> (identical, stats)``: ``scoring.truncation_audit`` with these caps (identical: bool
+        [n_pairs], True where both sides are token-identical once truncated).
+    """
     return lambda pairs: scoring.truncation_audit(tokenizer, pairs, max_length, max_prompt_length)
 
 
 def reward_model_scorer(bundle: ModelBundle) -> scoring.PairScorer:
-    """A reward checkpoint (BT, MMPO or GPM) as a PairScorer: its pair_logits, with each row's chat turns."""
+    """A reward checkpoint (BT, MMPO or GPM) as a PairScorer: its pair_logits, with each row's chat turns.
+
+    Args:
+        bundle: the loaded reward checkpoint (model and tokenizer).
+
+    Returns:
+        ``(prompts, first, second, prompt_messages=None) -> [B]`` logits of P(first > second)
+        (``reward.scoring.pair_logits``; docs/methods.md s2, s3).
+    """
     from prefalign.core.reward.scoring import pair_logits
 
     def scorer(prompts, first, second, prompt_messages=None):
@@ -87,7 +105,15 @@ def reward_model_scorer(bundle: ModelBundle) -> scoring.PairScorer:
 
 def curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[dict[str, float]]:
     """Training loss by step (and by iteration where the curve has one, e.g. GPO's, whose steps
-    restart each iteration), for the training-curves plot (rows without a train loss are skipped)."""
+    restart each iteration), for the training-curves plot (rows without a train loss are skipped).
+
+    Args:
+        curve: the training log (a table or its rows, with ``step`` and ``loss`` or ``train_loss``), or None.
+
+    Returns:
+        ``[{"step", "loss"}]`` (with ``"iteration"`` first where the curve has it), in the curve's
+        order; empty when there is no curve, no ``step`` or no loss column.
+    """
     if curve is None:
         return []
     if not isinstance(curve, pl.DataFrame):
@@ -100,7 +126,15 @@ def curve_records(curve: pl.DataFrame | list[dict[str, Any]] | None) -> list[dic
 
 
 def describe_bundle(bundle: Any) -> str:
-    """The checkpoint's metadata in a line; the checkpoint path (environment folder and version) in full."""
+    """The checkpoint's metadata in a line; the checkpoint path (environment folder and version) in full.
+
+    Args:
+        bundle: a loaded checkpoint (anything with a ``metadata`` mapping, or none).
+
+    Returns:
+        ``"k=v, ..."`` of the scalar metadata (cut to 200 characters), then ``"; checkpoint <path>"``
+        when the metadata has one.
+    """
     metadata = dict(getattr(bundle, "metadata", None) or {})
     checkpoint = metadata.pop("checkpoint", None)
     described = ", ".join(f"{k}={v}" for k, v in metadata.items() if isinstance(v, (str, int, float)))[:200]
@@ -111,7 +145,19 @@ def reward_model_metrics(bundle: ModelBundle, training_curve: Any, tables: Mappi
                          rewardbench_rows: pl.DataFrame, triples: pl.DataFrame,
                          config: EvaluationConfig) -> dict[str, Any]:
     """A reward checkpoint's metrics (``scored_metrics`` with its own truncation audit), its training
-    curve and description; ``kind`` "reward model"."""
+    curve and description; ``kind`` "reward model".
+
+    Args:
+        bundle: the reward checkpoint (its head config gives max_length / max_prompt_length).
+        training_curve: its training log (see ``curve_records``).
+        tables: set name -> pairs table (``{"pairs": test, "heldout": held-out}``).
+        rewardbench_rows: prepared RewardBench rows (may be empty).
+        triples: cyclic triples (may be empty).
+        config: the ``evaluation`` block.
+
+    Returns:
+        ``{"kind": "reward model", "description": ..., **scored_metrics(...), "training_curve": [...]}``.
+    """
     head = bundle.model.head_config
     metrics = scored_metrics(reward_model_scorer(bundle), tables, rewardbench_rows, triples, config,
                              truncation_audit(bundle.tokenizer, head.max_length, head.max_prompt_length))
@@ -126,6 +172,9 @@ def win_rate_judge(judge: ModelBundle | Mapping[str, Any], config: EvaluationCon
         judge: a reward checkpoint none of the policies trained against (``evaluation.generation.judge``),
             or the parameters of the synthetic lab's scalar source (its hidden reward r* judges).
         config: the ``evaluation`` block.
+
+    Returns:
+        (scorer, name): a PairScorer of logits of P(first > second), and the judge's name for the report.
     """
     if isinstance(judge, ModelBundle):
         name = f"reward model {config.generation.judge} ({(judge.metadata or {}).get('checkpoint', 'loaded')})"
@@ -141,8 +190,16 @@ def generation_metrics(name: str, policy: ModelBundle, reference: ModelBundle, r
 
     Args:
         name: the policy's namespace (for the log).
+        policy: the policy checkpoint that samples.
+        reference: the SFT reference checkpoint (its log-probs of the policy's samples give the KL).
         reference_samples: ``win_rate.sample_for_prompts`` of the reference (non-empty).
+        judge: see ``win_rate_judge``.
+        config: the ``evaluation`` block (``generation.sampling``).
         data_params: ``policy.defaults.data`` (max_length, max_prompt_length, eval_batch_size).
+
+    Returns:
+        ``{"judge": name, **evaluate_generations(...)}``: win rates, mean lengths (characters), kl and
+        kl_se (nats per sequence).
     """
     prompts = reference_samples.select("prompt", "prompt_messages").unique(maintain_order=True)
     sampling = config.generation.sampling
@@ -161,7 +218,14 @@ def generation_metrics(name: str, policy: ModelBundle, reference: ModelBundle, r
 
 
 def logprob_args(data_params: Mapping[str, Any]) -> dict[str, int]:
-    """The policies' own truncation (``policy.defaults.data``), so scores match training."""
+    """The policies' own truncation (``policy.defaults.data``), so scores match training.
+
+    Args:
+        data_params: ``policy.defaults.data`` (max_length, max_prompt_length; eval_batch_size, default 16).
+
+    Returns:
+        ``{"max_length", "max_prompt_length", "batch_size"}`` (tokens, tokens, sequences per forward).
+    """
     return {"max_length": data_params["max_length"], "max_prompt_length": data_params["max_prompt_length"],
             "batch_size": data_params.get("eval_batch_size", 16)}
 
@@ -174,15 +238,26 @@ def policy_metrics(name: str, policy: ModelBundle, reference: ModelBundle, refer
     reference (docs/methods.md s5) on the policies' subset (``policy_subsets``), plus its win rate and
     KL when the reference has samples; ``kind`` "policy (implicit reward)".
 
+    beta is the checkpoint's own (metadata ``beta``), else ``evaluation.implicit_reward_beta``.
+
     Args:
         name: the policy's namespace.
+        policy: the policy checkpoint.
+        reference: the SFT reference checkpoint.
         reference_logps: ``scoring.pair_logprob_table`` of the reference on every pair to score.
         reference_samples: the reference's samples (empty: no win rate).
+        training_curve: the policy's training log (see ``curve_records``).
         tables: ``{"pairs": test, "heldout": held-out}``.
+        rewardbench_rows: prepared RewardBench rows (may be empty).
+        triples: cyclic triples (may be empty).
         judge: see ``win_rate_judge``.
+        config: the ``evaluation`` block.
         data_params: ``policy.defaults.data``.
 
-    beta is the checkpoint's own (metadata ``beta``), else ``evaluation.implicit_reward_beta``.
+    Returns:
+        ``{"kind": "policy (implicit reward)", "description": ..., **scored_metrics(...),
+        "training_curve": [...]}``, plus ``"generation"`` (``generation_metrics``) when the
+        reference has samples.
     """
     pairs = reference_logps.select("prompt", "prompt_messages", "first", "second")
     args = logprob_args(data_params)
@@ -206,7 +281,14 @@ def policy_metrics(name: str, policy: ModelBundle, reference: ModelBundle, refer
 def truth_scorers(source_params: Mapping[str, Mapping[str, Any]]) -> dict[str, scoring.PairScorer]:
     """The synthetic lab's ground truth per source, from ``feedback.sources``: the scalar source's
     hidden reward r* (its ``weights``, ``temperature``) and the cyclic source's majority rule (its
-    ``cyclic_strength``); a source without parameters has no scorer."""
+    ``cyclic_strength``); a source without parameters has no scorer.
+
+    Args:
+        source_params: source name -> its ``feedback.sources`` parameters (or None).
+
+    Returns:
+        Source name -> PairScorer (logits of P(first > second) under that source's truth).
+    """
     scorers: dict[str, scoring.PairScorer] = {}
     if source_params.get(SCALAR_SOURCE) is not None:
         scalar = source_params[SCALAR_SOURCE]
@@ -220,7 +302,18 @@ def ground_truth_metrics(tables: Mapping[str, pl.DataFrame], triples: pl.DataFra
                          source_params: Mapping[str, Mapping[str, Any]], config: EvaluationConfig) -> dict[str, Any]:
     """The synthetic truth scored like a model (the ceiling row of the comparison table): each lab
     source's pairs by its own truth (``truth_scorers``; other sources are not scored), the triples by
-    the cyclic rule; ``kind`` "ground truth"."""
+    the cyclic rule; ``kind`` "ground truth".
+
+    Args:
+        tables: set name -> pairs table.
+        triples: cyclic triples (may be empty).
+        source_params: source name -> its ``feedback.sources`` parameters.
+        config: the ``evaluation`` block (n_bins, bootstrap).
+
+    Returns:
+        ``{"kind": "ground truth", "description": ..., set: metrics, "cyclic": ...}`` (a set only when
+        some of its pairs have a truth; ``cyclic`` only with triples and a cyclic source).
+    """
     scorers = truth_scorers(source_params)
     metrics: dict[str, Any] = {"kind": "ground truth",
                                "description": "the synthetic lab's hidden reward / majority rule (synthetic pairs only)"}

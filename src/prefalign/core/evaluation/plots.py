@@ -213,7 +213,17 @@ def figure_png_base64(fig: Figure) -> str:
 def report_figures(metrics: Mapping[str, Any], validated_pairs: pl.DataFrame) -> dict[str, Figure]:
     """The report's figures from the run's metrics (core/evaluation/comparison.py ``compare_models``):
     accuracy forest plot (when a model is ranked), reliability diagrams, margin histograms per source,
-    win-rate bars (when policies were judged), training curves (when a model has one)."""
+    win-rate bars (when policies were judged), training curves (when a model has one).
+
+    Args:
+        metrics: the comparison (``{"models": {name: that model's metrics}, ...}``).
+        validated_pairs: the validated pairs table, for the margin histograms.
+
+    Returns:
+        Figure name -> matplotlib Figure: ``margins_per_source`` and ``reliability_p_chosen`` always;
+        ``accuracy_forest``, ``reliability_true_p``, ``reliability_heldout_p_chosen``, ``win_rates``,
+        ``training_curves`` when there is data for them.
+    """
     from prefalign.core.evaluation.comparison import SETS
 
     models = metrics["models"]

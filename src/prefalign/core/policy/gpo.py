@@ -41,8 +41,14 @@ def check_gpo_beta(beta: float) -> float:
     """GPO's beta, checked: the loss divides by it, so it must be > 0 (the one rule: GPOConfig.from_dict,
     and so the check before a run, call this too).
 
+    Args:
+        beta: GPO's beta (docs/methods.md s4.6).
+
+    Returns:
+        ``beta`` unchanged.
+
     Raises:
-        ValueError: naming the value.
+        ValueError: beta <= 0, naming the value.
     """
     if beta <= 0:
         raise ValueError(f"gpo.beta={beta!r} must be > 0 (the loss is (log-ratio - score / beta)^2)")
@@ -82,9 +88,20 @@ def score_generations(
     also return the (P, K, K) table.
 
     Args:
-        prompts: [P] flattened prompts; generations: K rows per prompt (``sample_responses``);
-        preference_table: the scorer; k: samples per prompt;
+        prompts: [P] flattened prompts.
+        generations: K rows per prompt (``sample_responses``: prompt_index, sample_index, response).
+        preference_table: the scorer, returning (P, K, K) log-odds s(y_i > y_k | x).
+        k: samples per prompt (K).
         prompt_messages: [P] chat turns (None: one user turn holding each prompt).
+
+    Returns:
+        (rows, table): the generations sorted by (prompt_index, sample_index) with ``prompt``,
+        ``prompt_messages``, ``score`` (s_i = (1/K) sum_k s(y_i > y_k | x), log-odds, float64) and
+        ``pairwise_scores`` (the row s(y_i > y_k), k = 1..K); and the scorer's (P, K, K) table.
+        Source: docs/methods.md s4.6 (Zhang et al. 2410.02197, s5).
+
+    Raises:
+        ValueError: the scorer's table is not (P, K, K), naming both shapes.
     """
     generations = generations.sort("prompt_index", "sample_index")
     groups = [generations["response"][p * k:(p + 1) * k].to_list() for p in range(len(prompts))]
@@ -115,11 +132,22 @@ def sample_and_score(
     """Steps 1-3 of an iteration: one row per sampled response with its score s_i.
 
     Args:
-        prompts: [P] flattened prompts; prompt_ids: [P] their ids by the training rule
-            (``core.training.batching.prompt_token_ids`` with the same ``prompt_messages``);
-        preference_table, sampling: the scorer and the sampling settings;
+        policy: the current policy pi_t (samples with its own weights).
+        tokenizer: the policy's tokenizer.
+        prompts: [P] flattened prompts.
+        prompt_ids: [P] their token ids by the training rule
+            (``core.training.batching.prompt_token_ids`` with the same ``prompt_messages``).
+        preference_table: the scorer, returning (P, K, K) log-odds.
+        sampling: the sampling settings (K = ``samples_per_prompt``).
         prompt_messages: [P] chat turns (None: one user turn per prompt).
         timings: when given, receives ``sampling_seconds`` and ``scoring_seconds`` (wall time).
+
+    Returns:
+        P * K rows, one per sampled response, with its score s_i (``score_generations``' rows).
+
+    Raises:
+        ValueError: ``prompts`` and ``prompt_ids`` differ in length (also ``score_generations``'
+            shape check, and a prompt of zero tokens from ``sample_responses``).
     """
     if len(prompt_ids) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(prompt_ids)} encoded prompts")
@@ -135,7 +163,18 @@ def sample_and_score(
 @torch.no_grad()
 def rows_logprobs(policy: torch.nn.Module, batches: Sequence[RowBatch], n_rows: int, mixed_precision: str = "no") -> torch.Tensor:
     """log pi(y|x) of every row, in row order: one no-grad pass (pi_t before an iteration trains),
-    under the training's ``mixed_precision`` autocast (auto | no | bf16 | fp16)."""
+    under the training's ``mixed_precision`` autocast (auto | no | bf16 | fp16).
+
+    Args:
+        policy: the policy (its train/eval mode is restored afterwards).
+        batches: row batches; each ``row_index`` says where its rows go in the output.
+        n_rows: number of rows in all (the output length).
+        mixed_precision: autocast mode of the training (auto | no | bf16 | fp16).
+
+    Returns:
+        float32 [n_rows] on the CPU: the summed response-token log-probs (nats) per row; 0 for a
+        row no batch covers.
+    """
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device

@@ -28,7 +28,14 @@ def _per_row(losses: torch.Tensor, denominator: float | None) -> torch.Tensor:
 
 
 def sft_target_tokens(response_mask: torch.Tensor) -> int:
-    """The tokens SFT scores: response tokens that have a preceding token, (B, T) mask -> count."""
+    """The tokens SFT scores: response tokens that have a preceding token, (B, T) mask -> count.
+
+    Args:
+        response_mask: (B, T), 1 on response tokens.
+
+    Returns:
+        The number of response tokens at positions 1..T-1 (position 0 has no prefix to predict it).
+    """
     return int(response_mask[:, 1:].sum())
 
 
@@ -37,7 +44,9 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch
     """Token cross-entropy summed over response tokens only (prompt and padding excluded), per token.
 
     Args:
-        logits: (B, T, V) next-token logits; input_ids: (B, T); response_mask: (B, T), 1 on response tokens.
+        logits: (B, T, V) next-token logits.
+        input_ids: (B, T) token ids.
+        response_mask: (B, T), 1 on response tokens.
         n_tokens: the number of response tokens to divide by: the whole optimizer step's (the loop
             passes it), or None for this batch's own (``sft_target_tokens``): the batch's token mean.
 
@@ -60,9 +69,10 @@ def sft_loss_from_logprobs(logps: torch.Tensor, n_tokens: torch.Tensor | float) 
 
     Args:
         logps: (B,) summed response-token log-probs (nats, e.g. from the chunked LM head: no
-            [tokens x vocabulary] logits); n_tokens: (B,) response token counts (their sum is the
-            divisor: this batch's token mean), or the whole optimizer step's token count (a number,
-            as the loop passes it: core/training/normalisation.py).
+            [tokens x vocabulary] logits).
+        n_tokens: (B,) response token counts (their sum is the divisor: this batch's token mean),
+            or the whole optimizer step's token count (a number, as the loop passes it:
+            core/training/normalisation.py).
 
     Returns:
         Scalar NLL per response token (nats).
@@ -86,7 +96,10 @@ def implicit_reward_margin(
     """h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)].
 
     Args:
-        Four (B,) summed response log-probs (nats).
+        policy_chosen: (B,) log pi(y_w|x), summed over response tokens (nats).
+        policy_rejected: (B,) log pi(y_l|x) (nats).
+        ref_chosen: (B,) log pi_ref(y_w|x) (nats).
+        ref_rejected: (B,) log pi_ref(y_l|x) (nats).
 
     Returns:
         (B,) h in nats.
@@ -139,7 +152,8 @@ def dpo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | None = None, denomi
     """DPO, or with targets p its soft-target form (MMPO) / cDPO: s2's loss on z = beta h, per pair.
 
     Args:
-        h: (B,) implicit reward margins (nats); beta: > 0.
+        h: (B,) implicit reward margins (nats).
+        beta: > 0, scales h into the logit z = beta h.
         p: (B,) targets in [0, 1]; None = hard labels (DPO: -log sigmoid(beta h)). Each pair's
             p_chosen is MMPO; a constant 1 - eps is cDPO.
         denominator: pairs to divide the summed loss by (the step's); None = B (the batch mean).
@@ -160,7 +174,8 @@ def ipo_loss(h: torch.Tensor, beta: float, p: torch.Tensor | None = None, denomi
     """IPO: (h - (2p - 1) / (2 beta))^2 per pair; p = 1 (or None) is (h - 1/(2 beta))^2.
 
     Args:
-        h: (B,) implicit reward margins from summed log-probs (nats); beta: > 0.
+        h: (B,) implicit reward margins from summed log-probs (nats).
+        beta: > 0; the target margin is (2p - 1) / (2 beta).
         p: (B,) soft targets in [0, 1], or None for hard labels.
         denominator: pairs to divide the summed loss by (the step's); None = B (the batch mean).
 
@@ -206,7 +221,8 @@ def gpo_loss(
 
     Args:
         policy_logps, old_policy_logps: (N,) summed response log-probs under pi and pi_t (nats).
-        scores: (N,) s_i; beta: > 0.
+        scores: (N,) s_i (log-odds).
+        beta: > 0; the target log-ratio is s_i / beta.
         denominator: responses to divide the summed loss by (the step's); None = N (the batch mean).
 
     Returns:

@@ -66,7 +66,11 @@ class IPOConfig:
     soft_targets: bool = False
 
     def validate(self) -> None:
-        """Raises ValueError when beta <= 0."""
+        """Check the fields.
+
+        Raises:
+            ValueError: beta <= 0.
+        """
         _check_beta(self.beta)
 
 
@@ -95,17 +99,32 @@ class PairLogprobs:
     ref_rejected: torch.Tensor | None = None
 
     def margin(self) -> torch.Tensor:
-        """h of docs/methods.md s4 (needs the reference log-probs)."""
+        """h of docs/methods.md s4 (needs the reference log-probs).
+
+        Returns:
+            (B,) implicit reward margins h (nats).
+
+        Raises:
+            ValueError: ``ref_chosen`` or ``ref_rejected`` is None (a reference-free run).
+        """
         if self.ref_chosen is None or self.ref_rejected is None:
             raise ValueError("this objective needs reference log-probs, but none were given (registry needs_reference)")
         return implicit_reward_margin(self.chosen, self.rejected, self.ref_chosen, self.ref_rejected)
 
     def margin_magnitude(self) -> torch.Tensor:
-        """(B,) |log pi(y_w)| + |log pi(y_l)| + |log pi_ref(y_w)| + |log pi_ref(y_l)|: the size of what h is computed from."""
+        """The size of what h is computed from (needs the reference log-probs).
+
+        Returns:
+            (B,) |log pi(y_w)| + |log pi(y_l)| + |log pi_ref(y_w)| + |log pi_ref(y_l)| (nats).
+        """
         return self.chosen.abs() + self.rejected.abs() + self.ref_chosen.abs() + self.ref_rejected.abs()
 
     def units(self) -> Units:
-        """This batch's own units: its chosen response tokens and its pairs."""
+        """This batch's own units: its chosen response tokens and its pairs.
+
+        Returns:
+            ``Units(tokens=sum of chosen_tokens, examples=B)``.
+        """
         return Units(float(self.chosen_tokens.sum()), float(self.chosen.shape[0]))
 
 
@@ -120,7 +139,8 @@ def dpo_objective(logps: PairLogprobs, config: DPOConfig, denominators: Units | 
     """DPO / MMPO / cDPO on one batch.
 
     Args:
-        logps: the batch's log-probs, with the reference's; config: beta, soft_targets, label_smoothing.
+        logps: the batch's log-probs, with the reference's.
+        config: beta, soft_targets, label_smoothing.
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
@@ -142,7 +162,8 @@ def ipo_objective(logps: PairLogprobs, config: IPOConfig, denominators: Units | 
     """IPO, hard or soft, on one batch.
 
     Args:
-        logps: the batch's log-probs, with the reference's; config: beta, soft_targets.
+        logps: the batch's log-probs, with the reference's.
+        config: beta, soft_targets.
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
@@ -171,7 +192,11 @@ class HingeConfig:
     soft_targets: bool = False
 
     def validate(self) -> None:
-        """Raises ValueError when beta <= 0."""
+        """Check the fields.
+
+        Raises:
+            ValueError: beta <= 0.
+        """
         _check_beta(self.beta)
 
 
@@ -180,7 +205,9 @@ def expected_over_label(loss: Callable[[torch.Tensor], torch.Tensor], z: torch.T
     drawn as "y_w wins" with probability p (None: p = 1, the hard loss itself).
 
     Args:
-        loss: elementwise hard-label loss of z; z: (B,); p: (B,) soft targets in [0, 1], or None.
+        loss: elementwise hard-label loss of z.
+        z: (B,) logits (e.g. beta h).
+        p: (B,) soft targets in [0, 1], or None.
 
     Returns:
         (B,) losses; p = 1 gives ``loss(z)`` exactly (the other term is multiplied by 0).
@@ -202,7 +229,8 @@ def hinge_objective(logps: PairLogprobs, config: HingeConfig, denominators: Unit
     expectation over the label, p max(0, 1 - beta h) + (1 - p) max(0, 1 + beta h).
 
     Args:
-        logps: the batch's log-probs, with the reference's; config: beta, soft_targets.
+        logps: the batch's log-probs, with the reference's.
+        config: beta, soft_targets.
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
@@ -235,7 +263,11 @@ class RobustDPOConfig:
     soft_targets: bool = False
 
     def validate(self) -> None:
-        """Raises ValueError when beta <= 0 or eps is outside [0, 0.5) (the loss divides by 1 - 2 eps)."""
+        """Check the fields.
+
+        Raises:
+            ValueError: beta <= 0, or eps outside [0, 0.5) (the loss divides by 1 - 2 eps).
+        """
         _check_beta(self.beta)
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"objective.label_smoothing={self.label_smoothing} must be in [0, 0.5): robust DPO divides "
@@ -251,7 +283,8 @@ def robust_dpo_objective(logps: PairLogprobs, config: RobustDPOConfig, denominat
     eps; it can be negative (pairs the policy already ranks with a large margin). eps = 0 is DPO.
 
     Args:
-        logps: the batch's log-probs, with the reference's; config: beta, label_smoothing (eps), soft_targets.
+        logps: the batch's log-probs, with the reference's.
+        config: beta, label_smoothing (eps), soft_targets.
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
@@ -286,7 +319,11 @@ class SimPOConfig:
     soft_targets: bool = False
 
     def validate(self) -> None:
-        """Raises ValueError when beta <= 0 or gamma < 0."""
+        """Check the fields.
+
+        Raises:
+            ValueError: beta <= 0 or gamma < 0.
+        """
         _check_beta(self.beta)
         if self.gamma < 0:
             raise ValueError(f"objective.gamma={self.gamma} must be >= 0")
@@ -299,7 +336,8 @@ def simpo_objective(logps: PairLogprobs, config: SimPOConfig, denominators: Unit
     The length normalisation is within each pair, so the loss is a pair-level term.
 
     Args:
-        logps: the batch's summed log-probs and token counts; config: beta, gamma, soft_targets.
+        logps: the batch's summed log-probs and token counts.
+        config: beta, gamma, soft_targets.
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
@@ -327,7 +365,11 @@ class ORPOConfig:
     soft_targets: bool = False
 
     def validate(self) -> None:
-        """Raises ValueError when the weight is negative."""
+        """Check the fields.
+
+        Raises:
+            ValueError: odds_ratio_weight < 0.
+        """
         if self.odds_ratio_weight < 0:
             raise ValueError(f"objective.odds_ratio_weight={self.odds_ratio_weight} must be >= 0")
 
@@ -355,7 +397,8 @@ def orpo_objective(logps: PairLogprobs, config: ORPOConfig, denominators: Units 
     divided by ``denominators.tokens``), the odds-ratio term pair-level (divided by ``denominators.examples``).
 
     Args:
-        logps: the batch's summed log-probs and token counts; config: odds_ratio_weight (lambda), soft_targets.
+        logps: the batch's summed log-probs and token counts.
+        config: odds_ratio_weight (lambda), soft_targets.
         denominators: the step's units (the loop's); None = this batch's (the batch's token mean and pair mean).
 
     Returns:
@@ -445,7 +488,8 @@ def reference_metrics(reference: ReferenceLogprobs, pair_index: torch.Tensor) ->
     is 0.5 (chance; :func:`implicit_accuracy`); its log-likelihood ranking accuracy is the comparable number.
 
     Args:
-        reference: the reference table; pair_index: (N,) rows of the pairs to score.
+        reference: the reference table.
+        pair_index: (N,) rows of the pairs to score.
 
     Returns:
         {pairs, implicit_accuracy (0.5), reference_logprob_accuracy, mean_implicit_reward_margin (0)}.
@@ -477,8 +521,10 @@ def implicit_reward_metrics(
     - mean_implicit_reward_margin: mean of beta*h (beta None: of h).
 
     Args:
-        model: the policy; batches: PairBatches; reference: the table, or None (reference-free:
-            only policy_logprob_accuracy); beta: the objective's beta, if it has one;
+        model: the policy.
+        batches: PairBatches of the pairs to score.
+        reference: the reference table, or None (reference-free: only policy_logprob_accuracy).
+        beta: the objective's beta, or None when it has none (the margin is then of h itself).
         mixed_precision: the training's setting (the pass runs under its autocast, as the reference's did).
 
     Returns:

@@ -142,7 +142,8 @@ def work_dir_of(block: dict[str, Any], where: str) -> str:
     """``policy.<name>.work_dir``: the folder an interrupted run resumes from; required, a non-empty path.
 
     Args:
-        block: the objective's parameters block; where: its name in messages (``policy.dpo``).
+        block: the objective's parameters block.
+        where: its name in messages (``policy.dpo``).
 
     Returns:
         The folder (text).
@@ -161,10 +162,11 @@ def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:
     """``policy.<name>.scoring_batch_size`` of an on-policy objective: prompts per preference-model call (default 16).
 
     Args:
-        block: the objective's parameters block; where: its name in messages.
+        block: the objective's parameters block.
+        where: its name in messages (``policy.gpo``).
 
     Returns:
-        The batch size.
+        The batch size (prompts per preference-model call).
 
     Raises:
         ValueError: not an integer >= 1.
@@ -194,10 +196,13 @@ def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Seq
     stable pseudo-random subset when limited).
 
     Args:
-        pairs: validated pairs; split: train | val; limit: max rows or None; sources: or None.
+        pairs: validated pairs.
+        split: train | val.
+        limit: max rows (the smallest pair_ids are kept), or None for every row.
+        sources: the sources to keep, or None for every source.
 
     Returns:
-        The selected rows.
+        The selected rows, columns unchanged, in pair_id order.
 
     Raises:
         ValueError: naming sources that have no rows (and the ones present).
@@ -251,9 +256,13 @@ def train_sft(
     policy.
 
     Args:
-        pairs: validated pairs (train and val splits used); tokenizer_params / model_params:
-            TokenizerConfig / ModelConfig dicts; data, training: selection and loop settings;
-        work_dir: resumable loop checkpoints; name: the registry name (metrics, metadata).
+        pairs: validated pairs (train and val splits used).
+        tokenizer_params: a TokenizerConfig dict.
+        model_params: a ModelConfig dict.
+        data: data selection and lengths (PolicyDataConfig).
+        training: loop settings (TrainConfig).
+        work_dir: resumable loop checkpoints.
+        name: the registry name (metrics, metadata).
         loss_fn: the loop's loss on RowBatches of prompt + chosen: the registry entry's ``loss``
             (default :data:`sft_loss_fn`, response-token NLL).
 
@@ -321,7 +330,9 @@ def reference_logprobs(reference: ModelBundle, pairs: pl.DataFrame, data: Policy
     """log pi_ref of chosen and rejected for every train and val pair, once.
 
     Args:
-        reference: the SFT policy; pairs: validated pairs; data: the same selection the training uses;
+        reference: the SFT policy.
+        pairs: validated pairs.
+        data: the same selection the training uses.
         training: its ``packing`` / ``share_prompt`` switches pick the batch layout (same values), its
             ``mixed_precision`` the compute precision (the training forward's autocast, so h = 0 at the start).
 
@@ -439,9 +450,11 @@ def train_gpo(
     the one-process run (tests/policy/test_multiprocess.py).
 
     Args:
-        reference: the SFT policy (trained in place); preference_table: (prompts, groups of K
-            responses) -> (P, K, K) log-odds; pairs: training prompts come from the train split;
-        gpo, data, training: settings; work_dir: loop checkpoints per iteration;
+        reference: the SFT policy (trained in place).
+        preference_table: (prompts, groups of K responses, prompt_messages) -> (P, K, K) log-odds.
+        pairs: validated pairs; the training prompts come from the train split.
+        gpo, data, training: GPO, data and loop settings.
+        work_dir: loop checkpoints, one folder per iteration.
         preference_model_name, name: recorded in metrics and metadata.
         loss_factory: ``beta -> StepLoss`` on RowBatches with ``old_logp`` and ``score`` targets: the
             registry entry's ``loss`` (default :func:`make_gpo_loss_fn`, the s4.6 square loss).
@@ -542,7 +555,9 @@ def run_sft_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl.Data
     Args:
         spec: the registry entry (``loss``: a ready StepLoss, ``name``).
         args: ``{tokenizer, model, data, training, output_dir}`` (TokenizerConfig, ModelConfig,
-            PolicyDataConfig, TrainConfig dicts); frames: ``{pairs}``; bundles, tokenizers: unused.
+            PolicyDataConfig, TrainConfig dicts).
+        frames: ``{pairs}``.
+        bundles, tokenizers: unused (the trainers' common signature).
 
     Returns:
         :func:`train_sft`'s TrainingRun.
@@ -561,9 +576,11 @@ def run_pairwise_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl
     """The pairwise trainer (DPO, MMPO, IPO, SimPO, ORPO, ...): ``spec.loss`` is the objective on PairLogprobs.
 
     Args:
-        spec: the registry entry; args: ``{config (the objective's block), data, training, output_dir}``;
-        frames: ``{pairs}`` and ``reference_logprobs`` when ``spec.needs_reference``;
-        bundles: ``{reference}`` (the SFT policy, trained in place); tokenizers: unused.
+        spec: the registry entry.
+        args: ``{config (the objective's block), data, training, output_dir}``.
+        frames: ``{pairs}`` and ``reference_logprobs`` when ``spec.needs_reference``.
+        bundles: ``{reference}`` (the SFT policy, trained in place).
+        tokenizers: unused (the trainers' common signature).
 
     Returns:
         :func:`train_preference`'s TrainingRun.
@@ -583,8 +600,10 @@ def run_on_policy_objective(spec: Any, args: dict[str, Any], frames: dict[str, p
     """The on-policy trainer (GPO): samples scored by the preference model, ``spec.loss(beta)`` per iteration.
 
     Args:
-        spec: the registry entry; args: ``{config (GPOConfig dict), data, training, output_dir,
-            scoring_batch_size, preference_model_name}``; frames: ``{pairs}``;
+        spec: the registry entry.
+        args: ``{config (GPOConfig dict), data, training, output_dir, scoring_batch_size,
+            preference_model_name}``.
+        frames: ``{pairs}``.
         bundles: ``{reference (the SFT policy, trained in place), preference (a reward-pipeline model)}``;
         tokenizers: unused.
 

@@ -29,7 +29,8 @@ def gather_rows(hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tenso
     """The hidden state at position ``index[n]`` of each row n.
 
     Args:
-        hidden_states: [N, T, H]; index: [N] int positions in [0, T).
+        hidden_states: [N, T, H].
+        index: [N] int positions in [0, T).
 
     Returns:
         [N, H].
@@ -46,12 +47,17 @@ def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, last_index: 
     """One vector per right-padded row (methods.md s6).
 
     Args:
-        hidden_states: [N, T, H]; attention_mask: [N, T] (1 = real token); last_index: [N] last real position.
+        hidden_states: [N, T, H].
+        attention_mask: [N, T] (1 = real token); read by ``mean`` only.
+        last_index: [N] last real position; read by ``last`` only.
         pooling: ``last`` (decoders: the only position that has seen the whole sequence), ``first``
             (encoders: [CLS]) or ``mean`` (encoders: mean over real tokens, padding excluded).
 
     Returns:
         [N, H].
+
+    Raises:
+        ValueError: ``pooling`` not in POOLINGS, naming it.
     """
     if pooling == "last":
         return gather_rows(hidden_states, last_index)
@@ -93,7 +99,8 @@ class RewardHead(torch.nn.Module):
         """The head on a backbone of ``hidden_size`` (H) with the settings of ``config``.
 
         Args:
-            hidden_size: H, the backbone's hidden size; config: a HeadConfig (``gpm_k``, ``tau``, ...);
+            hidden_size: H, the backbone's hidden size.
+            config: a HeadConfig (``gpm_k``, ``tau``, ...).
             bias: scalar heads only, to read checkpoints written before the head became bias-free.
 
         Returns:
@@ -101,6 +108,7 @@ class RewardHead(torch.nn.Module):
 
         Raises:
             ValueError: a setting the head cannot use (e.g. ``gpm_k`` < 1).
+            NotImplementedError: on the interface itself (each subclass implements it).
         """
         raise NotImplementedError
 
@@ -108,11 +116,15 @@ class RewardHead(torch.nn.Module):
         """The per-sequence outputs of N sequences.
 
         Args:
-            pooled: [N, H] pooled (prompt, response) states; prompt_pooled: [N, H] the prompt's
-                pooled states when ``reads_prompt``, else None; tau: the head config's temperature.
+            pooled: [N, H] pooled (prompt, response) states.
+            prompt_pooled: [N, H] the prompt's pooled states when ``reads_prompt``, else None.
+            tau: the head config's temperature (GPM's scores are divided by it).
 
         Returns:
             A RewardOutput with this head's fields set.
+
+        Raises:
+            NotImplementedError: on the interface itself (each subclass implements it).
         """
         raise NotImplementedError
 
@@ -124,6 +136,9 @@ class RewardHead(torch.nn.Module):
 
         Returns:
             A RewardOutput with this head's fields as float64 tensors with N = 0.
+
+        Raises:
+            NotImplementedError: on the interface itself (each subclass implements it).
         """
         raise NotImplementedError
 
@@ -163,7 +178,16 @@ class ScalarHead(RewardHead):
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "ScalarHead":
-        """See :meth:`RewardHead.build` (``config`` is not read: the scalar head has no settings)."""
+        """See :meth:`RewardHead.build`.
+
+        Args:
+            hidden_size: H.
+            config: not read (the scalar head has no settings).
+            bias: True only to read checkpoints written before the head became bias-free.
+
+        Returns:
+            A ScalarHead, a Linear(H, 1).
+        """
         return cls(hidden_size, bias=bias)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -178,11 +202,27 @@ class ScalarHead(RewardHead):
         return self.score(pooled.to(self.score.weight.dtype)).squeeze(-1)
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """See :meth:`RewardHead.outputs`: RewardOutput(rewards [N]); ``prompt_pooled`` is not read."""
+        """See :meth:`RewardHead.outputs`.
+
+        Args:
+            pooled: [N, H] pooled states.
+            prompt_pooled: not read.
+            tau: the head config's temperature (carried in the output).
+
+        Returns:
+            RewardOutput(rewards [N], in logit units).
+        """
         return RewardOutput(rewards=self(pooled), tau=tau)
 
     def empty_output(self, tau: float) -> "RewardOutput":
-        """See :meth:`RewardHead.empty_output`: rewards [0]."""
+        """See :meth:`RewardHead.empty_output`.
+
+        Args:
+            tau: the head config's temperature.
+
+        Returns:
+            RewardOutput(rewards float64 [0]).
+        """
         return RewardOutput(rewards=torch.zeros(0, dtype=torch.float64), tau=tau)
 
 
@@ -190,7 +230,8 @@ def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch
     """s(y_i > y_j | x) = <R v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]).
 
     Args:
-        v_i, v_j: [N, 2k] embeddings (unit vectors); gate: [N, k] lambda (>= 0, summing to 1).
+        v_i, v_j: [N, 2k] embeddings (unit vectors).
+        gate: [N, k] lambda (>= 0, summing to 1).
 
     Returns:
         [N] scores (logit units times tau); antisymmetric in (i, j) by construction.
@@ -237,14 +278,27 @@ class GPMHead(RewardHead):
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "GPMHead":
-        """See :meth:`RewardHead.build` (reads ``config.gpm_k``)."""
+        """See :meth:`RewardHead.build`.
+
+        Args:
+            hidden_size: H.
+            config: a HeadConfig; reads ``gpm_k`` (k).
+            bias: not read.
+
+        Returns:
+            A GPMHead: embedding Linear(H, 2k), gate Linear(H, k).
+
+        Raises:
+            ValueError: ``gpm_k`` < 1.
+        """
         return cls(hidden_size, config.gpm_k)
 
     def forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings and gate.
 
         Args:
-            pooled: [N, H] (prompt, response) states; prompt_pooled: [N, H] the prompts' states.
+            pooled: [N, H] (prompt, response) states.
+            prompt_pooled: [N, H] the prompts' states.
 
         Returns:
             (v [N, 2k] unit vectors, gate [N, k] softmax weights).
@@ -257,12 +311,28 @@ class GPMHead(RewardHead):
         return v, gate
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """See :meth:`RewardHead.outputs`: RewardOutput(embeddings [N, 2k], gate [N, k], tau)."""
+        """See :meth:`RewardHead.outputs`.
+
+        Args:
+            pooled: [N, H] (prompt, response) states.
+            prompt_pooled: [N, H] the prompts' states (required: the gate reads them).
+            tau: the head config's temperature.
+
+        Returns:
+            RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] softmax weights, tau).
+        """
         v, gate = self(pooled, prompt_pooled)
         return RewardOutput(embeddings=v, gate=gate, tau=tau)
 
     def empty_output(self, tau: float) -> "RewardOutput":
-        """See :meth:`RewardHead.empty_output`: embeddings [0, 2k], gate [0, k]."""
+        """See :meth:`RewardHead.empty_output`.
+
+        Args:
+            tau: the head config's temperature.
+
+        Returns:
+            RewardOutput(embeddings float64 [0, 2k], gate float64 [0, k], tau).
+        """
         return RewardOutput(embeddings=torch.zeros(0, 2 * self.k, dtype=torch.float64),
                             gate=torch.zeros(0, self.k, dtype=torch.float64), tau=tau)
 
@@ -287,12 +357,32 @@ class FixedGateGPMHead(RewardHead):
 
     @classmethod
     def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "FixedGateGPMHead":
-        """See :meth:`RewardHead.build` (reads ``config.gpm_k``)."""
+        """See :meth:`RewardHead.build`.
+
+        Args:
+            hidden_size: H.
+            config: a HeadConfig; reads ``gpm_k`` (k).
+            bias: not read.
+
+        Returns:
+            A FixedGateGPMHead: embedding Linear(H, 2k) and k gate logits g (zeros: lambda = 1/k).
+
+        Raises:
+            ValueError: ``gpm_k`` < 1.
+        """
         return cls(hidden_size, config.gpm_k)
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """See :meth:`RewardHead.outputs`: RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] =
-        softmax(g) on every row, tau); ``prompt_pooled`` is not read."""
+        """See :meth:`RewardHead.outputs`.
+
+        Args:
+            pooled: [N, H] (prompt, response) states.
+            prompt_pooled: not read (the gate does not depend on the prompt).
+            tau: the head config's temperature.
+
+        Returns:
+            RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] = softmax(g) on every row, tau).
+        """
         v = F.normalize(self.embed(pooled.to(self.embed.weight.dtype)), dim=-1)
         gate = torch.softmax(self.gate_logits, dim=-1).expand(v.shape[0], self.k)
         return RewardOutput(embeddings=v, gate=gate, tau=tau)

@@ -210,7 +210,8 @@ class RewardModel(torch.nn.Module):
         ``tokenizer.apply_chat_template(prompt turns + [assistant response])`` gives those ids.
 
         Args:
-            directory: the folder to write; tokenizer: the model's tokenizer, saved beside it, or None.
+            directory: the folder to write.
+            tokenizer: the model's tokenizer, saved beside it, or None.
 
         Returns:
             The directory written.

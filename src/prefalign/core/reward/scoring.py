@@ -89,9 +89,10 @@ def response_rewards(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pro
     reward: use ``pair_logits`` / ``preference_logits``.
 
     Args:
-        model, tokenizer: a trained reward model with a scalar head, and its tokenizer;
-        prompts, responses: [N] texts; batch_size: sequences per forward; prompt_messages: [N] chat
-            turns per row, or None.
+        model, tokenizer: a trained reward model with a scalar head, and its tokenizer.
+        prompts, responses: [N] texts.
+        batch_size: sequences per forward.
+        prompt_messages: [N] chat turns per row, or None (one user turn holding each prompt).
 
     Returns:
         [N] float64 rewards (logit units: r_w - r_l is the logit of P(w > l)).
@@ -112,8 +113,10 @@ def response_embeddings(model: RewardModel, tokenizer: PreTrainedTokenizerBase, 
     """GPM embeddings and gates, each (prompt, response) truncated on its own.
 
     Args:
-        model, tokenizer: a trained GPM-style reward model and its tokenizer; prompts, responses: [N]
-            texts; batch_size: sequences per forward; prompt_messages: [N] chat turns per row, or None.
+        model, tokenizer: a trained GPM-style reward model and its tokenizer.
+        prompts, responses: [N] texts.
+        batch_size: sequences per forward.
+        prompt_messages: [N] chat turns per row, or None (one user turn holding each prompt).
 
     Returns:
         (v [N, 2k], gate [N, k]) float64 arrays.
@@ -175,8 +178,10 @@ def preference_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pr
     mean gate). Antisymmetric with a zero diagonal.
 
     Args:
-        model, tokenizer: a trained reward model (any head) and its tokenizer;
-        prompts: [P] flattened prompts; groups: [P][K] responses; prompt_messages: [P] turns or None;
+        model, tokenizer: a trained reward model (any head) and its tokenizer.
+        prompts: [P] flattened prompts.
+        groups: [P][K] responses (the same K >= 1 for every prompt).
+        prompt_messages: [P] chat turns, or None (one user turn holding each prompt).
         batch_size: sequences per forward.
 
     Returns:
@@ -196,8 +201,11 @@ def preference_matrix(model: RewardModel, tokenizer: PreTrainedTokenizerBase, pr
     """One prompt's table of preference logits (``preference_logits`` of one prompt).
 
     Args:
-        model, tokenizer: a trained reward model and its tokenizer; prompt: the text; responses: K
-            texts; batch_size: sequences per forward; prompt_messages: the prompt's chat turns, or None.
+        model, tokenizer: a trained reward model and its tokenizer.
+        prompt: the prompt text.
+        responses: K >= 1 response texts.
+        batch_size: sequences per forward.
+        prompt_messages: the prompt's chat turns, or None (one user turn holding ``prompt``).
 
     Returns:
         [K, K] float64: entry (i, j) is the logit of P(y_i > y_j | x); antisymmetric, zero diagonal.
@@ -224,6 +232,7 @@ class PreferenceModel:
 
     @property
     def tau(self) -> float:
+        """The head's temperature tau (GPM: P(y_i > y_j) = sigmoid(s / tau); docs/methods.md s3)."""
         return self.model.head_config.tau
 
     def score(self, prompt: str, responses: Sequence[str], prompt_messages: Messages | None = None) -> torch.Tensor:
@@ -276,10 +285,14 @@ def load_preference_model(path: str | Path, device: str | torch.device = "cpu", 
         path: a checkpoint directory written by the reward pipeline (``save_bundle``), e.g. a version
             folder of ``data/06_models/reward_gpm/model``.
         device: where to run the forward passes.
+        batch_size: sequences per forward when scoring.
+
     Returns:
         ``PreferenceModel`` with ``score(prompt, responses) -> [K, K]``.
+
     Raises:
-        FileNotFoundError: the directory is not a prefalign checkpoint; ValueError: it holds a policy.
+        FileNotFoundError: the directory is not a prefalign checkpoint (``load_bundle``).
+        ValueError: it holds a policy, not a reward model.
     """
     bundle = load_bundle(path, device=device)
     if not isinstance(bundle.model, RewardModel):
@@ -302,9 +315,10 @@ def pair_logits(model: RewardModel, tokenizer: PreTrainedTokenizerBase, prompts:
     pairs find them at 0).
 
     Args:
-        model, tokenizer: a trained reward model (any head) and its tokenizer;
-        prompts, chosen, rejected: [B] texts; batch_size: sequences per forward;
-        prompt_messages: [B] chat turns per pair, or None.
+        model, tokenizer: a trained reward model (any head) and its tokenizer.
+        prompts, chosen, rejected: [B] texts.
+        batch_size: sequences per forward.
+        prompt_messages: [B] chat turns per pair, or None (one user turn holding each prompt).
 
     Returns:
         [B] logits (float64; float32 zeros when B = 0).

@@ -133,7 +133,8 @@ def deep_merge(base: dict, override: dict) -> dict:
     """Deep merge of two parameter dicts.
 
     Args:
-        base: e.g. ``reward.defaults``; override: e.g. ``reward.<name>`` (wins key by key; nested dicts merge).
+        base: e.g. ``reward.defaults``.
+        override: e.g. ``reward.<name>`` (wins key by key; nested dicts merge; None: no override).
 
     Returns:
         A new dict (``base`` is deep-copied, never changed).
@@ -153,11 +154,17 @@ def select_pairs(
         pairs: the validated pairs table.
         split: ``train`` or ``val``.
         params: the objective's parameters.
-        max_pairs: cap; the pairs with the smallest pair_id hash are kept (core/pair_selection.py ``cap_rows``).
+        max_pairs: cap, or None for every row; the pairs with the smallest pair_ids are kept
+            (core/pair_selection.py ``cap_rows``).
         drop_ties: the registry's ``drops_ties`` of this objective (hard labels drop p = 0.5, docs/methods.md s1).
 
     Returns:
-        (selected rows, counts of rows seen / dropped / used).
+        (selected rows, counts ``<split>_rows``, ``<split>_ties_dropped`` (with ``drop_ties``),
+        ``<split>_null_margin_dropped`` (with ``margin_offset``), ``<split>_pairs_used``).
+
+    Raises:
+        ValueError: none of ``params.sources`` has rows in ``pairs``, naming them and the sources
+            present (only some missing: a warning, and the others are used).
     """
     frame = rows_of(pairs, split, params.sources)
     if params.sources is not None:
@@ -209,8 +216,13 @@ def source_repeat_index(pairs: pl.DataFrame, weights: dict[str, int]) -> np.ndar
     """The row positions of ``weight_sources(pairs, weights)`` in ``pairs``: every row once, then each
     row of source ``s`` ``weights[s] - 1`` more times (per repeat, in table order).
 
+    Args:
+        pairs: a pairs table with a ``source`` column.
+        weights: source name -> integer >= 1; sources not named keep weight 1.
+
     Returns:
         [pairs.height + extra copies] int64 positions; training repeats already tokenised pairs with it.
+
     Raises:
         ValueError: a weight that is not an integer >= 1, naming the source.
     """
@@ -348,13 +360,16 @@ def run_reward_objective(spec: Any, args: dict[str, Any], frames: dict[str, pl.D
     Args:
         spec: the registry entry (its ``parse``, ``loss`` factory and ``name``).
         args: ``{params: the reward.<name> block merged with defaults (JSON-able), output_dir}``.
-        frames: ``{train, val}`` selected pairs; bundles: unused; tokenizers: ``{tokenizer}``.
+        frames: ``{train, val}`` selected pairs.
+        bundles: unused (the trainers' common signature).
+        tokenizers: ``{tokenizer}``, fitted before the launch (``fit_tokenizer``).
 
     Returns:
         :func:`train_reward_model`'s TrainingRun.
 
     Raises:
-        KeyError: a missing frame or tokenizer; ValueError: a bad parameter (``spec.parse``).
+        KeyError: a missing frame or tokenizer.
+        ValueError: a bad parameter (``spec.parse``).
 
     Source: docs/methods.md s2, s3.
     """

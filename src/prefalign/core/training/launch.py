@@ -42,14 +42,17 @@ def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
     """The one check of a process count: every process needs at least one pair of each global batch.
 
     Args:
-        num_processes: the configured count; batch_size: pairs (or sequences) per global batch;
+        num_processes: the configured count.
+        batch_size: pairs (or sequences) per global batch.
         key: the parameter's name, for the message (e.g. ``policy.defaults.num_processes``).
 
     Returns:
         ``num_processes`` as an int.
 
     Raises:
-        ValueError: naming the key, when it is < 1 or > batch_size.
+        ValueError: naming the key, when it is a bool or not convertible by ``int()``, or < 1, or
+            > batch_size. (The TypeError raised inside for a bool is caught and becomes this
+            ValueError; no TypeError leaves the function.)
     """
     try:
         if isinstance(num_processes, bool):
@@ -131,9 +134,12 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
     """The ``accelerate launch`` command line.
 
     Args:
-        module: the module every process runs (``python -m``); work_dir: its first argument; args: more arguments.
+        module: the module every process runs (``python -m``).
+        work_dir: its first argument.
         num_processes: processes on ALL machines together (the world size; each machine starts
-            num_processes / num_machines); accelerate_config: a file in conf/accelerate/ or None.
+            num_processes / num_machines).
+        accelerate_config: a file in conf/accelerate/, or None for torchrun + gloo/NCCL defaults.
+        args: more arguments of the module.
         machines: this machine's place in a multi-node run (default: ``machines_from_env()``).
 
     Returns:
@@ -202,9 +208,11 @@ def run_in_subprocesses(
         entry: ``module:function`` of the training entry point every process calls
             (``prefalign.core.objectives.train:train_objective``); it returns a TrainingRun.
         namespace, args, frames, bundles, tokenizers: its arguments (core/objectives/train.train_objective).
-        work_dir: exchange folder (inputs/, result/), one per machine; num_processes: > 1, on all
-            machines together; accelerate_config: or None; machines: this machine's place in a
-            multi-node run (default: ``machines_from_env()``, one machine when unset).
+        work_dir: exchange folder (inputs/, result/), one per machine.
+        num_processes: > 1, on all machines together (the world size).
+        accelerate_config: an accelerate config file, or None for the defaults (:func:`accelerate_command`).
+        machines: this machine's place in a multi-node run (default: ``machines_from_env()``, one
+            machine when unset).
 
     Returns:
         This machine's main process's TrainingRun (the same model on every machine; metrics carry
