@@ -174,9 +174,13 @@ def run_accelerate_module(module: str, work_dir: Path, num_processes: int, accel
     """Start ``module`` in ``num_processes`` processes (on all machines, see ``accelerate_command``).
 
     Args:
-        module: the module every process runs; work_dir: its first argument; num_processes: on all
-            machines together; accelerate_config: a conf/accelerate/ file or None; what: names the run
-            in the error message; args: more arguments of the module; machines: None = ``machines_from_env()``.
+        module: the module every process runs.
+        work_dir: its first argument.
+        num_processes: on all machines together.
+        accelerate_config: a conf/accelerate/ file or None.
+        what: names the run in the error message.
+        args: more arguments of the module.
+        machines: None = ``machines_from_env()``.
 
     Raises:
         RuntimeError: the children exited non-zero (the message carries their stderr's tail).
