@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from prefalign.core.evaluation import evaluate, scoring  # noqa: E402
 from prefalign.core.reward.scoring import pair_logits, response_embeddings  # noqa: E402
+from prefalign.core.config_utils import deep_merge  # noqa: E402
 from prefalign.core.reward.training import (  # noqa: E402
-    RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model, weight_sources,
+    RewardParams, fit_tokenizer, select_pairs, train_reward_model, weight_sources,
 )
 from prefalign.core.training.batching import tokenize_sequences  # noqa: E402
 

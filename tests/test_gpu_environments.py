@@ -17,7 +17,7 @@ from prefalign.core.models.backbone import ModelConfig
 from prefalign.core.models.tokenizer import TokenizerConfig
 from prefalign.core.objectives import registry
 from prefalign.core.policy.training import PolicyDataConfig
-from prefalign.core.reward.training import deep_merge
+from prefalign.core.config_utils import deep_merge
 from prefalign.core.training.loop import TrainConfig
 from prefalign.settings import CONFIG_LOADER_ARGS
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from prefalign.core.models.params import ParameterError, dataclass_from_params, value_matches
-from prefalign.core.reward.training import deep_merge
+from prefalign.core.config_utils import deep_merge
 from prefalign.core.training.loop import TrainConfig
 from prefalign.pipelines.parameter_checks import PIPELINE_CHECKS, check_pipeline_parameters
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from prefalign.core.objectives import registry
-from prefalign.core.reward.training import deep_merge
+from prefalign.core.config_utils import deep_merge
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

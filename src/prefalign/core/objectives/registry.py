@@ -20,7 +20,8 @@ from prefalign.core.policy import objectives as policy
 from prefalign.core.policy.gpo import make_gpo_loss_fn
 from prefalign.core.policy.training import GPOConfig
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams, deep_merge, with_head_type
+from prefalign.core.config_utils import deep_merge
+from prefalign.core.reward.training import RewardParams, with_head_type
 
 FAMILIES = ("reward", "policy")
 MODEL_KINDS = ("scalar_head", "gpm_head", "causal_lm")
