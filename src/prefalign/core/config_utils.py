@@ -13,11 +13,32 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 # The sub-blocks whose keys the flat reward config (core/reward/training.py RewardParams) reads at
 # its top level: ``data`` (pair selection, lengths, batch sizes) and ``objective`` (the loss settings).
 REWARD_SUB_BLOCKS = ("data", "objective")
+
+
+@dataclass(frozen=True)
+class PolicyBlock:
+    """The keys of one policy objective's merged parameters (``policy.defaults`` + ``policy.<name>``).
+
+    Each sub-block is parsed by its own config (TokenizerConfig, ModelConfig, PolicyDataConfig,
+    TrainConfig, the registry entry's config); this class only says which keys a block may have, so
+    a key that nothing reads (a typo, a renamed key such as the former ``work_dir``) fails before the run.
+    """
+
+    tokenizer: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    num_processes: int = 1  # > 1: the objective runs under `accelerate launch`
+    accelerate_config: str | None = None
+    checkpoint_dir: str | None = None  # resumable loop state (required by the policy nodes)
+    objective: dict | None = None  # the registry entry's config (core/objectives/registry.py)
+    scoring_batch_size: int | None = None  # on-policy objectives only: samples per preference-model call
 
 
 def deep_merge(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -44,6 +65,22 @@ def deep_merge(base: Mapping[str, Any] | None, override: Mapping[str, Any] | Non
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` with every mapping turned into a plain dict and every list/tuple into a list, at every depth.
+
+    Args:
+        value: a parameter value (a mapping, a sequence, or a scalar).
+
+    Returns:
+        A new structure of dicts, lists and the same scalars (e.g. for a library that wants plain types).
+    """
+    if isinstance(value, Mapping):
+        return {key: to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    return value
 
 
 def objective_parameters(family: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -182,10 +182,10 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=False, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("gpo", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
-                  config_key="gpo", preference_model="reward_gpm"),
+                  config_key="objective", preference_model="reward_gpm"),
     ObjectiveSpec("gpo_bt", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
-                  config_key="gpo", preference_model="reward_bt"),
+                  config_key="objective", preference_model="reward_bt"),
 )
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from prefalign.core.config_utils import deep_merge
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.pipelines import named_node_function
 from prefalign.core.models import ModelConfig
@@ -20,7 +21,7 @@ from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.training import (PolicyDataConfig, apply_cpu_threads, reference_logprobs,
-                                            scoring_batch_size_of, train_gpo, work_dir_of)
+                                            checkpoint_dir_of, scoring_batch_size_of, train_gpo)
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded
@@ -29,37 +30,40 @@ from prefalign.core.training.resume import resumable_run_dir
 log = logging.getLogger(__name__)
 
 
-def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame,
-              start: ModelBundle | None = None) -> Path:
-    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
-    # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
-    # the versioned catalog dataset.
-    work_dir = work_dir_of(objective, spec.params_key)
-    name = Path(work_dir).name
-    return resumable_run_dir(work_dir, name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
+def _parameters(defaults: dict[str, Any], objective: dict[str, Any]) -> dict[str, Any]:
+    """The objective's parameters: ``policy.defaults`` deep-merged with ``policy.<name>``."""
+    return deep_merge(defaults, objective)
 
 
-def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
-    return check_num_processes(defaults.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
+def _work_dir(spec: ObjectiveSpec, params: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
+    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live under
+    # checkpoint_dir, in a folder fingerprinted by parameters, pairs and starting weights; the
+    # finished policy goes to the versioned catalog dataset.
+    return resumable_run_dir(checkpoint_dir_of(params, spec.params_key), spec.namespace, params, [pairs],
+                             start.model if start else None)
 
 
-def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any], frames: dict[str, pl.DataFrame],
+def _num_processes(params: dict[str, Any], data: PolicyDataConfig) -> int:
+    return check_num_processes(params.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
+
+
+def _launch(spec: ObjectiveSpec, params: dict[str, Any], args: dict[str, Any], frames: dict[str, pl.DataFrame],
             data: PolicyDataConfig, bundles: dict[str, ModelBundle] | None = None):
     with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
-        return launch(spec.namespace, args, frames, bundles, num_processes=_num_processes(defaults, data),
-                      accelerate_config=defaults.get("accelerate_config"), work_dir=tmp)
+        return launch(spec.namespace, args, frames, bundles, num_processes=_num_processes(params, data),
+                      accelerate_config=params.get("accelerate_config"), work_dir=tmp)
 
 
-def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
+def _with_lora(start: ModelBundle, params: dict[str, Any]) -> ModelBundle:
     """The starting policy with the `model` training settings: frozen lower layers, fresh LoRA
     adapters when it has none, the log-prob chunk size, the frozen-layer cache
     (core/models/backbone.py prepare_for_training)."""
-    model = prepare_for_training(start.model, defaults.get("model"), causal_lm=True)
+    model = prepare_for_training(start.model, params.get("model"), causal_lm=True)
     return start if model is start.model else replace(start, model=model)
 
 
-def _set_chunk_tokens(model, defaults: dict[str, Any]) -> None:
-    set_logprob_chunk_tokens(model, ModelConfig.from_dict(defaults.get("model")).logprob_chunk_tokens)
+def _set_chunk_tokens(model, params: dict[str, Any]) -> None:
+    set_logprob_chunk_tokens(model, ModelConfig.from_dict(params.get("model")).logprob_chunk_tokens)
 
 
 def sft_node(spec: ObjectiveSpec) -> Callable:
@@ -67,12 +71,13 @@ def sft_node(spec: ObjectiveSpec) -> Callable:
 
     def train(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
               ) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
-        data = PolicyDataConfig.from_dict(defaults.get("data"))
-        training = TrainConfig.from_dict(objective.get("training"))
+        params = _parameters(defaults, objective)
+        data = PolicyDataConfig.from_dict(params.get("data"))
+        training = TrainConfig.from_dict(params.get("training"))
         apply_cpu_threads(training)
-        args = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
-                "training": asdict(training), "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs))}
-        run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data)
+        args = {"tokenizer": params.get("tokenizer"), "model": params.get("model"), "data": asdict(data),
+                "training": asdict(training), "output_dir": str(_work_dir(spec, params, validated_pairs))}
+        run = _launch(spec, params, args, {"pairs": validated_pairs}, data)
         log.info("%s: val_loss=%s steps=%s", spec.namespace, rounded(run.metrics.get("val_loss")), run.metrics["steps"])
         return run.bundle, run.training_curve, run.metrics
 
@@ -84,11 +89,12 @@ def reference_logprobs_node(spec: ObjectiveSpec) -> Callable:
 
     def compute(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
                 objective: dict[str, Any]) -> pl.DataFrame:
-        training = TrainConfig.from_dict(objective.get("training"))
+        params = _parameters(defaults, objective)
+        training = TrainConfig.from_dict(params.get("training"))
         apply_cpu_threads(training)
-        _set_chunk_tokens(reference.model, defaults)
+        _set_chunk_tokens(reference.model, params)
         # the training's layout and compute precision: the reference equals the policy it starts
-        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(defaults.get("data")), training)
+        return reference_logprobs(reference, validated_pairs, PolicyDataConfig.from_dict(params.get("data")), training)
 
     return named_node_function(compute, f"{spec.namespace}_reference_logprobs")
 
@@ -102,14 +108,15 @@ def pairwise_node(spec: ObjectiveSpec) -> Callable:
 
     def run_it(reference: ModelBundle, validated_pairs: pl.DataFrame, table: pl.DataFrame | None,
                defaults: dict[str, Any], objective: dict[str, Any]) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
-        config = spec.parse(objective.get(spec.config_key))
-        data = PolicyDataConfig.from_dict(defaults.get("data"))
-        training = TrainConfig.from_dict(objective.get("training"))
+        params = _parameters(defaults, objective)
+        config = spec.parse(params.get(spec.config_key))
+        data = PolicyDataConfig.from_dict(params.get("data"))
+        training = TrainConfig.from_dict(params.get("training"))
         apply_cpu_threads(training)
         args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
-                "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
+                "output_dir": str(_work_dir(spec, params, validated_pairs, reference))}
         frames = {"pairs": validated_pairs, **({"reference_logprobs": table} if table is not None else {})}
-        run = _launch(spec, defaults, args, frames, data, {"reference": _with_lora(reference, defaults)})
+        run = _launch(spec, params, args, frames, data, {"reference": _with_lora(reference, params)})
         log.info("%s: policy ranking train=%s val=%s", spec.namespace,
                  {k: rounded(v) for k, v in run.metrics["policy"]["train"].items()},
                  {k: rounded(v) for k, v in run.metrics["policy"]["val"].items()})
@@ -131,16 +138,17 @@ def on_policy_node(spec: ObjectiveSpec) -> Callable:
     def train(reference: ModelBundle, preference_model: ModelBundle, validated_pairs: pl.DataFrame,
               defaults: dict[str, Any], objective: dict[str, Any]
               ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-        gpo = spec.parse(objective.get(spec.config_key))
-        training = TrainConfig.from_dict(objective.get("training"))
+        params = _parameters(defaults, objective)
+        gpo = spec.parse(params.get(spec.config_key))
+        training = TrainConfig.from_dict(params.get("training"))
         apply_cpu_threads(training)
-        work_dir = _work_dir(spec, defaults, objective, validated_pairs, reference)
+        work_dir = _work_dir(spec, params, validated_pairs, reference)
         run = train_gpo(
-            _with_lora(reference, defaults),
-            preference_table_fn(preference_model, scoring_batch_size_of(objective, spec.params_key)),
+            _with_lora(reference, params),
+            preference_table_fn(preference_model, scoring_batch_size_of(params, spec.params_key)),
             validated_pairs,
             gpo,
-            PolicyDataConfig.from_dict(defaults.get("data")),
+            PolicyDataConfig.from_dict(params.get("data")),
             training,
             work_dir,
             preference_model_name=f"{spec.preference_model}.model",

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import polars as pl
 from transformers import PreTrainedTokenizerBase
 
+from prefalign.core.config_utils import lift_sub_blocks
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.pipelines import named_node_function
 from prefalign.core.objectives.registry import ObjectiveSpec
@@ -26,7 +27,9 @@ def reward_nodes(spec: ObjectiveSpec) -> dict[str, Callable]:
     """The three node functions of the reward objective ``spec`` (select pairs, fit tokenizer, train)."""
 
     def params_of(defaults: dict[str, Any], objective: dict[str, Any]) -> RewardParams:
-        return spec.parse(objective, defaults=defaults)
+        # RewardParams is flat: the `data` and `objective` sub-blocks' keys are read at its top level
+        return spec.parse(lift_sub_blocks(objective, where=spec.params_key),
+                          defaults=lift_sub_blocks(defaults, where="reward.defaults"))
 
     def select_training_pairs(
         validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any]
