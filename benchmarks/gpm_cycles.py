@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from prefalign.core.evaluation import evaluate, scoring  # noqa: E402
 from prefalign.core.reward.scoring import pair_logits, response_embeddings  # noqa: E402
-from prefalign.core.config_utils import deep_merge  # noqa: E402
+from prefalign.core.config_utils import deep_merge, lift_sub_blocks  # noqa: E402
 from prefalign.core.reward.training import (  # noqa: E402
     RewardParams, fit_tokenizer, select_pairs, train_reward_model, weight_sources,
 )
@@ -51,7 +51,7 @@ def main(args: dict) -> None:
     objective = args.pop("objective", "gpm")
     sources = args.pop("sources", None)
     conf = yaml.safe_load((ROOT / "conf/base/parameters_reward.yml").read_text())["reward"]
-    merged = deep_merge(deep_merge(conf["defaults"], conf[objective]), args)
+    merged = deep_merge(lift_sub_blocks(deep_merge(conf["defaults"], conf[objective])), args)  # RewardParams is flat
     merged["training"] = {**merged["training"], "progress_bar": False, "checkpoint_every": 0}
     params = RewardParams.from_dict(merged)
     pairs = latest("05_model_input/validated_pairs.parquet")

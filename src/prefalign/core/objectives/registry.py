@@ -51,7 +51,7 @@ class ObjectiveSpec:
             pi_ref) against the reference policy) or ``reference`` (the reference policy itself).
         defining: the settings that DEFINE this objective (MMPO = the BT / DPO loss with
             ``soft_targets: true``). They take precedence over the family's ``defaults`` block (a
-            ``reward.defaults.soft_targets: false`` does not turn MMPO into BT), and the objective's
+            ``reward.defaults.objective.soft_targets: false`` does not turn MMPO into BT), and the objective's
             own block may not contradict them (``parse`` raises, naming the key and the fix).
         preference_model: on_policy only: the reward namespace whose model scores the samples.
         config_key: policy only: the sub-block of ``policy.<name>`` that parses into ``config``
