@@ -5,7 +5,8 @@
     nice python benchmarks/gpm_cycles.py '{"source_weights": {"synthetic_cyclic": 4}}'
 
 The argument is a JSON object deep-merged over `reward.defaults` + `reward.<objective>` of
-conf/base/parameters_reward.yml (any reward key), plus `objective` (bt | mmpo | gpm, default gpm) and
+conf/base/parameters_reward.yml, their `data` and `objective` keys lifted to the top as RewardParams
+reads them (any RewardParams key, e.g. `source_weights`), plus `objective` (bt | mmpo | gpm, default gpm) and
 `sources` (keep only these sources' pairs). Training is the product's `train_reward_model` (the
 shared loop); scoring is `core/reward/scoring.pair_logits`; the metric is evaluation's
 `evaluate_triples`. It prints the train mix, token lengths of the triples, cyclic consistency on
