@@ -5,7 +5,8 @@
     nice python benchmarks/gpm_cycles.py '{"source_weights": {"synthetic_cyclic": 4}}'
 
 The argument is a JSON object deep-merged over `reward.defaults` + `reward.<objective>` of
-conf/base/parameters_reward.yml (any reward key), plus `objective` (bt | mmpo | gpm, default gpm) and
+conf/base/parameters_reward.yml, their `data` and `objective` keys lifted to the top as RewardParams
+reads them (any RewardParams key, e.g. `source_weights`), plus `objective` (bt | mmpo | gpm, default gpm) and
 `sources` (keep only these sources' pairs). Training is the product's `train_reward_model` (the
 shared loop); scoring is `core/reward/scoring.pair_logits`; the metric is evaluation's
 `evaluate_triples`. It prints the train mix, token lengths of the triples, cyclic consistency on
@@ -32,8 +33,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from prefalign.core.evaluation import evaluate, scoring  # noqa: E402
 from prefalign.core.reward.scoring import pair_logits, response_embeddings  # noqa: E402
+from prefalign.core.config_utils import deep_merge, lift_sub_blocks  # noqa: E402
 from prefalign.core.reward.training import (  # noqa: E402
-    RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model, weight_sources,
+    RewardParams, fit_tokenizer, select_pairs, train_reward_model, weight_sources,
 )
 from prefalign.core.training.batching import tokenize_sequences  # noqa: E402
 
@@ -50,7 +52,7 @@ def main(args: dict) -> None:
     objective = args.pop("objective", "gpm")
     sources = args.pop("sources", None)
     conf = yaml.safe_load((ROOT / "conf/base/parameters_reward.yml").read_text())["reward"]
-    merged = deep_merge(deep_merge(conf["defaults"], conf[objective]), args)
+    merged = deep_merge(lift_sub_blocks(deep_merge(conf["defaults"], conf[objective])), args)  # RewardParams is flat
     merged["training"] = {**merged["training"], "progress_bar": False, "checkpoint_every": 0}
     params = RewardParams.from_dict(merged)
     pairs = latest("05_model_input/validated_pairs.parquet")

@@ -17,7 +17,7 @@ from prefalign.core.models.backbone import ModelConfig
 from prefalign.core.models.tokenizer import TokenizerConfig
 from prefalign.core.objectives import registry
 from prefalign.core.policy.training import PolicyDataConfig
-from prefalign.core.reward.training import deep_merge
+from prefalign.core.config_utils import lift_sub_blocks, objective_parameters
 from prefalign.core.training.loop import TrainConfig
 from prefalign.settings import CONFIG_LOADER_ARGS
 
@@ -34,7 +34,7 @@ def parameters(env: str) -> dict:
 def test_reward_parameters_of_the_gpu_environments(env):
     reward = parameters(env)["reward"]
     for spec in registry.objectives("reward"):
-        params = spec.parse(deep_merge(reward["defaults"], reward[spec.name]))
+        params = spec.parse(lift_sub_blocks(objective_parameters(reward, spec.name)))
         model = ModelConfig.from_dict(params.model)
         assert model.name_or_path == CHAT_MODELS[env]
         # the model's own tokenizer: no tokenizer override that would replace it
@@ -59,7 +59,7 @@ def test_policy_parameters_of_the_gpu_environments(env):
     assert model.dtype == ("bfloat16" if env == "gpu_llama8b" else "float32")
     PolicyDataConfig.from_dict(defaults["data"])
     for spec in registry.objectives("policy"):
-        block = policy[spec.name]
+        block = objective_parameters(policy, spec.name)
         training = TrainConfig.from_dict(block["training"])
         # bf16 compute on fp32 master weights; dropout off wherever the policy is compared with a reference
         assert training.mixed_precision == "bf16" and training.fp32_master_weights
@@ -72,10 +72,10 @@ def _settings(env: str) -> list[tuple[str, dict, dict]]:
     """(family, model params, training params) of every objective of ``env``, deduplicated."""
     params = parameters(env)
     out, seen = [], set()
-    blocks = [("policy", params["policy"]["defaults"]["model"], params["policy"][spec.name]["training"])
+    blocks = [("policy", params["policy"]["defaults"]["model"], objective_parameters(params["policy"], spec.name)["training"])
               for spec in registry.objectives("policy")]
-    blocks += [("reward", deep_merge(params["reward"]["defaults"], params["reward"][spec.name]).get("model", {}),
-                deep_merge(params["reward"]["defaults"], params["reward"][spec.name]).get("training", {}))
+    blocks += [("reward", objective_parameters(params["reward"], spec.name).get("model", {}),
+                objective_parameters(params["reward"], spec.name).get("training", {}))
                for spec in registry.objectives("reward")]
     for family, model, training in blocks:
         model = {k: v for k, v in model.items() if k not in ("name_or_path", "attn_implementation")}

@@ -151,8 +151,9 @@ class RunSummaryHooks:
         _clear_progress_label()
 
     @hook_impl
-    def on_node_error(self, node) -> None:
+    def on_node_error(self, error: Exception, node, catalog) -> None:
         _clear_progress_label()
+        _name_the_validation_report(error, catalog)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
@@ -169,6 +170,18 @@ class RunSummaryHooks:
         written = [(name, path) for name, path in written if path]
         if written:
             logger.info("reports of this run:\n%s", "\n".join(f"  {name}: {path}" for name, path in written))
+
+
+def _name_the_validation_report(error: Exception, catalog) -> None:
+    """A validation stop names the report file the catalog wrote (its versioned path), so no parameter
+    repeats the catalog's path: the error's message is made again with it, in place (Kedro re-raises it)."""
+    from prefalign.core.validation import stop_message
+    from prefalign.pipelines.validation.nodes import ValidationError
+
+    results = getattr(error, "results", None)
+    path = _written_path(catalog, "validation_report") if isinstance(error, ValidationError) and results else None
+    if path:
+        error.args = (stop_message(results, path),)
 
 
 def _dataset(catalog, name: str):

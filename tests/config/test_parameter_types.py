@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from prefalign.core.models.params import ParameterError, dataclass_from_params, value_matches
-from prefalign.core.reward.training import deep_merge
+from prefalign.core.config_utils import deep_merge
 from prefalign.core.training.loop import TrainConfig
 from prefalign.pipelines.parameter_checks import PIPELINE_CHECKS, check_pipeline_parameters
 
@@ -76,9 +76,15 @@ def test_shipped_configurations_pass_every_check(env):
     ("policy", ["policy", "dpo", "objective", "beta"], -1, ["policy.dpo", "objective.beta=-1", "> 0"]),
     ("reward", ["reward", "defaults", "training", "max_steps"], "fast", ["reward.bt", "training.max_steps='fast'", "int"]),
     ("reward", ["reward", "gpm", "head", "gpm_k"], "two", ["reward.gpm", "gpm_k='two'"]),
-    ("policy", ["policy", "gpo", "gpo", "sampling", "top_p"], 1.5, ["policy.gpo", "top_p=1.5"]),
+    ("policy", ["policy", "gpo", "objective", "sampling", "top_p"], 1.5, ["policy.gpo", "top_p=1.5"]),
     ("policy", ["policy", "sft", "training", "max_step"], 5, ["policy.sft", "max_step", "did you mean training.max_steps"]),
     ("feedback", ["feedback", "sources", "ultrafeedback", "gamma"], -1, ["feedback.sources.ultrafeedback", "gamma=-1"]),
+    # issue 21: keys that only the feedback nodes read are checked before the run too
+    ("feedback", ["feedback", "split", "heldout_sources"], ["hh_rlfh"], ["heldout_sources", "hh_rlfh", "not sources"]),
+    ("feedback", ["feedback", "conflicts", "within_source"], "vote", ["feedback.conflicts.within_source='vote'"]),
+    ("feedback", ["feedback", "max_rejected_fraction_per_file"], 1.5, ["max_rejected_fraction", "1.5"]),
+    ("feedback", ["feedback", "sources", "synthetic_scalar", "weights", "humour"], 1.0, ["synthetic_scalar", "humour"]),
+    ("policy", ["policy", "dpo", "work_dir"], "x", ["policy.dpo.work_dir", "checkpoint_dir"]),  # the former name
     ("validation", ["validation", "max_quarantine_fraction", "overall"], 2, ["validation", "overall", "2"]),
     ("evaluation", ["evaluation", "splits"], ["tset"], ["evaluation.splits=['tset']", "train, val, test"]),
     ("evaluation", ["evaluation", "generation", "sampling", "max_new_tokens"], "many", ["max_new_tokens='many'", "int"]),
@@ -134,8 +140,6 @@ def _evaluation_node_guards(params: dict) -> None:
     pl.DataFrame({"prompt": ["p"]}).head(ev["generation"]["max_prompts"])  # generation_prompts
     SamplingConfig.from_dict(ev["generation"]["sampling"])  # reference_samples
     float(ev["implicit_reward_beta"])
-    for key in ("markdown", "html", "plots", "metrics"):  # write_report logs the four paths
-        ev["report_location"][key]
 
 
 def _policy_and_reward_node_guards(params: dict) -> None:
@@ -151,12 +155,11 @@ def _policy_and_reward_node_guards(params: dict) -> None:
         GPMHead(4, min(k, 64) if isinstance(k, int) else k)  # built after the tokenizer (a huge k: memory, not a rule)
     for name in ("gpo", "gpo_bt"):
         block = params["policy"][name]
-        make_gpo_loss_fn(block["gpo"]["beta"])  # after the preference model scored the samples
-        if block["gpo"]["max_prompts"] is not None and pl.DataFrame({"p": range(5)}).head(block["gpo"]["max_prompts"]).is_empty():
+        make_gpo_loss_fn(block["objective"]["beta"])  # after the preference model scored the samples
+        if block["objective"]["max_prompts"] is not None and pl.DataFrame({"p": range(5)}).head(block["objective"]["max_prompts"]).is_empty():
             raise ValueError("no training prompts for GPO to sample from")  # train_gpo on prompts.head(max_prompts)
         list(range(0, 8, block["scoring_batch_size"]))  # preference_table_fn's batches
-    for name in ("sft", "dpo"):
-        Path(params["policy"][name]["work_dir"])  # _work_dir
+    Path(params["policy"]["defaults"]["checkpoint_dir"])  # _work_dir
 
 
 def _leaves(tree: dict, path: tuple = ()):
@@ -169,10 +172,10 @@ def _leaves(tree: dict, path: tuple = ()):
 
 GUARDED = [("evaluation", path, _evaluation_node_guards) for path in _leaves(_params("ci")["evaluation"], ("evaluation",))]
 GUARDED += [("reward", ("reward", name, "head", "gpm_k"), _policy_and_reward_node_guards) for name in ("gpm", "gpm_synthetic")]
-GUARDED += [("policy", ("policy", name, "gpo", key), _policy_and_reward_node_guards)
+GUARDED += [("policy", ("policy", name, "objective", key), _policy_and_reward_node_guards)
             for name in ("gpo", "gpo_bt") for key in ("beta", "max_prompts")]
 GUARDED += [("policy", ("policy", "gpo", "scoring_batch_size"), _policy_and_reward_node_guards)]
-GUARDED += [("policy", ("policy", name, "work_dir"), _policy_and_reward_node_guards) for name in ("sft", "dpo")]
+GUARDED += [("policy", ("policy", "defaults", "checkpoint_dir"), _policy_and_reward_node_guards)]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # polars on the bad split values

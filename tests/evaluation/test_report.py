@@ -11,8 +11,7 @@ from prefalign.pipelines.evaluation import nodes
 
 CONFIG = SyntheticConfig(n_prompts=16, n_triples=6)
 PARAMS = {"splits": ["train", "val", "test"], "max_pairs_per_source": 20, "seed": 0, "n_bins": 10,
-          "bootstrap": {"resamples": 100},
-          "report_location": {"markdown": "r.md", "html": "r.html", "plots": "plots", "metrics": "m.json"}}
+          "bootstrap": {"resamples": 100}}
 SOURCES = {"synthetic_scalar": {"weights": CONFIG.weights}, "synthetic_cyclic": {"cyclic_strength": 4.0}}  # feedback.sources
 
 
@@ -71,7 +70,7 @@ def test_report_tells_the_story_and_metrics_are_json(lab):
     assert any(v["metric"] == "ece_p_chosen" and v["set"] == "heldout" for v in metrics["verdict"])
     figures = nodes.make_plots(metrics, pairs)
     assert {"margins_per_source", "reliability_true_p", "reliability_heldout_p_chosen"} <= set(figures)
-    markdown, html, files = nodes.write_report(metrics, data, figures, PARAMS)
+    markdown, html, files = nodes.write_report(metrics, data, figures)
     text = markdown["markdown"]
     assert text.index("## Verdict") < text.index("## Data")
     assert "### Reward models on the held-out sources" in text and "pick-the-longer" in text and "NLL ↓ (nats)" in text

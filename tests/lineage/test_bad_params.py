@@ -29,7 +29,7 @@ CASES = [
                  {"namespaces": ["reward_bt"]}, ["training.max_steps"], id="reward-max-steps"),
     pytest.param("reward", {"reward": {"gpm": {"head": {"head": "gpx"}}}},
                  {"namespaces": ["reward_gpm"]}, ["head='gpx'", "scalar", "gpm"], id="reward-head"),
-    pytest.param("reward", {"reward": {"bt": {"objective": "btx"}}},
+    pytest.param("reward", {"reward": {"bt": {"objective_name": "btx"}}},  # `objective` is the loss sub-block now
                  {"namespaces": ["reward_bt"]}, ["reward.objective", "soft_targets"], id="reward-objective"),
     pytest.param("policy", {"policy": {"sft": {"training": {"mixed_precision": "fp17"}}}},
                  {"namespaces": ["policy_sft"]}, ["training.mixed_precision", "bf16"], id="policy-mixed-precision"),
@@ -43,7 +43,7 @@ CASES = [
     pytest.param("evaluation", {"evaluation": {"n_bins": 5}}, {"node_names": ["select_test_pairs"]},
                  ["evaluation.n_bins=5", "10-15"], id="evaluation-n-bins"),
     # MMPO is defined by soft targets: an explicit contradiction fails (defaults may not switch it off either)
-    pytest.param("reward", {"reward": {"mmpo": {"soft_targets": False}}}, {"namespaces": ["reward_mmpo"]},
+    pytest.param("reward", {"reward": {"mmpo": {"objective": {"soft_targets": False}}}}, {"namespaces": ["reward_mmpo"]},
                  ["reward.mmpo.soft_targets=False", "contradicts", "reward.bt"], id="reward-mmpo-contradiction"),
 ]
 

@@ -26,16 +26,16 @@ TINY_LAYERS = 3  # the tiny fallback: freeze_layers must stay below its layer co
 
 # Tiny sizes: a few pairs and steps per objective (the real sizes are conf/cpu_chat's).
 SLICE = {
-    "reward.defaults.max_train_pairs": 12, "reward.defaults.max_val_pairs": 6, "reward.defaults.train_accuracy_pairs": 6,
-    "reward.defaults.max_length": 96, "reward.defaults.max_prompt_length": 32,
+    "reward.defaults.data.max_train_pairs": 12, "reward.defaults.data.max_val_pairs": 6, "reward.defaults.data.train_accuracy_pairs": 6,
+    "reward.defaults.data.max_length": 96, "reward.defaults.data.max_prompt_length": 32,
     "reward.defaults.training.max_steps": 3, "reward.defaults.training.warmup_steps": 0,
     "reward.defaults.training.checkpoint_every": 0,
     "policy.defaults.data.max_train_pairs": 8, "policy.defaults.data.max_val_pairs": 4,
     "policy.defaults.data.max_length": 96, "policy.defaults.data.max_prompt_length": 32,
     **{f"policy.{name}.training.max_steps": 2 for name in ("sft", "dpo", "mmpo", "ipo", "simpo", "orpo")},
     **{f"policy.{name}.training.warmup_steps": 0 for name in ("sft", "dpo", "mmpo", "ipo", "simpo", "orpo")},
-    "policy.gpo.gpo.max_prompts": 2, "policy.gpo.gpo.sampling.samples_per_prompt": 2,
-    "policy.gpo.gpo.sampling.max_new_tokens": 6, "policy.gpo.training.max_steps": 1,
+    "policy.gpo.objective.max_prompts": 2, "policy.gpo.objective.sampling.samples_per_prompt": 2,
+    "policy.gpo.objective.sampling.max_new_tokens": 6, "policy.gpo.training.max_steps": 1,
     "evaluation.max_pairs_per_source": 3, "evaluation.rewardbench.max_rows_per_subset": 1,
     "evaluation.generation.max_prompts": 2, "evaluation.generation.sampling.max_new_tokens": 6,
     "evaluation.bootstrap.resamples": 50,

@@ -55,7 +55,7 @@ def _orpo_by_hand(c, r, nc, nr, lam=0.5):
 
 
 @pytest.mark.parametrize("objective, config, by_hand", [
-    (simpo_objective, SimPOConfig(beta=2.0, gamma=0.5), _simpo_by_hand),
+    (simpo_objective, SimPOConfig(beta=2.0, target_margin=0.5), _simpo_by_hand),
     (orpo_objective, ORPOConfig(odds_ratio_weight=0.5), _orpo_by_hand)], ids=["simpo", "orpo"])
 def test_each_side_is_normalised_by_its_own_token_count(batch_and_model, objective, config, by_hand):
     batch, model = batch_and_model

@@ -12,7 +12,8 @@ from prefalign.core.objectives import registry
 from prefalign.core.objectives.soft_label import pair_targets
 from prefalign.core.policy.losses import dpo_loss, ipo_loss
 from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference
-from prefalign.core.reward.training import RewardParams, deep_merge, select_pairs
+from prefalign.core.config_utils import deep_merge
+from prefalign.core.reward.training import RewardParams, select_pairs
 from prefalign.core.ties import leave_out_ties
 from prefalign.core.training.loop import TrainConfig
 from tests.feedback.helpers import records

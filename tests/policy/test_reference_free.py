@@ -21,20 +21,20 @@ def logps(chosen, rejected, n_chosen, n_rejected, p=1.0) -> PairLogprobs:
 
 def test_simpo_hand_case():
     # averages -4/2 = -2 and -9/3 = -3; z = 2 * (-2 + 3) - 1 = 1; -log sigmoid(1) = log(1 + e^-1)
-    loss, metrics = simpo_objective(logps(-4.0, -9.0, 2, 3), SimPOConfig(beta=2.0, gamma=1.0))
+    loss, metrics = simpo_objective(logps(-4.0, -9.0, 2, 3), SimPOConfig(beta=2.0, target_margin=1.0))
     assert loss.item() == pytest.approx(0.31326168751822286)
     assert metrics["mean_logit"] == pytest.approx(1.0)
     # the SUMMED log-probs prefer the shorter rejected (-4 vs -9 is the other way round): the length
     # normalisation matters; with 1 token each, z = 2 * (-4 + 9) - 1 = 9
-    loss_1, _ = simpo_objective(logps(-4.0, -9.0, 1, 1), SimPOConfig(beta=2.0, gamma=1.0))
+    loss_1, _ = simpo_objective(logps(-4.0, -9.0, 1, 1), SimPOConfig(beta=2.0, target_margin=1.0))
     assert loss_1.item() == pytest.approx(math.log1p(math.exp(-9.0)))
 
 
 def test_simpo_soft_targets_hand_case_and_p_one_is_hard():
-    soft = SimPOConfig(beta=2.0, gamma=1.0, soft_targets=True)
+    soft = SimPOConfig(beta=2.0, target_margin=1.0, soft_targets=True)
     # z = 1, p = 0.8: -log s(1) + (1 - p) z
     assert simpo_objective(logps(-4.0, -9.0, 2, 3, p=0.8), soft)[0].item() == pytest.approx(0.5132616875182229)
-    hard = simpo_objective(logps(-4.0, -9.0, 2, 3, p=0.8), SimPOConfig(beta=2.0, gamma=1.0))[0]
+    hard = simpo_objective(logps(-4.0, -9.0, 2, 3, p=0.8), SimPOConfig(beta=2.0, target_margin=1.0))[0]
     assert simpo_objective(logps(-4.0, -9.0, 2, 3, p=1.0), soft)[0].item() == hard.item()
 
 
@@ -45,17 +45,18 @@ def test_simpo_gradient_zero_at_logit_p():
     c = ((math.log(p / (1 - p)) + gamma) / beta - 3.0) * 2
     chosen = t(c).requires_grad_()
     lp = PairLogprobs(chosen, t(-9.0), t(2), t(3), t(p))
-    simpo_objective(lp, SimPOConfig(beta=beta, gamma=gamma, soft_targets=True))[0].backward()
+    simpo_objective(lp, SimPOConfig(beta=beta, target_margin=gamma, soft_targets=True))[0].backward()
     assert abs(chosen.grad.item()) < 1e-12
 
 
 def test_simpo_is_registered_reference_free_with_a_clear_config_error():
     spec = registry.get("policy_simpo")
     assert spec.needs_reference is False and spec.trainer == "pairwise"
-    with pytest.raises(ValueError, match=r"gamma=-1"):
-        spec.parse({"gamma": -1.0})
-    with pytest.raises(ValueError, match=r"unknown key policy.simpo.objective.margin; allowed keys of policy.simpo.objective: beta, gamma"):
-        spec.parse({"margin": 1.0})
+    with pytest.raises(ValueError, match=r"target_margin=-1"):
+        spec.parse({"target_margin": -1.0})
+    # the former name (gamma, which also named the feedback margin scale) is an unknown key now
+    with pytest.raises(ValueError, match=r"unknown key policy.simpo.objective.gamma; allowed keys of policy.simpo.objective: beta, target_margin"):
+        spec.parse({"gamma": 1.0})
 
 
 def test_reference_free_objectives_get_no_reference_pass():

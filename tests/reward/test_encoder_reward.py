@@ -199,7 +199,9 @@ def _shipped_reward_defaults(model_dir: str | None) -> dict:
     """conf/base's reward.defaults (packing / share_prompt as shipped) at test size, on ``model_dir``."""
     import yaml
 
-    defaults = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/base/parameters_reward.yml").read_text())["reward"]["defaults"]
+    from prefalign.core.config_utils import lift_sub_blocks
+
+    defaults = lift_sub_blocks(yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/base/parameters_reward.yml").read_text())["reward"]["defaults"])
     training = {**defaults["training"], "max_steps": 2, "warmup_steps": 0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False}
     model = {"name_or_path": model_dir} if model_dir else dict(TINY_MODEL)
     return {**defaults, "max_length": 64, "max_prompt_length": 24, "batch_size": 8, "eval_batch_size": 16,

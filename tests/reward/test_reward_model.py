@@ -8,7 +8,8 @@ from kedro.io.core import Version
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives import registry
 from prefalign.core.reward.scoring import pair_logits, preference_matrix, response_embeddings, response_rewards
-from prefalign.core.reward.training import RewardParams, deep_merge, fit_tokenizer, select_pairs, train_reward_model
+from prefalign.core.config_utils import deep_merge
+from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs, train_reward_model
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame
 

@@ -57,3 +57,19 @@ def test_row_bounds_follow_the_enabled_sources():
     # one shipped source switched back on: its bound is checked again (0 rows < min 1)
     _, results = check_pairs(mine, params, alone | {"hh_rlhf": shipped["hh_rlhf"]})
     assert [f.split(" ")[0] for f in results["failures"]] == ["row_count[hh_rlhf]"]
+
+
+def test_splits_feedback_kinds_and_signals_are_the_codes_own_lists():
+    """Issue 21: the suite names no split, feedback kind or signal by hand; each set is core/schema.py's."""
+    from prefalign.core.schema import ALL_SPLITS, FEEDBACK_KINDS, SIGNALS
+
+    shipped = _shipped_validation_params()
+    by_name = {spec.name: spec for spec in parse_validation_config(shipped, ["ultrafeedback"]).expectations}
+    for name, word, expected in [("split_allowed", "splits", ["train", "val", "test", "heldout"]),
+                                 ("feedback_allowed", "feedback_kinds", ["human", "ai", "synthetic"]),
+                                 ("signal_allowed", "signals", ["score_gap", "judge_prob", "votes", "binary", "ground_truth"])]:
+        assert shipped["expectations"][name]["kwargs"]["value_set"] == word
+        assert by_name[name].kwargs["value_set"] == expected
+    assert list(ALL_SPLITS) == by_name["split_allowed"].kwargs["value_set"]
+    assert list(FEEDBACK_KINDS) == by_name["feedback_allowed"].kwargs["value_set"]
+    assert list(SIGNALS) == by_name["signal_allowed"].kwargs["value_set"]

@@ -38,16 +38,26 @@ def _block(params: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def check_feedback(params: Mapping[str, Any]) -> None:
-    """Every enabled source's block (signal, feedback kind, gamma, eps, caps) and the split."""
-    from prefalign.core.feedback.ingest import check_source_params
-    from prefalign.core.feedback.pairs import assign_split
+    """Every enabled source's block (signal, feedback kind, gamma, eps, caps), the split, the
+    held-out sources, the conflict rules and the per-file rejected-records limit."""
+    from prefalign.core.feedback.conflicts import ConflictRule
+    from prefalign.core.feedback.ingest import check_rejected_fraction, check_source_params
+    from prefalign.core.feedback.pairs import assign_split, check_heldout_sources
     from prefalign.core.synthetic import SyntheticConfig
 
     feedback = _block(params, "feedback")
     split = feedback.get("split") or {}
+    sources = feedback.get("sources") or {}
     with _under("feedback.split"):  # the node's own rule on an empty column: ratios >= 0 summing to 1
         assign_split(pl.Series("prompt_id", [], dtype=pl.String), dict(split.get("ratios") or {}), str(split.get("salt", "")))
-    for source, body in (feedback.get("sources") or {}).items():
+        check_heldout_sources(split.get("heldout_sources"), list(sources))
+    with _under("feedback.conflicts"):
+        ConflictRule.from_params(feedback.get("conflicts"), sources)
+    limit = feedback.get("max_rejected_fraction_per_file")
+    if limit is not None:
+        with _under("feedback.max_rejected_fraction_per_file"):  # the node's own rule, on no records
+            check_rejected_fraction("", {}, [], limit)
+    for source, body in sources.items():
         if body is None or not body.get("enabled", True):
             continue
         with _under(f"feedback.sources.{source}"):
@@ -98,40 +108,45 @@ def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:
 
 def check_reward(params: Mapping[str, Any]) -> None:
     """Every registered reward objective's block merged over ``reward.defaults``, as the nodes merge them."""
+    from prefalign.core.config_utils import lift_sub_blocks
     from prefalign.core.training.launch import check_num_processes
 
     reward = _block(params, "reward")
-    defaults = reward.get("defaults") or {}
     for spec in _registered_blocks("reward", reward):
-        with _under(f"reward.{spec.name} (merged over reward.defaults)"):
-            parsed = spec.parse(dict(reward.get(spec.name) or {}), defaults=dict(defaults))
+        with _under(f"{spec.params_key} (merged over reward.defaults)"):
+            parsed = spec.parse(lift_sub_blocks(reward.get(spec.name), where=spec.params_key),
+                                defaults=lift_sub_blocks(reward.get("defaults"), where="reward.defaults"))
             check_num_processes(parsed.num_processes, parsed.batch_size, "reward.defaults.num_processes")
 
 
 def check_policy(params: Mapping[str, Any]) -> None:
-    """``policy.defaults`` (tokenizer, model, data, processes) and every registered objective's blocks."""
+    """Every registered policy objective's block merged over ``policy.defaults``, as the nodes merge them:
+    tokenizer, model, data, training, processes, checkpoint_dir and the objective's own settings."""
+    from prefalign.core.config_utils import PolicyBlock, objective_parameters
     from prefalign.core.models.backbone import ModelConfig
+    from prefalign.core.models.params import dataclass_from_params
     from prefalign.core.models.tokenizer import TokenizerConfig
-    from prefalign.core.policy.training import PolicyDataConfig, scoring_batch_size_of, work_dir_of
+    from prefalign.core.policy.training import PolicyDataConfig, checkpoint_dir_of, scoring_batch_size_of
     from prefalign.core.training.launch import check_num_processes
     from prefalign.core.training.loop import TrainConfig
 
     policy = _block(params, "policy")
-    defaults = policy.get("defaults") or {}
-    with _under("policy.defaults"):
-        TokenizerConfig.from_dict(defaults.get("tokenizer"))
-        ModelConfig.from_dict(defaults.get("model"))
-        data = PolicyDataConfig.from_dict(defaults.get("data"))
-        check_num_processes(defaults.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
     for spec in _registered_blocks("policy", policy):
-        objective = policy.get(spec.name) or {}
-        with _under(f"policy.{spec.name}"):
-            work_dir_of(objective, spec.params_key)
+        merged = objective_parameters(policy, spec.name)
+        with _under(f"{spec.params_key} (merged over policy.defaults)"):
+            dataclass_from_params(PolicyBlock, merged, spec.params_key)
+            if spec.trainer != "on_policy" and "scoring_batch_size" in merged:
+                raise ParameterError(f"{spec.params_key}.scoring_batch_size: only on-policy objectives score samples; remove it")
+            TokenizerConfig.from_dict(merged.get("tokenizer"))
+            ModelConfig.from_dict(merged.get("model"))
+            data = PolicyDataConfig.from_dict(merged.get("data"))
+            check_num_processes(merged.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
+            checkpoint_dir_of(merged, spec.params_key)
             if spec.trainer == "on_policy":
-                scoring_batch_size_of(objective, spec.params_key)
-            TrainConfig.from_dict(objective.get("training"))
+                scoring_batch_size_of(merged, spec.params_key)
+            TrainConfig.from_dict(merged.get("training"))
             if spec.config_key:
-                spec.parse(objective.get(spec.config_key))
+                spec.parse(merged.get(spec.config_key))
 
 
 def check_evaluation(params: Mapping[str, Any]) -> None:

@@ -18,7 +18,6 @@ from prefalign.core.evaluation.statistics import BootstrapConfig
 from prefalign.core.models.params import ParameterError, dataclass_from_params
 from prefalign.core.schema import ALL_SPLITS
 
-REPORT_LOCATIONS = ("markdown", "html", "plots", "metrics")
 
 
 def _count_or_null(value: Any, key: str) -> None:
@@ -129,9 +128,6 @@ class EvaluationConfig:
     bootstrap: Any = field(default_factory=dict)  # -> BootstrapConfig
     model_order: list[str] | None = None
     rewardbench: Any = field(default_factory=dict)  # -> RewardBenchConfig
-    report_location: dict = field(default_factory=lambda: {
-        "markdown": "data/08_reporting/evaluation_report.md", "html": "data/08_reporting/evaluation_report.html",
-        "plots": "data/08_reporting/plots", "metrics": "data/08_reporting/evaluation_metrics.json"})
     generation: Any = field(default_factory=dict)  # -> GenerationConfig
     implicit_reward_beta: float = 0.1
 
@@ -172,10 +168,6 @@ class EvaluationConfig:
         if config.implicit_reward_beta <= 0:
             raise ParameterError(f"evaluation.implicit_reward_beta={config.implicit_reward_beta!r} must be > 0 "
                                  "(the beta of beta * log-ratio, docs/methods.md s5)")
-        missing = [k for k in REPORT_LOCATIONS if not isinstance(config.report_location.get(k), str)]
-        if missing:
-            raise ParameterError(f"evaluation.report_location needs a path (text) for {', '.join(missing)}; "
-                                 f"got {config.report_location!r}")
         return replace(config, bootstrap=BootstrapConfig.from_params(config.bootstrap or {}),
                        rewardbench=RewardBenchConfig.from_params(config.rewardbench),
                        generation=GenerationConfig.from_params(config.generation))

@@ -21,6 +21,7 @@ frame with these columns can be passed to ``build_pairs_table`` beside the parse
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import polars as pl
@@ -124,6 +125,28 @@ def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> 
     lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},
                           schema={"prompt_id": pl.String, "split": pl.String})
     return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
+
+
+def check_heldout_sources(heldout_sources: str | list[str] | tuple[str, ...] | None, sources: Iterable[str]) -> list[str]:
+    """``feedback.split.heldout_sources`` checked against the configured sources.
+
+    Args:
+        heldout_sources: a list of names, one string of names separated by spaces, or None.
+        sources: the names under ``feedback.sources``.
+
+    Returns:
+        The held-out source names (a list; empty for None).
+
+    Raises:
+        ValueError: a name that is not a configured source, naming it and the sources.
+    """
+    names = source_names(heldout_sources) or []
+    known = list(sources)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"feedback.split.heldout_sources names {unknown}, which are not sources; "
+                         f"use names under feedback.sources: {sorted(known)}")
+    return list(names)
 
 
 def hold_out_sources(pairs: pl.DataFrame, heldout_sources: str | list[str] | tuple[str, ...] | None) -> pl.DataFrame:

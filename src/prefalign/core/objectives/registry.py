@@ -24,7 +24,8 @@ from prefalign.core.policy.training import (GPOConfig, run_on_policy_objective, 
                                             run_sft_objective)
 from prefalign.core.reward.heads import HEADS
 from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams, deep_merge, run_reward_objective, with_head_type
+from prefalign.core.config_utils import deep_merge
+from prefalign.core.reward.training import RewardParams, run_reward_objective, with_head_type
 
 FAMILIES = ("reward", "policy")
 # reward models: ``<head>_head`` for every head registered in core/reward/heads.py; policies: causal_lm
@@ -65,7 +66,7 @@ class ObjectiveSpec:
             pi_ref) against the reference policy) or ``reference`` (the reference policy itself).
         defining: the settings that DEFINE this objective (MMPO = the BT / DPO loss with
             ``soft_targets: true``). They take precedence over the family's ``defaults`` block (a
-            ``reward.defaults.soft_targets: false`` does not turn MMPO into BT), and the objective's
+            ``reward.defaults.objective.soft_targets: false`` does not turn MMPO into BT), and the objective's
             own block may not contradict them (``parse`` raises, naming the key and the fix).
         preference_model: on_policy only: the reward namespace whose model scores the samples.
         config_key: policy only: the sub-block of ``policy.<name>`` that parses into ``config``
@@ -215,10 +216,10 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
     ObjectiveSpec("gpo", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
-                  config_key="gpo", preference_model="reward_gpm"),
+                  config_key="objective", preference_model="reward_gpm"),
     ObjectiveSpec("gpo_bt", "policy", "causal_lm", "on_policy", GPOConfig, make_gpo_loss_fn,
                   needs_reference=False, data="on_policy_samples", evaluation="implicit_reward",
-                  config_key="gpo", preference_model="reward_bt"),
+                  config_key="objective", preference_model="reward_bt"),
 )
 
 

@@ -315,29 +315,30 @@ class SimPOConfig:
     """
 
     beta: float = 2.0
-    gamma: float = 1.0  # target reward margin (nats of beta-scaled average log-prob)
+    target_margin: float = 1.0  # the paper's gamma: target reward margin (nats of beta-scaled average log-prob)
     soft_targets: bool = False
 
     def validate(self) -> None:
         """Check the fields.
 
         Raises:
-            ValueError: beta <= 0 or gamma < 0.
+            ValueError: beta <= 0 or target_margin < 0.
         """
         _check_beta(self.beta)
-        if self.gamma < 0:
-            raise ValueError(f"objective.gamma={self.gamma} must be >= 0")
+        if self.target_margin < 0:
+            raise ValueError(f"objective.target_margin={self.target_margin} must be >= 0 (the paper's gamma)")
 
 
 def simpo_objective(logps: PairLogprobs, config: SimPOConfig, denominators: Units | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """SimPO on one batch: z = beta (log pi(y_w)/|y_w| - log pi(y_l)/|y_l|) - gamma, s2's loss on z.
+    """SimPO on one batch: z = beta (log pi(y_w)/|y_w| - log pi(y_l)/|y_l|) - gamma, s2's loss on z
+    (gamma = ``config.target_margin``, the paper's target reward margin).
 
     No reference model. An empty response (|y| = 0) has log-prob 0, so its average is taken as 0.
     The length normalisation is within each pair, so the loss is a pair-level term.
 
     Args:
         logps: the batch's summed log-probs and token counts.
-        config: beta, gamma, soft_targets.
+        config: beta, target_margin (the paper's gamma), soft_targets.
         denominators: the step's units (the loop's); None = this batch's (the batch mean).
 
     Returns:
@@ -348,7 +349,7 @@ def simpo_objective(logps: PairLogprobs, config: SimPOConfig, denominators: Unit
     d = denominators or logps.units()
     reward_w = config.beta * logps.chosen / logps.chosen_tokens.clamp(min=1)
     reward_l = config.beta * logps.rejected / logps.rejected_tokens.clamp(min=1)
-    z = reward_w - reward_l - config.gamma
+    z = reward_w - reward_l - config.target_margin
     loss = soft_label_logistic_loss(z, pair_targets(logps.p_chosen.to(z.dtype), config.soft_targets)).sum() / d.examples
     return loss, {"reward_accuracy": (reward_w > reward_l).float().mean().item(), "mean_logit": z.mean().item()}
 

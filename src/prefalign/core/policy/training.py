@@ -138,24 +138,25 @@ class GPOConfig:
         return cfg
 
 
-def work_dir_of(block: dict[str, Any], where: str) -> str:
-    """``policy.<name>.work_dir``: the folder an interrupted run resumes from; required, a non-empty path.
+def checkpoint_dir_of(block: dict[str, Any], where: str) -> str:
+    """``checkpoint_dir`` of a policy objective's parameters (``policy.defaults`` merged with its block):
+    the folder under which an interrupted run resumes; required, a non-empty path.
 
     Args:
-        block: the objective's parameters block.
+        block: the objective's merged parameters.
         where: its name in messages (``policy.dpo``).
 
     Returns:
-        The folder (text).
+        The folder (text); each run's state is a fingerprinted sub-folder of it.
 
     Raises:
         ValueError: missing, or not a non-empty text.
     """
-    work_dir = block.get("work_dir")
-    if not isinstance(work_dir, str) or not work_dir:
-        raise ValueError(f"{where}.work_dir={work_dir!r}: give the folder an interrupted run resumes from "
-                         f"(text, e.g. data/06_models/policy_work/{where.rpartition('.')[2]})")
-    return work_dir
+    checkpoint_dir = block.get("checkpoint_dir")
+    if not isinstance(checkpoint_dir, str) or not checkpoint_dir:
+        raise ValueError(f"{where}.checkpoint_dir={checkpoint_dir!r}: give the folder an interrupted run resumes from "
+                         "(text, e.g. data/06_models/policy_work, in policy.defaults)")
+    return checkpoint_dir
 
 
 def scoring_batch_size_of(block: dict[str, Any], where: str) -> int:

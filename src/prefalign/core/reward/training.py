@@ -6,7 +6,6 @@ multi-process launcher (``launch.py``) calls the same function in every process.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,22 +126,6 @@ def with_head_type(params: dict[str, Any], head_type: str) -> dict[str, Any]:
             "remove head.head from the parameters"
         )
     return {**params, "head": {**head, "head": head_type}}
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """Deep merge of two parameter dicts.
-
-    Args:
-        base: e.g. ``reward.defaults``.
-        override: e.g. ``reward.<name>`` (wins key by key; nested dicts merge; None: no override).
-
-    Returns:
-        A new dict (``base`` is deep-copied, never changed).
-    """
-    merged = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
 
 
 def select_pairs(

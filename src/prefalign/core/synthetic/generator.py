@@ -206,9 +206,15 @@ class SyntheticConfig:
         if seed is not None and "seed" not in params:
             params["seed"] = seed
         config = cls(**params)
-        missing = {"helpfulness", "correctness", "verbosity", "tone"} - set(config.weights)
+        attributes = {"helpfulness", "correctness", "verbosity", "tone"}
+        missing, extra = attributes - set(config.weights), sorted(set(config.weights) - attributes)
         if missing:
             raise ValueError(f"synthetic weights lack {sorted(missing)}; give all four attribute weights")
+        if extra:  # hidden_reward reads the four attributes only: another weight would be silently unused
+            raise ValueError(f"synthetic weights {extra} are not attributes; the weights are {sorted(attributes)}")
+        for name, weight in config.weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ValueError(f"synthetic weights.{name}={weight!r} must be a number")
         return config
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from prefalign.core.config_utils import to_plain
+from prefalign.core.schema import ALL_SPLITS, FEEDBACK_KINDS, SIGNALS
+
 # Expectations whose kwargs name columns in these keys; used to convert only needed columns.
 COLUMN_KWARGS = ("column", "column_A", "column_B", "column_list")
 
@@ -29,7 +32,6 @@ class ValidationConfig:
     max_quarantine_fraction_overall: float
     max_quarantine_fraction_per_source: float
     example_count: int = 5
-    report_location: str = "the validation_report dataset"
     control_characters: str = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
 
 
@@ -52,6 +54,8 @@ def _bound(value: Any, key: str) -> int | None:
 
 
 FEEDBACK_SOURCES = "feedback_sources"  # a value_set that stands for the configured feedback sources
+# value_set names that stand for the code's own lists (core/schema.py), so YAML never copies them
+CODE_VALUE_SETS: dict[str, tuple[str, ...]] = {"splits": ALL_SPLITS, "feedback_kinds": FEEDBACK_KINDS, "signals": SIGNALS}
 
 
 def parse_validation_config(params: Mapping[str, Any],
@@ -66,7 +70,8 @@ def parse_validation_config(params: Mapping[str, Any],
         feedback_sources: the sources configured under feedback.sources: their names, or the
             ``feedback.sources`` mapping itself (name -> block). A kwarg ``value_set:
             feedback_sources`` becomes the list of names (so the allowed sources are never a
-            hand-kept copy). Given the mapping, the row bounds follow it: a source whose block says
+            hand-kept copy); ``value_set: splits | feedback_kinds | signals`` becomes the code's
+            list (``CODE_VALUE_SETS``, core/schema.py). Given the mapping, the row bounds follow it: a source whose block says
             ``enabled: false`` yields no rows by design, so its ``source_row_bounds`` entry is
             dropped (training on your own table alone passes validation).
 
@@ -89,8 +94,10 @@ def parse_validation_config(params: Mapping[str, Any],
                 f"validation.expectations.{name} must have a `type` (a Great Expectations class name "
                 f"such as ExpectColumnValuesToBeBetween) and optional `kwargs`, got {body!r}"
             )
-        kwargs = dict(body.get("kwargs") or {})
-        if kwargs.get("value_set") == FEEDBACK_SOURCES:
+        kwargs = to_plain(body.get("kwargs") or {})  # handed to Great Expectations as they are
+        if isinstance(kwargs.get("value_set"), str) and kwargs["value_set"] in CODE_VALUE_SETS:
+            kwargs["value_set"] = list(CODE_VALUE_SETS[kwargs["value_set"]])
+        elif kwargs.get("value_set") == FEEDBACK_SOURCES:
             if feedback_sources is None:
                 raise ValueError(f"validation.expectations.{name}.kwargs.value_set is {FEEDBACK_SOURCES!r}, but the "
                                  "feedback.sources parameters were not given to validation")
@@ -124,6 +131,5 @@ def parse_validation_config(params: Mapping[str, Any],
         max_quarantine_fraction_overall=_fraction(limits["overall"], "max_quarantine_fraction.overall"),
         max_quarantine_fraction_per_source=_fraction(limits["per_source"], "max_quarantine_fraction.per_source"),
         example_count=int(params.get("example_count", 5)),
-        report_location=str(params.get("report_location", "the validation_report dataset")),
         control_characters=str(params.get("control_characters", r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]")),
     )

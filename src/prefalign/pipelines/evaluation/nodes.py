@@ -110,16 +110,13 @@ def make_plots(metrics: dict[str, Any], validated_pairs: pl.DataFrame) -> dict[s
     return plots.report_figures(metrics, validated_pairs)
 
 
-def write_report(metrics: dict[str, Any], data: pl.DataFrame, figures: dict[str, Figure],
-                 params: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Figure]]:
+def write_report(metrics: dict[str, Any], data: pl.DataFrame, figures: dict[str, Figure]
+                 ) -> tuple[dict[str, Any], str, dict[str, Figure]]:
     """Markdown report saved with its plots (links plots/<name>.png work in its version folder),
-    a self-contained HTML report, and the latest plots as PNG files."""
+    a self-contained HTML report, and the latest plots as PNG files. Where the catalog wrote them is
+    logged at the end of the run (hooks.RunSummaryHooks: every saved dataset of layer `reporting`)."""
     images = {name: plots.figure_png_base64(fig) for name, fig in figures.items()}
-    location = _config(params).report_location
     pngs = {f"{name}.png": fig for name, fig in figures.items()}
     markdown = report.render_markdown(data, metrics, list(figures), "plots")
     html = report.render_html(data, metrics, images)
-    logger.info("evaluation report written: %s (self-contained) and %s with its plots/ (each versioned: newest "
-                "timestamp folder); latest plots in %s; metrics JSON in %s", location["html"], location["markdown"],
-                location["plots"], location["metrics"])
     return {"markdown": markdown, "plots": pngs}, html, pngs

@@ -83,7 +83,7 @@ def create_pipeline(include_policies: bool | None = None, **kwargs) -> Pipeline:
               "evaluation_rewardbench_scores"], name="collect_metrics"),
         node(nodes.make_plots, ["evaluation_metrics", "validated_pairs"], "evaluation_figures", name="make_plots"),
         node(nodes.write_report,
-             ["evaluation_metrics", "evaluation_data_summary", "evaluation_figures", "params:evaluation"],
+             ["evaluation_metrics", "evaluation_data_summary", "evaluation_figures"],
              ["evaluation_report_md", "evaluation_report_html", "evaluation_plots"], name="write_report"),
     ])
     return prepare + pipeline(models) + report

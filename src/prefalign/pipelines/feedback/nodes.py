@@ -9,10 +9,10 @@ import polars as pl
 
 from prefalign.core.feedback.conflicts import ConflictRule
 from prefalign.core.feedback.ingest import generated_source_stats, ingest_source, rejected_table, summarise
-from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table
+from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table, check_heldout_sources
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA
 from prefalign.core.feedback.records import RawRecord
-from prefalign.core.schema import source_names, with_prompt_messages
+from prefalign.core.schema import with_prompt_messages
 
 SourceOutputs = tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]
 
@@ -74,10 +74,7 @@ def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tu
         if frames else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
     # stable sort by the source's rank: a frame may hold several sources (the user tables)
     rows = rows.sort(pl.col("source").replace_strict(priority, default=len(priority), return_dtype=pl.Int64), maintain_order=True)
-    unknown = sorted(set(source_names(feedback_params["split"].get("heldout_sources")) or []) - set(priority))
-    if unknown:
-        raise ValueError(f"feedback.split.heldout_sources names {unknown}, which are not sources; "
-                         f"use names under feedback.sources: {sorted(priority)}")
+    check_heldout_sources(feedback_params["split"].get("heldout_sources"), priority)
     rule = ConflictRule.from_params(feedback_params.get("conflicts"), sources)
     return build_pairs_table([rows], feedback_params["split"], rule)
 

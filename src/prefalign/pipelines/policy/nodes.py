@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from prefalign.core.config_utils import deep_merge
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models import ModelConfig
 from prefalign.core.models.backbone import prepare_for_training
@@ -22,7 +23,7 @@ from prefalign.core.objectives import registry
 from prefalign.core.objectives.registry import ObjectiveSpec
 from prefalign.core.objectives.train import launch
 from prefalign.core.policy import training as policy_training
-from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, scoring_batch_size_of, work_dir_of
+from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, scoring_batch_size_of
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded
@@ -31,49 +32,53 @@ from prefalign.core.training.resume import resumable_run_dir
 log = logging.getLogger(__name__)
 
 
-def _work_dir(spec: ObjectiveSpec, defaults: dict[str, Any], objective: dict[str, Any], pairs: pl.DataFrame,
-              start: ModelBundle | None = None) -> Path:
-    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live here, in a
-    # folder fingerprinted by parameters, pairs and starting weights; the finished policy goes to
-    # the versioned catalog dataset.
-    work_dir = work_dir_of(objective, spec.params_key)
-    name = Path(work_dir).name
-    return resumable_run_dir(work_dir, name, {"defaults": defaults, "objective": objective}, [pairs], start.model if start else None)
+def _parameters(defaults: dict[str, Any], objective: dict[str, Any]) -> dict[str, Any]:
+    """The objective's parameters: ``policy.defaults`` deep-merged with ``policy.<name>``."""
+    return deep_merge(defaults, objective)
 
 
-def _num_processes(defaults: dict[str, Any], data: PolicyDataConfig) -> int:
-    return check_num_processes(defaults.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
+def _work_dir(spec: ObjectiveSpec, params: dict[str, Any], pairs: pl.DataFrame, start: ModelBundle | None = None) -> Path:
+    # Resumable loop checkpoints (model + optimizer + step) of an interrupted run live under
+    # checkpoint_dir, in a folder fingerprinted by parameters, pairs and starting weights; the
+    # finished policy goes to the versioned catalog dataset.
+    return resumable_run_dir(checkpoint_dir_of(params, spec.params_key), spec.namespace, params, [pairs],
+                             start.model if start else None)
 
 
-def _launch(spec: ObjectiveSpec, defaults: dict[str, Any], args: dict[str, Any], frames: dict[str, pl.DataFrame],
+def _num_processes(params: dict[str, Any], data: PolicyDataConfig) -> int:
+    return check_num_processes(params.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
+
+
+def _launch(spec: ObjectiveSpec, params: dict[str, Any], args: dict[str, Any], frames: dict[str, pl.DataFrame],
             data: PolicyDataConfig, bundles: dict[str, ModelBundle] | None = None):
     with tempfile.TemporaryDirectory(prefix="prefalign_policy_") as tmp:
-        return launch(spec.namespace, args, frames, bundles, num_processes=_num_processes(defaults, data),
-                      accelerate_config=defaults.get("accelerate_config"), work_dir=tmp)
+        return launch(spec.namespace, args, frames, bundles, num_processes=_num_processes(params, data),
+                      accelerate_config=params.get("accelerate_config"), work_dir=tmp)
 
 
-def _with_lora(start: ModelBundle, defaults: dict[str, Any]) -> ModelBundle:
+def _with_lora(start: ModelBundle, params: dict[str, Any]) -> ModelBundle:
     """The starting policy with the `model` training settings: frozen lower layers, fresh LoRA
     adapters when it has none, the log-prob chunk size, the frozen-layer cache
     (core/models/backbone.py prepare_for_training)."""
-    model = prepare_for_training(start.model, defaults.get("model"), causal_lm=True)
+    model = prepare_for_training(start.model, params.get("model"), causal_lm=True)
     return start if model is start.model else replace(start, model=model)
 
 
-def _set_chunk_tokens(model, defaults: dict[str, Any]) -> None:
-    set_logprob_chunk_tokens(model, ModelConfig.from_dict(defaults.get("model")).logprob_chunk_tokens)
+def _set_chunk_tokens(model, params: dict[str, Any]) -> None:
+    set_logprob_chunk_tokens(model, ModelConfig.from_dict(params.get("model")).logprob_chunk_tokens)
 
 
 def train_sft(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any], *,
               namespace: str) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """Node of the reference objective: SFT on prompt + chosen (response-only loss)."""
     spec = registry.get(namespace)
-    data = PolicyDataConfig.from_dict(defaults.get("data"))
-    training = TrainConfig.from_dict(objective.get("training"))
+    params = _parameters(defaults, objective)
+    data = PolicyDataConfig.from_dict(params.get("data"))
+    training = TrainConfig.from_dict(params.get("training"))
     apply_cpu_threads(training)
-    args = {"tokenizer": defaults.get("tokenizer"), "model": defaults.get("model"), "data": asdict(data),
-            "training": asdict(training), "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs))}
-    run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data)
+    args = {"tokenizer": params.get("tokenizer"), "model": params.get("model"), "data": asdict(data),
+            "training": asdict(training), "output_dir": str(_work_dir(spec, params, validated_pairs))}
+    run = _launch(spec, params, args, {"pairs": validated_pairs}, data)
     log.info("%s: val_loss=%s steps=%s", namespace, rounded(run.metrics.get("val_loss")), run.metrics["steps"])
     return run.bundle, run.training_curve, run.metrics
 
@@ -82,11 +87,12 @@ def reference_logprobs(reference: ModelBundle, validated_pairs: pl.DataFrame, de
                        objective: dict[str, Any]) -> pl.DataFrame:
     """log pi_ref(chosen), log pi_ref(rejected) per pair_id, once per dataset, under the objective's
     training layout and compute precision (the reference equals the policy it starts)."""
-    training = TrainConfig.from_dict(objective.get("training"))
+    params = _parameters(defaults, objective)
+    training = TrainConfig.from_dict(params.get("training"))
     apply_cpu_threads(training)
-    _set_chunk_tokens(reference.model, defaults)
+    _set_chunk_tokens(reference.model, params)
     return policy_training.reference_logprobs(reference, validated_pairs,
-                                              PolicyDataConfig.from_dict(defaults.get("data")), training)
+                                              PolicyDataConfig.from_dict(params.get("data")), training)
 
 
 def train_policy(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults: dict[str, Any],
@@ -98,15 +104,16 @@ def train_policy(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults
     ``needs_reference``; reference-free objectives (SimPO, ORPO) get None.
     """
     spec = registry.get(namespace)
-    config = spec.parse(objective.get(spec.config_key))
-    data = PolicyDataConfig.from_dict(defaults.get("data"))
-    training = TrainConfig.from_dict(objective.get("training"))
+    params = _parameters(defaults, objective)
+    config = spec.parse(params.get(spec.config_key))
+    data = PolicyDataConfig.from_dict(params.get("data"))
+    training = TrainConfig.from_dict(params.get("training"))
     apply_cpu_threads(training)
     args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
-            "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference))}
+            "output_dir": str(_work_dir(spec, params, validated_pairs, reference))}
     frames = {"pairs": validated_pairs, **({"reference_logprobs": reference_logprobs}
                                            if reference_logprobs is not None else {})}
-    run = _launch(spec, defaults, args, frames, data, {"reference": _with_lora(reference, defaults)})
+    run = _launch(spec, params, args, frames, data, {"reference": _with_lora(reference, params)})
     log.info("%s: policy ranking train=%s val=%s", namespace,
              {k: rounded(v) for k, v in run.metrics["policy"]["train"].items()},
              {k: rounded(v) for k, v in run.metrics["policy"]["val"].items()})
@@ -119,14 +126,15 @@ def train_gpo(reference: ModelBundle, preference_model: ModelBundle, validated_p
     """Node of an on-policy objective: iterative GPO scored by the entry's ``preference_model``, run
     through the registry's launcher (one process, or several under `accelerate launch`)."""
     spec = registry.get(namespace)
-    gpo = spec.parse(objective.get(spec.config_key))
-    data = PolicyDataConfig.from_dict(defaults.get("data"))
-    training = TrainConfig.from_dict(objective.get("training"))
+    params = _parameters(defaults, objective)
+    gpo = spec.parse(params.get(spec.config_key))
+    data = PolicyDataConfig.from_dict(params.get("data"))
+    training = TrainConfig.from_dict(params.get("training"))
     apply_cpu_threads(training)
     args = {"config": asdict(gpo), "data": asdict(data), "training": asdict(training),
-            "output_dir": str(_work_dir(spec, defaults, objective, validated_pairs, reference)),
-            "scoring_batch_size": scoring_batch_size_of(objective, spec.params_key),
+            "output_dir": str(_work_dir(spec, params, validated_pairs, reference)),
+            "scoring_batch_size": scoring_batch_size_of(params, spec.params_key),
             "preference_model_name": f"{spec.preference_model}.model"}
-    run = _launch(spec, defaults, args, {"pairs": validated_pairs}, data,
-                  {"reference": _with_lora(reference, defaults), "preference": preference_model})
+    run = _launch(spec, params, args, {"pairs": validated_pairs}, data,
+                  {"reference": _with_lora(reference, params), "preference": preference_model})
     return run.bundle, run.iteration_bundles, run.generations, run.training_curve, run.metrics

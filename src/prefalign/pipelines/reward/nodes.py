@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 from transformers import PreTrainedTokenizerBase
 
+from prefalign.core.config_utils import lift_sub_blocks
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives import registry
 from prefalign.core.objectives.train import launch
@@ -26,8 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def _params(namespace: str, defaults: dict[str, Any], objective: dict[str, Any]) -> RewardParams:
-    """``reward.defaults`` deep-merged with the objective's block, parsed by its registry entry."""
-    return registry.get(namespace).parse(objective, defaults=defaults)
+    """``reward.defaults`` deep-merged with the objective's block, parsed by its registry entry
+    (RewardParams is flat: the ``data`` and ``objective`` sub-blocks' keys are read at its top level)."""
+    spec = registry.get(namespace)
+    return spec.parse(lift_sub_blocks(objective, where=spec.params_key),
+                      defaults=lift_sub_blocks(defaults, where="reward.defaults"))
 
 
 def select_training_pairs(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any], *,

@@ -17,8 +17,19 @@ from prefalign.core.validation import (
 )
 
 
+REPORT_DATASET = "the validation_report dataset"  # where the catalog writes it: named by the run's hook
+
+
 class ValidationError(RuntimeError):
-    """The pairs table failed a table-level expectation or a quarantine limit."""
+    """The pairs table failed a table-level expectation or a quarantine limit.
+
+    ``results`` are the validation results the message was made from: the run's hook names the
+    report file the catalog wrote in it (hooks.RunSummaryHooks.on_node_error).
+    """
+
+    def __init__(self, message: str, results: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.results = results
 
 
 def check_pairs(pairs: pl.DataFrame, params: dict[str, Any], feedback_sources: dict[str, Any] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -43,10 +54,9 @@ def gate_validated_pairs(
     validation_results: dict[str, Any],
     validation_report: str,  # noqa: ARG001 - an input only so this runs after the report is saved
     quarantined_pairs: pl.DataFrame,  # noqa: ARG001 - likewise, after the quarantine is saved
-    params: dict[str, Any],
 ) -> pl.DataFrame:
     """Pass the clean rows on as validated_pairs, or stop the run with the reasons."""
-    message = stop_message(validation_results, str(params.get("report_location", "the validation_report dataset")))
+    message = stop_message(validation_results, REPORT_DATASET)
     if message:
-        raise ValidationError(message)
+        raise ValidationError(message, validation_results)
     return passed_pairs

@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(write_report, ["checked_pairs", "validation_results"], ["validation_report", "validation_plot"], name="write_validation_report"),
             Node(
                 gate_validated_pairs,
-                ["passed_pairs", "validation_results", "validation_report", "quarantined_pairs", "params:validation"],
+                ["passed_pairs", "validation_results", "validation_report", "quarantined_pairs"],
                 "validated_pairs",
                 name="gate_validated_pairs",
             ),

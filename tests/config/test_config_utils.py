@@ -1,0 +1,50 @@
+"""The one deep merge of parameter dicts (core/config_utils.py) and the shape helpers built on it."""
+
+import pytest
+
+from prefalign.core.config_utils import deep_merge, lift_sub_blocks, objective_parameters
+
+
+def test_deep_merge_merges_mappings_at_every_depth_and_replaces_everything_else():
+    base = {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "b": [1, 2], "c": 3, "d": {"k": 1}}
+    override = {"a": {"y": {"q": 20}, "z": 5}, "b": [9], "c": None, "d": 7, "e": {"new": True}}
+    assert deep_merge(base, override) == {
+        "a": {"x": 1, "y": {"p": 1, "q": 20}, "z": 5},  # merged two levels down; untouched keys stay
+        "b": [9],                                       # a list replaces, never concatenates
+        "c": None,                                      # null replaces a value
+        "d": 7,                                         # a scalar replaces a mapping
+        "e": {"new": True},
+    }
+
+
+def test_deep_merge_changes_neither_argument_and_shares_nothing_with_them():
+    base, override = {"a": {"x": [1]}}, {"a": {"y": [2]}}
+    merged = deep_merge(base, override)
+    merged["a"]["x"].append(99)
+    merged["a"]["y"].append(99)
+    assert base == {"a": {"x": [1]}} and override == {"a": {"y": [2]}}
+
+
+def test_deep_merge_takes_none_for_empty():
+    assert deep_merge(None, {"a": 1}) == {"a": 1} and deep_merge({"a": 1}, None) == {"a": 1}
+
+
+def test_objective_parameters_are_the_defaults_under_the_objective_block():
+    family = {"defaults": {"data": {"batch_size": 8, "max_length": 64}, "training": {"max_steps": 100}},
+              "sft": {"training": {"max_steps": 600}, "objective": {"beta": 0.1}}}
+    assert objective_parameters(family, "sft") == {"data": {"batch_size": 8, "max_length": 64},
+                                                   "training": {"max_steps": 600}, "objective": {"beta": 0.1}}
+    assert objective_parameters(family, "dpo") == family["defaults"]  # no block: the defaults alone
+
+
+def test_lift_sub_blocks_moves_data_and_objective_keys_to_the_top():
+    block = {"data": {"batch_size": 8}, "objective": {"soft_targets": True}, "model": {"hidden_size": 32}}
+    assert lift_sub_blocks(block) == {"batch_size": 8, "soft_targets": True, "model": {"hidden_size": 32}}
+    assert lift_sub_blocks({"data": None}) == {} and lift_sub_blocks(None) == {}
+
+
+def test_lift_sub_blocks_refuses_a_key_in_two_places():
+    with pytest.raises(ValueError, match=r"reward.data.batch_size is also set as reward.batch_size"):
+        lift_sub_blocks({"batch_size": 4, "data": {"batch_size": 8}})
+    with pytest.raises(ValueError, match=r"reward.objective=3 must be a mapping"):
+        lift_sub_blocks({"objective": 3})
