@@ -5,15 +5,16 @@
 
 One reward forward + backward (scalar head, loss = sum of rewards: the same backward work as the BT
 loss) on the first --batches length-grouped batches of real pairs (benchmarks/common.py), one
-thread. Variants are timed in turn on the same batch (plain, option, plain, option, ...) so that a
-loaded machine slows them alike; printed: median seconds per batch and their ratio.
+thread. Variants are timed in turn on the same batches (plain, option, plain, option, ...), in CPU
+seconds of this process (on a shared machine wall time is mostly other processes' load); printed:
+median CPU seconds per batch and their ratio.
 
 - ``rows``: ``RewardModel.last_layer_at_pooled_rows`` (core/models/pooled_rows.py): the last
   layer's o_proj and MLP only at the pooled positions.
 - ``--compile``: torch.compile (inductor, CPU) of every decoder layer (regional compilation: one
   compiled graph reused by the 30 identical layers, dynamic sequence length), padded layout only
   (the packed layouts' segment attention loops over a per-batch plan in Python); compile time = the
-  first step's time minus an eager step's.
+  first step's CPU time minus an eager step's.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from common import SMOLLM2, load_line, pretruncate, real_pairs  # noqa: E402
 
 
 def forward_backward(model, batch) -> float:
-    """Seconds of one forward + backward of a (padded or packed) pair batch."""
-    t0 = time.perf_counter()
+    """CPU seconds of one forward + backward of a (padded or packed) pair batch (this process's CPU
+    time, one thread: robust to other processes' load, unlike wall time)."""
+    t0 = time.process_time()
     model(batch.sequences).rewards.sum().backward()
     model.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def main() -> None:
@@ -41,12 +43,16 @@ def main() -> None:
     parser.add_argument("--model", default=str(SMOLLM2))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--n-pairs", type=int, default=8)
+    parser.add_argument("--n-pairs", type=int, default=6)
+    parser.add_argument("--pairs", default=None, help="JSONL of prompt/chosen/rejected (default: data/01_raw via the feedback code)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--layouts", default="shared,padded")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="keep only the lowest N decoder layers (the same layer shapes, less memory and time; "
+                             "per-layer effects such as compile speed-ups carry over)")
     parser.add_argument("--bf16", action="store_true", help="under CPU bf16 autocast (as training.mixed_precision: bf16)")
     parser.add_argument("--profile", action="store_true",
                         help="instead: torch.profiler over one forward + backward per batch of the first layout, self CPU time by op group")
@@ -62,11 +68,15 @@ def main() -> None:
     from prefalign.core.training.packing import pair_batches
 
     torch.set_num_threads(a.threads)
-    tok, tp, _ = pretruncate(real_pairs(a.n_pairs), 0, a.max_length, a.max_length // 2, a.model)
+    tok, tp, _ = pretruncate(real_pairs(a.n_pairs, a.pairs), 0, a.max_length, a.max_length // 2, a.model)
     model = RewardModel(build_backbone({"name_or_path": a.model, "dtype": "float32", "attn_implementation": "sdpa"}, tok), {"head": "scalar"})
+    if a.layers:
+        layers = transformer_layers(model.backbone)
+        del layers[a.layers:]
+        model.backbone.config.num_hidden_layers = a.layers
     model.train()
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
-    print(f"{Path(a.model).name}, batch {a.batch} pairs, max_length {a.max_length}, {a.threads} thread(s), "
+    print(f"{Path(a.model).name}{f' (lowest {a.layers} layers)' if a.layers else ''}, batch {a.batch} pairs, max_length {a.max_length}, {a.threads} thread(s), "
           f"{'bf16 autocast' if a.bf16 else 'fp32'}; {load_line()}", flush=True)
 
     def timed(batch) -> float:
@@ -105,7 +115,7 @@ def main() -> None:
             eag = [statistics.median(x) for x in zip(*plain[1])]
             print(f"padded compile: first step {first:.1f} s (compile ~{compile_s:.1f} s), other new lengths "
                   f"{' '.join(f'{t:.1f}' for t in rest)} s, total {time.perf_counter() - t0:.0f} s")
-            print(f"padded s/batch eager {' '.join(f'{t:.2f}' for t in eag)} | compiled {' '.join(f'{t:.2f}' for t in comp)} | "
+            print(f"padded CPU s/batch eager {' '.join(f'{t:.2f}' for t in eag)} | compiled {' '.join(f'{t:.2f}' for t in comp)} | "
                   f"ratio eager/compiled {sum(eag) / sum(comp):.3f}; {load_line()}", flush=True)
             continue
         timed(batches[0])  # warm-up
@@ -115,7 +125,7 @@ def main() -> None:
                 model.last_layer_at_pooled_rows = variant == "rows"
                 times[variant].append([timed(b) for b in batches])
         med = {v: [statistics.median(x) for x in zip(*t)] for v, t in times.items()}
-        print(f"{layout}: s/batch plain {' '.join(f'{t:.2f}' for t in med['plain'])} | last layer at pooled rows "
+        print(f"{layout}: CPU s/batch plain {' '.join(f'{t:.2f}' for t in med['plain'])} | last layer at pooled rows "
               f"{' '.join(f'{t:.2f}' for t in med['rows'])} | ratio plain/rows {sum(med['plain']) / sum(med['rows']):.3f}; "
               f"{load_line()}", flush=True)
 

@@ -71,7 +71,7 @@ def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
     from prefalign.core.training.packing import any_padding_fraction, pair_batches
 
     cfg = TrainConfig.from_dict({
-        "max_steps": a.steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
+        "max_steps": a.steps, "learning_rate": LR, "warmup_steps": min(WARMUP, a.steps - 1), "lr_schedule": "cosine", "weight_decay": 0.0,
         "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": a.threads,
         "packing": layout == "packed", "share_prompt": layout == "shared",
         "mixed_precision": "bf16" if a.precision == "bf16" else "no",
@@ -107,7 +107,7 @@ def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
 
     model = trl_model(tok, model_dict(a))
     args = RewardConfig(
-        output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=WARMUP,
+        output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=min(WARMUP, a.steps - 1),
         lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
         eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, max_length=None, seed=0,
         disable_dropout=True, **trl_speed_args(a),
