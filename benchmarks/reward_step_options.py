@@ -89,7 +89,7 @@ def main() -> None:
         batches = [every[k] for k in range(min(a.batches, len(every)))]
         if a.profile:
             profile(timed, batches, layout)
-            return
+            continue
         if a.compile:
             if layout != "padded":
                 print(f"{layout}: --compile is measured on the padded layout only")
