@@ -17,7 +17,8 @@ pretrained causal LM (default: the fetched SmolLM2-135M-Instruct when present), 
 on both sides (TRL: peft_config; its reference is the base with adapters off).
 
 TRL 1.16's DPOConfig: precompute_ref_log_probs is used (TRL's best on CPU: the reference forward
-leaves the training step). TRL runs it inside DPOTrainer's constructor, so it is timed there by
+leaves the training step); its log-probs always go through its fused, chunked LM head
+(``add_fused_lm_head``: no [tokens x vocabulary] logits), nothing to switch on. TRL runs it inside DPOTrainer's constructor, so it is timed there by
 wrapping ``DPOTrainer._precompute_ref_logps``. padding_free exists but TRL 1.16 warns and falls
 back to padding ("temporarily unavailable"), so it is not set; use_liger_kernel needs
 liger-kernel (not installed, GPU only); train_sampling_strategy="group_by_length" cannot infer
