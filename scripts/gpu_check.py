@@ -249,15 +249,16 @@ def trl_run(task: str, tp, shape: dict, a, device, out: Path) -> dict | None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    # timed from the built model, as ours: the trainer's construction is in (for DPO it holds the reference pass)
+    model = build("dpo" if task == "dpo" else "reward", shape, "sdpa", torch.float32, a.weights, classifier=task != "dpo").to(device)
+    sync(device)
     t0 = time.perf_counter()
     if task == "dpo":
-        model = build("dpo", shape, "sdpa", torch.float32, a.weights)
         args = trl.DPOConfig(beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=True, precompute_ref_batch_size=2 * a.batch, **common)
         trl.DPOTrainer._prepare_dataset = lambda self, dataset, *args_, **kwargs_: dataset  # already our ids (benchmarks/dpo_vs_trl.py)
         trainer = trl.DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(trl_dpo_rows(tp)),
                                  processing_class=tok)
     else:
-        model = build("reward", shape, "sdpa", torch.float32, a.weights, classifier=True)
         args = trl.RewardConfig(**common)
         trainer = trl.RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(trl_reward_rows(tp)), processing_class=tok)
     order, _ = our_batches(tok, tp, a.batch, a.steps)
