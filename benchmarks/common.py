@@ -240,25 +240,123 @@ def measured_matmul_peak(n: int = 512, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def run_sides(script: str, sides: list[str], argv: list[str], threads: int) -> dict[str, dict]:
-    """Each side in a fresh interpreter (``--child SIDE``); its RESULT line parsed."""
-    results = {}
+def run_sides(script: str, sides: list[str], argv: list[str], threads: int, rounds: int = 1) -> dict[str, dict]:
+    """Each side in a fresh interpreter (``--child SIDE``); its RESULT line parsed.
+
+    With ``rounds`` > 1 the sides alternate (a, b, a, b, ...) and each side's runs are merged by
+    ``merge_rounds`` (median step times); the load average is recorded before and after every run."""
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    for side in sides:
-        proc = subprocess.run([sys.executable, script, *argv, "--child", side], capture_output=True, text=True, env=env)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if not line:
-            raise SystemExit(f"side {side} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-        results[side] = json.loads(line[-1][len("RESULT "):])
-        print(f"  {side}: {results[side]['pairs_per_s']:.2f} pairs/s, peak RSS {results[side]['peak_rss_mb']:.0f} MB", flush=True)
-    return results
+    for k in range(rounds):
+        for side in sides:
+            before = os.getloadavg()
+            proc = subprocess.run([sys.executable, script, *argv, "--child", side], capture_output=True, text=True, env=env)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if not line:
+                raise SystemExit(f"side {side} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            res = json.loads(line[-1][len("RESULT "):])
+            res["load_before_after"] = [round(before[0], 2), round(os.getloadavg()[0], 2)]
+            runs[side].append(res)
+            steps = " ".join(f"{t:.1f}" for t in res.get("step_seconds", []))
+            print(f"  round {k + 1} {side}: {res['pairs_per_s']:.3f} pairs/s, peak RSS {res['peak_rss_mb']:.0f} MB, "
+                  f"step s [{steps}], 1-min load {res['load_before_after'][0]:.2f} -> {res['load_before_after'][1]:.2f}", flush=True)
+    return {side: merge_rounds(r) for side, r in runs.items()}
+
+
+def merge_rounds(runs: list[dict]) -> dict:
+    """One side's runs as one result: each step's median time over the runs, the rates recomputed
+    from their sum (the same measured steps, so the same pairs and tokens), the largest peak RSS."""
+    import statistics
+
+    if len(runs) == 1:
+        return runs[0]
+    res = dict(runs[0])
+    steps = [statistics.median(ts) for ts in zip(*(r["step_seconds"] for r in runs))]
+    seconds = sum(steps)
+    res.update(step_seconds=steps, seconds=seconds, pairs_per_s=res["pairs"] / seconds, tokens_per_s=res["real_tokens"] / seconds,
+               peak_rss_mb=max(r["peak_rss_mb"] for r in runs), load_before_after=[r["load_before_after"] for r in runs],
+               rounds=len(runs))
+    for per in ("pairs_per_cpu_s", "tokens_per_cpu_s"):
+        res[per] = statistics.median(r[per] for r in runs)
+    return res
+
+
+class StepClock:
+    """Wall-clock time of each training step, for either loop: ``ours()`` patches our loop's
+    progress bar (one ``update`` per optimizer step), ``trl_callback()`` is a transformers
+    TrainerCallback (step begin to step end). ``measured(warmup)`` = the times after the first
+    ``warmup`` steps."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
+
+    def ours(self) -> None:
+        import prefalign.core.training.loop as loop
+
+        clock, base = self, loop.Progress
+
+        class TimedProgress(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                self._tick = (time.perf_counter(), time.process_time())
+
+            def update(self, steps: int = 1, **values: float) -> None:
+                now = (time.perf_counter(), time.process_time())
+                clock.seconds.append(now[0] - self._tick[0])
+                clock.cpu_seconds.append(now[1] - self._tick[1])
+                self._tick = now
+                super().update(steps, **values)
+
+        loop.Progress = TimedProgress
+
+    def trl_callback(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Timed(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                self._tick = (time.perf_counter(), time.process_time())
+
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.seconds.append(time.perf_counter() - self._tick[0])
+                clock.cpu_seconds.append(time.process_time() - self._tick[1])
+
+        return Timed()
+
+    def apply(self, res: dict, warmup: int) -> dict:
+        """With ``warmup`` > 0: ``res``'s seconds and cpu_seconds become the sums over the steps
+        after the first ``warmup`` (the whole run's are kept as run_seconds, run_cpu_seconds)."""
+        res["step_seconds"] = self.seconds[warmup:]
+        if warmup <= 0:
+            return res
+        if warmup >= len(self.seconds):
+            raise SystemExit(f"--warmup-steps {warmup} leaves none of the {len(self.seconds)} steps measured: lower it or raise --steps")
+        res.update(run_seconds=res["seconds"], run_cpu_seconds=res["cpu_seconds"],
+                   seconds=sum(self.seconds[warmup:]), cpu_seconds=sum(self.cpu_seconds[warmup:]))
+        return res
 
 
 def add_run_args(parser: argparse.ArgumentParser, steps: int, batch: int) -> None:
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs per side, alternated (ours, TRL, ours, TRL, ...): on a loaded machine both sides see "
+                             "the same load; each step's time is the median over the rounds")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="first steps of each run left out of the rates (allocator and autograd warm-up); "
+                             "0: the whole run's wall time, as before")
     parser.add_argument("--layouts", default="shared,padded", help="our layouts, comma-separated: shared, packed, padded")
     parser.add_argument("--child", default=None)
+
+
+def measured_work(tok, tp, a: argparse.Namespace) -> tuple[int, int]:
+    """(pairs, real tokens) of the steps the rates count: all ``--steps`` batches, or those after
+    ``--warmup-steps`` (both sides train the same batches in the same order)."""
+    order, _ = our_batches(tok, tp, a.batch, a.steps)
+    kept = order[a.warmup_steps:]
+    return sum(len(b) for b in kept), sum(len(tp.chosen[i]) + len(tp.rejected[i]) for b in kept for i in b)
 
 
 def add_rates(res: dict, pairs: int, real_tokens: float, rows: int, truncated: int, rss: "RssSampler") -> dict:

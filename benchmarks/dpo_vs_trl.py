@@ -17,7 +17,8 @@ pretrained causal LM (default: the fetched SmolLM2-135M-Instruct when present), 
 on both sides (TRL: peft_config; its reference is the base with adapters off).
 
 TRL 1.16's DPOConfig: precompute_ref_log_probs is used (TRL's best on CPU: the reference forward
-leaves the training step). TRL runs it inside DPOTrainer's constructor, so it is timed there by
+leaves the training step); its log-probs always go through its fused, chunked LM head
+(``add_fused_lm_head``: no [tokens x vocabulary] logits), nothing to switch on. TRL runs it inside DPOTrainer's constructor, so it is timed there by
 wrapping ``DPOTrainer._precompute_ref_logps``. padding_free exists but TRL 1.16 warns and falls
 back to padding ("temporarily unavailable"), so it is not set; use_liger_kernel needs
 liger-kernel (not installed, GPU only); train_sampling_strategy="group_by_length" cannot infer
@@ -39,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RssSampler, add_model_args, add_rates, add_run_args, feed_batches, load_line, model_dict, our_batches, pretruncate,
-    print_header, print_ratios, print_table, real_pairs, resolve_model_args, run_sides, trl_dpo_rows, trl_peft_config, trl_speed_args,
+    RssSampler, StepClock, add_model_args, add_rates, add_run_args, feed_batches, load_line, model_dict, our_batches, pretruncate,
+    measured_work, print_header, print_ratios, print_table, real_pairs, resolve_model_args, run_sides, trl_dpo_rows, trl_peft_config, trl_speed_args,
 )
 
 BETA, LR = 0.1, 1e-4
@@ -74,11 +75,13 @@ def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
     ref = ReferenceLogprobs.from_table(table, ids)
     batches = pair_batches(tp, a.batch, tok.pad_token_id, 0, cfg)
     ref_cpu_seconds = cpu_seconds
+    clock = StepClock()
+    clock.ours()
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(model, batches, [], make_pairwise_loss_fn(dpo_objective, DPOConfig(beta=BETA), ref), cfg, out)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": ref_seconds, "reference_cpu_seconds": ref_cpu_seconds,
-            "losses": [h["train_loss"] for h in result.history]}
+    return clock.apply({"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": ref_seconds,
+                        "reference_cpu_seconds": ref_cpu_seconds, "losses": [h["train_loss"] for h in result.history]}, a.warmup_steps)
 
 
 def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
@@ -116,12 +119,15 @@ def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
     if len(trainer.train_dataset) != len(tp):
         raise SystemExit(f"TRL kept {len(trainer.train_dataset)} of {len(tp)} pairs: the batches cannot be matched")
     feed_batches(trainer, our_batches(tok, tp, a.batch, a.steps)[0])  # the same batches as ours, same order
+    clock = StepClock()
+    trainer.add_callback(clock.trl_callback())
     rss.phase("train")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": timed["seconds"], "reference_cpu_seconds": timed["cpu_seconds"],
-            "kept_pairs": len(trainer.train_dataset), "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+    return clock.apply({"seconds": seconds, "cpu_seconds": cpu_seconds, "reference_seconds": timed["seconds"],
+                        "reference_cpu_seconds": timed["cpu_seconds"], "kept_pairs": len(trainer.train_dataset),
+                        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}, a.warmup_steps)
 
 
 def child(side: str, a: argparse.Namespace) -> None:
@@ -134,7 +140,7 @@ def child(side: str, a: argparse.Namespace) -> None:
     rss.phase("setup")
     with tempfile.TemporaryDirectory() as tmp:
         res = run_trl(tok, tp, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, tp, a, Path(tmp), rss)
-    pairs, real_tokens = a.steps * a.batch, our_batches(tok, tp, a.batch, a.steps)[1]  # both sides train these batches
+    pairs, real_tokens = measured_work(tok, tp, a)  # both sides train these batches
     add_rates(res, pairs, real_tokens, len(tp), over, rss)
     with_ref = res["seconds"] + res["reference_seconds"]
     res.update(pairs_per_s_with_reference=pairs / with_ref, tokens_per_s_with_reference=real_tokens / with_ref)
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
     print_header(a, "causal LM", "DPOTrainer, precompute_ref_log_probs=True (reference pass timed apart, as ours)")
-    results = run_sides(__file__, layouts + ["trl"], list(argv if argv is not None else sys.argv[1:]), a.threads)
+    results = run_sides(__file__, layouts + ["trl"], list(argv if argv is not None else sys.argv[1:]), a.threads, a.rounds)
     print(f"TRL kept {results['trl']['kept_pairs']} of {results['trl']['pairs_available']} pairs; {load_line()}\n")
     print_table(results, [
         ("pairs/s", "pairs_per_s", "{:.2f}"), ("pairs/CPU-s", "pairs_per_cpu_s", "{:.2f}"), ("real tokens/s", "tokens_per_s", "{:.0f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),

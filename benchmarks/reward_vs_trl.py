@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RssSampler, add_model_args, add_rates, add_run_args, feed_batches, load_line, measured_matmul_peak, model_dict, our_batches,
+    RssSampler, StepClock, add_model_args, add_rates, add_run_args, feed_batches, load_line, measured_matmul_peak, measured_work, model_dict, our_batches,
     pretruncate, print_header, print_ratios, print_table, real_pairs, resolve_model_args, run_sides, trl_peft_config, trl_reward_rows, trl_speed_args,
 )
 
@@ -71,7 +71,7 @@ def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
     from prefalign.core.training.packing import any_padding_fraction, pair_batches
 
     cfg = TrainConfig.from_dict({
-        "max_steps": a.steps, "learning_rate": LR, "warmup_steps": WARMUP, "lr_schedule": "cosine", "weight_decay": 0.0,
+        "max_steps": a.steps, "learning_rate": LR, "warmup_steps": min(WARMUP, a.steps - 1), "lr_schedule": "cosine", "weight_decay": 0.0,
         "max_grad_norm": 1.0, "eval_every": 0, "checkpoint_every": 0, "progress_bar": False, "cpu_threads": a.threads,
         "packing": layout == "packed", "share_prompt": layout == "shared",
         "mixed_precision": "bf16" if a.precision == "bf16" else "no",
@@ -92,11 +92,13 @@ def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
     del twin
     used = [epoch_order(len(batches), 0, k // len(batches))[k % len(batches)] for k in range(a.steps)]
     rss.phase("train")
+    clock = StepClock()
+    clock.ours()
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(model, batches, [], make_reward_loss_fn(SimpleNamespace(soft_targets=False, margin_offset=False, centering=0.0)), cfg, out)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": any_padding_fraction([batches[k] for k in used]),
-            "losses": [h["train_loss"] for h in result.history], "backbone": result.model.backbone}
+    return clock.apply({"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": any_padding_fraction([batches[k] for k in used]),
+                        "losses": [h["train_loss"] for h in result.history], "backbone": result.model.backbone}, a.warmup_steps)
 
 
 def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
@@ -105,7 +107,7 @@ def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
 
     model = trl_model(tok, model_dict(a))
     args = RewardConfig(
-        output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=WARMUP,
+        output_dir=str(out), per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=LR, warmup_steps=min(WARMUP, a.steps - 1),
         lr_scheduler_type="cosine", weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
         eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, max_length=None, seed=0,
         disable_dropout=True, **trl_speed_args(a),
@@ -118,12 +120,15 @@ def run_trl(tok, tp, a, out: Path, rss: RssSampler) -> dict:
     for b in loader:  # what TRL computes: its collator pads each batch to its longest
         mask = b["attention_mask"]
         real, total = real + int(mask.sum()), total + mask.numel()
+    clock = StepClock()
+    trainer.add_callback(clock.trl_callback())
     rss.phase("train")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": 1 - real / max(1, total),
-            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h], "backbone": model.model if hasattr(model, "model") else model}
+    return clock.apply({"seconds": seconds, "cpu_seconds": cpu_seconds, "padding_fraction": 1 - real / max(1, total),
+                        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+                        "backbone": model.model if hasattr(model, "model") else model}, a.warmup_steps)
 
 
 def child(side: str, a: argparse.Namespace) -> None:
@@ -139,7 +144,7 @@ def child(side: str, a: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = run_trl(tok, tp, a, Path(tmp), rss) if side == "trl" else run_ours(side, tok, tp, a, Path(tmp), rss)
     backbone = res.pop("backbone")
-    pairs, real_tokens = a.steps * a.batch, our_batches(tok, tp, a.batch, a.steps)[1]  # both sides train these batches
+    pairs, real_tokens = measured_work(tok, tp, a)  # both sides train these batches
     add_rates(res, pairs, real_tokens, len(tp), over, rss)
     n_non_emb = sum(p.numel() for p in backbone.parameters()) - backbone.get_input_embeddings().weight.numel()
     per_param = 4 if a.lora else 6  # frozen weights (LoRA): forward and input gradients, no weight gradients
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     forward = [x for x in (argv if argv is not None else sys.argv[1:])]
     layouts = [x.strip() for x in a.layouts.split(",") if x.strip()]
     print_header(a, "reward model", "RewardTrainer fed our batches")
-    results = run_sides(__file__, layouts + ["trl"], forward, a.threads)
+    results = run_sides(__file__, layouts + ["trl"], forward, a.threads, a.rounds)
     print(f"pairs: {results['trl']['pairs_available']}; sequences truncated by our rule before both sides saw them: "
           f"{results['trl']['sequences_truncated']}; {load_line()}\n")
     print_table(results, [

@@ -66,7 +66,8 @@ def make_tokenizer(kind: str):
 
 
 class Seen:
-    """The real (unpadded) ids of every row that enters ``module``'s forward, and of ``generate`` calls."""
+    """The real (unpadded) ids of every row that enters ``module``'s forward, and of the prompts generation
+    reads (``generate`` calls, or the sampler's prompt pass: a forward with ``use_cache`` and no cache yet)."""
 
     def __init__(self, module: torch.nn.Module, generate_of: torch.nn.Module | None = None):
         self.rows: list[tuple[int, ...]] = []
@@ -103,6 +104,10 @@ class Seen:
 
     def _hook(self, module, args, kwargs):
         if self._in_generate:
+            return
+        if kwargs.get("use_cache"):  # the sampler (core/policy/generation.py): its prompt pass, then one token a step
+            if kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
+                self.generated += self._real(kwargs["input_ids"], kwargs["attention_mask"])
             return
         ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
         if kwargs.get("packed_segments") is not None:  # packed / prompt-shared scoring (the training layout)
