@@ -17,7 +17,7 @@ from prefalign.core.models.backbone import ModelConfig
 from prefalign.core.models.tokenizer import TokenizerConfig
 from prefalign.core.objectives import registry
 from prefalign.core.policy.training import PolicyDataConfig
-from prefalign.core.config_utils import lift_sub_blocks, objective_parameters
+from prefalign.core.config_utils import deep_merge, lift_sub_blocks, objective_parameters
 from prefalign.core.training.loop import TrainConfig
 from prefalign.settings import CONFIG_LOADER_ARGS
 
@@ -173,8 +173,8 @@ def test_gpu_environments_load_a_local_model_directory_offline(env, tmp_path, mo
 
     params = parameters(env)
     reward_spec = registry.objectives("reward")[0]
-    reward = reward_spec.parse(deep_merge(params["reward"]["defaults"],
-                                          deep_merge(params["reward"][reward_spec.name], {"model": {"name_or_path": str(local)}})))
+    reward = reward_spec.parse(lift_sub_blocks(deep_merge(objective_parameters(params["reward"], reward_spec.name),
+                                                          {"model": {"name_or_path": str(local)}})))
     pairs = pl.DataFrame({"prompt": ["What is tea?"], "chosen": ["A drink."], "rejected": ["No."]})
     reward_tokenizer = fit_tokenizer(pairs, reward)
     assert reward_tokenizer.get_vocab() == tokenizer.get_vocab()
@@ -230,7 +230,7 @@ def test_the_distributed_commands_to_copy_parse_with_the_gpu_environment():
         assert (root / defaults["accelerate_config"]).is_file(), command
         if family == "reward":
             for spec in registry.objectives("reward"):
-                spec.parse(deep_merge(defaults, params["reward"][spec.name]))  # checks num_processes vs batch_size
+                spec.parse(lift_sub_blocks(objective_parameters(params["reward"], spec.name)))  # checks num_processes vs batch_size
         else:
             data = PolicyDataConfig.from_dict(defaults["data"])
             check_num_processes(defaults["num_processes"], data.batch_size, "policy.defaults.num_processes")

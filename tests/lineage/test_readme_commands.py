@@ -97,7 +97,8 @@ def documented_run_commands() -> list[tuple[str, str]]:
     """(document, command) for every `kedro run ...` in a code span or a code block line."""
     found = []
     for document in DOCUMENTS:
-        for line in document.read_text().splitlines():
+        # a shell continuation (`\` at the end of a line) joins the command's lines
+        for line in re.sub(r"\\\n\s*", " ", document.read_text()).splitlines():
             for match in re.finditer(r"(?:^|`|&& )(kedro run\b[^`#\n]*)", line):
                 command = match.group(1).strip()
                 if "<" not in command:  # placeholders such as <timestamp> are checked by running them above

@@ -36,7 +36,7 @@ def _train(pairs, tmp_path, **override):
 def test_params_fail_before_training_naming_the_key():
     with pytest.raises(ValueError, match=r"unknown key reward\.lr\b"):
         RewardParams.from_dict({"lr": 1})
-    with pytest.raises(ValueError, match=r"head='linear' is not one of \('scalar', 'gpm'\)"):
+    with pytest.raises(ValueError, match=r"head='linear' is not one of \('scalar', 'gpm', 'gpm_fixed_gate'\)"):
         RewardParams.from_dict({"head": {"head": "linear"}})
     with pytest.raises(ValueError, match=r"unknown key training\.steps\b"):
         RewardParams.from_dict({"training": {"steps": 3}})
