@@ -1,0 +1,341 @@
+"""Tokenised pairs cached on disk and memory-mapped, so training input does not grow with the table.
+
+A pairs table is tokenised ONCE per (tokenizer, lengths, pairs content, rendering code) by the
+same rule as ``batching.tokenize_pairs`` (pair-consistent truncation, the tokenizer's layout), in
+chunks of ``chunk_rows`` rows, and written as flat arrays of token ids. Training memory-maps them:
+``open_token_cache`` returns a ``TokenizedPairs`` whose ``chosen`` / ``rejected`` are
+``batching.SequenceView``s, so a batch reads only its own pairs' ids from the page cache, and
+``subset`` / ``repeat`` / ``without_identical`` keep an index, not copies. Batches, losses and
+truncation counts are identical to tokenising the table in memory (tests/training/test_token_cache.py).
+
+On disk, one folder per key, ``<cache_dir>/pairs_<key>/``::
+
+    tokens.int32          [T] token ids of every sequence, back to back: pair i's chosen is
+                          sequence 2i, its rejected sequence 2i+1
+    offsets.int64         [2N + 1] start of each sequence in tokens (offsets[-1] = T)
+    prompt_lengths.int32  [2N] tokens before the response (layout tokens included)
+    p_chosen.float64      [N]
+    margin.float64        [N] NaN where the pair has no margin
+    identical.uint8       [N] 1 where both sides are the same ids after truncation
+    pair_truncation.int32 [N, 6] each pair's truncation counts (``TruncationStats`` fields, in order)
+    meta.json             the key's parts, N, T, and the format version (written last)
+
+The key is a hash of: the tokenizer (its serialised vocabulary / merges / normaliser, chat
+template, special tokens, class), ``max_length`` and ``max_prompt_length``, the content of the
+pairs' ``prompt``, ``chosen``, ``rejected``, ``p_chosen``, ``margin`` and ``prompt_messages``
+columns (row hashes, in order), the source of ``batching.py`` (the rendering rule) and the
+versions of transformers, tokenizers and polars. Any change gives a new folder; old folders are
+left for the user to delete. A folder is built under a temporary name and renamed when complete,
+so an interrupted build is never read and processes that build the same key at once are safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+from transformers import PreTrainedTokenizerBase
+
+from prefalign.core.training import batching
+from prefalign.core.training.batching import (
+    PairRows,
+    SequenceView,
+    TokenizedPairs,
+    _STATS_FIELDS,
+    _stats_of,
+    encode_prompt_groups,
+    prompt_messages_of,
+    tokenize_pair_frame,
+    tokenize_pairs,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "p_chosen", "margin", "prompt_messages")
+_FILES = {  # name -> (dtype, columns per pair or per sequence)
+    "tokens": np.int32,
+    "offsets": np.int64,
+    "prompt_lengths": np.int32,
+    "p_chosen": np.float64,
+    "margin": np.float64,
+    "identical": np.uint8,
+    "pair_truncation": np.int32,
+}
+META = "meta.json"
+PairsInput = pl.DataFrame | pl.LazyFrame
+
+
+def _file(folder: Path, name: str) -> Path:
+    return folder / f"{name}.{np.dtype(_FILES[name]).name}"
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of everything in ``tokenizer`` that changes the ids it gives.
+
+    Args:
+        tokenizer: a transformers tokenizer (fast: its serialised ``backend_tokenizer``; slow: its vocabulary).
+
+    Returns:
+        32 hex characters.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps({
+        "class": type(tokenizer).__name__,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "special_tokens": tokenizer.special_tokens_map,
+        "added_tokens": sorted((int(i), str(t)) for i, t in tokenizer.added_tokens_decoder.items()),
+        "layout": batching.sequence_layout(tokenizer),
+    }, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _columns(schema_names) -> list[str]:
+    return [c for c in PAIR_COLUMNS if c in schema_names]
+
+
+def iter_pair_chunks(pairs: PairsInput, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """The pairs table in order, ``chunk_rows`` rows at a time (a LazyFrame runs on the streaming engine).
+
+    Args:
+        pairs: an in-memory table (sliced, no copy) or a lazy one (e.g. ``pl.scan_parquet``).
+        chunk_rows: rows per chunk, >= 1.
+
+    Returns:
+        An iterator of DataFrames holding only the columns tokenisation reads.
+    """
+    if isinstance(pairs, pl.LazyFrame):
+        lazy = pairs.select(_columns(pairs.collect_schema().names()))
+        yield from lazy.collect_batches(chunk_size=chunk_rows, maintain_order=True, engine="streaming")
+        return
+    frame = pairs.select(_columns(pairs.columns))
+    yield from frame.iter_slices(chunk_rows)
+
+
+def pairs_fingerprint(pairs: PairsInput, chunk_rows: int = 100_000) -> tuple[str, int]:
+    """A content hash of the columns tokenisation reads (row hashes, in order), read in chunks.
+
+    Args:
+        pairs: the pairs table (in memory or lazy).
+        chunk_rows: rows hashed at a time.
+
+    Returns:
+        (32 hex characters, number of rows). Polars' row hash is stable within a polars version;
+        the key includes that version.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    rows = 0
+    for chunk in iter_pair_chunks(pairs, chunk_rows):
+        if rows == 0:
+            h.update(json.dumps([[n, str(d)] for n, d in chunk.schema.items()]).encode())
+        h.update(chunk.hash_rows(seed=0).to_numpy().tobytes())
+        rows += chunk.height
+    h.update(str(rows).encode())
+    return h.hexdigest(), rows
+
+
+def _code_fingerprint() -> str:
+    import tokenizers
+    import transformers
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(Path(batching.__file__).read_bytes())  # the rendering and truncation rule
+    h.update(f"{CACHE_FORMAT}|{transformers.__version__}|{tokenizers.__version__}|{pl.__version__}".encode())
+    return h.hexdigest()
+
+
+def cache_key(tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int, pairs: PairsInput) -> dict:
+    """The parts that name a cache folder, and their hash.
+
+    Args:
+        tokenizer: the tokenizer; max_length, max_prompt_length: truncation lengths in tokens;
+        pairs: the pairs table.
+
+    Returns:
+        ``{"key": 24 hex characters, "tokenizer", "max_length", "max_prompt_length", "pairs", "rows", "code"}``.
+    """
+    pairs_hash, rows = pairs_fingerprint(pairs)
+    parts = {"tokenizer": tokenizer_fingerprint(tokenizer), "max_length": int(max_length),
+             "max_prompt_length": int(max_prompt_length), "pairs": pairs_hash, "rows": rows, "code": _code_fingerprint()}
+    key = hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=12).hexdigest()
+    return {"key": key, **parts}
+
+
+def _table_keep_first(tokenizer: PreTrainedTokenizerBase, first: pl.DataFrame) -> int:
+    """Leading prompt tokens never cut, as ``tokenize_pairs`` reads them from a table's first row."""
+    return encode_prompt_groups(tokenizer, first["prompt"].to_list(), [first["chosen"].to_list() + first["rejected"].to_list()],
+                                prompt_messages_of(first))[2]
+
+
+def build_token_cache(
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: PairsInput,
+    max_length: int,
+    max_prompt_length: int,
+    cache_dir: str | Path,
+    chunk_rows: int = 20_000,
+) -> Path:
+    """The cache folder of these pairs, tokenised now unless it is already there.
+
+    Memory: one chunk of ``chunk_rows`` pairs (texts and ids) at a time; files are appended to.
+
+    Args:
+        tokenizer: the tokenizer; max_length, max_prompt_length: truncation lengths (tokens);
+        pairs: the pairs table (prompt, chosen, rejected[, p_chosen, margin, prompt_messages]);
+            a LazyFrame is read on the streaming engine, never whole;
+        cache_dir: the folder holding cache folders (created if missing);
+        chunk_rows: pairs tokenised at a time.
+
+    Returns:
+        ``cache_dir/pairs_<key>``.
+
+    Raises:
+        ValueError: bad lengths (``tokenize_pairs``), or ``chunk_rows`` < 1.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"token cache chunk_rows={chunk_rows} must be >= 1")
+    batching._check_lengths(max_length, max_prompt_length)
+    key = cache_key(tokenizer, max_length, max_prompt_length, pairs)
+    cache_dir = Path(cache_dir)
+    final = cache_dir / f"pairs_{key['key']}"
+    if (final / META).exists():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".building_{key['key']}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    started = time.perf_counter()
+    try:
+        handles = {name: open(_file(tmp, name), "wb") for name in _FILES}
+        try:
+            n_pairs, n_tokens, keep = 0, 0, None
+            handles["offsets"].write(np.zeros(1, dtype=np.int64).tobytes())
+            for chunk in iter_pair_chunks(pairs, chunk_rows):
+                if chunk.height == 0:
+                    continue
+                if keep is None:
+                    keep = _table_keep_first(tokenizer, chunk.head(1))
+                tok = tokenize_pairs(
+                    tokenizer, chunk["prompt"].to_list(), chunk["chosen"].to_list(), chunk["rejected"].to_list(),
+                    chunk["p_chosen"].to_list() if "p_chosen" in chunk.columns else None,
+                    chunk["margin"].to_list() if "margin" in chunk.columns else None, max_length, max_prompt_length,
+                    prompt_messages_of(chunk), keep_first=keep,
+                )
+                seqs = [s for pair in zip(tok.chosen, tok.rejected) for s in pair]  # chosen 2i, rejected 2i+1
+                lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+                ids = np.fromiter((t for s in seqs for t in s.input_ids), dtype=np.int64, count=int(lengths.sum()))
+                if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int32).max):
+                    raise ValueError(f"token ids outside int32 ({ids.min()}..{ids.max()}); the cache stores int32 ids")
+                handles["tokens"].write(ids.astype(np.int32).tobytes())
+                handles["offsets"].write((n_tokens + np.cumsum(lengths)).astype(np.int64).tobytes())
+                handles["prompt_lengths"].write(np.array([s.prompt_length for s in seqs], dtype=np.int32).tobytes())
+                handles["p_chosen"].write(np.asarray(tok.p_chosen, dtype=np.float64).tobytes())
+                handles["margin"].write(np.asarray(tok.margin, dtype=np.float64).tobytes())
+                handles["identical"].write(np.asarray(tok.identical, dtype=np.uint8).tobytes())
+                handles["pair_truncation"].write(np.asarray(tok.pair_truncation, dtype=np.int32).tobytes())
+                n_pairs += chunk.height
+                n_tokens += int(lengths.sum())
+        finally:
+            for handle in handles.values():
+                handle.close()
+        meta = {"format": CACHE_FORMAT, **key, "pairs_count": n_pairs, "tokens_count": n_tokens,
+                "stats_fields": _STATS_FIELDS, "build_seconds": round(time.perf_counter() - started, 3)}
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process built the same key first: use its folder
+            if not (final / META).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("token cache: %d pairs, %d tokens tokenised in %.1f s -> %s", n_pairs, n_tokens,
+             time.perf_counter() - started, final)
+    return final
+
+
+def _map(folder: Path, name: str, count: int, width: int = 1) -> np.ndarray:
+    dtype = np.dtype(_FILES[name])
+    shape = (count, width) if width > 1 else (count,)
+    if count == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(_file(folder, name), dtype=dtype, mode="r", shape=shape)
+
+
+def open_token_cache(folder: str | Path) -> TokenizedPairs:
+    """The cached pairs as ``TokenizedPairs`` whose ids stay on disk (memory-mapped).
+
+    Args:
+        folder: a folder made by ``build_token_cache``.
+
+    Returns:
+        ``TokenizedPairs`` with ``SequenceView`` chosen / rejected (items equal to ``tokenize_pairs``'),
+        p_chosen / margin float64 [N], identical bool [N], per-pair counts as a ``PairRows`` view.
+
+    Raises:
+        FileNotFoundError: the folder has no ``meta.json`` (not built, or built by an interrupted run).
+        ValueError: the folder's format is not ``CACHE_FORMAT`` (delete it; it is rebuilt).
+    """
+    folder = Path(folder)
+    meta_path = folder / META
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{folder} is not a complete token cache (no {META}); build it with build_token_cache")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CACHE_FORMAT or meta.get("stats_fields") != _STATS_FIELDS:
+        raise ValueError(f"token cache {folder} has format {meta.get('format')} (this code reads {CACHE_FORMAT}); delete it")
+    n, t = meta["pairs_count"], meta["tokens_count"]
+    tokens = _map(folder, "tokens", t)
+    offsets = _map(folder, "offsets", 2 * n + 1)
+    prompt_lengths = _map(folder, "prompt_lengths", 2 * n)
+    per_pair = PairRows(_map(folder, "pair_truncation", n, len(_STATS_FIELDS)))
+    return TokenizedPairs(
+        SequenceView(tokens, offsets, prompt_lengths, 0, 2), SequenceView(tokens, offsets, prompt_lengths, 1, 2),
+        np.array(_map(folder, "p_chosen", n)), np.array(_map(folder, "margin", n)),
+        _stats_of(per_pair), np.array(_map(folder, "identical", n), dtype=bool), per_pair,
+    )
+
+
+def cached_tokenize_pair_frame(
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: PairsInput,
+    max_length: int,
+    max_prompt_length: int,
+    cache_dir: str | Path | None,
+    chunk_rows: int = 20_000,
+) -> TokenizedPairs:
+    """``tokenize_pair_frame`` through the on-disk cache: the training entry points' one call.
+
+    Args:
+        tokenizer, max_length, max_prompt_length: as ``tokenize_pair_frame``;
+        pairs: the selected pairs (DataFrame; a LazyFrame only with a ``cache_dir``);
+        cache_dir: the cache root (conf: ``token_cache_dir``), or None to tokenise in memory as before;
+        chunk_rows: pairs tokenised at a time while building.
+
+    Returns:
+        ``TokenizedPairs``, equal item by item to ``tokenize_pair_frame(tokenizer, pairs, ...)``.
+
+    Raises:
+        ValueError: a LazyFrame without a ``cache_dir`` (it would be collected whole: give a cache dir or collect it).
+    """
+    if cache_dir is None:
+        if isinstance(pairs, pl.LazyFrame):
+            raise ValueError("a lazy pairs table needs a token cache_dir (set token_cache_dir), or collect it first")
+        return tokenize_pair_frame(tokenizer, pairs, max_length, max_prompt_length)
+    return open_token_cache(build_token_cache(tokenizer, pairs, max_length, max_prompt_length, cache_dir, chunk_rows))
+
+
+def cache_size_bytes(folder: str | Path) -> int:
+    """Bytes on disk of a cache folder (all its files)."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
