@@ -236,3 +236,23 @@ def test_pairwise_policy_losses_with_the_cache_equal_without(tmp_path: Path):
     assert a.training_curve.drop(timing).equals(b.training_curve.drop(timing))
     assert a.metrics["policy"] == b.metrics["policy"] and a.metrics["excluded_pairs"] == b.metrics["excluded_pairs"]
     assert _folders(tmp_path / "cache")
+
+
+# -- the flatten layout's batched renders equal the template's, id for id -----------------------------------------
+
+def test_flatten_fast_renders_equal_apply_chat_template_with_and_without_bos():
+    from prefalign.core.training.batching import FLATTEN_TEMPLATE, _render_chat, _render_flatten, sequence_layout
+
+    tok = toy_tokenizer()
+    assert sequence_layout(tok) == "flatten"
+    odd = ["", " ", "  two  spaces ", "\ttab\n\nnewlines\n", "héllo wörld ✓", " leading", "trailing ",
+           f"holds {tok.eos_token} inside", f"{tok.bos_token}starts", "marker \U000f0000 char", "great helpful"]
+    prompts = [odd[i % len(odd)] + f" q{i}" if i % 3 else odd[i % len(odd)] for i in range(2 * len(odd))]
+    groups = [[odd[(i + 3) % len(odd)], odd[(i * 5) % len(odd)] + " wrong"] for i in range(len(prompts))]
+    for bos in (tok.bos_token, None):
+        tok.bos_token = bos  # None: the EOS starts the sequence instead (FLATTEN_TEMPLATE's rule)
+        flat = [(i, r) for i, g in enumerate(groups) for r in g]
+        gen, full = _render_flatten(tok, prompts, groups, flat)
+        convs = [[{"role": "user", "content": p}] for p in prompts]
+        assert gen == _render_chat(tok, convs, True, FLATTEN_TEMPLATE)
+        assert full == _render_chat(tok, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, FLATTEN_TEMPLATE)

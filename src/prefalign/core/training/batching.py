@@ -314,6 +314,62 @@ def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[di
     )
 
 
+try:  # the private-use characters transformers' sanitize_control_tokens marks data's control-token strings with
+    from transformers.utils.chat_template_utils import _CONTROL_TOKEN_END, _CONTROL_TOKEN_START
+    _SANITIZE_MARKERS: tuple[str, ...] | None = (_CONTROL_TOKEN_START, _CONTROL_TOKEN_END)
+except ImportError:  # another transformers: every row goes through apply_chat_template
+    _SANITIZE_MARKERS = None
+
+
+def _render_flatten(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], response_groups: Sequence[Sequence[str]],
+                    flat: list[tuple[int, str]]) -> tuple[list[list[int]], list[list[int]]]:
+    """The ``flatten`` layout's renders, ``_render_chat`` with ``FLATTEN_TEMPLATE`` id for id, fast.
+
+    A row whose prompt and responses hold no added-token string (and no sanitize marker) renders as
+    ``B + prompt`` (generation prompt) and ``B + prompt + response + E`` (B: BOS, else EOS, else
+    nothing; E: EOS or nothing), and ``apply_chat_template(..., sanitize_control_tokens=True)``
+    encodes such a render as one plain ``encode`` (nothing to mark). Those rows are encoded here in
+    one batched call, ~20x faster than rendering each through jinja; the other rows (text that
+    looks like a control token) go through ``apply_chat_template`` as before.
+
+    Args:
+        prompts: [N] prompt texts; response_groups: [N][G_n] responses; flat: [(row, response)] in order.
+
+    Returns:
+        (gen [N] ids, full [len(flat)] ids), as ``_render_chat(..., True)`` and ``(..., False)`` give them.
+    """
+    specials = [t for t in getattr(tokenizer, "added_tokens_encoder", {}) if t]
+    fast = np.zeros(len(prompts), dtype=bool)
+    if _SANITIZE_MARKERS is not None:
+        marks = specials + list(_SANITIZE_MARKERS)
+        fast = np.array([not any(m in text for text in (p, *group) for m in marks)
+                         for p, group in zip(prompts, response_groups)], dtype=bool)
+    bos = tokenizer.bos_token or tokenizer.eos_token or ""
+    eos = tokenizer.eos_token or ""
+    gen: list = [None] * len(prompts)
+    full: list = [None] * len(flat)
+    fast_rows = np.flatnonzero(fast)
+    fast_flat = [k for k, (i, _) in enumerate(flat) if fast[i]]
+    texts = [bos + prompts[i] for i in fast_rows] + [bos + prompts[flat[k][0]] + flat[k][1] + eos for k in fast_flat]
+    if texts:
+        ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        for j, i in enumerate(fast_rows):
+            gen[i] = ids[j]
+        for j, k in enumerate(fast_flat, start=len(fast_rows)):
+            full[k] = ids[j]
+    slow_rows = np.flatnonzero(~fast)
+    if len(slow_rows):
+        slow_flat = [k for k, (i, _) in enumerate(flat) if not fast[i]]
+        convs = {i: conversation_of(prompts[i], None) for i in slow_rows}
+        for i, ids in zip(slow_rows, _render_chat(tokenizer, [convs[i] for i in slow_rows], True, FLATTEN_TEMPLATE)):
+            gen[i] = ids
+        rendered = _render_chat(tokenizer, [convs[flat[k][0]] + [{"role": "assistant", "content": flat[k][1]}] for k in slow_flat],
+                                False, FLATTEN_TEMPLATE)
+        for k, ids in zip(slow_flat, rendered):
+            full[k] = ids
+    return gen, full
+
+
 def _common_prefix(*sequences: Sequence[int]) -> int:
     n = min(len(s) for s in sequences)
     for i in range(n):
@@ -354,9 +410,12 @@ def encode_prompt_groups(
         else:  # flatten: the row's prompt text as it is (for chat sources it is the turns flattened)
             convs = [conversation_of(p, None) for p in prompts]
         template = layout_chat_template(tokenizer)
-        gen = _render_chat(tokenizer, convs, True, template)
         flat = [(i, r) for i, group in enumerate(response_groups) for r in group]
-        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, template)
+        if layout == "flatten":
+            gen, full = _render_flatten(tokenizer, prompts, response_groups, flat)
+        else:
+            gen = _render_chat(tokenizer, convs, True, template)
+            full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, template)
         prompt_ids, responses, k = [], [], 0
         for i, group in enumerate(response_groups):
             rows = full[k : k + len(group)]
