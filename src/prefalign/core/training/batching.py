@@ -166,9 +166,7 @@ class PairRows:
 
     def __getitem__(self, index) -> "PairRows":
         index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        index = index.astype(np.int64)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64, copy=False)
         return PairRows(self.base, index if self.rows is None else self.rows[index])
 
     def sum(self, axis: int = 0, chunk: int = 1 << 20) -> np.ndarray:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import time
@@ -126,7 +127,7 @@ def iter_pair_chunks(pairs: PairsInput, chunk_rows: int) -> Iterator[pl.DataFram
     yield from frame.iter_slices(chunk_rows)
 
 
-def pairs_fingerprint(pairs: PairsInput, chunk_rows: int = 100_000) -> tuple[str, int]:
+def pairs_fingerprint(pairs: PairsInput, chunk_rows: int = 20_000) -> tuple[str, int]:
     """A content hash of the columns tokenisation reads (row hashes, in order), read in chunks.
 
     Args:
@@ -266,12 +267,17 @@ def build_token_cache(
     return final
 
 
-def _map(folder: Path, name: str, count: int, width: int = 1) -> np.ndarray:
+def _map(folder: Path, name: str, count: int, width: int = 1, random_access: bool = False) -> np.ndarray:
     dtype = np.dtype(_FILES[name])
     shape = (count, width) if width > 1 else (count,)
     if count == 0:
         return np.zeros(shape, dtype=dtype)
-    return np.memmap(_file(folder, name), dtype=dtype, mode="r", shape=shape)
+    mapped = np.memmap(_file(folder, name), dtype=dtype, mode="r", shape=shape)
+    if random_access and hasattr(mmap, "MADV_RANDOM"):
+        # a batch reads a few scattered sequences: without this, every page fault reads ahead
+        # (and maps) up to hundreds of KB around it, and the mapped pages count in the resident set
+        mapped._mmap.madvise(mmap.MADV_RANDOM)
+    return mapped
 
 
 def open_token_cache(folder: str | Path) -> TokenizedPairs:
@@ -296,9 +302,9 @@ def open_token_cache(folder: str | Path) -> TokenizedPairs:
     if meta.get("format") != CACHE_FORMAT or meta.get("stats_fields") != _STATS_FIELDS:
         raise ValueError(f"token cache {folder} has format {meta.get('format')} (this code reads {CACHE_FORMAT}); delete it")
     n, t = meta["pairs_count"], meta["tokens_count"]
-    tokens = _map(folder, "tokens", t)
+    tokens = _map(folder, "tokens", t, random_access=True)
     offsets = _map(folder, "offsets", 2 * n + 1)
-    prompt_lengths = _map(folder, "prompt_lengths", 2 * n)
+    prompt_lengths = _map(folder, "prompt_lengths", 2 * n, random_access=True)
     per_pair = PairRows(_map(folder, "pair_truncation", n, len(_STATS_FIELDS)))
     return TokenizedPairs(
         SequenceView(tokens, offsets, prompt_lengths, 0, 2), SequenceView(tokens, offsets, prompt_lengths, 1, 2),
