@@ -151,7 +151,8 @@ def phase_synth(args) -> dict:
     for handle in handles.values():
         handle.close()
     meta = {"format": tc.CACHE_FORMAT, **key, "pairs_count": n_pairs, "tokens_count": n_tokens,
-            "stats_fields": tc._STATS_FIELDS, "synthetic_ids": True}
+            "stats_fields": tc._STATS_FIELDS, "synthetic_ids": True,
+            "truncation": {name: 2 * n_pairs if name == "sequences" else 0 for name in tc._STATS_FIELDS}}
     (tmp / tc.META).write_text(json.dumps(meta))
     os.rename(tmp, folder)
     return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_mb(), "cache_mb": tc.cache_size_bytes(folder) / 2**20,
@@ -192,7 +193,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--max-prompt-length", type=int, default=48)
-    parser.add_argument("--chunk-rows", type=int, default=20_000)
+    parser.add_argument("--chunk-rows", type=int, default=5_000)
     parser.add_argument("--workdir", default="/tmp/prefalign_token_cache_bench")
     parser.add_argument("--keep", action="store_true", help="keep the parquet files and caches")
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)

@@ -114,12 +114,15 @@ class SequenceView(Sequence[TokenizedSequence]):
         start, step: this view's store sequences are ``start, start + step, ...`` (pairs: chosen
             ``0, 2``, rejected ``1, 2``).
         rows: [M] int64 positions (subset / repeat), or None for all ``(S - start + step - 1) // step``.
+        sequence_lengths: [S] int lengths of the store's sequences (``offsets`` differences) held in
+            memory, or None to read them from ``offsets`` when asked.
     """
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, prompt_lengths: np.ndarray, start: int = 0,
-                 step: int = 1, rows: np.ndarray | None = None):
+                 step: int = 1, rows: np.ndarray | None = None, sequence_lengths: np.ndarray | None = None):
         self.tokens, self.offsets, self.prompt_lengths = tokens, offsets, prompt_lengths
         self.start, self.step, self.rows = start, step, rows
+        self.sequence_lengths = sequence_lengths
 
     def __len__(self) -> int:
         if self.rows is not None:
@@ -141,10 +144,14 @@ class SequenceView(Sequence[TokenizedSequence]):
         """The items at ``index`` ([M] int, repeats allowed) as a view: nothing is read or copied but the index."""
         index = np.asarray(index, dtype=np.int64)
         return SequenceView(self.tokens, self.offsets, self.prompt_lengths, self.start, self.step,
-                            index if self.rows is None else self.rows[index])
+                            index if self.rows is None else self.rows[index], self.sequence_lengths)
 
     def lengths(self) -> np.ndarray:
-        """[M] int64 length of each item in tokens, from the offsets (no ids read)."""
+        """[M] int length of each item in tokens, from ``sequence_lengths`` or the offsets (no ids read)."""
+        if self.sequence_lengths is not None:
+            if self.rows is None:
+                return self.sequence_lengths[self.start :: self.step][: len(self)]
+            return self.sequence_lengths[self.start + self.step * self.rows]
         j = self.start + self.step * (np.arange(len(self), dtype=np.int64) if self.rows is None else self.rows)
         return (self.offsets[j + 1] - self.offsets[j]).astype(np.int64)
 
@@ -191,7 +198,7 @@ def _take(items, index: np.ndarray):
 
 
 def sequence_lengths(sequences: Sequence[TokenizedSequence]) -> np.ndarray:
-    """[N] int64 length of each sequence in tokens (from the offsets for a ``SequenceView``: no ids read)."""
+    """[N] int length of each sequence in tokens (from the offsets for a ``SequenceView``: no ids read)."""
     if isinstance(sequences, SequenceView):
         return sequences.lengths()
     return np.array([len(s) for s in sequences], dtype=np.int64)
@@ -747,7 +754,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | 
 
 
 def pair_lengths(tokenized: TokenizedPairs) -> np.ndarray:
-    """[B] int64 length of each pair in tokens: its longer side (what batches are grouped by).
+    """[B] int length of each pair in tokens: its longer side (what batches are grouped by).
 
     Read from the offsets for a memory-mapped cache, so no token ids are read.
     """
