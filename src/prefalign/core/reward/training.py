@@ -252,7 +252,8 @@ def train_reward_model(
     """Tokenise, batch, build backbone + head, train with the shared loop, report metrics.
 
     Args:
-        train_pairs, val_pairs: selected pairs (``select_pairs``).
+        train_pairs, val_pairs: selected pairs (``select_pairs``); with ``params.token_cache_dir`` set
+            either may be a ``pl.LazyFrame`` (read in chunks into the token cache, never whole).
         tokenizer: the fitted tokenizer (saved with the model).
         params: the objective's parameters (head type already set by the registry).
         output_dir: resumable loop checkpoints; a run finds and resumes its newest one.
