@@ -138,7 +138,8 @@ class SequenceView(Sequence[TokenizedSequence]):
         if not -len(self) <= i < len(self):
             raise IndexError(f"sequence {i} of a view of {len(self)}")
         j = int(self._store_index(i % len(self)))
-        return TokenizedSequence(self.tokens[self.offsets[j] : self.offsets[j + 1]].tolist(), int(self.prompt_lengths[j]))
+        start, stop = self.offsets[j : j + 2]
+        return TokenizedSequence(self.tokens[int(start) : int(stop)].tolist(), int(self.prompt_lengths[j]))
 
     def take(self, index: Sequence[int] | np.ndarray) -> "SequenceView":
         """The items at ``index`` ([M] int, repeats allowed) as a view: nothing is read or copied but the index."""
