@@ -69,7 +69,7 @@ class PolicyDataConfig:
     # Train only on these `source` values (None: every source; a list, or one string "a b"). The
     # embedded default picks synthetic_scalar: template text a tiny CPU model can learn, judged by the lab's r*.
     sources: list[str] | None = None
-    token_cache_dir: str | None = None  # tokenised pairs memory-mapped from here (core/training/token_cache.py); null = in memory
+    token_cache_dir: str | None = None  # tokenised pairs read from here on demand (core/training/token_cache.py); null = in memory
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":

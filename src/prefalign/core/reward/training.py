@@ -65,7 +65,7 @@ class RewardParams:
     num_processes: int = 1  # > 1: run the same entry point under `accelerate launch`
     accelerate_config: str | None = None  # e.g. conf/accelerate/ddp.yaml (for num_processes > 1)
     checkpoint_dir: str | None = None  # resumable training state; null = a temporary directory
-    token_cache_dir: str | None = None  # tokenised pairs memory-mapped from here (core/training/token_cache.py); null = in memory
+    token_cache_dir: str | None = None  # tokenised pairs read from here on demand (core/training/token_cache.py); null = in memory
     tokenizer: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)

@@ -99,7 +99,7 @@ class TokenizedSequence:
 
 
 class SequenceView(Sequence[TokenizedSequence]):
-    """Tokenised sequences read on demand from flat arrays (a memory-mapped token cache,
+    """Tokenised sequences read on demand from flat arrays (the on-disk token cache,
     ``core/training/token_cache.py``), never held as Python lists all at once.
 
     Sequence ``j`` of the store is ``tokens[offsets[j]:offsets[j + 1]]`` with prompt length
@@ -158,7 +158,7 @@ class SequenceView(Sequence[TokenizedSequence]):
 
 
 class PairRows:
-    """Per-pair rows of a (memory-mapped) [N, K] array seen through a row index, read on demand:
+    """Per-pair rows of an (on-disk) [N, K] array seen through a row index, read on demand:
     ``TokenizedPairs.pair_truncation`` of a cached table, so a subset of millions of pairs does not
     copy the table's per-pair counts.
 
@@ -625,7 +625,7 @@ class TokenizedPairs:
     """Every pair tokenised once; batches are cut from it per epoch.
 
     ``chosen`` / ``rejected`` are lists of ``TokenizedSequence`` (``tokenize_pairs``) or
-    ``SequenceView``s over a memory-mapped token cache (``token_cache.open_token_cache``); both
+    ``SequenceView``s over the on-disk token cache (``token_cache.open_token_cache``); both
     give the same items, and ``subset`` / ``repeat`` of a view stay views (only an index is kept).
     """
 
@@ -636,7 +636,7 @@ class TokenizedPairs:
     truncation: TruncationStats = field(default_factory=TruncationStats)
     identical: np.ndarray | None = None  # [B] bool: the two sides are the same ids after truncation
     # [B, len(TruncationStats fields)] int: each pair's share of ``truncation`` (lets ``repeat`` count repeats);
-    # a ``PairRows`` view for a memory-mapped cache (core/training/token_cache.py)
+    # a ``PairRows`` view for the on-disk cache (core/training/token_cache.py)
     pair_truncation: np.ndarray | PairRows | None = None
 
     def __post_init__(self) -> None:
@@ -757,7 +757,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | 
 def pair_lengths(tokenized: TokenizedPairs) -> np.ndarray:
     """[B] int length of each pair in tokens: its longer side (what batches are grouped by).
 
-    Read from the offsets for a memory-mapped cache, so no token ids are read.
+    Read from the cached lengths for the on-disk cache, so no token ids are read.
     """
     if not len(tokenized):
         return np.zeros(0, dtype=np.int64)
@@ -772,7 +772,7 @@ class PairBatches(Sequence[PairBatch]):
     a function of the lengths and the seed only, so a resumed run reads the same batches.
 
     Args:
-        tokenized: the pairs (in memory or a memory-mapped cache); batch_size: pairs per batch;
+        tokenized: the pairs (in memory or the on-disk cache); batch_size: pairs per batch;
         pad_token_id: the id in padded slots; seed: batch order seed (None: sorted by length, for evaluation).
     """
 

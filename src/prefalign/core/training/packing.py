@@ -407,7 +407,7 @@ class PackedPairBatches(Sequence[PackedPairBatch]):
         self.index = length_grouped_batches(lengths, batch_size, seed) if len(lengths) else []
         self.share_prompt, self.row_tokens, self.pad_token_id = share_prompt, row_tokens, pad_token_id
         self._packed: dict[int, PackedPairBatch] = {}
-        # pairs memory-mapped from the token cache (token_cache.py): pack when read, keep nothing
+        # pairs read on demand from the token cache (token_cache.py): pack when read, keep nothing
         self._keep = not isinstance(tokenized.chosen, SequenceView)
 
     def __len__(self) -> int:
