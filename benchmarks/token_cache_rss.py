@@ -125,7 +125,7 @@ def phase_synth(args) -> dict:
     key = tc.cache_key(tok, args.max_length, args.max_prompt_length, lazy)
     real = tc.open_token_cache(args.sample_cache)
     lc, lr = real.chosen.lengths(), real.rejected.lengths()
-    pc = np.asarray(real.chosen.prompt_lengths[0::2])
+    pc = np.asarray(real.chosen.prompt_lengths[:])[0::2]  # chosen prompt lengths (sequences 0, 2, 4, ...)
     rng = np.random.default_rng(0)
     folder = Path(args.cache_dir) / f"pairs_{key['key']}"
     tmp = Path(args.cache_dir) / "synthetic_tmp"
