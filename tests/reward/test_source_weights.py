@@ -75,8 +75,8 @@ def test_repeating_tokenised_pairs_equals_tokenising_the_repeated_rows():
 
 
 def test_a_weighted_run_tokenises_each_pair_once_and_trains_as_on_the_repeated_rows(tmp_path, monkeypatch):
-    from prefalign.core.reward import training
     from prefalign.core.reward.training import fit_tokenizer, train_reward_model
+    from prefalign.core.training import token_cache
     from tests.reward.helpers import TINY_MODEL
 
     frame = _mixed_frame()
@@ -85,8 +85,8 @@ def test_a_weighted_run_tokenises_each_pair_once_and_trains_as_on_the_repeated_r
     plain = RewardParams.from_dict({**RUN, "model": TINY_MODEL})
     tok = fit_tokenizer(train, plain)
     tokenised_rows = []
-    real = training.tokenize_pair_frame
-    monkeypatch.setattr(training, "tokenize_pair_frame", lambda t, f, *a: tokenised_rows.append(f.height) or real(t, f, *a))
+    real = token_cache.tokenize_pair_frame  # the in-memory path of cached_tokenize_pair_frame (no cache dir)
+    monkeypatch.setattr(token_cache, "tokenize_pair_frame", lambda t, f, *a: tokenised_rows.append(f.height) or real(t, f, *a))
     run = train_reward_model(train, val, tok, weighted, tmp_path / "weighted", "test")
     assert sorted(tokenised_rows) == sorted([train.height, val.height])  # each table once: no repeat, no re-check
     # reference: the old behaviour, the repeated rows tokenised as a table of their own

@@ -40,10 +40,10 @@ from prefalign.core.training.batching import (
     padding_fraction,
     prompt_messages_of,
     prompt_token_ids,
-    tokenize_pair_frame,
     tokenize_sequences,
 )
 from prefalign.core.pair_selection import cap_rows, rows_of
+from prefalign.core.training.token_cache import cached_tokenize_pair_frame
 from prefalign.core.ties import leave_out_ties
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.resume import discard_checkpoints
@@ -72,6 +72,7 @@ class PolicyDataConfig:
     # Train only on these `source` values (None: every source; a list, or one string "a b"). The
     # embedded default picks synthetic_scalar: template text a tiny CPU model can learn, judged by the lab's r*.
     sources: list[str] | None = None
+    token_cache_dir: str | None = None  # tokenised pairs read from here on demand (core/training/token_cache.py); null = in memory
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "PolicyDataConfig":
@@ -221,7 +222,7 @@ def split_pairs(pairs: pl.DataFrame, split: str, limit: int | None, sources: Seq
 
 
 def _tokenize_frame(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> TokenizedPairs:
-    return tokenize_pair_frame(tokenizer, frame, data.max_length, data.max_prompt_length)
+    return cached_tokenize_pair_frame(tokenizer, frame, data.max_length, data.max_prompt_length, data.token_cache_dir)
 
 
 def _without_identical(tokenizer, frame: pl.DataFrame, data: PolicyDataConfig) -> tuple[pl.DataFrame, TokenizedPairs, int]:

@@ -22,7 +22,8 @@ from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, ch
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objective import make_reward_loss_fn
 from prefalign.core.schema import source_names
-from prefalign.core.training.batching import TokenizedPairs, tokenize_pair_frame
+from prefalign.core.training.batching import TokenizedPairs
+from prefalign.core.training.token_cache import cached_tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
 from prefalign.core.training.loop import TrainConfig, evaluate, make_accelerator, train
@@ -65,6 +66,7 @@ class RewardParams:
     num_processes: int = 1  # > 1: run the same entry point under `accelerate launch`
     accelerate_config: str | None = None  # e.g. conf/accelerate/ddp.yaml (for num_processes > 1)
     checkpoint_dir: str | None = None  # resumable training state; null = a temporary directory
+    token_cache_dir: str | None = None  # tokenised pairs read from here on demand (core/training/token_cache.py); null = in memory
     tokenizer: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
@@ -260,7 +262,8 @@ def train_reward_model(
     """Tokenise, batch, build backbone + head, train with the shared loop, report metrics.
 
     Args:
-        train_pairs, val_pairs: selected pairs (``select_pairs``).
+        train_pairs, val_pairs: selected pairs (``select_pairs``); with ``params.token_cache_dir`` set
+            either may be a ``pl.LazyFrame`` (read in chunks into the token cache, never whole).
         tokenizer: the fitted tokenizer (saved with the model).
         params: the objective's parameters (head type already set by the registry).
         output_dir: resumable loop checkpoints; a run finds and resumes its newest one.
@@ -280,16 +283,17 @@ def train_reward_model(
 
     # Pairs whose two sides are the same ids after truncation carry no preference: they are left
     # out of training and of accuracy (without_identical), and counted (truncation.identical_after_truncation).
-    train_all = tokenize_pair_frame(tokenizer, train_pairs, cfg.max_length, cfg.max_prompt_length)
-    val_tok = tokenize_pair_frame(tokenizer, val_pairs, cfg.max_length, cfg.max_prompt_length).without_identical()
+    train_all = cached_tokenize_pair_frame(tokenizer, train_pairs, cfg.max_length, cfg.max_prompt_length, params.token_cache_dir)
+    val_tok = cached_tokenize_pair_frame(tokenizer, val_pairs, cfg.max_length, cfg.max_prompt_length,
+                                         params.token_cache_dir).without_identical()
     train_once = train_all.without_identical()
     # source_weights repeat a source's pairs in the epoch (the tokenised pairs are repeated, not the
     # texts tokenised again); counts and accuracy use each pair once
-    train_tok = (train_all.repeat(source_repeat_index(train_pairs, params.source_weights)).without_identical()
+    train_tok = (train_all.repeat(source_repeat_index(train_pairs.lazy().select("source").collect(), params.source_weights)).without_identical()
                  if params.source_weights else train_once)
     if len(train_tok) == 0:
         raise ValueError(
-            f"all {train_pairs.height} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
+            f"all {len(train_all)} train pairs are token-identical after truncation to max_length={cfg.max_length}; "
             "raise max_length"
         )
     model = RewardModel(build_backbone(params.model, tokenizer), cfg)
@@ -303,7 +307,7 @@ def train_reward_model(
 
     n_check = min(params.train_accuracy_pairs, len(train_tok))
     # the first n_check train rows, already tokenised (as tokenising train_pairs.head(n_check) again)
-    check = train_all.repeat(np.arange(min(n_check, train_pairs.height))).without_identical() if n_check else None
+    check = train_all.repeat(np.arange(min(n_check, len(train_all)))).without_identical() if n_check else None
     train_eval = evaluate(result.model, pair_batches(check, params.eval_batch_size, tokenizer.pad_token_id, None, training), loss_fn, accelerator) if check else {}
     metrics = {
         "objective": objective,

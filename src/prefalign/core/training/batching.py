@@ -98,6 +98,113 @@ class TokenizedSequence:
         return len(self.input_ids)
 
 
+class SequenceView(Sequence[TokenizedSequence]):
+    """Tokenised sequences read on demand from flat arrays (the on-disk token cache,
+    ``core/training/token_cache.py``), never held as Python lists all at once.
+
+    Sequence ``j`` of the store is ``tokens[offsets[j]:offsets[j + 1]]`` with prompt length
+    ``prompt_lengths[j]``; item ``i`` of the view is store sequence ``start + step * rows[i]``
+    (``rows`` None: ``rows[i] = i``). Items are ``TokenizedSequence``s equal to the ones
+    ``tokenize_pairs`` makes (ids as Python ints).
+
+    Args:
+        tokens: [T] int token ids of all sequences, back to back.
+        offsets: [S + 1] int64 start of each sequence in ``tokens`` (``offsets[-1] = T``).
+        prompt_lengths: [S] int prompt length of each sequence, in tokens.
+        start, step: this view's store sequences are ``start, start + step, ...`` (pairs: chosen
+            ``0, 2``, rejected ``1, 2``).
+        rows: [M] int64 positions (subset / repeat), or None for all ``(S - start + step - 1) // step``.
+        sequence_lengths: [S] int lengths of the store's sequences (``offsets`` differences) held in
+            memory, or None to read them from ``offsets`` when asked.
+    """
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, prompt_lengths: np.ndarray, start: int = 0,
+                 step: int = 1, rows: np.ndarray | None = None, sequence_lengths: np.ndarray | None = None):
+        self.tokens, self.offsets, self.prompt_lengths = tokens, offsets, prompt_lengths
+        self.start, self.step, self.rows = start, step, rows
+        self.sequence_lengths = sequence_lengths
+
+    def __len__(self) -> int:
+        if self.rows is not None:
+            return len(self.rows)
+        return max(0, (len(self.prompt_lengths) - self.start + self.step - 1) // self.step)
+
+    def _store_index(self, i):
+        return self.start + self.step * (i if self.rows is None else self.rows[i])
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sequence {i} of a view of {len(self)}")
+        j = int(self._store_index(i % len(self)))
+        start, stop = self.offsets[j : j + 2]
+        return TokenizedSequence(self.tokens[int(start) : int(stop)].tolist(), int(self.prompt_lengths[j]))
+
+    def take(self, index: Sequence[int] | np.ndarray) -> "SequenceView":
+        """The items at ``index`` ([M] int, repeats allowed) as a view: nothing is read or copied but the index."""
+        index = np.asarray(index, dtype=np.int64)
+        return SequenceView(self.tokens, self.offsets, self.prompt_lengths, self.start, self.step,
+                            index if self.rows is None else self.rows[index], self.sequence_lengths)
+
+    def lengths(self) -> np.ndarray:
+        """[M] int length of each item in tokens, from ``sequence_lengths`` or the offsets (no ids read)."""
+        if self.sequence_lengths is not None:
+            if self.rows is None:
+                return self.sequence_lengths[self.start :: self.step][: len(self)]
+            return self.sequence_lengths[self.start + self.step * self.rows]
+        j = self.start + self.step * (np.arange(len(self), dtype=np.int64) if self.rows is None else self.rows)
+        return (self.offsets[j + 1] - self.offsets[j]).astype(np.int64)
+
+
+class PairRows:
+    """Per-pair rows of an (on-disk) [N, K] array seen through a row index, read on demand:
+    ``TokenizedPairs.pair_truncation`` of a cached table, so a subset of millions of pairs does not
+    copy the table's per-pair counts.
+
+    Args:
+        base: [N, K] array; rows: [M] int64 positions into it, or None for all N.
+    """
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray | None = None):
+        self.base, self.rows = base, rows
+
+    def __len__(self) -> int:
+        return len(self.base) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, index) -> "PairRows":
+        index = np.asarray(index)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64, copy=False)
+        return PairRows(self.base, index if self.rows is None else self.rows[index])
+
+    def sum(self, axis: int = 0, chunk: int = 1 << 20) -> np.ndarray:
+        """[K] int64 column sums over the rows (``axis`` must be 0), read in chunks of ``chunk`` rows."""
+        if axis != 0:
+            raise ValueError(f"PairRows.sum sums over pairs only (axis=0), not axis={axis}")
+        total = np.zeros(self.base.shape[1], dtype=np.int64)
+        for begin in range(0, len(self), chunk):
+            part = (self.base[begin : begin + chunk] if self.rows is None
+                    else self.base[self.rows[begin : begin + chunk]])
+            total += np.asarray(part, dtype=np.int64).sum(axis=0)
+        return total
+
+
+def _take(items, index: np.ndarray):
+    """``items`` at ``index``: a view for ``SequenceView`` / ``PairRows``, else a list / array copy."""
+    if isinstance(items, SequenceView):
+        return items.take(index)
+    if isinstance(items, (PairRows, np.ndarray)):
+        return items[index]
+    return [items[i] for i in index]
+
+
+def sequence_lengths(sequences: Sequence[TokenizedSequence]) -> np.ndarray:
+    """[N] int length of each sequence in tokens (from the offsets for a ``SequenceView``: no ids read)."""
+    if isinstance(sequences, SequenceView):
+        return sequences.lengths()
+    return np.array([len(s) for s in sequences], dtype=np.int64)
+
+
 def _check_lengths(max_length: int, max_prompt_length: int) -> None:
     if max_prompt_length < 1 or max_length < max_prompt_length + 2:
         raise ValueError(
@@ -213,6 +320,62 @@ def _render_chat(tokenizer: PreTrainedTokenizerBase, conversations: list[list[di
     )
 
 
+try:  # the private-use characters transformers' sanitize_control_tokens marks data's control-token strings with
+    from transformers.utils.chat_template_utils import _CONTROL_TOKEN_END, _CONTROL_TOKEN_START
+    _SANITIZE_MARKERS: tuple[str, ...] | None = (_CONTROL_TOKEN_START, _CONTROL_TOKEN_END)
+except ImportError:  # another transformers: every row goes through apply_chat_template
+    _SANITIZE_MARKERS = None
+
+
+def _render_flatten(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], response_groups: Sequence[Sequence[str]],
+                    flat: list[tuple[int, str]]) -> tuple[list[list[int]], list[list[int]]]:
+    """The ``flatten`` layout's renders, ``_render_chat`` with ``FLATTEN_TEMPLATE`` id for id, fast.
+
+    A row whose prompt and responses hold no added-token string (and no sanitize marker) renders as
+    ``B + prompt`` (generation prompt) and ``B + prompt + response + E`` (B: BOS, else EOS, else
+    nothing; E: EOS or nothing), and ``apply_chat_template(..., sanitize_control_tokens=True)``
+    encodes such a render as one plain ``encode`` (nothing to mark). Those rows are encoded here in
+    one batched call, ~20x faster than rendering each through jinja; the other rows (text that
+    looks like a control token) go through ``apply_chat_template`` as before.
+
+    Args:
+        prompts: [N] prompt texts; response_groups: [N][G_n] responses; flat: [(row, response)] in order.
+
+    Returns:
+        (gen [N] ids, full [len(flat)] ids), as ``_render_chat(..., True)`` and ``(..., False)`` give them.
+    """
+    specials = [t for t in getattr(tokenizer, "added_tokens_encoder", {}) if t]
+    fast = np.zeros(len(prompts), dtype=bool)
+    if _SANITIZE_MARKERS is not None:
+        marks = specials + list(_SANITIZE_MARKERS)
+        fast = np.array([not any(m in text for text in (p, *group) for m in marks)
+                         for p, group in zip(prompts, response_groups)], dtype=bool)
+    bos = tokenizer.bos_token or tokenizer.eos_token or ""
+    eos = tokenizer.eos_token or ""
+    gen: list = [None] * len(prompts)
+    full: list = [None] * len(flat)
+    fast_rows = np.flatnonzero(fast)
+    fast_flat = [k for k, (i, _) in enumerate(flat) if fast[i]]
+    texts = [bos + prompts[i] for i in fast_rows] + [bos + prompts[flat[k][0]] + flat[k][1] + eos for k in fast_flat]
+    if texts:
+        ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        for j, i in enumerate(fast_rows):
+            gen[i] = ids[j]
+        for j, k in enumerate(fast_flat, start=len(fast_rows)):
+            full[k] = ids[j]
+    slow_rows = np.flatnonzero(~fast)
+    if len(slow_rows):
+        slow_flat = [k for k, (i, _) in enumerate(flat) if not fast[i]]
+        convs = {i: conversation_of(prompts[i], None) for i in slow_rows}
+        for i, ids in zip(slow_rows, _render_chat(tokenizer, [convs[i] for i in slow_rows], True, FLATTEN_TEMPLATE)):
+            gen[i] = ids
+        rendered = _render_chat(tokenizer, [convs[flat[k][0]] + [{"role": "assistant", "content": flat[k][1]}] for k in slow_flat],
+                                False, FLATTEN_TEMPLATE)
+        for k, ids in zip(slow_flat, rendered):
+            full[k] = ids
+    return gen, full
+
+
 def _common_prefix(*sequences: Sequence[int]) -> int:
     n = min(len(s) for s in sequences)
     for i in range(n):
@@ -253,9 +416,12 @@ def encode_prompt_groups(
         else:  # flatten: the row's prompt text as it is (for chat sources it is the turns flattened)
             convs = [conversation_of(p, None) for p in prompts]
         template = layout_chat_template(tokenizer)
-        gen = _render_chat(tokenizer, convs, True, template)
         flat = [(i, r) for i, group in enumerate(response_groups) for r in group]
-        full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, template)
+        if layout == "flatten":
+            gen, full = _render_flatten(tokenizer, prompts, response_groups, flat)
+        else:
+            gen = _render_chat(tokenizer, convs, True, template)
+            full = _render_chat(tokenizer, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, template)
         prompt_ids, responses, k = [], [], 0
         for i, group in enumerate(response_groups):
             rows = full[k : k + len(group)]
@@ -284,6 +450,7 @@ def tokenize_groups(
     max_prompt_length: int,
     prompt_messages: Sequence[Messages | None] | None = None,
     stats: TruncationStats | list[TruncationStats] | None = None,
+    keep_first: int | None = None,
 ) -> list[list[TokenizedSequence]]:
     """THE rendering rule: every place that turns a prompt and responses into ids calls this (training,
     reference log-probs, reward scoring, preference tables, evaluation's log-prob table and generation
@@ -299,6 +466,9 @@ def tokenize_groups(
         response_groups: [N][G_n] responses sharing each prompt.
         prompt_messages: [N] chat turns per row, or None (chat-template layout only; others read ``prompts``).
         stats: a ``TruncationStats`` counts every group's truncation; a list gets one per group appended.
+        keep_first: leading prompt tokens never cut; None = what ``encode_prompt_groups`` reads from
+            these rows (the token cache passes the value of a table's first row to each of its chunks,
+            so a table tokenised in chunks equals the table tokenised at once).
 
     Returns:
         [N][G_n] ``TokenizedSequence``; all sequences of a group start with the same prompt ids.
@@ -308,6 +478,7 @@ def tokenize_groups(
     """
     _check_lengths(max_length, max_prompt_length)
     prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, response_groups, prompt_messages)
+    keep = keep if keep_first is None else keep_first
     out = []
     for p, group in zip(prompt_ids, response_ids):
         counts = TruncationStats() if isinstance(stats, list) else stats
@@ -451,7 +622,12 @@ class PairBatch:
 
 @dataclass
 class TokenizedPairs:
-    """Every pair tokenised once; batches are cut from it per epoch."""
+    """Every pair tokenised once; batches are cut from it per epoch.
+
+    ``chosen`` / ``rejected`` are lists of ``TokenizedSequence`` (``tokenize_pairs``) or
+    ``SequenceView``s over the on-disk token cache (``token_cache.open_token_cache``); both
+    give the same items, and ``subset`` / ``repeat`` of a view stay views (only an index is kept).
+    """
 
     chosen: list[TokenizedSequence]
     rejected: list[TokenizedSequence]
@@ -459,8 +635,9 @@ class TokenizedPairs:
     margin: np.ndarray
     truncation: TruncationStats = field(default_factory=TruncationStats)
     identical: np.ndarray | None = None  # [B] bool: the two sides are the same ids after truncation
-    # [B, len(TruncationStats fields)] int: each pair's share of ``truncation`` (lets ``repeat`` count repeats)
-    pair_truncation: np.ndarray | None = None
+    # [B, len(TruncationStats fields)] int: each pair's share of ``truncation`` (lets ``repeat`` count repeats);
+    # a ``PairRows`` view for the on-disk cache (core/training/token_cache.py)
+    pair_truncation: np.ndarray | PairRows | None = None
 
     def __post_init__(self) -> None:
         if self.identical is None:
@@ -476,7 +653,7 @@ class TokenizedPairs:
             raise ValueError(f"keep has shape {keep.shape}; need ({len(self)},)")
         index = np.flatnonzero(keep)
         return TokenizedPairs(
-            [self.chosen[i] for i in index], [self.rejected[i] for i in index], self.p_chosen[index],
+            _take(self.chosen, index), _take(self.rejected, index), self.p_chosen[index],
             self.margin[index], self.truncation, self.identical[index],
             None if self.pair_truncation is None else self.pair_truncation[index],
         )
@@ -494,7 +671,7 @@ class TokenizedPairs:
             raise ValueError("repeat needs per-pair truncation counts (pair_truncation); tokenise with tokenize_pairs")
         index = np.asarray(index, dtype=np.int64)
         return TokenizedPairs(
-            [self.chosen[i] for i in index], [self.rejected[i] for i in index], self.p_chosen[index],
+            _take(self.chosen, index), _take(self.rejected, index), self.p_chosen[index],
             self.margin[index], _stats_of(self.pair_truncation[index]), self.identical[index], self.pair_truncation[index],
         )
 
@@ -513,18 +690,30 @@ def tokenize_pairs(
     max_length: int = 256,
     max_prompt_length: int = 128,
     prompt_messages: Sequence[Messages | None] | None = None,
+    keep_first: int | None = None,
 ) -> TokenizedPairs:
     """Tokenise every pair with pair-consistent truncation (module doc); none dropped here.
 
     Both sides of a pair get the same prompt ids. Pairs whose sides are token-identical after
     truncation are flagged in ``.identical`` [B] and counted in ``.truncation.identical_after_truncation``;
     training calls ``without_identical()``.
+
+    Args:
+        prompts, chosen, rejected: [B] texts; p_chosen: [B] soft targets (None: all 1.0);
+        margin: [B] margins or None per pair (None: all NaN); max_length, max_prompt_length: tokens;
+        prompt_messages: [B] chat turns or None; keep_first: as ``tokenize_groups``.
+
+    Returns:
+        ``TokenizedPairs`` of B pairs (p_chosen, margin float64 [B]; per-pair counts int64 [B, 6]).
+
+    Raises:
+        ValueError: mismatched lengths, or lengths leaving no room for a response token.
     """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
     group_stats: list[TruncationStats] = []
     groups = tokenize_groups(tokenizer, prompts, list(zip(chosen, rejected)), max_length, max_prompt_length,
-                             prompt_messages, group_stats)
+                             prompt_messages, group_stats, keep_first)
     tok_chosen = [g[0] for g in groups]
     tok_rejected = [g[1] for g in groups]
     counts = [_stats_row(st) for st in group_stats]
@@ -565,25 +754,79 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def make_pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0) -> list[PairBatch]:
-    """Length-grouped ``PairBatch``es; a pair's length is its longer side."""
-    lengths = [max(len(c), len(r)) for c, r in zip(tokenized.chosen, tokenized.rejected)]
-    batches = []
-    for index in length_grouped_batches(lengths, batch_size, seed):
-        seqs = [tokenized.chosen[i] for i in index] + [tokenized.rejected[i] for i in index]
-        batches.append(
-            PairBatch(
-                collate_sequences(seqs, pad_token_id),
-                torch.tensor(tokenized.p_chosen[index], dtype=torch.float32),
-                torch.tensor(tokenized.margin[index], dtype=torch.float32),
-                torch.as_tensor(index, dtype=torch.long),
-            )
+def pair_lengths(tokenized: TokenizedPairs) -> np.ndarray:
+    """[B] int length of each pair in tokens: its longer side (what batches are grouped by).
+
+    Read from the cached lengths for the on-disk cache, so no token ids are read.
+    """
+    if not len(tokenized):
+        return np.zeros(0, dtype=np.int64)
+    return np.maximum(sequence_lengths(tokenized.chosen), sequence_lengths(tokenized.rejected))
+
+
+class PairBatches(Sequence[PairBatch]):
+    """The padded ``PairBatch``es of one epoch layout, collated when read (``batches[k]``) and not
+    kept, so a table of millions of pairs costs its index, not its batches, in memory.
+
+    Batch ``k`` holds the pairs ``index[k]`` of ``length_grouped_batches(pair_lengths, batch_size, seed)``:
+    a function of the lengths and the seed only, so a resumed run reads the same batches.
+
+    Args:
+        tokenized: the pairs (in memory or the on-disk cache); batch_size: pairs per batch;
+        pad_token_id: the id in padded slots; seed: batch order seed (None: sorted by length, for evaluation).
+    """
+
+    def __init__(self, tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0):
+        self.tokenized, self.pad_token_id = tokenized, pad_token_id
+        self.lengths = pair_lengths(tokenized)
+        self.index = length_grouped_batches(self.lengths, batch_size, seed) if len(self.lengths) else []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[i] for i in range(len(self))[k]]
+        index, t = self.index[k], self.tokenized
+        seqs = [t.chosen[i] for i in index] + [t.rejected[i] for i in index]
+        return PairBatch(
+            collate_sequences(seqs, self.pad_token_id),
+            torch.tensor(t.p_chosen[index], dtype=torch.float32),
+            torch.tensor(t.margin[index], dtype=torch.float32),
+            torch.as_tensor(index, dtype=torch.long),
         )
-    return batches
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+    def padding_fraction(self) -> float:
+        """Share of token slots that are padding over all batches, from the lengths alone: equal to
+        ``padding_fraction(list(self))`` without collating a batch."""
+        chosen, rejected = sequence_lengths(self.tokenized.chosen), sequence_lengths(self.tokenized.rejected)
+        tokens = slots = 0
+        for index in self.index:
+            tokens += int(chosen[index].sum() + rejected[index].sum())
+            slots += 2 * len(index) * int(self.lengths[index].max())
+        return 1.0 - tokens / max(1, slots)
+
+
+def make_pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0) -> PairBatches:
+    """Length-grouped ``PairBatch``es; a pair's length is its longer side.
+
+    Args:
+        tokenized: the pairs; batch_size: pairs per batch; pad_token_id: padding id;
+        seed: batch order seed, None for a deterministic length-sorted order (evaluation).
+
+    Returns:
+        A ``PairBatches`` sequence (each batch collated when read).
+    """
+    return PairBatches(tokenized, batch_size, pad_token_id, seed)
 
 
 def padding_fraction(batches: Sequence[PairBatch | SequenceBatch]) -> float:
-    """Share of token slots that are padding, over all batches."""
+    """Share of token slots that are padding, over all batches (from the lengths for ``PairBatches``)."""
+    if isinstance(batches, PairBatches):
+        return batches.padding_fraction()
     seqs = [b.sequences if isinstance(b, PairBatch) else b for b in batches]
     total = sum(s.attention_mask.numel() for s in seqs)
     return 1.0 - sum(s.num_tokens for s in seqs) / max(1, total)

@@ -45,11 +45,13 @@ import torch
 from prefalign.core.models.backbone import is_bidirectional_encoder
 from prefalign.core.training import frozen_cache, segment_attention
 from prefalign.core.training.batching import (
+    SequenceView,
     TokenizedPairs,
     TokenizedSequence,
     length_grouped_batches,
     make_pair_batches,
     padding_fraction,
+    pair_lengths,
 )
 
 SHARED, CHOSEN, REJECTED = 0, 1, 2  # branch ids: prompt tokens, chosen-response tokens, rejected-response tokens
@@ -468,16 +470,20 @@ class PackedPairBatches(Sequence[PackedPairBatch]):
 
     def __init__(self, tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0,
                  share_prompt: bool = False, row_tokens: int | None = None):
-        lengths = [max(len(c), len(r)) for c, r in zip(tokenized.chosen, tokenized.rejected)]
+        lengths = pair_lengths(tokenized)
         self.tokenized = tokenized
         self.index = length_grouped_batches(lengths, batch_size, seed) if len(lengths) else []
         self.share_prompt, self.row_tokens, self.pad_token_id = share_prompt, row_tokens, pad_token_id
         self._packed: dict[int, PackedPairBatch] = {}
+        # pairs read on demand from the token cache (token_cache.py): pack when read, keep nothing
+        self._keep = not isinstance(tokenized.chosen, SequenceView)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, k: int) -> PackedPairBatch:  # type: ignore[override]
+        if not self._keep:
+            return self._pack(k)
         if k not in self._packed:
             self._packed[k] = self._pack(k)
         return self._packed[k]
@@ -522,6 +528,8 @@ def packed_padding_fraction(batches: Sequence[PackedPairBatch]) -> float:
     Returns:
         1 - computed tokens / (R * W slots), summed over the batches; 0 for no batches.
     """
+    if isinstance(batches, PackedPairBatches) and batches.row_tokens is None and len(batches):
+        return 0.0  # every batch is one row exactly as wide as its segments: no slot is padding
     slots = computed = 0
     for batch in batches:
         slots += batch.sequences.input_ids.numel()

@@ -1,0 +1,258 @@
+"""The on-disk token cache (core/training/token_cache.py): the same ids, batches and losses as
+tokenising in memory; one folder per (tokenizer, lengths, pairs); resume lands on the same batch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from prefalign.core.training.batching import (
+    SequenceView,
+    make_pair_batches,
+    padding_fraction,
+    tokenize_pair_frame,
+)
+from prefalign.core.training.loop import latest_checkpoint
+from prefalign.core.training.packing import make_packed_pair_batches, packed_padding_fraction
+from prefalign.core.training.token_cache import (
+    build_token_cache,
+    cached_tokenize_pair_frame,
+    open_token_cache,
+)
+from tests.reward.helpers import TINY_MODEL, toy_pairs_frame, toy_tokenizer
+from tests.reward.offline_tokenizers import chatml_tokenizer
+
+
+def _frame(n_train: int = 40, n_val: int = 8) -> pl.DataFrame:
+    return toy_pairs_frame(n_train, n_val)
+
+
+def _chat_frame() -> pl.DataFrame:
+    """Rows with and without chat turns, long enough that some prompts and responses are cut."""
+    rows = []
+    for i in range(11):
+        turns = None if i % 3 == 0 else [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"q{i} " * (i + 1)}]
+        rows.append({"prompt": f"q{i} " * (i + 1), "chosen": "yes " * (3 * i + 1), "rejected": "no " * (i % 4 + 1),
+                     "p_chosen": 0.5 + i / 40, "margin": None if i % 2 else float(i), "prompt_messages": turns})
+    rows.append({**rows[1], "chosen": rows[1]["rejected"]})  # a pair identical after tokenisation
+    return pl.DataFrame(rows)
+
+
+def _same_pairs(a, b) -> None:
+    assert len(a) == len(b)
+    assert [s.input_ids for s in a.chosen] == [s.input_ids for s in b.chosen]
+    assert [s.input_ids for s in a.rejected] == [s.input_ids for s in b.rejected]
+    assert [s.prompt_length for s in a.chosen] == [s.prompt_length for s in b.chosen]
+    assert [s.prompt_length for s in a.rejected] == [s.prompt_length for s in b.rejected]
+    assert a.p_chosen.tobytes() == b.p_chosen.tobytes() and a.margin.tobytes() == b.margin.tobytes()  # NaNs included
+    assert a.identical.tolist() == b.identical.tolist()
+    assert a.truncation == b.truncation
+
+
+@pytest.mark.parametrize("which", ["bpe", "chatml"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_cached_pairs_equal_the_in_memory_ones_chunk_by_chunk(tmp_path: Path, which: str, lazy: bool):
+    if which == "bpe":
+        frame, tok, lengths = _frame(), toy_tokenizer(), (24, 8)
+    else:  # chat template; the keep_first of the table's first row holds in every chunk
+        frame, tok, lengths = _chat_frame(), chatml_tokenizer(), (30, 10)
+    memory = tokenize_pair_frame(tok, frame, *lengths)
+    assert memory.truncation.truncated_prompts > 0 and memory.truncation.truncated_responses > 0  # truncation exercised
+    source = frame.lazy() if lazy else frame
+    cached = open_token_cache(build_token_cache(tok, source, *lengths, tmp_path, chunk_rows=3))
+    assert isinstance(cached.chosen, SequenceView)
+    _same_pairs(cached, memory)
+    # subset, repeat and without_identical stay views and equal the in-memory results, counts included
+    index = np.array([5, 0, 0, 7, 3, 5])
+    _same_pairs(cached.repeat(index), memory.repeat(index))
+    _same_pairs(cached.without_identical(), memory.without_identical())
+    _same_pairs(cached.without_identical().repeat([1, 1, 0]), memory.without_identical().repeat([1, 1, 0]))
+    assert isinstance(cached.repeat(index).chosen, SequenceView)
+
+
+def test_padded_and_packed_batches_equal_and_padding_from_lengths_is_exact(tmp_path: Path):
+    frame, tok = _frame(), toy_tokenizer()
+    memory = tokenize_pair_frame(tok, frame, 24, 8)
+    cached = cached_tokenize_pair_frame(tok, frame, 24, 8, tmp_path)
+    for seed in (None, 0, 3):
+        a, b = make_pair_batches(memory, 6, tok.pad_token_id, seed), make_pair_batches(cached, 6, tok.pad_token_id, seed)
+        assert len(a) == len(b) == 8
+        for x, y in zip(a, b):
+            for name in ("input_ids", "attention_mask", "response_mask", "last_prompt_index", "last_index"):
+                assert torch.equal(getattr(x.sequences, name), getattr(y.sequences, name)), name
+            assert torch.equal(x.p_chosen, y.p_chosen) and torch.equal(x.pair_index, y.pair_index)
+            assert torch.equal(x.margin.isnan(), y.margin.isnan())
+        # from the lengths, without collating: the same float as summing the collated masks
+        collated = [x.sequences for x in a]
+        by_hand = 1.0 - sum(int(s.attention_mask.sum()) for s in collated) / sum(s.attention_mask.numel() for s in collated)
+        assert padding_fraction(b) == padding_fraction(a) == by_hand > 0
+        packed_a = make_packed_pair_batches(memory, 6, tok.pad_token_id, seed, share_prompt=True)
+        packed_b = make_packed_pair_batches(cached, 6, tok.pad_token_id, seed, share_prompt=True)
+        for x, y in zip(packed_a, packed_b):
+            assert torch.equal(x.sequences.input_ids, y.sequences.input_ids)
+            assert torch.equal(x.sequences.position_ids, y.sequences.position_ids)
+        # rows as wide as their segments: no padding; the shortcut agrees with summing the packed rows
+        assert packed_padding_fraction(packed_b) == packed_padding_fraction(list(packed_a)) == 0.0
+        assert len(packed_b._packed) == 0  # cache-backed batches are packed when read and not kept
+
+
+def _folders(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if p.name.startswith("pairs_")}
+
+
+def test_one_folder_per_tokenizer_lengths_and_pairs(tmp_path: Path):
+    frame, tok = _frame(), toy_tokenizer()
+    first = build_token_cache(tok, frame, 24, 8, tmp_path)
+    stamp = (first / "tokens.int32").stat().st_mtime_ns
+    assert build_token_cache(tok, frame, 24, 8, tmp_path) == first  # same inputs: reused, not rebuilt
+    assert build_token_cache(tok, frame.lazy(), 24, 8, tmp_path) == first  # a lazy table of the same rows too
+    assert (first / "tokens.int32").stat().st_mtime_ns == stamp
+    seen = {first}
+    # each change gives a new folder whose contents equal tokenising in memory with the change
+    other_tok = toy_tokenizer(frame["chosen"].to_list())  # another vocabulary
+    changed_text = frame.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("awful rude")).otherwise(pl.col("rejected")).alias("rejected"))
+    changed_p = frame.with_columns((pl.col("p_chosen") * 0.5).alias("p_chosen"))
+    for t, f, lengths in ((other_tok, frame, (24, 8)), (tok, frame, (30, 8)), (tok, frame, (24, 6)),
+                          (tok, changed_text, (24, 8)), (tok, changed_p, (24, 8))):
+        folder = build_token_cache(t, f, *lengths, tmp_path)
+        assert folder not in seen
+        seen.add(folder)
+        _same_pairs(open_token_cache(folder), tokenize_pair_frame(t, f, *lengths))
+    assert _folders(tmp_path) == {p.name for p in seen}
+    meta = json.loads((first / "meta.json").read_text())
+    assert meta["pairs_count"] == frame.height and meta["max_length"] == 24
+
+
+def test_a_chat_template_change_is_a_new_cache(tmp_path: Path):
+    frame = _chat_frame()
+    tok = chatml_tokenizer()
+    a = build_token_cache(tok, frame, 30, 10, tmp_path)
+    tok.chat_template = tok.chat_template.replace("<|im_start|>", "<|im_start|> ")
+    b = build_token_cache(tok, frame, 30, 10, tmp_path)
+    assert a != b
+    _same_pairs(open_token_cache(b), tokenize_pair_frame(tok, frame, 30, 10))
+
+
+def test_an_unfinished_build_is_never_read(tmp_path: Path):
+    frame, tok = _frame(), toy_tokenizer()
+    folder = build_token_cache(tok, frame, 24, 8, tmp_path)
+    (folder / "meta.json").unlink()  # as if the build had died before its last write
+    with pytest.raises(FileNotFoundError, match="not a complete token cache"):
+        open_token_cache(folder)
+    with pytest.raises(ValueError, match="lazy pairs table needs a token cache_dir"):
+        cached_tokenize_pair_frame(tok, frame.lazy(), 24, 8, None)
+
+
+# -- training: bit-identical losses, and resume from the exact position -------------------------------------------
+
+RUN = {"max_length": 48, "max_prompt_length": 16, "batch_size": 8, "eval_batch_size": 16, "train_accuracy_pairs": 16,
+       "tokenizer": {"vocab_size": 300}}
+
+
+def _reward_run(tmp_path: Path, cache: bool, name: str, training: dict, fail_after: int | None = None):
+    from prefalign.core.reward.training import RewardParams, fit_tokenizer, train_reward_model
+
+    frame = _frame(48, 16)
+    train, val = frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "val")
+    params = RewardParams.from_dict({**RUN, "model": TINY_MODEL, "training": training,
+                                     "token_cache_dir": str(tmp_path / "cache") if cache else None})
+    return train_reward_model(train, val, fit_tokenizer(train, params), params, tmp_path / name, "bt")
+
+
+REWARD_TRAINING = {"max_steps": 9, "learning_rate": 3e-3, "eval_every": 3, "progress_bar": False, "seed": 4,
+                   "gradient_accumulation_steps": 1, "packing": False, "share_prompt": False}  # padded PairBatches
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_reward_bt_losses_with_the_cache_equal_without(tmp_path: Path, packing: bool):
+    training = {**REWARD_TRAINING, "packing": packing, "share_prompt": packing}
+    plain = _reward_run(tmp_path, False, "plain", training)
+    cached = _reward_run(tmp_path, True, "cached", training)
+    timing = [c for c in plain.training_curve.columns if "per_second" in c]
+    assert cached.training_curve.drop(timing).equals(plain.training_curve.drop(timing))  # bit-identical
+    for key in ("val_loss", "val_accuracy", "train_accuracy", "truncation", "train_padding_fraction", "excluded_pairs"):
+        assert cached.metrics[key] == plain.metrics[key], key
+    assert _folders(tmp_path / "cache")  # the cached run did read from the cache
+
+
+def test_a_resumed_cached_run_continues_at_the_same_batch(tmp_path: Path, monkeypatch):
+    from prefalign.core.training import loop
+
+    training = {**REWARD_TRAINING, "checkpoint_every": 4, "keep_checkpoints": 1}
+    full = _reward_run(tmp_path, True, "full", training)
+
+    real_save, calls = loop.save_checkpoint, {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(*args, **kwargs):  # the process dies right after the step-4 checkpoint (before step 5)
+        path = real_save(*args, **kwargs)
+        raise Killed(path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        _reward_run(tmp_path, True, "killed", training)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert latest_checkpoint(tmp_path / "killed").name == "step_00000004"
+    resumed = _reward_run(tmp_path, True, "killed", training)  # a new process: reopens the same cache folder
+    assert resumed.metrics["resumed_from_step"] == 4 and resumed.metrics["steps"] == 9
+    timing = [c for c in full.training_curve.columns if "per_second" in c]
+    assert resumed.training_curve.drop(timing).equals(full.training_curve.drop(timing))
+    assert resumed.metrics["val_loss"] == full.metrics["val_loss"]
+    assert len(_folders(tmp_path / "cache")) == 2  # train and val tables, built once for all three runs
+
+
+def test_pairwise_policy_losses_with_the_cache_equal_without(tmp_path: Path):
+    from prefalign.core.models import build_causal_lm, build_tokenizer
+    from prefalign.core.models.checkpoint import ModelBundle
+    from prefalign.core.objectives import registry
+    from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference
+    from prefalign.core.training.loop import TrainConfig
+    from tests.policy.conftest import TINY_MODEL as POLICY_MODEL, make_pairs
+
+    pairs = make_pairs()
+    texts = pairs["prompt"].to_list() + pairs["chosen"].to_list() + pairs["rejected"].to_list()
+    spec = registry.get("policy_dpo")
+    training = TrainConfig(max_steps=6, learning_rate=3e-3, eval_every=2, checkpoint_every=0, progress_bar=False,
+                           lr_schedule="constant")
+    runs = {}
+    for cache in (None, str(tmp_path / "cache")):
+        tok = build_tokenizer({"vocab_size": 300}, texts)
+        reference = ModelBundle(build_causal_lm(POLICY_MODEL, tok), tok)
+        data = PolicyDataConfig(max_length=40, max_prompt_length=16, batch_size=4, eval_batch_size=8, token_cache_dir=cache)
+        table = reference_logprobs(reference, pairs, data, training)
+        runs[cache is None] = (table, train_preference(reference, pairs, table, spec, spec.parse({"beta": 0.5}), data,
+                                                       training, tmp_path / f"work_{cache is None}"))
+    (table_a, a), (table_b, b) = runs[True], runs[False]
+    assert table_a.equals(table_b)
+    timing = [c for c in a.training_curve.columns if "per_second" in c]
+    assert a.training_curve.drop(timing).equals(b.training_curve.drop(timing))
+    assert a.metrics["policy"] == b.metrics["policy"] and a.metrics["excluded_pairs"] == b.metrics["excluded_pairs"]
+    assert _folders(tmp_path / "cache")
+
+
+# -- the flatten layout's batched renders equal the template's, id for id -----------------------------------------
+
+def test_flatten_fast_renders_equal_apply_chat_template_with_and_without_bos():
+    from prefalign.core.training.batching import FLATTEN_TEMPLATE, _render_chat, _render_flatten, sequence_layout
+
+    tok = toy_tokenizer()
+    assert sequence_layout(tok) == "flatten"
+    odd = ["", " ", "  two  spaces ", "\ttab\n\nnewlines\n", "héllo wörld ✓", " leading", "trailing ",
+           f"holds {tok.eos_token} inside", f"{tok.bos_token}starts", "marker \U000f0000 char", "great helpful"]
+    prompts = [odd[i % len(odd)] + f" q{i}" if i % 3 else odd[i % len(odd)] for i in range(2 * len(odd))]
+    groups = [[odd[(i + 3) % len(odd)], odd[(i * 5) % len(odd)] + " wrong"] for i in range(len(prompts))]
+    for bos in (tok.bos_token, None):
+        tok.bos_token = bos  # None: the EOS starts the sequence instead (FLATTEN_TEMPLATE's rule)
+        flat = [(i, r) for i, g in enumerate(groups) for r in g]
+        gen, full = _render_flatten(tok, prompts, groups, flat)
+        convs = [[{"role": "user", "content": p}] for p in prompts]
+        assert gen == _render_chat(tok, convs, True, FLATTEN_TEMPLATE)
+        assert full == _render_chat(tok, [convs[i] + [{"role": "assistant", "content": r}] for i, r in flat], False, FLATTEN_TEMPLATE)
