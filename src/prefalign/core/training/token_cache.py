@@ -170,7 +170,9 @@ def cache_key(tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_le
     """The parts that name a cache folder, and their hash.
 
     Args:
-        tokenizer: the tokenizer; max_length, max_prompt_length: truncation lengths in tokens;
+        tokenizer: the tokenizer.
+        max_length: the sequence cap in tokens (prompt + response).
+        max_prompt_length: the prompt is never cut below this many tokens.
         pairs: the pairs table.
 
     Returns:
@@ -203,7 +205,9 @@ def build_token_cache(
     are appended to. Measured: 5,000 rows peak at 602 MB, 20,000 at 919 MB (20k pairs, BPE 2048).
 
     Args:
-        tokenizer: the tokenizer; max_length, max_prompt_length: truncation lengths (tokens);
+        tokenizer: the tokenizer.
+        max_length: the sequence cap in tokens (prompt + response).
+        max_prompt_length: the prompt is never cut below this many tokens.
         pairs: the pairs table (prompt, chosen, rejected[, p_chosen, margin, prompt_messages]);
             a LazyFrame is read on the streaming engine, never whole;
         cache_dir: the folder holding cache folders (created if missing);
@@ -411,5 +415,12 @@ def cached_tokenize_pair_frame(
 
 
 def cache_size_bytes(folder: str | Path) -> int:
-    """Bytes on disk of a cache folder (all its files)."""
+    """Bytes on disk of a cache folder (all its files).
+
+    Args:
+        folder: a cache folder (``build_token_cache``'s result).
+
+    Returns:
+        The summed size of its files, in bytes.
+    """
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
