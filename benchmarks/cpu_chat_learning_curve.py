@@ -56,9 +56,9 @@ def main() -> None:
 
     from prefalign.core.models import build_backbone
     from prefalign.core.reward.model import RewardModel
-    from prefalign.core.reward.objective import make_reward_loss_fn
+    from prefalign.core.reward.objectives import make_reward_loss_fn
     from prefalign.core.reward.scoring import pair_logits
-    from prefalign.core.reward.training import RewardParams
+    from prefalign.core.reward.train_reward import RewardParams
     from prefalign.core.training.batching import tokenize_pair_frame
     from prefalign.core.training.frozen_cache import frozen_cache_of
     from prefalign.core.training.packing import make_packed_pair_batches

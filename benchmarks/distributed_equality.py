@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from prefalign.core.config_utils import deep_merge
-from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
+from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
 from prefalign.core.training.launch import Machines, free_port, run_accelerate_module, run_in_subprocesses  # noqa: E402
 from tests.reward.helpers import toy_pairs_frame  # noqa: E402
 from tests.training.distributed_worker import OBJECTIVES, run_objective  # noqa: E402

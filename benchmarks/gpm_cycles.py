@@ -8,7 +8,7 @@ The argument is a JSON object deep-merged over `reward.defaults` + `reward.<obje
 conf/base/parameters_reward.yml, their `data` and `objective` keys lifted to the top as RewardParams
 reads them (any RewardParams key, e.g. `source_weights`), plus `objective` (bt | mmpo | gpm, default gpm) and
 `sources` (keep only these sources' pairs). Training is the product's `train_reward_model` (the
-shared loop); scoring is `core/reward/scoring.pair_logits`; the metric is evaluation's
+shared loop); scoring is `core/reward/pair_scorers.pair_logits`; the metric is evaluation's
 `evaluate_triples`. It prints the train mix, token lengths of the triples, cyclic consistency on
 train and held-out (test) triples, per-source test accuracy, and the GPM gate and embeddings of
 A, B, C for a few test triples. Results and their reading: docs/reward.md, "GPM and the cycles".
@@ -31,10 +31,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from prefalign.core.evaluation import evaluate, scoring  # noqa: E402
+from prefalign.core.evaluation import evaluate, pair_scorers  # noqa: E402
 from prefalign.core.reward.scoring import pair_logits, response_embeddings  # noqa: E402
 from prefalign.core.config_utils import deep_merge, lift_sub_blocks  # noqa: E402
-from prefalign.core.reward.training import (  # noqa: E402
+from prefalign.core.reward.train_reward import (  # noqa: E402
     RewardParams, fit_tokenizer, select_pairs, train_reward_model, weight_sources,
 )
 from prefalign.core.training.batching import tokenize_sequences  # noqa: E402
@@ -80,10 +80,10 @@ def main(args: dict) -> None:
         return pair_logits(model, tokenizer, list(prompts), list(first), list(second), prompt_messages=prompt_messages)
 
     for split in ("train", "test"):
-        scored = scoring.score_triples(triples.filter(pl.col("split") == split), scorer)
+        scored = pair_scorers.score_triples(triples.filter(pl.col("split") == split), scorer)
         means = [round(float(scored[c].mean()), 2) for c in ("logit_ab", "logit_bc", "logit_ca")]
         print(f"{split} triples: {evaluate.evaluate_triples(scored)}; mean logit A>B, B>C, C>A: {means}")
-    test = scoring.score_pairs(pairs.filter(pl.col("split") == "test"), scorer).with_columns(right=pl.col("logit") > 0)
+    test = pair_scorers.score_pairs(pairs.filter(pl.col("split") == "test"), scorer).with_columns(right=pl.col("logit") > 0)
     per_source = {s: round(a, 3) for s, a in test.group_by("source").agg(pl.col("right").mean()).sort("source").iter_rows()}
     print("test pair accuracy per source:", per_source)
     if model.is_gpm:

@@ -26,10 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from prefalign.core.objectives.train import launch  # noqa: E402
+from prefalign.core.objectives.train_objective import launch  # noqa: E402
 from prefalign.core.reward.scoring import pair_logits  # noqa: E402
 from prefalign.core.config_utils import deep_merge  # noqa: E402
-from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
+from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame  # noqa: E402
 
 PARAMS = {

@@ -65,7 +65,7 @@ def run_ours(layout: str, tok, tp, a, out: Path, rss: RssSampler) -> dict:
 
     from prefalign.core.models import build_backbone
     from prefalign.core.reward.model import RewardModel
-    from prefalign.core.reward.objective import make_reward_loss_fn
+    from prefalign.core.reward.objectives import make_reward_loss_fn
     from prefalign.core.training import TrainConfig, train
     from prefalign.core.training.loop import epoch_order
     from prefalign.core.training.packing import any_padding_fraction, pair_batches

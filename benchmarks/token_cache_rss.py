@@ -163,7 +163,7 @@ def phase_train(args) -> dict:
     import polars as pl
     from transformers import AutoTokenizer
 
-    from prefalign.core.reward.training import RewardParams, train_reward_model
+    from prefalign.core.reward.train_reward import RewardParams, train_reward_model
 
     before = _peak_mb()
     tok = AutoTokenizer.from_pretrained(args.tokenizer)

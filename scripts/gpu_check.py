@@ -168,7 +168,7 @@ def one_run(task: str, layout: str, tp, shape: dict, a, device, dtype, out: Path
 
     from prefalign.core.policy.objectives import DPOConfig, dpo_objective, make_pairwise_loss_fn
     from prefalign.core.policy.reference import ReferenceLogprobs, score_pair_batches
-    from prefalign.core.reward.objective import make_reward_loss_fn
+    from prefalign.core.reward.objectives import make_reward_loss_fn
     from prefalign.core.training.loop import TrainConfig, epoch_order, train
     from prefalign.core.training.packing import any_padding_fraction, pair_batches
 
@@ -296,7 +296,7 @@ def fsdp_child(a) -> None:
     """Under `accelerate launch` (FSDP): reward training with a checkpoint at step 3, then a second run resuming from it."""
     import torch
 
-    from prefalign.core.reward.objective import make_reward_loss_fn
+    from prefalign.core.reward.objectives import make_reward_loss_fn
     from prefalign.core.training.loop import TrainConfig, latest_checkpoint, make_accelerator, train
     from prefalign.core.training.packing import pair_batches
 

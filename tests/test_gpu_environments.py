@@ -16,7 +16,7 @@ from kedro.config import OmegaConfigLoader
 from prefalign.core.models.backbone import ModelConfig
 from prefalign.core.models.tokenizer import TokenizerConfig
 from prefalign.core.objectives import registry
-from prefalign.core.policy.training import PolicyDataConfig
+from prefalign.core.policy.train_policy import PolicyDataConfig
 from prefalign.core.config_utils import deep_merge, lift_sub_blocks, objective_parameters
 from prefalign.core.training.loop import TrainConfig
 from prefalign.settings import CONFIG_LOADER_ARGS
@@ -98,8 +98,8 @@ def test_one_step_at_5e_7_moves_the_weights_in_every_gpu_setting(env):
     from prefalign.core.policy.batches import make_row_batches
     from prefalign.core.policy.objectives import sft_loss_fn
     from prefalign.core.reward.model import HeadConfig, RewardModel
-    from prefalign.core.reward.objective import make_reward_loss_fn
-    from prefalign.core.reward.training import RewardParams
+    from prefalign.core.reward.objectives import make_reward_loss_fn
+    from prefalign.core.reward.train_reward import RewardParams
     from prefalign.core.training.batching import make_pair_batches, tokenize_pairs, tokenize_sequences
     from prefalign.core.training.loop import train
 
@@ -155,7 +155,7 @@ def test_gpu_environments_load_a_local_model_directory_offline(env, tmp_path, mo
 
     from prefalign.core.models import build_backbone, build_causal_lm, build_tokenizer
     from prefalign.core.models.tokenizer import tokenizer_params_for_model
-    from prefalign.core.reward.training import fit_tokenizer
+    from prefalign.core.reward.train_reward import fit_tokenizer
     from tests.reward.offline_tokenizers import chatml_tokenizer, llama3_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -212,7 +212,7 @@ def test_the_distributed_commands_to_copy_parse_with_the_gpu_environment():
 
     from kedro.framework.cli.utils import _split_params
 
-    from prefalign.core.policy.training import PolicyDataConfig
+    from prefalign.core.policy.train_policy import PolicyDataConfig
     from prefalign.core.training.launch import check_num_processes
 
     root = CONF.parent

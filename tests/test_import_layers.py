@@ -5,7 +5,7 @@ under ``if TYPE_CHECKING:`` (a function-level import hides a cycle from the inte
 time, not from the reader). Layers, lowest first (issue 21): infrastructure (``core.training``:
 loop, batching, packing, launch) -> objectives (losses, heads: ``core.reward``, ``core.policy``,
 ``core.objectives`` except the registry) -> registry (``core.objectives.registry``,
-``core.objectives.train``) -> pipelines.
+``core.objectives.train_objective``) -> pipelines.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def _cycle_through(graph: dict[str, set[str]], component: set[str]) -> list[str]
 LAYERS = [
     ("infrastructure", ("prefalign.core.training",)),
     ("objectives", ("prefalign.core.reward", "prefalign.core.policy", "prefalign.core.objectives.soft_label")),
-    ("registry", ("prefalign.core.objectives.registry", "prefalign.core.objectives.train")),
+    ("registry", ("prefalign.core.objectives.registry", "prefalign.core.objectives.train_objective")),
     ("pipelines", ("prefalign.pipelines",)),
 ]
 

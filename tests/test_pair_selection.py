@@ -4,8 +4,8 @@ pick their pairs (splits, sources, caps)."""
 import polars as pl
 
 from prefalign.core.pair_selection import cap_rows, rows_of
-from prefalign.core.policy.training import split_pairs
-from prefalign.core.reward.training import RewardParams, select_pairs
+from prefalign.core.policy.train_policy import split_pairs
+from prefalign.core.reward.train_reward import RewardParams, select_pairs
 
 PAIRS = pl.DataFrame({
     "pair_id": ["e", "b", "d", "a", "c", "f"],

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefalign.core.evaluation import scoring
+from prefalign.core.evaluation import pair_scorers
 from prefalign.core.models.backbone import build_causal_lm
 from prefalign.core.models.tokenizer import build_tokenizer
 from prefalign.core.synthetic import SyntheticConfig, generate_scalar
@@ -37,33 +37,33 @@ def _logp_by_hand(model, tokenizer, prompt, response):
 
 def test_implicit_reward_is_beta_times_the_log_ratio_difference(models):
     pairs, tokenizer, policy, reference = models
-    texts = scoring.pairs_to_score(pairs.head(3))
-    pol = scoring.pair_logprob_table(policy, tokenizer, texts, batch_size=4)
-    ref = scoring.pair_logprob_table(reference, tokenizer, texts, batch_size=4)
+    texts = pair_scorers.pairs_to_score(pairs.head(3))
+    pol = pair_scorers.pair_logprob_table(policy, tokenizer, texts, batch_size=4)
+    ref = pair_scorers.pair_logprob_table(reference, tokenizer, texts, batch_size=4)
     row = pairs.row(0, named=True)
     by_hand = {name: {r: _logp_by_hand(m, tokenizer, row["prompt"], row[r]) for r in ("chosen", "rejected")}
                for name, m in (("pi", policy), ("ref", reference))}
     expected = 0.1 * ((by_hand["pi"]["chosen"] - by_hand["ref"]["chosen"])
                       - (by_hand["pi"]["rejected"] - by_hand["ref"]["rejected"]))
-    logits = scoring.implicit_reward_scorer(pol, ref, beta=0.1)([row["prompt"]], [row["chosen"]], [row["rejected"]])
+    logits = pair_scorers.implicit_reward_scorer(pol, ref, beta=0.1)([row["prompt"]], [row["chosen"]], [row["rejected"]])
     assert logits[0] == pytest.approx(expected, abs=1e-4)
-    swapped = scoring.implicit_reward_scorer(pol, ref, beta=0.1)([row["prompt"]], [row["rejected"]], [row["chosen"]])
+    swapped = pair_scorers.implicit_reward_scorer(pol, ref, beta=0.1)([row["prompt"]], [row["rejected"]], [row["chosen"]])
     assert swapped[0] == -logits[0]  # the other orientation of the same pair
 
 
 def test_a_policy_equal_to_its_reference_scores_every_pair_a_tie(models):
     pairs, tokenizer, _, reference = models
-    texts = scoring.pairs_to_score(pairs)
-    ref = scoring.pair_logprob_table(reference, tokenizer, texts, batch_size=8)
-    scored = scoring.score_pairs(pairs, scoring.implicit_reward_scorer(ref, ref, beta=0.5))
+    texts = pair_scorers.pairs_to_score(pairs)
+    ref = pair_scorers.pair_logprob_table(reference, tokenizer, texts, batch_size=8)
+    scored = pair_scorers.score_pairs(pairs, pair_scorers.implicit_reward_scorer(ref, ref, beta=0.5))
     assert np.all(scored["logit"].to_numpy() == 0.0)
 
 
 def test_missing_logprob_names_the_fix(models):
     pairs, _, _, _ = models
-    empty = scoring.pair_logprob_table(None, None, scoring.pairs_to_score())
+    empty = pair_scorers.pair_logprob_table(None, None, pair_scorers.pairs_to_score())
     with pytest.raises(ValueError, match="pair_logprob_table"):
-        scoring.implicit_reward_scorer(empty, empty, 0.1)(["p"], ["a"], ["b"])
+        pair_scorers.implicit_reward_scorer(empty, empty, 0.1)(["p"], ["a"], ["b"])
 
 
 def test_policy_node_on_tiny_models_identical_policy_is_a_tie_with_zero_kl(models):

@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from prefalign.core.evaluation import evaluate, scoring, statistics
+from prefalign.core.evaluation import evaluate, pair_scorers, statistics
 from prefalign.core.synthetic import SyntheticConfig, cyclic_pairs, generate_cyclic, generate_scalar
 from prefalign.pipelines.evaluation import nodes
 
@@ -28,7 +28,7 @@ def test_ground_truth_is_perfect_and_a_scalar_judge_is_not_on_cycles(lab):
     assert truth["pairs"]["intervals"]["ece_true_p"]["value"] == pytest.approx(0.0, abs=1e-12)
     assert truth["cyclic"]["consistency"] == 1.0
     # the hidden SCALAR reward, used on the cycles, is capped at 2/3
-    scalar = evaluate.evaluate_triples(scoring.score_triples(triples, scoring.scalar_truth_scorer(CONFIG.weights)))
+    scalar = evaluate.evaluate_triples(pair_scorers.score_triples(triples, pair_scorers.scalar_truth_scorer(CONFIG.weights)))
     assert scalar["consistency"] <= 2 / 3
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from prefalign.core.evaluation import metrics as m
 from prefalign.core.evaluation import rewardbench as rb
-from prefalign.core.evaluation.scoring import score_pairs
+from prefalign.core.evaluation.pair_scorers import score_pairs
 from prefalign.pipelines.evaluation.nodes import prepare_rewardbench
 
 # RewardBench v1 subset sizes as published (allenai/reward-bench EXAMPLE_COUNTS), Chat and Reasoning

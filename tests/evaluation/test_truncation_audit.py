@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from prefalign.core.evaluation import evaluate, scoring, statistics
+from prefalign.core.evaluation import evaluate, pair_scorers, statistics
 from prefalign.core.models import build_tokenizer
 
 PROMPT = "please answer the question about the weather today"
@@ -26,18 +26,18 @@ def tokenizer():
 
 def test_pairs_identical_after_truncation_are_found_and_cuts_counted(tokenizer):
     pairs = _pairs()
-    identical, stats = scoring.truncation_audit(tokenizer, pairs, max_length=16, max_prompt_length=4)
+    identical, stats = pair_scorers.truncation_audit(tokenizer, pairs, max_length=16, max_prompt_length=4)
     assert identical.tolist() == [True, False]
     assert stats["sequences"] == 4 and stats["pairs_identical_after_truncation"] == 1
     assert stats["sequences_truncated"] >= 2 and stats["tokens_removed"] > 0
     # with room for everything nothing is cut and nothing is identical
-    identical, stats = scoring.truncation_audit(tokenizer, pairs, max_length=4096, max_prompt_length=64)
+    identical, stats = pair_scorers.truncation_audit(tokenizer, pairs, max_length=4096, max_prompt_length=64)
     assert not identical.any() and stats["sequences_truncated"] == 0 and stats["tokens_removed"] == 0
 
 
 def test_identical_pairs_are_reported_apart_not_scored_wrong(tokenizer):
     pairs = _pairs()
-    identical, _ = scoring.truncation_audit(tokenizer, pairs, max_length=16, max_prompt_length=4)
+    identical, _ = pair_scorers.truncation_audit(tokenizer, pairs, max_length=16, max_prompt_length=4)
     # a model sees the same tokens on both sides of p1, so its logit there is 0 (a "tie" = wrong)
     scored = pairs.with_columns(pl.Series("logit", [0.0, 2.0]), pl.Series("identical_after_truncation", identical))
     result = evaluate.evaluate_pair_scores(scored, 10, statistics.BootstrapConfig(resamples=20))

@@ -13,7 +13,7 @@ import torch
 
 from prefalign.core.policy.objectives import (ORPOConfig, PairLogprobs, SimPOConfig, make_pairwise_loss_fn,
                                               orpo_objective, simpo_objective)
-from prefalign.core.policy.training import PolicyDataConfig, _pair_batches
+from prefalign.core.policy.train_policy import PolicyDataConfig, _pair_batches
 from tests.policy.conftest import make_pairs, tiny_pairs, tiny_policy  # noqa: F401  (pytest fixtures)
 
 DATA = PolicyDataConfig(max_length=64, max_prompt_length=32, batch_size=4, eval_batch_size=4)

@@ -73,7 +73,7 @@ def test_reward_head_type_comes_from_the_registry():
 
 
 def test_process_count_is_checked_once_for_reward_and_policy():
-    from prefalign.core.reward.training import RewardParams
+    from prefalign.core.reward.train_reward import RewardParams
     from prefalign.core.training.launch import check_num_processes
 
     with pytest.raises(ValueError, match=r"reward num_processes=3 must be >= 1 and <= the batch size \(2\)"):

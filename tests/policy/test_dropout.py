@@ -20,7 +20,7 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.dropout import disable_dropout
 from prefalign.core.objectives import registry
 from prefalign.core.policy.losses import TIE_RTOL, implicit_accuracy
-from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference
+from prefalign.core.policy.train_policy import PolicyDataConfig, reference_logprobs, train_preference
 from prefalign.core.training.loop import TrainConfig
 from tests.policy.conftest import TINY_MODEL
 

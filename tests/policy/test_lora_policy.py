@@ -15,8 +15,8 @@ from peft import PeftModel
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.lora import adapt_for_training, trainable_parameters
 from prefalign.core.objectives import registry
-from prefalign.core.objectives.train import launch
-from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference, train_sft
+from prefalign.core.objectives.train_objective import launch
+from prefalign.core.policy.train_policy import PolicyDataConfig, reference_logprobs, train_preference, train_sft
 from prefalign.core.training.loop import TrainConfig
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
 from tests.policy.conftest import TINY_MODEL

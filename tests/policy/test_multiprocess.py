@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from prefalign.core.objectives.registry import reference_policy
-from prefalign.core.objectives.train import launch
-from prefalign.core.policy.training import PolicyDataConfig, train_sft
+from prefalign.core.objectives.train_objective import launch
+from prefalign.core.policy.train_policy import PolicyDataConfig, train_sft
 from prefalign.core.training.loop import TrainConfig
 from tests.policy.conftest import TINY_MODEL
 

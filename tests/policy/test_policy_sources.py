@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from prefalign.core.policy.training import PolicyDataConfig, _train_and_val, split_pairs
+from prefalign.core.policy.train_policy import PolicyDataConfig, _train_and_val, split_pairs
 
 
 def _pairs() -> pl.DataFrame:

@@ -11,9 +11,9 @@ from prefalign.core.feedback.ingest import ingest_source
 from prefalign.core.objectives import registry
 from prefalign.core.objectives.soft_label import pair_targets
 from prefalign.core.policy.losses import dpo_loss, ipo_loss
-from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference
+from prefalign.core.policy.train_policy import PolicyDataConfig, reference_logprobs, train_preference
 from prefalign.core.config_utils import deep_merge
-from prefalign.core.reward.training import RewardParams, select_pairs
+from prefalign.core.reward.train_reward import RewardParams, select_pairs
 from prefalign.core.ties import leave_out_ties
 from prefalign.core.training.loop import TrainConfig
 from tests.feedback.helpers import records

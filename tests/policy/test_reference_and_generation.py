@@ -9,7 +9,7 @@ import torch
 from prefalign.core.policy.generation import SamplingConfig, sample_responses
 from prefalign.core.policy.logprobs import pair_logprobs
 from prefalign.core.policy.reference import ReferenceLogprobs
-from prefalign.core.policy.training import PolicyDataConfig, _pair_batches, reference_logprobs, split_pairs
+from prefalign.core.policy.train_policy import PolicyDataConfig, _pair_batches, reference_logprobs, split_pairs
 
 DATA = PolicyDataConfig(max_length=64, max_prompt_length=32, batch_size=4, eval_batch_size=8)
 

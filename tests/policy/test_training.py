@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefalign.core.policy.training import (
+from prefalign.core.policy.train_policy import (
     GPOConfig,
     PolicyDataConfig,
     reference_logprobs,

@@ -10,7 +10,7 @@ from prefalign.core.models import build_backbone, build_tokenizer
 from prefalign.core.models.tokenizer import tokenizer_params_for_model
 from prefalign.core.reward.model import RewardModel
 from prefalign.core.objectives import registry
-from prefalign.core.reward.training import RewardParams, fit_tokenizer, train_reward_model
+from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, train_reward_model
 from prefalign.core.training.batching import collate_sequences, tokenize_pairs, tokenize_sequences
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame, toy_tokenizer
 from tests.reward.offline_tokenizers import bert_tokenizer, tiny_bert, tiny_bert_dir

@@ -23,8 +23,8 @@ from prefalign.core.models.lora import LORA_FILE, LoraSettings, trainable_parame
 from prefalign.core.reward import scoring
 from prefalign.core.reward.heads import gpm_score
 from prefalign.core.reward.model import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, RewardModel
-from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams
+from prefalign.core.reward.objectives import make_reward_loss_fn
+from prefalign.core.reward.train_reward import RewardParams
 from prefalign.core.training import latest_checkpoint, make_pair_batches, tokenize_pairs, train
 from prefalign.core.training.batching import tokenize_sequences
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset

@@ -9,7 +9,7 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives import registry
 from prefalign.core.reward.scoring import pair_logits, preference_matrix, response_embeddings, response_rewards
 from prefalign.core.config_utils import deep_merge
-from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs, train_reward_model
+from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model
 from prefalign.datasets.model_checkpoint import ModelCheckpointDataset
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame
 

@@ -180,7 +180,7 @@ def test_identical_pairs_are_left_out_of_reward_training_and_accuracy(tmp_path):
     import polars as pl
 
     from prefalign.core.objectives import registry
-    from prefalign.core.reward.training import fit_tokenizer, train_reward_model
+    from prefalign.core.reward.train_reward import fit_tokenizer, train_reward_model
     from tests.reward.helpers import toy_pairs_frame
 
     frame = toy_pairs_frame(32, 16)

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefalign.core.reward.training import RewardParams, weight_sources
+from prefalign.core.reward.train_reward import RewardParams, weight_sources
 
 
 def _pairs() -> pl.DataFrame:
@@ -55,7 +55,7 @@ def _mixed_frame():
 
 
 def test_repeating_tokenised_pairs_equals_tokenising_the_repeated_rows():
-    from prefalign.core.reward.training import source_repeat_index
+    from prefalign.core.reward.train_reward import source_repeat_index
     from prefalign.core.training.batching import tokenize_pair_frame
     from tests.reward.helpers import toy_tokenizer
 
@@ -75,7 +75,7 @@ def test_repeating_tokenised_pairs_equals_tokenising_the_repeated_rows():
 
 
 def test_a_weighted_run_tokenises_each_pair_once_and_trains_as_on_the_repeated_rows(tmp_path, monkeypatch):
-    from prefalign.core.reward.training import fit_tokenizer, train_reward_model
+    from prefalign.core.reward.train_reward import fit_tokenizer, train_reward_model
     from prefalign.core.training import token_cache
     from tests.reward.helpers import TINY_MODEL
 

@@ -26,8 +26,8 @@ from prefalign.core.policy.objectives import (
 )
 from prefalign.core.policy.reference import ReferenceLogprobs
 from prefalign.core.reward.model import HeadConfig, RewardModel
-from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams
+from prefalign.core.reward.objectives import make_reward_loss_fn
+from prefalign.core.reward.train_reward import RewardParams
 from prefalign.core.training.batching import make_pair_batches, tokenize_pairs, tokenize_sequences
 from prefalign.core.training.loop import TrainConfig, train
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from prefalign.core.objectives.train import ENTRY
+from prefalign.core.objectives.train_objective import ENTRY
 from prefalign.core.config_utils import deep_merge
-from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs, train_reward_model
+from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model
 from prefalign.core.training.launch import Machines, free_port, run_accelerate_module, run_in_subprocesses
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame
 from tests.training.distributed_worker import KILL_AFTER_STEP, OBJECTIVES, run_objective

@@ -13,8 +13,8 @@ import torch
 from prefalign.core.models import build_backbone, build_causal_lm
 from prefalign.core.models.backbone import ModelConfig, prepare_for_training
 from prefalign.core.reward.model import RewardModel
-from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams
+from prefalign.core.reward.objectives import make_reward_loss_fn
+from prefalign.core.reward.train_reward import RewardParams
 from prefalign.core.training import frozen_cache
 from prefalign.core.training.batching import tokenize_pairs
 from prefalign.core.policy.logprobs import packed_sequence_logprobs

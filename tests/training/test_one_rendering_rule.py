@@ -14,12 +14,12 @@ import polars as pl
 import pytest
 import torch
 
-from prefalign.core.evaluation import scoring, win_rate
+from prefalign.core.evaluation import pair_scorers, win_rate
 from prefalign.core.feedback.parsers import flatten_messages
 from prefalign.core.models import build_backbone, build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.policy.preference import preference_table_fn
-from prefalign.core.policy.training import GPOConfig, PolicyDataConfig, reference_logprobs, train_gpo
+from prefalign.core.policy.train_policy import GPOConfig, PolicyDataConfig, reference_logprobs, train_gpo
 from prefalign.core.reward.model import RewardModel
 from prefalign.core.reward.scoring import PreferenceModel, pair_logits, preference_matrix
 from prefalign.core.schema import PAIRS_SCHEMA, pair_id_of, prompt_id_of

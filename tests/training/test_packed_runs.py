@@ -7,9 +7,9 @@ import copy
 import pytest
 
 from prefalign.core.objectives import registry
-from prefalign.core.policy.training import reference_logprobs, train_preference
+from prefalign.core.policy.train_policy import reference_logprobs, train_preference
 from prefalign.core.config_utils import deep_merge
-from prefalign.core.reward.training import fit_tokenizer, select_pairs, train_reward_model
+from prefalign.core.reward.train_reward import fit_tokenizer, select_pairs, train_reward_model
 from prefalign.core.training.loop import TrainConfig
 from tests.policy.test_training import DATA
 from tests.reward.helpers import TINY_MODEL, toy_pairs_frame

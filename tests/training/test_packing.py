@@ -9,8 +9,8 @@ from prefalign.core.models import build_backbone, build_causal_lm
 from prefalign.core.policy.logprobs import pair_logprobs
 from prefalign.core.policy.reference import score_pair_batches
 from prefalign.core.reward.model import RewardModel
-from prefalign.core.reward.objective import make_reward_loss_fn
-from prefalign.core.reward.training import RewardParams
+from prefalign.core.reward.objectives import make_reward_loss_fn
+from prefalign.core.reward.train_reward import RewardParams
 from prefalign.core.training.batching import TokenizedSequence, make_pair_batches, tokenize_pairs
 from prefalign.core.training.packing import (
     CHOSEN,

@@ -89,7 +89,7 @@ def test_reference_and_pi_t_passes_run_at_the_training_precision(tiny_pairs):
     IPO at lr 1e-12, 2 layers x 64: |loss - loss(h=0)| up to 4.2e-2 against 4.4e-3 with the same precision)."""
     from prefalign.core.models.checkpoint import ModelBundle
     from prefalign.core.policy.gpo import rows_logprobs
-    from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs
+    from prefalign.core.policy.train_policy import PolicyDataConfig, reference_logprobs
 
     texts = tiny_pairs["prompt"].to_list() + tiny_pairs["chosen"].to_list() + tiny_pairs["rejected"].to_list()
     tokenizer = build_tokenizer({"vocab_size": 300}, texts)

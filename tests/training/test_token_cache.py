@@ -156,7 +156,7 @@ RUN = {"max_length": 48, "max_prompt_length": 16, "batch_size": 8, "eval_batch_s
 
 
 def _reward_run(tmp_path: Path, cache: bool, name: str, training: dict, fail_after: int | None = None):
-    from prefalign.core.reward.training import RewardParams, fit_tokenizer, train_reward_model
+    from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, train_reward_model
 
     frame = _frame(48, 16)
     train, val = frame.filter(pl.col("split") == "train"), frame.filter(pl.col("split") == "val")
@@ -213,7 +213,7 @@ def test_pairwise_policy_losses_with_the_cache_equal_without(tmp_path: Path):
     from prefalign.core.models import build_causal_lm, build_tokenizer
     from prefalign.core.models.checkpoint import ModelBundle
     from prefalign.core.objectives import registry
-    from prefalign.core.policy.training import PolicyDataConfig, reference_logprobs, train_preference
+    from prefalign.core.policy.train_policy import PolicyDataConfig, reference_logprobs, train_preference
     from prefalign.core.training.loop import TrainConfig
     from tests.policy.conftest import TINY_MODEL as POLICY_MODEL, make_pairs
 

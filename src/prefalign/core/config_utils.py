@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The sub-blocks whose keys the flat reward config (core/reward/training.py RewardParams) reads at
+# The sub-blocks whose keys the flat reward config (core/reward/train_reward.py RewardParams) reads at
 # its top level: ``data`` (pair selection, lengths, batch sizes) and ``objective`` (the loss settings).
 REWARD_SUB_BLOCKS = ("data", "objective")
 

@@ -126,7 +126,7 @@ def check_policy(params: Mapping[str, Any]) -> None:
     from prefalign.core.models.backbone import ModelConfig
     from prefalign.core.models.params import dataclass_from_params
     from prefalign.core.models.tokenizer import TokenizerConfig
-    from prefalign.core.policy.training import PolicyDataConfig, checkpoint_dir_of, scoring_batch_size_of
+    from prefalign.core.policy.train_policy import PolicyDataConfig, checkpoint_dir_of, scoring_batch_size_of
     from prefalign.core.training.launch import check_num_processes
     from prefalign.core.training.loop import TrainConfig
 

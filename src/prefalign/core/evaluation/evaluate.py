@@ -2,7 +2,7 @@
 
 A score table is the evaluated rows plus a `logit` column: the model's logit of
 P(chosen > rejected) (pairs, RewardBench rows) or, for triples, `logit_ab`, `logit_bc`,
-`logit_ca`. Everything model-specific happens before (core/evaluation/scoring.py); everything
+`logit_ca`. Everything model-specific happens before (core/evaluation/pair_scorers.py); everything
 here is plain arithmetic on those numbers.
 """
 

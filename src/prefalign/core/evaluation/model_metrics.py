@@ -2,7 +2,7 @@
 the SFT reference), or the synthetic lab's ground truth, scored on the evaluated tables
 (core/evaluation/evaluated_pairs.py) and measured (docs/evaluation.md, docs/methods.md s5, s9).
 
-Each model becomes a ``PairScorer`` (core/evaluation/scoring.py); ``scored_metrics`` measures any
+Each model becomes a ``PairScorer`` (core/evaluation/pair_scorers.py); ``scored_metrics`` measures any
 scorer the same way, so the rows of the comparison table are comparable.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
-from prefalign.core.evaluation import evaluate, scoring, win_rate
+from prefalign.core.evaluation import evaluate, pair_scorers, win_rate
 from prefalign.core.evaluation import rewardbench as rewardbench_format
 from prefalign.core.evaluation.config import EvaluationConfig
 from prefalign.core.evaluation.evaluated_pairs import policy_subsets
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 Audit = Callable[[pl.DataFrame], tuple[Any, dict[str, Any]]]
 
 
-def scored_metrics(scorer: scoring.PairScorer, tables: Mapping[str, pl.DataFrame], rewardbench_rows: pl.DataFrame,
+def scored_metrics(scorer: pair_scorers.PairScorer, tables: Mapping[str, pl.DataFrame], rewardbench_rows: pl.DataFrame,
                    triples: pl.DataFrame, config: EvaluationConfig, audit: Audit | None = None) -> dict[str, Any]:
     """Pair sets (``{"pairs": test, "heldout": held-out}``), RewardBench rows and cycles scored by one
     judge, then measured.
@@ -48,7 +48,7 @@ def scored_metrics(scorer: scoring.PairScorer, tables: Mapping[str, pl.DataFrame
     for set_name, pairs in tables.items():
         if pairs.is_empty():
             continue
-        scored = scoring.score_pairs(pairs, scorer)
+        scored = pair_scorers.score_pairs(pairs, scorer)
         if audit is not None:
             identical, stats = audit(pairs)
             scored = scored.with_columns(pl.Series("identical_after_truncation", identical))
@@ -57,7 +57,7 @@ def scored_metrics(scorer: scoring.PairScorer, tables: Mapping[str, pl.DataFrame
         metrics["_scores"][set_name] = evaluate.pair_score_record(scored)
     if rewardbench_rows.height:
         rb_config = config.rewardbench
-        scored_rows = scoring.score_pairs(rewardbench_rows, scorer)
+        scored_rows = pair_scorers.score_pairs(rewardbench_rows, scorer)
         metrics["rewardbench"] = rewardbench_format.score(
             scored_rows, rb_config.sections, rb_config.subset_weights, rb_config.max_rows_per_subset,
             config.bootstrap, config.n_bins)
@@ -65,7 +65,7 @@ def scored_metrics(scorer: scoring.PairScorer, tables: Mapping[str, pl.DataFrame
         if audit is not None and "response_index" not in rewardbench_rows.columns:
             metrics["truncation"]["rewardbench"] = audit(rewardbench_rows)[1]
     if triples.height:
-        metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, scorer))
+        metrics["cyclic"] = evaluate.evaluate_triples(pair_scorers.score_triples(triples, scorer))
     return metrics
 
 
@@ -78,13 +78,13 @@ def truncation_audit(tokenizer: Any, max_length: int, max_prompt_length: int) ->
         max_prompt_length: the model's prompt cap (tokens).
 
     Returns:
-        ``pairs -> (identical, stats)``: ``scoring.truncation_audit`` with these caps (identical: bool
+        ``pairs -> (identical, stats)``: ``pair_scorers.truncation_audit`` with these caps (identical: bool
         [n_pairs], True where both sides are token-identical once truncated).
     """
-    return lambda pairs: scoring.truncation_audit(tokenizer, pairs, max_length, max_prompt_length)
+    return lambda pairs: pair_scorers.truncation_audit(tokenizer, pairs, max_length, max_prompt_length)
 
 
-def reward_model_scorer(bundle: ModelBundle) -> scoring.PairScorer:
+def reward_model_scorer(bundle: ModelBundle) -> pair_scorers.PairScorer:
     """A reward checkpoint (BT, MMPO or GPM) as a PairScorer: its pair_logits, with each row's chat turns.
 
     Args:
@@ -165,7 +165,7 @@ def reward_model_metrics(bundle: ModelBundle, training_curve: Any, tables: Mappi
     return {"kind": "reward model", "description": describe_bundle(bundle), **metrics}
 
 
-def win_rate_judge(judge: ModelBundle | Mapping[str, Any], config: EvaluationConfig) -> tuple[scoring.PairScorer, str]:
+def win_rate_judge(judge: ModelBundle | Mapping[str, Any], config: EvaluationConfig) -> tuple[pair_scorers.PairScorer, str]:
     """The judge of policy vs reference samples, and its name in the report.
 
     Args:
@@ -179,7 +179,7 @@ def win_rate_judge(judge: ModelBundle | Mapping[str, Any], config: EvaluationCon
     if isinstance(judge, ModelBundle):
         name = f"reward model {config.generation.judge} ({(judge.metadata or {}).get('checkpoint', 'loaded')})"
         return reward_model_scorer(judge), name
-    return scoring.scalar_truth_scorer(judge["weights"], judge.get("temperature", 1.0)), "synthetic ground truth r*"
+    return pair_scorers.scalar_truth_scorer(judge["weights"], judge.get("temperature", 1.0)), "synthetic ground truth r*"
 
 
 def generation_metrics(name: str, policy: ModelBundle, reference: ModelBundle, reference_samples: pl.DataFrame,
@@ -244,7 +244,7 @@ def policy_metrics(name: str, policy: ModelBundle, reference: ModelBundle, refer
         name: the policy's namespace.
         policy: the policy checkpoint.
         reference: the SFT reference checkpoint.
-        reference_logps: ``scoring.pair_logprob_table`` of the reference on every pair to score.
+        reference_logps: ``pair_scorers.pair_logprob_table`` of the reference on every pair to score.
         reference_samples: the reference's samples (empty: no win rate).
         training_curve: the policy's training log (see ``curve_records``).
         tables: ``{"pairs": test, "heldout": held-out}``.
@@ -261,9 +261,9 @@ def policy_metrics(name: str, policy: ModelBundle, reference: ModelBundle, refer
     """
     pairs = reference_logps.select("prompt", "prompt_messages", "first", "second")
     args = logprob_args(data_params)
-    policy_logps = scoring.pair_logprob_table(policy.model, policy.tokenizer, pairs, **args)
+    policy_logps = pair_scorers.pair_logprob_table(policy.model, policy.tokenizer, pairs, **args)
     beta = float((policy.metadata or {}).get("beta", config.implicit_reward_beta))
-    scorer = scoring.implicit_reward_scorer(policy_logps, reference_logps, beta)
+    scorer = pair_scorers.implicit_reward_scorer(policy_logps, reference_logps, beta)
     test, heldout, rewardbench_rows, triples = policy_subsets(config, tables["pairs"], tables["heldout"],
                                                               rewardbench_rows, triples)
     metrics = scored_metrics(scorer, {"pairs": test, "heldout": heldout}, rewardbench_rows, triples, config,
@@ -278,7 +278,7 @@ def policy_metrics(name: str, policy: ModelBundle, reference: ModelBundle, refer
     return {"kind": "policy (implicit reward)", "description": described, **metrics}
 
 
-def truth_scorers(source_params: Mapping[str, Mapping[str, Any]]) -> dict[str, scoring.PairScorer]:
+def truth_scorers(source_params: Mapping[str, Mapping[str, Any]]) -> dict[str, pair_scorers.PairScorer]:
     """The synthetic lab's ground truth per source, from ``feedback.sources``: the scalar source's
     hidden reward r* (its ``weights``, ``temperature``) and the cyclic source's majority rule (its
     ``cyclic_strength``); a source without parameters has no scorer.
@@ -289,12 +289,12 @@ def truth_scorers(source_params: Mapping[str, Mapping[str, Any]]) -> dict[str, s
     Returns:
         Source name -> PairScorer (logits of P(first > second) under that source's truth).
     """
-    scorers: dict[str, scoring.PairScorer] = {}
+    scorers: dict[str, pair_scorers.PairScorer] = {}
     if source_params.get(SCALAR_SOURCE) is not None:
         scalar = source_params[SCALAR_SOURCE]
-        scorers[SCALAR_SOURCE] = scoring.scalar_truth_scorer(scalar["weights"], scalar.get("temperature", 1.0))
+        scorers[SCALAR_SOURCE] = pair_scorers.scalar_truth_scorer(scalar["weights"], scalar.get("temperature", 1.0))
     if source_params.get(CYCLIC_SOURCE) is not None:
-        scorers[CYCLIC_SOURCE] = scoring.cyclic_truth_scorer(source_params[CYCLIC_SOURCE].get("cyclic_strength", 4.0))
+        scorers[CYCLIC_SOURCE] = pair_scorers.cyclic_truth_scorer(source_params[CYCLIC_SOURCE].get("cyclic_strength", 4.0))
     return scorers
 
 
@@ -318,9 +318,9 @@ def ground_truth_metrics(tables: Mapping[str, pl.DataFrame], triples: pl.DataFra
     metrics: dict[str, Any] = {"kind": "ground truth",
                                "description": "the synthetic lab's hidden reward / majority rule (synthetic pairs only)"}
     for set_name, pairs in tables.items():
-        scored = scoring.score_by_source(pairs, scorers)
+        scored = pair_scorers.score_by_source(pairs, scorers)
         if scored.height:
             metrics[set_name] = evaluate.evaluate_pair_scores(scored, config.n_bins, config.bootstrap)
     if triples.height and CYCLIC_SOURCE in scorers:
-        metrics["cyclic"] = evaluate.evaluate_triples(scoring.score_triples(triples, scorers[CYCLIC_SOURCE]))
+        metrics["cyclic"] = evaluate.evaluate_triples(pair_scorers.score_triples(triples, scorers[CYCLIC_SOURCE]))
     return metrics

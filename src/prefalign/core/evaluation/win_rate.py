@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from prefalign.core.evaluation.metrics import sigmoid
-from prefalign.core.evaluation.scoring import PairScorer
+from prefalign.core.evaluation.pair_scorers import PairScorer
 from prefalign.core.schema import MESSAGES_DTYPE
 from prefalign.core.training.batching import prompt_messages_of
 

@@ -20,12 +20,12 @@ from typing import Any, Callable
 from prefalign.core.models.params import ParameterError, dataclass_from_params
 from prefalign.core.policy import objectives as policy
 from prefalign.core.policy.gpo import make_gpo_loss_fn
-from prefalign.core.policy.training import (GPOConfig, run_on_policy_objective, run_pairwise_objective,
+from prefalign.core.policy.train_policy import (GPOConfig, run_on_policy_objective, run_pairwise_objective,
                                             run_sft_objective)
 from prefalign.core.reward.heads import HEADS
-from prefalign.core.reward.objective import make_reward_loss_fn
+from prefalign.core.reward.objectives import make_reward_loss_fn
 from prefalign.core.config_utils import deep_merge
-from prefalign.core.reward.training import RewardParams, run_reward_objective, with_head_type
+from prefalign.core.reward.train_reward import RewardParams, run_reward_objective, with_head_type
 
 FAMILIES = ("reward", "policy")
 # reward models: ``<head>_head`` for every head registered in core/reward/heads.py; policies: causal_lm

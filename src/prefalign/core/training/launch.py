@@ -4,7 +4,7 @@ The parent (a Kedro node) writes the inputs (JSON args, parquet frames, model bu
 tokenizers) to ``work_dir``, starts ``accelerate launch -m prefalign.core.training.launch
 <work_dir>`` and reads the main process's TrainingRun back, so Kedro runs once and the catalog
 stores the outputs. Every process calls the entry point the caller names (``module:function``,
-``core.objectives.train.train_objective`` for every registered objective) and trains on its share
+``core.objectives.train_objective.train_objective`` for every registered objective) and trains on its share
 of each global batch (DDP, or FSDP2 with conf/accelerate/fsdp.yaml; gloo on CPU, NCCL on GPU); the
 main process of each machine writes the result.
 
@@ -210,7 +210,7 @@ def run_in_subprocesses(
 
     Args:
         entry: ``module:function`` of the training entry point every process calls
-            (``prefalign.core.objectives.train:train_objective``); it returns a TrainingRun.
+            (``prefalign.core.objectives.train_objective:train_objective``); it returns a TrainingRun.
         namespace, args, frames, bundles, tokenizers: its arguments (core/objectives/train.train_objective).
         work_dir: exchange folder (inputs/, result/), one per machine.
         num_processes: > 1, on all machines together (the world size).
@@ -255,7 +255,7 @@ def entry_point(entry: str):
     """The function ``module:function`` names (imported now).
 
     Args:
-        entry: e.g. ``prefalign.core.objectives.train:train_objective``.
+        entry: e.g. ``prefalign.core.objectives.train_objective:train_objective``.
 
     Returns:
         The function.
@@ -265,7 +265,7 @@ def entry_point(entry: str):
     """
     module, _, function = entry.partition(":")
     if not module or not function:
-        raise ValueError(f"entry point {entry!r} must be 'module:function', e.g. prefalign.core.objectives.train:train_objective")
+        raise ValueError(f"entry point {entry!r} must be 'module:function', e.g. prefalign.core.objectives.train_objective:train_objective")
     return getattr(importlib.import_module(module), function)
 
 

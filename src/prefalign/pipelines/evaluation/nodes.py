@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
-from prefalign.core.evaluation import comparison, evaluated_pairs, model_metrics, plots, report, scoring, win_rate
+from prefalign.core.evaluation import comparison, evaluated_pairs, model_metrics, plots, report, pair_scorers, win_rate
 from prefalign.core.evaluation import rewardbench as rewardbench_format
 from prefalign.core.evaluation.config import EvaluationConfig, RewardBenchConfig
 from prefalign.core.models.checkpoint import ModelBundle
@@ -67,7 +67,7 @@ def reference_logprobs(reference: ModelBundle, test_pairs: pl.DataFrame, heldout
     """log pi_ref of both sides of every pair the policies are evaluated on (rendered and truncated as
     in training), computed ONCE for all policies."""
     tables = evaluated_pairs.policy_subsets(_config(params), test_pairs, heldout_pairs, rewardbench_rows, triples)
-    return scoring.pair_logprob_table(reference.model, reference.tokenizer, scoring.pairs_to_score(*tables),
+    return pair_scorers.pair_logprob_table(reference.model, reference.tokenizer, pair_scorers.pairs_to_score(*tables),
                                       **model_metrics.logprob_args(data_params))
 
 

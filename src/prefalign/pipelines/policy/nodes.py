@@ -21,9 +21,9 @@ from prefalign.core.models.backbone import prepare_for_training
 from prefalign.core.models.lm_head import set_logprob_chunk_tokens
 from prefalign.core.objectives import registry
 from prefalign.core.objectives.registry import ObjectiveSpec
-from prefalign.core.objectives.train import launch
-from prefalign.core.policy import training as policy_training
-from prefalign.core.policy.training import PolicyDataConfig, apply_cpu_threads, checkpoint_dir_of, scoring_batch_size_of
+from prefalign.core.objectives.train_objective import launch
+from prefalign.core.policy import train_policy as policy_training
+from prefalign.core.policy.train_policy import PolicyDataConfig, apply_cpu_threads, checkpoint_dir_of, scoring_batch_size_of
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.loop import TrainConfig
 from prefalign.core.training.progress import rounded

@@ -18,8 +18,8 @@ from transformers import PreTrainedTokenizerBase
 from prefalign.core.config_utils import lift_sub_blocks
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.objectives import registry
-from prefalign.core.objectives.train import launch
-from prefalign.core.reward.training import RewardParams, fit_tokenizer, select_pairs
+from prefalign.core.objectives.train_objective import launch
+from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs
 from prefalign.core.training.progress import rounded
 from prefalign.core.training.resume import resumable_run_dir
 

@@ -42,8 +42,8 @@ def train_objective(
         tokenizers: reward ``{tokenizer}``.
 
     Returns:
-        The objective's TrainingRun (the run function's: core/reward/training.py run_reward_objective,
-        core/policy/training.py run_sft_objective / run_pairwise_objective / run_on_policy_objective).
+        The objective's TrainingRun (the run function's: core/reward/train_reward.py run_reward_objective,
+        core/policy/train_policy.py run_sft_objective / run_pairwise_objective / run_on_policy_objective).
 
     Raises:
         KeyError: an unregistered namespace, or a missing frame / bundle / argument.

@@ -20,7 +20,7 @@ from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.lora import trainable_parameters
 from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, check_tokenizer_fits, tokenizer_params_for_model
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
-from prefalign.core.reward.objective import make_reward_loss_fn
+from prefalign.core.reward.objectives import make_reward_loss_fn
 from prefalign.core.schema import source_names
 from prefalign.core.training.batching import TokenizedPairs
 from prefalign.core.training.token_cache import cached_tokenize_pair_frame
