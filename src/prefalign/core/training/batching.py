@@ -83,9 +83,22 @@ class TruncationStats:
     identical_after_truncation: int = 0  # pairs whose two sides became the same ids (no preference left)
 
     def add(self, other: "TruncationStats") -> "TruncationStats":
+        """The field-by-field sum of two sets of counts; neither is modified.
+
+        Args:
+            other: the counts to add to these.
+
+        Returns:
+            A new ``TruncationStats`` whose every count is ``self``'s plus ``other``'s.
+        """
         return TruncationStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def as_dict(self) -> dict[str, int]:
+        """The counts by field name, in field order (for the run's metrics).
+
+        Returns:
+            ``{field name: count}`` for every field.
+        """
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -142,13 +155,25 @@ class SequenceView(Sequence[TokenizedSequence]):
         return TokenizedSequence(self.tokens[int(start) : int(stop)].tolist(), int(self.prompt_lengths[j]))
 
     def take(self, index: Sequence[int] | np.ndarray) -> "SequenceView":
-        """The items at ``index`` ([M] int, repeats allowed) as a view: nothing is read or copied but the index."""
+        """The items at ``index`` as a view: nothing is read or copied but the index.
+
+        Args:
+            index: [M] int positions into this view, ``0 <= index[i] < len(self)``, in any order,
+                repeats allowed.
+
+        Returns:
+            A ``SequenceView`` of M items over the same arrays: item ``i`` is ``self[index[i]]``.
+        """
         index = np.asarray(index, dtype=np.int64)
         return SequenceView(self.tokens, self.offsets, self.prompt_lengths, self.start, self.step,
                             index if self.rows is None else self.rows[index], self.sequence_lengths)
 
     def lengths(self) -> np.ndarray:
-        """[M] int length of each item in tokens, from ``sequence_lengths`` or the offsets (no ids read)."""
+        """Each item's length, from ``sequence_lengths`` or the offsets (no ids read).
+
+        Returns:
+            [M] int length of each item in tokens (prompt and response), M = ``len(self)``.
+        """
         if self.sequence_lengths is not None:
             if self.rows is None:
                 return self.sequence_lengths[self.start :: self.step][: len(self)]
@@ -163,7 +188,8 @@ class PairRows:
     copy the table's per-pair counts.
 
     Args:
-        base: [N, K] array; rows: [M] int64 positions into it, or None for all N.
+        base: [N, K] array (e.g. a memory map of the cache's per-pair counts).
+        rows: [M] int64 positions into it, or None for all N.
     """
 
     def __init__(self, base: np.ndarray, rows: np.ndarray | None = None):
@@ -178,7 +204,18 @@ class PairRows:
         return PairRows(self.base, index if self.rows is None else self.rows[index])
 
     def sum(self, axis: int = 0, chunk: int = 1 << 20) -> np.ndarray:
-        """[K] int64 column sums over the rows (``axis`` must be 0), read in chunks of ``chunk`` rows."""
+        """Column sums over the rows, read ``chunk`` rows at a time (never the whole table at once).
+
+        Args:
+            axis: the axis summed over; only 0 (over pairs) is supported.
+            chunk: rows read per step.
+
+        Returns:
+            [K] int64 sums of each column over the M rows of this view.
+
+        Raises:
+            ValueError: ``axis`` is not 0.
+        """
         if axis != 0:
             raise ValueError(f"PairRows.sum sums over pairs only (axis=0), not axis={axis}")
         total = np.zeros(self.base.shape[1], dtype=np.int64)
@@ -199,7 +236,14 @@ def _take(items, index: np.ndarray):
 
 
 def sequence_lengths(sequences: Sequence[TokenizedSequence]) -> np.ndarray:
-    """[N] int length of each sequence in tokens (from the offsets for a ``SequenceView``: no ids read)."""
+    """The length of each sequence (from the offsets for a ``SequenceView``: no ids read).
+
+    Args:
+        sequences: [N] ``TokenizedSequence``s, a list or a ``SequenceView``.
+
+    Returns:
+        [N] int length of each sequence in tokens (prompt and response).
+    """
     if isinstance(sequences, SequenceView):
         return sequences.lengths()
     return np.array([len(s) for s in sequences], dtype=np.int64)
@@ -231,10 +275,18 @@ def truncate_group(
     Args:
         prompt_ids: the prompt's ids, layout tokens included.
         responses: each response's ids (eos / end-of-turn included).
+        max_length: most tokens of each returned sequence (prompt and response).
+        max_prompt_length: the prompt is never cut below this many tokens (nor below its own length
+            when shorter); it may keep more when the longest response leaves room. Needs
+            ``1 <= max_prompt_length <= max_length - 2``.
         keep_first: leading prompt tokens that are never cut.
+        stats: counts updated in place per returned sequence (``sequences``, ``truncated_*``,
+            ``*_tokens_removed``; not ``identical_after_truncation``, which ``tokenize_pairs``
+            counts), or None.
 
     Returns:
-        One ``TokenizedSequence`` per response, in order.
+        One ``TokenizedSequence`` per response, in order, each at most ``max_length`` tokens, with
+        ``prompt_length`` the (cut) prompt's length in tokens.
 
     Raises:
         ValueError: when ``max_length`` leaves no room for a response token beside ``max_prompt_length``.
@@ -263,8 +315,16 @@ def truncate_group(
 
 
 def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> str:
-    """``chat_template`` when the tokenizer has one (other than ``FLATTEN_TEMPLATE``, which saved
-    ``flatten`` tokenizers carry), ``pair`` for CLS/SEP encoders, else ``flatten``."""
+    """The sequence layout (module doc) a tokenizer's sequences are rendered in.
+
+    Args:
+        tokenizer: the model's tokenizer.
+
+    Returns:
+        ``"chat_template"`` when the tokenizer has a chat template other than ``FLATTEN_TEMPLATE``
+        (which saved ``flatten`` tokenizers carry); ``"pair"`` when it has no chat template and has
+        both a CLS and a SEP token (encoders); ``"flatten"`` otherwise.
+    """
     template = getattr(tokenizer, "chat_template", None)
     if template and template != FLATTEN_TEMPLATE:
         return "chat_template"
@@ -274,9 +334,16 @@ def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def layout_chat_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """The chat template that reproduces this tokenizer's layout under plain ``apply_chat_template``:
-    its own (chat models), ``FLATTEN_TEMPLATE`` (``flatten``), or None (``pair``: encoders, whose
-    layout is the tokenizer's own pair encoding ``tokenizer(prompt, response)``)."""
+    """The chat template that reproduces this tokenizer's layout under plain ``apply_chat_template``.
+
+    Args:
+        tokenizer: the model's tokenizer.
+
+    Returns:
+        Its own chat template (``chat_template`` layout: chat models), ``FLATTEN_TEMPLATE``
+        (``flatten``), or None (``pair``: encoders, whose layout is the tokenizer's own pair
+        encoding ``tokenizer(prompt, response)``).
+    """
     layout = sequence_layout(tokenizer)
     if layout == "chat_template":
         return tokenizer.chat_template
@@ -302,8 +369,16 @@ def _pair_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
 
 
 def conversation_of(prompt: str, messages: Messages | None) -> list[dict[str, str]]:
-    """The turns a row's prompt is rendered from: its ``prompt_messages``, or one user turn holding
-    ``prompt`` when it has none (a list of plain ``{"role", "content"}`` dicts)."""
+    """The turns a row's prompt is rendered from.
+
+    Args:
+        prompt: the row's flattened prompt text (used only when ``messages`` is None or empty).
+        messages: the row's ``prompt_messages`` turns (mappings with ``role`` and ``content``), or None.
+
+    Returns:
+        A list of plain ``{"role": str, "content": str}`` dicts: ``messages`` in order (values
+        converted with ``str``), or ``[{"role": "user", "content": prompt}]`` when it has none.
+    """
     if messages is None or len(messages) == 0:
         return [{"role": "user", "content": prompt}]
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
@@ -393,6 +468,7 @@ def encode_prompt_groups(
     """Encode each prompt once with the responses that share it (a pair: chosen, rejected).
 
     Args:
+        tokenizer: the model's tokenizer; its ``sequence_layout`` picks the layout.
         prompts: [N] flattened prompt texts (used by ``pair``/``flatten`` layouts, and as the single
             user turn of a chat when a row has no messages).
         response_groups: [N][G] response texts per prompt (G = 2 for pairs).
@@ -404,6 +480,13 @@ def encode_prompt_groups(
         (a BOS/CLS) are never truncated. Chat templates whose generation prompt is not a prefix of
         the full conversation (a few templates rewrite earlier turns) take the longest common prefix
         of all renders of the group as the prompt, so the whole sequence still equals the full render.
+        Nothing is truncated here. ``keep_first`` is read from the first row: 1 when its first
+        prompt id is a special token (chat / ``flatten`` layouts), the length of the encoder's lead
+        ids (``pair``), else 0.
+
+    Raises:
+        ValueError: ``response_groups`` or ``prompt_messages`` (when given) has a length other than
+            ``len(prompts)``.
     """
     n = len(prompts)
     if len(response_groups) != n or (prompt_messages is not None and len(prompt_messages) != n):
@@ -462,19 +545,26 @@ def tokenize_groups(
     group of 2: pair-consistent truncation; one response is a group of 1).
 
     Args:
+        tokenizer: the model's tokenizer; its ``sequence_layout`` picks the layout.
         prompts: [N] flattened prompt texts (the single user turn of a chat when a row has no messages).
         response_groups: [N][G_n] responses sharing each prompt.
+        max_length: most tokens per sequence (prompt and response).
+        max_prompt_length: tokens the prompt is never cut below (``truncate_group``); needs
+            ``1 <= max_prompt_length <= max_length - 2``.
         prompt_messages: [N] chat turns per row, or None (chat-template layout only; others read ``prompts``).
-        stats: a ``TruncationStats`` counts every group's truncation; a list gets one per group appended.
+        stats: a ``TruncationStats`` counts every group's truncation (updated in place); a list gets
+            one ``TruncationStats`` per group appended; None counts nothing.
         keep_first: leading prompt tokens never cut; None = what ``encode_prompt_groups`` reads from
             these rows (the token cache passes the value of a table's first row to each of its chunks,
             so a table tokenised in chunks equals the table tokenised at once).
 
     Returns:
-        [N][G_n] ``TokenizedSequence``; all sequences of a group start with the same prompt ids.
+        [N][G_n] ``TokenizedSequence`` of at most ``max_length`` tokens each; all sequences of a
+        group start with the same prompt ids.
 
     Raises:
-        ValueError: mismatched lengths, or ``max_length`` leaving no room beside ``max_prompt_length``.
+        ValueError: ``max_length`` leaving no room beside ``max_prompt_length`` (checked first), or
+            ``response_groups`` / ``prompt_messages`` lengths other than ``len(prompts)``.
     """
     _check_lengths(max_length, max_prompt_length)
     prompt_ids, response_ids, keep = encode_prompt_groups(tokenizer, prompts, response_groups, prompt_messages)
@@ -500,11 +590,20 @@ def tokenize_sequences(
     """One sequence per (prompt, response): ``tokenize_groups`` with groups of one.
 
     Args:
-        prompts, responses: [N] texts.
+        tokenizer: the model's tokenizer; its ``sequence_layout`` picks the layout.
+        prompts: [N] flattened prompt texts.
+        responses: [N] response texts, one per prompt.
+        max_length: most tokens per sequence (prompt and response).
+        max_prompt_length: tokens the prompt is never cut below (``truncate_group``).
+        stats: truncation counts updated in place, or None.
         prompt_messages: [N] optional chat turns per row (chat-template layout only).
 
     Returns:
-        [N] ``TokenizedSequence`` (ids and prompt length in tokens).
+        [N] ``TokenizedSequence`` (ids and prompt length in tokens), at most ``max_length`` tokens each.
+
+    Raises:
+        ValueError: ``prompts`` and ``responses`` (or ``prompt_messages``) differ in length, or
+            ``max_length`` leaves no room for a response token beside ``max_prompt_length``.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -522,7 +621,23 @@ def tokenize_sequence(
     stats: TruncationStats | None = None,
     prompt_messages: Messages | None = None,
 ) -> TokenizedSequence:
-    """One sequence (see ``tokenize_sequences`` for many)."""
+    """One sequence (see ``tokenize_sequences`` for many).
+
+    Args:
+        tokenizer: the model's tokenizer; its ``sequence_layout`` picks the layout.
+        prompt: the flattened prompt text.
+        response: the response text.
+        max_length: most tokens of the sequence (prompt and response).
+        max_prompt_length: tokens the prompt is never cut below (``truncate_group``).
+        stats: truncation counts updated in place, or None.
+        prompt_messages: the row's chat turns, or None (chat-template layout only).
+
+    Returns:
+        The ``TokenizedSequence`` (ids and prompt length in tokens), at most ``max_length`` tokens.
+
+    Raises:
+        ValueError: ``max_length`` leaves no room for a response token beside ``max_prompt_length``.
+    """
     messages = None if prompt_messages is None else [prompt_messages]
     return tokenize_sequences(tokenizer, [prompt], [response], max_length, max_prompt_length, stats, messages)[0]
 
@@ -538,18 +653,34 @@ def prompt_token_ids(
     (chat template: the turns plus the assistant header), truncated as for an empty response.
 
     Args:
-        prompts: [N] flattened prompts; prompt_messages: [N] turns or None.
+        tokenizer: the policy's tokenizer; its ``sequence_layout`` picks the layout.
+        prompts: [N] flattened prompt texts.
+        max_length: most tokens of prompt plus (empty) response; the prompt is cut from the left to
+            fit beside the ids an empty response renders to (end-of-turn / EOS / SEP).
+        max_prompt_length: tokens the prompt is never cut below (``truncate_group``).
+        prompt_messages: [N] chat turns per row, or None (chat-template layout only).
 
     Returns:
         [N] lists of token ids (what sampling continues; the response's first token comes next).
+
+    Raises:
+        ValueError: ``max_length`` leaves no room beside ``max_prompt_length``, or
+            ``prompt_messages`` has a length other than ``len(prompts)``.
     """
     groups = tokenize_groups(tokenizer, prompts, [[""] for _ in prompts], max_length, max_prompt_length, prompt_messages)
     return [g[0].input_ids[: g[0].prompt_length] for g in groups]
 
 
 def conversation_key(prompt: str, messages: Messages | None) -> tuple[tuple[str, str], ...]:
-    """A hashable form of the prompt a row is rendered from (its turns; one user turn holding ``prompt``
-    when it has none): rows with equal keys get equal ids in every layout."""
+    """A hashable form of the prompt a row is rendered from: rows with equal keys get equal ids in every layout.
+
+    Args:
+        prompt: the row's flattened prompt text (used only when ``messages`` is None or empty).
+        messages: the row's ``prompt_messages`` turns, or None.
+
+    Returns:
+        ``((role, content), ...)`` of ``conversation_of(prompt, messages)``, in turn order.
+    """
     return tuple((m["role"], m["content"]) for m in conversation_of(prompt, messages))
 
 
@@ -564,22 +695,51 @@ class SequenceBatch:
     last_index: torch.Tensor
 
     def to(self, device: torch.device | str) -> "SequenceBatch":
+        """This batch with every tensor moved to ``device`` (a new batch; this one is unchanged).
+
+        Args:
+            device: the target device, e.g. ``"cuda"`` or ``torch.device("cpu")``.
+
+        Returns:
+            A ``SequenceBatch`` with the same values on ``device``.
+        """
         return SequenceBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def rows(self, index: torch.Tensor) -> "SequenceBatch":
+        """The sequences at ``index``, same width T (no re-padding).
+
+        Args:
+            index: [M] long row positions (or an [N] bool mask) into this batch's N rows.
+
+        Returns:
+            A ``SequenceBatch`` of those rows: [M, T] tensors and [M] indices.
+        """
         return SequenceBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @property
     def num_tokens(self) -> int:
+        """Real (non-padding) tokens in the batch: the sum of ``attention_mask``."""
         return int(self.attention_mask.sum())
 
     @property
     def padding_fraction(self) -> float:
+        """Share of the N x T token slots that are padding, in [0, 1] (1.0 for an empty batch)."""
         return 1.0 - self.num_tokens / max(1, self.attention_mask.numel())
 
 
 def collate_sequences(sequences: Sequence[TokenizedSequence], pad_token_id: int) -> SequenceBatch:
-    """Right-pad to the longest sequence of this batch (batches are length-grouped, so it is short)."""
+    """Right-pad to the longest sequence of this batch (batches are length-grouped, so it is short).
+
+    Args:
+        sequences: N >= 1 tokenised sequences.
+        pad_token_id: the id written into padded slots (masked out by ``attention_mask``).
+
+    Returns:
+        A ``SequenceBatch`` with T = the longest sequence's length in tokens: ``input_ids`` [N, T]
+        long; ``attention_mask`` [N, T] long, 1 on real tokens; ``response_mask`` [N, T] bool, True
+        on positions ``prompt_length .. len - 1``; ``last_prompt_index`` [N] long,
+        ``prompt_length - 1``; ``last_index`` [N] long, ``len - 1``.
+    """
     width = max(len(s) for s in sequences)
     n = len(sequences)
     input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
@@ -608,13 +768,31 @@ class PairBatch:
 
     @property
     def num_tokens(self) -> int:
+        """Real (non-padding) tokens over the batch's 2B sequences."""
         return self.sequences.num_tokens
 
     def to(self, device: torch.device | str) -> "PairBatch":
+        """This batch with every tensor moved to ``device`` (a new batch; this one is unchanged).
+
+        Args:
+            device: the target device, e.g. ``"cuda"`` or ``torch.device("cpu")``.
+
+        Returns:
+            A ``PairBatch`` with the same values on ``device``.
+        """
         return PairBatch(self.sequences.to(device), self.p_chosen.to(device), self.margin.to(device), self.pair_index.to(device))
 
     def shard(self, rank: int, world_size: int) -> "PairBatch":
-        """This process's share of a global batch (pairs rank, rank+W, ...): DDP's mean = the global mean."""
+        """This process's share of a global batch (pairs rank, rank+W, ...): DDP's mean = the global mean.
+
+        Args:
+            rank: this process's rank, ``0 <= rank < world_size``.
+            world_size: W, the number of processes sharing the batch.
+
+        Returns:
+            A ``PairBatch`` of the pairs ``rank, rank + W, ...`` (ceil((B - rank) / W) of them, chosen
+            rows first, then their rejected rows), same width T; ``pair_index`` keeps the table rows.
+        """
         pairs = torch.arange(rank, len(self), world_size)
         rows = torch.cat([pairs, pairs + len(self)])
         return PairBatch(self.sequences.rows(rows), self.p_chosen[pairs], self.margin[pairs], self.pair_index[pairs])
@@ -647,7 +825,18 @@ class TokenizedPairs:
         return len(self.chosen)
 
     def subset(self, keep: Sequence[bool] | np.ndarray) -> "TokenizedPairs":
-        """The pairs where ``keep`` is True (same order); truncation counts are kept as measured."""
+        """The pairs where ``keep`` is True (same order); truncation counts are kept as measured.
+
+        Args:
+            keep: [B] bool, one flag per pair.
+
+        Returns:
+            A ``TokenizedPairs`` of the kept pairs (views stay views). ``truncation`` is this table's
+            totals unchanged (what tokenising measured), not recounted over the kept pairs.
+
+        Raises:
+            ValueError: ``keep`` does not have shape (B,).
+        """
         keep = np.asarray(keep, dtype=bool)
         if keep.shape != (len(self),):
             raise ValueError(f"keep has shape {keep.shape}; need ({len(self)},)")
@@ -664,6 +853,11 @@ class TokenizedPairs:
 
         Args:
             index: [M] int positions into these pairs.
+
+        Returns:
+            A ``TokenizedPairs`` of M pairs whose ``truncation`` is the sum of the per-pair counts of
+            ``index`` (a repeated pair counted each time).
+
         Raises:
             ValueError: these pairs carry no per-pair counts (built by hand, not by ``tokenize_pairs``).
         """
@@ -676,7 +870,11 @@ class TokenizedPairs:
         )
 
     def without_identical(self) -> "TokenizedPairs":
-        """Drop pairs whose sides are token-identical after truncation: they carry no preference."""
+        """Drop pairs whose sides are token-identical after truncation: they carry no preference.
+
+        Returns:
+            ``subset(~identical)``: the other pairs in order, ``truncation`` totals unchanged.
+        """
         return self.subset(~self.identical)
 
 
@@ -699,15 +897,24 @@ def tokenize_pairs(
     training calls ``without_identical()``.
 
     Args:
-        prompts, chosen, rejected: [B] texts; p_chosen: [B] soft targets (None: all 1.0);
-        margin: [B] margins or None per pair (None: all NaN); max_length, max_prompt_length: tokens;
-        prompt_messages: [B] chat turns or None; keep_first: as ``tokenize_groups``.
+        tokenizer: the model's tokenizer; its ``sequence_layout`` picks the layout.
+        prompts: [B] flattened prompt texts.
+        chosen: [B] chosen response texts.
+        rejected: [B] rejected response texts.
+        p_chosen: [B] soft targets, probability P(chosen > rejected) (None: all 1.0).
+        margin: [B] margins in the source's unit, or None per pair (NaN); None: all NaN.
+        max_length: most tokens per sequence (prompt and response).
+        max_prompt_length: tokens the prompt is never cut below (``truncate_group``).
+        prompt_messages: [B] chat turns per pair, or None (chat-template layout only).
+        keep_first: leading prompt tokens never cut, as ``tokenize_groups`` (None: read from the rows).
 
     Returns:
         ``TokenizedPairs`` of B pairs (p_chosen, margin float64 [B]; per-pair counts int64 [B, 6]).
+        The lengths of ``p_chosen`` and ``margin`` are not checked against B.
 
     Raises:
-        ValueError: mismatched lengths, or lengths leaving no room for a response token.
+        ValueError: ``prompts`` / ``chosen`` / ``rejected`` (or ``prompt_messages``) lengths differ,
+            or ``max_length`` leaves no room for a response token beside ``max_prompt_length``.
     """
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
@@ -739,6 +946,17 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | 
     """Index batches of similar length: shuffle, sort within groups of ``group_batches`` batches, shuffle batch order.
 
     With ``seed`` None the order is deterministic (sorted by length), for evaluation.
+
+    Args:
+        lengths: [N] length of each item in tokens.
+        batch_size: items per batch (>= 1); the last batch may hold fewer.
+        seed: seed of the shuffles (``np.random.default_rng``), or None: no shuffle, longest first.
+        group_batches: batches per sorted group (the group holds ``batch_size * group_batches``
+            consecutive items of the shuffled order, sorted longest first before cutting).
+
+    Returns:
+        A list of ceil(N / batch_size) int64 index arrays into ``lengths``, each index appearing
+        exactly once; a function of ``lengths``, ``batch_size``, ``seed`` and ``group_batches`` only.
     """
     lengths = np.asarray(lengths)
     if seed is None:
@@ -755,9 +973,15 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | 
 
 
 def pair_lengths(tokenized: TokenizedPairs) -> np.ndarray:
-    """[B] int length of each pair in tokens: its longer side (what batches are grouped by).
+    """Each pair's length: its longer side (what batches are grouped by).
 
     Read from the cached lengths for the on-disk cache, so no token ids are read.
+
+    Args:
+        tokenized: B tokenised pairs (in memory or the on-disk cache).
+
+    Returns:
+        [B] int length of each pair in tokens, ``max(len(chosen), len(rejected))``.
     """
     if not len(tokenized):
         return np.zeros(0, dtype=np.int64)
@@ -772,8 +996,10 @@ class PairBatches(Sequence[PairBatch]):
     a function of the lengths and the seed only, so a resumed run reads the same batches.
 
     Args:
-        tokenized: the pairs (in memory or the on-disk cache); batch_size: pairs per batch;
-        pad_token_id: the id in padded slots; seed: batch order seed (None: sorted by length, for evaluation).
+        tokenized: the pairs (in memory or the on-disk cache).
+        batch_size: pairs per batch.
+        pad_token_id: the id in padded slots.
+        seed: batch order seed (None: sorted by length, for evaluation).
     """
 
     def __init__(self, tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0):
@@ -801,7 +1027,12 @@ class PairBatches(Sequence[PairBatch]):
 
     def padding_fraction(self) -> float:
         """Share of token slots that are padding over all batches, from the lengths alone: equal to
-        ``padding_fraction(list(self))`` without collating a batch."""
+        ``padding_fraction(list(self))`` without collating a batch.
+
+        Returns:
+            Padded slots / all slots (each batch: 2 x its pairs x its longest side), in [0, 1];
+            1.0 when there are no batches.
+        """
         chosen, rejected = sequence_lengths(self.tokenized.chosen), sequence_lengths(self.tokenized.rejected)
         tokens = slots = 0
         for index in self.index:
@@ -814,7 +1045,9 @@ def make_pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: 
     """Length-grouped ``PairBatch``es; a pair's length is its longer side.
 
     Args:
-        tokenized: the pairs; batch_size: pairs per batch; pad_token_id: padding id;
+        tokenized: the pairs (in memory or the on-disk cache).
+        batch_size: pairs per batch (2 x batch_size sequences).
+        pad_token_id: the id in padded slots.
         seed: batch order seed, None for a deterministic length-sorted order (evaluation).
 
     Returns:
@@ -824,7 +1057,15 @@ def make_pair_batches(tokenized: TokenizedPairs, batch_size: int, pad_token_id: 
 
 
 def padding_fraction(batches: Sequence[PairBatch | SequenceBatch]) -> float:
-    """Share of token slots that are padding, over all batches (from the lengths for ``PairBatches``)."""
+    """Share of token slots that are padding, over all batches (from the lengths for ``PairBatches``).
+
+    Args:
+        batches: ``PairBatch``es or ``SequenceBatch``es, or a ``PairBatches``.
+
+    Returns:
+        Padded slots / all slots summed over the batches (not a mean of per-batch fractions), in
+        [0, 1]; 1.0 when there are no slots.
+    """
     if isinstance(batches, PairBatches):
         return batches.padding_fraction()
     seqs = [b.sequences if isinstance(b, PairBatch) else b for b in batches]
@@ -833,7 +1074,14 @@ def padding_fraction(batches: Sequence[PairBatch | SequenceBatch]) -> float:
 
 
 def prompt_messages_of(frame) -> list | None:
-    """A pairs table's ``prompt_messages`` column as lists of turns, or None when it has none."""
+    """A pairs table's ``prompt_messages`` column as lists of turns, or None when it has none.
+
+    Args:
+        frame: a polars pairs table.
+
+    Returns:
+        One entry per row (its turns, or None), or None when the table has no ``prompt_messages`` column.
+    """
     return frame["prompt_messages"].to_list() if "prompt_messages" in frame.columns else None
 
 
@@ -843,6 +1091,19 @@ def tokenize_pair_frame(tokenizer: PreTrainedTokenizerBase, frame, max_length: i
 
     Used by reward and policy training and by evaluation's truncation audit, so all three see the
     same ids (docs/methods.md s6).
+
+    Args:
+        tokenizer: the model's tokenizer; its ``sequence_layout`` picks the layout.
+        frame: a polars pairs table with columns prompt, chosen, rejected and optionally p_chosen,
+            margin, prompt_messages (absent optional columns: p_chosen 1.0, margin NaN, no turns).
+        max_length: most tokens per sequence (prompt and response).
+        max_prompt_length: tokens the prompt is never cut below (``truncate_group``).
+
+    Returns:
+        ``TokenizedPairs`` of the table's rows, in order (``tokenize_pairs``).
+
+    Raises:
+        ValueError: ``max_length`` leaves no room for a response token beside ``max_prompt_length``.
     """
     return tokenize_pairs(
         tokenizer, frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list(),
