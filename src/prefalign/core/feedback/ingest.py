@@ -114,12 +114,29 @@ def check_rejected_fraction(source: str, inputs: dict[str, list[RawRecord]], rej
     records mean the file is wrong (another format, a broken export), not that a few rows are.
     Records rejected because their two responses are the same text carry no preference but are
     not defects (a file reviewing a model against itself), so they do not count."""
-    if not 0.0 <= limit <= 1.0:
-        raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")
     read: dict[tuple[str, str], int] = {}
     for role, records in inputs.items():
         for rec in records:
             read[(role, rec.file)] = read.get((role, rec.file), 0) + 1
+    check_rejected_counts(source, read, rejected, limit)
+
+
+def check_rejected_counts(source: str, read: dict[tuple[str, str], int], rejected: list[dict[str, Any]], limit: float) -> None:
+    """``check_rejected_fraction`` on counts: records read per (role, file), e.g. summed over the
+    chunks of the streaming path.
+
+    Args:
+        source: the source name (for the message).
+        read: (role, file) -> records read.
+        rejected: rejected rows (role, file, reason).
+        limit: feedback.max_rejected_fraction_per_file, in [0, 1].
+
+    Raises:
+        ValueError: a limit outside [0, 1].
+        RawFileError: a file above the limit, naming the file, the counts and the most common reason.
+    """
+    if not 0.0 <= limit <= 1.0:
+        raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")
     bad: dict[tuple[str, str], list[str]] = {}
     for row in rejected:
         if row["reason"].startswith(SAME_TEXT_REASON):

@@ -21,7 +21,7 @@ frame with these columns can be passed to ``build_pairs_table`` beside the parse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
@@ -111,6 +111,28 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
 def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> pl.Series:
     """train/val/test by a stable hash of (salt, prompt_id): the same on every machine and run,
     and a prompt is in exactly one split. ratios: {"train": .8, "val": .1, "test": .1}."""
+    split_of = split_rule(ratios, salt)
+    unique = prompt_ids.unique()
+    lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},
+                          schema={"prompt_id": pl.String, "split": pl.String})
+    return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
+
+
+def split_rule(ratios: dict[str, float], salt: str) -> Callable[[str], str]:
+    """The function prompt_id -> train/val/test of ``assign_split``, one prompt at a time (the
+    streaming path splits chunk by chunk; docs/methods.md s8).
+
+    Args:
+        ratios: {"train": .8, "val": .1, "test": .1} (feedback.split.ratios).
+        salt: feedback.split.salt.
+
+    Returns:
+        split_of(prompt_id): the first split whose cumulative ratio exceeds the prompt's uniform
+        draw u = stable_hash("split", salt, prompt_id) / 16^15.
+
+    Raises:
+        ValueError: negative ratios, or ratios that do not sum to 1.
+    """
     weights = [float(ratios.get(s, 0.0)) for s in SPLITS]
     if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-9:
         raise ValueError(f"split ratios {ratios} must be >= 0 and sum to 1 (keys {SPLITS})")
@@ -120,10 +142,7 @@ def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> 
         u = _stable_int("split", salt, prompt_id) / float(16**_HASH_HEX)
         return next((s for s, b in zip(SPLITS, bounds) if u < b), SPLITS[-1])
 
-    unique = prompt_ids.unique()
-    lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},
-                          schema={"prompt_id": pl.String, "split": pl.String})
-    return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
+    return split_of
 
 
 def hold_out_sources(pairs: pl.DataFrame, heldout_sources: str | list[str] | tuple[str, ...] | None) -> pl.DataFrame:

@@ -19,7 +19,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from prefalign.core.text import has_visible_content
 
@@ -277,3 +277,54 @@ def as_number(value: Any, name: str, low: float | None = None, high: float | Non
 
 def number_field(record: dict[str, Any], path: str, low: float | None = None, high: float | None = None) -> float:
     return as_number(field(record, path), f"field '{path}'", low, high)
+
+
+def iter_json_lines_chunks(path: str, file: str, chunk_records: int) -> Iterator[list[RawRecord]]:
+    """The records of one JSON-lines file, ``chunk_records`` lines at a time, without reading the
+    whole file: the same records, positions, errors and whole-file failures as
+    ``decode_records(data, file, "json_lines")`` (the streaming path's reader).
+
+    Args:
+        path: the file on disk.
+        file: the name records carry (as RawRecordsDataset gives it).
+        chunk_records: lines per chunk (blank lines count, as positions do).
+
+    Returns:
+        An iterator of record lists; their concatenation equals the whole-file decode.
+
+    Raises:
+        RawFileError: a truncated last line, or a file with no readable record (check_readable).
+    """
+    if chunk_records < 1:
+        raise ValueError(f"chunk_records={chunk_records} must be >= 1 (feedback.streaming.chunk_records)")
+    seen, readable, first = 0, 0, None
+    with open(path, "rb") as handle:
+        offset, lines = 0, []
+        line = handle.readline()
+        while line:
+            following = handle.readline()
+            lines.append(line)
+            if len(lines) == chunk_records or not following:
+                data = b"".join(lines)  # every chunk but the last ends with a newline: no cut line inside
+                records = decode_json_lines(data, file)
+                if not following and not data.endswith(b"\n") and seen and len(records) == 1 \
+                        and records[0].position == len(lines) - 1 and (records[0].error or "").startswith("not valid JSON"):
+                    # the whole-file rule: a cut last line after earlier records is a truncated file
+                    raise RawFileError(f"raw file {file} is truncated: its last line (line {offset + len(lines)}) is cut "
+                                       f"short, {records[0].error}; re-download the file (the records after the cut are missing)")
+                if offset:
+                    records = [RawRecord(r.file, r.position + offset, r.record, r.error, r.raw) for r in records]
+                if records and first is None:
+                    first = records[0]
+                seen += len(records)
+                readable += sum(r.error is None for r in records)
+                offset += len(lines)
+                lines = []
+                if records:
+                    yield records
+            line = following
+    if not seen:
+        raise RawFileError(f"raw file {file} holds no records (it is empty or blank); check the file or its catalog entry")
+    if not readable:
+        raise RawFileError(f"raw file {file} has no readable record: all {seen} fail to decode "
+                           f"(first, at position {first.position}: {first.error}); is it the right file and format?")
