@@ -91,27 +91,58 @@ def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.Da
     mask = failed_expectations_per_row(pairs.height, {o.name: o.unexpected_rows for o in outcomes if o.row_level})
     checked = pairs.with_columns(mask.alias(FAILED_COLUMN))
 
-    entries = [{"name": SCHEMA_EXPECTATION, "type": "schema", "level": "table", "success": True,
-                "unexpected_count": 0, "observed": "columns and dtypes match PAIRS_SCHEMA", "examples": [], "kwargs": {}}]
-    for outcome in outcomes:
-        entries.append({
-            "name": outcome.name,
-            "type": outcome.type,
-            "level": "row" if outcome.row_level else "table",
-            "success": outcome.success,
-            "unexpected_count": int(outcome.unexpected_rows.size) if outcome.row_level else outcome.result.get("unexpected_count"),
-            "observed": outcome.exception or outcome.result.get("observed_value"),
-            "examples": _examples(pairs, outcome, check, config.example_count),
-            "kwargs": outcome.kwargs,
-            "gx_result": outcome.result,
-        })
+    entries = [SCHEMA_PASSED] + [outcome_entry(o, _examples(pairs, o, check, config.example_count)) for o in outcomes]
     return checked, _results(checked, entries, config)
+
+
+SCHEMA_PASSED = {"name": SCHEMA_EXPECTATION, "type": "schema", "level": "table", "success": True,
+                 "unexpected_count": 0, "observed": "columns and dtypes match PAIRS_SCHEMA", "examples": [], "kwargs": {}}
+
+
+def outcome_entry(outcome: ExpectationOutcome, examples: list[dict]) -> dict[str, Any]:
+    """One expectation's entry of the results (report and gate).
+
+    Args:
+        outcome: what GX found (gx_suite.ExpectationOutcome).
+        examples: a few failing rows as {pair_id, source, value}.
+
+    Returns:
+        {name, type, level, success, unexpected_count, observed, examples, kwargs, gx_result}.
+    """
+    return {
+        "name": outcome.name,
+        "type": outcome.type,
+        "level": "row" if outcome.row_level else "table",
+        "success": outcome.success,
+        "unexpected_count": int(outcome.unexpected_rows.size) if outcome.row_level else outcome.result.get("unexpected_count"),
+        "observed": outcome.exception or outcome.result.get("observed_value"),
+        "examples": examples,
+        "kwargs": outcome.kwargs,
+        "gx_result": outcome.result,
+    }
 
 
 def _results(
     checked: pl.DataFrame, entries: list[dict], config: ValidationConfig, failures: list[str] | None = None
 ) -> dict[str, Any]:
     overall, per_source = quarantine_fractions(checked) if FAILED_COLUMN in checked.columns and "source" in checked.columns else (0.0, {})
+    return results_from_counts(checked.height, overall, per_source, entries, config, failures)
+
+
+def results_from_counts(rows_in: int, overall: float, per_source: dict[str, dict[str, float | int]], entries: list[dict],
+                        config: ValidationConfig, failures: list[str] | None = None) -> dict[str, Any]:
+    """The results dict from the quarantine counts (the batched path has no whole checked frame).
+
+    Args:
+        rows_in: rows of the pairs table.
+        overall, per_source: as ``checks.quarantine_fractions`` gives them.
+        entries: one dict per expectation (schema first), as validate_pairs builds them.
+        config: the ValidationConfig (its quarantine limits).
+        failures: reasons to stop found before (e.g. the schema).
+
+    Returns:
+        The JSON-able results: passed, failures, row counts, fractions, per-source counts, entries.
+    """
     quarantined = sum(s["quarantined"] for s in per_source.values())
     failures = list(failures or []) + [
         f"{e['name']} ({e['type']}) failed: observed {e['observed']!r}, expected {_expected(e['kwargs'])}"
@@ -120,7 +151,7 @@ def _results(
     ]
     if overall > config.max_quarantine_fraction_overall:
         failures.append(
-            f"quarantined fraction {overall:.4f} ({quarantined}/{checked.height} rows) is above "
+            f"quarantined fraction {overall:.4f} ({quarantined}/{rows_in} rows) is above "
             f"max_quarantine_fraction.overall={config.max_quarantine_fraction_overall}"
         )
     for source, stats in per_source.items():
@@ -133,7 +164,7 @@ def _results(
         "passed": not failures,
         "schema_ok": all(e["success"] for e in entries if e["type"] == "schema"),
         "failures": failures,
-        "rows": {"in": checked.height, "validated": checked.height - quarantined, "quarantined": quarantined},
+        "rows": {"in": rows_in, "validated": rows_in - quarantined, "quarantined": quarantined},
         "quarantined_fraction": overall,
         "limits": {"overall": config.max_quarantine_fraction_overall, "per_source": config.max_quarantine_fraction_per_source},
         "sources": per_source,
