@@ -119,8 +119,8 @@ class RawRecordsDataset(AbstractDataset[None, "RawReader"]):
         for path, name in self._files():
             fmt = "arrow_stream" if self._file_format == "hf_dataset" else self._file_format or infer_file_format(path.name)
             try:
-                if fmt == "json_lines":
-                    yield from iter_json_lines_chunks(str(path), name, chunk_records)
+                if fmt in ("json_lines", "json_lines.gz"):
+                    yield from iter_json_lines_chunks(str(path), name, chunk_records, gzipped=fmt.endswith(".gz"))
                     continue
                 try:
                     data = path.read_bytes()

@@ -279,7 +279,7 @@ def number_field(record: dict[str, Any], path: str, low: float | None = None, hi
     return as_number(field(record, path), f"field '{path}'", low, high)
 
 
-def iter_json_lines_chunks(path: str, file: str, chunk_records: int) -> Iterator[list[RawRecord]]:
+def iter_json_lines_chunks(path: str, file: str, chunk_records: int, gzipped: bool = False) -> Iterator[list[RawRecord]]:
     """The records of one JSON-lines file, ``chunk_records`` lines at a time, without reading the
     whole file: the same records, positions, errors and whole-file failures as
     ``decode_records(data, file, "json_lines")`` (the streaming path's reader).
@@ -288,6 +288,7 @@ def iter_json_lines_chunks(path: str, file: str, chunk_records: int) -> Iterator
         path: the file on disk.
         file: the name records carry (as RawRecordsDataset gives it).
         chunk_records: lines per chunk (blank lines count, as positions do).
+        gzipped: the file is gzip (``json_lines.gz``): decompressed as it is read (GunzipReader).
 
     Returns:
         An iterator of record lists; their concatenation equals the whole-file decode.
@@ -298,7 +299,7 @@ def iter_json_lines_chunks(path: str, file: str, chunk_records: int) -> Iterator
     if chunk_records < 1:
         raise ValueError(f"chunk_records={chunk_records} must be >= 1 (feedback.streaming.chunk_records)")
     seen, readable, first = 0, 0, None
-    with open(path, "rb") as handle:
+    with (GunzipReader(path, file) if gzipped else open(path, "rb")) as handle:
         offset, lines = 0, []
         line = handle.readline()
         while line:
@@ -328,3 +329,71 @@ def iter_json_lines_chunks(path: str, file: str, chunk_records: int) -> Iterator
     if not readable:
         raise RawFileError(f"raw file {file} has no readable record: all {seen} fail to decode "
                            f"(first, at position {first.position}: {first.error}); is it the right file and format?")
+
+
+class GunzipReader:
+    """A gzip file read line by line as it is decompressed, with ``gunzip``'s whole-file errors
+    (not gzip, corrupt, truncated: RawFileError naming the file) and its several members."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, path: str, file: str) -> None:
+        self._handle = open(path, "rb")
+        self._file = file
+        self._buffer = b""
+        self._pos = 0
+        self._stream: Any = None
+        self._members = 0
+        self._out = 0
+        self._done = False
+        head = self._handle.read(2)
+        if head != b"\x1f\x8b":
+            self._handle.close()
+            raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
+                               "point the catalog at the .gz file or change its file_format")
+        self._pending = head
+
+    def __enter__(self) -> "GunzipReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.close()
+
+    def _fill(self) -> bool:
+        """Decompress the next block into the buffer; False at the end of the file."""
+        while not self._done:
+            data = self._pending + self._handle.read(self.BLOCK)
+            self._pending = b""
+            if self._stream is None:
+                if not data:
+                    self._done = True
+                    return False
+                self._stream = zlib.decompressobj(wbits=31)
+                self._members += 1
+            try:
+                out = self._stream.decompress(data)
+            except zlib.error as exc:
+                raise RawFileError(f"raw file {self._file} is a corrupt gzip file (member {self._members}: {exc}); "
+                                   "re-download or re-compress it") from exc
+            self._out += len(out)
+            if self._stream.eof:
+                self._pending, self._stream = self._stream.unused_data, None
+            elif not data:
+                raise RawFileError(f"raw file {self._file} is a truncated gzip file (the stream ends before its end "
+                                   f"marker, after {self._out} decompressed bytes); re-download it")
+            if out:
+                self._buffer += out
+                return True
+        return False
+
+    def readline(self) -> bytes:
+        """The next line with its newline (the last one may lack it); b"" at the end."""
+        while True:
+            cut = self._buffer.find(b"\n", self._pos)
+            if cut >= 0:
+                line, self._pos = self._buffer[self._pos:cut + 1], cut + 1
+                return line
+            self._buffer, self._pos = self._buffer[self._pos:], 0
+            if not self._fill():
+                line, self._buffer = self._buffer, b""
+                return line

@@ -274,7 +274,7 @@ def build_pairs_dataset(parts_dir: str | Path, out_dir: str | Path, split: dict[
     counts_out = dict(kept.group_by("source").len().collect(engine="streaming").iter_rows())
     duplicates = {s: n - counts_out.get(s, 0) for s, n in counts_in.items() if n - counts_out.get(s, 0)}
     del first
-    heldout = source_names(split.get("heldout_sources")) or []
+    heldout = source_names(split.get("heldout_sources") or None) or []
     split_col = pl.col("split")
     if heldout:
         held = kept.filter(pl.col("source").is_in(heldout)).select("prompt_id").unique().collect(engine="streaming")
