@@ -16,7 +16,8 @@ size runs in a fresh subprocess (``os.wait4`` gives that child's own peak RSS):
 feedback = chunked ingest -> parquet parts -> conflicts, dedup, split (polars streaming engine) ->
 the pairs folder and the summary; validation = the batched GX suite -> validated pairs (sink) and
 quarantined rows. Generated files are deleted after each size. Prints one row per size with the
-machine's load average (``/proc/loadavg``) before and after.
+child's CPU seconds (user + system; us/pair is CPU per pair) and the machine's load average
+(``/proc/loadavg``) before and after: on a shared machine the wall time follows the load.
 """
 
 from __future__ import annotations
@@ -95,6 +96,84 @@ def generate(path: Path, n_pairs: int, seed: int = 0) -> dict[str, int]:
     return counts
 
 
+def generate_parts(parts: Path, n_pairs: int, seed: int = 0, block: int = 200_000) -> dict[str, int]:
+    """The --stage table input: pair-row parts (streaming.PART_SCHEMA) written directly, with the
+    same texts, lengths and defects as ``generate`` (0.1% repeated pairs, 0.05% pairs judged the
+    other way), keys from polars' hash instead of blake2b (the parser and hashing cost is what the
+    full stage measures; this one measures the whole-table steps and validation)."""
+    import numpy as np
+    import polars as pl
+
+    from prefalign.core.feedback.streaming import PART_SCHEMA
+    from prefalign.core.schema import with_prompt_messages
+
+    rng = np.random.default_rng(seed)
+    corpus = " ".join(rng.choice(WORDS, size=3_000_000)) + " "
+    folder = parts / "ultrafeedback"
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs_ab = [(a, b) for a in range(RESPONSES) for b in range(a + 1, RESPONSES)]
+    counts = {"pairs": 0, "duplicates": 0, "swapped": 0}
+    hexes = lambda s: pl.Series([f"{v:016x}" for v in s.to_list()], dtype=pl.String)  # noqa: E731
+    for index, start in enumerate(range(0, n_pairs, block)):
+        m = min(block, n_pairs - start)
+        row = np.arange(start, start + m)
+        pid = row // PAIRS_PER_PROMPT
+        first, last = int(pid[0]), int(pid[-1])
+        n_prompts = last - first + 1
+        prng = np.random.default_rng([seed, first])
+        p_len = np.clip(prng.lognormal(np.log(360), 1.1, n_prompts), 20, 8000).astype(int)
+        r_len = np.clip(prng.lognormal(np.log(900), 0.8, (n_prompts, RESPONSES)), 10, 12000).astype(int)
+        p_at = prng.integers(0, len(corpus) - 9000, n_prompts)
+        r_at = prng.integers(0, len(corpus) - 13000, (n_prompts, RESPONSES))
+        scores = prng.integers(1, 11, (n_prompts, RESPONSES)).astype(float)
+        prompts = [f"Q{first + j}: " + corpus[p_at[j]:p_at[j] + p_len[j]].strip() for j in range(n_prompts)]
+        responses = [[f"A{first + j}.{k}: " + corpus[r_at[j, k]:r_at[j, k] + r_len[j, k]].strip() for k in range(RESPONSES)]
+                     for j in range(n_prompts)]
+        local = pid - first
+        which = row % PAIRS_PER_PROMPT
+        a = np.array([pairs_ab[w][0] for w in which])
+        b = np.array([pairs_ab[w][1] for w in which])
+        sa, sb = scores[local, a], scores[local, b]
+        a_wins = sa >= sb
+        chosen = [responses[l][x if w else y] for l, x, y, w in zip(local, a, b, a_wins)]
+        rejected = [responses[l][y if w else x] for l, x, y, w in zip(local, a, b, a_wins)]
+        gap = np.abs(sa - sb)
+        p = 1.0 / (1.0 + np.exp(-0.3 * gap))
+        frame = pl.DataFrame({"prompt": [prompts[l] for l in local], "chosen": chosen, "rejected": rejected,
+                              "margin": gap, "p_chosen": p})
+        defect = prng.random(m)
+        dup = frame.filter(pl.Series(defect < 0.001))
+        swap = frame.filter(pl.Series((defect >= 0.001) & (defect < 0.0015) & (gap > 0))).with_columns(
+            chosen=pl.col("rejected"), rejected=pl.col("chosen"))  # a contradicting judgment (p_chosen kept: A is now worse)
+        counts["duplicates"] += dup.height
+        counts["swapped"] += swap.height
+        frame = pl.concat([frame, dup, swap])
+        lo_text = pl.when(pl.col("chosen") <= pl.col("rejected")).then(pl.col("chosen")).otherwise(pl.col("rejected"))
+        hi_text = pl.when(pl.col("chosen") <= pl.col("rejected")).then(pl.col("rejected")).otherwise(pl.col("chosen"))
+        frame = with_prompt_messages(frame).with_columns(
+            source=pl.lit("ultrafeedback"), feedback=pl.lit("ai"), signal=pl.lit("score_gap"), true_p=pl.lit(None, pl.Float64),
+            _i=pl.int_range(counts["pairs"], counts["pairs"] + frame.height, dtype=pl.Int64),
+            _key_hi=pl.concat_str(pl.col("prompt"), lo_text, hi_text, separator="\xff").hash(1),
+            _key_lo=pl.concat_str(pl.col("prompt"), lo_text, hi_text, separator="\xff").hash(2) // 4294967296,
+            _a_chosen=pl.col("chosen") <= pl.col("rejected"),
+            _pair_hi=pl.concat_str(pl.col("prompt"), pl.col("chosen"), pl.col("rejected"), separator="\xff").hash(3),
+            _pair_lo=pl.concat_str(pl.col("prompt"), pl.col("chosen"), pl.col("rejected"), separator="\xff").hash(4) // 4294967296,
+            _prompt_h=pl.col("prompt").hash(5),
+        ).with_columns(
+            _p_a=pl.when(pl.col("_a_chosen")).then(pl.col("p_chosen")).otherwise(1.0 - pl.col("p_chosen")),
+            split=pl.when(pl.col("_prompt_h") % 10 < 8).then(pl.lit("train")).when(pl.col("_prompt_h") % 10 < 9)
+            .then(pl.lit("val")).otherwise(pl.lit("test")),
+        )
+        frame = frame.with_columns(
+            _key=hexes(frame["_key_hi"]) + hexes(frame["_key_lo"]).str.slice(8),
+            pair_id=hexes(frame["_pair_hi"]) + hexes(frame["_pair_lo"]).str.slice(8),
+            prompt_id=hexes(frame["_prompt_h"]) + pl.lit("00000000"),
+        ).select([pl.col(c).cast(t) for c, t in PART_SCHEMA.items()])
+        counts["pairs"] += frame.height
+        frame.write_parquet(folder / f"part-{index:06d}.parquet")
+    return counts
+
+
 def run_one(raw: Path, work: Path, chunk_records: int, batch_rows: int) -> dict:
     import polars as pl
 
@@ -116,11 +195,17 @@ def run_one(raw: Path, work: Path, chunk_records: int, batch_rows: int) -> dict:
             body["kwargs"]["value_set"] = ["ultrafeedback"]
     config = parse_validation_config(validation)
     t0 = time.perf_counter()
-    reader = RawRecordsDataset(filepath=str(raw)).load()
-    stats = st.ingest_source_chunks("ultrafeedback", 0, {"records": reader.chunks(chunk_records)}, params, split,
-                                    work / "parts", work / "rejected", 0.5)
+    if raw.exists():
+        reader = RawRecordsDataset(filepath=str(raw)).load()
+        _, _, stats = st.ingest_source_chunks("ultrafeedback", {"records": reader.chunks(chunk_records)}, params, split,
+                                              work / "parts", 0.5)
+    else:  # --stage table: the parts were generated
+        n = st.scan_parts(work / "parts").select(pl.len()).collect().item()
+        stats = {"source": "ultrafeedback", "records_read": n, "records_rejected": 0}
     t_ingest = time.perf_counter() - t0
-    resolution = st.build_pairs_dataset(work / "parts", work / "pairs", split, ConflictRule.from_params(None, {"ultrafeedback": params}))
+    plan, resolution = st.build_pairs_lazy([st.scan_parts(work / "parts")], ["ultrafeedback"], split,
+                                           ConflictRule.from_params(None, {"ultrafeedback": params}))
+    st.sink_pairs(plan, work / "pairs")
     pairs = st.scan_pairs(work / "pairs")
     summary = st.summarise_dataset(pairs, [stats], resolution["duplicates"], resolution["conflicts"])
     t_feedback = time.perf_counter() - t0
@@ -138,8 +223,9 @@ def run_one(raw: Path, work: Path, chunk_records: int, batch_rows: int) -> dict:
             "disk_pairs_gb": sum(f.stat().st_size for f in (work / "pairs").rglob("*")) / 1e9}
 
 
-def _child(args: list[str]) -> tuple[dict, float, float]:
-    """Run this script with args in a child; (its JSON, wall seconds, its own peak RSS in MB)."""
+def _child(args: list[str]) -> tuple[dict, float, float, float]:
+    """Run this script with args in a child; (its JSON, wall seconds, its own peak RSS in MB, its
+    CPU seconds, user + system: the cost on a shared machine, where wall time depends on the load)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", "2"))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, env=env, text=True)
@@ -148,7 +234,8 @@ def _child(args: list[str]) -> tuple[dict, float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"child {args} failed with {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), time.perf_counter() - t0, usage.ru_maxrss / 1024
+    return (json.loads(out.strip().splitlines()[-1]), time.perf_counter() - t0, usage.ru_maxrss / 1024,
+            usage.ru_utime + usage.ru_stime)
 
 
 def main() -> None:
@@ -157,32 +244,38 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/prefalign_scale")
     parser.add_argument("--chunk-records", type=int, default=100_000)
     parser.add_argument("--batch-rows", type=int, default=500_000)
+    parser.add_argument("--stage", choices=["full", "table"], default="full",
+                        help="full: raw gzip JSON lines -> validated pairs; table: generated parts -> validated pairs "
+                             "(the whole-table steps and validation alone, without the per-record parser)")
     parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     raw = work / "raw" / "pairs.jsonl.gz"
     if args.generate:
+        if args.stage == "table":
+            print(json.dumps(generate_parts(work / "out" / "parts", args.generate)))
+            return
         raw.parent.mkdir(parents=True, exist_ok=True)
         print(json.dumps(generate(raw, args.generate)))
         return
     if args.run:
         print(json.dumps(run_one(raw, work / "out", args.chunk_records, args.batch_rows)))
         return
-    print(f"streaming feedback + validation; chunk {args.chunk_records} records, validation batch {args.batch_rows} rows; "
+    print(f"stage {args.stage}: streaming feedback + validation; chunk {args.chunk_records} records, validation batch {args.batch_rows} rows; "
           f"POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', '2')}")
     print(f"{'pairs':>9} {'gen s':>6} {'raw GB':>6} {'ingest s':>8} {'feedback s':>10} {'valid. s':>8} {'total s':>8} "
-          f"{'us/pair':>7} {'peak MB':>8} {'dup':>6} {'confl':>6} {'rej':>5} {'quar':>5} {'pairs GB':>8}  load before -> after")
+          f"{'cpu s':>7} {'us/pair':>7} {'peak MB':>8} {'dup':>6} {'confl':>6} {'rej':>5} {'quar':>5} {'pairs GB':>8}  load before -> after")
     for size in args.sizes:
         shutil.rmtree(work, ignore_errors=True)
-        gen, gen_s, _ = _child(["--work", str(work), "--generate", str(size)])
-        raw_gb = raw.stat().st_size / 1e9
+        gen, gen_s, _, _ = _child(["--work", str(work), "--stage", args.stage, "--generate", str(size)])
+        raw_gb = raw.stat().st_size / 1e9 if raw.exists() else sum(f.stat().st_size for f in (work / "out" / "parts").rglob("*")) / 1e9
         load_before = Path("/proc/loadavg").read_text().split()[:3]
-        r, wall, peak = _child(["--work", str(work), "--run", "--chunk-records", str(args.chunk_records),
+        r, wall, peak, cpu = _child(["--work", str(work), "--run", "--chunk-records", str(args.chunk_records),
                                 "--batch-rows", str(args.batch_rows)])
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         print(f"{r['pairs']:>9} {gen_s:>6.0f} {raw_gb:>6.2f} {r['ingest_s']:>8.1f} {r['feedback_s']:>10.1f} {r['validation_s']:>8.1f} "
-              f"{wall:>8.1f} {1e6 * wall / r['pairs']:>7.1f} {peak:>8.0f} {r['duplicates']:>6} {r['conflicts']['within_source']:>6} "
+              f"{wall:>8.1f} {cpu:>7.0f} {1e6 * cpu / r['pairs']:>7.1f} {peak:>8.0f} {r['duplicates']:>6} {r['conflicts']['within_source']:>6} "
               f"{r['rejected']:>5} {r['quarantined']:>5} {r['disk_pairs_gb']:>8.2f}  {' '.join(load_before)} -> {' '.join(load_after)}",
               flush=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -4,6 +4,10 @@ preview hands numpy arrays of dicts to the JSON export and the preview is lost."
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
+from kedro.io.core import get_filepath_str
 from kedro_datasets._typing import TablePreview
 from kedro_datasets.polars import EagerPolarsDataset
 
@@ -24,6 +28,19 @@ class PairsTableDataset(EagerPolarsDataset):
           filepath: data/03_primary/pairs.parquet
         ```
     """
+
+    def save(self, data: pl.DataFrame | pl.LazyFrame) -> None:
+        """Save a DataFrame as the parent does; a LazyFrame (the streaming feedback path) is run by
+        polars' streaming engine straight into the local parquet file, never held whole."""
+        if not isinstance(data, pl.LazyFrame):
+            return super().save(data)
+        if self._file_format != "parquet" or self._protocol not in ("file", ""):
+            return super().save(data.collect(engine="streaming"))
+        path = Path(get_filepath_str(self._get_save_path(), self._protocol))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.sink_parquet(path, engine="streaming", **self._save_args)
+        self._invalidate_cache()
+        return None
 
     def preview(self, nrows: int = 5) -> TablePreview:
         """The first ``nrows`` rows as {index, columns, data}: nested values as JSON text, texts cut

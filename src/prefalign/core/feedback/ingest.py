@@ -69,6 +69,11 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
         max_rejected_fraction: per-file limit on rejected records / records read
             (feedback.max_rejected_fraction_per_file); None = no limit.
 
+    Returns:
+        (pair rows (PAIR_ROW_COLUMNS), rejected records (REJECTED_SCHEMA), stats): the stats
+        reconcile as the module docstring says. The streaming engine's ingest_source_chunks
+        gives the same three.
+
     Raises:
         ValueError: bad source parameters, naming the key.
         RawFileError: a file whose rejected fraction is above the limit, naming the file, the
@@ -113,7 +118,18 @@ def check_rejected_fraction(source: str, inputs: dict[str, list[RawRecord]], rej
     """RawFileError when one file's rejected records / records read is above ``limit``: so many bad
     records mean the file is wrong (another format, a broken export), not that a few rows are.
     Records rejected because their two responses are the same text carry no preference but are
-    not defects (a file reviewing a model against itself), so they do not count."""
+    not defects (a file reviewing a model against itself), so they do not count.
+
+    Args:
+        source: the source name (for the message).
+        inputs: role -> the records read (their files are counted).
+        rejected: rejected rows (role, file, reason).
+        limit: feedback.max_rejected_fraction_per_file, in [0, 1].
+
+    Raises:
+        ValueError: a limit outside [0, 1].
+        RawFileError: a file above the limit (check_rejected_counts).
+    """
     read: dict[tuple[str, str], int] = {}
     for role, records in inputs.items():
         for rec in records:
@@ -134,6 +150,8 @@ def check_rejected_counts(source: str, read: dict[tuple[str, str], int], rejecte
     Raises:
         ValueError: a limit outside [0, 1].
         RawFileError: a file above the limit, naming the file, the counts and the most common reason.
+
+    Source: docs/feedback.md, "Bad input".
     """
     if not 0.0 <= limit <= 1.0:
         raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")

@@ -110,7 +110,19 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
 
 def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> pl.Series:
     """train/val/test by a stable hash of (salt, prompt_id): the same on every machine and run,
-    and a prompt is in exactly one split. ratios: {"train": .8, "val": .1, "test": .1}."""
+    and a prompt is in exactly one split (docs/methods.md s8).
+
+    Args:
+        prompt_ids: one per row.
+        ratios: {"train": .8, "val": .1, "test": .1} (feedback.split.ratios).
+        salt: feedback.split.salt.
+
+    Returns:
+        The split of each row (split_rule, computed once per distinct prompt_id).
+
+    Raises:
+        ValueError: negative ratios, or ratios that do not sum to 1.
+    """
     split_of = split_rule(ratios, salt)
     unique = prompt_ids.unique()
     lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},

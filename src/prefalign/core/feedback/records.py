@@ -306,13 +306,14 @@ def iter_json_lines_chunks(path: str, file: str, chunk_records: int, gzipped: bo
             following = handle.readline()
             lines.append(line)
             if len(lines) == chunk_records or not following:
-                data = b"".join(lines)  # every chunk but the last ends with a newline: no cut line inside
-                records = decode_json_lines(data, file)
-                if not following and not data.endswith(b"\n") and seen and len(records) == 1 \
-                        and records[0].position == len(lines) - 1 and (records[0].error or "").startswith("not valid JSON"):
+                data = b"".join(lines)
+                cut = not data.endswith(b"\n")  # only the file's last line can lack its newline
+                records = decode_json_lines(data + b"\n" if cut else data, file)
+                if cut and seen + len(records) > 1 and records[-1].position == len(lines) - 1 \
+                        and (records[-1].error or "").startswith("not valid JSON"):
                     # the whole-file rule: a cut last line after earlier records is a truncated file
                     raise RawFileError(f"raw file {file} is truncated: its last line (line {offset + len(lines)}) is cut "
-                                       f"short, {records[0].error}; re-download the file (the records after the cut are missing)")
+                                       f"short, {records[-1].error}; re-download the file (the records after the cut are missing)")
                 if offset:
                     records = [RawRecord(r.file, r.position + offset, r.record, r.error, r.raw) for r in records]
                 if records and first is None:
@@ -387,7 +388,14 @@ class GunzipReader:
         return False
 
     def readline(self) -> bytes:
-        """The next line with its newline (the last one may lack it); b"" at the end."""
+        """The next line of the decompressed text.
+
+        Returns:
+            The line with its newline (the file's last line may lack it); b"" at the end.
+
+        Raises:
+            RawFileError: the gzip stream is corrupt or ends before its end marker.
+        """
         while True:
             cut = self._buffer.find(b"\n", self._pos)
             if cut >= 0:

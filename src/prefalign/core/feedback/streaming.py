@@ -8,19 +8,19 @@ same way; tests/feedback/test_streaming.py), in three steps:
    no join table, no grouping of responses) is parsed ``chunk_records`` records at a time with
    the same parser and ``to_pair_rows``; each chunk's pair rows get their row-local keys
    (``keyed_pair_rows``: pair_id, prompt_id, the comparison key, the split drawn from prompt_id,
-   the priority rank ``_i``) and are written as one parquet part. Other sources (multi-response
+   the row's index ``_i``) and are written as one parquet part. Other sources (multi-response
    groups, joins of questions and answers: small files in practice) are parsed whole, as today,
    and written the same way.
-2. ``build_pairs_dataset``: the whole-table steps run as polars lazy queries on the parts,
+2. ``build_pairs_lazy``: the whole-table steps run as polars lazy queries on the parts,
    executed by the streaming engine on the key columns only: the comparisons judged both ways
    (both signs of P(A > B)) are found by a group-by, and only their rows are loaded and resolved
    by the in-memory rule (conflicts.resolve_keyed); the first row of each pair_id is kept (by
-   ``_i``, the in-memory order); prompts of held-out sources move to ``heldout``. The table is
-   written with ``sink_parquet`` as a folder of parquet files (PairsPartsDataset reads it back).
+   ``_i``, the in-memory order); prompts of held-out sources move to ``heldout``. The table is a
+   lazy query: ``sink_pairs`` or the catalog's ParquetPartsDataset runs it into a parquet folder.
 3. ``summarise_dataset``: the feedback summary of ``ingest.summarise``, computed per source.
 
-``_i`` = rank of the source under feedback.sources x 2^40 + the row's index within its source, so
-sorting by ``_i`` is the in-memory row order (priority, then raw order).
+A part's ``_i`` is the row's index within its source; the table step adds the source's rank under
+feedback.sources x 2^40, so sorting by ``_i`` is the in-memory row order (priority, then raw order).
 """
 
 from __future__ import annotations
@@ -67,17 +67,16 @@ def _halves(hex_id: str) -> tuple[int, int]:
     return int(hex_id[:16], 16), int(hex_id[16:], 16)
 
 
-def keyed_pair_rows(rows: pl.DataFrame, rank: int, start: int, split: dict[str, Any]) -> pl.DataFrame:
+def keyed_pair_rows(rows: pl.DataFrame, start: int, split: dict[str, Any]) -> pl.DataFrame:
     """Pair rows with the row-local keys of the streaming path (PART_SCHEMA).
 
     Args:
         rows: pair rows of one source (PAIR_ROW_COLUMNS; prompt_messages optional).
-        rank: the source's position under feedback.sources (its priority).
         start: how many rows of this source came before (earlier chunks).
         split: feedback.split (ratios, salt).
 
     Returns:
-        The rows plus ``_i`` (rank * 2^40 + start + row), the comparison key (``_key``, its two
+        The rows plus ``_i`` (start + row: the row's index within its source), the comparison key (``_key``, its two
         integer halves, ``_a_chosen``, ``_p_a``), pair_id (and halves), prompt_id, and the
         train/val/test split drawn from prompt_id (assign_split's rule; held-out prompts are moved
         later, table-wide).
@@ -105,7 +104,7 @@ def keyed_pair_rows(rows: pl.DataFrame, rank: int, start: int, split: dict[str, 
     key_halves = [_halves(k) for k in keys]
     pair_halves = [_halves(k) for k in pair_ids]
     return rows.with_columns(
-        _i=pl.int_range(start, start + rows.height, dtype=pl.Int64) + rank * RANK_SHIFT,
+        _i=pl.int_range(start, start + rows.height, dtype=pl.Int64),
         _key=pl.Series(keys, dtype=pl.String),
         _key_hi=pl.Series([h for h, _ in key_halves], dtype=pl.UInt64),
         _key_lo=pl.Series([lo for _, lo in key_halves], dtype=pl.UInt64),
@@ -120,9 +119,31 @@ def keyed_pair_rows(rows: pl.DataFrame, rank: int, start: int, split: dict[str, 
     ).select([pl.col(c).cast(t) for c, t in PART_SCHEMA.items()])
 
 
-def source_folder(parts_dir: str | Path, rank: int, source: str) -> Path:
-    """``<parts_dir>/<rank>-<source>``: folders sort in priority order."""
-    return Path(parts_dir) / f"{rank:04d}-{source}"
+def source_folder(parts_dir: str | Path, source: str) -> Path:
+    """Where one source's pair-row parts go.
+
+    Args:
+        parts_dir: feedback.streaming.parts_dir.
+        source: the source name.
+
+    Returns:
+        ``<parts_dir>/<source>``.
+    """
+    return Path(parts_dir) / source
+
+
+def scan_folder(folder: Path) -> pl.LazyFrame:
+    """The parts of one folder as one lazy frame.
+
+    Args:
+        folder: a source's parts folder (source_folder).
+
+    Returns:
+        A scan of its ``part-*.parquet`` files in name (= write) order (PART_SCHEMA); an empty
+        frame when it has none.
+    """
+    files = sorted(folder.glob("part-*.parquet"))
+    return pl.scan_parquet([str(f) for f in files]) if files else pl.LazyFrame(schema=PART_SCHEMA)
 
 
 def _write_part(frame: pl.DataFrame, folder: Path, index: int) -> None:
@@ -136,34 +157,33 @@ def _empty_stats(source: str, params: dict[str, Any]) -> dict[str, Any]:
             "auxiliary_records_rejected": 0, "join_duplicates": {}}
 
 
-def ingest_source_chunks(source: str, rank: int, chunks: dict[str, Iterable[list[RawRecord]]], params: dict[str, Any],
-                         split: dict[str, Any], parts_dir: str | Path, rejected_dir: str | Path,
-                         max_rejected_fraction: float | None = None) -> dict[str, Any]:
-    """One raw source, chunk by chunk, into pair-row parts (PART_SCHEMA) and rejected parts.
+def ingest_source_chunks(source: str, chunks: dict[str, Iterable[list[RawRecord]]], params: dict[str, Any],
+                         split: dict[str, Any], parts_dir: str | Path,
+                         max_rejected_fraction: float | None = None) -> tuple[pl.LazyFrame, pl.DataFrame, dict[str, Any]]:
+    """One raw source, chunk by chunk, into pair-row parts (PART_SCHEMA) on disk.
 
     Args:
         source: the source name (feedback.sources.<source>).
-        rank: its position under feedback.sources.
         chunks: role -> iterable of record chunks (RawReader.chunks). A source whose parser is
             not in STREAMABLE_PARSERS has its chunks joined and is parsed whole.
         params: the source's parameters.
         split: feedback.split.
-        parts_dir: folder of the pair-row parts (one subfolder per source, source_folder).
-        rejected_dir: folder of the rejected-record parts (REJECTED_SCHEMA).
+        parts_dir: folder of the pair-row parts (one subfolder per source, source_folder; the
+            source's subfolder is rewritten).
         max_rejected_fraction: feedback.max_rejected_fraction_per_file (the source's own
             ``max_rejected_fraction`` overrides it); None = no limit.
 
     Returns:
-        The source's stats, key for key as ``ingest.ingest_source`` gives them.
+        (pair rows: a scan of the source's parts, rejected records (REJECTED_SCHEMA), stats): the
+        same rows, rejected records and stats, key for key, as ``ingest.ingest_source`` gives.
 
     Raises:
         ValueError: bad source parameters. RawFileError: an unreadable file, or a file whose
         rejected fraction is above the limit (checked once the source is read, as a whole).
     """
     check_source_params(source, params)
-    folder, bad_folder = source_folder(parts_dir, rank, source), source_folder(rejected_dir, rank, source)
-    for old in (folder, bad_folder):
-        shutil.rmtree(old, ignore_errors=True)
+    folder = source_folder(parts_dir, source)
+    shutil.rmtree(folder, ignore_errors=True)
     if params["parser"] in STREAMABLE_PARSERS and set(chunks) == {"records"}:
         batches: Iterator[dict[str, list[RawRecord]]] = ({"records": c} for c in chunks["records"])
     else:
@@ -204,55 +224,76 @@ def ingest_source_chunks(source: str, rank: int, chunks: dict[str, Iterable[list
         if parsed.rejected:
             all_rejected += [dict(r, source=source) for r in parsed.rejected]
         if pair_rows.height:
-            _write_part(keyed_pair_rows(pair_rows, rank, start, split), folder, index)
+            _write_part(keyed_pair_rows(pair_rows, start, split), folder, index)
             start += pair_rows.height
             index += 1
     if limit is not None:
         check_rejected_counts(source, read, all_rejected, float(limit))
     rejected = pl.DataFrame(all_rejected, schema=REJECTED_SCHEMA, orient="row") if all_rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
-    if rejected.height:
-        _write_part(rejected, bad_folder, 0)
     stats["records_used"] = stats["records_read"] - stats["records_rejected"]
     stats.update(candidate_pairs=counters["candidate_pairs"], capped_dropped=counters["capped_dropped"])
     stats.update(comparisons=counters["comparisons"], identical_dropped=counters["identical_dropped"],
                  ties=counters["ties"], ties_dropped=counters["ties_dropped"], pair_rows=counters["pair_rows"])
     stats["rejected_by_reason"] = _reasons(rejected)
-    return stats
+    return scan_folder(folder), rejected, stats
 
 
-def write_generated_rows(source: str, rank: int, rows: pl.DataFrame, split: dict[str, Any], parts_dir: str | Path) -> None:
-    """A generated source's pair rows (e.g. synthetic) as one part of the streaming path."""
-    folder = source_folder(parts_dir, rank, source)
-    shutil.rmtree(folder, ignore_errors=True)
-    if rows.height:
-        _write_part(keyed_pair_rows(rows, rank, 0, split), folder, 0)
+def write_rows(rows: pl.DataFrame, split: dict[str, Any], parts_dir: str | Path) -> list[pl.LazyFrame]:
+    """Pair rows held in memory (a generated source, the user tables) as parts of the streaming
+    path, one folder per source in the frame (row order kept within each source).
+
+    Args:
+        rows: pair rows (PAIR_ROW_COLUMNS) of one or more sources.
+        split: feedback.split.
+        parts_dir: folder of the parts (each source's subfolder is rewritten).
+
+    Returns:
+        One scan (PART_SCHEMA) per source in the frame.
+    """
+    scans = []
+    for source in rows["source"].unique(maintain_order=True).to_list() if rows.height else []:
+        folder = source_folder(parts_dir, source)
+        shutil.rmtree(folder, ignore_errors=True)
+        _write_part(keyed_pair_rows(rows.filter(pl.col("source") == source), 0, split), folder, 0)
+        scans.append(scan_folder(folder))
+    return scans
 
 
 def scan_parts(parts_dir: str | Path) -> pl.LazyFrame:
-    """Every pair-row part under ``parts_dir`` as one lazy frame (PART_SCHEMA); empty when none."""
+    """Every pair-row part under ``parts_dir`` as one lazy frame.
+
+    Args:
+        parts_dir: feedback.streaming.parts_dir (one folder per source).
+
+    Returns:
+        A scan of every ``<source>/part-*.parquet`` (PART_SCHEMA); an empty frame when none.
+    """
     files = sorted(Path(parts_dir).glob("*/part-*.parquet"))
     if not files:
         return pl.LazyFrame(schema=PART_SCHEMA)
     return pl.scan_parquet([str(f) for f in files])
 
 
-def build_pairs_dataset(parts_dir: str | Path, out_dir: str | Path, split: dict[str, Any], rule: ConflictRule,
-                        max_rows_per_file: int = 1_000_000) -> dict[str, Any]:
-    """The pairs table from the parts, written as a parquet folder, with what was resolved.
+def build_pairs_lazy(parts: list[pl.LazyFrame], priority: list[str], split: dict[str, Any],
+                     rule: ConflictRule) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    """The pairs table from the parts, as a lazy query to sink, and what was resolved.
 
     Args:
-        parts_dir: the pair-row parts (ingest_source_chunks, write_generated_rows).
-        out_dir: the pairs folder to (re)write: ``part-*.parquet`` files (PAIRS_SCHEMA), rows in
-            the in-memory path's order except that a pooled conflict row comes after the others.
-        split: feedback.split (its heldout_sources are moved to ``heldout`` here).
+        parts: scans of the pair-row parts (ingest_source_chunks, write_rows), any order.
+        priority: the source names under feedback.sources, highest priority first (unlisted
+            sources share the last rank: every pipeline source is listed there).
+        split: feedback.split (its heldout_sources move to ``heldout`` here).
         rule: the ConflictRule.
-        max_rows_per_file: rows per parquet file of the output.
 
     Returns:
-        {"duplicates": {source: rows dropped as a repeated pair_id}, "conflicts": counts}, equal to
-        ``build_pairs_table``'s.
+        (pairs, resolution): ``pairs`` a LazyFrame (PAIRS_SCHEMA) of build_pairs_table's rows, in
+        priority order except that a pooled conflict row comes after the others (sink it with
+        the streaming engine, e.g. ParquetPartsDataset); ``resolution`` = {"duplicates": {source:
+        rows dropped as a repeated pair_id}, "conflicts": counts}, equal to build_pairs_table's.
     """
-    lf = scan_parts(parts_dir)
+    rank = {name: i for i, name in enumerate(priority)}
+    lf = (pl.concat(parts, how="vertical") if parts else pl.LazyFrame(schema=PART_SCHEMA)).with_columns(
+        _i=pl.col("_i") + pl.col("source").replace_strict(rank, default=len(rank), return_dtype=pl.Int64) * RANK_SHIFT)
     # comparisons judged both ways, found on the integer keys alone
     both = (lf.group_by(_COMPARISON).agg(_pos=(pl.col("_p_a") > 0.5).any(), _neg=(pl.col("_p_a") < 0.5).any())
             .filter(pl.col("_pos") & pl.col("_neg")).select(_COMPARISON).collect(engine="streaming"))
@@ -273,35 +314,44 @@ def build_pairs_dataset(parts_dir: str | Path, out_dir: str | Path, split: dict[
     counts_in = dict(rows.group_by("source").len().collect(engine="streaming").iter_rows())
     counts_out = dict(kept.group_by("source").len().collect(engine="streaming").iter_rows())
     duplicates = {s: n - counts_out.get(s, 0) for s, n in counts_in.items() if n - counts_out.get(s, 0)}
-    del first
     heldout = source_names(split.get("heldout_sources") or None) or []
     split_col = pl.col("split")
     if heldout:
         held = kept.filter(pl.col("source").is_in(heldout)).select("prompt_id").unique().collect(engine="streaming")
         kept = kept.join(held.lazy().with_columns(_held=pl.lit(True)), on="prompt_id", how="left")
         split_col = pl.when(pl.col("_held").fill_null(False)).then(pl.lit(HELDOUT)).otherwise(pl.col("split"))
-    out = Path(out_dir)
+    pairs = kept.with_columns(split_col.alias("split")).select([pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items()])
+    return pairs, {"duplicates": duplicates, "conflicts": conflicts}
+
+
+def sink_pairs(pairs: pl.LazyFrame, folder: str | Path, max_rows_per_file: int = 1_000_000) -> None:
+    """Run the pairs query with the streaming engine into a folder of parquet files (what
+    ParquetPartsDataset.save does in a pipeline run).
+
+    Args:
+        pairs: the query of build_pairs_lazy (or any LazyFrame).
+        folder: the output folder; rewritten.
+        max_rows_per_file: rows per parquet file.
+    """
+    out = Path(folder)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    kept.with_columns(split_col.alias("split")).select([pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items()]).sink_parquet(
-        pl.PartitionBy(str(out), max_rows_per_file=max_rows_per_file), engine="streaming", mkdir=True)
-    return {"duplicates": duplicates, "conflicts": conflicts}
+    pairs.sink_parquet(pl.PartitionBy(str(out), max_rows_per_file=max_rows_per_file), engine="streaming", mkdir=True)
 
 
 def scan_pairs(folder: str | Path) -> pl.LazyFrame:
-    """The pairs folder written by build_pairs_dataset as one lazy frame (PAIRS_SCHEMA)."""
+    """A pairs folder (sink_pairs, ParquetPartsDataset) as one lazy frame.
+
+    Args:
+        folder: the folder; every ``*.parquet`` below it is read, in path order.
+
+    Returns:
+        A scan with the contract's columns in order (PAIRS_SCHEMA); an empty frame when none.
+    """
     files = sorted(Path(folder).rglob("*.parquet"))
     if not files:
         return pl.LazyFrame(schema=PAIRS_SCHEMA)
     return pl.scan_parquet([str(f) for f in files], hive_partitioning=False).select(PAIR_COLUMNS)
-
-
-def scan_rejected(rejected_dir: str | Path) -> pl.LazyFrame:
-    """The rejected-record parts in source priority order (REJECTED_SCHEMA)."""
-    files = sorted(Path(rejected_dir).glob("*/part-*.parquet"))
-    if not files:
-        return pl.LazyFrame(schema=REJECTED_SCHEMA)
-    return pl.scan_parquet([str(f) for f in files])
 
 
 def summarise_dataset(pairs: pl.LazyFrame, source_stats: list[dict[str, Any]], duplicates: dict[str, int],
@@ -336,5 +386,5 @@ def summarise_dataset(pairs: pl.LazyFrame, source_stats: list[dict[str, Any]], d
     }
 
 
-__all__ = ["STREAMABLE_PARSERS", "PART_SCHEMA", "build_pairs_dataset", "ingest_source_chunks", "keyed_pair_rows",
-           "scan_pairs", "scan_parts", "scan_rejected", "summarise_dataset", "write_generated_rows"]
+__all__ = ["STREAMABLE_PARSERS", "PART_SCHEMA", "build_pairs_lazy", "ingest_source_chunks", "keyed_pair_rows",
+           "scan_pairs", "scan_parts", "sink_pairs", "summarise_dataset", "write_rows"]

@@ -21,6 +21,7 @@ row, or, with ``mostly``, the failing fraction of non-missing values at most 1 -
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,17 @@ from prefalign.core.validation.validate import (
 )
 
 ROW = "_row"
+DEFAULT_BATCH_ROWS = 500_000
+
+
+@dataclass(frozen=True)
+class BatchedCheck:
+    """What the batched validation hands on in place of the checked frame: the table (lazy), the
+    failing rows (_row, failed_expectations) and the quarantined rows."""
+
+    pairs: pl.LazyFrame
+    failures: pl.DataFrame
+    quarantined: pl.DataFrame
 GLOBAL_CHECKS = ("pair_id_is_repeat", "prompt_split_leak")
 
 
@@ -195,13 +207,29 @@ def _failure_lists(unexpected_rows: dict[str, np.ndarray]) -> pl.DataFrame:
 
 
 def validated_rows(pairs: pl.LazyFrame, failures: pl.DataFrame) -> pl.LazyFrame:
-    """The rows of ``pairs`` that failed no row-level expectation (lazy: sink it), in table order."""
+    """The rows that passed every row-level expectation.
+
+    Args:
+        pairs: the table validated.
+        failures: (_row, failed_expectations) of validate_pairs_batched.
+
+    Returns:
+        A LazyFrame (PAIR_COLUMNS) of the other rows, in table order: sink it (the catalog does).
+    """
     return pairs.with_row_index(ROW).join(failures.lazy().select(ROW), on=ROW, how="anti").drop(ROW).select(PAIR_COLUMNS)
 
 
 def report_frame(pairs: pl.LazyFrame, failures: pl.DataFrame) -> pl.DataFrame:
-    """The columns the report and the plot read (source, p_chosen, margin, failed_expectations) of
-    every row, without the texts: what render_markdown and plot_distributions need."""
+    """What the report and the plot read, without the texts.
+
+    Args:
+        pairs: the table validated.
+        failures: (_row, failed_expectations) of validate_pairs_batched.
+
+    Returns:
+        (source, p_chosen, margin, failed_expectations) of every row, in table order (an empty
+        list for a clean row): render_markdown's and plot_distributions' input.
+    """
     return (pairs.select("source", "p_chosen", "margin").with_row_index(ROW)
             .join(failures.lazy(), on=ROW, how="left").sort(ROW)
             .with_columns(pl.col(FAILED_COLUMN).fill_null(pl.lit([], dtype=pl.List(pl.String)))).drop(ROW)

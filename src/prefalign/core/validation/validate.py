@@ -70,11 +70,20 @@ def _short(value: Any, limit: int = 80) -> Any:
 
 
 def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Run the contract on `pairs`.
+    """Run the contract on `pairs` (the whole table in memory; batched.py for a lazy one).
 
-    Returns (checked, results): `checked` is `pairs` plus `failed_expectations` (list of names,
-    empty for a clean row), `results` is the report's data (JSON-able): per expectation outcome,
-    row counts, quarantine fractions, and `failures`, the reasons the run must stop (empty = go on).
+    Args:
+        pairs: the pairs table (PAIRS_SCHEMA expected; a wrong schema is reported, not raised).
+        config: the ValidationConfig (parameters_validation.yml).
+
+    Returns:
+        (checked, results): `checked` is `pairs` plus `failed_expectations` (list of names,
+        empty for a clean row), `results` is the report's data (JSON-able): per expectation
+        outcome, row counts, quarantine fractions, and `failures`, the reasons the run must stop
+        (empty = go on).
+
+    Raises:
+        ValueError: a bad suite (unknown expectation type or column, repeated name).
     """
     problems = schema_problems(pairs)
     if problems:

@@ -50,7 +50,9 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
         nodes.append(Node(
             make_ingest_node(source),
             inputs={"source_params": f"params:feedback.sources.{source}",
-                    "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file", **roles},
+                    "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file",
+                    "engine": "params:feedback.engine", "streaming": "params:feedback.streaming",
+                    "split": "params:feedback.split", **roles},
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
             name=f"ingest_{source}",
         ))
