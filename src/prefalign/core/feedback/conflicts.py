@@ -62,6 +62,13 @@ class ConflictRule:
         """From ``feedback.conflicts`` ({within_source, across_sources}, or one rule name for both;
         ``priority`` applies across sources only) and ``feedback.sources`` (its order is the priority).
 
+        Args:
+            conflicts: feedback.conflicts (a mapping, one rule name, or None for the defaults).
+            sources: feedback.sources, in priority order.
+
+        Returns:
+            The ConflictRule.
+
         Raises:
             ValueError: an unknown rule name, naming the key and the allowed values.
         """
@@ -80,7 +87,15 @@ class ConflictRule:
 
 def margin_scale(source_params: Mapping[str, Any]) -> float | None:
     """The scale s of a source's margin as a function of its soft target, m = logit(p) * s
-    (the inverse of methods.md s1's rules); None for binary labels (no margin)."""
+    (the inverse of methods.md s1's rules); None for binary labels (no margin).
+
+    Args:
+        source_params: feedback.sources.<source> (signal, gamma, temperature).
+
+    Returns:
+        1/gamma for score gaps, the temperature for ground truth, 1 for judge probabilities and
+        votes, None for binary.
+    """
     signal = source_params.get("signal")
     if signal == "binary":
         return None

@@ -31,6 +31,16 @@ SOURCE_SIGNALS = ("score_gap", "judge_prob", "votes", "binary")
 
 
 def check_source_params(source: str, params: dict[str, Any]) -> None:
+    """Check one source's parameters before any file is read.
+
+    Args:
+        source: the source name.
+        params: feedback.sources.<source>.
+
+    Raises:
+        ValueError: a missing key, an unknown signal or feedback kind, or a bad gamma, eps,
+            laplace_alpha, max_pairs_per_prompt or table column mapping; the message names the key.
+    """
     missing = [k for k in REQUIRED_SOURCE_KEYS if k not in params]
     if missing:
         raise ValueError(f"feedback.sources.{source} lacks {missing}; see conf/base/parameters_feedback.yml")
@@ -171,7 +181,19 @@ def check_rejected_counts(source: str, read: dict[tuple[str, str], int], rejecte
 
 
 def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
-    """Stats of a source generated from parameters (no raw file): every row is a record used."""
+    """Stats of a source generated from parameters (no raw file): every row is a record used.
+
+    Args:
+        source: the source name.
+        pair_rows: its generated pair rows.
+        params: feedback.sources.<source>.
+
+    Returns:
+        The stats dict, with the same keys as ingest_source's.
+
+    Raises:
+        ValueError: pair rows without a required column.
+    """
     missing = [c for c in REQUIRED_PAIR_ROW_COLUMNS if c not in pair_rows.columns]
     if missing:
         raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(REQUIRED_PAIR_ROW_COLUMNS)}")
@@ -204,7 +226,19 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
     """Per-source summary (records read, rejected, ties, conflicts, pairs, p_chosen distribution).
 
     ``conflicts`` is resolve_conflicts' per-source counts; a source without contradictions gets
-    zeros, so the summary always says how many were found."""
+    zeros, so the summary always says how many were found.
+
+    Args:
+        pairs: the pairs table (source, p_chosen, margin, split, prompt_id are read).
+        source_stats: each enabled source's stats (ingest_source, generated_source_stats).
+        duplicates: source -> rows dropped as a repeated pair_id.
+        conflicts: resolve_conflicts' counts, or None.
+
+    Returns:
+        {"total": {pairs, prompts, ties, conflicting_comparisons, records_read, records_rejected,
+        splits}, "sources": {source: stats + pairs, duplicates, conflicts, distributions, splits}}.
+        streaming.summarise_dataset gives the same on a lazy table.
+    """
     per_source = {}
     conflicts = conflicts or {}
     for stats in source_stats:
@@ -246,4 +280,12 @@ def _distribution(values: pl.Series, tie: float = 0.5) -> dict[str, Any]:
 
 
 def rejected_table(rejected: list[pl.DataFrame]) -> pl.DataFrame:
+    """Every source's rejected records in one table.
+
+    Args:
+        rejected: one REJECTED_SCHEMA frame per source, in pipeline order.
+
+    Returns:
+        Their concatenation (an empty REJECTED_SCHEMA frame when none).
+    """
     return pl.concat(rejected) if rejected else pl.DataFrame(schema=REJECTED_SCHEMA)

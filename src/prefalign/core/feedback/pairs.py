@@ -57,7 +57,16 @@ def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -
     """Scored responses (group, prompt, response, value, responder, record) -> comparisons
     (prompt, response_a, response_b, value_a, value_b, ties, record), the number of candidate
     pairs, and how many of them had identical texts (dropped before the cap). Response a is the
-    one that came first in the raw files."""
+    one that came first in the raw files.
+
+    Args:
+        scored: one row per judged response (parsers.SCORED_SCHEMA).
+        max_pairs_per_prompt: the cap per group (the pairs of smallest pseudo-random rank are
+            kept, module docstring); None = all k(k-1)/2.
+
+    Returns:
+        (comparisons, candidate pairs, identical-text pairs dropped).
+    """
     # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
     # whichever response comes first in the files. Equal hashes = identical texts.
     # canonical text: responses that are the same to a reader hash alike (and count as identical)
@@ -88,7 +97,19 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
     """Comparisons -> oriented pair rows of one source, and the counts of what was dropped.
 
     params: signal, feedback, drop_ties, and the signal's own keys (gamma, eps, laplace_alpha,
-    binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them."""
+    binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them.
+
+    Args:
+        comparisons: one row per judged pair (parsers.COMPARISON_SCHEMA).
+        source: the source name written in every row.
+        params: the source's parameters.
+
+    Returns:
+        (pair rows (PAIR_ROW_COLUMNS), {identical_dropped, ties, ties_dropped}).
+
+    Raises:
+        ValueError: an unknown signal (margins.signed_target).
+    """
     margin, p_a = signed_target(params["signal"], params)
     rows = with_prompt_messages(orient(comparisons, margin, p_a))
     with canonical_memo():  # a response sits in many pairs of its prompt: canonicalised once
@@ -164,6 +185,13 @@ def hold_out_sources(pairs: pl.DataFrame, heldout_sources: str | list[str] | tup
     unit held out is the prompt: a prompt that any held-out source has is in no train, val or test
     split of any source, and a held-out source is evaluated on prompts no model was trained on.
     ``heldout_sources`` may be one string of names separated by spaces (``core.schema.source_names``).
+
+    Args:
+        pairs: the pairs table (prompt_id, source, split).
+        heldout_sources: feedback.split.heldout_sources.
+
+    Returns:
+        The table with split = ``heldout`` for every row of such a prompt.
     """
     if not heldout_sources:
         return pairs

@@ -27,7 +27,14 @@ SCHEMA_EXPECTATION = "pairs_schema"
 
 
 def source_row_count_specs(config: ValidationConfig) -> list[ExpectationSpec]:
-    """One ExpectTableRowCountToBeBetween per configured source, restricted to that source's rows."""
+    """One ExpectTableRowCountToBeBetween per configured source, restricted to that source's rows.
+
+    Args:
+        config: the ValidationConfig (its source_row_bounds).
+
+    Returns:
+        Specs named ``row_count[<source>]``.
+    """
     specs = []
     for source, (low, high) in config.source_row_bounds.items():
         condition = {"type": "comparison", "column": {"name": "source"}, "operator": "==", "parameter": source}
@@ -41,6 +48,17 @@ def source_row_count_specs(config: ValidationConfig) -> list[ExpectationSpec]:
 
 
 def full_suite(config: ValidationConfig) -> list[ExpectationSpec]:
+    """The configured expectations plus the per-source row counts.
+
+    Args:
+        config: the ValidationConfig.
+
+    Returns:
+        The specs in order.
+
+    Raises:
+        ValueError: a name used twice.
+    """
     suite = list(config.expectations) + source_row_count_specs(config)
     names = [spec.name for spec in suite]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -186,7 +204,15 @@ def _expected(kwargs: dict[str, Any]) -> str:
 
 
 def stop_message(results: dict[str, Any], report_location: str) -> str | None:
-    """The error that stops the run, or None when the table passed."""
+    """The error that stops the run, or None when the table passed.
+
+    Args:
+        results: validate_pairs' (or validate_pairs_batched's) results.
+        report_location: where the report is (validation.report_location), quoted in the message.
+
+    Returns:
+        The message naming every failure, the row counts and where to look; None when passed.
+    """
     if results["passed"]:
         return None
     rows = results["rows"]
