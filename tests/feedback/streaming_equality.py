@@ -38,7 +38,7 @@ def run_engine(engine: str, params: dict[str, Any], catalog: DataCatalog, work: 
     outs = []
     for source, roles in RAW_SOURCES.items():
         ingest = feedback.make_ingest_node(source)
-        outs.append(ingest(fb["sources"][source], fb["max_rejected_fraction_per_file"], engine, fb["streaming"], fb["split"],
+        outs.append(ingest(fb["sources"][source], fb["max_rejected_fraction_per_file"], fb,
                            **{role: catalog.load(name) for role, name in roles.items()}))
     for source, generate in GENERATED_SOURCES.items():
         outs.append(feedback.make_generated_node(source, generate)(fb["sources"][source]))

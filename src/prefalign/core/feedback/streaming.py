@@ -372,8 +372,10 @@ def summarise_dataset(pairs: pl.LazyFrame, source_stats: list[dict[str, Any]], d
         mine = pairs.filter(pl.col("source") == stats["source"]).select("source", "p_chosen", "margin", "split",
                                                                          "prompt_id").collect(engine="streaming")
         per_source.update(summarise(mine, [stats], duplicates, conflicts)["sources"])
-    totals = pairs.select(pairs=pl.len(), prompts=pl.col("prompt_id").n_unique(),
-                          ties=(pl.col("p_chosen") == 0.5).sum()).collect(engine="streaming").row(0, named=True)
+    totals = pairs.select(pairs=pl.len(), ties=(pl.col("p_chosen") == 0.5).sum()).collect(engine="streaming").row(0, named=True)
+    # distinct prompt_ids counted on two 64-bit hashes (a 128-bit key: the group-by holds integers, not ids)
+    totals["prompts"] = (pairs.select(_a=pl.col("prompt_id").hash(1), _b=pl.col("prompt_id").hash(2))
+                         .group_by("_a", "_b").len().select(pl.len()).collect(engine="streaming").item())
     splits = pairs.group_by("split").len().sort("split").collect(engine="streaming")
     conflicts = conflicts or {}
     return {

@@ -55,21 +55,31 @@ class BatchedCheck:
 GLOBAL_CHECKS = ("pair_id_is_repeat", "prompt_split_leak")
 
 
+def _suspects(pairs: pl.LazyFrame, column: str, by_group: pl.Expr) -> pl.LazyFrame:
+    """Rows whose ``column`` value may break a whole-table rule, found on a 64-bit hash of the value
+    (the group-by holds integers, not 24-character ids): every group with ``by_group`` true, so the
+    exact check runs on these rows only (a hash collision only adds rows to check, never hides one)."""
+    hashed = pairs.select(column, "split").with_row_index(ROW).drop_nulls(column).with_columns(_h=pl.col(column).hash())
+    flagged = hashed.group_by("_h").agg(by_group.alias("_flag")).filter(pl.col("_flag")).select("_h")
+    return hashed.join(flagged, on="_h", how="semi")
+
+
 def _repeats(pairs: pl.LazyFrame) -> pl.DataFrame:
     """(pair_id, _first): the pair_ids seen more than once and their first row."""
-    return (pairs.select("pair_id").with_row_index(ROW).drop_nulls("pair_id").group_by("pair_id")
+    return (_suspects(pairs, "pair_id", pl.len() > 1).collect(engine="streaming").group_by("pair_id")
             .agg(pl.col(ROW).min().alias("_first"), pl.len().alias("_n")).filter(pl.col("_n") > 1)
-            .select("pair_id", "_first").collect(engine="streaming"))
+            .select("pair_id", "_first"))
 
 
 def _kept_splits(pairs: pl.LazyFrame) -> pl.DataFrame:
     """(prompt_id, _kept) for the prompts seen in several splits: the split holding most of their
     rows (ties: train, val, test, heldout), as checks._prompt_split_leak keeps it."""
     rank = {name: i for i, name in enumerate(ALL_SPLITS)}
-    counts = pairs.select("prompt_id", "split").drop_nulls().group_by("prompt_id", "split").len()
+    suspects = _suspects(pairs.filter(pl.col("split").is_not_null()), "prompt_id", pl.col("split").n_unique() > 1)
+    counts = suspects.collect(engine="streaming").group_by("prompt_id", "split").len()
     several = counts.group_by("prompt_id").len(name="_splits").filter(pl.col("_splits") > 1).select("prompt_id")
     return (
-        counts.join(several, on="prompt_id", how="semi").collect(engine="streaming")
+        counts.join(several, on="prompt_id", how="semi")
         .with_columns(pl.col("split").replace_strict(rank, default=len(rank), return_dtype=pl.Int32).alias("_rank"))
         .sort(["prompt_id", "len", "_rank", "split"], descending=[False, True, False, False])
         .group_by("prompt_id", maintain_order=True).first().select("prompt_id", pl.col("split").alias("_kept"))

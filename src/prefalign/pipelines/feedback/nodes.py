@@ -38,19 +38,20 @@ def check_engine(engine: str | None) -> str:
 def make_ingest_node(source: str) -> Callable[..., SourceOutputs]:
     """The node of one raw source: its parameters and its raw loaders (role -> lazy loader).
 
-    With ``feedback.engine: streaming`` the records are read ``feedback.streaming.chunk_records``
-    at a time and the pair rows go to parquet parts under ``feedback.streaming.parts_dir``: the
-    node returns a scan of them (core/feedback/streaming.py)."""
+    ``feedback`` (the whole block) gives the engine: with ``feedback.engine: streaming`` the records
+    are read ``feedback.streaming.chunk_records`` at a time and the pair rows go to parquet parts
+    under ``feedback.streaming.parts_dir``, keyed with ``feedback.split``: the node returns a scan
+    of them (core/feedback/streaming.py)."""
 
-    def ingest(source_params: dict[str, Any], max_rejected_fraction: float | None, engine: str | None = None,
-               streaming: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
+    def ingest(source_params: dict[str, Any], max_rejected_fraction: float | None, feedback: dict[str, Any] | None = None,
                **raw_loaders: Any) -> SourceOutputs:
         if not source_params.get("enabled", True):
             return _disabled(source)  # the raw files are never read
-        if check_engine(engine) == "streaming":
-            settings = streaming_settings(streaming)
+        feedback = feedback or {}
+        if check_engine(feedback.get("engine")) == "streaming":
+            settings = streaming_settings(feedback.get("streaming"))
             return ingest_source_chunks(source, {role: load.chunks(settings["chunk_records"]) for role, load in raw_loaders.items()},
-                                        source_params, split or {}, settings["parts_dir"], max_rejected_fraction)
+                                        source_params, feedback["split"], settings["parts_dir"], max_rejected_fraction)
         return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params, max_rejected_fraction)
 
     ingest.__name__ = f"ingest_{source}"

@@ -51,8 +51,7 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
             make_ingest_node(source),
             inputs={"source_params": f"params:feedback.sources.{source}",
                     "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file",
-                    "engine": "params:feedback.engine", "streaming": "params:feedback.streaming",
-                    "split": "params:feedback.split", **roles},
+                    "feedback": "params:feedback", **roles},  # engine, streaming, split
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
             name=f"ingest_{source}",
         ))
