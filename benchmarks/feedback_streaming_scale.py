@@ -170,7 +170,7 @@ def generate_parts(parts: Path, n_pairs: int, seed: int = 0, block: int = 200_00
             prompt_id=hexes(frame["_prompt_h"]) + pl.lit("00000000"),
         ).select([pl.col(c).cast(t) for c, t in PART_SCHEMA.items()])
         counts["pairs"] += frame.height
-        frame.write_parquet(folder / f"part-{index:06d}.parquet")
+        frame.write_parquet(folder / f"part-{index:06d}.parquet", row_group_size=20_000)
     return counts
 
 
@@ -212,8 +212,7 @@ def run_one(raw: Path, work: Path, chunk_records: int, batch_rows: int) -> dict:
     shutil.rmtree(work / "parts")
     t1 = time.perf_counter()
     failures, quarantined, results = validate_pairs_batched(pairs, config, batch_rows=batch_rows)
-    validated_rows(pairs, failures).sink_parquet(pl.PartitionBy(str(work / "validated"), max_rows_per_file=1_000_000),
-                                                 engine="streaming", mkdir=True)
+    st.sink_pairs(validated_rows(pairs, failures), work / "validated")
     t_validation = time.perf_counter() - t1
     return {"pairs": summary["total"]["pairs"], "records_read": stats["records_read"], "rejected": stats["records_rejected"],
             "duplicates": sum(resolution["duplicates"].values()),
@@ -242,8 +241,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 4_000_000, 13_000_000, 26_000_000])
     parser.add_argument("--work", default="/tmp/prefalign_scale")
-    parser.add_argument("--chunk-records", type=int, default=100_000)
-    parser.add_argument("--batch-rows", type=int, default=500_000)
+    parser.add_argument("--chunk-records", type=int, default=20_000)
+    parser.add_argument("--batch-rows", type=int, default=100_000)
     parser.add_argument("--stage", choices=["full", "table"], default="full",
                         help="full: raw gzip JSON lines -> validated pairs; table: generated parts -> validated pairs "
                              "(the whole-table steps and validation alone, without the per-record parser)")

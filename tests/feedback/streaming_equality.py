@@ -28,8 +28,8 @@ def load_config(raw_dir: str, env: str) -> tuple[dict[str, Any], DataCatalog]:
     return loader["parameters"], DataCatalog.from_config(raw)
 
 
-def run_engine(engine: str, params: dict[str, Any], catalog: DataCatalog, work: Path, chunk_records: int = 100_000,
-               batch_rows: int = 500_000) -> dict[str, Any]:
+def run_engine(engine: str, params: dict[str, Any], catalog: DataCatalog, work: Path, chunk_records: int = 20_000,
+               batch_rows: int = 100_000) -> dict[str, Any]:
     """Every output of the feedback and validation pipelines with ``feedback.engine = engine``,
     collected (pairs, rejected, resolution, summary, results, quarantined, validated, report)."""
     t0 = time.perf_counter()

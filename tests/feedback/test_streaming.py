@@ -85,3 +85,24 @@ def test_chunked_gzip_failures_equal_gunzip(tmp_path, damage):
         assert isinstance(whole, str)  # a whole-file failure, named
     else:
         assert len(whole) == 51
+
+
+def test_parquet_parts_dataset_round_trip(tmp_path):
+    from kedro.io.core import DatasetError, Version
+
+    from prefalign.datasets.parquet_parts import ParquetPartsDataset
+
+    frame = pl.DataFrame({"pair_id": list("abcde"), "p": [0.5, 0.6, 0.7, 0.8, 0.9]})
+    dataset = ParquetPartsDataset(filepath=str(tmp_path / "pairs"), max_rows_per_file=2, version=Version(None, None))
+    dataset.save(frame.lazy())
+    saved = sorted((tmp_path / "pairs").rglob("*.parquet"))
+    assert len(saved) == 3  # 5 rows, at most 2 a file
+    loaded = ParquetPartsDataset(filepath=str(tmp_path / "pairs"), version=Version(None, None)).load()
+    assert isinstance(loaded, pl.LazyFrame) and loaded.collect().equals(frame)
+    eager = ParquetPartsDataset(filepath=str(tmp_path / "pairs"), lazy=False, version=Version(None, None)).load()
+    assert isinstance(eager, pl.DataFrame) and eager.equals(frame)
+    empty = ParquetPartsDataset(filepath=str(tmp_path / "empty"))
+    empty.save(frame.head(0))
+    assert empty.load().collect().schema == frame.schema
+    with pytest.raises(DatasetError, match="file_format='csv'"):
+        ParquetPartsDataset(filepath=str(tmp_path / "x"), file_format="csv")

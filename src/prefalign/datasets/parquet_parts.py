@@ -34,7 +34,7 @@ class ParquetPartsDataset(AbstractVersionedDataset[pl.DataFrame | pl.LazyFrame, 
           type: prefalign.datasets.parquet_parts.ParquetPartsDataset
           filepath: data/03_primary/pairs
           versioned: true
-          max_rows_per_file: 1000000
+          max_rows_per_file: 200000
         ```
 
         Using the Python API:
@@ -51,13 +51,14 @@ class ParquetPartsDataset(AbstractVersionedDataset[pl.DataFrame | pl.LazyFrame, 
         [1, 2, 3]
     """
 
-    def __init__(self, *, filepath: str, max_rows_per_file: int = 1_000_000, lazy: bool = True, file_format: str = "parquet",
+    def __init__(self, *, filepath: str, max_rows_per_file: int = 200_000, lazy: bool = True, file_format: str = "parquet",
                  version: Version | None = None, metadata: dict[str, Any] | None = None) -> None:
         """Creates a new ``ParquetPartsDataset``.
 
         Args:
             filepath: the folder (local); with ``versioned: true``, ``<filepath>/<version>/<name>``.
-            max_rows_per_file: rows per parquet file written.
+            max_rows_per_file: rows per parquet file written (the sink buffers one file: at ~3 KB a
+                pair, 200,000 rows hold ~600 MB).
             lazy: load as a ``LazyFrame`` (True) or collect it into a ``DataFrame`` (False).
             file_format: ``parquet`` only (accepted so that an environment can override a
                 ``PairsTableDataset`` entry, whose ``file_format`` the catalog's soft merge keeps).
@@ -94,7 +95,8 @@ class ParquetPartsDataset(AbstractVersionedDataset[pl.DataFrame | pl.LazyFrame, 
         folder = Path(self._get_save_path())
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        data.lazy().sink_parquet(pl.PartitionBy(str(folder), max_rows_per_file=self._max_rows), engine="streaming", mkdir=True)
+        data.lazy().sink_parquet(pl.PartitionBy(str(folder), max_rows_per_file=self._max_rows), row_group_size=20_000,
+                                 engine="streaming", mkdir=True)
         if not self._files(folder):  # an empty table: one file holding the schema
             data.lazy().head(0).collect().write_parquet(folder / "00000000.parquet")
 

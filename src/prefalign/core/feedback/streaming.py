@@ -58,6 +58,10 @@ KEY_COLUMNS: dict[str, pl.DataType] = {
     "split": pl.String,
 }
 PART_SCHEMA: dict[str, pl.DataType] = {**PAIR_ROW_COLUMNS, **KEY_COLUMNS}
+# parquet row groups and files small enough that reading or writing one (texts of ~3 KB a pair)
+# holds tens of MB, not GB: polars decodes a whole row group, and a sink buffers a whole file
+ROW_GROUP_ROWS = 20_000
+ROWS_PER_FILE = 200_000
 _COMPARISON = ["_key_hi", "_key_lo"]
 _PAIR = ["_pair_hi", "_pair_lo"]
 
@@ -148,7 +152,7 @@ def scan_folder(folder: Path) -> pl.LazyFrame:
 
 def _write_part(frame: pl.DataFrame, folder: Path, index: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(folder / f"part-{index:06d}.parquet")
+    frame.write_parquet(folder / f"part-{index:06d}.parquet", row_group_size=ROW_GROUP_ROWS)
 
 
 def _empty_stats(source: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +328,7 @@ def build_pairs_lazy(parts: list[pl.LazyFrame], priority: list[str], split: dict
     return pairs, {"duplicates": duplicates, "conflicts": conflicts}
 
 
-def sink_pairs(pairs: pl.LazyFrame, folder: str | Path, max_rows_per_file: int = 1_000_000) -> None:
+def sink_pairs(pairs: pl.LazyFrame, folder: str | Path, max_rows_per_file: int = ROWS_PER_FILE) -> None:
     """Run the pairs query with the streaming engine into a folder of parquet files (what
     ParquetPartsDataset.save does in a pipeline run).
 
@@ -336,7 +340,8 @@ def sink_pairs(pairs: pl.LazyFrame, folder: str | Path, max_rows_per_file: int =
     out = Path(folder)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    pairs.sink_parquet(pl.PartitionBy(str(out), max_rows_per_file=max_rows_per_file), engine="streaming", mkdir=True)
+    pairs.sink_parquet(pl.PartitionBy(str(out), max_rows_per_file=max_rows_per_file), row_group_size=ROW_GROUP_ROWS,
+                       engine="streaming", mkdir=True)
 
 
 def scan_pairs(folder: str | Path) -> pl.LazyFrame:

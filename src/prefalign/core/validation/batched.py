@@ -41,7 +41,7 @@ from prefalign.core.validation.validate import (
 )
 
 ROW = "_row"
-DEFAULT_BATCH_ROWS = 500_000
+DEFAULT_BATCH_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _merge(name: str, parts: list[tuple[int, ExpectationOutcome]], example_count
                               rows if exception is None else np.array([], np.int64), result, exception)
 
 
-def validate_pairs_batched(pairs: pl.LazyFrame, config: ValidationConfig, batch_rows: int = 500_000,
+def validate_pairs_batched(pairs: pl.LazyFrame, config: ValidationConfig, batch_rows: int = DEFAULT_BATCH_ROWS,
                            ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """``validate_pairs`` on a lazy pairs table, one batch of rows in memory at a time.
 

@@ -92,7 +92,7 @@ def ingest_tables(sources: dict[str, dict[str, Any]], max_rejected_fraction: flo
 def streaming_settings(streaming: dict[str, Any] | None) -> dict[str, Any]:
     """``feedback.streaming`` with its defaults: chunk_records (records parsed at a time) and
     parts_dir (where the pair-row parts go)."""
-    settings = {"chunk_records": 100_000, "parts_dir": "data/02_intermediate/feedback_parts", **(streaming or {})}
+    settings = {"chunk_records": 20_000, "parts_dir": "data/02_intermediate/feedback_parts", **(streaming or {})}
     if not isinstance(settings["chunk_records"], int) or settings["chunk_records"] < 1:
         raise ValueError(f"feedback.streaming.chunk_records={settings['chunk_records']!r} must be an integer >= 1")
     return settings
