@@ -298,10 +298,12 @@ def build_pairs_lazy(parts: list[pl.LazyFrame], priority: list[str], split: dict
     rank = {name: i for i, name in enumerate(priority)}
     lf = (pl.concat(parts, how="vertical") if parts else pl.LazyFrame(schema=PART_SCHEMA)).with_columns(
         _i=pl.col("_i") + pl.col("source").replace_strict(rank, default=len(rank), return_dtype=pl.Int64) * RANK_SHIFT)
-    # comparisons judged both ways, found on the integer keys alone
+    # comparisons judged both ways, found on the integer keys alone. Joins run on key columns only
+    # and the wide rows are then picked by filters on _i (a join of the wide rows is not streamed)
     both = (lf.group_by(_COMPARISON).agg(_pos=(pl.col("_p_a") > 0.5).any(), _neg=(pl.col("_p_a") < 0.5).any())
             .filter(pl.col("_pos") & pl.col("_neg")).select(_COMPARISON).collect(engine="streaming"))
-    resolved, conflicts = resolve_keyed(lf.join(both.lazy(), on=_COMPARISON, how="semi").collect(engine="streaming"), rule)
+    judged_both = lf.select(_COMPARISON + ["_i"]).join(both.lazy(), on=_COMPARISON, how="semi").collect(engine="streaming")["_i"]
+    resolved, conflicts = resolve_keyed(lf.filter(pl.col("_i").is_in(judged_both.implode())).collect(engine="streaming"), rule)
     if resolved.height:  # a pooled row may have swapped its texts: its pair_id is computed again
         with canonical_memo():
             ids = [pair_id_of(p, c, r) for p, c, r in zip(resolved["prompt"].to_list(), resolved["chosen"].to_list(),
@@ -310,20 +312,20 @@ def build_pairs_lazy(parts: list[pl.LazyFrame], priority: list[str], split: dict
         resolved = resolved.with_columns(pair_id=pl.Series(ids, dtype=pl.String),
                                          _pair_hi=pl.Series([h for h, _ in halves], dtype=pl.UInt64),
                                          _pair_lo=pl.Series([lo for _, lo in halves], dtype=pl.UInt64))
-    rows = pl.concat([lf.join(both.lazy(), on=_COMPARISON, how="anti"),
+    rows = pl.concat([lf.filter(~pl.col("_i").is_in(judged_both.implode())),
                       resolved.lazy().select([pl.col(c).cast(t) for c, t in PART_SCHEMA.items()])], how="vertical")
-    # the first row of each pair_id, by _i (priority, then raw order)
-    first = rows.group_by(_PAIR).agg(pl.col("_i").min()).select("_i").collect(engine="streaming")
-    kept = rows.join(first.lazy(), on="_i", how="semi")
-    counts_in = dict(rows.group_by("source").len().collect(engine="streaming").iter_rows())
-    counts_out = dict(kept.group_by("source").len().collect(engine="streaming").iter_rows())
-    duplicates = {s: n - counts_out.get(s, 0) for s, n in counts_in.items() if n - counts_out.get(s, 0)}
+    # the first row of each pair_id, by _i (priority, then raw order): the later rows are dropped
+    keys = rows.select(_PAIR + ["_i", "source"])
+    repeated = keys.group_by(_PAIR).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select(_PAIR)
+    later = (keys.join(repeated, on=_PAIR, how="semi").collect(engine="streaming")
+             .filter(pl.col("_i") != pl.col("_i").min().over(_PAIR)))
+    duplicates = {s: int(n) for s, n in later.group_by("source").len().iter_rows()}
+    kept = rows.filter(~pl.col("_i").is_in(later["_i"].implode()))
     heldout = source_names(split.get("heldout_sources") or None) or []
     split_col = pl.col("split")
     if heldout:
-        held = kept.filter(pl.col("source").is_in(heldout)).select("prompt_id").unique().collect(engine="streaming")
-        kept = kept.join(held.lazy().with_columns(_held=pl.lit(True)), on="prompt_id", how="left")
-        split_col = pl.when(pl.col("_held").fill_null(False)).then(pl.lit(HELDOUT)).otherwise(pl.col("split"))
+        held = kept.filter(pl.col("source").is_in(heldout)).select("prompt_id").unique().collect(engine="streaming")["prompt_id"]
+        split_col = pl.when(pl.col("prompt_id").is_in(held.implode())).then(pl.lit(HELDOUT)).otherwise(pl.col("split"))
     pairs = kept.with_columns(split_col.alias("split")).select([pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items()])
     return pairs, {"duplicates": duplicates, "conflicts": conflicts}
 

@@ -192,8 +192,8 @@ def validate_pairs_batched(pairs: pl.LazyFrame, config: ValidationConfig, batch_
         del table
     names = [s.name for s in row_specs if s.name in outcomes and outcomes[s.name].row_level]
     failures = _failure_lists({n: outcomes[n].unexpected_rows for n in names})
-    quarantined = (pairs.with_row_index(ROW).join(failures.lazy(), on=ROW, how="inner").sort(ROW)
-                   .drop(ROW).collect(engine="streaming"))
+    quarantined = (pairs.with_row_index(ROW).filter(pl.col(ROW).is_in(failures[ROW].implode())).collect(engine="streaming")
+                   .join(failures, on=ROW, how="inner").sort(ROW).drop(ROW))
     rows_per_source = pairs.group_by("source").len().collect(engine="streaming")
     bad_per_source = dict(quarantined.group_by("source").len().iter_rows())
     per_source = {}
@@ -226,7 +226,7 @@ def validated_rows(pairs: pl.LazyFrame, failures: pl.DataFrame) -> pl.LazyFrame:
     Returns:
         A LazyFrame (PAIR_COLUMNS) of the other rows, in table order: sink it (the catalog does).
     """
-    return pairs.with_row_index(ROW).join(failures.lazy().select(ROW), on=ROW, how="anti").drop(ROW).select(PAIR_COLUMNS)
+    return pairs.with_row_index(ROW).filter(~pl.col(ROW).is_in(failures[ROW].implode())).drop(ROW).select(PAIR_COLUMNS)
 
 
 def report_frame(pairs: pl.LazyFrame, failures: pl.DataFrame) -> pl.DataFrame:
