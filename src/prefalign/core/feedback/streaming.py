@@ -283,7 +283,8 @@ def build_pairs_lazy(parts: list[pl.LazyFrame], priority: list[str], split: dict
     """The pairs table from the parts, as a lazy query to sink, and what was resolved.
 
     Args:
-        parts: scans of the pair-row parts (ingest_source_chunks, write_rows), any order.
+        parts: scans of the pair-row parts (ingest_source_chunks, write_rows), any order; each
+            holds one source.
         priority: the source names under feedback.sources, highest priority first (unlisted
             sources share the last rank: every pipeline source is listed there).
         split: feedback.split (its heldout_sources move to ``heldout`` here).
@@ -295,9 +296,15 @@ def build_pairs_lazy(parts: list[pl.LazyFrame], priority: list[str], split: dict
         the streaming engine, e.g. ParquetPartsDataset); ``resolution`` = {"duplicates": {source:
         rows dropped as a repeated pair_id}, "conflicts": counts}, equal to build_pairs_table's.
     """
+    # each part scan holds one source: its rank is added as a literal (an expression on the source
+    # column, replace_strict or when/then, makes the streaming engine hold far more of the rows)
     rank = {name: i for i, name in enumerate(priority)}
-    lf = (pl.concat(parts, how="vertical") if parts else pl.LazyFrame(schema=PART_SCHEMA)).with_columns(
-        _i=pl.col("_i") + pl.col("source").replace_strict(rank, default=len(rank), return_dtype=pl.Int64) * RANK_SHIFT)
+    ranked = []
+    for scan in parts:
+        first = scan.select("source").head(1).collect()
+        if first.height:
+            ranked.append(scan.with_columns(_i=pl.col("_i") + rank.get(first["source"][0], len(rank)) * RANK_SHIFT))
+    lf = pl.concat(ranked, how="vertical") if ranked else pl.LazyFrame(schema=PART_SCHEMA)
     # comparisons judged both ways, found on the integer keys alone. Joins run on key columns only
     # and the wide rows are then picked by filters on _i (a join of the wide rows is not streamed)
     both = (lf.group_by(_COMPARISON).agg(_pos=(pl.col("_p_a") > 0.5).any(), _neg=(pl.col("_p_a") < 0.5).any())
