@@ -4,11 +4,16 @@ the project's one dataset for polars tables (the pairs tables, generations, eval
 The upstream preview goes through pandas, which turns a list column (the ``token_ids`` of
 ``policy_gpo.generations``) into numpy arrays and the ``prompt_messages`` structs of the pairs
 contract into numpy arrays of dicts, which kedro-viz cannot serialise; its export then stops at
-that dataset. Loading and saving are unchanged.
+that dataset. Loading is unchanged; saving also takes a LazyFrame (the streaming feedback path),
+run by polars' streaming engine straight into a local parquet file.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
+from kedro.io.core import get_filepath_str
 from kedro_datasets._typing import TablePreview
 from kedro_datasets.polars import EagerPolarsDataset
 
@@ -29,6 +34,20 @@ class PolarsTableDataset(EagerPolarsDataset):
           file_format: parquet
           versioned: true
     """
+
+    def save(self, data: pl.DataFrame | pl.LazyFrame) -> None:
+        """Save a DataFrame as the parent does; a LazyFrame (``feedback.engine: streaming``) is run by
+        polars' streaming engine straight into the local parquet file, never held whole (other
+        formats and remote paths collect it first)."""
+        if not isinstance(data, pl.LazyFrame):
+            return super().save(data)
+        if self._file_format != "parquet" or self._protocol not in ("file", ""):
+            return super().save(data.collect(engine="streaming"))
+        path = Path(get_filepath_str(self._get_save_path(), self._protocol))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.sink_parquet(path, engine="streaming", **self._save_args)
+        self._invalidate_cache()
+        return None
 
     def preview(self, nrows: int = 5) -> TablePreview:
         """The first ``nrows`` rows as {index, columns, data}: texts cut to ``TABLE_CELL_CHARS``

@@ -5,17 +5,23 @@ or a folder of files, loaded as records that keep their file and position and an
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import polars as pl
 from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
-from prefalign.core.feedback.records import RawFileError, RawRecord, decode_records, infer_file_format
+from prefalign.core.feedback.records import (
+    RawFileError,
+    RawRecord,
+    decode_records,
+    infer_file_format,
+    iter_json_lines_chunks,
+)
 from prefalign.datasets.previews import table_preview
 
 
-class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
+class RawRecordsDataset(AbstractDataset[None, "RawReader"]):
     """Loads raw feedback records, lazily and without losing a bad one.
 
     ``load()`` returns a function (as ``PartitionedDataset`` does) that reads and decodes the
@@ -107,8 +113,29 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
                 raise RawFileError(f"{exc} (full path: {path})") from exc
         return records
 
-    def load(self) -> Callable[[], list[RawRecord]]:
-        return self._read
+    def _chunks(self, chunk_records: int) -> Iterator[list[RawRecord]]:
+        """The records file by file, at most ``chunk_records`` at a time: JSON-lines files are
+        read line by line (never whole); other formats are decoded whole, then handed out in slices."""
+        for path, name in self._files():
+            fmt = "arrow_stream" if self._file_format == "hf_dataset" else self._file_format or infer_file_format(path.name)
+            try:
+                if fmt in ("json_lines", "json_lines.gz"):
+                    yield from iter_json_lines_chunks(str(path), name, chunk_records, gzipped=fmt.endswith(".gz"))
+                    continue
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise RawFileError(f"raw file {path} cannot be read: {exc}") from exc
+                records = decode_records(data, name, fmt)
+            except RawFileError as exc:
+                if "(full path:" in str(exc):
+                    raise
+                raise RawFileError(f"{exc} (full path: {path})") from exc
+            for start in range(0, len(records), chunk_records):
+                yield records[start:start + chunk_records]
+
+    def load(self) -> "RawReader":
+        return RawReader(self)
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{type(self).__name__} is read-only: raw data is never written by the pipeline")
@@ -126,6 +153,20 @@ class RawRecordsDataset(AbstractDataset[None, Callable[[], list[RawRecord]]]):
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()
+
+
+class RawReader:
+    """What ``RawRecordsDataset.load()`` returns: call it for every record of the file(s) (the
+    in-memory path), or iterate ``chunks(n)`` for at most n records at a time (the streaming path)."""
+
+    def __init__(self, dataset: RawRecordsDataset) -> None:
+        self._dataset = dataset
+
+    def __call__(self) -> list[RawRecord]:
+        return self._dataset._read()
+
+    def chunks(self, chunk_records: int) -> Iterator[list[RawRecord]]:
+        return self._dataset._chunks(chunk_records)
 
 
 def hf_dataset_files(root: Path) -> list[tuple[Path, str]]:

@@ -62,6 +62,13 @@ class ConflictRule:
         """From ``feedback.conflicts`` ({within_source, across_sources}, or one rule name for both;
         ``priority`` applies across sources only) and ``feedback.sources`` (its order is the priority).
 
+        Args:
+            conflicts: feedback.conflicts (a mapping, one rule name, or None for the defaults).
+            sources: feedback.sources, in priority order.
+
+        Returns:
+            The ConflictRule.
+
         Raises:
             ValueError: an unknown rule name, naming the key and the allowed values.
         """
@@ -80,7 +87,15 @@ class ConflictRule:
 
 def margin_scale(source_params: Mapping[str, Any]) -> float | None:
     """The scale s of a source's margin as a function of its soft target, m = logit(p) * s
-    (the inverse of methods.md s1's rules); None for binary labels (no margin)."""
+    (the inverse of methods.md s1's rules); None for binary labels (no margin).
+
+    Args:
+        source_params: feedback.sources.<source> (signal, gamma, temperature).
+
+    Returns:
+        1/gamma for score gaps, the temperature for ground truth, 1 for judge probabilities and
+        votes, None for binary.
+    """
     signal = source_params.get("signal")
     if signal == "binary":
         return None
@@ -111,9 +126,8 @@ def resolve_conflicts(rows: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFr
         every source involved in a contradiction, and counts[TOTAL_KEY] = {"within_source": n,
         "across_sources": n}, the number of distinct contradicting comparisons per step.
     """
-    counts: dict[str, dict[str, Any]] = {TOTAL_KEY: {"within_source": 0, "across_sources": 0}}
     if rows.height == 0:
-        return rows, counts
+        return rows, {TOTAL_KEY: {"within_source": 0, "across_sources": 0}}
     keys, a_is_chosen = [], []
     with canonical_memo():  # a text repeated across judgments is canonicalised once
         for prompt, chosen, rejected in zip(rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list()):
@@ -121,14 +135,42 @@ def resolve_conflicts(rows: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFr
             a_is_chosen.append(canonical_text(chosen) <= canonical_text(rejected))  # seat a = the smaller canonical response, as in the id
     work = rows.with_columns(
         _key=pl.Series(keys, dtype=pl.String), _a_chosen=pl.Series(a_is_chosen, dtype=pl.Boolean),
-    ).with_row_index("_i").with_columns(
-        _p_a=pl.when(pl.col("_a_chosen")).then(pl.col("p_chosen")).otherwise(1.0 - pl.col("p_chosen")),
-    )
+    ).with_row_index("_i").with_columns(_p_a=p_a_expr())
+    work, counts = resolve_keyed(work, rule)
+    return work.drop("_i", "_key", "_a_chosen", "_p_a"), counts
+
+
+def p_a_expr() -> pl.Expr:
+    """P(A > B) of a pair row, seat A being the smaller canonical response (``_a_chosen``).
+
+    Returns:
+        The expression p_chosen where A is the chosen response, else 1 - p_chosen.
+    """
+    return pl.when(pl.col("_a_chosen")).then(pl.col("p_chosen")).otherwise(1.0 - pl.col("p_chosen"))
+
+
+def resolve_keyed(work: pl.DataFrame, rule: ConflictRule) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
+    """``resolve_conflicts`` on rows that already carry their keys: the streaming path
+    (core/feedback/streaming.py) computes them chunk by chunk and resolves only the rows of the
+    comparisons judged both ways (module docstring; docs/methods.md s8).
+
+    Args:
+        work: pair rows plus ``_i`` (the row's rank in priority order), ``_key`` (comparison_id_of),
+            ``_a_chosen`` (seat A is the chosen response) and ``_p_a`` (p_a_expr). Every judgment
+            of a comparison must be present: a group is resolved as a whole.
+        rule: the ConflictRule.
+
+    Returns:
+        (rows sorted by ``_i``, helper columns kept; counts as ``resolve_conflicts`` gives them).
+    """
+    counts: dict[str, dict[str, Any]] = {TOTAL_KEY: {"within_source": 0, "across_sources": 0}}
+    if work.height == 0:
+        return work, counts
     totals = {}
     work, totals["within_source"] = _resolve(work, ["source", "_key"], rule.within_source, rule, counts, "within_source")
     work, totals["across_sources"] = _resolve(work, ["_key"], rule.across_sources, rule, counts, "across_sources")
     counts[TOTAL_KEY] = totals
-    return work.sort("_i").drop("_i", "_key", "_a_chosen", "_p_a"), counts
+    return work.sort("_i"), counts
 
 
 def _conflicting_groups(work: pl.DataFrame, by: list[str]) -> pl.DataFrame:

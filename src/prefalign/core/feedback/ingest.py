@@ -31,6 +31,16 @@ SOURCE_SIGNALS = ("score_gap", "judge_prob", "votes", "binary")
 
 
 def check_source_params(source: str, params: dict[str, Any]) -> None:
+    """Check one source's parameters before any file is read.
+
+    Args:
+        source: the source name.
+        params: feedback.sources.<source>.
+
+    Raises:
+        ValueError: a missing key, an unknown signal or feedback kind, or a bad gamma, eps,
+            laplace_alpha, max_pairs_per_prompt or table column mapping; the message names the key.
+    """
     missing = [k for k in REQUIRED_SOURCE_KEYS if k not in params]
     if missing:
         raise ValueError(f"feedback.sources.{source} lacks {missing}; see conf/base/parameters_feedback.yml")
@@ -68,6 +78,11 @@ def ingest_source(source: str, inputs: dict[str, list[RawRecord]], params: dict[
         params: the source's parameters; ``max_rejected_fraction`` there overrides the argument.
         max_rejected_fraction: per-file limit on rejected records / records read
             (feedback.max_rejected_fraction_per_file); None = no limit.
+
+    Returns:
+        (pair rows (PAIR_ROW_COLUMNS), rejected records (REJECTED_SCHEMA), stats): the stats
+        reconcile as the module docstring says. The streaming engine's ingest_source_chunks
+        gives the same three.
 
     Raises:
         ValueError: bad source parameters, naming the key.
@@ -113,13 +128,43 @@ def check_rejected_fraction(source: str, inputs: dict[str, list[RawRecord]], rej
     """RawFileError when one file's rejected records / records read is above ``limit``: so many bad
     records mean the file is wrong (another format, a broken export), not that a few rows are.
     Records rejected because their two responses are the same text carry no preference but are
-    not defects (a file reviewing a model against itself), so they do not count."""
-    if not 0.0 <= limit <= 1.0:
-        raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")
+    not defects (a file reviewing a model against itself), so they do not count.
+
+    Args:
+        source: the source name (for the message).
+        inputs: role -> the records read (their files are counted).
+        rejected: rejected rows (role, file, reason).
+        limit: feedback.max_rejected_fraction_per_file, in [0, 1].
+
+    Raises:
+        ValueError: a limit outside [0, 1].
+        RawFileError: a file above the limit (check_rejected_counts).
+    """
     read: dict[tuple[str, str], int] = {}
     for role, records in inputs.items():
         for rec in records:
             read[(role, rec.file)] = read.get((role, rec.file), 0) + 1
+    check_rejected_counts(source, read, rejected, limit)
+
+
+def check_rejected_counts(source: str, read: dict[tuple[str, str], int], rejected: list[dict[str, Any]], limit: float) -> None:
+    """``check_rejected_fraction`` on counts: records read per (role, file), e.g. summed over the
+    chunks of the streaming path.
+
+    Args:
+        source: the source name (for the message).
+        read: (role, file) -> records read.
+        rejected: rejected rows (role, file, reason).
+        limit: feedback.max_rejected_fraction_per_file, in [0, 1].
+
+    Raises:
+        ValueError: a limit outside [0, 1].
+        RawFileError: a file above the limit, naming the file, the counts and the most common reason.
+
+    Source: docs/feedback.md, "Bad input".
+    """
+    if not 0.0 <= limit <= 1.0:
+        raise ValueError(f"max_rejected_fraction={limit} must be in [0, 1] (feedback.max_rejected_fraction_per_file)")
     bad: dict[tuple[str, str], list[str]] = {}
     for row in rejected:
         if row["reason"].startswith(SAME_TEXT_REASON):
@@ -136,7 +181,19 @@ def check_rejected_fraction(source: str, inputs: dict[str, list[RawRecord]], rej
 
 
 def generated_source_stats(source: str, pair_rows: pl.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
-    """Stats of a source generated from parameters (no raw file): every row is a record used."""
+    """Stats of a source generated from parameters (no raw file): every row is a record used.
+
+    Args:
+        source: the source name.
+        pair_rows: its generated pair rows.
+        params: feedback.sources.<source>.
+
+    Returns:
+        The stats dict, with the same keys as ingest_source's.
+
+    Raises:
+        ValueError: pair rows without a required column.
+    """
     missing = [c for c in REQUIRED_PAIR_ROW_COLUMNS if c not in pair_rows.columns]
     if missing:
         raise ValueError(f"generated source {source!r} lacks columns {missing}; it must give {list(REQUIRED_PAIR_ROW_COLUMNS)}")
@@ -169,7 +226,19 @@ def summarise(pairs: pl.DataFrame, source_stats: list[dict[str, Any]], duplicate
     """Per-source summary (records read, rejected, ties, conflicts, pairs, p_chosen distribution).
 
     ``conflicts`` is resolve_conflicts' per-source counts; a source without contradictions gets
-    zeros, so the summary always says how many were found."""
+    zeros, so the summary always says how many were found.
+
+    Args:
+        pairs: the pairs table (source, p_chosen, margin, split, prompt_id are read).
+        source_stats: each enabled source's stats (ingest_source, generated_source_stats).
+        duplicates: source -> rows dropped as a repeated pair_id.
+        conflicts: resolve_conflicts' counts, or None.
+
+    Returns:
+        {"total": {pairs, prompts, ties, conflicting_comparisons, records_read, records_rejected,
+        splits}, "sources": {source: stats + pairs, duplicates, conflicts, distributions, splits}}.
+        streaming.summarise_dataset gives the same on a lazy table.
+    """
     per_source = {}
     conflicts = conflicts or {}
     for stats in source_stats:
@@ -211,4 +280,12 @@ def _distribution(values: pl.Series, tie: float = 0.5) -> dict[str, Any]:
 
 
 def rejected_table(rejected: list[pl.DataFrame]) -> pl.DataFrame:
+    """Every source's rejected records in one table.
+
+    Args:
+        rejected: one REJECTED_SCHEMA frame per source, in pipeline order.
+
+    Returns:
+        Their concatenation (an empty REJECTED_SCHEMA frame when none).
+    """
     return pl.concat(rejected) if rejected else pl.DataFrame(schema=REJECTED_SCHEMA)

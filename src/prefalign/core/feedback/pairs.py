@@ -22,7 +22,7 @@ frame with these columns can be passed to ``build_pairs_table`` beside the parse
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
@@ -58,7 +58,16 @@ def within_group_pairs(scored: pl.DataFrame, max_pairs_per_prompt: int | None) -
     """Scored responses (group, prompt, response, value, responder, record) -> comparisons
     (prompt, response_a, response_b, value_a, value_b, ties, record), the number of candidate
     pairs, and how many of them had identical texts (dropped before the cap). Response a is the
-    one that came first in the raw files."""
+    one that came first in the raw files.
+
+    Args:
+        scored: one row per judged response (parsers.SCORED_SCHEMA).
+        max_pairs_per_prompt: the cap per group (the pairs of smallest pseudo-random rank are
+            kept, module docstring); None = all k(k-1)/2.
+
+    Returns:
+        (comparisons, candidate pairs, identical-text pairs dropped).
+    """
     # one stable hash per response; the XOR of the two is the pair's rank: uniform, and the same
     # whichever response comes first in the files. Equal hashes = identical texts.
     # canonical text: responses that are the same to a reader hash alike (and count as identical)
@@ -89,7 +98,19 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
     """Comparisons -> oriented pair rows of one source, and the counts of what was dropped.
 
     params: signal, feedback, drop_ties, and the signal's own keys (gamma, eps, laplace_alpha,
-    binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them."""
+    binary_p). Ties (p = 0.5) are kept unless drop_ties: MMPO learns "equal" from them.
+
+    Args:
+        comparisons: one row per judged pair (parsers.COMPARISON_SCHEMA).
+        source: the source name written in every row.
+        params: the source's parameters.
+
+    Returns:
+        (pair rows (PAIR_ROW_COLUMNS), {identical_dropped, ties, ties_dropped}).
+
+    Raises:
+        ValueError: an unknown signal (margins.signed_target).
+    """
     margin, p_a = signed_target(params["signal"], params)
     rows = with_prompt_messages(orient(comparisons, margin, p_a))
     with canonical_memo():  # a response sits in many pairs of its prompt: canonicalised once
@@ -111,7 +132,41 @@ def to_pair_rows(comparisons: pl.DataFrame, source: str, params: dict[str, Any])
 
 def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> pl.Series:
     """train/val/test by a stable hash of (salt, prompt_id): the same on every machine and run,
-    and a prompt is in exactly one split. ratios: {"train": .8, "val": .1, "test": .1}."""
+    and a prompt is in exactly one split (docs/methods.md s8).
+
+    Args:
+        prompt_ids: one per row.
+        ratios: {"train": .8, "val": .1, "test": .1} (feedback.split.ratios).
+        salt: feedback.split.salt.
+
+    Returns:
+        The split of each row (split_rule, computed once per distinct prompt_id).
+
+    Raises:
+        ValueError: negative ratios, or ratios that do not sum to 1.
+    """
+    split_of = split_rule(ratios, salt)
+    unique = prompt_ids.unique()
+    lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},
+                          schema={"prompt_id": pl.String, "split": pl.String})
+    return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
+
+
+def split_rule(ratios: dict[str, float], salt: str) -> Callable[[str], str]:
+    """The function prompt_id -> train/val/test of ``assign_split``, one prompt at a time (the
+    streaming path splits chunk by chunk; docs/methods.md s8).
+
+    Args:
+        ratios: {"train": .8, "val": .1, "test": .1} (feedback.split.ratios).
+        salt: feedback.split.salt.
+
+    Returns:
+        split_of(prompt_id): the first split whose cumulative ratio exceeds the prompt's uniform
+        draw u = stable_hash("split", salt, prompt_id) / 16^15.
+
+    Raises:
+        ValueError: negative ratios, or ratios that do not sum to 1.
+    """
     weights = [float(ratios.get(s, 0.0)) for s in SPLITS]
     if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-9:
         raise ValueError(f"split ratios {ratios} must be >= 0 and sum to 1 (keys {SPLITS})")
@@ -121,10 +176,7 @@ def assign_split(prompt_ids: pl.Series, ratios: dict[str, float], salt: str) -> 
         u = _stable_int("split", salt, prompt_id) / float(16**_HASH_HEX)
         return next((s for s, b in zip(SPLITS, bounds) if u < b), SPLITS[-1])
 
-    unique = prompt_ids.unique()
-    lookup = pl.DataFrame({"prompt_id": unique, "split": [split_of(p) for p in unique]},
-                          schema={"prompt_id": pl.String, "split": pl.String})
-    return pl.DataFrame({"prompt_id": prompt_ids}).join(lookup, on="prompt_id", how="left", maintain_order="left")["split"]
+    return split_of
 
 
 def check_heldout_sources(heldout_sources: str | list[str] | tuple[str, ...] | None, sources: Iterable[str]) -> list[str]:
@@ -156,6 +208,13 @@ def hold_out_sources(pairs: pl.DataFrame, heldout_sources: str | list[str] | tup
     unit held out is the prompt: a prompt that any held-out source has is in no train, val or test
     split of any source, and a held-out source is evaluated on prompts no model was trained on.
     ``heldout_sources`` may be one string of names separated by spaces (``core.schema.source_names``).
+
+    Args:
+        pairs: the pairs table (prompt_id, source, split).
+        heldout_sources: feedback.split.heldout_sources.
+
+    Returns:
+        The table with split = ``heldout`` for every row of such a prompt.
     """
     if not heldout_sources:
         return pairs

@@ -79,6 +79,14 @@ PARSERS: dict[str, Parser] = {}
 
 
 def register_parser(name: str) -> Callable[[Parser], Parser]:
+    """Register a parser under a name (a decorator).
+
+    Args:
+        name: the name a source's ``parser`` parameter uses.
+
+    Returns:
+        A decorator that registers the parser and returns it unchanged.
+    """
     def register(parser: Parser) -> Parser:
         PARSERS[name] = parser
         return parser
@@ -86,6 +94,17 @@ def register_parser(name: str) -> Callable[[Parser], Parser]:
 
 
 def get_parser(name: str) -> Parser:
+    """The parser registered under ``name``.
+
+    Args:
+        name: feedback.sources.<source>.parser.
+
+    Returns:
+        The registered parser.
+
+    Raises:
+        ValueError: an unknown name, listing the registered ones.
+    """
     if name not in PARSERS:
         raise ValueError(f"unknown parser {name!r}; registered parsers: {sorted(PARSERS)}")
     return PARSERS[name]
@@ -188,7 +207,14 @@ SAME_TEXT_REASON = "the two responses are the same text to a reader"
 
 def check_distinct_responses(a: str, b: str) -> None:
     """A RecordError when the two responses of a judged pair are the same text to a reader: such a
-    pair carries no preference (docs/methods.md s8)."""
+    pair carries no preference (docs/methods.md s8).
+
+    Args:
+        a, b: the two responses of a judged pair.
+
+    Raises:
+        RecordError: they are the same text to a reader (the record is rejected).
+    """
     if same_to_a_reader(a, b):
         shown = canonical_text(a)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -209,7 +235,17 @@ def _range(params: dict, key: str = "score_range") -> tuple[float, float]:
 
 @register_parser("ultrafeedback_pairs")
 def parse_ultrafeedback(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
-    """{"prompt", "chosen", "rejected", "metadata": {"score_chosen", "score_rejected"}}; scores 1-10."""
+    """{"prompt", "chosen", "rejected", "metadata": {"score_chosen", "score_rejected"}}; scores 1-10.
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     low, high = _range(params)
     c = _Collector()
 
@@ -228,7 +264,17 @@ def parse_ultrafeedback(inputs: dict[str, list[RawRecord]], params: dict) -> Par
 @register_parser("alpaca_eval_annotations")
 def parse_alpaca_eval(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
     """AlpacaEval annotations: `preference` in [1, 2], minus 1 = the judge's probability that
-    output_2 beats the shared reference output_1. Responses to one instruction are grouped."""
+    output_2 beats the shared reference output_1. Responses to one instruction are grouped.
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     c = _Collector()
 
     def row(r: dict) -> dict:
@@ -256,6 +302,18 @@ def _joined_turns(turns: Any, what: str) -> str:
 
 @register_parser("arena_judgments")
 def parse_arena(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """Arena-hard judgments (GPT-4 score 1-10 per question and model) joined to the questions and
+    answers; responses grouped by question.
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     low, high = _range(params)
     c = _Collector()
     questions = c.lookup("questions", inputs["questions"], lambda r: (
@@ -287,6 +345,17 @@ def parse_arena(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSourc
 
 @register_parser("vicuna_reviews")
 def parse_vicuna(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """Vicuna-eval GPT-4 reviews (score = [answer1, answer2] on 1-10) joined to the questions and answers.
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     low, high = _range(params)
     c = _Collector()
     questions = c.lookup("questions", inputs["questions"], lambda r: (
@@ -327,7 +396,17 @@ _PROMETHEUS = re.compile(
 
 
 def parse_prometheus_prompt(template: str) -> tuple[str, str, str]:
-    """(instruction, response, rubric) cut out of Prometheus' rubric template."""
+    """(instruction, response, rubric) cut out of Prometheus' rubric template.
+
+    Args:
+        template: Prometheus' rubric prompt.
+
+    Returns:
+        (instruction, response, rubric).
+
+    Raises:
+        RecordError: a missing or empty section, or sections out of order.
+    """
     match = _PROMETHEUS.search(template)
     if match is None:
         for marker in ("###The instruction to evaluate:", "###Response to evaluate:", "###Reference Answer", "###Score Rubrics:"):
@@ -345,7 +424,17 @@ def parse_prometheus_prompt(template: str) -> tuple[str, str, str]:
 @register_parser("prometheus_rubric")
 def parse_prometheus(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
     """Score = mean of the three `gpt4_score` ratings (1-5). Responses are grouped by
-    (instruction, rubric): only responses rated against the same rubric are compared."""
+    (instruction, rubric): only responses rated against the same rubric are compared.
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     low, high = _range(params)
     c = _Collector()
 
@@ -369,7 +458,17 @@ HH_ASSISTANT = "\n\nAssistant:"
 
 def split_hh_dialogues(chosen: str, rejected: str) -> tuple[str, str, str]:
     """(prompt, chosen response, rejected response): the prompt is the shared prefix up to and
-    including the last "\\n\\nAssistant:" marker that both dialogues share."""
+    including the last "\\n\\nAssistant:" marker that both dialogues share.
+
+    Args:
+        chosen, rejected: the two whole dialogues.
+
+    Returns:
+        (prompt, chosen response, rejected response).
+
+    Raises:
+        RecordError: no shared Assistant turn, or an empty last turn.
+    """
     common = 0
     for x, y in zip(chosen, rejected):
         if x != y:
@@ -394,7 +493,17 @@ def hh_prompt_messages(prompt: str) -> list[dict[str, str]]:
     """hh-rlhf's flattened prompt ("\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nAssistant:") as chat
     turns: Human -> user, Assistant -> assistant, the final empty "Assistant:" (the response's
     slot) left out, so the last turn is the user's. Text before the first marker counts as the
-    user's; consecutive turns of one role are joined with a blank line."""
+    user's; consecutive turns of one role are joined with a blank line.
+
+    Args:
+        prompt: the flattened hh-rlhf prompt.
+
+    Returns:
+        The chat turns [{role, content}], last one the user's.
+
+    Raises:
+        RecordError: the dialogue does not end with a Human turn.
+    """
     parts = _HH_TURN.split(prompt)
     turns: list[dict[str, str]] = []
     pieces = [("Human", parts[0])] + list(zip(parts[1::2], parts[2::2]))
@@ -413,6 +522,17 @@ def hh_prompt_messages(prompt: str) -> list[dict[str, str]]:
 
 @register_parser("hh_rlhf_dialogues")
 def parse_hh_rlhf(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """Anthropic hh-rlhf: two whole dialogues sharing a prefix; the chosen one wins (binary).
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     c = _Collector()
 
     def row(r: dict) -> dict:
@@ -427,7 +547,17 @@ def parse_hh_rlhf(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSou
 # --- PandaLM: three human votes (1 = response1, 2 = response2, 0 = tie), and AI judges ---
 
 def pandalm_prompt(r: dict) -> str:
-    """The instruction, then its optional input after a blank line."""
+    """The instruction, then its optional input after a blank line.
+
+    Args:
+        r: a PandaLM record.
+
+    Returns:
+        The prompt text.
+
+    Raises:
+        RecordError: a missing instruction or a non-text input.
+    """
     instruction = text_field(r, "instruction")
     extra = r.get("input")
     if extra is not None and not isinstance(extra, str):
@@ -446,6 +576,17 @@ def _verdict(value: Any, name: str) -> int:
 
 @register_parser("pandalm_votes")
 def parse_pandalm_votes(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
+    """PandaLM human votes: three annotators (1 = response1, 2 = response2, 0 = tie).
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     c = _Collector()
     annotators = params.get("annotator_fields", ["annotator1", "annotator2", "annotator3"])
 
@@ -461,7 +602,17 @@ def parse_pandalm_votes(inputs: dict[str, list[RawRecord]], params: dict) -> Par
 @register_parser("pandalm_judge")
 def parse_pandalm_judge(inputs: dict[str, list[RawRecord]], params: dict) -> ParsedSource:
     """An AI judge's verdict on PandaLM's pairs (joined on `idx`), read as ONE vote (Laplace-smoothed
-    like the human votes: a win gives p = (1 + a) / (1 + 2a), a tie p = 0.5)."""
+    like the human votes: a win gives p = (1 + a) / (1 + 2a), a tie p = 0.5).
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
+    """
     c = _Collector()
     result_field = params["result_field"]
     pairs = c.lookup("testset", inputs["testset"], lambda r: (
@@ -490,7 +641,14 @@ def flatten_messages(turns: list[dict[str, str]]) -> str:
     """The documented flattening of chat turns to prompt text (docs/feedback.md): system turns'
     text first (a blank line after each); then one user turn is its text as is, and a longer
     conversation is written hh-rlhf's way, "\\n\\nHuman: ...\\n\\nAssistant: ...", ending with
-    "\\n\\nAssistant:" where the response goes."""
+    "\\n\\nAssistant:" where the response goes.
+
+    Args:
+        turns: chat turns [{role, content}].
+
+    Returns:
+        The prompt text.
+    """
     system = [t["content"] for t in turns if t["role"] == "system"]
     dialogue = [t for t in turns if t["role"] != "system"]
     head = "".join(text + "\n\n" for text in system)
@@ -546,7 +704,17 @@ def _label_says_a_wins(value: Any, column: str) -> bool:
 
 
 def check_table_params(params: dict) -> dict[str, str | None]:
-    """The column mapping of a preference_table source: field -> column name (or None)."""
+    """The column mapping of a preference_table source: field -> column name (or None).
+
+    Args:
+        params: the preference_table source's parameters.
+
+    Returns:
+        field -> column name (None = absent).
+
+    Raises:
+        ValueError: unknown fields, or a mapping that does not fit the signal.
+    """
     columns = dict(params.get("columns") or {})
     unknown = sorted(set(columns) - set(TABLE_FIELDS))
     if unknown:
@@ -577,6 +745,15 @@ def parse_preference_table(inputs: dict[str, list[RawRecord]], params: dict) -> 
     * binary: chosen wins (p = binary_p), or a ``label`` column says which of the two won.
 
     Same rejection rules as every source: a bad row is a rejected record with its reason.
+
+    Args:
+        inputs: role -> decoded raw records (RawRecordsDataset).
+        params: feedback.sources.<source>.
+
+    Returns:
+        ParsedSource: the normalised frame (module docstring), every unusable record as a rejected row, and the counts.
+
+    Source: docs/feedback.md, "Sources".
     """
     columns = check_table_params(params)
     score_range = tuple(params["score_range"]) if params.get("score_range") else (None, None)

@@ -19,7 +19,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from prefalign.core.text import has_visible_content
 
@@ -44,6 +44,11 @@ class RawRecord:
     raw: str = ""  # an excerpt of the undecodable bytes (only set when error is set)
 
     def excerpt(self) -> str:
+        """The excerpt stored with a rejected record.
+
+        Returns:
+            The first EXCERPT_CHARS characters of the record (JSON) or of its undecodable bytes.
+        """
         if self.raw:
             return self.raw[:EXCERPT_CHARS]
         return json.dumps(self.record, ensure_ascii=False, default=str)[:EXCERPT_CHARS]
@@ -51,7 +56,18 @@ class RawRecord:
 
 def gunzip(data: bytes, file: str) -> bytes:
     """Decompress gzip bytes. A whole-file failure (not gzip, a corrupt or truncated stream) raises
-    RawFileError naming the file: the records after the break would be lost silently."""
+    RawFileError naming the file: the records after the break would be lost silently.
+
+    Args:
+        data: the file's bytes.
+        file: its name, for the message.
+
+    Returns:
+        The decompressed bytes of every member.
+
+    Raises:
+        RawFileError: not gzip, corrupt, or truncated.
+    """
     if data[:2] != b"\x1f\x8b":
         raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
                            "point the catalog at the .gz file or change its file_format")
@@ -74,7 +90,18 @@ def gunzip(data: bytes, file: str) -> bytes:
 def decode_json_lines(data: bytes, file: str) -> list[RawRecord]:
     """One record per non-blank line. Each line is decoded on its own, so one bad line (invalid
     UTF-8, broken JSON) is one error record and the rest are kept. A last line without its
-    newline that is not valid JSON is a truncated FILE: RawFileError naming it."""
+    newline that is not valid JSON is a truncated FILE: RawFileError naming it.
+
+    Args:
+        data: the file's bytes.
+        file: its name (stored in each record).
+
+    Returns:
+        One RawRecord per non-blank line (position = line index), error set where it cannot be decoded.
+
+    Raises:
+        RawFileError: a cut last line after earlier records (a truncated file).
+    """
     lines = data.split(b"\n")
     ends_with_newline = data.endswith(b"\n")
     records: list[RawRecord] = []
@@ -108,7 +135,18 @@ def decode_json_array(data: bytes, file: str) -> list[RawRecord]:
     """One record per element of a top-level JSON array, decoded element by element so that a
     bad element (not an object, invalid UTF-8 inside it) is one error record. If the document
     itself breaks (truncated, or a syntax error that hides the records after it), RawFileError
-    names the file: the rest of the file would otherwise be lost silently."""
+    names the file: the rest of the file would otherwise be lost silently.
+
+    Args:
+        data: the file's bytes.
+        file: its name (stored in each record).
+
+    Returns:
+        One RawRecord per array element (position = element index).
+
+    Raises:
+        RawFileError: empty, not an array, truncated or broken document.
+    """
     try:
         text, any_bad_bytes = data.decode("utf-8"), False
     except UnicodeDecodeError:  # keep going; the records holding the bad bytes are found below
@@ -159,6 +197,14 @@ def decode_records(data: bytes, file: str, file_format: str) -> list[RawRecord]:
         RawFileError: a whole-file failure, naming the file: unknown format, corrupt or truncated
             gzip, truncated or broken JSON document, or no readable record at all (empty file,
             binary garbage, every record undecodable).
+
+    Args:
+        data: the file's bytes.
+        file: its name (stored in each record).
+        file_format: one of FILE_FORMATS.
+
+    Returns:
+        The file's records (check_readable).
     """
     if file_format.endswith(".gz"):
         data, file_format = gunzip(data, file), file_format[: -len(".gz")]
@@ -179,7 +225,19 @@ def decode_table(data: bytes, file: str, file_format: str) -> list[RawRecord]:
     """One record per row of a Parquet file, a CSV file (every cell read as text; numbers in text
     are accepted where a number is expected) or an Arrow IPC stream (the shards a Hugging Face
     ``datasets`` folder is saved as). Nested values (lists of {role, content} turns) stay lists of
-    dicts. A file that cannot be read as that format raises RawFileError naming it."""
+    dicts. A file that cannot be read as that format raises RawFileError naming it.
+
+    Args:
+        data: the file's bytes.
+        file: its name.
+        file_format: parquet, csv or arrow_stream.
+
+    Returns:
+        One RawRecord per row (position = row index).
+
+    Raises:
+        RawFileError: not readable as that format.
+    """
     import io
 
     import pyarrow as pa
@@ -203,7 +261,18 @@ def decode_table(data: bytes, file: str, file_format: str) -> list[RawRecord]:
 
 def check_readable(records: list[RawRecord], file: str) -> list[RawRecord]:
     """The records, or RawFileError when the file holds no readable record (empty, binary
-    garbage, or every record undecodable): a whole-file failure, never a silent empty source."""
+    garbage, or every record undecodable): a whole-file failure, never a silent empty source.
+
+    Args:
+        records: a file's decoded records.
+        file: its name.
+
+    Returns:
+        The records, unchanged.
+
+    Raises:
+        RawFileError: no record, or no decodable one.
+    """
     if not records:
         raise RawFileError(f"raw file {file} holds no records (it is empty or blank); check the file or its catalog entry")
     if all(r.error is not None for r in records):
@@ -214,6 +283,17 @@ def check_readable(records: list[RawRecord], file: str) -> list[RawRecord]:
 
 
 def infer_file_format(path: str) -> str:
+    """The file_format of a raw file from its name.
+
+    Args:
+        path: a file name.
+
+    Returns:
+        The file_format its suffix names.
+
+    Raises:
+        RawFileError: an unknown suffix (set file_format in the catalog).
+    """
     for suffix, fmt in ((".jsonl.gz", "json_lines.gz"), (".json.gz", "json_array.gz"),
                         (".jsonl", "json_lines"), (".json", "json_array"), (".parquet", "parquet"),
                         (".csv", "csv"), (".arrow", "arrow_stream")):
@@ -235,7 +315,18 @@ def _printable(text: str) -> str:
 # --- reading fields of one record: each failure is a RecordError whose message is the reason ---
 
 def field(record: dict[str, Any], path: str) -> Any:
-    """The value at a dotted path ("metadata.score_chosen"); a missing key is a RecordError."""
+    """The value at a dotted path ("metadata.score_chosen"); a missing key is a RecordError.
+
+    Args:
+        record: a decoded JSON object.
+        path: dotted field path.
+
+    Returns:
+        The value.
+
+    Raises:
+        RecordError: a missing key (the record is rejected with this reason).
+    """
     value: Any = record
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
@@ -245,7 +336,18 @@ def field(record: dict[str, Any], path: str) -> Any:
 
 
 def text_field(record: dict[str, Any], path: str) -> str:
-    """A non-empty string field."""
+    """A non-empty string field.
+
+    Args:
+        record: a decoded JSON object.
+        path: dotted field path.
+
+    Returns:
+        The text, as written.
+
+    Raises:
+        RecordError: missing, null, not text, or no visible character.
+    """
     value = field(record, path)
     if value is None:
         raise RecordError(f"field '{path}' is null, expected text")
@@ -257,7 +359,19 @@ def text_field(record: dict[str, Any], path: str) -> str:
 
 
 def as_number(value: Any, name: str, low: float | None = None, high: float | None = None) -> float:
-    """A finite number within [low, high]; numeric strings ("8.5") are accepted, as judges write them."""
+    """A finite number within [low, high]; numeric strings ("8.5") are accepted, as judges write them.
+
+    Args:
+        value: the raw value (number or numeric text).
+        name: how the reason names it.
+        low, high: the source's range (None = unbounded).
+
+    Returns:
+        The float.
+
+    Raises:
+        RecordError: null, not a number, not finite, or outside [low, high].
+    """
     if value is None:
         raise RecordError(f"{name} is null (no score was given)")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -276,4 +390,146 @@ def as_number(value: Any, name: str, low: float | None = None, high: float | Non
 
 
 def number_field(record: dict[str, Any], path: str, low: float | None = None, high: float | None = None) -> float:
+    """A number field within the source's range.
+
+    Args:
+        record: a decoded JSON object.
+        path: dotted field path.
+        low, high: the source's range.
+
+    Returns:
+        The float (as_number).
+
+    Raises:
+        RecordError: as field and as_number.
+    """
     return as_number(field(record, path), f"field '{path}'", low, high)
+
+
+def iter_json_lines_chunks(path: str, file: str, chunk_records: int, gzipped: bool = False) -> Iterator[list[RawRecord]]:
+    """The records of one JSON-lines file, ``chunk_records`` lines at a time, without reading the
+    whole file: the same records, positions, errors and whole-file failures as
+    ``decode_records(data, file, "json_lines")`` (the streaming path's reader).
+
+    Args:
+        path: the file on disk.
+        file: the name records carry (as RawRecordsDataset gives it).
+        chunk_records: lines per chunk (blank lines count, as positions do).
+        gzipped: the file is gzip (``json_lines.gz``): decompressed as it is read (GunzipReader).
+
+    Returns:
+        An iterator of record lists; their concatenation equals the whole-file decode.
+
+    Raises:
+        ValueError: ``chunk_records`` < 1.
+        RawFileError: a truncated last line, or a file with no readable record (check_readable).
+    """
+    if chunk_records < 1:
+        raise ValueError(f"chunk_records={chunk_records} must be >= 1 (feedback.streaming.chunk_records)")
+    seen, readable, first = 0, 0, None
+    with (GunzipReader(path, file) if gzipped else open(path, "rb")) as handle:
+        offset, lines = 0, []
+        line = handle.readline()
+        while line:
+            following = handle.readline()
+            lines.append(line)
+            if len(lines) == chunk_records or not following:
+                data = b"".join(lines)
+                cut = not data.endswith(b"\n")  # only the file's last line can lack its newline
+                records = decode_json_lines(data + b"\n" if cut else data, file)
+                if cut and seen + len(records) > 1 and records[-1].position == len(lines) - 1 \
+                        and (records[-1].error or "").startswith("not valid JSON"):
+                    # the whole-file rule: a cut last line after earlier records is a truncated file
+                    raise RawFileError(f"raw file {file} is truncated: its last line (line {offset + len(lines)}) is cut "
+                                       f"short, {records[-1].error}; re-download the file (the records after the cut are missing)")
+                if offset:
+                    records = [RawRecord(r.file, r.position + offset, r.record, r.error, r.raw) for r in records]
+                if records and first is None:
+                    first = records[0]
+                seen += len(records)
+                readable += sum(r.error is None for r in records)
+                offset += len(lines)
+                lines = []
+                if records:
+                    yield records
+            line = following
+    if not seen:
+        raise RawFileError(f"raw file {file} holds no records (it is empty or blank); check the file or its catalog entry")
+    if not readable:
+        raise RawFileError(f"raw file {file} has no readable record: all {seen} fail to decode "
+                           f"(first, at position {first.position}: {first.error}); is it the right file and format?")
+
+
+class GunzipReader:
+    """A gzip file read line by line as it is decompressed, with ``gunzip``'s whole-file errors
+    (not gzip, corrupt, truncated: RawFileError naming the file) and its several members."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, path: str, file: str) -> None:
+        self._handle = open(path, "rb")
+        self._file = file
+        self._buffer = b""
+        self._pos = 0
+        self._stream: Any = None
+        self._members = 0
+        self._out = 0
+        self._done = False
+        head = self._handle.read(2)
+        if head != b"\x1f\x8b":
+            self._handle.close()
+            raise RawFileError(f"raw file {file} is not a gzip file (it does not start with the gzip magic bytes); "
+                               "point the catalog at the .gz file or change its file_format")
+        self._pending = head
+
+    def __enter__(self) -> "GunzipReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.close()
+
+    def _fill(self) -> bool:
+        """Decompress the next block into the buffer; False at the end of the file."""
+        while not self._done:
+            data = self._pending + self._handle.read(self.BLOCK)
+            self._pending = b""
+            if self._stream is None:
+                if not data:
+                    self._done = True
+                    return False
+                self._stream = zlib.decompressobj(wbits=31)
+                self._members += 1
+            try:
+                out = self._stream.decompress(data)
+            except zlib.error as exc:
+                raise RawFileError(f"raw file {self._file} is a corrupt gzip file (member {self._members}: {exc}); "
+                                   "re-download or re-compress it") from exc
+            self._out += len(out)
+            if self._stream.eof:
+                self._pending, self._stream = self._stream.unused_data, None
+            elif not data:
+                raise RawFileError(f"raw file {self._file} is a truncated gzip file (the stream ends before its end "
+                                   f"marker, after {self._out} decompressed bytes); re-download it")
+            if out:
+                self._buffer += out
+                return True
+        return False
+
+    def readline(self) -> bytes:
+        """The next line of the decompressed text.
+
+        Returns:
+            The line with its newline (the file's last line may lack it); b"" at the end.
+
+        Raises:
+            RawFileError: the gzip stream is corrupt or ends before its end marker.
+        """
+        while True:
+            cut = self._buffer.find(b"\n", self._pos)
+            if cut >= 0:
+                line, self._pos = self._buffer[self._pos:cut + 1], cut + 1
+                return line
+            self._buffer, self._pos = self._buffer[self._pos:], 0
+            if not self._fill():
+                line, self._buffer = self._buffer, b""
+                return line

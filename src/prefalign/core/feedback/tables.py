@@ -20,7 +20,15 @@ IGNORED_NAMES = (".gitkeep", "README.md", "README.txt", "README")
 
 def table_sources(sources: Mapping[str, Any] | None, enabled: bool | None = True) -> dict[str, Mapping[str, Any]]:
     """The ``preference_table`` blocks under feedback.sources: the enabled ones (``enabled=True``),
-    the disabled ones (False) or all (None)."""
+    the disabled ones (False) or all (None).
+
+    Args:
+        sources: feedback.sources.
+        enabled: True, False or None (all).
+
+    Returns:
+        name -> block of the preference_table sources selected.
+    """
     out = {}
     for name, body in (sources or {}).items():
         if not isinstance(body, Mapping) or body.get("parser") != TABLE_PARSER:

@@ -22,7 +22,14 @@ NULLABLE_COLUMNS = ("margin", "true_p")  # an all-null column may arrive typed a
 
 
 def schema_problems(pairs: pl.DataFrame) -> list[str]:
-    """Every way the frame's columns differ from PAIRS_SCHEMA (missing, extra, wrong dtype)."""
+    """Every way the frame's columns differ from PAIRS_SCHEMA.
+
+    Args:
+        pairs: a pairs table (only its schema is read).
+
+    Returns:
+        One message per problem (missing, extra, wrong dtype); empty when the schema matches.
+    """
     problems = []
     missing = [c for c in PAIRS_SCHEMA if c not in pairs.columns]
     if missing:
@@ -44,7 +51,14 @@ def schema_problems(pairs: pl.DataFrame) -> list[str]:
 
 
 def conform_nullable(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Cast all-null nullable columns (dtype pl.Null) to their contract dtype."""
+    """Cast all-null nullable columns (dtype pl.Null) to their contract dtype.
+
+    Args:
+        pairs: a pairs table.
+
+    Returns:
+        The table with margin / true_p typed Float64 where they arrived as pl.Null.
+    """
     casts = [pl.col(c).cast(PAIRS_SCHEMA[c]) for c in NULLABLE_COLUMNS if pairs.schema.get(c) == pl.Null]
     return pairs.with_columns(casts) if casts else pairs
 
@@ -118,7 +132,19 @@ DERIVED_COLUMNS: tuple[str, ...] = tuple(_derived_column_builders(""))
 
 
 def check_frame(pairs: pl.DataFrame, columns: list[str], control_pattern: str) -> pl.DataFrame:
-    """The compact frame GX validates: the named pair columns and derived columns, row order kept."""
+    """The compact frame GX validates: the named pair columns and derived columns, row order kept.
+
+    Args:
+        pairs: the pairs table (a derived column already in it, e.g. a batch's whole-table check, is used as is).
+        columns: the columns the suite names (gx_suite.columns_named).
+        control_pattern: the control-character regex (validation.control_characters).
+
+    Returns:
+        One column per name, in order.
+
+    Raises:
+        ValueError: a name that is neither a pair column nor a derived check column.
+    """
     builders = _derived_column_builders(control_pattern)
     unknown = [c for c in columns if c not in pairs.columns and c not in builders]
     if unknown:
@@ -137,6 +163,16 @@ def failed_expectations_per_row(n_rows: int, unexpected_rows: dict[str, np.ndarr
 
     unexpected_rows maps expectation name -> row positions GX reported unexpected; names keep
     the suite's order inside each list.
+
+    Args:
+        n_rows: rows of the table.
+        unexpected_rows: expectation name -> row positions.
+
+    Returns:
+        A List(String) series of n_rows (an empty list for a clean row).
+
+    Raises:
+        ValueError: a row position outside 0..n_rows-1.
     """
     names = list(unexpected_rows)
     rows = np.concatenate([np.asarray(unexpected_rows[n], dtype=np.int64) for n in names] or [np.array([], np.int64)])
@@ -160,7 +196,17 @@ def failed_expectations_per_row(n_rows: int, unexpected_rows: dict[str, np.ndarr
 
 
 def split_checked(checked: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(validated pairs without the reasons column, quarantined pairs with it). Every row lands in exactly one."""
+    """Split the checked table by its failed_expectations column. Every row lands in exactly one.
+
+    Args:
+        checked: validate_pairs' checked table.
+
+    Returns:
+        (validated pairs without the reasons column, quarantined pairs with it).
+
+    Raises:
+        AssertionError: the counts do not reconcile (a null in the mask).
+    """
     failed = pl.col(FAILED_COLUMN).list.len() > 0
     quarantined = checked.filter(failed)
     validated = checked.filter(~failed).drop(FAILED_COLUMN)
@@ -170,7 +216,14 @@ def split_checked(checked: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def quarantine_fractions(checked: pl.DataFrame) -> tuple[float, dict[str, dict[str, float | int]]]:
-    """Overall quarantined fraction and, per source, rows / quarantined / fraction."""
+    """Overall quarantined fraction and, per source, rows / quarantined / fraction.
+
+    Args:
+        checked: a table with source and failed_expectations.
+
+    Returns:
+        (overall fraction, {source: {rows, quarantined, fraction}}), sources sorted (null last).
+    """
     if checked.height == 0:
         return 0.0, {}
     per_source = (

@@ -75,6 +75,9 @@ def parse_validation_config(params: Mapping[str, Any],
             ``enabled: false`` yields no rows by design, so its ``source_row_bounds`` entry is
             dropped (training on your own table alone passes validation).
 
+    Returns:
+        The checked ValidationConfig (expectations, quarantine limits, row bounds, example count).
+
     Raises:
         ValueError: a malformed key (named), or ``value_set: feedback_sources`` without sources.
     """

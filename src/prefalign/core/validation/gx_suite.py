@@ -54,6 +54,17 @@ class ExpectationOutcome:
 
 
 def expectation_class(spec: ExpectationSpec) -> type:
+    """The Great Expectations 1.x class a spec names.
+
+    Args:
+        spec: one configured expectation.
+
+    Returns:
+        The class (gx.expectations.<spec.type>).
+
+    Raises:
+        ValueError: not a GX expectation class, naming the key and examples.
+    """
     cls = getattr(gx.expectations, spec.type, None)
     if not isinstance(cls, type):
         raise ValueError(
@@ -65,11 +76,27 @@ def expectation_class(spec: ExpectationSpec) -> type:
 
 
 def is_row_level(spec: ExpectationSpec) -> bool:
+    """True for a map expectation (its failing rows are quarantined), False for a table-level one.
+
+    Args:
+        spec: one configured expectation.
+
+    Returns:
+        Whether its class derives from a column / column-pair / multicolumn map expectation.
+    """
     return issubclass(expectation_class(spec), ROW_LEVEL_BASES)
 
 
 def columns_named(specs: list[ExpectationSpec], known_columns: list[str]) -> list[str]:
-    """Columns the suite reads: from column kwargs and from words of any row_condition."""
+    """Columns the suite reads: from column kwargs and from words of any row_condition.
+
+    Args:
+        specs: the suite.
+        known_columns: column names a legacy string row_condition may mention.
+
+    Returns:
+        The names, first-seen order, each once.
+    """
     needed: list[str] = []
     for spec in specs:
         for key in COLUMN_KWARGS:
@@ -96,6 +123,17 @@ def _condition_columns(condition: Any, known_columns: list[str]) -> list[str]:
 
 
 def build_expectation(spec: ExpectationSpec) -> Any:
+    """The GX expectation object of a spec, tagged with its name (the quarantine reason).
+
+    Args:
+        spec: one configured expectation.
+
+    Returns:
+        The expectation instance.
+
+    Raises:
+        ValueError: an unknown class or kwargs GX rejects, naming the expectation.
+    """
     cls = expectation_class(spec)
     try:
         return cls(**spec.kwargs, meta={NAME_META_KEY: spec.name})
@@ -110,6 +148,12 @@ def to_gx_pandas(frame: pl.DataFrame) -> "pd.DataFrame":
     UInt32 that str.len_chars gives) it calls a Python function per value: 2x slower in all at
     1M rows. The short label columns (source, split, ...) as categories make set membership and
     row conditions ~25% cheaper again (benchmarks/validation_1m.py).
+
+    Args:
+        frame: the compact check frame.
+
+    Returns:
+        The pandas frame with a RangeIndex (GX's unexpected_index_list are row positions).
     """
     casts = [
         pl.col(name).cast(pl.Float64 if dtype.is_float() else pl.Int64)
@@ -123,6 +167,17 @@ def run_expectations(frame: pl.DataFrame, specs: list[ExpectationSpec], example_
     """Validate `frame` (already the compact check frame) against `specs`, one GX run.
 
     The pandas frame keeps a RangeIndex so GX's unexpected_index_list are row positions.
+
+    Args:
+        frame: the compact check frame (checks.check_frame).
+        specs: the expectations.
+        example_count: failing values GX keeps per expectation (partial_unexpected_count).
+
+    Returns:
+        One ExpectationOutcome per spec, in order.
+
+    Raises:
+        ValueError: a bad spec (build_expectation), before any data is converted.
     """
     expectations = [build_expectation(spec) for spec in specs]  # fail on bad config before converting data
     context = gx.get_context(

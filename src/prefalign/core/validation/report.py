@@ -28,6 +28,16 @@ def _has_contract_stats_columns(checked: pl.DataFrame) -> bool:
 
 
 def render_markdown(results: dict[str, Any], checked: pl.DataFrame) -> str:
+    """The human-readable report (validation_report).
+
+    Args:
+        results: validate_pairs' results.
+        checked: a frame with source, p_chosen, margin and failed_expectations (the checked table,
+            or batched.report_frame's text-free columns).
+
+    Returns:
+        Markdown: the verdict, why the run stopped, one row per expectation, per-source statistics.
+    """
     rows = results["rows"]
     lines = [
         "# Validation report: pairs",
@@ -90,7 +100,15 @@ def _num(value: Any, pct: bool = False) -> str:
 
 
 def plot_distributions(checked: pl.DataFrame, max_sources: int = 12) -> plt.Figure:
-    """p_chosen histogram and margin box per source (the validated rows and the quarantined ones)."""
+    """p_chosen histogram and margin box per source (the validated rows and the quarantined ones).
+
+    Args:
+        checked: as for render_markdown.
+        max_sources: sources drawn (the first by name).
+
+    Returns:
+        The matplotlib figure (validation_plot).
+    """
     figure, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     if not _has_contract_stats_columns(checked) or checked.height == 0:
         ax_p.text(0.5, 0.5, "nothing to plot (no rows, or not the pairs schema)", ha="center")

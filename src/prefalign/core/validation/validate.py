@@ -27,7 +27,14 @@ SCHEMA_EXPECTATION = "pairs_schema"
 
 
 def source_row_count_specs(config: ValidationConfig) -> list[ExpectationSpec]:
-    """One ExpectTableRowCountToBeBetween per configured source, restricted to that source's rows."""
+    """One ExpectTableRowCountToBeBetween per configured source, restricted to that source's rows.
+
+    Args:
+        config: the ValidationConfig (its source_row_bounds).
+
+    Returns:
+        Specs named ``row_count[<source>]``.
+    """
     specs = []
     for source, (low, high) in config.source_row_bounds.items():
         condition = {"type": "comparison", "column": {"name": "source"}, "operator": "==", "parameter": source}
@@ -41,6 +48,17 @@ def source_row_count_specs(config: ValidationConfig) -> list[ExpectationSpec]:
 
 
 def full_suite(config: ValidationConfig) -> list[ExpectationSpec]:
+    """The configured expectations plus the per-source row counts.
+
+    Args:
+        config: the ValidationConfig.
+
+    Returns:
+        The specs in order.
+
+    Raises:
+        ValueError: a name used twice.
+    """
     suite = list(config.expectations) + source_row_count_specs(config)
     names = [spec.name for spec in suite]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -70,11 +88,20 @@ def _short(value: Any, limit: int = 80) -> Any:
 
 
 def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Run the contract on `pairs`.
+    """Run the contract on `pairs` (the whole table in memory; batched.py for a lazy one).
 
-    Returns (checked, results): `checked` is `pairs` plus `failed_expectations` (list of names,
-    empty for a clean row), `results` is the report's data (JSON-able): per expectation outcome,
-    row counts, quarantine fractions, and `failures`, the reasons the run must stop (empty = go on).
+    Args:
+        pairs: the pairs table (PAIRS_SCHEMA expected; a wrong schema is reported, not raised).
+        config: the ValidationConfig (parameters_validation.yml).
+
+    Returns:
+        (checked, results): `checked` is `pairs` plus `failed_expectations` (list of names,
+        empty for a clean row), `results` is the report's data (JSON-able): per expectation
+        outcome, row counts, quarantine fractions, and `failures`, the reasons the run must stop
+        (empty = go on).
+
+    Raises:
+        ValueError: a bad suite (unknown expectation type or column, repeated name).
     """
     problems = schema_problems(pairs)
     if problems:
@@ -91,27 +118,58 @@ def validate_pairs(pairs: pl.DataFrame, config: ValidationConfig) -> tuple[pl.Da
     mask = failed_expectations_per_row(pairs.height, {o.name: o.unexpected_rows for o in outcomes if o.row_level})
     checked = pairs.with_columns(mask.alias(FAILED_COLUMN))
 
-    entries = [{"name": SCHEMA_EXPECTATION, "type": "schema", "level": "table", "success": True,
-                "unexpected_count": 0, "observed": "columns and dtypes match PAIRS_SCHEMA", "examples": [], "kwargs": {}}]
-    for outcome in outcomes:
-        entries.append({
-            "name": outcome.name,
-            "type": outcome.type,
-            "level": "row" if outcome.row_level else "table",
-            "success": outcome.success,
-            "unexpected_count": int(outcome.unexpected_rows.size) if outcome.row_level else outcome.result.get("unexpected_count"),
-            "observed": outcome.exception or outcome.result.get("observed_value"),
-            "examples": _examples(pairs, outcome, check, config.example_count),
-            "kwargs": outcome.kwargs,
-            "gx_result": outcome.result,
-        })
+    entries = [SCHEMA_PASSED] + [outcome_entry(o, _examples(pairs, o, check, config.example_count)) for o in outcomes]
     return checked, _results(checked, entries, config)
+
+
+SCHEMA_PASSED = {"name": SCHEMA_EXPECTATION, "type": "schema", "level": "table", "success": True,
+                 "unexpected_count": 0, "observed": "columns and dtypes match PAIRS_SCHEMA", "examples": [], "kwargs": {}}
+
+
+def outcome_entry(outcome: ExpectationOutcome, examples: list[dict]) -> dict[str, Any]:
+    """One expectation's entry of the results (report and gate).
+
+    Args:
+        outcome: what GX found (gx_suite.ExpectationOutcome).
+        examples: a few failing rows as {pair_id, source, value}.
+
+    Returns:
+        {name, type, level, success, unexpected_count, observed, examples, kwargs, gx_result}.
+    """
+    return {
+        "name": outcome.name,
+        "type": outcome.type,
+        "level": "row" if outcome.row_level else "table",
+        "success": outcome.success,
+        "unexpected_count": int(outcome.unexpected_rows.size) if outcome.row_level else outcome.result.get("unexpected_count"),
+        "observed": outcome.exception or outcome.result.get("observed_value"),
+        "examples": examples,
+        "kwargs": outcome.kwargs,
+        "gx_result": outcome.result,
+    }
 
 
 def _results(
     checked: pl.DataFrame, entries: list[dict], config: ValidationConfig, failures: list[str] | None = None
 ) -> dict[str, Any]:
     overall, per_source = quarantine_fractions(checked) if FAILED_COLUMN in checked.columns and "source" in checked.columns else (0.0, {})
+    return results_from_counts(checked.height, overall, per_source, entries, config, failures)
+
+
+def results_from_counts(rows_in: int, overall: float, per_source: dict[str, dict[str, float | int]], entries: list[dict],
+                        config: ValidationConfig, failures: list[str] | None = None) -> dict[str, Any]:
+    """The results dict from the quarantine counts (the batched path has no whole checked frame).
+
+    Args:
+        rows_in: rows of the pairs table.
+        overall, per_source: as ``checks.quarantine_fractions`` gives them.
+        entries: one dict per expectation (schema first), as validate_pairs builds them.
+        config: the ValidationConfig (its quarantine limits).
+        failures: reasons to stop found before (e.g. the schema).
+
+    Returns:
+        The JSON-able results: passed, failures, row counts, fractions, per-source counts, entries.
+    """
     quarantined = sum(s["quarantined"] for s in per_source.values())
     failures = list(failures or []) + [
         f"{e['name']} ({e['type']}) failed: observed {e['observed']!r}, expected {_expected(e['kwargs'])}"
@@ -120,7 +178,7 @@ def _results(
     ]
     if overall > config.max_quarantine_fraction_overall:
         failures.append(
-            f"quarantined fraction {overall:.4f} ({quarantined}/{checked.height} rows) is above "
+            f"quarantined fraction {overall:.4f} ({quarantined}/{rows_in} rows) is above "
             f"max_quarantine_fraction.overall={config.max_quarantine_fraction_overall}"
         )
     for source, stats in per_source.items():
@@ -133,7 +191,7 @@ def _results(
         "passed": not failures,
         "schema_ok": all(e["success"] for e in entries if e["type"] == "schema"),
         "failures": failures,
-        "rows": {"in": checked.height, "validated": checked.height - quarantined, "quarantined": quarantined},
+        "rows": {"in": rows_in, "validated": rows_in - quarantined, "quarantined": quarantined},
         "quarantined_fraction": overall,
         "limits": {"overall": config.max_quarantine_fraction_overall, "per_source": config.max_quarantine_fraction_per_source},
         "sources": per_source,
@@ -146,7 +204,15 @@ def _expected(kwargs: dict[str, Any]) -> str:
 
 
 def stop_message(results: dict[str, Any], report_location: str) -> str | None:
-    """The error that stops the run, or None when the table passed."""
+    """The error that stops the run, or None when the table passed.
+
+    Args:
+        results: validate_pairs' (or validate_pairs_batched's) results.
+        report_location: where the report is (the catalog's validation_report dataset), quoted in the message.
+
+    Returns:
+        The message naming every failure, the row counts and where to look; None when passed.
+    """
     if results["passed"]:
         return None
     rows = results["rows"]

@@ -12,6 +12,7 @@ from prefalign.core.feedback.ingest import generated_source_stats, ingest_source
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table, check_heldout_sources
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA
 from prefalign.core.feedback.records import RawRecord
+from prefalign.core.feedback.streaming import build_pairs_lazy, ingest_source_chunks, summarise_dataset, write_rows
 from prefalign.core.schema import with_prompt_messages
 
 SourceOutputs = tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]
@@ -23,12 +24,33 @@ def _disabled(source: str) -> SourceOutputs:
     return pl.DataFrame(schema=PAIR_ROW_COLUMNS), pl.DataFrame(schema=REJECTED_SCHEMA), {"source": source, "enabled": False}
 
 
-def ingest_raw_source(source_params: dict[str, Any], max_rejected_fraction: float | None, *, source: str,
-                      **raw_loaders: Callable[[], list[RawRecord]]) -> SourceOutputs:
+ENGINES = ("in_memory", "streaming")
+
+
+def check_engine(engine: str | None) -> str:
+    """``feedback.engine``, checked: ``in_memory`` (default) or ``streaming`` (docs/feedback.md)."""
+    engine = engine or "in_memory"
+    if engine not in ENGINES:
+        raise ValueError(f"feedback.engine={engine!r} is not one of {ENGINES}; see conf/base/parameters_feedback.yml")
+    return engine
+
+
+def ingest_raw_source(source_params: dict[str, Any], max_rejected_fraction: float | None,
+                      feedback: dict[str, Any] | None = None, *, source: str, **raw_loaders: Any) -> SourceOutputs:
     """Node ``ingest_<source>`` of one raw source: its parameters and its raw loaders (role -> lazy
-    loader; a disabled source never reads its files). ``source`` is bound in pipeline.py."""
+    loader; a disabled source never reads its files). ``source`` is bound in pipeline.py.
+
+    ``feedback`` (the whole block) gives the engine: with ``feedback.engine: streaming`` the records
+    are read ``feedback.streaming.chunk_records`` at a time and the pair rows go to parquet parts
+    under ``feedback.streaming.parts_dir``, keyed with ``feedback.split``: the node returns a scan
+    of them (core/feedback/streaming.py)."""
     if not source_params.get("enabled", True):
         return _disabled(source)  # the raw files are never read
+    feedback = feedback or {}
+    if check_engine(feedback.get("engine")) == "streaming":
+        settings = streaming_settings(feedback.get("streaming"))
+        return ingest_source_chunks(source, {role: load.chunks(settings["chunk_records"]) for role, load in raw_loaders.items()},
+                                    source_params, feedback["split"], settings["parts_dir"], max_rejected_fraction)
     return ingest_source(source, {role: load() for role, load in raw_loaders.items()}, source_params, max_rejected_fraction)
 
 
@@ -60,7 +82,16 @@ def ingest_tables(sources: dict[str, dict[str, Any]], max_rejected_fraction: flo
     return pl.concat(frames), pl.concat(rejected), stats
 
 
-def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+def streaming_settings(streaming: dict[str, Any] | None) -> dict[str, Any]:
+    """``feedback.streaming`` with its defaults: chunk_records (records parsed at a time) and
+    parts_dir (where the pair-row parts go)."""
+    settings = {"chunk_records": 20_000, "parts_dir": "data/02_intermediate/feedback_parts", **(streaming or {})}
+    if not isinstance(settings["chunk_records"], int) or settings["chunk_records"] < 1:
+        raise ValueError(f"feedback.streaming.chunk_records={settings['chunk_records']!r} must be an integer >= 1")
+    return settings
+
+
+def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, Any]]:
     """Every source's pair rows -> the pairs table (conflicts resolved, deduplicated, split by prompt_id),
     and the resolution counts (duplicates and conflicts per source).
 
@@ -69,6 +100,8 @@ def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tu
     Contradicting judgments follow feedback.conflicts (core/feedback/conflicts.py)."""
     sources = feedback_params.get("sources", {}) or {}
     priority = {name: i for i, name in enumerate(sources)}
+    if check_engine(feedback_params.get("engine")) == "streaming":
+        return _build_pairs_streaming(feedback_params, list(pair_rows))
     frames = [f for f in pair_rows if f.height]
     rows = pl.concat([with_prompt_messages(f).select([pl.col(c).cast(t) for c, t in PAIR_ROW_COLUMNS.items()]) for f in frames]) \
         if frames else pl.DataFrame(schema=PAIR_ROW_COLUMNS)
@@ -79,19 +112,36 @@ def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame) -> tu
     return build_pairs_table([rows], feedback_params["split"], rule)
 
 
+def _build_pairs_streaming(feedback_params: dict[str, Any], pair_rows: list[pl.DataFrame | pl.LazyFrame]) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    """build_pairs with the streaming engine: in-memory rows (generated sources, user tables) join
+    the parts on disk; the table is a lazy query that the `pairs` dataset sinks."""
+    sources = feedback_params.get("sources", {}) or {}
+    check_heldout_sources(feedback_params["split"].get("heldout_sources"), sources)
+    parts_dir = streaming_settings(feedback_params.get("streaming"))["parts_dir"]
+    scans = []
+    for frame in pair_rows:
+        if isinstance(frame, pl.LazyFrame):
+            scans.append(frame)
+        elif frame.height:
+            scans += write_rows(with_prompt_messages(frame), feedback_params["split"], parts_dir)
+    rule = ConflictRule.from_params(feedback_params.get("conflicts"), sources)
+    return build_pairs_lazy(scans, list(sources), feedback_params["split"], rule)
+
+
 def collect_rejected(*rejected: pl.DataFrame) -> pl.DataFrame:
     return rejected_table(list(rejected))
 
 
-def summarise_feedback(pairs: pl.DataFrame, resolution: dict[str, Any], *source_stats: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_feedback(pairs: pl.DataFrame | pl.LazyFrame, resolution: dict[str, Any], *source_stats: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
     """The feedback summary; an argument may be one source's stats or a list of them (user tables).
 
     Logs, per source that lost rows to deduplication, how many and why (a pair already produced,
     by an earlier row of the same source or by a source listed earlier under feedback.sources, is
     kept there)."""
     flat = [s for item in source_stats for s in (item if isinstance(item, list) else [item])]
-    summary = summarise(pairs, [s for s in flat if s.get("enabled", True)], resolution["duplicates"],
-                        resolution.get("conflicts"))
+    summarise_table = summarise_dataset if isinstance(pairs, pl.LazyFrame) else summarise
+    summary = summarise_table(pairs, [s for s in flat if s.get("enabled", True)], resolution["duplicates"],
+                              resolution.get("conflicts"))
     for name, stats in summary["sources"].items():
         if stats.get("duplicates_dropped"):
             log.info(

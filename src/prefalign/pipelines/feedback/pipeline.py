@@ -52,7 +52,8 @@ def create_pipeline(generated_sources: dict[str, Callable[[dict[str, Any]], pl.D
         nodes.append(Node(
             for_entry(ingest_raw_source, source=source),
             inputs={"source_params": f"params:feedback.sources.{source}",
-                    "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file", **roles},
+                    "max_rejected_fraction": "params:feedback.max_rejected_fraction_per_file",
+                    "feedback": "params:feedback", **roles},  # engine, streaming, split
             outputs=[f"pair_rows_{source}", f"rejected_{source}", f"stats_{source}"],
             name=f"ingest_{source}",
         ))
