@@ -117,7 +117,7 @@ def _describe(value: Any) -> str:
         return f"{len(value)} keys"
     if isinstance(value, (list, tuple)):
         return f"{len(value)} items"
-    if inspect.isroutine(value) or isinstance(value, functools.partial):
+    if inspect.isroutine(value) or isinstance(value, functools.partial) or hasattr(value, "chunks"):
         return "loaded on demand"  # e.g. the raw-records datasets hand the node a loader
     return type(value).__name__
 

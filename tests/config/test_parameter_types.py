@@ -84,6 +84,10 @@ def test_shipped_configurations_pass_every_check(env):
     ("feedback", ["feedback", "conflicts", "within_source"], "vote", ["feedback.conflicts.within_source='vote'"]),
     ("feedback", ["feedback", "max_rejected_fraction_per_file"], 1.5, ["max_rejected_fraction", "1.5"]),
     ("feedback", ["feedback", "sources", "synthetic_scalar", "weights", "humour"], 1.0, ["synthetic_scalar", "humour"]),
+    # issue 22: the streaming engine's settings, checked before the run
+    ("feedback", ["feedback", "engine"], "lazy", ["feedback.engine='lazy'", "in_memory", "streaming"]),
+    ("feedback", ["feedback", "streaming", "chunk_records"], 0, ["feedback.streaming.chunk_records=0", ">= 1"]),
+    ("validation", ["validation", "batch_rows"], 0, ["validation.batch_rows=0", ">= 1"]),
     ("policy", ["policy", "dpo", "work_dir"], "x", ["policy.dpo.work_dir", "checkpoint_dir"]),  # the former name
     ("validation", ["validation", "max_quarantine_fraction", "overall"], 2, ["validation", "overall", "2"]),
     ("evaluation", ["evaluation", "splits"], ["tset"], ["evaluation.splits=['tset']", "train, val, test"]),

@@ -37,11 +37,10 @@ def run_engine(engine: str, params: dict[str, Any], catalog: DataCatalog, work: 
           "streaming": {"chunk_records": chunk_records, "parts_dir": str(work / engine / "parts")}}
     outs = []
     for source, roles in RAW_SOURCES.items():
-        ingest = feedback.make_ingest_node(source)
-        outs.append(ingest(fb["sources"][source], fb["max_rejected_fraction_per_file"], fb,
-                           **{role: catalog.load(name) for role, name in roles.items()}))
+        outs.append(feedback.ingest_raw_source(fb["sources"][source], fb["max_rejected_fraction_per_file"], fb,
+                                               source=source, **{role: catalog.load(name) for role, name in roles.items()}))
     for source, generate in GENERATED_SOURCES.items():
-        outs.append(feedback.make_generated_node(source, generate)(fb["sources"][source]))
+        outs.append(feedback.generate_source(fb["sources"][source], source=source, generate=generate))
     outs.append(feedback.ingest_tables(fb["sources"], fb["max_rejected_fraction_per_file"], catalog.load("raw_tables")))
     pairs, resolution = feedback.build_pairs(fb, *[o[0] for o in outs])
     if isinstance(pairs, pl.LazyFrame):  # what the streaming env's catalog does: sink, then scan
@@ -54,7 +53,7 @@ def run_engine(engine: str, params: dict[str, Any], catalog: DataCatalog, work: 
     checked, results = validation.check_pairs(pairs, val, fb["sources"])
     quarantined, passed = validation.quarantine_pairs(checked)
     report, _ = validation.write_report(checked, results)
-    validated = validation.gate_validated_pairs(passed, results, report, quarantined, val)
+    validated = validation.gate_validated_pairs(passed, results, report, quarantined)
     collect = lambda f: f.collect(engine="streaming") if isinstance(f, pl.LazyFrame) else f  # noqa: E731
     return {"pairs": collect(pairs), "rejected": rejected, "resolution": resolution, "summary": summary,
             "results": results, "quarantined": quarantined, "validated": collect(validated), "report": report,

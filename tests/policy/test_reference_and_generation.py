@@ -23,7 +23,7 @@ def test_precomputed_reference_equals_on_the_fly(tiny_policy, tiny_pairs):
     ref = ReferenceLogprobs.from_table(table, pair_ids)
     model = tiny_policy.model.eval()
     with torch.no_grad():
-        for batch in train_batches + val_eval:
+        for batch in list(train_batches) + list(val_eval):
             s = batch.sequences
             chosen, rejected = pair_logprobs(model, s.input_ids, s.attention_mask, s.response_mask)
             ref_chosen, ref_rejected = ref.lookup(batch.pair_index)

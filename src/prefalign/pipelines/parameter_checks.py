@@ -39,13 +39,18 @@ def _block(params: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def check_feedback(params: Mapping[str, Any]) -> None:
     """Every enabled source's block (signal, feedback kind, gamma, eps, caps), the split, the
-    held-out sources, the conflict rules and the per-file rejected-records limit."""
+    held-out sources, the conflict rules, the per-file rejected-records limit and the engine
+    (``feedback.engine``, ``feedback.streaming``)."""
     from prefalign.core.feedback.conflicts import ConflictRule
     from prefalign.core.feedback.ingest import check_rejected_fraction, check_source_params
     from prefalign.core.feedback.pairs import assign_split, check_heldout_sources
+    from prefalign.core.feedback.streaming import check_engine, streaming_settings
     from prefalign.core.synthetic import SyntheticConfig
 
     feedback = _block(params, "feedback")
+    with _under("feedback"):  # the engine, and the streaming engine's chunk size and parts folder
+        if check_engine(feedback.get("engine")) == "streaming" or feedback.get("streaming") is not None:
+            streaming_settings(feedback.get("streaming"))
     split = feedback.get("split") or {}
     sources = feedback.get("sources") or {}
     with _under("feedback.split"):  # the node's own rule on an empty column: ratios >= 0 summing to 1
@@ -85,12 +90,17 @@ def check_user_tables(params: Mapping[str, Any], folder: str) -> list[str]:
 
 
 def check_validation(params: Mapping[str, Any]) -> None:
-    """The Great Expectations suite, the quarantine thresholds and the row bounds."""
+    """The Great Expectations suite, the quarantine thresholds, the row bounds and the batch size of
+    a lazy table's validation."""
     from prefalign.core.validation.config import parse_validation_config
 
     with _under("validation"):  # the allowed sources come from feedback.sources (never a hand-kept copy)
         sources = (params.get("feedback") or {}).get("sources") or {}
-        parse_validation_config(_block(params, "validation"), dict(sources))
+        validation = _block(params, "validation")
+        parse_validation_config(validation, dict(sources))
+        batch_rows = validation.get("batch_rows", 100_000)  # rows per GX run of a lazy (streaming) table
+        if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
+            raise ValueError(f"validation.batch_rows={batch_rows!r} must be an integer >= 1")
 
 
 def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:

@@ -404,3 +404,43 @@ def summarise_dataset(pairs: pl.LazyFrame, source_stats: list[dict[str, Any]], d
 
 __all__ = ["STREAMABLE_PARSERS", "PART_SCHEMA", "build_pairs_lazy", "ingest_source_chunks", "keyed_pair_rows",
            "scan_pairs", "scan_parts", "sink_pairs", "summarise_dataset", "write_rows"]
+
+
+ENGINES = ("in_memory", "streaming")
+
+
+def check_engine(engine: str | None) -> str:
+    """``feedback.engine``, checked (docs/feedback.md).
+
+    Args:
+        engine: ``in_memory``, ``streaming``, or None (= ``in_memory``).
+
+    Returns:
+        The engine's name.
+
+    Raises:
+        ValueError: any other value, naming it and the engines.
+    """
+    engine = engine or "in_memory"
+    if engine not in ENGINES:
+        raise ValueError(f"feedback.engine={engine!r} is not one of {ENGINES}; see conf/base/parameters_feedback.yml")
+    return engine
+
+
+def streaming_settings(streaming: dict[str, Any] | None) -> dict[str, Any]:
+    """``feedback.streaming`` with its defaults.
+
+    Args:
+        streaming: the block: ``chunk_records`` (records parsed at a time) and ``parts_dir`` (where
+            the pair-row parquet parts go); None = the defaults.
+
+    Returns:
+        ``{"chunk_records": int, "parts_dir": str, ...}``.
+
+    Raises:
+        ValueError: ``chunk_records`` is not an integer >= 1.
+    """
+    settings = {"chunk_records": 20_000, "parts_dir": "data/02_intermediate/feedback_parts", **(streaming or {})}
+    if not isinstance(settings["chunk_records"], int) or settings["chunk_records"] < 1:
+        raise ValueError(f"feedback.streaming.chunk_records={settings['chunk_records']!r} must be an integer >= 1")
+    return settings

@@ -12,7 +12,8 @@ from prefalign.core.feedback.ingest import generated_source_stats, ingest_source
 from prefalign.core.feedback.pairs import PAIR_ROW_COLUMNS, build_pairs_table, check_heldout_sources
 from prefalign.core.feedback.parsers import REJECTED_SCHEMA
 from prefalign.core.feedback.records import RawRecord
-from prefalign.core.feedback.streaming import build_pairs_lazy, ingest_source_chunks, summarise_dataset, write_rows
+from prefalign.core.feedback.streaming import (build_pairs_lazy, check_engine, ingest_source_chunks, streaming_settings,
+                                               summarise_dataset, write_rows)
 from prefalign.core.schema import with_prompt_messages
 
 SourceOutputs = tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]
@@ -22,17 +23,6 @@ log = logging.getLogger(__name__)
 
 def _disabled(source: str) -> SourceOutputs:
     return pl.DataFrame(schema=PAIR_ROW_COLUMNS), pl.DataFrame(schema=REJECTED_SCHEMA), {"source": source, "enabled": False}
-
-
-ENGINES = ("in_memory", "streaming")
-
-
-def check_engine(engine: str | None) -> str:
-    """``feedback.engine``, checked: ``in_memory`` (default) or ``streaming`` (docs/feedback.md)."""
-    engine = engine or "in_memory"
-    if engine not in ENGINES:
-        raise ValueError(f"feedback.engine={engine!r} is not one of {ENGINES}; see conf/base/parameters_feedback.yml")
-    return engine
 
 
 def ingest_raw_source(source_params: dict[str, Any], max_rejected_fraction: float | None,
@@ -80,15 +70,6 @@ def ingest_tables(sources: dict[str, dict[str, Any]], max_rejected_fraction: flo
         rejected.append(bad)
         stats.append(source_stats)
     return pl.concat(frames), pl.concat(rejected), stats
-
-
-def streaming_settings(streaming: dict[str, Any] | None) -> dict[str, Any]:
-    """``feedback.streaming`` with its defaults: chunk_records (records parsed at a time) and
-    parts_dir (where the pair-row parts go)."""
-    settings = {"chunk_records": 20_000, "parts_dir": "data/02_intermediate/feedback_parts", **(streaming or {})}
-    if not isinstance(settings["chunk_records"], int) or settings["chunk_records"] < 1:
-        raise ValueError(f"feedback.streaming.chunk_records={settings['chunk_records']!r} must be an integer >= 1")
-    return settings
 
 
 def build_pairs(feedback_params: dict[str, Any], *pair_rows: pl.DataFrame | pl.LazyFrame) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, Any]]:
