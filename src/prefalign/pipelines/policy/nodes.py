@@ -68,14 +68,19 @@ def _set_chunk_tokens(model, params: dict[str, Any]) -> None:
     set_logprob_chunk_tokens(model, ModelConfig.from_dict(params.get("model")).logprob_chunk_tokens)
 
 
+def _settings(namespace: str, defaults: dict[str, Any], objective: dict[str, Any]):
+    """(registry entry, merged parameters, data config, loop config) of one policy node, with the
+    loop's CPU threads applied: the start every training node shares."""
+    params = _parameters(defaults, objective)
+    training = TrainConfig.from_dict(params.get("training"))
+    apply_cpu_threads(training)
+    return registry.get(namespace), params, PolicyDataConfig.from_dict(params.get("data")), training
+
+
 def train_sft(validated_pairs: pl.DataFrame, defaults: dict[str, Any], objective: dict[str, Any], *,
               namespace: str) -> tuple[ModelBundle, pl.DataFrame, dict[str, Any]]:
     """Node of the reference objective: SFT on prompt + chosen (response-only loss)."""
-    spec = registry.get(namespace)
-    params = _parameters(defaults, objective)
-    data = PolicyDataConfig.from_dict(params.get("data"))
-    training = TrainConfig.from_dict(params.get("training"))
-    apply_cpu_threads(training)
+    spec, params, data, training = _settings(namespace, defaults, objective)
     args = {"tokenizer": params.get("tokenizer"), "model": params.get("model"), "data": asdict(data),
             "training": asdict(training), "output_dir": str(_work_dir(spec, params, validated_pairs))}
     run = _launch(spec, params, args, {"pairs": validated_pairs}, data)
@@ -103,12 +108,8 @@ def train_policy(reference: ModelBundle, validated_pairs: pl.DataFrame, defaults
     ``reference_logprobs`` (the reference table) is an input only when the objective's registry entry
     ``needs_reference``; reference-free objectives (SimPO, ORPO) get None.
     """
-    spec = registry.get(namespace)
-    params = _parameters(defaults, objective)
+    spec, params, data, training = _settings(namespace, defaults, objective)
     config = spec.parse(params.get(spec.config_key))
-    data = PolicyDataConfig.from_dict(params.get("data"))
-    training = TrainConfig.from_dict(params.get("training"))
-    apply_cpu_threads(training)
     args = {"config": asdict(config), "data": asdict(data), "training": asdict(training),
             "output_dir": str(_work_dir(spec, params, validated_pairs, reference))}
     frames = {"pairs": validated_pairs, **({"reference_logprobs": reference_logprobs}
@@ -125,12 +126,8 @@ def train_gpo(reference: ModelBundle, preference_model: ModelBundle, validated_p
               ) -> tuple[ModelBundle, dict[str, ModelBundle], pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Node of an on-policy objective: iterative GPO scored by the entry's ``preference_model``, run
     through the registry's launcher (one process, or several under `accelerate launch`)."""
-    spec = registry.get(namespace)
-    params = _parameters(defaults, objective)
+    spec, params, data, training = _settings(namespace, defaults, objective)
     gpo = spec.parse(params.get(spec.config_key))
-    data = PolicyDataConfig.from_dict(params.get("data"))
-    training = TrainConfig.from_dict(params.get("training"))
-    apply_cpu_threads(training)
     args = {"config": asdict(gpo), "data": asdict(data), "training": asdict(training),
             "output_dir": str(_work_dir(spec, params, validated_pairs, reference)),
             "scoring_batch_size": scoring_batch_size_of(params, spec.params_key),
