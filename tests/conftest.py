@@ -11,6 +11,26 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_transformers_patch():
+    """Fail the test that leaves transformers' construction patches behind (and undo them), rather
+    than the unrelated tests after it: a leaked no-op ``tie_weights`` unties every later model."""
+    import torch
+    from transformers import PreTrainedModel
+
+    tie_weights, dtype = PreTrainedModel.__dict__["tie_weights"], torch.get_default_dtype()
+    yield
+    leaked = []
+    if PreTrainedModel.__dict__["tie_weights"] is not tie_weights:
+        PreTrainedModel.tie_weights = tie_weights
+        leaked.append("PreTrainedModel.tie_weights is still transformers' no-op (models built since are untied)")
+    if torch.get_default_dtype() != dtype:
+        leaked.append(f"torch's default dtype is {torch.get_default_dtype()}, was {dtype}")
+        torch.set_default_dtype(dtype)
+    if leaked:
+        pytest.fail("; ".join(leaked) + ": build and load models under core/models/loading.py's lock")
+
+
 @pytest.fixture
 def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of conf/, data/01_raw/ and pyproject.toml in tmp_path, made the working directory.

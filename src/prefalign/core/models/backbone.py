@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from prefalign.core.models.lm_head import DEFAULT_CHUNK_TOKENS, check_chunk_tokens, set_logprob_chunk_tokens
+from prefalign.core.models.loading import one_construction_at_a_time
 from prefalign.core.models.lora import LoraSettings, adapt_for_training, is_adapted
 from prefalign.core.training.frozen_cache import enable_frozen_cache
 from prefalign.core.models.tokenizer import check_local_path, check_tokenizer_fits
@@ -185,6 +186,7 @@ def freeze_lower_layers(model: PreTrainedModel, n: int) -> None:
         param.requires_grad_(not below)
 
 
+@one_construction_at_a_time
 def _build(auto_class: type, cfg: ModelConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
     dtype = TORCH_DTYPES[cfg.dtype]

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from prefalign.core.models.loading import one_construction_at_a_time
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, save_adapted
 from prefalign.core.training.frozen_cache import enable_frozen_cache, frozen_prefix_layers
 
@@ -118,6 +119,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
         tokenizer.chat_template = before
 
 
+@one_construction_at_a_time
 def load_bundle(directory: str | Path, device: str | torch.device = "cpu", frozen_cache: bool = True) -> ModelBundle:
     """Load a checkpoint written by ``save_bundle`` (weights only from safetensors; the loader class from LOADERS).
 

@@ -34,6 +34,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedModel
 
+from prefalign.core.models.loading import one_construction_at_a_time
 from prefalign.core.models.params import dataclass_from_params
 
 LORA_FILE = "prefalign_lora.json"
@@ -189,6 +190,7 @@ def is_adapter_dir(directory: str | Path) -> bool:
     return (Path(directory) / LORA_FILE).exists()
 
 
+@one_construction_at_a_time
 def load_adapted(directory: str | Path, auto_class: type, is_trainable: bool = True) -> PeftModel:
     """Load a ``save_adapted`` directory: the base (saved copy or hub id), then the adapter.
 

@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, Pretrain
 
 from prefalign.core.models.backbone import is_bidirectional_encoder
 from prefalign.core.models.checkpoint import save_tokenizer
+from prefalign.core.models.loading import one_construction_at_a_time
 from prefalign.core.models.lora import is_adapted, is_adapter_dir, load_adapted, merged_copy, save_adapted
 from prefalign.core.models.pooled_rows import last_layer_at_rows
 from prefalign.core.reward.export import check_exportable, save_sequence_classifier
@@ -264,6 +265,7 @@ class RewardModel(torch.nn.Module):
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, directory / HEAD_WEIGHTS_FILE)
 
     @classmethod
+    @one_construction_at_a_time
     def from_pretrained(cls, directory: str | Path) -> "RewardModel":
         """Load any layout ``save_pretrained`` writes (LoRA adapters stay unmerged and trainable).
 
