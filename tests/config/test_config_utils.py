@@ -43,8 +43,29 @@ def test_lift_sub_blocks_moves_data_and_objective_keys_to_the_top():
     assert lift_sub_blocks({"data": None}) == {} and lift_sub_blocks(None) == {}
 
 
-def test_lift_sub_blocks_refuses_a_key_in_two_places():
-    with pytest.raises(ValueError, match=r"reward.data.batch_size is also set as reward.batch_size"):
+def test_lift_sub_blocks_accepts_each_key_only_where_it_belongs():
+    """One shape: ``soft_targets`` under ``objective``, ``batch_size`` under ``data``, never at the top."""
+    with pytest.raises(ValueError, match=r"^reward.batch_size belongs under reward.data: write it as reward.data.batch_size$"):
         lift_sub_blocks({"batch_size": 4, "data": {"batch_size": 8}})
+    with pytest.raises(ValueError, match=r"^reward.mmpo.soft_targets belongs under reward.mmpo.objective"):
+        lift_sub_blocks({"soft_targets": True}, where="reward.mmpo")
+    with pytest.raises(ValueError, match=r"^reward.data.margin_offset belongs under reward.objective"):
+        lift_sub_blocks({"data": {"margin_offset": True}})
+    with pytest.raises(ValueError, match=r"^unknown key reward.objective.soft_target; the keys of reward.objective are "
+                                         r"soft_targets, margin_offset, centering$"):
+        lift_sub_blocks({"objective": {"soft_target": True}})
     with pytest.raises(ValueError, match=r"reward.objective=3 must be a mapping"):
         lift_sub_blocks({"objective": 3})
+    assert lift_sub_blocks({"head": {"gpm_k": 2}, "model": {"seed": 1}}) == {"head": {"gpm_k": 2}, "model": {"seed": 1}}
+
+
+def test_a_contradicted_defining_setting_is_named_where_it_is_written():
+    """reward.mmpo is defined by soft_targets: true; the error names reward.mmpo.objective.soft_targets."""
+    from prefalign.core.objectives import registry
+
+    spec = registry.get("reward_mmpo")
+    with pytest.raises(ValueError, match=r"^reward.mmpo.objective.soft_targets=False contradicts the objective: .*"
+                                         r"remove reward.mmpo.objective.soft_targets \(the objective sets it\), or use reward.bt"):
+        spec.parse(lift_sub_blocks({"objective": {"soft_targets": False}}, where="reward.mmpo"))
+    with pytest.raises(ValueError, match=r"^policy.mmpo.objective.soft_targets=False contradicts"):
+        registry.get("policy_mmpo").parse({"soft_targets": False})

@@ -100,8 +100,9 @@ def test_an_own_block_contradicting_the_objective_is_an_error_naming_key_and_fix
     with pytest.raises(ValueError) as raised:
         registry.get("reward_mmpo").parse({"soft_targets": False}, defaults={"soft_targets": True})
     message = str(raised.value)
-    assert "reward.mmpo.soft_targets=False contradicts the objective" in message
-    assert "remove `soft_targets` from reward.mmpo" in message and "use reward.bt" in message
+    # RewardParams is flat; the key is named where the block writes it (conf: reward.mmpo.objective)
+    assert "reward.mmpo.objective.soft_targets=False contradicts the objective" in message
+    assert "remove reward.mmpo.objective.soft_targets" in message and "use reward.bt" in message
     with pytest.raises(ValueError, match=r"policy\.mmpo\.objective\.soft_targets=False .* use policy\.dpo"):
         registry.get("policy_mmpo").parse({"soft_targets": False})
 
@@ -118,14 +119,14 @@ def test_the_parameter_check_and_the_nodes_agree_on_precedence():
     from prefalign.pipelines.parameter_checks import check_reward
     from prefalign.pipelines.reward.nodes import select_training_pairs
 
-    params = {"reward": {"defaults": {"soft_targets": False}, "mmpo": {}}}
+    params = {"reward": {"defaults": {"objective": {"soft_targets": False}}, "mmpo": {}}}
     check_reward(params)  # defaults may say false: MMPO's definition wins, no error
     with pytest.raises(ValueError, match="contradicts the objective"):
-        check_reward({"reward": {"defaults": {}, "mmpo": {"soft_targets": False}}})
+        check_reward({"reward": {"defaults": {}, "mmpo": {"objective": {"soft_targets": False}}}})
     # the node's own parse gives MMPO soft targets under the same parameters (select_training_pairs keeps ties)
     import polars as pl
     from tests.policy.conftest import make_pairs
 
     pairs = make_pairs(8).with_columns(p_chosen=pl.lit(0.5))
-    train, _, counts = select_training_pairs(pairs, {"soft_targets": False}, {}, namespace="reward_mmpo")
+    train, _, counts = select_training_pairs(pairs, {"objective": {"soft_targets": False}}, {}, namespace="reward_mmpo")
     assert train.height == pairs.filter(pl.col("split") == "train").height and "train_ties_dropped" not in counts

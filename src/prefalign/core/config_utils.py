@@ -17,8 +17,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The sub-blocks whose keys the flat reward config (core/reward/train_reward.py RewardParams) reads at
-# its top level: ``data`` (pair selection, lengths, batch sizes) and ``objective`` (the loss settings).
-REWARD_SUB_BLOCKS = ("data", "objective")
+# its top level, and the keys each holds: ``data`` (pair selection, lengths, batch sizes) and
+# ``objective`` (the loss settings). A key is written in exactly one place (conf/base/parameters_reward.yml).
+REWARD_SUB_BLOCKS: dict[str, tuple[str, ...]] = {
+    "data": ("max_length", "max_prompt_length", "batch_size", "eval_batch_size", "max_train_pairs", "max_val_pairs",
+             "train_accuracy_pairs", "sources", "source_weights", "token_cache_dir"),
+    "objective": ("soft_targets", "margin_offset", "centering"),
+}
+
+
+def sub_block_of(key: str, sub_blocks: Mapping[str, tuple[str, ...]] = REWARD_SUB_BLOCKS) -> str | None:
+    """The sub-block a flat config key is written under (``"objective"`` for ``soft_targets``).
+
+    Args:
+        key: a top-level key of the flat config.
+        sub_blocks: sub-block name -> the keys it holds.
+
+    Returns:
+        The sub-block's name, or None for a key written at the block's top level (``model``, ``head``).
+    """
+    return next((name for name, keys in sub_blocks.items() if key in keys), None)
 
 
 @dataclass(frozen=True)
@@ -97,26 +115,32 @@ def objective_parameters(family: Mapping[str, Any], name: str) -> dict[str, Any]
     return deep_merge(family.get("defaults"), family.get(name))
 
 
-def lift_sub_blocks(block: Mapping[str, Any] | None, sub_blocks: tuple[str, ...] = REWARD_SUB_BLOCKS,
+def lift_sub_blocks(block: Mapping[str, Any] | None,
+                    sub_blocks: Mapping[str, tuple[str, ...]] = REWARD_SUB_BLOCKS,
                     where: str = "reward") -> dict[str, Any]:
     """``block`` with the keys of its ``sub_blocks`` moved to its top level (for a flat config class).
 
     The reward config (RewardParams) is one flat dataclass, while the parameters keep the shape every
-    family shares (``data:``, ``objective:``); this is the one place that maps one onto the other.
+    family shares (``data:``, ``objective:``); this is the one place that maps one onto the other, and
+    it holds the shape: each key is accepted only in the sub-block it belongs to.
 
     Args:
         block: e.g. ``reward.defaults`` or ``reward.mmpo`` (None: empty).
-        sub_blocks: the sub-block names to lift (each a mapping or null).
+        sub_blocks: sub-block name -> the keys it holds (each sub-block a mapping or null).
         where: the block's name in error messages.
 
     Returns:
         A new dict without the sub-block keys, with their contents at the top.
 
     Raises:
-        ValueError: a sub-block that is not a mapping, or a key both at the top and in a sub-block
-            (naming both places).
+        ValueError: a sub-block that is not a mapping; a sub-block's key written at the top level or
+            under another sub-block (naming where it belongs); an unknown key inside a sub-block
+            (listing the sub-block's keys).
     """
     flat = {key: value for key, value in (block or {}).items() if key not in sub_blocks}
+    for key in flat:
+        if (home := sub_block_of(key, sub_blocks)) is not None:
+            raise ValueError(f"{where}.{key} belongs under {where}.{home}: write it as {where}.{home}.{key}")
     for name in sub_blocks:
         inner = (block or {}).get(name)
         if inner is None:
@@ -124,8 +148,11 @@ def lift_sub_blocks(block: Mapping[str, Any] | None, sub_blocks: tuple[str, ...]
         if not isinstance(inner, Mapping):
             raise ValueError(f"{where}.{name}={inner!r} must be a mapping of keys to values")
         for key, value in inner.items():
-            if key in flat:
-                raise ValueError(f"{where}.{name}.{key} is also set as {where}.{key}; keep one "
-                                 f"({where}.{name}.{key} is where it belongs)")
+            home = sub_block_of(key, sub_blocks)
+            if home is None:
+                raise ValueError(f"unknown key {where}.{name}.{key}; the keys of {where}.{name} are "
+                                 f"{', '.join(sub_blocks[name])}")
+            if home != name:
+                raise ValueError(f"{where}.{name}.{key} belongs under {where}.{home}: write it as {where}.{home}.{key}")
             flat[key] = value
     return flat

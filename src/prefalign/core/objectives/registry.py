@@ -124,10 +124,12 @@ class ObjectiveSpec:
         """The error for an explicit ``key: value`` in this objective's own block that its definition forbids."""
         others = [s.params_key for s in REGISTRY if s is not self and s.family == self.family
                   and s.config is self.config and s.model_kind == self.model_kind and key not in s.defining]
-        fix = f"remove `{key}` from {self.block_key} (the objective sets it)"
+        # a flat config (RewardParams) reads keys its block writes under a sub-block: name the key as written
+        path = getattr(self.config, "key_path", lambda k: k)(key)
+        fix = f"remove {self.block_key}.{path} (the objective sets it)"
         if others:
             fix += f", or use {' / '.join(others)} for {key}: {value!r}"
-        return ParameterError(f"{self.block_key}.{key}={value!r} contradicts the objective: {self.namespace} is "
+        return ParameterError(f"{self.block_key}.{path}={value!r} contradicts the objective: {self.namespace} is "
                               f"defined by {key}: {self.defining[key]!r} (core/objectives/registry.py); {fix}")
 
     def parse(self, params: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 from transformers import PreTrainedTokenizerBase
 
+from prefalign.core.config_utils import sub_block_of
 from prefalign.core.models.backbone import ModelConfig, build_backbone
 from prefalign.core.models.checkpoint import ModelBundle
 from prefalign.core.models.lora import trainable_parameters
@@ -22,7 +23,6 @@ from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, ch
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objectives import make_reward_loss_fn
 from prefalign.core.schema import source_names
-from prefalign.core.training.batching import TokenizedPairs
 from prefalign.core.training.token_cache import cached_tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
@@ -70,6 +70,19 @@ class RewardParams:
     tokenizer: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+
+    @staticmethod
+    def key_path(key: str) -> str:
+        """Where ``key`` is written in an objective's block (``objective.soft_targets``, ``model``).
+
+        Args:
+            key: a field of RewardParams.
+
+        Returns:
+            The key under its sub-block (core/config_utils.py REWARD_SUB_BLOCKS), or the key itself.
+        """
+        home = sub_block_of(key)
+        return f"{home}.{key}" if home else key
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "RewardParams":
