@@ -49,9 +49,9 @@ class EnvironmentObjectivesHooks:
         judge = ((params.get("evaluation") or {}).get("generation") or {}).get("judge")
         try:
             changed = declare_objectives(params.get("objectives"))
+            changed = declare_judge(judge) or changed
         except ValueError as error:
             raise InvalidParameters(f"invalid parameters, nothing was run: {error}") from None
-        changed = declare_judge(judge) or changed
         if changed and PACKAGE_NAME:
             pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")  # registered again, with the declared objectives
 

@@ -44,7 +44,11 @@ CASES = [
                  ["evaluation.n_bins=5", "10-15"], id="evaluation-n-bins"),
     # MMPO is defined by soft targets: an explicit contradiction fails (defaults may not switch it off either)
     pytest.param("reward", {"reward": {"mmpo": {"objective": {"soft_targets": False}}}}, {"namespaces": ["reward_mmpo"]},
-                 ["reward.mmpo.soft_targets=False", "contradicts", "reward.bt"], id="reward-mmpo-contradiction"),
+                 ["reward.mmpo.objective.soft_targets=False", "contradicts", "reward.bt"], id="reward-mmpo-contradiction"),
+    # a judge that looks like a reward model but is none (the old check only asked for the "reward_" prefix)
+    pytest.param("evaluation", {"evaluation": {"generation": {"judge": "reward_btt"}}}, {"node_names": ["select_test_pairs"]},
+                 ["evaluation.generation.judge='reward_btt'", "is not a registered reward model", "reward_bt"],
+                 id="evaluation-judge"),
 ]
 
 

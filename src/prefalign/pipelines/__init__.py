@@ -88,7 +88,14 @@ def declare_judge(judge: str | None) -> bool:
 
     Returns:
         True when it changed (the pipelines must be built again).
+
+    Raises:
+        ValueError: ``judge`` is not the namespace of a registered reward objective, naming them.
     """
+    reward_models = [spec.namespace for spec in objectives(family="reward")]
+    if judge is not None and judge not in reward_models:
+        raise ValueError(f"evaluation.generation.judge={judge!r} is not a registered reward model; use null (the "
+                         f"synthetic r*) or one of {reward_models} (core/objectives/registry.py)")
     changed = judge != _judge[0]
     _judge[0] = judge
     return changed

@@ -99,7 +99,8 @@ class GenerationConfig:
         config = dataclass_from_params(cls, dict(params or {}), where)
         if config.max_prompts < 1:
             raise ParameterError(f"{where}.max_prompts={config.max_prompts!r} must be an integer >= 1")
-        if config.judge is not None and not str(config.judge).startswith("reward_"):
+        # which names are reward models is the registry's business (pipelines.declare_judge checks it)
+        if config.judge is not None and (not isinstance(config.judge, str) or not config.judge):
             raise ParameterError(f"{where}.judge={config.judge!r} must be null (the synthetic r*) or a reward model's "
                                  "namespace such as reward_bt")
         if config.prompt_sources is not None and (isinstance(config.prompt_sources, str) or not config.prompt_sources):
