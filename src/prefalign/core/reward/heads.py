@@ -248,12 +248,11 @@ def gpm_score(v_i: torch.Tensor, v_j: torch.Tensor, gate: torch.Tensor) -> torch
     return (gate * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])).sum(-1)
 
 
-@register_head
-class GPMHead(RewardHead):
-    """GPM (docs/methods.md s3): unit embeddings v [N, 2k] and a prompt gate lambda [N, k]."""
+class GPMEmbeddingHead(RewardHead):
+    """What every GPM head shares (docs/methods.md s3): k >= 1 and unit embeddings v = normalize(W h)
+    [N, 2k]; a subclass adds its gate lambda [N, k] (``outputs``). Not registered itself."""
 
-    name = "gpm"
-    reads_prompt = True
+    reads_prompt = False
 
     def __init__(self, hidden_size: int, k: int):
         super().__init__()
@@ -261,7 +260,6 @@ class GPMHead(RewardHead):
             raise ValueError(f"gpm_k={k} must be >= 1 (the embedding has 2k dimensions)")
         self.k = k
         self.embed = torch.nn.Linear(hidden_size, 2 * k, bias=False)
-        self.gate = torch.nn.Linear(hidden_size, k)
 
     @classmethod
     def check_config(cls, config: Any) -> None:
@@ -277,7 +275,7 @@ class GPMHead(RewardHead):
             raise ValueError(f"head.gpm_k={config.gpm_k} must be >= 1 (the embedding has 2k dimensions)")
 
     @classmethod
-    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "GPMHead":
+    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "GPMEmbeddingHead":
         """See :meth:`RewardHead.build`.
 
         Args:
@@ -286,43 +284,23 @@ class GPMHead(RewardHead):
             bias: not read.
 
         Returns:
-            A GPMHead: embedding Linear(H, 2k), gate Linear(H, k).
+            The head: embedding Linear(H, 2k) and the subclass's gate.
 
         Raises:
             ValueError: ``gpm_k`` < 1.
         """
         return cls(hidden_size, config.gpm_k)
 
-    def forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings and gate.
+    def unit_embeddings(self, pooled: torch.Tensor) -> torch.Tensor:
+        """v = normalize(W h).
 
         Args:
             pooled: [N, H] (prompt, response) states.
-            prompt_pooled: [N, H] the prompts' states.
 
         Returns:
-            (v [N, 2k] unit vectors, gate [N, k] softmax weights).
-
-        Source: docs/methods.md s3.
+            [N, 2k] unit vectors, in the head's dtype.
         """
-        dtype = self.embed.weight.dtype
-        v = F.normalize(self.embed(pooled.to(dtype)), dim=-1)
-        gate = torch.softmax(self.gate(prompt_pooled.to(dtype)), dim=-1)
-        return v, gate
-
-    def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
-        """See :meth:`RewardHead.outputs`.
-
-        Args:
-            pooled: [N, H] (prompt, response) states.
-            prompt_pooled: [N, H] the prompts' states (required: the gate reads them).
-            tau: the head config's temperature.
-
-        Returns:
-            RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] softmax weights, tau).
-        """
-        v, gate = self(pooled, prompt_pooled)
-        return RewardOutput(embeddings=v, gate=gate, tau=tau)
+        return F.normalize(self.embed(pooled.to(self.embed.weight.dtype)), dim=-1)
 
     def empty_output(self, tau: float) -> "RewardOutput":
         """See :meth:`RewardHead.empty_output`.
@@ -338,39 +316,57 @@ class GPMHead(RewardHead):
 
 
 @register_head
-class FixedGateGPMHead(RewardHead):
+class GPMHead(GPMEmbeddingHead):
+    """GPM (docs/methods.md s3): unit embeddings v [N, 2k] and a prompt gate lambda = softmax(G h(x) + g) [N, k]."""
+
+    name = "gpm"
+    reads_prompt = True
+
+    def __init__(self, hidden_size: int, k: int):
+        super().__init__(hidden_size, k)
+        self.gate = torch.nn.Linear(hidden_size, k)
+
+    def forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and gate.
+
+        Args:
+            pooled: [N, H] (prompt, response) states.
+            prompt_pooled: [N, H] the prompts' states.
+
+        Returns:
+            (v [N, 2k] unit vectors, gate [N, k] softmax weights).
+
+        Source: docs/methods.md s3.
+        """
+        gate = torch.softmax(self.gate(prompt_pooled.to(self.embed.weight.dtype)), dim=-1)
+        return self.unit_embeddings(pooled), gate
+
+    def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
+        """See :meth:`RewardHead.outputs`.
+
+        Args:
+            pooled: [N, H] (prompt, response) states.
+            prompt_pooled: [N, H] the prompts' states (required: the gate reads them).
+            tau: the head config's temperature.
+
+        Returns:
+            RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] softmax weights, tau).
+        """
+        v, gate = self(pooled, prompt_pooled)
+        return RewardOutput(embeddings=v, gate=gate, tau=tau)
+
+
+@register_head
+class FixedGateGPMHead(GPMEmbeddingHead):
     """GPM with a prompt-independent gate: lambda = softmax(g), one learned k-vector, instead of
     s3's softmax(G h(x) + g). The same embeddings and score s = <R v_i, v_j>; it reads no prompt
     state, so it packs like a scalar head. docs/methods.md s3.1 (an ablation of the prompt gate)."""
 
     name = "gpm_fixed_gate"
-    check_config = GPMHead.check_config  # gpm_k >= 1
-    empty_output = GPMHead.empty_output
 
     def __init__(self, hidden_size: int, k: int):
-        super().__init__()
-        if k < 1:
-            raise ValueError(f"gpm_k={k} must be >= 1 (the embedding has 2k dimensions)")
-        self.k = k
-        self.embed = torch.nn.Linear(hidden_size, 2 * k, bias=False)
+        super().__init__(hidden_size, k)
         self.gate_logits = torch.nn.Parameter(torch.zeros(k))  # lambda = 1/k per block at the start
-
-    @classmethod
-    def build(cls, hidden_size: int, config: Any, bias: bool = False) -> "FixedGateGPMHead":
-        """See :meth:`RewardHead.build`.
-
-        Args:
-            hidden_size: H.
-            config: a HeadConfig; reads ``gpm_k`` (k).
-            bias: not read.
-
-        Returns:
-            A FixedGateGPMHead: embedding Linear(H, 2k) and k gate logits g (zeros: lambda = 1/k).
-
-        Raises:
-            ValueError: ``gpm_k`` < 1.
-        """
-        return cls(hidden_size, config.gpm_k)
 
     def outputs(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None, tau: float) -> "RewardOutput":
         """See :meth:`RewardHead.outputs`.
@@ -383,7 +379,7 @@ class FixedGateGPMHead(RewardHead):
         Returns:
             RewardOutput(embeddings [N, 2k] unit vectors, gate [N, k] = softmax(g) on every row, tau).
         """
-        v = F.normalize(self.embed(pooled.to(self.embed.weight.dtype)), dim=-1)
+        v = self.unit_embeddings(pooled)
         gate = torch.softmax(self.gate_logits, dim=-1).expand(v.shape[0], self.k)
         return RewardOutput(embeddings=v, gate=gate, tau=tau)
 
