@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from prefalign.core.evaluation import metrics as m
 from prefalign.core.evaluation import statistics as st
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from prefalign.core.training.launch import run_accelerate_module
-from tests.training.grad_split import CHOSEN, OBJECTIVES, PROMPTS, TINY, one_step, setup
+from tests.training.grad_split import CHOSEN, OBJECTIVES, PROMPTS, one_step, setup
 
 TOL = 1e-6  # relative, fp32: the split only changes summation order (a loss of ~6 has an fp32 ULP of 4.8e-7)
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from prefalign.core.training.loop import TrainConfig
-from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
+from prefalign.core.training.memory import set_malloc_mmap_threshold
 
 # glibc raises its mmap threshold when an mmapped block is freed; the next block of that size then
 # comes from the heap and stays resident after it is freed. Prints the RSS (MB) still held after the free.

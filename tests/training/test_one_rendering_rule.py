@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import torch
 
-from prefalign.core.evaluation import pair_scorers, win_rate
+from prefalign.core.evaluation import win_rate
 from prefalign.core.feedback.parsers import flatten_messages
 from prefalign.core.models import build_backbone, build_causal_lm, build_tokenizer
 from prefalign.core.models.checkpoint import ModelBundle

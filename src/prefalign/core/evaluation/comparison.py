@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import polars as pl
 
 from prefalign.core.evaluation import evaluate

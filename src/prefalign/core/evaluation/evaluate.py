@@ -8,7 +8,7 @@ here is plain arithmetic on those numbers.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 

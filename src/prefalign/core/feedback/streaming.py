@@ -197,7 +197,7 @@ def ingest_source_chunks(source: str, chunks: dict[str, Iterable[list[RawRecord]
                               "ties_dropped", "pair_rows"), 0)
     read: dict[tuple[str, str], int] = {}
     all_rejected: list[dict[str, Any]] = []
-    start, index, scored = 0, 0, False
+    start, index = 0, 0
     limit = params.get("max_rejected_fraction", max_rejected_fraction)
     for inputs in batches:
         with canonical_memo():
@@ -211,7 +211,6 @@ def ingest_source_chunks(source: str, chunks: dict[str, Iterable[list[RawRecord]
             stats["auxiliary_records_rejected"] += parsed.auxiliary_rejected
             stats["join_duplicates"] = parsed.join_duplicates  # join tables: a source parsed whole
             if parsed.kind == "scored":
-                scored = True
                 comparisons, candidates, identical = within_group_pairs(parsed.frame, params.get("max_pairs_per_prompt"))
                 stats.update(responses=parsed.frame.height, prompts=parsed.frame["group"].n_unique())
                 counters["candidate_pairs"] += candidates
