@@ -116,10 +116,14 @@ def test_tiny_training_learns_and_round_trips_through_the_catalog(pairs, tmp_pat
 
 
 def test_empty_train_split_fails_naming_the_counts(pairs):
+    from prefalign.core.config_utils import sub_block_of
     from prefalign.pipelines.reward.nodes import select_training_pairs
 
+    # the node reads reward.defaults as conf/ writes it: data keys under data
+    defaults = {k: v for k, v in BASE.items() if sub_block_of(k) is None}
+    defaults["data"] = {k: v for k, v in BASE.items() if sub_block_of(k) == "data"}
     only_val = pairs.filter(pairs["split"] == "val")
     with pytest.raises(ValueError, match=r"no train pairs left for reward_bt \(\{'train_rows': 0"):
-        select_training_pairs(only_val, BASE, {}, namespace="reward_bt")
-    train, val, counts = select_training_pairs(pairs, BASE, {}, namespace="reward_mmpo")
+        select_training_pairs(only_val, defaults, {}, namespace="reward_bt")
+    train, val, counts = select_training_pairs(pairs, defaults, {}, namespace="reward_mmpo")
     assert train.height + val.height == pairs.height  # mmpo keeps every row, ties included
