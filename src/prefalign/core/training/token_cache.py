@@ -6,9 +6,10 @@ chunks of ``chunk_rows`` rows, and written as flat arrays of token ids. Training
 place: ``open_token_cache`` returns a ``TokenizedPairs`` whose ``chosen`` / ``rejected`` are
 ``batching.SequenceView``s over the files (``FileArray``: positional reads served by the OS page
 cache, as a memory map would be, without mapped pages in the resident set), so a batch reads only
-its own pairs' ids, and
-``subset`` / ``repeat`` / ``without_identical`` keep an index, not copies. Batches, losses and
-truncation counts are identical to tokenising the table in memory (tests/training/test_token_cache.py).
+its own pairs' ids, and its per-pair values (p_chosen, margin, identical, counts:
+``batching.PairValues``) are read per batch too; ``subset`` / ``repeat`` / ``without_identical``
+keep one int32 row index, not copies. Batches, losses and truncation counts are identical to
+tokenising the table in memory (tests/training/test_token_cache.py).
 
 On disk, one folder per key, ``<cache_dir>/pairs_<key>/``::
 
