@@ -292,14 +292,32 @@ class PairValues:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """(M,) for a column, (M, width) for a table: the shape of ``np.asarray(self)``."""
         return (len(self),) if self.width == 1 else (len(self), self.width)
 
     def with_rows(self, rows: np.ndarray | None) -> "PairValues":
-        """The same store seen through ``rows`` (positions into the store's N pairs; None: all)."""
+        """The same store seen through ``rows``.
+
+        Args:
+            rows: [M] int positions into the store's N pairs (not into this view), or None for all.
+
+        Returns:
+            A ``PairValues`` over the same store (nothing read).
+        """
         return PairValues(self.base, self.width, rows, self.dtype)
 
     def take(self, index: Sequence[int] | np.ndarray) -> "PairValues":
-        """The pairs at ``index`` (positions into this view) as a view: only the index is kept."""
+        """The pairs at ``index`` as a view: only the index is kept.
+
+        Args:
+            index: [M] int positions into this view, repeats allowed.
+
+        Returns:
+            A ``PairValues`` of M pairs: ``view[i]`` is ``self[index[i]]``.
+
+        Raises:
+            IndexError: a position outside this view.
+        """
         index = compact_index(index, len(self))
         return self.with_rows(index if self.rows is None else self.rows[index])
 
@@ -333,12 +351,14 @@ class PairValues:
         return values.astype(self.dtype, copy=False)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every value of the view, read in one ordered pass over the store (``np.asarray(view)``)."""
         values = self[np.arange(len(self))] if self.rows is not None else (
             np.concatenate([v for _, v in self._chunks(1 << 16)]).astype(self.dtype, copy=False) if self.count
             else np.zeros(self.shape, dtype=self.dtype))
         return values if dtype is None else values.astype(dtype, copy=False)
 
     def __invert__(self) -> np.ndarray:
+        """``~np.asarray(self)`` (``~tokenized.identical``: the pairs that carry a preference)."""
         return ~np.asarray(self)
 
     def sum(self, axis: int = 0, chunk: int = 1 << 16) -> np.ndarray:
