@@ -14,6 +14,7 @@ import torch
 
 from prefalign.core.training.batching import (
     SequenceView,
+    TokenizedPairs,
     make_pair_batches,
     padding_fraction,
     tokenize_pair_frame,
@@ -289,10 +290,11 @@ def _resident(obj) -> tuple[int, int]:
     return arrays, objects
 
 
-def test_a_cached_table_keeps_only_its_row_and_batch_index_in_memory(tmp_path: Path):
-    """Per pair, a cached run holds its row index (int32, one array shared by every column) and its
-    batch order (int32): no lengths, p_chosen, margin, identical or counts, no object per batch."""
-    from prefalign.core.training.batching import BatchIndex, PairValues
+def test_a_cached_table_keeps_only_its_batch_order_in_memory(tmp_path: Path):
+    """Per pair, a cached run holds its batch order (int32) and, for the pairs it drops, their
+    positions (one index shared by every column): no lengths, p_chosen, margin, identical or counts,
+    no object per batch."""
+    from prefalign.core.training.batching import BatchIndex, KeptRows, PairValues
 
     n = 100_000
     opened = open_token_cache(_synthetic_cache(tmp_path, n))
@@ -303,21 +305,27 @@ def test_a_cached_table_keeps_only_its_row_and_batch_index_in_memory(tmp_path: P
     m = n - n // 50
     assert len(train) == m
     rows = train.chosen.rows
-    assert rows.dtype == np.int32 and rows.shape == (m,)
+    assert isinstance(rows, KeptRows) and rows.dtype == np.int32 and len(rows) == m
+    assert np.array_equal(rows.positions(), np.flatnonzero(np.arange(n) % 50 != 7))
     for column in (train.rejected, train.p_chosen, train.margin, train.identical, train.pair_truncation):
         assert column.rows is rows  # one index for all columns, not one copy each
-    assert _resident(train)[0] == 4 * m
+    dropped_bytes = 2 * 4 * (n - m)  # the dropped positions and their shifts, int32
+    assert _resident(train)[0] == dropped_bytes
     for make in (make_pair_batches, lambda *a: make_packed_pair_batches(*a, share_prompt=True)):
         batches = make(train, 16, 0, 3)
         assert isinstance(batches.index, BatchIndex) and batches.index.order.dtype == np.int32
         n_batches = -(-m // 16)
         arrays, objects = _resident(batches)
-        assert arrays == 4 * m + 4 * m + 4 * n_batches  # rows + batch order + batch permutation
+        assert arrays == dropped_bytes + 4 * m + 4 * n_batches  # dropped rows + batch order + batch permutation
         assert objects < 10_000  # no Python object per batch or per pair
         batch = batches[5]  # the per-pair values are read per batch, equal to the files' values
         index = batch.pair_index.numpy()
         file_p = np.fromfile(next(tmp_path.glob("*/p_chosen.float64")), dtype=np.float64)
-        assert np.array_equal(batch.p_chosen.numpy(), file_p[rows[index]].astype(np.float32))
+        assert np.array_equal(batch.p_chosen.numpy(), file_p[rows.positions()[index]].astype(np.float32))
+    # a subset that drops more than it keeps holds the kept positions instead (int32)
+    half = opened.subset(np.arange(n) % 3 == 0)
+    assert isinstance(half.chosen.rows, np.ndarray) and half.chosen.rows.dtype == np.int32
+    assert _resident(half)[0] == 4 * len(half)
 
 
 def _reference_length_grouped_batches(lengths, batch_size: int, seed: int, group_batches: int = 16) -> list[np.ndarray]:
@@ -348,21 +356,43 @@ def test_the_compact_batch_order_is_the_same_as_the_int64_one(n: int, batch_size
     assert np.array_equal(np.concatenate(list(evaluation) or [np.zeros(0, int)]), np.argsort(-lengths, kind="stable"))
 
 
+@pytest.mark.parametrize("dropped", [[], [0], [9], [0, 1, 2], [3, 4, 8], [1, 3, 5, 7]])
+def test_kept_rows_are_the_positions_not_dropped(dropped: list[int]):
+    from prefalign.core.training.batching import KeptRows, _compose
+
+    kept = KeptRows(10, np.array(dropped, dtype=np.int32))
+    expected = np.array([i for i in range(10) if i not in dropped])
+    assert len(kept) == len(expected) and np.array_equal(kept.positions(), expected)
+    assert np.array_equal(kept[np.arange(len(kept))], expected) and kept[np.arange(len(kept))].dtype == np.int32
+    assert [kept[i] for i in range(-len(kept), len(kept))] == expected.tolist() * 2
+    table = np.arange(30).reshape(10, 3)
+    assert np.array_equal(kept.select(table), table[expected])
+    rows = np.array([7, 7, 2, 0, 9, 4, 1, 3, 8, 5])  # a view's rows, composed with the kept positions
+    assert np.array_equal(_compose(rows, kept), rows[expected]) and np.array_equal(_compose(kept, np.array([0, 0])), expected[[0, 0]])
+    with pytest.raises(IndexError):
+        kept[len(kept)]
+
+
 @pytest.mark.parametrize("size", [10, 5_000])  # one read per pair / one pass over the store
 def test_pair_values_read_and_sum_what_the_arrays_hold(tmp_path: Path, size: int):
     from prefalign.core.training import token_cache as tc
     from prefalign.core.training.batching import PairValues
 
-    counts = np.random.default_rng(1).integers(0, 9, (3000, 6)).astype(np.int32)
+    counts = np.random.default_rng(1).integers(0, 9, (10_000, 6)).astype(np.int32)
     counts.tofile(tmp_path / "counts")
     values = PairValues(tc.FileArray(tmp_path / "counts", np.int32, counts.size), 6)
-    index = np.random.default_rng(2).integers(0, 3000, size)  # repeats included
+    index = np.random.default_rng(2).integers(0, 10_000, size)  # repeats included
     view = values.take(index)
     assert np.array_equal(np.asarray(view), counts[index]) and np.array_equal(view[[3, 0, 3]], counts[index[[3, 0, 3]]])
     assert view.sum(axis=0).tolist() == counts[index].astype(np.int64).sum(axis=0).tolist()
+    drop = np.arange(10_000) % 7 == 3  # a subset leaving out few: KeptRows, summed in one pass
+    kept = TokenizedPairs([0] * 10_000, [0] * 10_000, np.zeros(10_000), np.zeros(10_000), identical=drop, pair_truncation=values)
+    kept = kept.without_identical().pair_truncation
+    assert kept.sum(axis=0).tolist() == counts[~drop].astype(np.int64).sum(axis=0).tolist()
+    assert np.array_equal(np.asarray(kept), counts[~drop])
     assert np.array_equal(view.take([1, 1]).rows, index[[1, 1]])
-    with pytest.raises(IndexError, match="outside 0..2999"):
-        values.take([3000])
+    with pytest.raises(IndexError, match="outside 0..9999"):
+        values.take([10_000])
 
 
 # -- the flatten layout's batched renders equal the template's, id for id -----------------------------------------
