@@ -2,6 +2,7 @@
 
     python benchmarks/token_cache_rss.py                      # 10,000 and 4,000,000 pairs, 20 steps
     python benchmarks/token_cache_rss.py --sizes 10000 200000 --steps 20
+    python benchmarks/token_cache_rss.py --sizes 10000 4000000 --tokenise-max 10000 --identical-every 100
 
 Per size, on a fresh work folder (deleted at the end unless --keep):
 1. synthetic train pairs (prompt, chosen, rejected, p_chosen, margin) written to parquet in chunks
@@ -11,11 +12,15 @@ Per size, on a fresh work folder (deleted at the end unless --keep):
 3. a reward BT run (``train_reward_model``) on the same LazyFrame with ``token_cache_dir`` set, in
    its own process: --steps steps of --batch-size pairs (a slice of the first epoch), tiny Llama from
    config, tokenizer trained on the first 10k pairs (the same for every size). The run hashes the
-   pairs table (finds the cache), memory-maps it, groups ALL pairs by length and trains. Wall time
-   and peak RSS (``ru_maxrss``: resident pages, mapped cache pages that were read included).
+   pairs table (finds the cache), opens it (ids and per-pair values are read when a batch needs
+   them), groups ALL pairs by length and trains. Wall time and peak RSS.
 
-Peak RSS is the process's maximum resident set (``resource.getrusage``), so each phase runs in a
-fresh interpreter. Prints one table row per size.
+Sizes above --tokenise-max get a cache of random ids with real lengths (``phase_synth``); with
+--identical-every K, every K-th pair of it is flagged identical, so the run drops them and keeps a
+row index (as a real table with identical pairs does).
+
+Peak RSS is the process's maximum resident set (VmHWM), so each phase runs in a fresh interpreter.
+Prints one table row per size.
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ def phase_synth(args) -> dict:
     tmp.mkdir(parents=True)
     handles = {name: open(tc._file(tmp, name), "wb") for name in tc._FILES}
     handles["offsets"].write(np.zeros(1, dtype=np.int64).tobytes())
-    n_pairs = n_tokens = 0
+    n_pairs = n_tokens = identical_total = 0
     for chunk in lazy.select("p_chosen", "margin").collect_batches(chunk_size=200_000):
         k = chunk.height
         pick = rng.integers(0, len(lc), k)
@@ -142,17 +147,23 @@ def phase_synth(args) -> dict:
         handles["prompt_lengths"].write(np.repeat(pc[pick], 2).astype(np.int32).tobytes())
         handles["p_chosen"].write(chunk["p_chosen"].to_numpy().astype(np.float64).tobytes())
         handles["margin"].write(chunk["margin"].fill_null(float("nan")).to_numpy().astype(np.float64).tobytes())
-        handles["identical"].write(np.zeros(k, dtype=np.uint8).tobytes())
+        identical = np.zeros(k, dtype=np.uint8)
+        if args.identical_every:
+            identical[(n_pairs + np.arange(k)) % args.identical_every == 0] = 1
+        handles["identical"].write(identical.tobytes())
         counts = np.zeros((k, len(tc._STATS_FIELDS)), dtype=np.int32)
         counts[:, 0] = 2
+        counts[:, tc._STATS_FIELDS.index("identical_after_truncation")] = identical
         handles["pair_truncation"].write(counts.tobytes())
         n_pairs += k
         n_tokens += int(lengths.sum())
+        identical_total += int(identical.sum())
     for handle in handles.values():
         handle.close()
     meta = {"format": tc.CACHE_FORMAT, **key, "pairs_count": n_pairs, "tokens_count": n_tokens,
             "stats_fields": tc._STATS_FIELDS, "synthetic_ids": True,
             "truncation": {name: 2 * n_pairs if name == "sequences" else 0 for name in tc._STATS_FIELDS}}
+    meta["truncation"]["identical_after_truncation"] = identical_total
     (tmp / tc.META).write_text(json.dumps(meta))
     os.rename(tmp, folder)
     return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_mb(), "cache_mb": tc.cache_size_bytes(folder) / 2**20,
@@ -179,7 +190,7 @@ def phase_train(args) -> dict:
 def _run_phase(phase: str, args, extra: dict) -> dict:
     argv = [sys.executable, __file__, "--phase", phase, "--max-length", str(args.max_length), "--max-prompt-length",
             str(args.max_prompt_length), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-            "--chunk-rows", str(args.chunk_rows)] + [x for k, v in extra.items() for x in (f"--{k}", str(v))]
+            "--chunk-rows", str(args.chunk_rows), "--identical-every", str(args.identical_every)] + [x for k, v in extra.items() for x in (f"--{k}", str(v))]
     out = subprocess.run(argv, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"phase {phase} failed:\n{out.stderr[-4000:]}")
@@ -199,6 +210,8 @@ def main() -> None:
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tokenise-max", type=int, default=100_000,
                         help="sizes above this get a cache of random ids (real lengths) instead of a tokenised one")
+    parser.add_argument("--identical-every", type=int, default=0,
+                        help="in a random-id cache, flag every K-th pair identical (0: none)")
     for hidden in ("parquet", "val", "tokenizer", "cache-dir", "work", "sample-cache"):
         parser.add_argument(f"--{hidden}", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

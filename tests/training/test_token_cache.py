@@ -14,6 +14,7 @@ import torch
 
 from prefalign.core.training.batching import (
     SequenceView,
+    TokenizedPairs,
     make_pair_batches,
     padding_fraction,
     tokenize_pair_frame,
@@ -50,8 +51,10 @@ def _same_pairs(a, b) -> None:
     assert [s.input_ids for s in a.rejected] == [s.input_ids for s in b.rejected]
     assert [s.prompt_length for s in a.chosen] == [s.prompt_length for s in b.chosen]
     assert [s.prompt_length for s in a.rejected] == [s.prompt_length for s in b.rejected]
-    assert a.p_chosen.tobytes() == b.p_chosen.tobytes() and a.margin.tobytes() == b.margin.tobytes()  # NaNs included
-    assert a.identical.tolist() == b.identical.tolist()
+    for name in ("p_chosen", "margin", "identical"):  # NaNs included; cached: read from disk
+        x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), name
+    assert np.array_equal(np.asarray(a.pair_truncation), np.asarray(b.pair_truncation))  # the cache stores int32
     assert a.truncation == b.truncation
 
 
@@ -236,6 +239,160 @@ def test_pairwise_policy_losses_with_the_cache_equal_without(tmp_path: Path):
     assert a.training_curve.drop(timing).equals(b.training_curve.drop(timing))
     assert a.metrics["policy"] == b.metrics["policy"] and a.metrics["excluded_pairs"] == b.metrics["excluded_pairs"]
     assert _folders(tmp_path / "cache")
+
+
+# -- what a cached run keeps in memory per pair ----------------------------------------------------------------------
+
+def _synthetic_cache(root: Path, n: int, seed: int = 0) -> Path:
+    """A cache folder of ``n`` pairs written directly in the cache's format (random ids and lengths,
+    1 pair in 50 identical), so a table of 10^5 pairs costs no tokenising."""
+    from prefalign.core.training import token_cache as tc
+
+    rng = np.random.default_rng(seed)
+    folder = root / "pairs_synthetic"
+    folder.mkdir(parents=True)
+    lengths = rng.integers(3, 40, 2 * n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    counts = np.zeros((n, len(tc._STATS_FIELDS)), dtype=np.int32)
+    counts[:, 0] = 2
+    arrays = {"tokens": rng.integers(0, 300, offsets[-1]), "offsets": offsets, "prompt_lengths": np.minimum(lengths - 1, 5),
+              "p_chosen": rng.choice([1.0, 0.75], n), "margin": np.where(rng.random(n) < 0.3, np.nan, rng.random(n)),
+              "identical": (np.arange(n) % 50 == 7), "pair_truncation": counts}
+    for name, values in arrays.items():
+        np.asarray(values, dtype=tc._FILES[name]).tofile(tc._file(folder, name))
+    truncation = {f: int(counts[:, i].sum()) for i, f in enumerate(tc._STATS_FIELDS)}
+    (folder / tc.META).write_text(json.dumps({"format": tc.CACHE_FORMAT, "pairs_count": n, "tokens_count": int(offsets[-1]),
+                                              "stats_fields": tc._STATS_FIELDS, "truncation": truncation}))
+    return folder
+
+
+def _resident(obj) -> tuple[int, int]:
+    """(bytes of the numpy arrays, bytes of the Python objects) reachable from ``obj`` through
+    prefalign objects' attributes, lists, tuples and dicts, each object counted once."""
+    import sys
+
+    seen, arrays, objects, todo = set(), 0, 0, [obj]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or item is None or isinstance(item, (type, np.dtype, str)):
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            arrays += item.nbytes
+            continue
+        objects += sys.getsizeof(item)
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif type(item).__module__.startswith("prefalign"):
+            todo.extend(vars(item).values())
+    return arrays, objects
+
+
+def test_a_cached_table_keeps_only_its_batch_order_in_memory(tmp_path: Path):
+    """Per pair, a cached run holds its batch order (int32) and, for the pairs it drops, their
+    positions (one index shared by every column): no lengths, p_chosen, margin, identical or counts,
+    no object per batch."""
+    from prefalign.core.training.batching import BatchIndex, KeptRows, PairValues
+
+    n = 100_000
+    opened = open_token_cache(_synthetic_cache(tmp_path, n))
+    assert _resident(opened)[0] == 0  # nothing per pair is read into memory by opening
+    assert _resident(opened)[1] < 10_000
+    assert isinstance(opened.p_chosen, PairValues) and isinstance(opened.margin, PairValues)
+    train = opened.without_identical()
+    m = n - n // 50
+    assert len(train) == m
+    rows = train.chosen.rows
+    assert isinstance(rows, KeptRows) and rows.dtype == np.int32 and len(rows) == m
+    assert np.array_equal(rows.positions(), np.flatnonzero(np.arange(n) % 50 != 7))
+    for column in (train.rejected, train.p_chosen, train.margin, train.identical, train.pair_truncation):
+        assert column.rows is rows  # one index for all columns, not one copy each
+    dropped_bytes = 2 * 4 * (n - m)  # the dropped positions and their shifts, int32
+    assert _resident(train)[0] == dropped_bytes
+    for make in (make_pair_batches, lambda *a: make_packed_pair_batches(*a, share_prompt=True)):
+        batches = make(train, 16, 0, 3)
+        assert isinstance(batches.index, BatchIndex) and batches.index.order.dtype == np.int32
+        n_batches = -(-m // 16)
+        arrays, objects = _resident(batches)
+        assert arrays == dropped_bytes + 4 * m + 4 * n_batches  # dropped rows + batch order + batch permutation
+        assert objects < 10_000  # no Python object per batch or per pair
+        batch = batches[5]  # the per-pair values are read per batch, equal to the files' values
+        index = batch.pair_index.numpy()
+        file_p = np.fromfile(next(tmp_path.glob("*/p_chosen.float64")), dtype=np.float64)
+        assert np.array_equal(batch.p_chosen.numpy(), file_p[rows.positions()[index]].astype(np.float32))
+    # a subset that drops more than it keeps holds the kept positions instead (int32)
+    half = opened.subset(np.arange(n) % 3 == 0)
+    assert isinstance(half.chosen.rows, np.ndarray) and half.chosen.rows.dtype == np.int32
+    assert _resident(half)[0] == 4 * len(half)
+
+
+def _reference_length_grouped_batches(lengths, batch_size: int, seed: int, group_batches: int = 16) -> list[np.ndarray]:
+    """The batches as an int64 ``rng.permutation`` order cut into a list (the form before ``BatchIndex``):
+    a resumed run's batches depend on this order staying the same."""
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    group = batch_size * group_batches
+    for start in range(0, len(order), group):
+        chunk = order[start : start + group]
+        order[start : start + group] = chunk[np.argsort(-lengths[chunk], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+@pytest.mark.parametrize("n,batch_size,seed", [(0, 4, 0), (1, 4, 1), (37, 4, 2), (1000, 16, 0), (70_001, 16, 7)])
+def test_the_compact_batch_order_is_the_same_as_the_int64_one(n: int, batch_size: int, seed: int):
+    from prefalign.core.training.batching import length_grouped_batches
+
+    lengths = np.random.default_rng(n).integers(1, 200, n)
+    compact = length_grouped_batches(lengths, batch_size, seed)
+    reference = _reference_length_grouped_batches(lengths, batch_size, seed)
+    assert len(compact) == len(reference)
+    assert all(a.dtype == np.int64 and np.array_equal(a, b) for a, b in zip(compact, reference))
+    assert [list(b) for b in compact[-3:]] == [list(b) for b in reference[-3:]]  # slices and negative positions
+    evaluation = length_grouped_batches(lengths, batch_size, None)  # sorted, longest first
+    assert np.array_equal(np.concatenate(list(evaluation) or [np.zeros(0, int)]), np.argsort(-lengths, kind="stable"))
+
+
+@pytest.mark.parametrize("dropped", [[], [0], [9], [0, 1, 2], [3, 4, 8], [1, 3, 5, 7]])
+def test_kept_rows_are_the_positions_not_dropped(dropped: list[int]):
+    from prefalign.core.training.batching import KeptRows, _compose
+
+    kept = KeptRows(10, np.array(dropped, dtype=np.int32))
+    expected = np.array([i for i in range(10) if i not in dropped])
+    assert len(kept) == len(expected) and np.array_equal(kept.positions(), expected)
+    assert np.array_equal(kept[np.arange(len(kept))], expected) and kept[np.arange(len(kept))].dtype == np.int32
+    assert [kept[i] for i in range(-len(kept), len(kept))] == expected.tolist() * 2
+    table = np.arange(30).reshape(10, 3)
+    assert np.array_equal(kept.select(table), table[expected])
+    rows = np.array([7, 7, 2, 0, 9, 4, 1, 3, 8, 5])  # a view's rows, composed with the kept positions
+    assert np.array_equal(_compose(rows, kept), rows[expected]) and np.array_equal(_compose(kept, np.array([0, 0])), expected[[0, 0]])
+    with pytest.raises(IndexError):
+        kept[len(kept)]
+
+
+@pytest.mark.parametrize("size", [10, 5_000])  # one read per pair / one pass over the store
+def test_pair_values_read_and_sum_what_the_arrays_hold(tmp_path: Path, size: int):
+    from prefalign.core.training import token_cache as tc
+    from prefalign.core.training.batching import PairValues
+
+    counts = np.random.default_rng(1).integers(0, 9, (10_000, 6)).astype(np.int32)
+    counts.tofile(tmp_path / "counts")
+    values = PairValues(tc.FileArray(tmp_path / "counts", np.int32, counts.size), 6)
+    index = np.random.default_rng(2).integers(0, 10_000, size)  # repeats included
+    view = values.take(index)
+    assert np.array_equal(np.asarray(view), counts[index]) and np.array_equal(view[[3, 0, 3]], counts[index[[3, 0, 3]]])
+    assert view.sum(axis=0).tolist() == counts[index].astype(np.int64).sum(axis=0).tolist()
+    drop = np.arange(10_000) % 7 == 3  # a subset leaving out few: KeptRows, summed in one pass
+    kept = TokenizedPairs([0] * 10_000, [0] * 10_000, np.zeros(10_000), np.zeros(10_000), identical=drop, pair_truncation=values)
+    kept = kept.without_identical().pair_truncation
+    assert kept.sum(axis=0).tolist() == counts[~drop].astype(np.int64).sum(axis=0).tolist()
+    assert np.array_equal(np.asarray(kept), counts[~drop])
+    assert np.array_equal(view.take([1, 1]).rows, index[[1, 1]])
+    with pytest.raises(IndexError, match="outside 0..9999"):
+        values.take([10_000])
 
 
 # -- the flatten layout's batched renders equal the template's, id for id -----------------------------------------

@@ -210,12 +210,13 @@ def weight_sources(pairs: pl.DataFrame, weights: dict[str, int]) -> pl.DataFrame
     return pairs[source_repeat_index(pairs, weights)] if weights else pairs
 
 
-def source_repeat_index(pairs: pl.DataFrame, weights: dict[str, int]) -> np.ndarray:
+def source_repeat_index(pairs: pl.DataFrame | pl.LazyFrame, weights: dict[str, int]) -> np.ndarray:
     """The row positions of ``weight_sources(pairs, weights)`` in ``pairs``: every row once, then each
     row of source ``s`` ``weights[s] - 1`` more times (per repeat, in table order).
 
     Args:
-        pairs: a pairs table with a ``source`` column.
+        pairs: a pairs table with a ``source`` column (lazy: only one bool flag per row is collected
+            per weighted source; the source strings never become Python objects).
         weights: source name -> integer >= 1; sources not named keep weight 1.
 
     Returns:
@@ -230,9 +231,14 @@ def source_repeat_index(pairs: pl.DataFrame, weights: dict[str, int]) -> np.ndar
                 f"reward source_weights[{source!r}]={weight!r} must be an integer >= 1 (the number of times "
                 "each train pair of that source is seen per epoch); use 1 or drop the key for no oversampling"
             )
-    sources = pairs["source"].to_numpy() if pairs.height else np.array([], dtype=object)
-    extra = [np.flatnonzero(sources == source) for source, weight in weights.items() for _ in range(weight - 1)]
-    return np.concatenate([np.arange(pairs.height), *extra]).astype(np.int64)
+    lazy = pairs.lazy()
+    height = lazy.select(pl.len()).collect().item()
+    extra = []
+    for source, weight in weights.items():
+        if weight > 1:
+            flags = lazy.select((pl.col("source") == source).fill_null(False)).collect().to_series().to_numpy()
+            extra += [np.flatnonzero(flags)] * (weight - 1)
+    return np.concatenate([np.arange(height), *extra]).astype(np.int64)
 
 
 def fit_tokenizer(train_pairs: pl.DataFrame, params: RewardParams) -> PreTrainedTokenizerBase:
@@ -302,7 +308,7 @@ def train_reward_model(
     train_once = train_all.without_identical()
     # source_weights repeat a source's pairs in the epoch (the tokenised pairs are repeated, not the
     # texts tokenised again); counts and accuracy use each pair once
-    train_tok = (train_all.repeat(source_repeat_index(train_pairs.lazy().select("source").collect(), params.source_weights)).without_identical()
+    train_tok = (train_all.repeat(source_repeat_index(train_pairs, params.source_weights)).without_identical()
                  if params.source_weights else train_once)
     if len(train_tok) == 0:
         raise ValueError(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -122,37 +122,54 @@ class SequenceView(Sequence[TokenizedSequence]):
 
     Args:
         tokens: [T] int token ids of all sequences, back to back.
-        offsets: [S + 1] int64 start of each sequence in ``tokens`` (``offsets[-1] = T``).
+        offsets: [S + 1] int64 start of each sequence in ``tokens`` (``offsets[-1] = T``); read by
+            contiguous slices only (an array, or the cache's ``FileArray``).
         prompt_lengths: [S] int prompt length of each sequence, in tokens.
         start, step: this view's store sequences are ``start, start + step, ...`` (pairs: chosen
             ``0, 2``, rejected ``1, 2``).
-        rows: [M] int64 positions (subset / repeat), or None for all ``(S - start + step - 1) // step``.
-        sequence_lengths: [S] int lengths of the store's sequences (``offsets`` differences) held in
-            memory, or None to read them from ``offsets`` when asked.
+        rows: [M] int positions (subset / repeat; ``index_dtype``: int32 below 2^31 items), a
+            ``KeptRows`` (a subset that leaves out few), or None for all ``(S - start + step - 1) // step``.
+
+    Lengths are read from ``offsets`` in chunks when asked (``lengths``), so nothing per sequence
+    stays resident.
     """
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, prompt_lengths: np.ndarray, start: int = 0,
-                 step: int = 1, rows: np.ndarray | None = None, sequence_lengths: np.ndarray | None = None):
+                 step: int = 1, rows: np.ndarray | None = None):
         self.tokens, self.offsets, self.prompt_lengths = tokens, offsets, prompt_lengths
         self.start, self.step, self.rows = start, step, rows
-        self.sequence_lengths = sequence_lengths
 
     def __len__(self) -> int:
         if self.rows is not None:
             return len(self.rows)
+        return self.store_items()
+
+    def store_items(self) -> int:
+        """Items of this view's store sequences ``start, start + step, ...`` (its length without ``rows``)."""
         return max(0, (len(self.prompt_lengths) - self.start + self.step - 1) // self.step)
 
-    def _store_index(self, i):
-        return self.start + self.step * (i if self.rows is None else self.rows[i])
+    def _store_index(self, i) -> int:
+        return self.start + self.step * int(i if self.rows is None else self.rows[i])
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
         if not -len(self) <= i < len(self):
             raise IndexError(f"sequence {i} of a view of {len(self)}")
-        j = int(self._store_index(i % len(self)))
+        j = self._store_index(int(i) % len(self))
         start, stop = self.offsets[j : j + 2]
         return TokenizedSequence(self.tokens[int(start) : int(stop)].tolist(), int(self.prompt_lengths[j]))
+
+    def with_rows(self, rows: np.ndarray | None) -> "SequenceView":
+        """The same store seen through ``rows`` (positions into the store's items, not into this view).
+
+        Args:
+            rows: [M] int store item positions, or None for all.
+
+        Returns:
+            A ``SequenceView`` over the same arrays.
+        """
+        return SequenceView(self.tokens, self.offsets, self.prompt_lengths, self.start, self.step, rows)
 
     def take(self, index: Sequence[int] | np.ndarray) -> "SequenceView":
         """The items at ``index`` as a view: nothing is read or copied but the index.
@@ -164,75 +181,317 @@ class SequenceView(Sequence[TokenizedSequence]):
         Returns:
             A ``SequenceView`` of M items over the same arrays: item ``i`` is ``self[index[i]]``.
         """
-        index = np.asarray(index, dtype=np.int64)
-        return SequenceView(self.tokens, self.offsets, self.prompt_lengths, self.start, self.step,
-                            index if self.rows is None else self.rows[index], self.sequence_lengths)
+        return self.with_rows(_compose(self.rows, compact_index(index, len(self))))
 
-    def lengths(self) -> np.ndarray:
-        """Each item's length, from ``sequence_lengths`` or the offsets (no ids read).
+    def store_lengths(self, chunk: int = 1 << 16) -> np.ndarray:
+        """The length of every store item of this view (``rows`` ignored), from the offsets read
+        ``chunk`` items at a time (contiguous reads: the cache's file is never mapped whole).
 
         Returns:
-            [M] int length of each item in tokens (prompt and response), M = ``len(self)``.
+            [store_items()] int32 lengths in tokens.
         """
-        if self.sequence_lengths is not None:
-            if self.rows is None:
-                return self.sequence_lengths[self.start :: self.step][: len(self)]
-            return self.sequence_lengths[self.start + self.step * self.rows]
-        j = self.start + self.step * (np.arange(len(self), dtype=np.int64) if self.rows is None else self.rows)
-        return (self.offsets[j + 1] - self.offsets[j]).astype(np.int64)
+        n = self.store_items()
+        out = np.empty(n, dtype=np.int32)
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            out[a:b] = _offset_lengths(self.offsets, self.start + self.step * a, self.step * (b - a - 1) + 1)[:: self.step]
+        return out
+
+    def lengths(self) -> np.ndarray:
+        """Each item's length, from the offsets (no ids read).
+
+        Returns:
+            [M] int32 length of each item in tokens (prompt and response), M = ``len(self)``.
+        """
+        store = self.store_lengths()
+        return store if self.rows is None else _at(store, self.rows)
 
 
-class PairRows:
-    """Per-pair rows of an (on-disk) [N, K] array seen through a row index, read on demand:
-    ``TokenizedPairs.pair_truncation`` of a cached table, so a subset of millions of pairs does not
-    copy the table's per-pair counts.
+def _offset_lengths(offsets, first: int, count: int) -> np.ndarray:
+    """[count] int32 lengths of sequences ``first .. first + count - 1``: one contiguous read of ``offsets``."""
+    bounds = np.asarray(offsets[first : first + count + 1], dtype=np.int64)
+    return (bounds[1:] - bounds[:-1]).astype(np.int32)
+
+
+INDEX_MAX = np.iinfo(np.int32).max
+
+
+def index_dtype(count: int) -> np.dtype:
+    """The integer type of positions into ``count`` items: int32 up to 2^31 - 1 items (4 bytes per
+    position instead of 8: the per-pair index of a cached table of millions of pairs), else int64.
 
     Args:
-        base: [N, K] array (e.g. a memory map of the cache's per-pair counts).
-        rows: [M] int64 positions into it, or None for all N.
+        count: the number of items the positions point into.
+
+    Returns:
+        ``np.dtype(np.int32)`` or ``np.dtype(np.int64)``.
+    """
+    return np.dtype(np.int32 if count <= INDEX_MAX else np.int64)
+
+
+def compact_index(index: Sequence[int] | np.ndarray, count: int) -> np.ndarray:
+    """``index`` (positions into ``count`` items) as an array of ``index_dtype(count)``.
+
+    Args:
+        index: [M] int positions, ``0 <= index[i] < count``.
+        count: the number of items they point into.
+
+    Returns:
+        [M] int32 / int64 positions (no copy when already of that type).
+
+    Raises:
+        IndexError: a position outside ``0..count - 1``.
+    """
+    index = np.asarray(index)
+    if index.size and (index.min() < 0 or index.max() >= count):
+        raise IndexError(f"positions {index.min()}..{index.max()} outside 0..{count - 1}")
+    return index.astype(index_dtype(count), copy=False)
+
+
+def positions_of(keep: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``np.flatnonzero(keep)`` in ``index_dtype(len(keep))``, found ``chunk`` flags at a time (no
+    int64 copy of the whole table's positions).
+
+    Args:
+        keep: [N] bool flags.
+
+    Returns:
+        [K] int32 / int64 positions of the True flags, ascending.
+    """
+    dtype = index_dtype(len(keep))
+    parts = [(np.flatnonzero(keep[a : a + chunk]) + a).astype(dtype) for a in range(0, len(keep), chunk)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+class KeptRows:
+    """The ascending positions ``0 .. count - 1`` without the ``dropped`` ones, held as the dropped
+    positions only: the row index ``subset`` keeps when it leaves out fewer pairs than it keeps
+    (``without_identical`` of a cached table: 1 pair in 100 dropped costs 0.08 bytes per pair,
+    not the 4 of an int32 index).
+
+    Item ``i`` is ``i + #{k : dropped[k] - k <= i}`` (the dropped positions before it).
+
+    Args:
+        count: the number of positions before dropping.
+        dropped: [K] ascending, distinct int positions left out (``index_dtype(count)``).
     """
 
-    def __init__(self, base: np.ndarray, rows: np.ndarray | None = None):
-        self.base, self.rows = base, rows
+    def __init__(self, count: int, dropped: np.ndarray):
+        self.count, self.dropped = int(count), dropped
+        self._shift = dropped - np.arange(len(dropped), dtype=dropped.dtype)  # non-decreasing
 
     def __len__(self) -> int:
-        return len(self.base) if self.rows is None else len(self.rows)
+        return self.count - len(self.dropped)
 
-    def __getitem__(self, index) -> "PairRows":
+    @property
+    def dtype(self) -> np.dtype:
+        return self.dropped.dtype
+
+    def __getitem__(self, index):
+        """The kept position(s) at ``index``: an int for an int, else an array of ``dtype``.
+
+        Args:
+            index: an int, or [M] int positions ``0 <= index[i] < len(self)``.
+
+        Returns:
+            The store position of each.
+        """
+        if isinstance(index, (int, np.integer)):
+            i = int(index) + (len(self) if int(index) < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"position {index} of {len(self)} kept rows")
+            return i + int(np.searchsorted(self._shift, i, side="right"))
         index = np.asarray(index)
-        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64, copy=False)
-        return PairRows(self.base, index if self.rows is None else self.rows[index])
+        return (index + np.searchsorted(self._shift, index, side="right")).astype(self.dtype)
 
-    def sum(self, axis: int = 0, chunk: int = 1 << 20) -> np.ndarray:
-        """Column sums over the rows, read ``chunk`` rows at a time (never the whole table at once).
+    def positions(self) -> np.ndarray:
+        """[len(self)] every kept position (what an explicit index would hold)."""
+        return np.delete(np.arange(self.count, dtype=self.dtype), self.dropped)
+
+    def select(self, values: np.ndarray) -> np.ndarray:
+        """``values[positions()]`` along the first axis, without building the positions.
+
+        Args:
+            values: [count, ...] one entry per position before dropping.
+
+        Returns:
+            [len(self), ...] the kept entries, in order.
+        """
+        return np.delete(values, self.dropped, axis=0)
+
+
+def _at(values: np.ndarray, rows: np.ndarray | KeptRows) -> np.ndarray:
+    """``values[rows]`` for an array of positions or a ``KeptRows``."""
+    return rows.select(values) if isinstance(rows, KeptRows) else values[rows]
+
+
+def _compose(rows: np.ndarray | KeptRows | None, index: np.ndarray | KeptRows) -> np.ndarray | KeptRows:
+    """The store positions of a view's items ``index`` when the view's items are the store's ``rows``."""
+    if rows is None:
+        return index
+    if isinstance(index, KeptRows):
+        return index.select(rows.positions() if isinstance(rows, KeptRows) else rows)
+    return rows[index]
+
+
+_FEW = 4096  # pairs read one by one (a batch); more: one ordered pass over the store
+
+
+class PairValues:
+    """Per-pair values of an on-disk table seen through a row index, read when asked: p_chosen,
+    margin, identical and the truncation counts of a cached table (``token_cache.open_token_cache``),
+    so a table of millions of pairs keeps none of them in memory, subsets and repeats included.
+
+    Indexing reads values: ``values[index]`` is an array (what a batch needs); ``take(index)`` is a
+    view (what ``TokenizedPairs.subset`` / ``repeat`` keep).
+
+    Args:
+        base: [N * width] flat store, read by contiguous slices (the cache's ``FileArray``, or an array).
+        width: values per pair (1: a column; K: a [N, K] table, row-major).
+        rows: [M] int positions into the store's N pairs, a ``KeptRows``, or None for all N.
+        dtype: the type values are returned as (None: the store's).
+    """
+
+    def __init__(self, base, width: int = 1, rows: np.ndarray | None = None, dtype=None):
+        self.base, self.width, self.rows = base, int(width), rows
+        self.dtype = np.dtype(dtype if dtype is not None else base.dtype)
+        self.count = len(base) // self.width
+
+    def __len__(self) -> int:
+        return self.count if self.rows is None else len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(M,) for a column, (M, width) for a table: the shape of ``np.asarray(self)``."""
+        return (len(self),) if self.width == 1 else (len(self), self.width)
+
+    def with_rows(self, rows: np.ndarray | None) -> "PairValues":
+        """The same store seen through ``rows``.
+
+        Args:
+            rows: [M] int positions into the store's N pairs (not into this view), or None for all.
+
+        Returns:
+            A ``PairValues`` over the same store (nothing read).
+        """
+        return PairValues(self.base, self.width, rows, self.dtype)
+
+    def take(self, index: Sequence[int] | np.ndarray) -> "PairValues":
+        """The pairs at ``index`` as a view: only the index is kept.
+
+        Args:
+            index: [M] int positions into this view, repeats allowed.
+
+        Returns:
+            A ``PairValues`` of M pairs: ``view[i]`` is ``self[index[i]]``.
+
+        Raises:
+            IndexError: a position outside this view.
+        """
+        return self.with_rows(_compose(self.rows, compact_index(index, len(self))))
+
+    def _store(self, a: int, b: int) -> np.ndarray:
+        """Store pairs ``a..b-1`` read at once: [b - a] or [b - a, width]."""
+        values = np.asarray(self.base[a * self.width : b * self.width])
+        return values if self.width == 1 else values.reshape(-1, self.width)
+
+    def _chunks(self, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        for a in range(0, self.count, chunk):
+            yield a, self._store(a, min(self.count, a + chunk))
+
+    def __getitem__(self, index) -> np.ndarray:
+        """The values of the pairs at ``index`` (int positions into this view; a bool mask or a slice also works).
+
+        Returns:
+            [M] (or [M, width]) values as ``dtype``: one read per pair for a batch-sized index, one
+            pass over the store for a larger one.
+        """
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = positions_of(index)
+        at = index if self.rows is None else self.rows[index]
+        if len(at) <= _FEW:
+            parts = [self._store(int(p), int(p) + 1) for p in at]
+            values = np.concatenate(parts) if parts else np.zeros((0,) + self.shape[1:], dtype=self.base.dtype)
+        else:
+            values = np.concatenate([v for _, v in self._chunks(1 << 16)])[at]
+        return values.astype(self.dtype, copy=False)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every value of the view, read in one ordered pass over the store (``np.asarray(view)``)."""
+        values = self[np.arange(len(self))] if self.rows is not None else (
+            np.concatenate([v for _, v in self._chunks(1 << 16)]).astype(self.dtype, copy=False) if self.count
+            else np.zeros(self.shape, dtype=self.dtype))
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def __invert__(self) -> np.ndarray:
+        """``~np.asarray(self)`` (``~tokenized.identical``: the pairs that carry a preference)."""
+        return ~np.asarray(self)
+
+    def sum(self, axis: int = 0, chunk: int = 1 << 16) -> np.ndarray:
+        """Sums over the pairs of this view (a repeated pair counted each time): a batch-sized view
+        reads its pairs, a larger one the store in order, ``chunk`` pairs at a time (never the whole
+        table at once).
 
         Args:
             axis: the axis summed over; only 0 (over pairs) is supported.
-            chunk: rows read per step.
+            chunk: store pairs read per step.
 
         Returns:
-            [K] int64 sums of each column over the M rows of this view.
+            [width] int64 sums (a 0-d array for a column) over the M pairs of this view.
 
         Raises:
             ValueError: ``axis`` is not 0.
         """
         if axis != 0:
-            raise ValueError(f"PairRows.sum sums over pairs only (axis=0), not axis={axis}")
-        total = np.zeros(self.base.shape[1], dtype=np.int64)
-        for begin in range(0, len(self), chunk):
-            part = (self.base[begin : begin + chunk] if self.rows is None
-                    else self.base[self.rows[begin : begin + chunk]])
-            total += np.asarray(part, dtype=np.int64).sum(axis=0)
+            raise ValueError(f"PairValues.sum sums over pairs only (axis=0), not axis={axis}")
+        if self.rows is not None and len(self.rows) <= _FEW:
+            return self[np.arange(len(self))].sum(axis=0, dtype=np.int64)
+        if self.rows is None:
+            times = None
+        elif isinstance(self.rows, KeptRows):  # each kept pair once
+            times = np.ones(self.count, dtype=np.int64)
+            times[self.rows.dropped] = 0
+        else:
+            times = np.bincount(self.rows, minlength=self.count)
+        total = np.zeros(self.shape[1:], dtype=np.int64)
+        for a, values in self._chunks(chunk):
+            values = values.astype(np.int64)
+            total += values.sum(axis=0) if times is None else times[a : a + len(values)] @ values
         return total
 
 
-def _take(items, index: np.ndarray):
-    """``items`` at ``index``: a view for ``SequenceView`` / ``PairRows``, else a list / array copy."""
-    if isinstance(items, SequenceView):
-        return items.take(index)
-    if isinstance(items, (PairRows, np.ndarray)):
-        return items[index]
-    return [items[i] for i in index]
+def _take_pairs(columns: list, index: np.ndarray | KeptRows | None, count: int) -> list:
+    """Each of ``columns`` (per-pair lists, arrays or views, all of ``count`` pairs) at ``index``.
+
+    Views (``SequenceView``, ``PairValues``) stay views; views over the same rows share ONE composed
+    row index (a cached table's chosen, rejected and per-pair values then cost one position per pair,
+    or none per kept pair for a ``KeptRows``). ``index`` None keeps every pair: views are returned as
+    they are, lists and arrays copied.
+    """
+    if index is not None and not isinstance(index, KeptRows):
+        index = compact_index(index, count)
+    composed: dict[int, tuple[Any, Any]] = {}  # id(rows) -> (rows, rows composed with index)
+    out = []
+    for items in columns:
+        if items is None:
+            out.append(None)
+        elif isinstance(items, (SequenceView, PairValues)):
+            if index is None:
+                out.append(items)
+                continue
+            if id(items.rows) not in composed:
+                composed[id(items.rows)] = (items.rows, _compose(items.rows, index))
+            out.append(items.with_rows(composed[id(items.rows)][1]))
+        elif index is None:
+            out.append(items.copy() if isinstance(items, np.ndarray) else list(items))
+        elif isinstance(items, np.ndarray):
+            out.append(_at(items, index))
+        else:
+            out.append([items[i] for i in (index.positions() if isinstance(index, KeptRows) else index)])
+    return out
 
 
 def sequence_lengths(sequences: Sequence[TokenizedSequence]) -> np.ndarray:
@@ -803,19 +1062,21 @@ class TokenizedPairs:
     """Every pair tokenised once; batches are cut from it per epoch.
 
     ``chosen`` / ``rejected`` are lists of ``TokenizedSequence`` (``tokenize_pairs``) or
-    ``SequenceView``s over the on-disk token cache (``token_cache.open_token_cache``); both
-    give the same items, and ``subset`` / ``repeat`` of a view stay views (only an index is kept).
+    ``SequenceView``s over the on-disk token cache (``token_cache.open_token_cache``), whose
+    per-pair values (p_chosen, margin, identical, pair_truncation) are ``PairValues`` read from the
+    cache when asked; both give the same items, and ``subset`` / ``repeat`` of a cached table stay
+    views that share one row index (int32 below 2^31 pairs).
     """
 
     chosen: list[TokenizedSequence]
     rejected: list[TokenizedSequence]
-    p_chosen: np.ndarray
-    margin: np.ndarray
+    p_chosen: np.ndarray | PairValues
+    margin: np.ndarray | PairValues
     truncation: TruncationStats = field(default_factory=TruncationStats)
-    identical: np.ndarray | None = None  # [B] bool: the two sides are the same ids after truncation
+    identical: np.ndarray | PairValues | None = None  # [B] bool: the two sides are the same ids after truncation
     # [B, len(TruncationStats fields)] int: each pair's share of ``truncation`` (lets ``repeat`` count repeats);
-    # a ``PairRows`` view for the on-disk cache (core/training/token_cache.py)
-    pair_truncation: np.ndarray | PairRows | None = None
+    # a ``PairValues`` view for the on-disk cache (core/training/token_cache.py)
+    pair_truncation: np.ndarray | PairValues | None = None
 
     def __post_init__(self) -> None:
         if self.identical is None:
@@ -824,6 +1085,9 @@ class TokenizedPairs:
     def __len__(self) -> int:
         return len(self.chosen)
 
+    def _columns(self) -> list:
+        return [self.chosen, self.rejected, self.p_chosen, self.margin, self.identical, self.pair_truncation]
+
     def subset(self, keep: Sequence[bool] | np.ndarray) -> "TokenizedPairs":
         """The pairs where ``keep`` is True (same order); truncation counts are kept as measured.
 
@@ -831,8 +1095,10 @@ class TokenizedPairs:
             keep: [B] bool, one flag per pair.
 
         Returns:
-            A ``TokenizedPairs`` of the kept pairs (views stay views). ``truncation`` is this table's
-            totals unchanged (what tokenising measured), not recounted over the kept pairs.
+            A ``TokenizedPairs`` of the kept pairs (views stay views: all kept, the same views; else
+            one shared row index, a ``KeptRows`` of the dropped positions when fewer are dropped
+            than kept). ``truncation`` is this table's totals unchanged (what tokenising measured),
+            not recounted over the kept pairs.
 
         Raises:
             ValueError: ``keep`` does not have shape (B,).
@@ -840,12 +1106,12 @@ class TokenizedPairs:
         keep = np.asarray(keep, dtype=bool)
         if keep.shape != (len(self),):
             raise ValueError(f"keep has shape {keep.shape}; need ({len(self)},)")
-        index = np.flatnonzero(keep)
-        return TokenizedPairs(
-            _take(self.chosen, index), _take(self.rejected, index), self.p_chosen[index],
-            self.margin[index], self.truncation, self.identical[index],
-            None if self.pair_truncation is None else self.pair_truncation[index],
-        )
+        dropped = positions_of(~keep)
+        # few left out (without_identical): keep the dropped positions, not every kept one
+        index = (None if not len(dropped) else KeptRows(len(self), dropped) if 2 * len(dropped) <= len(self)
+                 else positions_of(keep))
+        chosen, rejected, p, m, identical, per_pair = _take_pairs(self._columns(), index, len(self))
+        return TokenizedPairs(chosen, rejected, p, m, self.truncation, identical, per_pair)
 
     def repeat(self, index: Sequence[int] | np.ndarray) -> "TokenizedPairs":
         """The pairs at ``index`` (in that order, repeats allowed), without tokenising again: equal to
@@ -863,11 +1129,8 @@ class TokenizedPairs:
         """
         if self.pair_truncation is None:
             raise ValueError("repeat needs per-pair truncation counts (pair_truncation); tokenise with tokenize_pairs")
-        index = np.asarray(index, dtype=np.int64)
-        return TokenizedPairs(
-            _take(self.chosen, index), _take(self.rejected, index), self.p_chosen[index],
-            self.margin[index], _stats_of(self.pair_truncation[index]), self.identical[index], self.pair_truncation[index],
-        )
+        chosen, rejected, p, m, identical, per_pair = _take_pairs(self._columns(), np.asarray(index), len(self))
+        return TokenizedPairs(chosen, rejected, p, m, _stats_of(per_pair), identical, per_pair)
 
     def without_identical(self) -> "TokenizedPairs":
         """Drop pairs whose sides are token-identical after truncation: they carry no preference.
@@ -875,7 +1138,7 @@ class TokenizedPairs:
         Returns:
             ``subset(~identical)``: the other pairs in order, ``truncation`` totals unchanged.
         """
-        return self.subset(~self.identical)
+        return self.subset(~np.asarray(self.identical, dtype=bool))
 
 
 def tokenize_pairs(
@@ -942,7 +1205,51 @@ def _stats_of(per_pair: np.ndarray) -> TruncationStats:
     return TruncationStats(*(int(v) for v in per_pair.sum(axis=0)))
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | None, group_batches: int = 16) -> list[np.ndarray]:
+class BatchIndex(Sequence[np.ndarray]):
+    """The batches of ``length_grouped_batches`` as one order array: batch ``k`` is
+    ``order[b * batch_size : (b + 1) * batch_size]`` with ``b = batch_order[k]``, so N items cost one
+    position each (int32 below 2^31 items) and no array object per batch.
+
+    Args:
+        order: [N] int positions, cut into consecutive batches of ``batch_size``.
+        batch_size: items per batch (the last may hold fewer).
+        batch_order: [ceil(N / batch_size)] the batches' permutation, or None (in order).
+    """
+
+    def __init__(self, order: np.ndarray, batch_size: int, batch_order: np.ndarray | None = None):
+        self.order, self.batch_size, self.batch_order = order, int(batch_size), batch_order
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        """Batch ``k``: [<= batch_size] int64 positions (a copy; a slice gives a list of batches)."""
+        if isinstance(k, slice):
+            return [self[i] for i in range(len(self))[k]]
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"batch {k} of {len(self)}")
+        b = int(k) % len(self)
+        b = b if self.batch_order is None else int(self.batch_order[b])
+        return self.order[b * self.batch_size : (b + 1) * self.batch_size].astype(np.int64)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[k] for k in range(len(self)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (the order and the batch permutation)."""
+        return self.order.nbytes + (0 if self.batch_order is None else self.batch_order.nbytes)
+
+
+def _permutation(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``rng.permutation(n)`` in ``index_dtype(n)``: the same shuffle of ``arange(n)`` (the draws do
+    not depend on the item type), without its int64 array."""
+    order = np.arange(n, dtype=index_dtype(n))
+    rng.shuffle(order)
+    return order
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | None, group_batches: int = 16) -> BatchIndex:
     """Index batches of similar length: shuffle, sort within groups of ``group_batches`` batches, shuffle batch order.
 
     With ``seed`` None the order is deterministic (sorted by length), for evaluation.
@@ -955,27 +1262,28 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | 
             consecutive items of the shuffled order, sorted longest first before cutting).
 
     Returns:
-        A list of ceil(N / batch_size) int64 index arrays into ``lengths``, each index appearing
-        exactly once; a function of ``lengths``, ``batch_size``, ``seed`` and ``group_batches`` only.
+        A ``BatchIndex`` of ceil(N / batch_size) int64 index arrays into ``lengths``, each index
+        appearing exactly once; a function of ``lengths``, ``batch_size``, ``seed`` and
+        ``group_batches`` only (the same batches as ``rng.permutation`` shuffles gave before the
+        compact form: ``_permutation``).
     """
     lengths = np.asarray(lengths)
     if seed is None:
-        order = np.argsort(-lengths, kind="stable")
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return BatchIndex(np.argsort(-lengths, kind="stable").astype(index_dtype(len(lengths))), batch_size)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(lengths))
+    order = _permutation(len(lengths), rng)
     group = batch_size * group_batches
     for start in range(0, len(order), group):
         chunk = order[start : start + group]
         order[start : start + group] = chunk[np.argsort(-lengths[chunk], kind="stable")]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+    return BatchIndex(order, batch_size, _permutation(-(-len(order) // batch_size), rng))
 
 
 def pair_lengths(tokenized: TokenizedPairs) -> np.ndarray:
     """Each pair's length: its longer side (what batches are grouped by).
 
-    Read from the cached lengths for the on-disk cache, so no token ids are read.
+    Read from the offsets for the on-disk cache (one pass over the store's pairs, then the view's
+    rows), so no token ids are read and no per-sequence lengths are kept.
 
     Args:
         tokenized: B tokenised pairs (in memory or the on-disk cache).
@@ -985,7 +1293,17 @@ def pair_lengths(tokenized: TokenizedPairs) -> np.ndarray:
     """
     if not len(tokenized):
         return np.zeros(0, dtype=np.int64)
-    return np.maximum(sequence_lengths(tokenized.chosen), sequence_lengths(tokenized.rejected))
+    chosen, rejected = tokenized.chosen, tokenized.rejected
+    if (isinstance(chosen, SequenceView) and isinstance(rejected, SequenceView) and chosen.rows is rejected.rows
+            and chosen.offsets is rejected.offsets and (chosen.start, chosen.step, rejected.start, rejected.step) == (0, 2, 1, 2)):
+        pairs = chosen.store_items()
+        longer = np.empty(pairs, dtype=np.int32)
+        for a in range(0, pairs, 1 << 16):  # pairs a..b-1 are store sequences 2a..2b-1
+            b = min(pairs, a + (1 << 16))
+            both = _offset_lengths(chosen.offsets, 2 * a, 2 * (b - a))
+            longer[a:b] = np.maximum(both[0::2], both[1::2])
+        return longer if chosen.rows is None else _at(longer, chosen.rows)
+    return np.maximum(sequence_lengths(chosen), sequence_lengths(rejected))
 
 
 class PairBatches(Sequence[PairBatch]):
@@ -1004,8 +1322,8 @@ class PairBatches(Sequence[PairBatch]):
 
     def __init__(self, tokenized: TokenizedPairs, batch_size: int, pad_token_id: int, seed: int | None = 0):
         self.tokenized, self.pad_token_id = tokenized, pad_token_id
-        self.lengths = pair_lengths(tokenized)
-        self.index = length_grouped_batches(self.lengths, batch_size, seed) if len(self.lengths) else []
+        lengths = pair_lengths(tokenized)  # not kept: the index is all a table of millions of pairs holds
+        self.index = length_grouped_batches(lengths, batch_size, seed) if len(lengths) else []
 
     def __len__(self) -> int:
         return len(self.index)
@@ -1034,10 +1352,11 @@ class PairBatches(Sequence[PairBatch]):
             1.0 when there are no batches.
         """
         chosen, rejected = sequence_lengths(self.tokenized.chosen), sequence_lengths(self.tokenized.rejected)
+        longer = np.maximum(chosen, rejected)
         tokens = slots = 0
         for index in self.index:
             tokens += int(chosen[index].sum() + rejected[index].sum())
-            slots += 2 * len(index) * int(self.lengths[index].max())
+            slots += 2 * len(index) * int(longer[index].max())
         return 1.0 - tokens / max(1, slots)
 
 

@@ -6,9 +6,10 @@ chunks of ``chunk_rows`` rows, and written as flat arrays of token ids. Training
 place: ``open_token_cache`` returns a ``TokenizedPairs`` whose ``chosen`` / ``rejected`` are
 ``batching.SequenceView``s over the files (``FileArray``: positional reads served by the OS page
 cache, as a memory map would be, without mapped pages in the resident set), so a batch reads only
-its own pairs' ids, and
-``subset`` / ``repeat`` / ``without_identical`` keep an index, not copies. Batches, losses and
-truncation counts are identical to tokenising the table in memory (tests/training/test_token_cache.py).
+its own pairs' ids, and its per-pair values (p_chosen, margin, identical, counts:
+``batching.PairValues``) are read per batch too; ``subset`` / ``repeat`` / ``without_identical``
+keep one int32 row index, not copies. Batches, losses and truncation counts are identical to
+tokenising the table in memory (tests/training/test_token_cache.py).
 
 On disk, one folder per key, ``<cache_dir>/pairs_<key>/``::
 
@@ -49,7 +50,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prefalign.core.training import batching
 from prefalign.core.training.batching import (
-    PairRows,
+    PairValues,
     SequenceView,
     TokenizedPairs,
     TruncationStats,
@@ -281,14 +282,6 @@ def build_token_cache(
     return final
 
 
-def _map(folder: Path, name: str, count: int, width: int = 1) -> np.ndarray:
-    dtype = np.dtype(_FILES[name])
-    shape = (count, width) if width > 1 else (count,)
-    if count == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(_file(folder, name), dtype=dtype, mode="r", shape=shape)
-
-
 class FileArray:
     """A 1-D array in a raw file, read by positional reads (``os.pread``) when indexed.
 
@@ -341,8 +334,9 @@ def open_token_cache(folder: str | Path) -> TokenizedPairs:
         folder: a folder made by ``build_token_cache``.
 
     Returns:
-        ``TokenizedPairs`` with ``SequenceView`` chosen / rejected (items equal to ``tokenize_pairs``'),
-        p_chosen / margin float64 [N], identical bool [N], per-pair counts as a ``PairRows`` view.
+        ``TokenizedPairs`` with ``SequenceView`` chosen / rejected (items equal to ``tokenize_pairs``')
+        and ``PairValues`` p_chosen / margin (float64 [N]), identical (bool [N]) and per-pair counts
+        (int32 [N, 6]): nothing per pair is read into memory here.
 
     Raises:
         FileNotFoundError: the folder has no ``meta.json`` (not built, or built by an interrupted run).
@@ -356,33 +350,20 @@ def open_token_cache(folder: str | Path) -> TokenizedPairs:
     if meta.get("format") != CACHE_FORMAT or meta.get("stats_fields") != _STATS_FIELDS:
         raise ValueError(f"token cache {folder} has format {meta.get('format')} (this code reads {CACHE_FORMAT}); delete it")
     n, t = meta["pairs_count"], meta["tokens_count"]
-    # ids, offsets and prompt lengths are read per sequence (FileArray); lengths once, in chunks
+    # everything is read when asked (FileArray): ids, offsets and prompt lengths per sequence, the
+    # per-pair values per batch; what a run keeps per pair is its row and batch index (int32)
     tokens = FileArray(_file(folder, "tokens"), _FILES["tokens"], t)
     offsets = FileArray(_file(folder, "offsets"), _FILES["offsets"], 2 * n + 1)
     prompt_lengths = FileArray(_file(folder, "prompt_lengths"), _FILES["prompt_lengths"], 2 * n)
-    lengths = _sequence_lengths(folder, 2 * n)
-    per_pair = PairRows(_map(folder, "pair_truncation", n, len(_STATS_FIELDS)))
+
+    def values(name: str, width: int = 1, dtype=None) -> PairValues:
+        return PairValues(FileArray(_file(folder, name), _FILES[name], n * width), width, dtype=dtype)
+
     return TokenizedPairs(
-        SequenceView(tokens, offsets, prompt_lengths, 0, 2, sequence_lengths=lengths),
-        SequenceView(tokens, offsets, prompt_lengths, 1, 2, sequence_lengths=lengths),
-        np.array(_map(folder, "p_chosen", n)), np.array(_map(folder, "margin", n)),
-        TruncationStats(**meta["truncation"]), np.array(_map(folder, "identical", n), dtype=bool), per_pair,
+        SequenceView(tokens, offsets, prompt_lengths, 0, 2), SequenceView(tokens, offsets, prompt_lengths, 1, 2),
+        values("p_chosen"), values("margin"), TruncationStats(**meta["truncation"]), values("identical", dtype=bool),
+        values("pair_truncation", len(_STATS_FIELDS)),
     )
-
-
-def _sequence_lengths(folder: Path, count: int, chunk: int = 1 << 21) -> np.ndarray:
-    """[count] int32 sequence lengths from the offsets file, read ``chunk`` offsets at a time into
-    ordinary memory (a full pass over a mapped file would leave all its pages in the resident set)."""
-    out = np.empty(count, dtype=np.int32)
-    if count == 0:
-        return out
-    with open(_file(folder, "offsets"), "rb") as handle:
-        previous = np.fromfile(handle, dtype=np.int64, count=1)
-        for start in range(0, count, chunk):
-            part = np.fromfile(handle, dtype=np.int64, count=min(chunk, count - start))
-            out[start : start + len(part)] = np.diff(part, prepend=previous[-1])
-            previous = part[-1:]
-    return out
 
 
 def cached_tokenize_pair_frame(
