@@ -1,4 +1,5 @@
-"""Run under ``accelerate launch`` (2 CPU processes, gloo; DDP, or FSDP2 with conf/accelerate/fsdp.yaml):
+"""Run under ``accelerate launch`` (2 CPU processes, gloo; DDP, FSDP2 with conf/accelerate/fsdp.yaml, or
+DeepSpeed ZeRO-3 with conf/accelerate/deepspeed_zero3.yaml):
 a few optimizer steps of reward BT, reward GPM and DPO on the tiny models of grad_split.py; the
 main process saves every step's loss and grad norm, the validation losses and the final (gathered)
 weights to ``<work_dir>/result.pt``.
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from prefalign.core.models.backbone import prepare_for_training
-from prefalign.core.training import loop
+from prefalign.core.training import loop, zero3
 from tests.training.grad_split import setup
 
 # name -> (objective, pairs per global micro-batch, accumulation steps); "dpo_lora": LoRA adapters
@@ -70,12 +71,14 @@ def main(work_dir: str, mode: str, objectives: list[str]) -> None:
 
     torch.set_num_threads(1)
     work = Path(work_dir)
-    # cpu=True as make_accelerator does: the first PartialState fixes the process group (without it: 1 process)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # the cpu flag and backend make_accelerator uses: the first PartialState fixes the process group
+    # (cpu=True without CUDA, else 1 process; under DeepSpeed cpu=False and gloo)
+    state = PartialState(**zero3.process_group_settings())
 
     def save(results: dict, name: str) -> None:
         if state.is_main_process:
             torch.save({"num_processes": state.num_processes, "fsdp": loop.use_fsdp2(state.num_processes),
+                        "deepspeed": state.distributed_type.value == "DEEPSPEED",
                         "results": results}, work / name)
         state.wait_for_everyone()
 
