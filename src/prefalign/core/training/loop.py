@@ -376,11 +376,13 @@ def train(
         A TrainResult: the unwrapped model, one history row per optimizer step (train_loss,
         learning_rate, grad_norm, tokens_per_second, train_/val_ metrics), the last validation metrics,
         the step count, the step resumed from and throughput (tokens/s and examples/s, all processes).
-        Under FSDP2 the model is a plain module with the full weights gathered from the shards, on
-        every process.
+        Under FSDP2 and DeepSpeed ZeRO-3 the model is a plain module with the full (fp32 master)
+        weights gathered from the shards, on every process.
 
     Raises:
-        ValueError: ``train_batches`` is empty, or fp16 under FSDP2 (use bf16).
+        ValueError: ``train_batches`` is empty, or fp16 under FSDP2 (use bf16), or the DeepSpeed
+            accelerate config sets gradient_accumulation_steps / gradient_clipping to other values than
+            the training block (core/training/zero3.py ``configure``).
         ParameterError: ``config`` is a dict with an unknown key or a wrong type (``TrainConfig.from_dict``).
         FileNotFoundError: an FSDP2 run finds a checkpoint a DDP run wrote in ``output_dir`` (the node's
             run folders are named by the parameters, accelerate_config included, so this needs a hand-made folder).
