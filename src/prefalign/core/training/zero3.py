@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-# DeepSpeed config keys the loop fills from its own ``training`` block (file value -> loop value)
+# DeepSpeed config keys the loop fills from its own settings (``configure``); the accelerate config leaves them unset
 LOOP_OWNED = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
 
 
