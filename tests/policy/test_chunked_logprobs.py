@@ -226,3 +226,23 @@ def test_chunk_size_is_a_model_option_saved_with_the_checkpoint(tmp_path):
     assert logprob_chunk_tokens(build_causal_lm({"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
                                                  "logprob_chunk_tokens": None}, tokenizer)) is None
     assert logprob_chunk_tokens(tiny_llama(tied=True)) == DEFAULT_CHUNK_TOKENS  # a model from elsewhere: the default
+
+
+def test_a_zero3_partitioned_head_runs_once_through_its_own_forward():
+    """Under DeepSpeed ZeRO-3 the head's weight carries a ``ds_id`` and is whole only inside the head's
+    forward, whose gather is a collective every process must run equally often (the processes' chunk
+    counts differ): one unchunked call, the same values and gradients as the fused chunks."""
+    torch.manual_seed(0)
+    hidden, targets = torch.randn(50, 8), torch.randint(0, 40, (50,))
+    fused, zero3 = torch.nn.Linear(8, 40, bias=False), torch.nn.Linear(8, 40, bias=False)
+    zero3.weight = torch.nn.Parameter(fused.weight.detach().clone())
+    zero3.weight.ds_id = 0  # what deepspeed.zero marks its partitioned parameters with
+    calls = []
+    zero3.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    h_fused, h_zero3 = hidden.clone().requires_grad_(), hidden.clone().requires_grad_()
+    expected, got = chunked_target_logprobs(h_fused, fused, targets, 16), chunked_target_logprobs(h_zero3, zero3, targets, 16)
+    assert calls == [50]  # one call over all 50 positions, not 4 chunks
+    assert torch.allclose(got, expected, atol=1e-5)
+    expected.sum().backward()
+    got.sum().backward()
+    assert torch.allclose(h_zero3.grad, h_fused.grad, atol=1e-5) and torch.allclose(zero3.weight.grad, fused.weight.grad, atol=1e-5)

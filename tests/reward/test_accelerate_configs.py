@@ -1,5 +1,6 @@
-"""conf/accelerate/*.yaml are valid accelerate launch configs (they cannot be run on this CPU machine)."""
+"""conf/accelerate/*.yaml are valid accelerate launch configs (GPU settings; the CPU runs are in tests/training/)."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -31,15 +32,62 @@ def test_config_parses_as_accelerate_cluster_config(name):
         assert not unknown, f"{path.name}: {section} keys unknown to accelerate launch: {sorted(unknown)}"
 
 
-def test_deepspeed_zero3_config_builds_accelerates_deepspeed_plugin():
-    """deepspeed is not installed here, so ZeRO-3 never runs (docs/distributed.md); the config's
-    deepspeed_config section at least builds accelerate's DeepSpeedPlugin into a ZeRO-3 config."""
-    from accelerate.utils import DeepSpeedPlugin
+def deepspeed_launch(*flags: str) -> tuple[list[str] | None, dict[str, str], object]:
+    """What ``accelerate launch --config_file conf/accelerate/deepspeed_zero3.yaml <flags> -m m w`` does
+    before it starts processes (accelerate's launch_command up to its deepspeed_launcher call): the
+    command it would run instead of torchrun (None = torchrun), the ACCELERATE_* environment every
+    process gets, and the resolved arguments."""
+    from accelerate.commands.launch import _validate_launch_command
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
 
-    raw = yaml.safe_load((CONFIG_DIR / "deepspeed_zero3.yaml").read_text())["deepspeed_config"]
-    plugin = DeepSpeedPlugin(**raw)
-    zero = plugin.deepspeed_config["zero_optimization"]
-    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
-    assert plugin.deepspeed_config["gradient_clipping"] == 1.0 and plugin.deepspeed_config["gradient_accumulation_steps"] == 1
-    # no micro-batch size: accelerate's prepare() would need a dataloader to fill 'auto' (the loop passes none)
-    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == "auto"
+    args = launch_command_parser().parse_args(["--config_file", str(CONFIG_DIR / "deepspeed_zero3.yaml"), *flags, "-m", "m", "w"])
+    args, defaults, _ = _validate_launch_command(args)
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+    cmd, env = prepare_deepspeed_cmd_env(args)
+    return cmd, {k: v for k, v in env.items() if k.startswith("ACCELERATE_")}, args
+
+
+def test_deepspeed_zero3_config_as_the_training_processes_see_it():
+    """The DeepSpeedPlugin every process builds from the launcher's environment: ZeRO-3, no
+    zero.Init (the node builds the model first), and the loop-owned keys left to the loop
+    (core/training/zero3.py fills them from the training block; tests/training/test_zero3.py runs it)."""
+    from accelerate.utils import DeepSpeedPlugin, patch_environment
+
+    from prefalign.core.training import zero3
+
+    cmd, env, _ = deepspeed_launch("--num_processes", "8", "--main_process_port", "29555")
+    assert cmd is None  # one node: torchrun
+    with patch_environment(**env):
+        plugin = DeepSpeedPlugin()
+    config = plugin.deepspeed_config
+    assert config["zero_optimization"]["stage"] == 3 and config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    assert plugin.zero3_init_flag is False
+    # unset in the file, so nothing can contradict the training block
+    assert [config[k] for k in zero3.LOOP_OWNED] == ["auto", "auto", "auto"]
+    # batch_size 16 on 8 processes, 2 accumulated micro-batches, clipping at 0.5
+    filled = zero3.configure(copy.deepcopy(config), 2, 2, 0.5)
+    assert [filled[k] for k in zero3.LOOP_OWNED] == [2, 2, 0.5] and filled["train_batch_size"] == "auto"
+    assert zero3.configure(copy.deepcopy(config), 2, 2, None)["gradient_clipping"] == 0.0  # no clipping is DeepSpeed's 0
+
+
+def test_deepspeed_zero3_several_nodes_start_their_own_processes_with_torchrun():
+    """Each node's Kedro run launches its node's processes (docs/distributed.md): with DeepSpeed that
+    needs deepspeed_multinode_launcher: standard (torchrun); accelerate's default, pdsh, would run the
+    `deepspeed` runner that ssh-es into a hostfile's machines from one node."""
+    cmd, _, args = deepspeed_launch("--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
+                                    "--main_process_ip", "10.0.0.5", "--main_process_port", "29555")
+    assert cmd is None, f"accelerate would run {cmd} instead of torchrun"
+    assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "8")
+
+
+def test_deepspeed_values_set_in_the_accelerate_config_must_match_the_training_block():
+    from prefalign.core.training import zero3
+
+    with pytest.raises(ValueError, match=r"gradient_clipping=1.0 but training.max_grad_norm is 0.5"):
+        zero3.configure({"gradient_clipping": 1.0}, 1, 1, 0.5)
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps=1 but training.gradient_accumulation_steps is 4"):
+        zero3.configure({"gradient_accumulation_steps": 1}, 1, 4, 1.0)
+    with pytest.raises(ValueError, match=r"gradient_clipping=1.0 but training.max_grad_norm is None"):
+        zero3.configure({"gradient_clipping": 1.0}, 1, 1, None)
+    config = zero3.configure({"gradient_clipping": 1.0, "gradient_accumulation_steps": 4}, 3, 4, 1.0)  # equal: kept
+    assert (config["gradient_clipping"], config["gradient_accumulation_steps"], config["train_micro_batch_size_per_gpu"]) == (1.0, 4, 3)

@@ -18,7 +18,10 @@ So the peak extra memory is O(chunk_tokens x V) in both passes, at the price of 
 [C, H] x [H, V] product per chunk in the backward pass (the same trade as activation
 checkpointing). A head that is not a plain bias-free ``nn.Linear`` (a LoRA-adapted head from peft,
 a head with a bias) runs chunk by chunk under ``torch.utils.checkpoint`` through its own forward,
-with the same memory bound. This is the "fused linear cross-entropy" of e.g. Liger-Kernel and
+with the same memory bound. A head DeepSpeed ZeRO-3 partitions is not chunked: its weight is whole
+only inside its forward, gathered there by a collective that every process must run equally often,
+while the processes' numbers of positions (so of chunks) differ; it projects all M positions at
+once (the unchunked computation and its [M, V] logits). This is the "fused linear cross-entropy" of e.g. Liger-Kernel and
 Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models" (arXiv:2411.09009),
 written with plain torch operations.
 
@@ -182,7 +185,11 @@ def chunked_target_logprobs(
     Source: docs/performance.md ("Log-probs without the full logits").
     """
     check_chunk_tokens(chunk_tokens)
-    if chunk_tokens is None or hidden.shape[0] <= chunk_tokens:  # one chunk: nothing to save by recomputing
+    # A DeepSpeed ZeRO-3 head (its weight has a ``ds_id``) is whole only inside its own forward, where
+    # ZeRO-3's hooks gather it with a collective: every process must call it equally often, and the
+    # processes' shares hold different numbers of positions, so it runs once, unchunked.
+    zero3_head = any(hasattr(p, "ds_id") for p in head.parameters())
+    if chunk_tokens is None or hidden.shape[0] <= chunk_tokens or zero3_head:  # one chunk: nothing to save by recomputing
         return _module_target_logprobs(head, hidden, targets)
     if is_plain_linear(head):
         return _LinearTargetLogprobs.apply(hidden, head.weight, targets, chunk_tokens)

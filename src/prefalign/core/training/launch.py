@@ -5,8 +5,9 @@ tokenizers) to ``work_dir``, starts ``accelerate launch -m prefalign.core.traini
 <work_dir>`` and reads the main process's TrainingRun back, so Kedro runs once and the catalog
 stores the outputs. Every process calls the entry point the caller names (``module:function``,
 ``core.objectives.train_objective.train_objective`` for every registered objective) and trains on its share
-of each global batch (DDP, or FSDP2 with conf/accelerate/fsdp.yaml; gloo on CPU, NCCL on GPU); the
-main process of each machine writes the result.
+of each global batch (DDP, FSDP2 with conf/accelerate/fsdp.yaml, or DeepSpeed ZeRO-3 with
+conf/accelerate/deepspeed_zero3.yaml; gloo on CPU, NCCL on GPU); the main process of each machine
+writes the result.
 
 This module is infrastructure: it imports no objective, loss or registry (the entry point is named
 in the inputs and imported by name in the child processes), so the layers point down only

@@ -25,7 +25,9 @@ Distribution: DDP through accelerate (``accelerator.prepare``), or FSDP2 when th
 accelerate config asks for it (conf/accelerate/fsdp.yaml): the loop then shards the model itself
 with ``fully_shard``, on CPU and GPU alike, writes sharded checkpoints with
 ``torch.distributed.checkpoint`` and returns the gathered, unsharded model (core/training/sharding.py;
-docs/distributed.md).
+docs/distributed.md). Or DeepSpeed ZeRO-3 (conf/accelerate/deepspeed_zero3.yaml) through
+``accelerator.prepare``, the loop keeping the step's normaliser, accumulation, clipping threshold
+and schedule (core/training/zero3.py).
 """
 
 from __future__ import annotations
@@ -44,14 +46,23 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
 from prefalign.core.models.dropout import disable_dropout
 from prefalign.core.models.params import dataclass_from_params
 from prefalign.core.models.precision import resolve_mixed_precision, use_fp32_master_weights, warn_if_updates_round_away
 from prefalign.core.training.normalisation import Units, loss_units, step_normalised_loss
 from prefalign.core.training.progress import Progress
 from prefalign.core.training.memory import release_free_heap, set_malloc_mmap_threshold
-from prefalign.core.training.sharding import full_norm, load_sharded, save_sharded, shard_model, unsharded_model, use_fsdp2
+from prefalign.core.training import zero3
+from prefalign.core.training.sharding import (
+    full_norm,
+    load_sharded,
+    meta_skeleton,
+    save_sharded,
+    shard_model,
+    unsharded_model,
+    use_fsdp2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +234,20 @@ def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
             core/models/precision.py ``resolve_mixed_precision``).
 
     Returns:
-        A fresh Accelerator (CPU/gloo when CUDA is absent); the process group is kept.
+        A fresh Accelerator (CPU/gloo when CUDA is absent; DeepSpeed when the launcher's config asks
+        for it, over gloo on CPU); the process group is kept.
     """
     if AcceleratorState._shared_state:  # keep the process group (PartialState), reset the rest
         AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True without CUDA: under `accelerate launch` that selects MULTI_CPU (gloo) instead of silently
-    # running N independent single-process trainings.
-    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
+    # running N independent single-process trainings (DeepSpeed needs cpu=False and names gloo instead).
+    settings = zero3.process_group_settings()
+    handlers = [InitProcessGroupKwargs(backend=settings["backend"])] if settings["backend"] else None
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision), cpu=settings["cpu"],
+                              kwargs_handlers=handlers)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        zero3.release_hf_config()  # models built from now on stay plain; prepare() shards the loop's model
+    return accelerator
 
 
 def epoch_order(num_batches: int, seed: int, epoch: int) -> np.ndarray:
@@ -358,11 +376,13 @@ def train(
         A TrainResult: the unwrapped model, one history row per optimizer step (train_loss,
         learning_rate, grad_norm, tokens_per_second, train_/val_ metrics), the last validation metrics,
         the step count, the step resumed from and throughput (tokens/s and examples/s, all processes).
-        Under FSDP2 the model is a plain module with the full weights gathered from the shards, on
-        every process.
+        Under FSDP2 and DeepSpeed ZeRO-3 the model is a plain module with the full (fp32 master)
+        weights gathered from the shards, on every process.
 
     Raises:
-        ValueError: ``train_batches`` is empty, or fp16 under FSDP2 (use bf16).
+        ValueError: ``train_batches`` is empty, or fp16 under FSDP2 (use bf16), or the DeepSpeed
+            accelerate config sets gradient_accumulation_steps / gradient_clipping to other values than
+            the training block (core/training/zero3.py ``configure``).
         ParameterError: ``config`` is a dict with an unknown key or a wrong type (``TrainConfig.from_dict``).
         FileNotFoundError: an FSDP2 run finds a checkpoint a DDP run wrote in ``output_dir`` (the node's
             run folders are named by the parameters, accelerate_config included, so this needs a hand-made folder).
@@ -390,18 +410,25 @@ def train(
     if fsdp and accelerator.mixed_precision == "fp16":
         raise ValueError("training.mixed_precision='fp16' is not supported with FSDP2 (no gradient scaler on sharded "
                          "gradients); use bf16")
-    # FSDP2: shard before the optimizer is built, so it holds the sharded parameters
-    skeleton = shard_model(model, accelerator.device) if fsdp else None
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    # FSDP2: shard before the optimizer is built, so it holds the sharded parameters; DeepSpeed shards
+    # in prepare(): keep an empty copy to gather the trained weights into at the end
+    skeleton = shard_model(model, accelerator.device) if fsdp else meta_skeleton(model) if deepspeed else None
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [g for g in groups if g["params"]] if deepspeed else groups,  # ZeRO-3 cannot flatten an empty group
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_epsilon,
     )
     # Not passed to prepare(): accelerate would step it once per process per step.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.lr_factor)
+    if deepspeed:  # the loop's micro-batch, accumulation and clipping, not DeepSpeed's defaults
+        zero3.configure(accelerator.state.deepspeed_plugin.deepspeed_config,
+                        -(-len(train_batches[0]) // accelerator.num_processes), cfg.gradient_accumulation_steps,
+                        cfg.max_grad_norm)
     if not fsdp:
         model, optimizer = accelerator.prepare(model, optimizer)
         accelerator.register_for_checkpointing(scheduler)
@@ -441,6 +468,8 @@ def train(
             if fsdp:
                 model.set_requires_gradient_sync(micro == accum - 1)
                 sync = nullcontext()
+            elif deepspeed:  # ZeRO-3 reduce-scatters every micro-batch's gradients (no no_sync)
+                sync = nullcontext()
             else:
                 sync = nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync:
@@ -450,7 +479,10 @@ def train(
                     loss = loss * 0.0
                 # backward outside autocast (as torch.amp advises): under it, every backward matmul
                 # re-casts its operands, which cost bf16 runs on CPU ~10% of their time in copies
-                accelerator.backward(loss)
+                if deepspeed:  # no 1/accumulation rescaling; DeepSpeed clips and steps after the last one
+                    zero3.backward(model, loss, micro == accum - 1)
+                else:
+                    accelerator.backward(loss)
             step_loss += _scalar(loss)
             weight = len(batch) if real else 0  # a stand-in's metrics keep the keys alike on every process
             for key, value in metrics.items():
@@ -458,9 +490,11 @@ def train(
         grad_norm = None  # JSON-friendly "not measured"
         if cfg.max_grad_norm is not None and fsdp:  # the norm over all shards (a collective)
             grad_norm = _scalar(full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)))
+        elif cfg.max_grad_norm is not None and deepspeed:  # DeepSpeed clipped at max_grad_norm inside its step
+            grad_norm = zero3.global_grad_norm(model)
         elif cfg.max_grad_norm is not None:
             grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        optimizer.step()
+        optimizer.step()  # a no-op under DeepSpeed (its engine stepped after the last backward)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if cfg.cpu_malloc_trim and accelerator.device.type == "cpu":
@@ -495,8 +529,14 @@ def train(
         final_metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     elapsed = time.perf_counter() - start
     accelerator.wait_for_everyone()
+    if fsdp:
+        trained = unsharded_model(model, skeleton, accelerator.device)
+    elif deepspeed:  # the fp32 master weights, gathered from every process's shard
+        trained = unsharded_model(model.module, skeleton, accelerator.device, zero3.full_parameter)
+    else:
+        trained = accelerator.unwrap_model(model)
     return TrainResult(
-        model=unsharded_model(model, skeleton, accelerator.device) if fsdp else accelerator.unwrap_model(model),
+        model=trained,
         history=history,
         final_metrics=final_metrics,
         steps=step,

@@ -25,6 +25,7 @@ import copy
 import os
 import random
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -94,8 +95,15 @@ def layer_classes(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def _meta_skeleton(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``model`` whose parameters are on the meta device (tied ones stay tied); buffers are copied."""
+def meta_skeleton(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` whose parameters are on the meta device (tied ones stay tied); buffers are copied.
+
+    Args:
+        model: the unsharded model, before FSDP2 or DeepSpeed partitions it.
+
+    Returns:
+        The copy (its parameters cost no memory), to fill with ``unsharded_model`` at the end.
+    """
     memo: dict[int, object] = {}
     for param in model.parameters():  # deduplicated: a tied parameter is one object
         memo[id(param)] = torch.nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
@@ -119,7 +127,7 @@ def shard_model(model: torch.nn.Module, device: torch.device, reshard: bool | No
     from torch.distributed.fsdp import fully_shard
 
     reshard = reshard_after_forward() if reshard is None else reshard
-    skeleton = _meta_skeleton(model)
+    skeleton = meta_skeleton(model)
     model.to(device)
     with torch.no_grad():  # the processes start from rank 0's weights, as DDP makes them
         for tensor in [*model.parameters(), *model.buffers()]:
@@ -151,13 +159,16 @@ def full_norm(value: torch.Tensor) -> torch.Tensor:
     return _full(value)
 
 
-def unsharded_model(model: torch.nn.Module, skeleton: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def unsharded_model(model: torch.nn.Module, skeleton: torch.nn.Module, device: torch.device,
+                    gather: Callable[[torch.nn.Parameter], torch.Tensor] | None = None) -> torch.nn.Module:
     """The trained weights of the sharded ``model`` in ``skeleton`` (a collective: every process calls it).
 
     Args:
-        model: the FSDP2-sharded model after training.
-        skeleton: ``shard_model``'s return value.
+        model: the sharded model after training (FSDP2, or the module of a DeepSpeed ZeRO-3 engine).
+        skeleton: ``meta_skeleton`` of the model before it was sharded (``shard_model``'s return value).
         device: where the returned module's weights go (one parameter is gathered at a time).
+        gather: parameter -> its full weights (a collective; core/training/zero3.py ``full_parameter``
+            for DeepSpeed); None = FSDP2's ``DTensor.full_tensor``.
 
     Returns:
         ``skeleton``, now a plain module with every process holding the full weights.
@@ -165,13 +176,14 @@ def unsharded_model(model: torch.nn.Module, skeleton: torch.nn.Module, device: t
     Raises:
         RuntimeError: the two modules' parameter names differ (the model was changed after sharding).
     """
+    gather = gather or (lambda param: _full(param.detach()))
     sharded = dict(model.named_parameters())
     replaced: dict[int, torch.nn.Parameter] = {}
     for name, meta in skeleton.named_parameters():
         if name not in sharded:
             raise RuntimeError(f"parameter {name} of the unsharded skeleton is missing from the sharded model")
         with torch.no_grad():
-            full = _full(sharded[name].detach()).to(device).clone()
+            full = gather(sharded[name]).to(device).clone()
         replaced[id(meta)] = torch.nn.Parameter(full, requires_grad=meta.requires_grad)
     for module in skeleton.modules():
         for key, param in list(module._parameters.items()):
