@@ -16,8 +16,8 @@ rendezvous on 127.0.0.1; wall time includes the one-process reference run).
 deepspeed is not a project dependency: install it beside the environment and put it on the path,
 e.g.
 
-    pip install --target /work/ds_pkgs --no-deps deepspeed hjson ninja py-cpuinfo msgpack einops
-    PYTHONPATH=/work/ds_pkgs python benchmarks/deepspeed_zero3_equality.py
+    pip install --target ../ds_pkgs --no-deps deepspeed hjson ninja py-cpuinfo msgpack einops
+    PYTHONPATH=../ds_pkgs python benchmarks/deepspeed_zero3_equality.py
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from prefalign.core.config_utils import deep_merge
+from prefalign.core.config_utils import deep_merge  # noqa: E402
+from prefalign.core.objectives.train_objective import ENTRY  # noqa: E402
 from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
 from prefalign.core.training.launch import Machines, free_port, run_accelerate_module, run_in_subprocesses  # noqa: E402
 from tests.reward.helpers import toy_pairs_frame  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> int:
         port, runs = free_port(), {}
 
         def machine(rank: int) -> None:
-            runs[rank] = run_in_subprocesses("reward_bt", {**args, "output_dir": str(tmp / f"state_{rank}")},
+            runs[rank] = run_in_subprocesses(ENTRY, "reward_bt", {**args, "output_dir": str(tmp / f"state_{rank}")},
                                              {"train": train, "val": val}, {}, {"tokenizer": tokenizer},
                                              tmp / f"machine_{rank}", 2, machines=Machines(2, rank, "127.0.0.1", port))
 

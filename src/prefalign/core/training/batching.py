@@ -145,7 +145,11 @@ class SequenceView(Sequence[TokenizedSequence]):
         return self.store_items()
 
     def store_items(self) -> int:
-        """Items of this view's store sequences ``start, start + step, ...`` (its length without ``rows``)."""
+        """Items of this view's store sequences ``start, start + step, ...`` (its length without ``rows``).
+
+        Returns:
+            The number of store items this view can address.
+        """
         return max(0, (len(self.prompt_lengths) - self.start + self.step - 1) // self.step)
 
     def _store_index(self, i) -> int:
@@ -186,6 +190,9 @@ class SequenceView(Sequence[TokenizedSequence]):
     def store_lengths(self, chunk: int = 1 << 16) -> np.ndarray:
         """The length of every store item of this view (``rows`` ignored), from the offsets read
         ``chunk`` items at a time (contiguous reads: the cache's file is never mapped whole).
+
+        Args:
+            chunk: items per read of the offsets.
 
         Returns:
             [store_items()] int32 lengths in tokens.
@@ -254,6 +261,7 @@ def positions_of(keep: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
 
     Args:
         keep: [N] bool flags.
+        chunk: flags searched per step (bounds the int64 temporaries).
 
     Returns:
         [K] int32 / int64 positions of the True flags, ascending.
@@ -285,6 +293,7 @@ class KeptRows:
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of the positions (that of ``dropped``: int32 below 2**31 rows)."""
         return self.dropped.dtype
 
     def __getitem__(self, index):
@@ -305,7 +314,11 @@ class KeptRows:
         return (index + np.searchsorted(self._shift, index, side="right")).astype(self.dtype)
 
     def positions(self) -> np.ndarray:
-        """[len(self)] every kept position (what an explicit index would hold)."""
+        """Every kept position (what an explicit index would hold).
+
+        Returns:
+            [len(self)] ascending positions, of ``dtype``.
+        """
         return np.delete(np.arange(self.count, dtype=self.dtype), self.dropped)
 
     def select(self, values: np.ndarray) -> np.ndarray:
