@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -47,7 +49,8 @@ def test_policy_mmpo_is_dpo_with_the_switch_on():
     dpo, mmpo = registry.get("policy_dpo"), registry.get("policy_mmpo")
     assert mmpo.loss is dpo.loss and mmpo.config is dpo.config
     b = batch([0.6, 0.9, 0.5])
-    assert mmpo.loss(b, mmpo.parse({"beta": 0.5}))[0].item() == dpo.loss(b, dpo.parse({"beta": 0.5, "soft_targets": True}))[0].item()
+    soft_dpo = dataclasses.replace(dpo.parse({"beta": 0.5}), soft_targets=True)  # DPO's config with the switch on
+    assert mmpo.loss(b, mmpo.parse({"beta": 0.5}))[0].item() == dpo.loss(b, soft_dpo)[0].item()
     # hand case, pair 1 alone: h = (-4 + 5) - (-9 + 8) = 2, z = 1, p = 0.6: log(1 + e^-1) + 0.4 * 1
     one = PairLogprobs(*(torch.tensor([v], dtype=torch.float64) for v in (-4.0, -9.0, 2, 3, 0.6, -5.0, -8.0)))
     assert mmpo.loss(one, mmpo.parse({"beta": 0.5}))[0].item() == pytest.approx(math.log1p(math.exp(-1.0)) + 0.4)
@@ -58,10 +61,11 @@ def test_the_tie_flag_follows_the_switch():
         if spec.data != "pairs":
             assert not spec.drops_ties(None)  # SFT and on-policy samples have no pair labels
             continue
-        assert spec.drops_ties(spec.parse({"soft_targets": True})) is False
-        if "soft_targets" in spec.defining:  # MMPO: soft targets by definition
-            assert spec.drops_ties(spec.parse({})) is False
+        defined = spec.defining.get("soft_targets")  # MMPO: soft by definition; BT and DPO: hard
+        if defined is not None:
+            assert spec.drops_ties(spec.parse({})) is (not defined)
             continue
+        assert spec.drops_ties(spec.parse({"soft_targets": True})) is False
         assert spec.drops_ties(spec.parse({"soft_targets": False})) is True
 
 
@@ -110,7 +114,9 @@ def test_an_own_block_contradicting_the_objective_is_an_error_naming_key_and_fix
 def test_defaults_still_reach_every_key_an_objective_does_not_define():
     bt, mmpo = registry.get("reward_bt"), registry.get("reward_mmpo")
     defaults = {"soft_targets": True, "batch_size": 4, "training": {"max_steps": 7, "learning_rate": 0.01}}
-    assert bt.parse({}, defaults=defaults).soft_targets is True  # BT does not define the switch
+    # BT is defined by hard labels: a soft_targets: true in the defaults (meant for GPM) leaves it BT
+    assert bt.parse({}, defaults=defaults).soft_targets is False
+    assert registry.get("reward_gpm").parse({}, defaults=defaults).soft_targets is True
     merged = mmpo.parse({"training": {"max_steps": 3}}, defaults=defaults)
     assert merged.batch_size == 4 and merged.training == {"max_steps": 3, "learning_rate": 0.01}  # deep merge
 
@@ -130,3 +136,13 @@ def test_the_parameter_check_and_the_nodes_agree_on_precedence():
     pairs = make_pairs(8).with_columns(p_chosen=pl.lit(0.5))
     train, _, counts = select_training_pairs(pairs, {"objective": {"soft_targets": False}}, {}, namespace="reward_mmpo")
     assert train.height == pairs.filter(pl.col("split") == "train").height and "train_ties_dropped" not in counts
+
+
+@pytest.mark.parametrize(("namespace", "soft", "other"), [("reward_bt", True, "reward.mmpo"), ("policy_dpo", True, "policy.mmpo")])
+def test_bt_and_dpo_are_defined_by_hard_labels(namespace, soft, other):
+    """A soft_targets: true written in BT's / DPO's own block is a contradiction that points to MMPO."""
+    spec = registry.get(namespace)
+    with pytest.raises(ValueError, match=rf"{spec.block_key.replace('.', '[.]')}.*soft_targets=True contradicts the "
+                                         rf"objective.*use {other.replace('.', '[.]')} for soft_targets: True"):
+        spec.parse({"soft_targets": soft})  # the reward block as lifted, the policy objective block as is
+    assert spec.parse({}, defaults={"soft_targets": True}).soft_targets is False

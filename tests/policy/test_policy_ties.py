@@ -71,7 +71,8 @@ def test_why_hard_labels_must_not_see_ties():
 def test_the_soft_targets_switch_decides_and_reward_selection_follows_it():
     bt, mmpo = registry.get("reward_bt"), registry.get("reward_mmpo")
     assert bt.drops_ties(bt.parse({})) and not mmpo.drops_ties(mmpo.parse({}))
-    assert not bt.drops_ties(bt.parse({"soft_targets": True}))  # the one switch, on any logistic objective
+    gpm = registry.get("reward_gpm")  # the one switch, on any logistic objective BT/MMPO do not define
+    assert gpm.drops_ties(gpm.parse({})) and not gpm.drops_ties(gpm.parse({"soft_targets": True}))
     pairs = make_pairs(8).with_columns(p_chosen=pl.when(pl.int_range(pl.len()) % 2 == 0).then(0.5).otherwise(pl.col("p_chosen")))
     train_ties = pairs.filter((pl.col("split") == "train") & (pl.col("p_chosen") == 0.5)).height
     _, counts = select_pairs(pairs, "train", RewardParams(), None, drop_ties=True)

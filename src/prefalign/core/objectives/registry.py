@@ -123,7 +123,8 @@ class ObjectiveSpec:
     def _contradiction(self, key: str, value: Any) -> ParameterError:
         """The error for an explicit ``key: value`` in this objective's own block that its definition forbids."""
         others = [s.params_key for s in REGISTRY if s is not self and s.family == self.family
-                  and s.config is self.config and s.model_kind == self.model_kind and key not in s.defining]
+                  and s.config is self.config and s.model_kind == self.model_kind
+                  and s.defining.get(key, value) == value]
         # a flat config (RewardParams) reads keys its block writes under a sub-block: name the key as written
         path = getattr(self.config, "key_path", lambda k: k)(key)
         fix = f"remove {self.block_key}.{path} (the objective sets it)"
@@ -183,8 +184,11 @@ class ObjectiveSpec:
 
 REGISTRY: tuple[ObjectiveSpec, ...] = (
     # reward models (docs/methods.md s2, s3)
+    # BT and DPO are the hard-label objectives: a soft_targets: true in the family's defaults (meant
+    # for GPM, say) must not turn them into MMPO under their own names
     ObjectiveSpec("bt", "reward", "scalar_head", "reward", RewardParams, make_reward_loss_fn,
-                  needs_reference=False, data="pairs", evaluation="reward_model"),
+                  needs_reference=False, data="pairs", evaluation="reward_model",
+                  defining={"soft_targets": False}),
     ObjectiveSpec("mmpo", "reward", "scalar_head", "reward", RewardParams, make_reward_loss_fn,
                   needs_reference=False, data="pairs", evaluation="reward_model",
                   defining={"soft_targets": True}),
@@ -202,7 +206,8 @@ REGISTRY: tuple[ObjectiveSpec, ...] = (
     ObjectiveSpec("sft", "policy", "causal_lm", "supervised", None, policy.sft_loss_fn,
                   needs_reference=False, data="chosen_responses", evaluation="reference"),
     ObjectiveSpec("dpo", "policy", "causal_lm", "pairwise", policy.DPOConfig, policy.dpo_objective,
-                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective"),
+                  needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective",
+                  defining={"soft_targets": False}),
     ObjectiveSpec("mmpo", "policy", "causal_lm", "pairwise", policy.DPOConfig, policy.dpo_objective,
                   needs_reference=True, data="pairs", evaluation="implicit_reward", config_key="objective",
                   defining={"soft_targets": True}),
