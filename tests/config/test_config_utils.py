@@ -51,9 +51,11 @@ def test_lift_sub_blocks_accepts_each_key_only_where_it_belongs():
         lift_sub_blocks({"soft_targets": True}, where="reward.mmpo")
     with pytest.raises(ValueError, match=r"^reward.data.margin_offset belongs under reward.objective"):
         lift_sub_blocks({"data": {"margin_offset": True}})
-    with pytest.raises(ValueError, match=r"^unknown key reward.objective.soft_target; the keys of reward.objective are "
+    with pytest.raises(ValueError, match=r"^unknown key reward.objective.soft_target \(did you mean reward.objective.soft_targets\?\); the keys of reward.objective are "
                                          r"soft_targets, margin_offset, centering$"):
         lift_sub_blocks({"objective": {"soft_target": True}})
+    with pytest.raises(ValueError, match=r"^unknown key reward.data.batchsize \(did you mean reward.data.batch_size\?\)"):
+        lift_sub_blocks({"data": {"batchsize": 4}})
     with pytest.raises(ValueError, match=r"reward.objective=3 must be a mapping"):
         lift_sub_blocks({"objective": 3})
     assert lift_sub_blocks({"head": {"gpm_k": 2}, "model": {"seed": 1}}) == {"head": {"gpm_k": 2}, "model": {"seed": 1}}
@@ -69,3 +71,29 @@ def test_a_contradicted_defining_setting_is_named_where_it_is_written():
         spec.parse(lift_sub_blocks({"objective": {"soft_targets": False}}, where="reward.mmpo"))
     with pytest.raises(ValueError, match=r"^policy.mmpo.objective.soft_targets=False contradicts"):
         registry.get("policy_mmpo").parse({"soft_targets": False})
+
+
+def test_reward_messages_name_keys_as_the_block_writes_them():
+    """RewardParams is flat; its messages name data./objective. paths, and batch_size 0 is blamed on itself."""
+    from prefalign.core.reward.train_reward import RewardParams
+
+    with pytest.raises(ValueError, match=r"^reward.data.batch_size='abc' has the wrong type \(str\); it must be int$"):
+        RewardParams.from_dict({"batch_size": "abc"})
+    with pytest.raises(ValueError, match=r"^reward.objective.soft_targets='maybe' has the wrong type"):
+        RewardParams.from_dict({"soft_targets": "maybe"})
+    with pytest.raises(ValueError, match=r"^reward.data.batch_size=0 must be >= 1$"):
+        RewardParams.from_dict({"batch_size": 0})
+    with pytest.raises(ValueError, match=r"^unknown key reward.objectiv \(did you mean reward.objective\?\); allowed keys "
+                                         r"of reward: objective, head, data, num_processes"):
+        RewardParams.from_dict({"objectiv": {}})
+
+
+def test_generation_prompt_sources_from_one_command_line_string():
+    """Kedro's --params passes no lists: "alpaca_eval vicuna_eval" is read as two sources, as data.sources is."""
+    from prefalign.core.evaluation.config import GenerationConfig
+
+    config = GenerationConfig.from_params({"prompt_sources": "alpaca_eval vicuna_eval"}, "evaluation.generation")
+    assert config.prompt_sources == ["alpaca_eval", "vicuna_eval"]
+    assert GenerationConfig.from_params({"prompt_sources": ["a"]}, "evaluation.generation").prompt_sources == ["a"]
+    with pytest.raises(ValueError, match=r"^evaluation.generation.prompt_sources: '  ' is not a list of source names"):
+        GenerationConfig.from_params({"prompt_sources": "  "}, "evaluation.generation")

@@ -30,7 +30,7 @@ CASES = [
     pytest.param("reward", {"reward": {"gpm": {"head": {"head": "gpx"}}}},
                  {"namespaces": ["reward_gpm"]}, ["head='gpx'", "scalar", "gpm"], id="reward-head"),
     pytest.param("reward", {"reward": {"bt": {"objective_name": "btx"}}},  # `objective` is the loss sub-block now
-                 {"namespaces": ["reward_bt"]}, ["reward.objective", "soft_targets"], id="reward-objective"),
+                 {"namespaces": ["reward_bt"]}, ["reward.objective_name", "did you mean reward.objective?"], id="reward-objective"),
     pytest.param("policy", {"policy": {"sft": {"training": {"mixed_precision": "fp17"}}}},
                  {"namespaces": ["policy_sft"]}, ["training.mixed_precision", "bf16"], id="policy-mixed-precision"),
     pytest.param("policy", {"policy": {"defaults": {"data": {"max_lenght": 10}}}},
@@ -49,6 +49,11 @@ CASES = [
     pytest.param("evaluation", {"evaluation": {"generation": {"judge": "reward_btt"}}}, {"node_names": ["select_test_pairs"]},
                  ["evaluation.generation.judge='reward_btt'", "is not a registered reward model", "reward_bt"],
                  id="evaluation-judge"),
+    # a missing accelerate config used to pass the check and fail in the training node, after two nodes ran
+    pytest.param("reward", {"reward": {"defaults": {"num_processes": 2, "accelerate_config": "conf/accelerate/fsdp2.yaml"}}},
+                 {"namespaces": ["reward_bt"]},
+                 ["reward.defaults.accelerate_config='conf/accelerate/fsdp2.yaml' does not exist", "conf/accelerate/fsdp.yaml"],
+                 id="reward-accelerate-config"),
 ]
 
 

@@ -12,6 +12,7 @@ Framework-free: no Kedro import.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,7 +151,9 @@ def lift_sub_blocks(block: Mapping[str, Any] | None,
         for key, value in inner.items():
             home = sub_block_of(key, sub_blocks)
             if home is None:
-                raise ValueError(f"unknown key {where}.{name}.{key}; the keys of {where}.{name} are "
+                close = difflib.get_close_matches(str(key), sub_blocks[name], n=1)
+                hint = f" (did you mean {where}.{name}.{close[0]}?)" if close else ""
+                raise ValueError(f"unknown key {where}.{name}.{key}{hint}; the keys of {where}.{name} are "
                                  f"{', '.join(sub_blocks[name])}")
             if home != name:
                 raise ValueError(f"{where}.{name}.{key} belongs under {where}.{home}: write it as {where}.{home}.{key}")

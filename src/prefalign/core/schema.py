@@ -62,7 +62,7 @@ def source_names(value: str | Sequence[str] | None) -> list[str] | None:
     names = re.split(r"[\s,]+", value.strip()) if isinstance(value, str) else list(value)
     if not names or any(not isinstance(n, str) or not n.strip() for n in names):
         raise ValueError(f"{value!r} is not a list of source names: write a YAML list, or one string of names "
-                         "separated by spaces (--params \"reward.defaults.sources=ultrafeedback my_prefs\")")
+                         "separated by spaces (--params \"reward.defaults.data.sources=ultrafeedback my_prefs\")")
     return [n.strip() for n in names]
 
 

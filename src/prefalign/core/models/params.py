@@ -7,7 +7,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from typing import Any, TypeVar, Union
+from typing import Any, Callable, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -85,13 +85,16 @@ def _hints(cls: type) -> dict[str, Any]:
         return {}
 
 
-def dataclass_from_params(cls: type[T], params: dict[str, Any] | None, section: str) -> T:
+def dataclass_from_params(cls: type[T], params: dict[str, Any] | None, section: str,
+                          key_path: Callable[[str], str] | None = None) -> T:
     """``cls(**params)`` after checking every key and the type of every value.
 
     Args:
         cls: a dataclass whose field annotations say what each key accepts.
         params: the parameter block (from YAML or ``--params``); None means all defaults.
         section: the block's name in messages, e.g. ``training`` (errors read ``training.max_steps``).
+        key_path: where a field is written in the YAML block, when that differs from its name (a flat
+            config read from sub-blocks: ``batch_size`` -> ``data.batch_size``); None = the name.
 
     Returns:
         The dataclass instance.
@@ -105,18 +108,21 @@ def dataclass_from_params(cls: type[T], params: dict[str, Any] | None, section: 
         raise ParameterError(f"{section} must be a mapping of keys to values, got {params!r}")
     params = dict(params or {})
     allowed = [f.name for f in fields(cls)]
+    path = key_path or (lambda key: key)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
+        # the keys as the block writes them: a flat config's sub-block fields show as their sub-block
+        written = list(dict.fromkeys(path(key).split(".")[0] for key in allowed))
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
+            close = difflib.get_close_matches(str(key), written, n=1)
             hints.append(f"{section}.{key}" + (f" (did you mean {section}.{close[0]}?)" if close else ""))
-        raise ParameterError(f"unknown key {', '.join(hints)}; allowed keys of {section}: {', '.join(allowed)}")
+        raise ParameterError(f"unknown key {', '.join(hints)}; allowed keys of {section}: {', '.join(written)}")
     annotations = _hints(cls)
     for key, value in params.items():
         hint = annotations.get(key)
         if hint is not None and not value_matches(value, hint):
             raise ParameterError(
-                f"{section}.{key}={value!r} has the wrong type ({type(value).__name__}); it must be {_type_name(hint)}"
+                f"{section}.{path(key)}={value!r} has the wrong type ({type(value).__name__}); it must be {_type_name(hint)}"
             )
     return cls(**params)

@@ -100,7 +100,9 @@ class RewardParams:
         """
         if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
             params = {**params, "sources": source_names(params["sources"])}
-        p = dataclass_from_params(cls, params, "reward")
+        p = dataclass_from_params(cls, params, "reward", key_path=cls.key_path)
+        if p.batch_size < 1:  # before the process check, which would blame num_processes
+            raise ValueError(f"reward.data.batch_size={p.batch_size} must be >= 1")
         check_num_processes(p.num_processes, p.batch_size, "reward num_processes")
         weight_sources(pl.DataFrame({"source": []}, schema={"source": pl.String}), p.source_weights)  # checks the weights
         # Fail before any training: every sub-config is parsed now.
