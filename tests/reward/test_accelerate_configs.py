@@ -91,3 +91,20 @@ def test_deepspeed_values_set_in_the_accelerate_config_must_match_the_training_b
         zero3.configure({"gradient_clipping": 1.0}, 1, 1, None)
     config = zero3.configure({"gradient_clipping": 1.0, "gradient_accumulation_steps": 4}, 3, 4, 1.0)  # equal: kept
     assert (config["gradient_clipping"], config["gradient_accumulation_steps"], config["train_micro_batch_size_per_gpu"]) == (1.0, 4, 3)
+
+
+def test_a_deepspeed_config_without_deepspeed_fails_before_the_run(monkeypatch, tmp_path):
+    """deepspeed is not a dependency: a DeepSpeed config is refused in one line naming the install recipe."""
+    import importlib.util
+
+    from prefalign.core.training.launch import check_accelerate_config
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real_find_spec(name, *a))
+    with pytest.raises(ValueError, match=r"policy.defaults.accelerate_config='.*deepspeed_zero3.yaml' is a DeepSpeed "
+                                         r"config, and deepspeed is not installed: .*docs/distributed.md"):
+        check_accelerate_config(str(CONFIG_DIR / "deepspeed_zero3.yaml"), "policy.defaults.accelerate_config")
+    check_accelerate_config(str(CONFIG_DIR / "fsdp.yaml"))  # no error: not DeepSpeed
+    check_accelerate_config(None)
+    with pytest.raises(FileNotFoundError, match=r"accelerate_config='.*fsdp2.yaml' does not exist; the configs in .*ddp.yaml"):
+        check_accelerate_config(str(CONFIG_DIR / "fsdp2.yaml"))

@@ -119,7 +119,7 @@ def _registered_blocks(family: str, block: Mapping[str, Any]) -> list:
 def check_reward(params: Mapping[str, Any]) -> None:
     """Every registered reward objective's block merged over ``reward.defaults``, as the nodes merge them."""
     from prefalign.core.config_utils import lift_sub_blocks
-    from prefalign.core.training.launch import check_num_processes
+    from prefalign.core.training.launch import check_accelerate_config, check_num_processes
 
     reward = _block(params, "reward")
     for spec in _registered_blocks("reward", reward):
@@ -127,6 +127,7 @@ def check_reward(params: Mapping[str, Any]) -> None:
             parsed = spec.parse(lift_sub_blocks(reward.get(spec.name), where=spec.params_key),
                                 defaults=lift_sub_blocks(reward.get("defaults"), where="reward.defaults"))
             check_num_processes(parsed.num_processes, parsed.batch_size, "reward.defaults.num_processes")
+            check_accelerate_config(parsed.accelerate_config, "reward.defaults.accelerate_config")
 
 
 def check_policy(params: Mapping[str, Any]) -> None:
@@ -137,7 +138,7 @@ def check_policy(params: Mapping[str, Any]) -> None:
     from prefalign.core.models.params import dataclass_from_params
     from prefalign.core.models.tokenizer import TokenizerConfig
     from prefalign.core.policy.train_policy import PolicyDataConfig, checkpoint_dir_of, scoring_batch_size_of
-    from prefalign.core.training.launch import check_num_processes
+    from prefalign.core.training.launch import check_accelerate_config, check_num_processes
     from prefalign.core.training.loop import TrainConfig
 
     policy = _block(params, "policy")
@@ -151,6 +152,7 @@ def check_policy(params: Mapping[str, Any]) -> None:
             ModelConfig.from_dict(merged.get("model"))
             data = PolicyDataConfig.from_dict(merged.get("data"))
             check_num_processes(merged.get("num_processes", 1), data.batch_size, "policy.defaults.num_processes")
+            check_accelerate_config(merged.get("accelerate_config"), "policy.defaults.accelerate_config")
             checkpoint_dir_of(merged, spec.params_key)
             if spec.trainer == "on_policy":
                 scoring_batch_size_of(merged, spec.params_key)

@@ -39,6 +39,36 @@ from prefalign.core.models.checkpoint import ModelBundle, load_bundle, save_bund
 from prefalign.core.training.run import TrainingRun
 
 
+def check_accelerate_config(accelerate_config: str | None, key: str = "accelerate_config") -> None:
+    """The checks an accelerate config gets before any node runs: the file exists, and a DeepSpeed
+    config finds deepspeed installed (it is not a project dependency: docs/distributed.md).
+
+    Args:
+        accelerate_config: the configured path (relative to the project root), or None.
+        key: the parameter's name, for the message (e.g. ``reward.defaults.accelerate_config``).
+
+    Raises:
+        FileNotFoundError: the file does not exist (naming the configs in its folder).
+        ValueError: a DeepSpeed config (``distributed_type: DEEPSPEED``) without deepspeed installed.
+    """
+    if not accelerate_config:
+        return
+    path = Path(accelerate_config)
+    if not path.exists():
+        shipped = sorted(str(p) for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise FileNotFoundError(f"{key}='{accelerate_config}' does not exist; the configs in {path.parent}/: "
+                                f"{', '.join(shipped) or 'none'} (see conf/accelerate/)")
+    import importlib.util
+
+    import yaml
+
+    settings = yaml.safe_load(path.read_text()) or {}
+    if str(settings.get("distributed_type", "")).upper() == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise ValueError(f"{key}='{accelerate_config}' is a DeepSpeed config, and deepspeed is not installed: "
+                         "install it beside the project (docs/distributed.md, 'DeepSpeed ZeRO-3') or use "
+                         "conf/accelerate/fsdp.yaml")
+
+
 def check_num_processes(num_processes: int, batch_size: int, key: str) -> int:
     """The one check of a process count: every process needs at least one pair of each global batch.
 
@@ -156,8 +186,7 @@ def accelerate_command(module: str, work_dir: Path, num_processes: int, accelera
                          "(it counts the processes of all machines together)")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
-        if not Path(accelerate_config).exists():
-            raise FileNotFoundError(f"accelerate_config '{accelerate_config}' does not exist; see conf/accelerate/")
+        check_accelerate_config(accelerate_config)
         cmd += ["--config_file", accelerate_config]
     else:
         # --multi_gpu selects the torchrun launcher; without CUDA the loop's Accelerator is created
