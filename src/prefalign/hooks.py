@@ -219,8 +219,11 @@ class VizStatsHooks:
         self._stats: dict[str, dict[str, int]] = {}
 
     def _record(self, name: str, data: Any) -> None:
-        height, width = getattr(data, "height", None), getattr(data, "width", None)
-        if isinstance(height, int) and isinstance(width, int):
+        height = getattr(data, "height", None)
+        if not isinstance(height, int):  # a LazyFrame has no height; its .width would resolve the schema (a warning)
+            return
+        width = getattr(data, "width", None)
+        if isinstance(width, int):
             self._stats[name] = {"rows": height, "columns": width}
 
     @hook_impl

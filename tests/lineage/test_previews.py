@@ -125,3 +125,18 @@ def test_viz_stats_are_written_without_kedro_viz(tmp_path: Path, monkeypatch: py
     hooks.after_dataset_saved("pairs", pl.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]}))
     hooks.after_pipeline_run(run_params={"project_path": str(tmp_path)}, catalog=None)
     assert json.loads((tmp_path / ".viz" / "stats.json").read_text()) == {"pairs": {"rows": 3, "columns": 2}}
+
+
+def test_viz_stats_skip_a_lazy_frame_without_resolving_it():
+    """A LazyFrame (the streaming env's pairs) has no row count: it is left out, and its schema is
+    not resolved (polars warned "determining the width of a LazyFrame ..." on every streaming run)."""
+    import warnings
+
+    from prefalign.hooks import VizStatsHooks
+
+    hooks = VizStatsHooks()
+    hooks.before_pipeline_run(run_params={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hooks.after_dataset_loaded("pairs", pl.LazyFrame({"a": [1, 2, 3]}).with_columns(b=pl.col("a") * 2))
+    assert hooks._stats == {}
