@@ -103,14 +103,19 @@ def main(work_dir: str, mode: str, objectives: list[str]) -> None:
                         "results": results}, work / name)
         state.wait_for_everyone()
 
-    if mode == "resume":
-        name = objectives[0]
-        save({name: run_objective(name, work / f"out_kill_{name}", KILL_AFTER_STEP)}, "result_resume.pt")
-        return
-    save({name: run_objective(name, work / f"out_{name}") for name in objectives or OBJECTIVES}, "result_run.pt")
-    if mode == "kill":
-        _kill_rank_1_after_checkpoint()
-        run_objective("dpo", work / "out_kill_dpo", KILL_AFTER_STEP)
+    try:
+        if mode == "resume":
+            name = objectives[0]
+            save({name: run_objective(name, work / f"out_kill_{name}", KILL_AFTER_STEP)}, "result_resume.pt")
+            return
+        save({name: run_objective(name, work / f"out_{name}") for name in objectives or OBJECTIVES}, "result_run.pt")
+        if mode == "kill":
+            _kill_rank_1_after_checkpoint()
+            run_objective("dpo", work / "out_kill_dpo", KILL_AFTER_STEP)
+    finally:
+        # as core/training/launch.py does: a gloo group left to interpreter shutdown can abort a
+        # process ("terminate called without an active exception"; CI, test_two_process_ddp, once)
+        state.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def main(work_dir: str) -> None:
     if state.is_main_process:
         torch.save({"num_processes": state.num_processes, "results": results}, Path(work_dir) / "result.pt")
     state.wait_for_everyone()
+    state.destroy_process_group()  # not left to interpreter shutdown (tests/training/distributed_worker.py)
 
 
 if __name__ == "__main__":
