@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 import polars as pl
 
@@ -64,6 +64,25 @@ def source_names(value: str | Sequence[str] | None) -> list[str] | None:
         raise ValueError(f"{value!r} is not a list of source names: write a YAML list, or one string of names "
                          "separated by spaces (--params \"reward.defaults.data.sources=ultrafeedback my_prefs\")")
     return [n.strip() for n in names]
+
+
+def with_source_names(params: Mapping[str, Any] | None, key: str) -> Mapping[str, Any] | None:
+    """``params`` with ``params[key]`` read by ``source_names`` when it is one string (a ``--params``
+    value); a list, None or a missing key is left for the config's own type check.
+
+    Args:
+        params: a parameter block, or None.
+        key: the key that holds source names (``sources``, ``prompt_sources``).
+
+    Returns:
+        A new dict with the key converted, or ``params`` itself when there is nothing to convert.
+
+    Raises:
+        ValueError: a string that names no source (from ``source_names``).
+    """
+    if isinstance(params, Mapping) and isinstance(params.get(key), str):
+        return {**params, key: source_names(params[key])}
+    return params
 
 
 def stable_hash(*parts: str) -> str:

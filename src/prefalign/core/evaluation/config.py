@@ -16,7 +16,7 @@ from typing import Any
 from prefalign.core.evaluation.metrics import check_n_bins
 from prefalign.core.evaluation.statistics import BootstrapConfig
 from prefalign.core.models.params import ParameterError, dataclass_from_params
-from prefalign.core.schema import ALL_SPLITS, source_names
+from prefalign.core.schema import ALL_SPLITS, with_source_names
 
 
 
@@ -96,13 +96,11 @@ class GenerationConfig:
         """
         from prefalign.core.policy.generation import SamplingConfig
 
-        params = dict(params or {})
-        if isinstance(params.get("prompt_sources"), str):  # "a b": one --params value (Kedro passes no lists)
-            try:
-                params["prompt_sources"] = source_names(params["prompt_sources"])
-            except ValueError as error:
-                raise ParameterError(f"{where}.prompt_sources: {error}") from None
-        config = dataclass_from_params(cls, params, where)
+        try:
+            params = with_source_names(params, "prompt_sources")  # "a b": one --params value (Kedro passes no lists)
+        except ValueError as error:
+            raise ParameterError(f"{where}.prompt_sources: {error}") from None
+        config = dataclass_from_params(cls, dict(params or {}), where)
         if config.max_prompts < 1:
             raise ParameterError(f"{where}.max_prompts={config.max_prompts!r} must be an integer >= 1")
         # which names are reward models is the registry's business (pipelines.declare_judge checks it)

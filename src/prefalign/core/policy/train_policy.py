@@ -34,7 +34,7 @@ from prefalign.core.policy.objectives import (
 )
 from prefalign.core.policy.preference import preference_table_fn
 from prefalign.core.policy.reference import ReferenceLogprobs, compute_reference_logprobs
-from prefalign.core.schema import source_names
+from prefalign.core.schema import with_source_names
 from prefalign.core.training.batching import (
     TokenizedPairs,
     padding_fraction,
@@ -87,9 +87,7 @@ class PolicyDataConfig:
         Raises:
             ValueError: an unknown key, a bad ``sources``, or a size < 1.
         """
-        if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
-            params = {**params, "sources": source_names(params["sources"])}
-        cfg = dataclass_from_params(cls, params, "data")
+        cfg = dataclass_from_params(cls, with_source_names(params, "sources"), "data")
         if cfg.sources is not None and (isinstance(cfg.sources, str) or not cfg.sources):
             raise ValueError(
                 f"policy data sources={cfg.sources!r} must be a non-empty list of source names, or null for all sources"

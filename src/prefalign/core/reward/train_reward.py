@@ -22,7 +22,7 @@ from prefalign.core.models.lora import trainable_parameters
 from prefalign.core.models.tokenizer import TokenizerConfig, build_tokenizer, check_tokenizer_fits, tokenizer_params_for_model
 from prefalign.core.reward.model import HEAD_TYPES, HeadConfig, RewardModel
 from prefalign.core.reward.objectives import make_reward_loss_fn
-from prefalign.core.schema import source_names
+from prefalign.core.schema import with_source_names
 from prefalign.core.training.token_cache import cached_tokenize_pair_frame
 from prefalign.core.training.launch import check_num_processes
 from prefalign.core.training.packing import any_padding_fraction, pair_batches, resolve_layout
@@ -98,9 +98,7 @@ class RewardParams:
             ValueError: an unknown key (named, with the allowed ones), a bad head/tokenizer/model/
                 training value, or num_processes < 1 or > batch_size.
         """
-        if isinstance(params, dict) and isinstance(params.get("sources"), str):  # "a b": one --params value, no commas
-            params = {**params, "sources": source_names(params["sources"])}
-        p = dataclass_from_params(cls, params, "reward", key_path=cls.key_path)
+        p = dataclass_from_params(cls, with_source_names(params, "sources"), "reward", key_path=cls.key_path)
         if p.batch_size < 1:  # before the process check, which would blame num_processes
             raise ValueError(f"reward.data.batch_size={p.batch_size} must be >= 1")
         check_num_processes(p.num_processes, p.batch_size, "reward num_processes")
