@@ -115,40 +115,51 @@ PARAMS = {
 }
 
 
-@pytest.mark.slow
-def test_two_machines_with_one_process_each_equal_one_process(tmp_path):
-    """Two launchers on this machine, as on two nodes: machine_rank 0 and 1, rendezvous on 127.0.0.1:<port>."""
+def node_runs(tmp_path: Path, machines: list[Machines | None], accelerate_config: str | None = None):
+    """reward BT on the toy pairs in one process, and through the node's launcher (``run_in_subprocesses``,
+    2 processes in all, ``accelerate_config``: None = DDP) once per entry of ``machines`` (launched
+    together, one thread each: two entries with machine_rank 0 and 1 are two nodes on this machine)."""
     pairs = toy_pairs_frame(32, 8)
     single = RewardParams.from_dict(PARAMS)
     train, _ = select_pairs(pairs, "train", single, None, False)
     val, _ = select_pairs(pairs, "val", single, None, False)
     tokenizer = fit_tokenizer(train, single)
     one = train_reward_model(train, val, tokenizer, single, tmp_path / "one", "bt")
-    args = {"params": asdict(RewardParams.from_dict(deep_merge(PARAMS, {"num_processes": 2}))), "output_dir": None}
-    port, runs, errors = free_port(), {}, []
+    params = asdict(RewardParams.from_dict(deep_merge(PARAMS, {"num_processes": 2, "accelerate_config": accelerate_config})))
+    runs, errors = {}, []
 
     def machine(rank: int) -> None:
         try:
-            runs[rank] = run_in_subprocesses(
-                ENTRY, "reward_bt", {**args, "output_dir": str(tmp_path / f"state_{rank}")}, {"train": train, "val": val}, {},
-                {"tokenizer": tokenizer}, tmp_path / f"machine_{rank}", 2, machines=Machines(2, rank, "127.0.0.1", port))
+            runs[rank] = run_in_subprocesses(ENTRY, "reward_bt", {"params": params, "output_dir": str(tmp_path / f"state_{rank}")},
+                                             {"train": train, "val": val}, {}, {"tokenizer": tokenizer},
+                                             tmp_path / f"machine_{rank}", 2, accelerate_config, machines[rank])
         except Exception as error:  # noqa: BLE001 (re-raised below, in the test's thread)
             errors.append(error)
 
-    threads = [threading.Thread(target=machine, args=(rank,)) for rank in (0, 1)]
+    threads = [threading.Thread(target=machine, args=(rank,)) for rank in range(len(machines))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=600)
     assert not errors, errors
-    reference = one.training_curve["train_loss"].to_list()
-    for rank in (0, 1):  # each machine's node gets the (identical) trained model back
-        run = runs[rank]
-        assert run.metrics["num_processes"] == 2
-        assert run.training_curve["train_loss"].to_list() == pytest.approx(reference, abs=TOL)
-        assert run.metrics["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=TOL)
-        weights = run.bundle.model.state_dict()
-        assert max(float((weights[k] - w).abs().max()) for k, w in one.bundle.model.state_dict().items()) <= 1e-4
+    return one, [runs[rank] for rank in range(len(machines))]
+
+
+def assert_node_run_equals(run, one) -> None:
+    assert run.metrics["num_processes"] == 2
+    assert run.training_curve["train_loss"].to_list() == pytest.approx(one.training_curve["train_loss"].to_list(), abs=TOL)
+    assert run.metrics["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=TOL)
+    weights = run.bundle.model.state_dict()
+    assert max(float((weights[k] - w).abs().max()) for k, w in one.bundle.model.state_dict().items()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_two_machines_with_one_process_each_equal_one_process(tmp_path):
+    """Two launchers on this machine, as on two nodes: machine_rank 0 and 1, rendezvous on 127.0.0.1."""
+    port = free_port()
+    one, runs = node_runs(tmp_path, [Machines(2, rank, "127.0.0.1", port) for rank in (0, 1)])
+    for run in runs:  # each machine's node gets the (identical) trained model back
+        assert_node_run_equals(run, one)
 
 
 def test_machines_from_env_and_the_multi_node_command():

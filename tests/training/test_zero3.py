@@ -21,8 +21,6 @@ system C++ compiler on first use).
 
 from __future__ import annotations
 
-import threading
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -30,18 +28,15 @@ import torch
 
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (not a project dependency; docs/distributed.md)")
 
-from prefalign.core.config_utils import deep_merge  # noqa: E402
-from prefalign.core.objectives.train_objective import ENTRY  # noqa: E402
-from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
-from prefalign.core.training.launch import Machines, free_port, run_accelerate_module, run_in_subprocesses  # noqa: E402
-from tests.reward.helpers import toy_pairs_frame  # noqa: E402
+from prefalign.core.training.launch import Machines, free_port, run_accelerate_module  # noqa: E402
 from tests.training.distributed_worker import KILL_AFTER_STEP, OBJECTIVES  # noqa: E402
 from tests.training.test_distributed import (  # noqa: E402,F401 (one_process is a fixture)
-    PARAMS,
     TOL,
     WORKER,
     assert_equal_runs,
+    assert_node_run_equals,
     max_differences,
+    node_runs,
     one_process,
 )
 
@@ -82,47 +77,10 @@ def test_zero3_resume_after_kill_equals_uninterrupted_run(zero3_runs, one_proces
     assert_equal_runs({"dpo": resumed}, one_process, ["dpo"])
 
 
-def node_runs(tmp_path: Path, machines: list[Machines | None]):
-    """reward BT on the toy pairs in one process, and through the node's launcher with the ZeRO-3 config
-    (2 processes in all) once per entry of ``machines`` (launched together, one thread each)."""
-    pairs = toy_pairs_frame(32, 8)
-    single = RewardParams.from_dict(PARAMS)
-    train, _ = select_pairs(pairs, "train", single, None, False)
-    val, _ = select_pairs(pairs, "val", single, None, False)
-    tokenizer = fit_tokenizer(train, single)
-    one = train_reward_model(train, val, tokenizer, single, tmp_path / "one", "bt")
-    params = asdict(RewardParams.from_dict(deep_merge(PARAMS, {"num_processes": 2, "accelerate_config": ZERO3})))
-    runs, errors = {}, []
-
-    def machine(rank: int) -> None:
-        try:
-            runs[rank] = run_in_subprocesses(ENTRY, "reward_bt", {"params": params, "output_dir": str(tmp_path / f"state_{rank}")},
-                                             {"train": train, "val": val}, {}, {"tokenizer": tokenizer},
-                                             tmp_path / f"machine_{rank}", 2, ZERO3, machines[rank])
-        except Exception as error:  # noqa: BLE001 (re-raised below, in the test's thread)
-            errors.append(error)
-
-    threads = [threading.Thread(target=machine, args=(rank,)) for rank in range(len(machines))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert not errors, errors
-    return one, [runs[rank] for rank in range(len(machines))]
-
-
-def assert_node_run_equals(run, one) -> None:
-    assert run.metrics["num_processes"] == 2
-    assert run.training_curve["train_loss"].to_list() == pytest.approx(one.training_curve["train_loss"].to_list(), abs=TOL)
-    assert run.metrics["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=TOL)
-    weights = run.bundle.model.state_dict()
-    assert max(float((weights[k] - w).abs().max()) for k, w in one.bundle.model.state_dict().items()) <= 1e-4
-
-
 @pytest.mark.slow
 def test_node_launcher_with_the_zero3_config_equals_one_process(tmp_path):
     """The Kedro node's path: run_in_subprocesses starts 2 processes with conf/accelerate/deepspeed_zero3.yaml."""
-    one, (run,) = node_runs(tmp_path, [Machines()])
+    one, (run,) = node_runs(tmp_path, [Machines()], ZERO3)
     assert_node_run_equals(run, one)
 
 
@@ -130,6 +88,6 @@ def test_node_launcher_with_the_zero3_config_equals_one_process(tmp_path):
 def test_two_machines_with_the_zero3_config_equal_one_process(tmp_path):
     """Two launchers as two nodes (machine_rank 0 and 1, one process each, rendezvous on 127.0.0.1)."""
     port = free_port()
-    one, runs = node_runs(tmp_path, [Machines(2, rank, "127.0.0.1", port) for rank in (0, 1)])
+    one, runs = node_runs(tmp_path, [Machines(2, rank, "127.0.0.1", port) for rank in (0, 1)], ZERO3)
     for run in runs:  # each node's run gets the (identical) trained model back
         assert_node_run_equals(run, one)
