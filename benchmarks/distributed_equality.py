@@ -18,9 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,13 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from prefalign.core.config_utils import deep_merge  # noqa: E402
-from prefalign.core.objectives.train_objective import ENTRY  # noqa: E402
-from prefalign.core.reward.train_reward import RewardParams, fit_tokenizer, select_pairs, train_reward_model  # noqa: E402
-from prefalign.core.training.launch import Machines, free_port, run_accelerate_module, run_in_subprocesses  # noqa: E402
-from tests.reward.helpers import toy_pairs_frame  # noqa: E402
+from prefalign.core.training.launch import Machines, free_port, run_accelerate_module  # noqa: E402
 from tests.training.distributed_worker import OBJECTIVES, run_objective  # noqa: E402
-from tests.training.test_distributed import FSDP, PARAMS, WORKER, max_differences  # noqa: E402
+from tests.training.test_distributed import FSDP, WORKER, max_differences, node_runs  # noqa: E402
 
 
 def row(setup: str, objective: str, diff: dict, seconds: float | None) -> None:
@@ -75,27 +69,11 @@ def main() -> int:
         row("FSDP2 killed+resumed vs run", "dpo", max_differences(resumed, fsdp["dpo"]), seconds)
         row("FSDP2 killed+resumed vs 1", "dpo", max_differences(resumed, one["dpo"]), None)
 
-        pairs = toy_pairs_frame(32, 8)
-        single = RewardParams.from_dict(PARAMS)
-        train, _ = select_pairs(pairs, "train", single, None, False)
-        val, _ = select_pairs(pairs, "val", single, None, False)
-        tokenizer = fit_tokenizer(train, single)
-        reference = train_reward_model(train, val, tokenizer, single, tmp / "node_one", "bt")
-        args = {"params": asdict(RewardParams.from_dict(deep_merge(PARAMS, {"num_processes": 2})))}
-        port, runs = free_port(), {}
-
-        def machine(rank: int) -> None:
-            runs[rank] = run_in_subprocesses(ENTRY, "reward_bt", {**args, "output_dir": str(tmp / f"state_{rank}")},
-                                             {"train": train, "val": val}, {}, {"tokenizer": tokenizer},
-                                             tmp / f"machine_{rank}", 2, machines=Machines(2, rank, "127.0.0.1", port))
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=machine, args=(rank,)) for rank in (0, 1)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        port = free_port()
+        t0 = time.perf_counter()  # includes the one-process reference run of node_runs
+        reference, node_run_list = node_runs(tmp, [Machines(2, rank, "127.0.0.1", port) for rank in (0, 1)])
         seconds = time.perf_counter() - t0
+        runs = dict(enumerate(node_run_list))
         ref_curve, ref_weights = reference.training_curve["train_loss"].to_list(), reference.bundle.model.state_dict()
         for rank in (0, 1):
             run = runs[rank]
